@@ -1,0 +1,215 @@
+//! The `edge` command line: `edge serve`, and `edge ports get|list` to read the store back
+//! while the server is stopped.
+
+use crate::config::{Config, Overrides};
+use crate::server::Server;
+use anyhow::{bail, Context as _};
+use clap::{Args, Parser, Subcommand};
+use edge_tasks::ports::{self, ListQuery, Port};
+use edge_tasks::store::StoreOptions;
+use edge_tasks::Store;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+/// edge: a TLS-first QUIC ingest server.
+#[derive(Debug, Parser)]
+#[command(name = "edge", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Settings every command shares.
+#[derive(Debug, Args)]
+struct GlobalArgs {
+    /// Config file [default: config/edge.toml if it exists].
+    #[arg(long, env = "EDGE_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Directory of the store (edge.redb) [default: data].
+    #[arg(long, env = "EDGE_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// Directory of the generated dev certificates [default: certs].
+    #[arg(long, env = "EDGE_CERTS_DIR", global = true)]
+    certs_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve {
+        /// UDP address to listen on [default: 127.0.0.1:4433].
+        #[arg(long, env = "EDGE_LISTEN")]
+        listen: Option<SocketAddr>,
+    },
+    /// Read sea ports from the store (while the server is stopped).
+    #[command(subcommand)]
+    Ports(PortsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PortsCommand {
+    /// Print one port as JSON.
+    Get {
+        /// The UN/LOCODE, e.g. AEAJM.
+        code: String,
+    },
+    /// List ports in key order, one page at a time.
+    List {
+        /// Only ports of this country (e.g. "United Arab Emirates"; case-insensitive).
+        #[arg(long)]
+        country: Option<String>,
+        /// Ports per page (1-1000).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Start after this key (the `next` of the previous page).
+        #[arg(long)]
+        after: Option<String>,
+        /// Print the page as JSON: {"items":[{"key":..,"port":{..}}],"next":..}.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Parses the command line and runs the command.
+pub fn run() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    let listen = match &cli.command {
+        Command::Serve { listen } => *listen,
+        Command::Ports(_) => None,
+    };
+    let overrides = Overrides {
+        config: cli.global.config,
+        listen,
+        data_dir: cli.global.data_dir,
+        certs_dir: cli.global.certs_dir,
+    };
+    let config = Config::load(&overrides)?;
+    match cli.command {
+        Command::Serve { .. } => serve(&config),
+        Command::Ports(command) => read_ports(&config, command),
+    }
+}
+
+fn serve(config: &Config) -> anyhow::Result<ExitCode> {
+    init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("edge")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let server = Server::bind(config)?;
+        let addr = server.local_addr();
+        if let Some(ca) = server.dev_ca() {
+            info!(
+                "using dev certificates; clients trust them with the CA {} (edge-client --ca {0})",
+                ca.display()
+            );
+        }
+        info!(store = %config.store_path().display(), "store open");
+        let shutdown = CancellationToken::new();
+        tokio::spawn(on_signal(shutdown.clone()));
+        announce(addr);
+        server.run(shutdown).await;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The one line scripts wait for.
+fn announce(addr: SocketAddr) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "edge listening on {addr}");
+    let _ = out.flush();
+}
+
+/// Cancels `shutdown` on Ctrl-C or SIGTERM.
+async fn on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    info!("signal received");
+    shutdown.cancel();
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn read_ports(config: &Config, command: PortsCommand) -> anyhow::Result<ExitCode> {
+    let path = config.store_path();
+    if !path.is_file() {
+        bail!(
+            "no store at {}: run `edge serve` and upload ports first, or pass --data-dir",
+            path.display()
+        );
+    }
+    let store = Store::open(&path, &StoreOptions::default())?;
+    let mut out = std::io::stdout().lock();
+    match command {
+        PortsCommand::Get { code } => match ports::get(&store, &code)? {
+            Some(port) => {
+                writeln!(out, "{}", serde_json::to_string_pretty(&port)?)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            None => {
+                eprintln!("edge: no port `{code}` in {}", path.display());
+                Ok(ExitCode::from(1))
+            }
+        },
+        PortsCommand::List { country, limit, after, json } => {
+            let query = ListQuery { country: country.as_deref(), after: after.as_deref(), limit };
+            let page = ports::list(&store, &query)?;
+            if json {
+                let items: Vec<_> = page
+                    .items
+                    .iter()
+                    .map(|(key, port)| serde_json::json!({"key": key, "port": port}))
+                    .collect();
+                writeln!(out, "{}", serde_json::json!({"items": items, "next": page.next}))?;
+            } else {
+                for (key, port) in &page.items {
+                    writeln!(out, "{}", port_line(key, port))?;
+                }
+                if let Some(next) = &page.next {
+                    eprintln!("more: --after {next}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn port_line(key: &str, port: &Port) -> String {
+    let country = port.country.as_deref().unwrap_or("-");
+    match port.coordinates {
+        Some([lon, lat]) => format!("{key}\t{}\t{country}\t{lon},{lat}", port.name),
+        None => format!("{key}\t{}\t{country}\t-", port.name),
+    }
+}

@@ -1,0 +1,323 @@
+//! The server's configuration: `config/edge.toml` (or `--config`), with flags and `EDGE_*`
+//! environment variables over it.
+//!
+//! Every setting has a default, so `edge serve` runs with no file at all. Unknown keys are an
+//! error that names the key. `config/edge.toml` in the repository lists every setting at its
+//! default; a test keeps it equal to [`Config::default`].
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Where `edge` looks for a config file when none is named.
+pub const DEFAULT_CONFIG_PATH: &str = "config/edge.toml";
+
+/// The store file's name inside the data dir.
+pub const STORE_FILE: &str = "edge.redb";
+
+/// A configuration that could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The named config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, has an unknown key, or a value of the wrong type.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the key (from the TOML parser).
+        message: String,
+    },
+    /// A setting has a value that cannot work.
+    #[error("invalid setting `{key}`: {message}")]
+    Invalid {
+        /// The setting, as `section.key`.
+        key: &'static str,
+        /// Why.
+        message: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// UDP address to serve `edge/1` on.
+    pub listen: SocketAddr,
+    /// Directory of the store (`edge.redb`).
+    pub data_dir: PathBuf,
+    /// Directory of the generated dev certificates.
+    pub certs_dir: PathBuf,
+    /// Certificates.
+    pub tls: TlsConfig,
+    /// The redb store.
+    pub store: StoreConfig,
+    /// Job processing.
+    pub jobs: JobsConfig,
+    /// QUIC transport limits.
+    pub transport: TransportConfig,
+}
+
+/// `[tls]`: the server certificate.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain (e.g. certbot's `fullchain.pem`). Unset: dev certificates are
+    /// generated in `certs_dir`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key for `cert` (e.g. certbot's `privkey.pem`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// Extra DNS names or IP addresses for the generated dev certificate (besides localhost,
+    /// 127.0.0.1 and ::1).
+    pub names: Vec<String>,
+}
+
+/// `[store]`: the redb database.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// redb page cache, in MiB. redb's own default (1 GiB) would dominate the server's memory.
+    pub cache_mb: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { cache_mb: 32 }
+    }
+}
+
+/// `[jobs]`: how jobs run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// Jobs that decode and store at the same time, server-wide. Further jobs wait (their
+    /// uploads are held back by QUIC flow control).
+    pub max_running: usize,
+    /// Commit a job's records at least every this many records.
+    pub commit_records: usize,
+    /// Commit a job's records at least this often, in milliseconds.
+    pub commit_interval_ms: u64,
+    /// Send `progress` / `committed` events at most this often, in milliseconds.
+    pub progress_interval_ms: u64,
+    /// The largest record (or line) a decoder buffers; larger records are reported and skipped.
+    pub max_record_bytes: usize,
+    /// A client must send its job header within this many seconds of opening the stream.
+    pub header_timeout_secs: u64,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            max_running: 64,
+            commit_records: 10_000,
+            commit_interval_ms: 100,
+            progress_interval_ms: 100,
+            max_record_bytes: 1024 * 1024,
+            header_timeout_secs: 10,
+        }
+    }
+}
+
+/// `[transport]`: QUIC limits. Worst-case buffered upload memory is about
+/// `connection_receive_window` per connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransportConfig {
+    /// Bytes a client may send on one upload stream ahead of what the server has read.
+    pub stream_receive_window: u64,
+    /// Bytes a client may send on all its streams together ahead of what the server has read.
+    pub connection_receive_window: u64,
+    /// Upload streams (jobs) one connection may have open at once.
+    pub max_jobs_per_connection: u64,
+    /// Close a connection after this many seconds without any packet.
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            stream_receive_window: 1024 * 1024,
+            connection_receive_window: 4 * 1024 * 1024,
+            max_jobs_per_connection: 16,
+            idle_timeout_secs: 30,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], edge_proto::DEFAULT_PORT)),
+            data_dir: PathBuf::from("data"),
+            certs_dir: PathBuf::from("certs"),
+            tls: TlsConfig::default(),
+            store: StoreConfig::default(),
+            jobs: JobsConfig::default(),
+            transport: TransportConfig::default(),
+        }
+    }
+}
+
+/// Command-line (and environment) settings that override the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--config` / `EDGE_CONFIG`: the file to read (it must exist).
+    pub config: Option<PathBuf>,
+    /// `--listen` / `EDGE_LISTEN`.
+    pub listen: Option<SocketAddr>,
+    /// `--data-dir` / `EDGE_DATA_DIR`.
+    pub data_dir: Option<PathBuf>,
+    /// `--certs-dir` / `EDGE_CERTS_DIR`.
+    pub certs_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads the config file (the named one, else `config/edge.toml` if it exists, else none)
+    /// and applies the overrides over it.
+    pub fn load(overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut config = match &overrides.config {
+            Some(path) => Config::from_file(path)?,
+            None if Path::new(DEFAULT_CONFIG_PATH).is_file() => {
+                Config::from_file(Path::new(DEFAULT_CONFIG_PATH))?
+            }
+            None => Config::default(),
+        };
+        if let Some(listen) = overrides.listen {
+            config.listen = listen;
+        }
+        if let Some(dir) = &overrides.data_dir {
+            config.data_dir = dir.clone();
+        }
+        if let Some(dir) = &overrides.certs_dir {
+            config.certs_dir = dir.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads one TOML file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Config::from_toml(&text).map_err(|message| ConfigError::Parse { path: path.to_owned(), message })
+    }
+
+    /// Parses TOML text; the error message names the offending key.
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+    }
+
+    /// The store file: `<data_dir>/edge.redb`.
+    pub fn store_path(&self) -> PathBuf {
+        self.data_dir.join(STORE_FILE)
+    }
+
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| Err(ConfigError::Invalid { key, message: message.to_owned() });
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return invalid("tls.cert", "set both `tls.cert` and `tls.key`, or neither (dev certificates)");
+        }
+        if self.jobs.max_running == 0 {
+            return invalid("jobs.max_running", "must be at least 1");
+        }
+        if self.jobs.commit_records == 0 {
+            return invalid("jobs.commit_records", "must be at least 1");
+        }
+        if self.jobs.max_record_bytes < 1024 {
+            return invalid("jobs.max_record_bytes", "must be at least 1024");
+        }
+        if self.transport.max_jobs_per_connection == 0 {
+            return invalid("transport.max_jobs_per_connection", "must be at least 1");
+        }
+        if self.transport.stream_receive_window < 16 * 1024
+            || self.transport.connection_receive_window < self.transport.stream_receive_window
+        {
+            return invalid(
+                "transport.stream_receive_window",
+                "must be at least 16384 and at most `connection_receive_window`",
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_example_lists_every_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/edge.toml");
+        let shipped = Config::from_file(&path).expect("config/edge.toml parses");
+        assert_eq!(shipped, Config::default(), "config/edge.toml must show the code's defaults");
+        // Every key of the defaults appears in the file (commented or not), so none is undocumented.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let defaults = toml::Value::try_from(Config::default()).unwrap();
+        let mut keys = Vec::new();
+        collect_keys(&defaults, &mut keys);
+        for key in keys {
+            assert!(text.contains(&format!("{key} =")), "config/edge.toml does not mention `{key}`");
+        }
+    }
+
+    fn collect_keys(value: &toml::Value, keys: &mut Vec<String>) {
+        if let toml::Value::Table(table) = value {
+            for (k, v) in table {
+                match v {
+                    toml::Value::Table(_) => collect_keys(v, keys),
+                    _ => keys.push(k.clone()),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Config::from_toml("listen = \"127.0.0.1:1\"\nlisen = 3\n").unwrap_err();
+        assert!(err.contains("lisen"), "{err}");
+        let err = Config::from_toml("[jobs]\ncommit_every = 3\n").unwrap_err();
+        assert!(err.contains("commit_every"), "{err}");
+    }
+
+    #[test]
+    fn overrides_win_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("edge.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:9\"\ndata_dir = \"from-file\"\n").unwrap();
+        let overrides = Overrides {
+            config: Some(file.clone()),
+            data_dir: Some("from-flag".into()),
+            ..Overrides::default()
+        };
+        let config = Config::load(&overrides).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:9".parse().unwrap());
+        assert_eq!(config.data_dir, PathBuf::from("from-flag"));
+    }
+
+    #[test]
+    fn a_named_file_must_exist() {
+        let overrides = Overrides { config: Some("/nonexistent/edge.toml".into()), ..Overrides::default() };
+        let err = Config::load(&overrides).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/edge.toml"), "{err}");
+    }
+
+    #[test]
+    fn half_a_certificate_is_refused() {
+        let config = Config {
+            tls: TlsConfig { cert: Some("a.pem".into()), ..TlsConfig::default() },
+            ..Config::default()
+        };
+        assert!(config.validate().unwrap_err().to_string().contains("tls.key"));
+    }
+}

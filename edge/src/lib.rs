@@ -1,0 +1,22 @@
+//! edge: a TLS-first QUIC ingest server.
+//!
+//! A client streams a file as a job over one QUIC unidirectional stream (ALPN `edge/1`); the
+//! server decodes it into records as the bytes arrive, runs them through a task plugin
+//! (`edge-tasks`) that may store them in redb, and streams notification events back on one
+//! stream per job. The wire contract lives in `edge-proto`; `docs/PROTOCOL.md` describes it.
+//!
+//! # Layout
+//! - [`config`]: `config/edge.toml`, flags and environment variables.
+//! - [`tls`]: configured certificates, or dev certificates generated with rcgen.
+//! - [`server`]: the QUIC endpoint, ALPN dispatch and shutdown.
+//! - `jobs`: one job from its upload stream to its notification stream.
+//! - [`cli`]: the `edge` command line (`serve`, `ports get`, `ports list`).
+
+pub mod cli;
+pub mod config;
+mod jobs;
+pub mod server;
+pub mod tls;
+
+pub use config::Config;
+pub use server::{ServeError, Server};

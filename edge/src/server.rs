@@ -1,0 +1,240 @@
+//! The QUIC endpoint: binds the UDP port, accepts connections, dispatches them by ALPN, and
+//! shuts everything down through one cancellation token.
+
+use crate::config::Config;
+use crate::jobs;
+use crate::tls::{self, TlsError};
+use edge_proto::{AppCode, ALPN_EDGE};
+use edge_tasks::pipeline::Settings;
+use edge_tasks::store::StoreOptions;
+use edge_tasks::{Store, StoreError};
+use quinn::crypto::rustls::{HandshakeData, QuicServerConfig};
+use quinn::{Connection, Endpoint, Incoming, VarInt};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn, Instrument};
+
+/// How long shutdown waits for running jobs to commit and tell their clients.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long shutdown waits for closed connections to be acknowledged.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The certificate could not be loaded or generated.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The data dir could not be created.
+    #[error("cannot create the data dir {path}: {source}")]
+    DataDir {
+        /// The dir.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The UDP socket could not be bound.
+    #[error("cannot listen on {addr}: {source} (is another server using the port? set --listen)")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What every connection and job of the server shares.
+#[derive(Debug)]
+pub(crate) struct Service {
+    /// The store every task writes to.
+    pub store: Store,
+    /// Job slots: at most `jobs.max_running` pipelines run at once.
+    pub job_slots: Semaphore,
+    /// How pipelines commit and report.
+    pub settings: Settings,
+    /// How long a client has to send its job header.
+    pub header_timeout: Duration,
+}
+
+/// A bound, ready server.
+#[derive(Debug)]
+pub struct Server {
+    endpoint: Endpoint,
+    service: Arc<Service>,
+    dev_ca: Option<PathBuf>,
+}
+
+impl Server {
+    /// Opens the store, loads (or generates) the certificate and binds the UDP port. Must be
+    /// called inside a tokio runtime.
+    pub fn bind(config: &Config) -> Result<Server, ServeError> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|source| ServeError::DataDir { path: config.data_dir.clone(), source })?;
+        let store_options = StoreOptions { cache_bytes: mib(config.store.cache_mb) };
+        let store = Store::open(&config.store_path(), &store_options)?;
+        let identity = tls::load_identity(&config.tls, &config.certs_dir)?;
+        let dev_ca = identity.dev_ca.clone();
+        let crypto = tls::server_crypto(identity, &[ALPN_EDGE])?;
+        let crypto = QuicServerConfig::try_from(crypto)
+            .expect("a TLS 1.3 config with the ring provider always suits QUIC");
+        let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        server_config.transport_config(Arc::new(transport(config)));
+        let endpoint = Endpoint::server(server_config, config.listen)
+            .map_err(|source| ServeError::Bind { addr: config.listen, source })?;
+        let service = Service {
+            store,
+            job_slots: Semaphore::new(config.jobs.max_running),
+            settings: settings(config),
+            header_timeout: Duration::from_secs(config.jobs.header_timeout_secs),
+        };
+        Ok(Server { endpoint, service: Arc::new(service), dev_ca })
+    }
+
+    /// The address the server listens on (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.endpoint
+            .local_addr()
+            .expect("a bound endpoint always has a local address")
+    }
+
+    /// The dev CA clients must trust, when the server uses generated certificates.
+    pub fn dev_ca(&self) -> Option<&PathBuf> {
+        self.dev_ca.as_ref()
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops accepting, lets running jobs commit
+    /// what they have and tell their clients, closes every connection with
+    /// [`AppCode::Shutdown`] and returns.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let connections = TaskTracker::new();
+        loop {
+            let incoming = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                incoming = self.endpoint.accept() => incoming,
+            };
+            let Some(incoming) = incoming else { break };
+            let span = tracing::info_span!("conn", remote = %incoming.remote_address());
+            let service = self.service.clone();
+            connections.spawn(accept(incoming, service, shutdown.clone()).instrument(span));
+        }
+        info!("shutting down: no new connections; running jobs commit what they have");
+        self.endpoint.set_server_config(None);
+        connections.close();
+        if tokio::time::timeout(DRAIN_TIMEOUT, connections.wait()).await.is_err() {
+            warn!("jobs did not end within {DRAIN_TIMEOUT:?}; closing connections anyway");
+        }
+        self.endpoint.close(AppCode::Shutdown.into_varint(), b"server shutting down");
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.endpoint.wait_idle()).await;
+        info!("stopped");
+    }
+}
+
+/// Extension to turn our application codes into QUIC varints.
+pub(crate) trait IntoVarInt {
+    /// The code as a QUIC varint.
+    fn into_varint(self) -> VarInt;
+}
+
+impl IntoVarInt for AppCode {
+    fn into_varint(self) -> VarInt {
+        VarInt::from_u32(self.value())
+    }
+}
+
+async fn accept(incoming: Incoming, service: Arc<Service>, shutdown: CancellationToken) {
+    let connection = match incoming.await {
+        Ok(connection) => connection,
+        Err(e) => {
+            debug!("handshake failed: {e}");
+            return;
+        }
+    };
+    match alpn(&connection).as_deref() {
+        Some(ALPN_EDGE) => serve_edge(connection, service, shutdown).await,
+        _ => connection.close(AppCode::ProtocolError.into_varint(), b"unsupported ALPN"),
+    }
+}
+
+fn alpn(connection: &Connection) -> Option<Vec<u8>> {
+    let data = connection.handshake_data()?;
+    data.downcast::<HandshakeData>().ok()?.protocol
+}
+
+/// Runs one `edge/1` connection: every unidirectional stream the client opens is a job.
+async fn serve_edge(connection: Connection, service: Arc<Service>, shutdown: CancellationToken) {
+    debug!("connected");
+    let jobs = TaskTracker::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            stream = connection.accept_uni() => match stream {
+                Ok(upload) => {
+                    let job = jobs::run(connection.clone(), upload, service.clone(), shutdown.clone());
+                    jobs.spawn(job.in_current_span());
+                }
+                Err(e) => {
+                    debug!("connection ended: {e}");
+                    break;
+                }
+            },
+            stream = connection.accept_bi() => match stream {
+                Ok((mut send, mut recv)) => {
+                    // `edge/1` has no bidirectional streams.
+                    let _ = recv.stop(AppCode::ProtocolError.into_varint());
+                    let _ = send.reset(AppCode::ProtocolError.into_varint());
+                }
+                Err(_) => break,
+            },
+        }
+    }
+    jobs.close();
+    jobs.wait().await;
+    if shutdown.is_cancelled() {
+        connection.close(AppCode::Shutdown.into_varint(), b"server shutting down");
+    }
+}
+
+fn transport(config: &Config) -> quinn::TransportConfig {
+    let t = &config.transport;
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .stream_receive_window(varint(t.stream_receive_window))
+        .receive_window(varint(t.connection_receive_window))
+        .max_concurrent_uni_streams(varint(t.max_jobs_per_connection))
+        .max_concurrent_bidi_streams(VarInt::from_u32(0))
+        .max_idle_timeout(Some(
+            quinn::IdleTimeout::try_from(Duration::from_secs(t.idle_timeout_secs))
+                .unwrap_or(quinn::IdleTimeout::from(VarInt::from_u32(30_000))),
+        ));
+    transport
+}
+
+fn settings(config: &Config) -> Settings {
+    let jobs = &config.jobs;
+    let mut settings = Settings::default();
+    settings.commit_records = jobs.commit_records;
+    settings.commit_interval = Duration::from_millis(jobs.commit_interval_ms);
+    settings.progress_interval = Duration::from_millis(jobs.progress_interval_ms);
+    settings.limits.max_record_bytes = jobs.max_record_bytes;
+    settings
+}
+
+fn varint(value: u64) -> VarInt {
+    VarInt::from_u64(value).unwrap_or(VarInt::MAX)
+}
+
+fn mib(value: u64) -> usize {
+    usize::try_from(value.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX)
+}

@@ -1,0 +1,156 @@
+//! The real `edge` binary, as a user runs it: it prints its ready line, serves, stops on
+//! SIGTERM with exit code 0 after telling running jobs' clients, and reads ports back.
+
+use crate::util::*;
+use edge_client::{Client, ClientConfig, UploadJob};
+use edge_proto::{ErrorCode, Event, Format, JobHeader};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A running `edge serve` child process, killed if a test fails before stopping it.
+struct ServeProcess {
+    child: Child,
+    addr: String,
+}
+
+impl ServeProcess {
+    fn start(dir: &Path) -> ServeProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_edge"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("EDGE_DATA_DIR", dir.join("data"))
+            .env("EDGE_CERTS_DIR", dir.join("certs"))
+            .env("RUST_LOG", "warn")
+            .current_dir(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("edge starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("edge prints its ready line");
+        let addr = line
+            .trim()
+            .strip_prefix("edge listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_owned();
+        ServeProcess { child, addr }
+    }
+
+    fn client_config(&self, dir: &Path) -> ClientConfig {
+        ClientConfig {
+            server: format!("https://{}", self.addr),
+            ca: Some(dir.join("certs/ca.pem")),
+            token: None,
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+        assert!(sent.success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait works") {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "edge did not exit within 20 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn edge(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_edge"))
+        .args(args)
+        .env("EDGE_DATA_DIR", dir.join("data"))
+        .env("EDGE_CERTS_DIR", dir.join("certs"))
+        .current_dir(dir)
+        .output()
+        .expect("edge runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_stores_ports_stops_on_sigterm_and_reads_them_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServeProcess::start(dir.path());
+    let client = Client::connect(&server.client_config(dir.path())).await.expect("connects");
+    let body = std::fs::read(ports_json()).unwrap();
+    let (result, _) = upload(&client, "ports", None, body).await;
+    assert!(matches!(result.last, Event::Done { committed: 1634, .. }), "{:?}", result.last);
+    client.close().await;
+
+    let status = server.terminate();
+    assert!(status.success(), "edge exits 0 on SIGTERM: {status:?}");
+
+    let out = edge(dir.path(), &["ports", "get", "AEAJM"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let port: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(port["name"], "Ajman");
+    assert_eq!(port["coordinates"], serde_json::json!([55.5136433, 25.4052165]));
+
+    let out = edge(dir.path(), &["ports", "list", "--country", "united arab emirates", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let page: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let keys: Vec<&str> = page["items"].as_array().unwrap().iter().map(|i| i["key"].as_str().unwrap()).collect();
+    assert!(keys.contains(&"AEAJM") && keys.contains(&"AEDXB"), "{keys:?}");
+    assert!(keys.windows(2).all(|w| w[0] < w[1]), "key order");
+
+    let out = edge(dir.path(), &["ports", "get", "XXXXX"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_a_running_job_with_a_final_event_and_keeps_what_was_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServeProcess::start(dir.path());
+    let client = Client::connect(&server.client_config(dir.path())).await.expect("connects");
+    // A body that never ends by itself: the job is running when the signal comes.
+    let (mut writer, reader) = tokio::io::duplex(64 * 1024);
+    let feeder = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let chunk = synthetic_ports_ndjson(2_000);
+        loop {
+            if writer.write_all(&chunk).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let mut header = JobHeader::new("ports");
+    header.format = Some(Format::Ndjson);
+    let job = UploadJob { header, body: Box::new(reader) };
+    let (committed_tx, mut committed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let upload = tokio::spawn(async move {
+        client
+            .upload(job, move |event: &Event| {
+                if let Event::Committed { records } = event {
+                    let _ = committed_tx.send(*records);
+                }
+            })
+            .await
+    });
+    // Wait until something is committed, then stop the server.
+    let first = tokio::time::timeout(Duration::from_secs(20), committed_rx.recv()).await.unwrap();
+    assert!(first.unwrap_or(0) > 0);
+    let status = tokio::task::spawn_blocking(move || server.terminate()).await.unwrap();
+    assert!(status.success(), "{status:?}");
+    let result = upload.await.unwrap().expect("the client gets a final event");
+    feeder.abort();
+    let Event::Failed { code, committed, .. } = result.last else { panic!("{:?}", result.last) };
+    assert_eq!(code, ErrorCode::Shutdown);
+    assert!(committed > 0);
+    // Every committed record is in the store (keys repeat per chunk, so compare counts of
+    // distinct keys: at least min(committed, 2000)).
+    let stored = all_ports(&dir.path().join("data/edge.redb"));
+    assert_eq!(stored.len() as u64, committed.min(2_000));
+}

@@ -1,0 +1,6 @@
+//! End-to-end tests: a real server on 127.0.0.1 with a real redb file, real QUIC, the real
+//! `edge-client` library, and (in `binary`) the real `edge` binary as a user runs it.
+
+mod binary;
+mod jobs;
+mod util;

@@ -1,0 +1,173 @@
+//! Shared helpers for the end-to-end tests: a real server on 127.0.0.1:0 with its own temp
+//! dirs, real clients, and test data.
+
+#![allow(dead_code)]
+
+use edge::config::Config;
+use edge::Server;
+use edge_client::{Client, ClientConfig, JobResult, UploadJob};
+use edge_proto::{Event, Format, JobHeader};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The real sea-ports file (1,634 ports).
+pub fn ports_json() -> PathBuf {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/ports.json");
+    if shipped.is_file() {
+        return shipped;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/ports.json")
+}
+
+/// A server running in this process, in its own temp dir.
+pub struct TestServer {
+    pub addr: std::net::SocketAddr,
+    pub dir: tempfile::TempDir,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl TestServer {
+    /// Starts a server with default settings on an ephemeral port.
+    pub async fn start() -> TestServer {
+        TestServer::start_with(|_| {}).await
+    }
+
+    /// Starts a server after `tune` adjusted its config.
+    pub async fn start_with(tune: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        TestServer::start_in(dir, tune).await
+    }
+
+    /// Starts a server whose data and certs live in `dir`.
+    pub async fn start_in(dir: tempfile::TempDir, tune: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().join("data"),
+            certs_dir: dir.path().join("certs"),
+            ..Config::default()
+        };
+        tune(&mut config);
+        let server = Server::bind(&config).expect("server binds");
+        let addr = server.local_addr();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(server.run(shutdown.clone()));
+        TestServer { addr, dir, shutdown, task }
+    }
+
+    /// The dev CA the server generated.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("certs/ca.pem")
+    }
+
+    /// The store file.
+    pub fn store_path(&self) -> PathBuf {
+        self.dir.path().join("data/edge.redb")
+    }
+
+    /// A client connected to this server.
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.client_config()).await.expect("client connects")
+    }
+
+    pub fn client_config(&self) -> ClientConfig {
+        ClientConfig {
+            server: format!("https://127.0.0.1:{}", self.addr.port()),
+            ca: Some(self.ca()),
+            token: Some("test-token".into()),
+        }
+    }
+
+    /// Shuts the server down (as on SIGTERM) and waits until it has stopped; returns the temp
+    /// dir so the store can be opened.
+    pub async fn stop(self) -> tempfile::TempDir {
+        self.shutdown.cancel();
+        self.task.await.expect("server task ends cleanly");
+        self.dir
+    }
+}
+
+/// Uploads `body` as one job and collects every event.
+pub async fn upload(client: &Client, task: &str, format: Option<Format>, body: Vec<u8>) -> (JobResult, Vec<Event>) {
+    let mut header = JobHeader::new(task);
+    header.format = format;
+    header.size = Some(body.len() as u64);
+    upload_with(client, header, Box::new(std::io::Cursor::new(body))).await
+}
+
+/// Uploads with a given header and body reader, collecting every event.
+pub async fn upload_with(
+    client: &Client,
+    header: JobHeader,
+    body: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+) -> (JobResult, Vec<Event>) {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let job = UploadJob { header, body };
+    let result = client
+        .upload(job, move |event: &Event| sink.lock().unwrap().push(event.clone()))
+        .await
+        .expect("upload completes");
+    let events = events.lock().unwrap().clone();
+    (result, events)
+}
+
+/// The `done` event of a finished job (panics with the events if there is none).
+pub fn done(events: &[Event]) -> &Event {
+    events
+        .iter()
+        .find(|e| matches!(e, Event::Done { .. }))
+        .unwrap_or_else(|| panic!("no done event in {events:#?}"))
+}
+
+/// The ports file as a JSON array of its records, and as NDJSON.
+pub fn ports_as_array_and_ndjson() -> (Vec<u8>, Vec<u8>) {
+    let text = std::fs::read(ports_json()).unwrap();
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&text).unwrap();
+    let records: Vec<&serde_json::Value> = map.values().collect();
+    let array = serde_json::to_vec_pretty(&records).unwrap();
+    let mut ndjson = Vec::new();
+    for r in &records {
+        ndjson.extend_from_slice(&serde_json::to_vec(r).unwrap());
+        ndjson.push(b'\n');
+    }
+    (array, ndjson)
+}
+
+/// `n` synthetic port records as NDJSON, keyed `P000000`, `P000001`, ...
+pub fn synthetic_ports_ndjson(n: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n * 200);
+    for i in 0..n {
+        let line = serde_json::json!({
+            "name": format!("Port {i}"),
+            "city": "Testville",
+            "country": "Testland",
+            "alias": [],
+            "regions": [],
+            "coordinates": [(i % 360) as f64 - 180.0, (i % 180) as f64 - 90.0],
+            "timezone": "Etc/UTC",
+            "unlocs": [format!("P{i:06}")],
+        });
+        out.extend_from_slice(&serde_json::to_vec(&line).unwrap());
+        out.push(b'\n');
+    }
+    out
+}
+
+/// Every port in a stopped server's store, in key order.
+pub fn all_ports(store_path: &Path) -> Vec<(String, edge_tasks::ports::Port)> {
+    let store = edge_tasks::Store::open(store_path, &Default::default()).expect("store opens");
+    let mut all = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let query = edge_tasks::ports::ListQuery { country: None, after: after.as_deref(), limit: 1000 };
+        let page = edge_tasks::ports::list(&store, &query).unwrap();
+        all.extend(page.items);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return all,
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! Notification events: the NDJSON lines a server streams back for each job.
+//!
+//! Over `edge/1` they travel on the job's notification stream; over HTTP/3 they are the
+//! response body. Every line is one JSON object whose `event` field names its kind. The first
+//! event is `accepted` (or a lone `rejected`); the last is exactly one of `done` or `failed`.
+
+use crate::{ErrorCode, Format};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A task's end-of-job summary (e.g. `ports`: `inserted`, `updated`, `unchanged`; `stats`:
+/// `count`, `mean`, `variance`, `stddev`, `min`, `max`). Its shape belongs to the task.
+pub type Summary = Value;
+
+/// One notification line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Event {
+    /// The job started: the header was accepted and its format chosen.
+    Accepted {
+        /// The server's id for the job.
+        job: String,
+        /// The client's upload stream id (`edge/1`), so the client can pair this notification
+        /// stream with its upload.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        upload_stream: Option<u64>,
+        /// The task that runs the job.
+        task: String,
+        /// The format the records are decoded from (given, or sniffed).
+        format: Format,
+        /// The file name from the header, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        /// The upload size from the header, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<u64>,
+    },
+    /// How far decoding has got (coalesced: a few per second).
+    Progress {
+        /// Body bytes read so far.
+        bytes: u64,
+        /// Records decoded so far (stored or not).
+        records: u64,
+        /// Records reported as errors so far.
+        #[serde(default)]
+        errors: u64,
+    },
+    /// Records durable in the store so far (cumulative). Sent only after the store's commit
+    /// returned.
+    Committed {
+        /// Records committed so far.
+        records: u64,
+    },
+    /// One record was not stored; the job goes on.
+    RecordError {
+        /// The record's index in the upload, from 0.
+        index: u64,
+        /// Byte offset of the record's start in the upload body.
+        offset: u64,
+        /// The record's key, if it could be read.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+        /// What is wrong, as a stable code.
+        code: ErrorCode,
+        /// What is wrong, for a person; names the field where there is one.
+        message: String,
+    },
+    /// A task's own running figures (e.g. `stats` running mean).
+    Task {
+        /// The task that sent it.
+        task: String,
+        /// The figures; their shape belongs to the task.
+        data: Value,
+    },
+    /// The job finished: every record was stored or reported.
+    Done {
+        /// The job id.
+        job: String,
+        /// Body bytes read.
+        bytes: u64,
+        /// Records decoded (stored or not).
+        records: u64,
+        /// Records committed.
+        committed: u64,
+        /// Records reported as errors.
+        errors: u64,
+        /// Wall time from accept to done.
+        duration_ms: u64,
+        /// The task's summary.
+        summary: Summary,
+    },
+    /// The job stopped early; records committed before it stay committed.
+    Failed {
+        /// The job id.
+        job: String,
+        /// Why, as a stable code.
+        code: ErrorCode,
+        /// Why, for a person.
+        message: String,
+        /// Records committed before the failure.
+        committed: u64,
+        /// Body bytes read before the failure.
+        #[serde(default)]
+        bytes: u64,
+        /// Records decoded before the failure.
+        #[serde(default)]
+        records: u64,
+        /// Records reported as errors before the failure.
+        #[serde(default)]
+        errors: u64,
+        /// Byte offset in the body where reading stopped, when the body itself is at fault.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+    },
+    /// The job was refused before any byte of its body was decoded; nothing was stored.
+    Rejected {
+        /// Why, as a stable code.
+        code: ErrorCode,
+        /// Why, for a person, with what to do about it.
+        message: String,
+        /// Always 0: nothing was stored.
+        committed: u64,
+        /// The client's upload stream id (`edge/1`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        upload_stream: Option<u64>,
+    },
+    /// An event this version of the contract does not know (from a newer server).
+    #[serde(other)]
+    Unknown,
+}
+
+impl Event {
+    /// The event as one NDJSON line, `\n` included.
+    pub fn to_line(&self) -> Vec<u8> {
+        let mut line =
+            serde_json::to_vec(self).expect("events hold only strings, numbers and JSON values");
+        line.push(b'\n');
+        line
+    }
+
+    /// Parses one NDJSON line.
+    pub fn from_line(line: &[u8]) -> Result<Event, serde_json::Error> {
+        serde_json::from_slice(line)
+    }
+
+    /// Whether this event ends the job's event stream (`done`, `failed` or `rejected`).
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            Event::Done { .. } | Event::Failed { .. } | Event::Rejected { .. }
+        )
+    }
+
+    /// The `event` field's value.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::Accepted { .. } => "accepted",
+            Event::Progress { .. } => "progress",
+            Event::Committed { .. } => "committed",
+            Event::RecordError { .. } => "record_error",
+            Event::Task { .. } => "task",
+            Event::Done { .. } => "done",
+            Event::Failed { .. } => "failed",
+            Event::Rejected { .. } => "rejected",
+            Event::Unknown => "unknown",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn wire_names_are_stable() {
+        let ev = Event::Accepted {
+            job: "j1".into(),
+            upload_stream: Some(2),
+            task: "ports".into(),
+            format: Format::Json,
+            name: None,
+            size: Some(10),
+        };
+        let v: Value = serde_json::from_slice(&ev.to_line()).unwrap();
+        assert_eq!(
+            v,
+            json!({"event":"accepted","job":"j1","upload_stream":2,"task":"ports","format":"json","size":10})
+        );
+
+        let ev = Event::RecordError {
+            index: 3,
+            offset: 120,
+            key: Some("AEAJM".into()),
+            code: ErrorCode::InvalidRecord,
+            message: "missing field `name`".into(),
+        };
+        let v: Value = serde_json::from_slice(&ev.to_line()).unwrap();
+        assert_eq!(v["event"], "record_error");
+        assert_eq!(v["code"], "invalid_record");
+        assert_eq!(v["index"], 3);
+        assert_eq!(v["offset"], 120);
+    }
+
+    #[test]
+    fn lines_round_trip() {
+        let events = [
+            Event::Progress {
+                bytes: 1,
+                records: 2,
+                errors: 0,
+            },
+            Event::Committed { records: 2 },
+            Event::Task {
+                task: "stats".into(),
+                data: json!({"count": 2}),
+            },
+            Event::Done {
+                job: "j".into(),
+                bytes: 1,
+                records: 2,
+                committed: 2,
+                errors: 0,
+                duration_ms: 5,
+                summary: json!({"inserted": 2}),
+            },
+            Event::Rejected {
+                code: ErrorCode::UnknownTask,
+                message: "no task `x`".into(),
+                committed: 0,
+                upload_stream: Some(6),
+            },
+        ];
+        for ev in events {
+            let line = ev.to_line();
+            assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+            assert_eq!(Event::from_line(&line).unwrap(), ev);
+        }
+    }
+
+    #[test]
+    fn unknown_events_are_tolerated() {
+        let ev = Event::from_line(br#"{"event":"draining","in":30}"#).unwrap();
+        assert_eq!(ev, Event::Unknown);
+        assert!(!ev.is_final());
+    }
+}

@@ -1,0 +1,27 @@
+//! Task plugins for edge, and everything they need: transport-free and synchronous.
+//!
+//! The server hands this crate a job's bytes; this crate cuts them into records, runs them
+//! through a task plugin and keeps what the plugin stores. It knows nothing of QUIC or HTTP.
+//!
+//! # Layout
+//! - [`decode`]: incremental decoders (`json`, `ndjson`, `lines`) and format sniffing.
+//! - [`record`]: the records decoders produce and the faults reported for bad ones.
+//! - [`task`]: the [`Task`] trait and the [`Plugin`] description a plugin exports.
+//! - [`registry`]: the list of plugins.
+//! - [`ports`]: the `ports` plugin (sea ports upserted into redb) and its table.
+//! - [`stats`]: the `stats` plugin (online count, mean, variance, min, max).
+//! - [`store`]: the redb database every plugin shares.
+//! - [`pipeline`]: runs one job: decoder -> task -> commits, emitting notification events.
+
+pub mod decode;
+pub mod pipeline;
+pub mod ports;
+pub mod record;
+pub mod registry;
+pub mod stats;
+pub mod store;
+pub mod task;
+
+pub use record::{Body, Record, RecordFault, Rejection};
+pub use store::{Store, StoreError};
+pub use task::{Context, ParamError, Plugin, Task, TaskError};

@@ -1,0 +1,67 @@
+//! Records as decoders hand them to tasks, and the faults a decoder or task reports for one.
+
+use edge_proto::ErrorCode;
+
+/// One decoded record, borrowed from the decoder's buffer for the duration of one call.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    /// Index of the record in the upload, from 0. Bad records count too, so indexes match
+    /// what a user sees when counting entries in the file.
+    pub index: u64,
+    /// Byte offset of the record's first byte in the upload body (for a top-level JSON object,
+    /// the offset of the entry's key).
+    pub offset: u64,
+    /// The record's key when the format carries one (the key of a top-level JSON object entry).
+    pub key: Option<&'a str>,
+    /// The record's bytes.
+    pub body: Body<'a>,
+}
+
+/// The bytes of one record, as the format framed them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body<'a> {
+    /// One complete JSON value (not yet parsed or validated beyond its framing).
+    Json(&'a [u8]),
+    /// One line of text, without its line terminator (`\n` or `\r\n`), valid UTF-8.
+    Text(&'a str),
+}
+
+/// A record that could not be stored: reported to the client as a `record_error` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordFault {
+    /// Index of the record in the upload (see [`Record::index`]).
+    pub index: u64,
+    /// Byte offset of the record's start in the upload body.
+    pub offset: u64,
+    /// The record's key, if it could be read.
+    pub key: Option<String>,
+    /// What is wrong, as a stable code.
+    pub code: ErrorCode,
+    /// What is wrong, for a person; names the field where there is one.
+    pub message: String,
+}
+
+/// Why a task refused one record. The pipeline adds the index and offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The record's key, if the task could read one (e.g. `unlocs[0]` of an array record).
+    pub key: Option<String>,
+    /// What is wrong, as a stable code (usually [`ErrorCode::InvalidRecord`] or
+    /// [`ErrorCode::InvalidJson`]).
+    pub code: ErrorCode,
+    /// What is wrong, naming the field.
+    pub message: String,
+}
+
+impl Rejection {
+    /// A record that is valid JSON but wrong for the task.
+    pub fn invalid(message: impl Into<String>) -> Rejection {
+        Rejection { key: None, code: ErrorCode::InvalidRecord, message: message.into() }
+    }
+
+    /// Attaches the record's key.
+    pub fn with_key(mut self, key: Option<String>) -> Rejection {
+        self.key = key;
+        self
+    }
+}

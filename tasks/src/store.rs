@@ -1,0 +1,3 @@
+//! The redb database every plugin shares.
+//!
+//! INTERFACE FIXED HERE; body to be written.

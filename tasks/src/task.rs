@@ -1,0 +1,76 @@
+//! The task-plugin trait: what a plugin implements to receive a job's records.
+//!
+//! A task is a synchronous sink (it runs on a blocking thread, never on the async runtime).
+//! The pipeline hands it records one at a time, asks it to [`Task::commit`] every few thousand
+//! records or every few milliseconds, and reports records as committed only after `commit`
+//! returned. At the end it asks for a summary.
+
+use crate::record::{Record, Rejection};
+use crate::store::Store;
+use edge_proto::{Format, Summary};
+use serde_json::{Map, Value};
+
+/// A failure that ends the job (the store could not commit, a bug).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TaskError {
+    /// The store failed; nothing since the last successful commit is durable.
+    #[error("store error: {0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Invalid task parameters (the header's `params`, or HTTP query parameters).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParamError(pub String);
+
+/// One job's plugin instance.
+pub trait Task: Send {
+    /// Takes one record. `Ok` means accepted: it becomes durable at the next successful
+    /// [`Task::commit`]. `Err` rejects this record only; the job goes on.
+    fn record(&mut self, record: &Record<'_>) -> Result<(), Rejection>;
+
+    /// Makes every record accepted so far durable. Only after this returns `Ok` are those
+    /// records reported as committed. The default keeps nothing (for tasks without a store).
+    fn commit(&mut self) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    /// Running figures to send to the client as a `task` event, if the task has any. Called
+    /// when the pipeline sends progress (a few times per second).
+    fn progress(&self) -> Option<Value> {
+        None
+    }
+
+    /// The end-of-job summary, called once after the last successful commit.
+    fn summary(&self) -> Summary;
+}
+
+/// Everything a plugin may use to build a task.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The store (redb). Cheap to clone.
+    pub store: Store,
+}
+
+/// A task plugin: its description, and how to start one job of it.
+#[derive(Debug, Clone, Copy)]
+pub struct Plugin {
+    /// The name clients use in `task`, e.g. `ports`.
+    pub name: &'static str,
+    /// One sentence on what the task does with records.
+    pub description: &'static str,
+    /// The formats the task accepts; the first is the default when sniffing cannot decide.
+    pub formats: &'static [Format],
+    /// The record schema the task expects, as a JSON Schema document (for `GET /v1/tasks`).
+    pub schema: &'static str,
+    /// Starts one job's instance. `params` are the job's task parameters.
+    pub create: fn(params: &Map<String, Value>, context: &Context) -> Result<Box<dyn Task>, ParamError>,
+}
+
+impl Plugin {
+    /// Whether the task reads this format.
+    pub fn accepts(&self, format: Format) -> bool {
+        self.formats.contains(&format)
+    }
+}
