@@ -183,8 +183,17 @@ fn read_ports(config: &Config, command: PortsCommand) -> anyhow::Result<ExitCode
                 Ok(ExitCode::from(1))
             }
         },
-        PortsCommand::List { country, limit, after, json } => {
-            let query = ListQuery { country: country.as_deref(), after: after.as_deref(), limit };
+        PortsCommand::List {
+            country,
+            limit,
+            after,
+            json,
+        } => {
+            let query = ListQuery {
+                country: country.as_deref(),
+                after: after.as_deref(),
+                limit,
+            };
             let page = ports::list(&store, &query)?;
             if json {
                 let items: Vec<_> = page
@@ -192,7 +201,11 @@ fn read_ports(config: &Config, command: PortsCommand) -> anyhow::Result<ExitCode
                     .iter()
                     .map(|(key, port)| serde_json::json!({"key": key, "port": port}))
                     .collect();
-                writeln!(out, "{}", serde_json::json!({"items": items, "next": page.next}))?;
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"items": items, "next": page.next})
+                )?;
             } else {
                 for (key, port) in &page.items {
                     writeln!(out, "{}", port_line(key, port))?;

@@ -207,9 +207,14 @@ impl Config {
 
     /// Reads one TOML file.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Config::from_toml(&text).map_err(|message| ConfigError::Parse { path: path.to_owned(), message })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
     }
 
     /// Parses TOML text; the error message names the offending key.
@@ -224,9 +229,17 @@ impl Config {
 
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, message: &str| Err(ConfigError::Invalid { key, message: message.to_owned() });
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_owned(),
+            })
+        };
         if self.tls.cert.is_some() != self.tls.key.is_some() {
-            return invalid("tls.cert", "set both `tls.cert` and `tls.key`, or neither (dev certificates)");
+            return invalid(
+                "tls.cert",
+                "set both `tls.cert` and `tls.key`, or neither (dev certificates)",
+            );
         }
         if self.jobs.max_running == 0 {
             return invalid("jobs.max_running", "must be at least 1");
@@ -260,14 +273,21 @@ mod tests {
     fn shipped_example_lists_every_default() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/edge.toml");
         let shipped = Config::from_file(&path).expect("config/edge.toml parses");
-        assert_eq!(shipped, Config::default(), "config/edge.toml must show the code's defaults");
+        assert_eq!(
+            shipped,
+            Config::default(),
+            "config/edge.toml must show the code's defaults"
+        );
         // Every key of the defaults appears in the file (commented or not), so none is undocumented.
         let text = std::fs::read_to_string(&path).unwrap();
         let defaults = toml::Value::try_from(Config::default()).unwrap();
         let mut keys = Vec::new();
         collect_keys(&defaults, &mut keys);
         for key in keys {
-            assert!(text.contains(&format!("{key} =")), "config/edge.toml does not mention `{key}`");
+            assert!(
+                text.contains(&format!("{key} =")),
+                "config/edge.toml does not mention `{key}`"
+            );
         }
     }
 
@@ -294,7 +314,11 @@ mod tests {
     fn overrides_win_over_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("edge.toml");
-        std::fs::write(&file, "listen = \"127.0.0.1:9\"\ndata_dir = \"from-file\"\n").unwrap();
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9\"\ndata_dir = \"from-file\"\n",
+        )
+        .unwrap();
         let overrides = Overrides {
             config: Some(file.clone()),
             data_dir: Some("from-flag".into()),
@@ -307,7 +331,10 @@ mod tests {
 
     #[test]
     fn a_named_file_must_exist() {
-        let overrides = Overrides { config: Some("/nonexistent/edge.toml".into()), ..Overrides::default() };
+        let overrides = Overrides {
+            config: Some("/nonexistent/edge.toml".into()),
+            ..Overrides::default()
+        };
         let err = Config::load(&overrides).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/edge.toml"), "{err}");
     }
@@ -315,9 +342,16 @@ mod tests {
     #[test]
     fn half_a_certificate_is_refused() {
         let config = Config {
-            tls: TlsConfig { cert: Some("a.pem".into()), ..TlsConfig::default() },
+            tls: TlsConfig {
+                cert: Some("a.pem".into()),
+                ..TlsConfig::default()
+            },
             ..Config::default()
         };
-        assert!(config.validate().unwrap_err().to_string().contains("tls.key"));
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("tls.key"));
     }
 }

@@ -59,7 +59,14 @@ pub(crate) async fn run(
         size: header.size,
     };
     debug!(parent: &span, token = header.token.is_some(), "job header accepted");
-    let running = Running { connection, upload, leftover, spec, plugin, task };
+    let running = Running {
+        connection,
+        upload,
+        leftover,
+        spec,
+        plugin,
+        task,
+    };
     running.run(service, shutdown).instrument(span).await;
 }
 
@@ -71,12 +78,18 @@ struct Refusal {
 
 impl From<HeaderError> for Refusal {
     fn from(e: HeaderError) -> Refusal {
-        Refusal { code: e.code(), message: e.to_string() }
+        Refusal {
+            code: e.code(),
+            message: e.to_string(),
+        }
     }
 }
 
 /// Reads the header line; returns it and the body bytes that came after it in the same chunk.
-async fn read_header(upload: &mut RecvStream, timeout: Duration) -> Result<(JobHeader, Bytes), Refusal> {
+async fn read_header(
+    upload: &mut RecvStream,
+    timeout: Duration,
+) -> Result<(JobHeader, Bytes), Refusal> {
     let mut buf = BytesMut::new();
     let read = async {
         loop {
@@ -99,12 +112,17 @@ async fn read_header(upload: &mut RecvStream, timeout: Duration) -> Result<(JobH
             }
         }
     };
-    tokio::time::timeout(timeout, read).await.unwrap_or_else(|_| {
-        Err(Refusal {
-            code: ErrorCode::BadHeader,
-            message: format!("no job header within {} s of opening the stream", timeout.as_secs()),
+    tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Refusal {
+                code: ErrorCode::BadHeader,
+                message: format!(
+                    "no job header within {} s of opening the stream",
+                    timeout.as_secs()
+                ),
+            })
         })
-    })
 }
 
 fn memchr_newline(bytes: &[u8]) -> Option<usize> {
@@ -112,10 +130,17 @@ fn memchr_newline(bytes: &[u8]) -> Option<usize> {
 }
 
 /// Finds the plugin and starts its task, or says why not.
-fn start_task(header: &JobHeader, service: &Service) -> Result<(&'static Plugin, Box<dyn Task>), Refusal> {
+fn start_task(
+    header: &JobHeader,
+    service: &Service,
+) -> Result<(&'static Plugin, Box<dyn Task>), Refusal> {
     let plugin = registry::find(&header.task).ok_or_else(|| Refusal {
         code: ErrorCode::UnknownTask,
-        message: format!("no task `{}`; this server runs: {}", header.task, registry::names()),
+        message: format!(
+            "no task `{}`; this server runs: {}",
+            header.task,
+            registry::names()
+        ),
     })?;
     if let Some(format) = header.format {
         if !plugin.accepts(format) {
@@ -124,19 +149,33 @@ fn start_task(header: &JobHeader, service: &Service) -> Result<(&'static Plugin,
                 message: format!(
                     "task `{}` does not accept format `{format}`; it accepts: {}",
                     plugin.name,
-                    plugin.formats.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(", ")
+                    plugin
+                        .formats
+                        .iter()
+                        .map(|f| f.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             });
         }
     }
-    let context = Context { store: service.store.clone() };
-    let task = (plugin.create)(&header.params, &context)
-        .map_err(|e| Refusal { code: ErrorCode::BadParams, message: e.0 })?;
+    let context = Context {
+        store: service.store.clone(),
+    };
+    let task = (plugin.create)(&header.params, &context).map_err(|e| Refusal {
+        code: ErrorCode::BadParams,
+        message: e.0,
+    })?;
     Ok((plugin, task))
 }
 
 /// Refuses a job: stops its upload and sends a lone `rejected` event.
-async fn reject(connection: &Connection, upload: &mut RecvStream, upload_stream: u64, refusal: Refusal) {
+async fn reject(
+    connection: &Connection,
+    upload: &mut RecvStream,
+    upload_stream: u64,
+    refusal: Refusal,
+) {
     info!(upload_stream, code = %refusal.code, "job rejected: {}", refusal.message);
     let _ = upload.stop(AppCode::Rejected.into_varint());
     let event = Event::Rejected {
@@ -198,7 +237,10 @@ impl Running {
             let span = tracing::Span::current();
             tokio::task::spawn_blocking(move || {
                 let _entered = span.enter();
-                let mut source = QueueSource { queue: chunk_queue, handle };
+                let mut source = QueueSource {
+                    queue: chunk_queue,
+                    handle,
+                };
                 let mut emit = |event: Event| {
                     // A client that stopped reading its notifications does not stop the job.
                     let _ = events.blocking_send(event);
@@ -206,7 +248,13 @@ impl Running {
                 pipeline::run(&spec, plugin, task, &mut source, &settings, &mut emit)
             })
         };
-        let pumped = pump(&mut self.upload, std::mem::take(&mut self.leftover), chunks, &shutdown).await;
+        let pumped = pump(
+            &mut self.upload,
+            std::mem::take(&mut self.leftover),
+            chunks,
+            &shutdown,
+        )
+        .await;
         let report = match pipeline.await {
             Ok(report) => Some(report),
             Err(e) => {
@@ -289,7 +337,13 @@ async fn pump(
             },
         };
         let more = matches!(input, Input::Chunk(_));
-        let was_shutdown = matches!(&input, Input::Aborted { code: ErrorCode::Shutdown, .. });
+        let was_shutdown = matches!(
+            &input,
+            Input::Aborted {
+                code: ErrorCode::Shutdown,
+                ..
+            }
+        );
         let sent = tokio::select! {
             sent = chunks.send(input) => sent.is_ok(),
             _ = shutdown.cancelled(), if !was_shutdown => {
@@ -301,7 +355,11 @@ async fn pump(
             return Pumped::Unfinished;
         }
         if !more {
-            return if was_shutdown { Pumped::Unfinished } else { Pumped::Finished };
+            return if was_shutdown {
+                Pumped::Unfinished
+            } else {
+                Pumped::Finished
+            };
         }
     }
 }
@@ -321,7 +379,9 @@ struct QueueSource {
 
 impl Source for QueueSource {
     fn next(&mut self, wait: Duration) -> Input {
-        let received = self.handle.block_on(tokio::time::timeout(wait, self.queue.recv()));
+        let received = self
+            .handle
+            .block_on(tokio::time::timeout(wait, self.queue.recv()));
         match received {
             Ok(Some(input)) => input,
             Ok(None) => Input::Aborted {

@@ -80,9 +80,13 @@ impl Server {
     /// Opens the store, loads (or generates) the certificate and binds the UDP port. Must be
     /// called inside a tokio runtime.
     pub fn bind(config: &Config) -> Result<Server, ServeError> {
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|source| ServeError::DataDir { path: config.data_dir.clone(), source })?;
-        let store_options = StoreOptions { cache_bytes: mib(config.store.cache_mb) };
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let store_options = StoreOptions {
+            cache_bytes: mib(config.store.cache_mb),
+        };
         let store = Store::open(&config.store_path(), &store_options)?;
         let identity = tls::load_identity(&config.tls, &config.certs_dir)?;
         let dev_ca = identity.dev_ca.clone();
@@ -91,15 +95,22 @@ impl Server {
             .expect("a TLS 1.3 config with the ring provider always suits QUIC");
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         server_config.transport_config(Arc::new(transport(config)));
-        let endpoint = Endpoint::server(server_config, config.listen)
-            .map_err(|source| ServeError::Bind { addr: config.listen, source })?;
+        let endpoint =
+            Endpoint::server(server_config, config.listen).map_err(|source| ServeError::Bind {
+                addr: config.listen,
+                source,
+            })?;
         let service = Service {
             store,
             job_slots: Semaphore::new(config.jobs.max_running),
             settings: settings(config),
             header_timeout: Duration::from_secs(config.jobs.header_timeout_secs),
         };
-        Ok(Server { endpoint, service: Arc::new(service), dev_ca })
+        Ok(Server {
+            endpoint,
+            service: Arc::new(service),
+            dev_ca,
+        })
     }
 
     /// The address the server listens on (with the real port when bound to port 0).
@@ -132,10 +143,14 @@ impl Server {
         info!("shutting down: no new connections; running jobs commit what they have");
         self.endpoint.set_server_config(None);
         connections.close();
-        if tokio::time::timeout(DRAIN_TIMEOUT, connections.wait()).await.is_err() {
+        if tokio::time::timeout(DRAIN_TIMEOUT, connections.wait())
+            .await
+            .is_err()
+        {
             warn!("jobs did not end within {DRAIN_TIMEOUT:?}; closing connections anyway");
         }
-        self.endpoint.close(AppCode::Shutdown.into_varint(), b"server shutting down");
+        self.endpoint
+            .close(AppCode::Shutdown.into_varint(), b"server shutting down");
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.endpoint.wait_idle()).await;
         info!("stopped");
     }

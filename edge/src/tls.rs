@@ -86,7 +86,11 @@ pub fn server_crypto(identity: Identity, alpn: &[&[u8]]) -> Result<rustls::Serve
 }
 
 fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let fail = |message: String| TlsError::Load { what: "certificate chain", path: path.to_owned(), message };
+    let fail = |message: String| TlsError::Load {
+        what: "certificate chain",
+        path: path.to_owned(),
+        message,
+    };
     let chain = CertificateDer::pem_file_iter(path)
         .map_err(|e| fail(e.to_string()))?
         .collect::<Result<Vec<_>, _>>()
@@ -146,7 +150,10 @@ fn dev_identity(dir: &Path, extra_names: &[String]) -> Result<Identity, TlsError
 /// for localhost, 127.0.0.1, ::1 and `extra_names`, signed by that CA.
 pub fn generate_dev(paths: &DevPaths, extra_names: &[String]) -> Result<(), TlsError> {
     if let Some(dir) = paths.ca_cert.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| TlsError::Write { path: dir.to_owned(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| TlsError::Write {
+            path: dir.to_owned(),
+            source,
+        })?;
     }
     let ca_key = if paths.ca_cert.is_file() && paths.ca_key.is_file() {
         let pem = std::fs::read_to_string(&paths.ca_key).map_err(|e| TlsError::Load {
@@ -165,9 +172,16 @@ pub fn generate_dev(paths: &DevPaths, extra_names: &[String]) -> Result<(), TlsE
     // The CA was made from `ca_params()`: the same parameters and key name the same issuer.
     let issuer = Issuer::new(ca_params(), ca_key);
     let mut names: Vec<String> = DEV_NAMES.iter().map(|n| n.to_string()).collect();
-    names.extend(extra_names.iter().filter(|n| !DEV_NAMES.contains(&n.as_str())).cloned());
+    names.extend(
+        extra_names
+            .iter()
+            .filter(|n| !DEV_NAMES.contains(&n.as_str()))
+            .cloned(),
+    );
     let mut params = CertificateParams::new(names)?;
-    params.distinguished_name.push(DnType::CommonName, "edge dev server");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "edge dev server");
     params.use_authority_key_identifier_extension = true;
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &issuer)?;
@@ -179,14 +193,23 @@ pub fn generate_dev(paths: &DevPaths, extra_names: &[String]) -> Result<(), TlsE
 fn ca_params() -> CertificateParams {
     let mut params = CertificateParams::default();
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, DEV_CA_NAME);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params
+        .distinguished_name
+        .push(DnType::CommonName, DEV_CA_NAME);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     params
 }
 
 /// Writes a file atomically (temp file + rename); `secret` files get mode 0600.
 fn write_file(path: &Path, contents: &[u8], secret: bool) -> Result<(), TlsError> {
-    let fail = |source| TlsError::Write { path: path.to_owned(), source };
+    let fail = |source| TlsError::Write {
+        path: path.to_owned(),
+        source,
+    };
     let tmp = path.with_extension("tmp");
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -211,13 +234,19 @@ mod tests {
         let first = load_identity(&TlsConfig::default(), dir.path()).unwrap();
         let ca = std::fs::read(dir.path().join("ca.pem")).unwrap();
         let second = load_identity(&TlsConfig::default(), dir.path()).unwrap();
-        assert_eq!(first.chain, second.chain, "the server certificate is reused");
+        assert_eq!(
+            first.chain, second.chain,
+            "the server certificate is reused"
+        );
         assert_eq!(std::fs::read(dir.path().join("ca.pem")).unwrap(), ca);
         assert_eq!(first.dev_ca, Some(dir.path().join("ca.pem")));
         #[cfg(unix)]
         for key in ["ca.key", "server.key"] {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join(key)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.path().join(key))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600, "{key} must be private");
         }
     }
@@ -257,6 +286,9 @@ mod tests {
             names: vec![],
         };
         let err = load_identity(&tls, Path::new("certs")).unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/fullchain.pem"), "{err}");
+        assert!(
+            err.to_string().contains("/nonexistent/fullchain.pem"),
+            "{err}"
+        );
     }
 }

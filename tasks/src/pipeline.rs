@@ -1,4 +1,513 @@
-//! Runs one job: pulls the upload's chunks from a [`Source`], decodes them, hands the records
-//! to the task, commits in groups (by count and by time) and emits the notification events.
-//!
-//! INTERFACE FIXED HERE; body to be written.
+//! Runs one job: pulls the upload's chunks from a [`Source`], decodes them into records, hands
+//! them to the task, commits in groups (by count and by time) and emits the notification
+//! events. Synchronous and transport-free: the server runs it on a blocking thread, the tests
+//! and benchmarks run it directly.
+
+use crate::decode::sniff::{sniff, Sniff, SNIFF_LIMIT};
+use crate::decode::{self, Decoder, Item, Limits, SyntaxError};
+use crate::record::{Record, RecordFault};
+use crate::task::{Plugin, Task};
+use bytes::Bytes;
+use edge_proto::{ErrorCode, Event, Format};
+use std::ops::ControlFlow;
+use std::time::{Duration, Instant};
+
+/// How a job commits and reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Commit at least every this many accepted records.
+    pub commit_records: usize,
+    /// Commit at least this long after the oldest uncommitted record was accepted.
+    pub commit_interval: Duration,
+    /// Send `progress` and `committed` at most this often.
+    pub progress_interval: Duration,
+    /// Decoder limits.
+    pub limits: Limits,
+    /// Record errors sent one by one; later ones are only counted.
+    pub max_error_events: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            commit_records: 10_000,
+            commit_interval: Duration::from_millis(100),
+            progress_interval: Duration::from_millis(100),
+            limits: Limits::default(),
+            max_error_events: 1_000,
+        }
+    }
+}
+
+/// What a [`Source`] hands the pipeline next.
+#[derive(Debug)]
+pub enum Input {
+    /// More body bytes.
+    Chunk(Bytes),
+    /// Nothing arrived within the wait; the upload goes on.
+    Idle,
+    /// The upload ended normally (FIN).
+    End,
+    /// The upload stopped early: the job fails with this code.
+    Aborted {
+        /// Why, as a stable code (e.g. `upload_aborted`, `shutdown`).
+        code: ErrorCode,
+        /// Why, for a person.
+        message: String,
+    },
+}
+
+/// Where the pipeline gets the upload's bytes.
+pub trait Source {
+    /// Waits at most `wait` for the next input; returns [`Input::Idle`] when nothing came.
+    fn next(&mut self, wait: Duration) -> Input;
+}
+
+/// What the job is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobSpec {
+    /// The job id.
+    pub job: String,
+    /// The client's upload stream id (`edge/1`).
+    pub upload_stream: Option<u64>,
+    /// The task's name.
+    pub task: String,
+    /// The format named by the client; sniffed when `None`.
+    pub format: Option<Format>,
+    /// The file name, if the client gave one.
+    pub name: Option<String>,
+    /// The body size, if the client gave it.
+    pub size: Option<u64>,
+}
+
+/// What a job did, for logs and job history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// Body bytes read.
+    pub bytes: u64,
+    /// Records decoded (good and bad).
+    pub records: u64,
+    /// Records committed.
+    pub committed: u64,
+    /// Records reported as errors.
+    pub errors: u64,
+    /// The format used, once known.
+    pub format: Option<Format>,
+    /// The final event: `done`, `failed` or `rejected`.
+    pub last: Event,
+}
+
+/// Runs the job to its end and returns its report. Every event, the final one included, goes
+/// to `emit` in order.
+pub fn run(
+    spec: &JobSpec,
+    plugin: &Plugin,
+    task: Box<dyn Task>,
+    source: &mut dyn Source,
+    settings: &Settings,
+    emit: &mut dyn FnMut(Event),
+) -> Report {
+    let mut job = Job::new(spec, task, settings, emit);
+    let (format, prefix) = match choose_format(spec, plugin, source, settings) {
+        Chosen::Format(format, prefix) => (format, prefix),
+        Chosen::Aborted {
+            code,
+            message,
+            bytes,
+        } => {
+            job.bytes = bytes;
+            return job.fail(code, message, None);
+        }
+    };
+    if !plugin.accepts(format) {
+        return job.reject(
+            ErrorCode::UnknownFormat,
+            unaccepted(plugin, format, spec.format.is_none()),
+        );
+    }
+    job.accept(format);
+    let mut decoder = decode::decoder(format, settings.limits);
+    job.drive(decoder.as_mut(), prefix, source)
+}
+
+fn unaccepted(plugin: &Plugin, format: Format, sniffed: bool) -> String {
+    let accepted = plugin
+        .formats
+        .iter()
+        .map(|f| f.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if sniffed {
+        format!(
+            "the upload looks like {format}; task `{}` accepts {accepted} (pass the format explicitly if the guess is wrong)",
+            plugin.name
+        )
+    } else {
+        format!(
+            "task `{}` does not accept format {format}; it accepts {accepted}",
+            plugin.name
+        )
+    }
+}
+
+/// The outcome of choosing a format.
+enum Chosen {
+    /// The format, and the bytes read to choose it (to be decoded first).
+    Format(Format, Vec<Bytes>),
+    /// The upload stopped before the format could be chosen.
+    Aborted {
+        code: ErrorCode,
+        message: String,
+        bytes: u64,
+    },
+}
+
+/// The client's format, or one sniffed from the first bytes (at most about [`SNIFF_LIMIT`]).
+fn choose_format(
+    spec: &JobSpec,
+    plugin: &Plugin,
+    source: &mut dyn Source,
+    settings: &Settings,
+) -> Chosen {
+    let mut chunks = Vec::new();
+    if let Some(format) = spec.format {
+        return Chosen::Format(format, chunks);
+    }
+    let default = plugin.formats.first().copied().unwrap_or(Format::Json);
+    let mut prefix = Vec::new();
+    loop {
+        let at_eof = match source.next(settings.commit_interval) {
+            Input::Chunk(chunk) => {
+                let room = SNIFF_LIMIT.saturating_sub(prefix.len());
+                prefix.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                chunks.push(chunk);
+                false
+            }
+            Input::Idle => continue,
+            Input::End => true,
+            Input::Aborted { code, message } => {
+                let bytes = chunks.iter().map(|c| c.len() as u64).sum();
+                return Chosen::Aborted {
+                    code,
+                    message,
+                    bytes,
+                };
+            }
+        };
+        match sniff(&prefix, at_eof) {
+            Sniff::Format(format) => return Chosen::Format(format, chunks),
+            Sniff::Empty if at_eof => return Chosen::Format(default, chunks),
+            Sniff::NeedMore | Sniff::Empty => {}
+        }
+        if at_eof {
+            return Chosen::Format(default, chunks);
+        }
+    }
+}
+
+/// One running job's state.
+struct Job<'a> {
+    spec: &'a JobSpec,
+    task: Box<dyn Task>,
+    settings: &'a Settings,
+    emit: &'a mut dyn FnMut(Event),
+    started: Instant,
+    format: Option<Format>,
+    bytes: u64,
+    records: u64,
+    errors: u64,
+    pending: u64,
+    committed: u64,
+    /// When the oldest uncommitted record was accepted.
+    pending_since: Option<Instant>,
+    /// The last time progress was sent, and the committed count last sent.
+    progress_sent: Instant,
+    committed_sent: u64,
+    /// A commit failure, which ends the job.
+    store_failure: Option<String>,
+}
+
+impl<'a> Job<'a> {
+    fn new(
+        spec: &'a JobSpec,
+        task: Box<dyn Task>,
+        settings: &'a Settings,
+        emit: &'a mut dyn FnMut(Event),
+    ) -> Self {
+        let now = Instant::now();
+        Job {
+            spec,
+            task,
+            settings,
+            emit,
+            started: now,
+            format: None,
+            bytes: 0,
+            records: 0,
+            errors: 0,
+            pending: 0,
+            committed: 0,
+            pending_since: None,
+            progress_sent: now,
+            committed_sent: 0,
+            store_failure: None,
+        }
+    }
+
+    fn accept(&mut self, format: Format) {
+        self.format = Some(format);
+        (self.emit)(Event::Accepted {
+            job: self.spec.job.clone(),
+            upload_stream: self.spec.upload_stream,
+            task: self.spec.task.clone(),
+            format,
+            name: self.spec.name.clone(),
+            size: self.spec.size,
+        });
+    }
+
+    /// Feeds the prefix, then every further chunk, to the decoder until the upload ends.
+    fn drive(
+        mut self,
+        decoder: &mut dyn Decoder,
+        prefix: Vec<Bytes>,
+        source: &mut dyn Source,
+    ) -> Report {
+        for chunk in prefix {
+            if let Some(report) = self.feed(decoder, &chunk) {
+                return report;
+            }
+        }
+        loop {
+            let wait = self.wait();
+            match source.next(wait) {
+                Input::Chunk(chunk) => {
+                    if let Some(report) = self.feed(decoder, &chunk) {
+                        return report;
+                    }
+                }
+                Input::Idle => {
+                    if let Some(report) = self.tick() {
+                        return report;
+                    }
+                }
+                Input::End => return self.end(decoder),
+                Input::Aborted { code, message } => return self.fail(code, message, None),
+            }
+        }
+    }
+
+    /// How long to wait for input before a time-based commit or progress is due.
+    fn wait(&self) -> Duration {
+        match self.pending_since {
+            Some(since) => self
+                .settings
+                .commit_interval
+                .saturating_sub(since.elapsed())
+                .max(Duration::from_millis(1)),
+            None => self.settings.commit_interval.max(Duration::from_millis(1)),
+        }
+    }
+
+    /// Decodes one chunk; returns the final report if the job ended.
+    fn feed(&mut self, decoder: &mut dyn Decoder, chunk: &[u8]) -> Option<Report> {
+        self.bytes += chunk.len() as u64;
+        let fed = decoder.feed(chunk, &mut |item| self.take(item));
+        self.after_decoding(fed)
+    }
+
+    /// Ends the upload: flushes the decoder, commits, sends `done`.
+    fn end(mut self, decoder: &mut dyn Decoder) -> Report {
+        let finished = decoder.finish(&mut |item| self.take(item));
+        if let Some(report) = self.after_decoding(finished) {
+            return report;
+        }
+        if let Err(message) = self.commit() {
+            return self.fail(ErrorCode::StoreError, message, None);
+        }
+        self.send_progress(true);
+        let last = Event::Done {
+            job: self.spec.job.clone(),
+            bytes: self.bytes,
+            records: self.records,
+            committed: self.committed,
+            errors: self.errors,
+            duration_ms: millis(self.started.elapsed()),
+            summary: self.task.summary(),
+        };
+        self.finish_in_place(last)
+    }
+
+    /// Handles what a `feed` or `finish` returned: a syntax error or a store failure ends the
+    /// job; otherwise time-based work is done.
+    fn after_decoding(&mut self, result: Result<ControlFlow<()>, SyntaxError>) -> Option<Report> {
+        if let Some(message) = self.store_failure.take() {
+            return Some(self.fail_in_place(ErrorCode::StoreError, message, None));
+        }
+        match result {
+            Err(e) => {
+                Some(self.fail_in_place(ErrorCode::SyntaxError, e.to_string(), Some(e.offset)))
+            }
+            Ok(_) => self.tick(),
+        }
+    }
+
+    /// Commits if the oldest pending record has waited long enough, and sends progress.
+    fn tick(&mut self) -> Option<Report> {
+        let due = self
+            .pending_since
+            .is_some_and(|since| since.elapsed() >= self.settings.commit_interval);
+        if due {
+            if let Err(message) = self.commit() {
+                return Some(self.fail_in_place(ErrorCode::StoreError, message, None));
+            }
+        }
+        self.send_progress(false);
+        None
+    }
+
+    /// Takes one decoded item.
+    fn take(&mut self, item: Item<'_>) -> ControlFlow<()> {
+        self.records += 1;
+        match item {
+            Item::Record(record) => self.take_record(&record),
+            Item::Fault(fault) => {
+                self.report(fault);
+                ControlFlow::Continue(())
+            }
+        }
+    }
+
+    fn take_record(&mut self, record: &Record<'_>) -> ControlFlow<()> {
+        match self.task.record(record) {
+            Ok(()) => {
+                self.pending += 1;
+                self.pending_since.get_or_insert_with(Instant::now);
+                if self.pending >= self.settings.commit_records as u64 {
+                    if let Err(message) = self.commit() {
+                        self.store_failure = Some(message);
+                        return ControlFlow::Break(());
+                    }
+                }
+            }
+            Err(rejection) => self.report(RecordFault {
+                index: record.index,
+                offset: record.offset,
+                key: rejection.key.or_else(|| record.key.map(str::to_owned)),
+                code: rejection.code,
+                message: rejection.message,
+            }),
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn report(&mut self, fault: RecordFault) {
+        self.errors += 1;
+        if self.errors <= self.settings.max_error_events {
+            (self.emit)(Event::RecordError {
+                index: fault.index,
+                offset: fault.offset,
+                key: fault.key,
+                code: fault.code,
+                message: fault.message,
+            });
+        }
+    }
+
+    /// Commits pending records; only after the task's commit returned are they counted.
+    fn commit(&mut self) -> Result<(), String> {
+        if self.pending == 0 {
+            self.pending_since = None;
+            return Ok(());
+        }
+        self.task.commit().map_err(|e| e.to_string())?;
+        self.committed += self.pending;
+        self.pending = 0;
+        self.pending_since = None;
+        Ok(())
+    }
+
+    /// Sends `progress` (and the task's figures) and `committed` if the interval has passed,
+    /// or always when `last`.
+    fn send_progress(&mut self, last: bool) {
+        if !last && self.progress_sent.elapsed() < self.settings.progress_interval {
+            return;
+        }
+        self.progress_sent = Instant::now();
+        (self.emit)(Event::Progress {
+            bytes: self.bytes,
+            records: self.records,
+            errors: self.errors,
+        });
+        if let Some(data) = self.task.progress() {
+            (self.emit)(Event::Task {
+                task: self.spec.task.clone(),
+                data,
+            });
+        }
+        if self.committed != self.committed_sent {
+            self.committed_sent = self.committed;
+            (self.emit)(Event::Committed {
+                records: self.committed,
+            });
+        }
+    }
+
+    /// Fails the job: commits what is pending (unless the store itself failed), then sends
+    /// `failed`.
+    fn fail(mut self, code: ErrorCode, message: String, offset: Option<u64>) -> Report {
+        let last = self.failure(code, message, offset);
+        self.finish_in_place(last)
+    }
+
+    /// Like [`Job::fail`] but borrowing, for use inside the decoding loop.
+    fn fail_in_place(&mut self, code: ErrorCode, message: String, offset: Option<u64>) -> Report {
+        let last = self.failure(code, message, offset);
+        self.finish_in_place(last)
+    }
+
+    fn failure(&mut self, code: ErrorCode, mut message: String, offset: Option<u64>) -> Event {
+        if code != ErrorCode::StoreError {
+            if let Err(store) = self.commit() {
+                message = format!("{message}; and the last commit failed: {store}");
+            }
+        }
+        self.send_progress(true);
+        Event::Failed {
+            job: self.spec.job.clone(),
+            code,
+            message,
+            committed: self.committed,
+            bytes: self.bytes,
+            records: self.records,
+            errors: self.errors,
+            offset,
+        }
+    }
+
+    fn reject(mut self, code: ErrorCode, message: String) -> Report {
+        let last = Event::Rejected {
+            code,
+            message,
+            committed: 0,
+            upload_stream: self.spec.upload_stream,
+        };
+        self.finish_in_place(last)
+    }
+
+    fn finish_in_place(&mut self, last: Event) -> Report {
+        (self.emit)(last.clone());
+        Report {
+            bytes: self.bytes,
+            records: self.records,
+            committed: self.committed,
+            errors: self.errors,
+            format: self.format,
+            last,
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

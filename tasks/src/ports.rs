@@ -1,1 +1,558 @@
-//! to be written
+//! The `ports` plugin: sea-port records upserted into the store, keyed by UN/LOCODE.
+//!
+//! Records are validated and encoded as they arrive and kept in a batch (at most the
+//! pipeline's commit size); [`Task::commit`] writes the batch, sorted by key, in one redb
+//! transaction and only then counts it as inserted, updated or unchanged.
+
+use crate::record::{Body, Record, Rejection};
+use crate::store::{Store, StoreError};
+use crate::task::{Context, ParamError, Plugin, Task, TaskError};
+use edge_proto::{ErrorCode, Format, Summary};
+use redb::{ReadableTableMetadata, TableDefinition};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+/// Ports by key (UN/LOCODE); the value is the port's canonical JSON encoding.
+const PORTS: TableDefinition<&str, &[u8]> = TableDefinition::new("ports");
+
+/// The longest key accepted, in bytes.
+const MAX_KEY_BYTES: usize = 64;
+
+/// The largest page [`list`] returns.
+pub const MAX_PAGE: usize = 1000;
+
+/// The plugin's registration.
+pub const PLUGIN: Plugin = Plugin {
+    name: "ports",
+    description: "Upserts sea-port records into the store, keyed by UN/LOCODE (the object key, or unlocs[0] for array and NDJSON records); counts inserted, updated and unchanged.",
+    formats: &[Format::Json, Format::Ndjson],
+    schema: SCHEMA,
+    create,
+};
+
+const SCHEMA: &str = r#"{
+  "type": "object",
+  "required": ["name"],
+  "additionalProperties": false,
+  "properties": {
+    "name": {"type": "string", "minLength": 1},
+    "city": {"type": "string"},
+    "country": {"type": "string"},
+    "province": {"type": "string"},
+    "timezone": {"type": "string"},
+    "code": {"type": "string"},
+    "alias": {"type": "array", "items": {"type": "string"}},
+    "regions": {"type": "array", "items": {"type": "string"}},
+    "unlocs": {"type": "array", "items": {"type": "string"}},
+    "coordinates": {"type": "array", "prefixItems": [
+      {"type": "number", "minimum": -180, "maximum": 180, "description": "longitude"},
+      {"type": "number", "minimum": -90, "maximum": 90, "description": "latitude"}
+    ], "minItems": 2, "maxItems": 2}
+  }
+}"#;
+
+/// One sea port.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Port {
+    /// The port's name (required).
+    pub name: String,
+    /// City.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub city: Option<String>,
+    /// Country.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    /// Other names.
+    #[serde(default)]
+    pub alias: Vec<String>,
+    /// Regions.
+    #[serde(default)]
+    pub regions: Vec<String>,
+    /// `[longitude, latitude]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coordinates: Option<[f64; 2]>,
+    /// Province or state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub province: Option<String>,
+    /// IANA time zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// UN/LOCODEs of the port.
+    #[serde(default)]
+    pub unlocs: Vec<String>,
+    /// A numeric code, as text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+}
+
+impl Port {
+    /// Checks what the type cannot: a non-blank name and coordinates in range.
+    fn validate(&self) -> Result<(), String> {
+        if self.name.trim().is_empty() {
+            return Err("field `name` must not be empty".into());
+        }
+        if let Some([lon, lat]) = self.coordinates {
+            if !lon.is_finite() || !(-180.0..=180.0).contains(&lon) {
+                return Err(format!(
+                    "field `coordinates`: longitude {lon} is outside [-180, 180]"
+                ));
+            }
+            if !lat.is_finite() || !(-90.0..=90.0).contains(&lat) {
+                return Err(format!(
+                    "field `coordinates`: latitude {lat} is outside [-90, 90]"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The canonical stored form (deterministic, so equal ports have equal bytes).
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a port of strings and finite numbers always serializes")
+    }
+
+    fn decode(key: &str, bytes: &[u8]) -> Result<Port, StoreError> {
+        serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+            key: key.to_owned(),
+            message: e.to_string(),
+        })
+    }
+}
+
+fn create(params: &Map<String, Value>, context: &Context) -> Result<Box<dyn Task>, ParamError> {
+    if let Some(name) = params.keys().next() {
+        return Err(ParamError(format!(
+            "task `ports` takes no parameters (got `{name}`)"
+        )));
+    }
+    Ok(Box::new(PortsTask {
+        store: context.store.clone(),
+        batch: Vec::new(),
+        totals: Counts::default(),
+    }))
+}
+
+/// Creates the plugin's tables (called when the store opens).
+pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(PORTS)
+        .map_err(|e| StoreError::redb("open ports table")(e.into()))?;
+    Ok(())
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Counts {
+    inserted: u64,
+    updated: u64,
+    unchanged: u64,
+}
+
+/// One `ports` job.
+struct PortsTask {
+    store: Store,
+    /// Accepted records not yet committed: (key, encoded port).
+    batch: Vec<(String, Vec<u8>)>,
+    /// Counts of committed batches.
+    totals: Counts,
+}
+
+impl Task for PortsTask {
+    fn record(&mut self, record: &Record<'_>) -> Result<(), Rejection> {
+        let Body::Json(bytes) = record.body else {
+            return Err(Rejection::invalid("a port record must be a JSON object"));
+        };
+        let port = parse(bytes).map_err(|r| r.with_key(record.key.map(str::to_owned)))?;
+        let key = match record.key {
+            Some(key) => key.to_owned(),
+            None => port.unlocs.first().cloned().ok_or_else(|| {
+                Rejection::invalid(
+                    "missing key: a record outside a top-level object needs `unlocs[0]`",
+                )
+            })?,
+        };
+        let with_key = |r: Rejection| r.with_key(Some(key.clone()));
+        if key.trim().is_empty() || key.len() > MAX_KEY_BYTES {
+            return Err(with_key(Rejection::invalid(format!(
+                "the key must be 1 to {MAX_KEY_BYTES} bytes long"
+            ))));
+        }
+        port.validate()
+            .map_err(|m| with_key(Rejection::invalid(m)))?;
+        self.batch.push((key, port.encode()));
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<(), TaskError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        // Sorted inserts touch far fewer B-tree pages; a stable sort keeps repeats of one key
+        // in upload order, so the last one wins.
+        self.batch.sort_by(|a, b| a.0.cmp(&b.0));
+        let counts = write_batch(&self.store, &self.batch)?;
+        self.batch.clear();
+        self.totals.inserted += counts.inserted;
+        self.totals.updated += counts.updated;
+        self.totals.unchanged += counts.unchanged;
+        Ok(())
+    }
+
+    fn summary(&self) -> Summary {
+        json!({
+            "inserted": self.totals.inserted,
+            "updated": self.totals.updated,
+            "unchanged": self.totals.unchanged,
+        })
+    }
+}
+
+/// Parses one record, telling syntax errors from wrong shapes.
+fn parse(bytes: &[u8]) -> Result<Port, Rejection> {
+    let e = match serde_json::from_slice::<Port>(bytes) {
+        Ok(port) => return Ok(port),
+        Err(e) => e,
+    };
+    if e.is_syntax() || e.is_eof() {
+        return Err(Rejection {
+            key: None,
+            code: ErrorCode::InvalidJson,
+            message: e.to_string(),
+        });
+    }
+    // Bad records are rare: parse again, tracking the path, so the message names the field.
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let message = match serde_path_to_error::deserialize::<_, Port>(&mut deserializer) {
+        Err(e) if e.path().to_string() != "." => format!("field `{}`: {}", e.path(), e.inner()),
+        _ => e.to_string(),
+    };
+    Err(Rejection::invalid(message))
+}
+
+/// Writes one sorted batch in one transaction; the counts hold only once it committed.
+fn write_batch(store: &Store, batch: &[(String, Vec<u8>)]) -> Result<Counts, StoreError> {
+    let txn = store.write()?;
+    let mut counts = Counts::default();
+    {
+        let mut table = txn
+            .open_table(PORTS)
+            .map_err(|e| StoreError::redb("open ports table")(e.into()))?;
+        for (key, value) in batch {
+            let old = table
+                .insert(key.as_str(), value.as_slice())
+                .map_err(|e| StoreError::redb("write port")(e.into()))?;
+            match old {
+                None => counts.inserted += 1,
+                Some(old) if old.value() == value.as_slice() => counts.unchanged += 1,
+                Some(_) => counts.updated += 1,
+            }
+        }
+    }
+    txn.commit()
+        .map_err(|e| StoreError::redb("commit")(e.into()))?;
+    Ok(counts)
+}
+
+/// The port stored under `code`, if any.
+pub fn get(store: &Store, code: &str) -> Result<Option<Port>, StoreError> {
+    let txn = store.read()?;
+    let table = txn
+        .open_table(PORTS)
+        .map_err(|e| StoreError::redb("open ports table")(e.into()))?;
+    let value = table
+        .get(code)
+        .map_err(|e| StoreError::redb("read port")(e.into()))?;
+    value.map(|v| Port::decode(code, v.value())).transpose()
+}
+
+/// What [`list`] returns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListQuery<'a> {
+    /// Only ports of this country (exact, case-insensitive).
+    pub country: Option<&'a str>,
+    /// Only keys strictly after this one (the previous page's `next`).
+    pub after: Option<&'a str>,
+    /// Page size, clamped to 1..=[`MAX_PAGE`].
+    pub limit: usize,
+}
+
+/// One page of ports in key order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    /// (key, port) pairs in key order.
+    pub items: Vec<(String, Port)>,
+    /// The cursor for the next page (`after`), or `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// A page of ports in key order.
+pub fn list(store: &Store, query: &ListQuery<'_>) -> Result<Page, StoreError> {
+    let limit = query.limit.clamp(1, MAX_PAGE);
+    let txn = store.read()?;
+    let table = txn
+        .open_table(PORTS)
+        .map_err(|e| StoreError::redb("open ports table")(e.into()))?;
+    let range = match query.after {
+        Some(after) => {
+            table.range::<&str>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
+        }
+        None => table.range::<&str>(..),
+    }
+    .map_err(|e| StoreError::redb("list ports")(e.into()))?;
+    let mut items = Vec::new();
+    for entry in range {
+        let (key, value) = entry.map_err(|e| StoreError::redb("list ports")(e.into()))?;
+        let key = key.value();
+        let port = Port::decode(key, value.value())?;
+        let wanted = query.country.is_none_or(|c| {
+            port.country
+                .as_deref()
+                .is_some_and(|pc| pc.eq_ignore_ascii_case(c))
+        });
+        if !wanted {
+            continue;
+        }
+        if items.len() == limit {
+            // One more exists: the page is full and the last key is the cursor.
+            let next = items.last().map(|(k, _): &(String, Port)| k.clone());
+            return Ok(Page { items, next });
+        }
+        items.push((key.to_owned(), port));
+    }
+    Ok(Page { items, next: None })
+}
+
+/// How many ports the store holds.
+pub fn count(store: &Store) -> Result<u64, StoreError> {
+    let txn = store.read()?;
+    let table = txn
+        .open_table(PORTS)
+        .map_err(|e| StoreError::redb("open ports table")(e.into()))?;
+    table
+        .len()
+        .map_err(|e| StoreError::redb("count ports")(e.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreOptions;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("edge.redb"), &StoreOptions::default()).unwrap();
+        (dir, store)
+    }
+
+    fn task(store: &Store) -> Box<dyn Task> {
+        create(
+            &Map::new(),
+            &Context {
+                store: store.clone(),
+            },
+        )
+        .unwrap()
+    }
+
+    fn json_record<'a>(index: u64, key: Option<&'a str>, body: &'a str) -> Record<'a> {
+        Record {
+            index,
+            offset: 0,
+            key,
+            body: Body::Json(body.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn records_are_validated_with_the_field_named() {
+        let (_dir, store) = store();
+        let mut task = task(&store);
+        let cases = [
+            (
+                Some("K1"),
+                r#"{"city":"x"}"#,
+                ErrorCode::InvalidRecord,
+                "name",
+            ),
+            (
+                Some("K2"),
+                r#"{"name":" "}"#,
+                ErrorCode::InvalidRecord,
+                "name",
+            ),
+            (
+                Some("K3"),
+                r#"{"name":"a","coordinates":[200,1]}"#,
+                ErrorCode::InvalidRecord,
+                "longitude",
+            ),
+            (
+                Some("K4"),
+                r#"{"name":"a","coordinates":[1,-91]}"#,
+                ErrorCode::InvalidRecord,
+                "latitude",
+            ),
+            (
+                Some("K5"),
+                r#"{"name":"a","coordinates":["x",1]}"#,
+                ErrorCode::InvalidRecord,
+                "coordinates",
+            ),
+            (
+                Some("K6"),
+                r#"{"name":"a","name":"b"}"#,
+                ErrorCode::InvalidRecord,
+                "name",
+            ),
+            (
+                Some("K7"),
+                r#"{"name":"a","colour":"red"}"#,
+                ErrorCode::InvalidRecord,
+                "colour",
+            ),
+            (Some("K8"), r#"{"name":"a""#, ErrorCode::InvalidJson, ""),
+            (None, r#"{"name":"a"}"#, ErrorCode::InvalidRecord, "unlocs"),
+            (
+                None,
+                r#"{"name":"a","unlocs":[]}"#,
+                ErrorCode::InvalidRecord,
+                "unlocs",
+            ),
+        ];
+        for (key, body, code, field) in cases {
+            let err = task.record(&json_record(0, key, body)).unwrap_err();
+            assert_eq!(err.code, code, "{body}: {err:?}");
+            assert!(err.message.contains(field), "{body}: {}", err.message);
+            assert_eq!(err.key.as_deref(), key, "{body}");
+        }
+        let text = Record {
+            index: 0,
+            offset: 0,
+            key: None,
+            body: Body::Text("x"),
+        };
+        assert!(task.record(&text).is_err());
+    }
+
+    #[test]
+    fn commits_count_inserted_updated_and_unchanged() {
+        let (_dir, store) = store();
+        let mut task = task(&store);
+        task.record(&json_record(0, Some("B"), r#"{"name":"b"}"#))
+            .unwrap();
+        task.record(&json_record(1, Some("A"), r#"{"name":"a"}"#))
+            .unwrap();
+        assert_eq!(
+            get(&store, "A").unwrap(),
+            None,
+            "nothing is visible before the commit"
+        );
+        task.commit().unwrap();
+        task.record(&json_record(2, Some("A"), r#"{"name":"a"}"#))
+            .unwrap();
+        task.record(&json_record(3, Some("B"), r#"{"name":"b2"}"#))
+            .unwrap();
+        task.record(&json_record(4, Some("B"), r#"{"name":"b3"}"#))
+            .unwrap();
+        task.commit().unwrap();
+        assert_eq!(
+            task.summary(),
+            json!({"inserted": 2, "updated": 2, "unchanged": 1})
+        );
+        assert_eq!(
+            get(&store, "B").unwrap().unwrap().name,
+            "b3",
+            "the last repeat of a key wins"
+        );
+        assert_eq!(count(&store).unwrap(), 2);
+    }
+
+    #[test]
+    fn array_records_are_keyed_by_their_first_unloc() {
+        let (_dir, store) = store();
+        let mut task = task(&store);
+        task.record(&json_record(
+            0,
+            None,
+            r#"{"name":"Ajman","unlocs":["AEAJM","X"]}"#,
+        ))
+        .unwrap();
+        task.commit().unwrap();
+        assert_eq!(get(&store, "AEAJM").unwrap().unwrap().name, "Ajman");
+    }
+
+    #[test]
+    fn list_pages_walk_every_key_once() {
+        let (_dir, store) = store();
+        let mut task = task(&store);
+        for i in 0..250 {
+            let country = if i % 2 == 0 { "Even" } else { "Odd" };
+            let body = format!(r#"{{"name":"p{i}","country":"{country}"}}"#);
+            let key = format!("K{i:03}");
+            task.record(&json_record(i, Some(&key), &body)).unwrap();
+        }
+        task.commit().unwrap();
+        let mut seen = Vec::new();
+        let mut after = None::<String>;
+        loop {
+            let page = list(
+                &store,
+                &ListQuery {
+                    country: None,
+                    after: after.as_deref(),
+                    limit: 100,
+                },
+            )
+            .unwrap();
+            seen.extend(page.items.into_iter().map(|(k, _)| k));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        let want: Vec<String> = (0..250).map(|i| format!("K{i:03}")).collect();
+        assert_eq!(seen, want);
+
+        let page = list(
+            &store,
+            &ListQuery {
+                country: Some("odd"),
+                after: None,
+                limit: 1000,
+            },
+        )
+        .unwrap();
+        assert_eq!(page.items.len(), 125);
+        assert!(page.next.is_none());
+        let exact = list(
+            &store,
+            &ListQuery {
+                country: None,
+                after: None,
+                limit: 250,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            (exact.items.len(), exact.next),
+            (250, None),
+            "a page that ends exactly at the end has no next"
+        );
+    }
+
+    #[test]
+    fn the_stored_form_round_trips() {
+        let port = Port {
+            name: "Ajman".into(),
+            city: Some("Ajman".into()),
+            country: Some("United Arab Emirates".into()),
+            alias: vec![],
+            regions: vec![],
+            coordinates: Some([55.5136433, 25.4052165]),
+            province: Some("Ajman".into()),
+            timezone: Some("Asia/Dubai".into()),
+            unlocs: vec!["AEAJM".into()],
+            code: Some("52000".into()),
+        };
+        assert_eq!(Port::decode("AEAJM", &port.encode()).unwrap(), port);
+    }
+}

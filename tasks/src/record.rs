@@ -56,7 +56,11 @@ pub struct Rejection {
 impl Rejection {
     /// A record that is valid JSON but wrong for the task.
     pub fn invalid(message: impl Into<String>) -> Rejection {
-        Rejection { key: None, code: ErrorCode::InvalidRecord, message: message.into() }
+        Rejection {
+            key: None,
+            code: ErrorCode::InvalidRecord,
+            message: message.into(),
+        }
     }
 
     /// Attaches the record's key.

@@ -12,5 +12,9 @@ pub fn find(name: &str) -> Option<&'static Plugin> {
 
 /// The names of every plugin, comma-separated (for error messages).
 pub fn names() -> String {
-    PLUGINS.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
+    PLUGINS
+        .iter()
+        .map(|p| p.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -1,1 +1,257 @@
-//! to be written
+//! The `stats` plugin: online count, mean, sample variance, standard deviation, min and max
+//! of a stream of numbers (Welford's algorithm: one pass, constant memory, numerically stable).
+
+use crate::record::{Body, Record, Rejection};
+use crate::task::{Context, ParamError, Plugin, Task};
+use edge_proto::{ErrorCode, Format, Summary};
+use serde_json::{json, Map, Value};
+
+/// The plugin's registration.
+pub const PLUGIN: Plugin = Plugin {
+    name: "stats",
+    description: "Computes count, mean, sample variance (n-1), standard deviation, min and max of numbers, online; variance and stddev are null for fewer than two numbers. Stores nothing.",
+    formats: &[Format::Lines, Format::Json, Format::Ndjson],
+    schema: r#"{"type": "number", "description": "one finite number per record: a line of text, an element of a top-level JSON array, or an NDJSON value"}"#,
+    create,
+};
+
+fn create(params: &Map<String, Value>, _context: &Context) -> Result<Box<dyn Task>, ParamError> {
+    if let Some(name) = params.keys().next() {
+        return Err(ParamError(format!(
+            "task `stats` takes no parameters (got `{name}`)"
+        )));
+    }
+    Ok(Box::new(StatsTask::default()))
+}
+
+/// Running figures of a series.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Welford {
+    count: u64,
+    mean: f64,
+    /// Sum of squared differences from the mean.
+    m2: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Welford {
+    /// Adds one value.
+    pub fn push(&mut self, x: f64) {
+        self.count += 1;
+        if self.count == 1 {
+            self.min = x;
+            self.max = x;
+        } else {
+            self.min = self.min.min(x);
+            self.max = self.max.max(x);
+        }
+        let delta = x - self.mean;
+        self.mean += delta / self.count as f64;
+        self.m2 += delta * (x - self.mean);
+    }
+
+    /// How many values.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The mean, if any value.
+    pub fn mean(&self) -> Option<f64> {
+        (self.count > 0).then_some(self.mean)
+    }
+
+    /// The sample variance (n-1), if at least two values.
+    pub fn variance(&self) -> Option<f64> {
+        (self.count > 1).then(|| self.m2 / (self.count - 1) as f64)
+    }
+
+    /// The figures as JSON (`null` where undefined).
+    pub fn to_json(&self) -> Value {
+        let some = |v: f64| (self.count > 0).then_some(v);
+        json!({
+            "count": self.count,
+            "mean": self.mean(),
+            "variance": self.variance(),
+            "stddev": self.variance().map(f64::sqrt),
+            "min": some(self.min),
+            "max": some(self.max),
+        })
+    }
+}
+
+#[derive(Debug, Default)]
+struct StatsTask {
+    figures: Welford,
+}
+
+impl Task for StatsTask {
+    fn record(&mut self, record: &Record<'_>) -> Result<(), Rejection> {
+        let x = match record.body {
+            Body::Text(text) => parse_text(text)?,
+            Body::Json(bytes) => parse_json(bytes)?,
+        };
+        self.figures.push(x);
+        Ok(())
+    }
+
+    fn progress(&self) -> Option<Value> {
+        Some(self.figures.to_json())
+    }
+
+    fn summary(&self) -> Summary {
+        self.figures.to_json()
+    }
+}
+
+fn parse_text(text: &str) -> Result<f64, Rejection> {
+    let text = text.trim();
+    let x: f64 = text
+        .parse()
+        .map_err(|_| not_a_number(&format!("`{}`", shorten(text))))?;
+    finite(x, text)
+}
+
+fn parse_json(bytes: &[u8]) -> Result<f64, Rejection> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| Rejection {
+        key: None,
+        code: ErrorCode::InvalidJson,
+        message: e.to_string(),
+    })?;
+    match value {
+        Value::Number(n) => n
+            .as_f64()
+            .ok_or_else(|| not_a_number("a number out of range")),
+        Value::String(s) => Err(not_a_number(&format!("the string \"{}\"", shorten(&s)))),
+        Value::Bool(_) => Err(not_a_number("a boolean")),
+        Value::Null => Err(not_a_number("null")),
+        Value::Array(_) => Err(not_a_number("an array")),
+        Value::Object(_) => Err(not_a_number("an object")),
+    }
+}
+
+fn finite(x: f64, text: &str) -> Result<f64, Rejection> {
+    if x.is_finite() {
+        Ok(x)
+    } else {
+        Err(not_a_number(&format!(
+            "`{}` (only finite numbers count)",
+            shorten(text)
+        )))
+    }
+}
+
+fn not_a_number(found: &str) -> Rejection {
+    Rejection::invalid(format!("expected a number, found {found}"))
+}
+
+fn shorten(text: &str) -> &str {
+    match text.char_indices().nth(40) {
+        Some((at, _)) => &text[..at],
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn close(got: f64, want: f64) {
+        let scale = want.abs().max(1e-300);
+        assert!(((got - want) / scale).abs() < 1e-9, "{got} vs {want}");
+    }
+
+    #[test]
+    fn a_known_series() {
+        let mut w = Welford::default();
+        (1..=1000).for_each(|i| w.push(f64::from(i)));
+        assert_eq!(w.count(), 1000);
+        let figures = w.to_json();
+        assert_eq!(figures["min"], 1.0);
+        assert_eq!(figures["max"], 1000.0);
+        close(w.mean().unwrap(), 500.5);
+        close(w.variance().unwrap(), 1000.0 * 1001.0 / 12.0);
+    }
+
+    #[test]
+    fn a_large_offset_does_not_lose_precision() {
+        let mut w = Welford::default();
+        [4.0, 7.0, 13.0, 16.0].iter().for_each(|x| w.push(1e9 + x));
+        close(w.mean().unwrap(), 1e9 + 10.0);
+        close(w.variance().unwrap(), 30.0);
+    }
+
+    #[test]
+    fn undefined_figures_are_null() {
+        let w = Welford::default();
+        assert_eq!(
+            w.to_json(),
+            json!({"count":0,"mean":null,"variance":null,"stddev":null,"min":null,"max":null})
+        );
+        let mut one = Welford::default();
+        one.push(3.0);
+        assert_eq!(one.to_json()["variance"], Value::Null);
+        assert_eq!(one.to_json()["mean"], 3.0);
+    }
+
+    #[test]
+    fn non_numbers_are_rejected_with_what_was_found() {
+        let mut task = StatsTask::default();
+        let text = |t| Record {
+            index: 0,
+            offset: 0,
+            key: None,
+            body: Body::Text(t),
+        };
+        let json = |b: &'static str| Record {
+            index: 0,
+            offset: 0,
+            key: None,
+            body: Body::Json(b.as_bytes()),
+        };
+        for (record, found) in [
+            (text("abc"), "`abc`"),
+            (text("NaN"), "only finite"),
+            (text("inf"), "only finite"),
+            (json("\"12\""), "string"),
+            (json("{}"), "object"),
+            (json("true"), "boolean"),
+        ] {
+            let err = task.record(&record).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidRecord);
+            assert!(err.message.contains(found), "{}", err.message);
+        }
+        assert_eq!(
+            task.record(&json("[1")).unwrap_err().code,
+            ErrorCode::InvalidJson
+        );
+        task.record(&text(" 2.5 ")).unwrap();
+        task.record(&json("-1e2")).unwrap();
+        assert_eq!(task.summary()["count"], 2);
+    }
+
+    #[test]
+    fn parameters_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::Store::open(&dir.path().join("s.redb"), &Default::default()).unwrap();
+        let mut params = Map::new();
+        params.insert("column".into(), json!("x"));
+        let err = create(&params, &Context { store }).err().unwrap();
+        assert!(err.0.contains("column"));
+    }
+
+    proptest! {
+        #[test]
+        fn matches_a_two_pass_computation(xs in proptest::collection::vec(-1e6f64..1e6, 2..200)) {
+            let mut w = Welford::default();
+            xs.iter().for_each(|&x| w.push(x));
+            let n = xs.len() as f64;
+            let mean = xs.iter().sum::<f64>() / n;
+            let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+            prop_assert!((w.mean().unwrap() - mean).abs() <= 1e-9 * mean.abs().max(1.0));
+            prop_assert!((w.variance().unwrap() - var).abs() <= 1e-9 * var.abs().max(1.0));
+            prop_assert_eq!(w.to_json()["min"].as_f64().unwrap(), xs.iter().cloned().fold(f64::INFINITY, f64::min));
+        }
+    }
+}

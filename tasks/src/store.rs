@@ -1,3 +1,244 @@
-//! The redb database every plugin shares.
-//!
-//! INTERFACE FIXED HERE; body to be written.
+//! The redb database every plugin shares: one file, opened once per process, with a capped
+//! page cache and a schema version.
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Key/value metadata about the store itself (e.g. `schema`).
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// The layout version this build reads and writes.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// A store operation that failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Another process (usually `edge serve`) has the file open.
+    #[error("the store {path} is in use by another process (is `edge serve` running on this data dir? stop it, or use its API)")]
+    InUse {
+        /// The store file.
+        path: PathBuf,
+    },
+    /// The file could not be opened or is not a redb database.
+    #[error("cannot open the store {path}: {source}")]
+    Open {
+        /// The store file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: redb::DatabaseError,
+    },
+    /// The file was written by a newer edge.
+    #[error("the store {path} has schema version {found}; this edge reads version {SCHEMA_VERSION} (upgrade edge)")]
+    NewerSchema {
+        /// The store file.
+        path: PathBuf,
+        /// The version found.
+        found: u64,
+    },
+    /// A read, write or commit failed (disk full, I/O error, corruption).
+    #[error("store {operation} failed: {source}")]
+    Redb {
+        /// What was being done.
+        operation: &'static str,
+        /// Why.
+        #[source]
+        source: redb::Error,
+    },
+    /// A stored value could not be decoded.
+    #[error("stored value for `{key}` is unreadable: {message}")]
+    Corrupt {
+        /// The key.
+        key: String,
+        /// Why.
+        message: String,
+    },
+}
+
+impl StoreError {
+    /// Wraps a redb error with the operation that failed.
+    pub fn redb(operation: &'static str) -> impl FnOnce(redb::Error) -> StoreError {
+        move |source| StoreError::Redb { operation, source }
+    }
+}
+
+/// How to open the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// redb's page cache in bytes. redb's own default (1 GiB) would dominate server memory.
+    pub cache_bytes: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            cache_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+/// The open store. Cheap to clone; every clone shares one database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    path: Arc<PathBuf>,
+}
+
+impl Store {
+    /// Opens (or creates) the store file and its tables.
+    pub fn open(path: &Path, options: &StoreOptions) -> Result<Store, StoreError> {
+        let db = Database::builder()
+            .set_cache_size(options.cache_bytes)
+            .create(path)
+            .map_err(|source| open_error(path, source))?;
+        let store = Store {
+            db: Arc::new(db),
+            path: Arc::new(path.to_owned()),
+        };
+        store.init_schema()?;
+        Ok(store)
+    }
+
+    /// The store file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The redb database, for plugins' own tables.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// Opens the file alone and runs redb's integrity check (repairing what quick-repair
+    /// allows). `Ok(true)` means the file was consistent.
+    pub fn check_integrity(path: &Path) -> Result<bool, StoreError> {
+        let mut db = Database::builder()
+            .set_cache_size(StoreOptions::default().cache_bytes)
+            .create(path)
+            .map_err(|source| open_error(path, source))?;
+        db.check_integrity()
+            .map_err(|source| open_error(path, source))
+    }
+
+    fn init_schema(&self) -> Result<(), StoreError> {
+        let mut txn = self
+            .db
+            .begin_write()
+            .map_err(|e| StoreError::redb("begin")(e.into()))?;
+        txn.set_quick_repair(true);
+        {
+            let mut meta = txn
+                .open_table(META)
+                .map_err(|e| StoreError::redb("open meta")(e.into()))?;
+            let found = meta
+                .get("schema")
+                .map_err(|e| StoreError::redb("read schema")(e.into()))?
+                .map(|v| v.value());
+            match found {
+                Some(found) if found > SCHEMA_VERSION => {
+                    return Err(StoreError::NewerSchema {
+                        path: self.path.to_path_buf(),
+                        found,
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    meta.insert("schema", SCHEMA_VERSION)
+                        .map_err(|e| StoreError::redb("write schema")(e.into()))?;
+                }
+            }
+        }
+        crate::ports::create_tables(&txn)?;
+        txn.commit()
+            .map_err(|e| StoreError::redb("commit")(e.into()))
+    }
+
+    /// A read transaction (for plugins' read APIs).
+    pub fn read(&self) -> Result<redb::ReadTransaction, StoreError> {
+        self.db
+            .begin_read()
+            .map_err(|e| StoreError::redb("begin read")(e.into()))
+    }
+
+    /// A write transaction with quick-repair on, so an interrupted commit never needs a long
+    /// repair at the next open.
+    pub fn write(&self) -> Result<redb::WriteTransaction, StoreError> {
+        let mut txn = self
+            .db
+            .begin_write()
+            .map_err(|e| StoreError::redb("begin write")(e.into()))?;
+        txn.set_quick_repair(true);
+        Ok(txn)
+    }
+}
+
+fn open_error(path: &Path, source: redb::DatabaseError) -> StoreError {
+    match source {
+        redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
+            path: path.to_owned(),
+        },
+        source => StoreError::Open {
+            path: path.to_owned(),
+            source,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_open_says_the_store_is_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edge.redb");
+        let _first = Store::open(&path, &StoreOptions::default()).unwrap();
+        let err = Store::open(&path, &StoreOptions::default()).unwrap_err();
+        assert!(matches!(err, StoreError::InUse { .. }), "{err}");
+        assert!(err.to_string().contains("edge serve"), "{err}");
+    }
+
+    #[test]
+    fn reopening_keeps_the_schema_and_passes_the_integrity_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edge.redb");
+        drop(Store::open(&path, &StoreOptions::default()).unwrap());
+        drop(Store::open(&path, &StoreOptions::default()).unwrap());
+        assert!(Store::check_integrity(&path).unwrap());
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edge.redb");
+        {
+            let store = Store::open(&path, &StoreOptions::default()).unwrap();
+            let txn = store.write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert("schema", SCHEMA_VERSION + 1)
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let err = Store::open(&path, &StoreOptions::default()).unwrap_err();
+        assert!(
+            matches!(err, StoreError::NewerSchema { found: 2, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_store_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edge.redb");
+        std::fs::write(
+            &path,
+            b"this is not a database, but it is long enough to have a header....",
+        )
+        .unwrap();
+        let err = Store::open(&path, &StoreOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("edge.redb"), "{err}");
+    }
+}

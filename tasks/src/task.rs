@@ -65,7 +65,8 @@ pub struct Plugin {
     /// The record schema the task expects, as a JSON Schema document (for `GET /v1/tasks`).
     pub schema: &'static str,
     /// Starts one job's instance. `params` are the job's task parameters.
-    pub create: fn(params: &Map<String, Value>, context: &Context) -> Result<Box<dyn Task>, ParamError>,
+    pub create:
+        fn(params: &Map<String, Value>, context: &Context) -> Result<Box<dyn Task>, ParamError>,
 }
 
 impl Plugin {

@@ -29,7 +29,9 @@ impl ServeProcess {
             .expect("edge starts");
         let stdout = child.stdout.take().expect("stdout is piped");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("edge prints its ready line");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("edge prints its ready line");
         let addr = line
             .trim()
             .strip_prefix("edge listening on ")
@@ -49,14 +51,20 @@ impl ServeProcess {
     /// Sends SIGTERM and waits for the exit status.
     fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
         assert!(sent.success());
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait works") {
                 return status;
             }
-            assert!(std::time::Instant::now() < deadline, "edge did not exit within 20 s of SIGTERM");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "edge did not exit within 20 s of SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -83,26 +91,66 @@ fn edge(dir: &Path, args: &[&str]) -> std::process::Output {
 async fn serve_stores_ports_stops_on_sigterm_and_reads_them_back() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServeProcess::start(dir.path());
-    let client = Client::connect(&server.client_config(dir.path())).await.expect("connects");
+    let client = Client::connect(&server.client_config(dir.path()))
+        .await
+        .expect("connects");
     let body = std::fs::read(ports_json()).unwrap();
     let (result, _) = upload(&client, "ports", None, body).await;
-    assert!(matches!(result.last, Event::Done { committed: 1634, .. }), "{:?}", result.last);
+    assert!(
+        matches!(
+            result.last,
+            Event::Done {
+                committed: 1634,
+                ..
+            }
+        ),
+        "{:?}",
+        result.last
+    );
     client.close().await;
 
     let status = server.terminate();
     assert!(status.success(), "edge exits 0 on SIGTERM: {status:?}");
 
     let out = edge(dir.path(), &["ports", "get", "AEAJM"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let port: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(port["name"], "Ajman");
-    assert_eq!(port["coordinates"], serde_json::json!([55.5136433, 25.4052165]));
+    assert_eq!(
+        port["coordinates"],
+        serde_json::json!([55.5136433, 25.4052165])
+    );
 
-    let out = edge(dir.path(), &["ports", "list", "--country", "united arab emirates", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = edge(
+        dir.path(),
+        &[
+            "ports",
+            "list",
+            "--country",
+            "united arab emirates",
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let page: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let keys: Vec<&str> = page["items"].as_array().unwrap().iter().map(|i| i["key"].as_str().unwrap()).collect();
-    assert!(keys.contains(&"AEAJM") && keys.contains(&"AEDXB"), "{keys:?}");
+    let keys: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["key"].as_str().unwrap())
+        .collect();
+    assert!(
+        keys.contains(&"AEAJM") && keys.contains(&"AEDXB"),
+        "{keys:?}"
+    );
     assert!(keys.windows(2).all(|w| w[0] < w[1]), "key order");
 
     let out = edge(dir.path(), &["ports", "get", "XXXXX"]);
@@ -113,7 +161,9 @@ async fn serve_stores_ports_stops_on_sigterm_and_reads_them_back() {
 async fn sigterm_ends_a_running_job_with_a_final_event_and_keeps_what_was_committed() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServeProcess::start(dir.path());
-    let client = Client::connect(&server.client_config(dir.path())).await.expect("connects");
+    let client = Client::connect(&server.client_config(dir.path()))
+        .await
+        .expect("connects");
     // A body that never ends by itself: the job is running when the signal comes.
     let (mut writer, reader) = tokio::io::duplex(64 * 1024);
     let feeder = tokio::spawn(async move {
@@ -128,7 +178,10 @@ async fn sigterm_ends_a_running_job_with_a_final_event_and_keeps_what_was_commit
     });
     let mut header = JobHeader::new("ports");
     header.format = Some(Format::Ndjson);
-    let job = UploadJob { header, body: Box::new(reader) };
+    let job = UploadJob {
+        header,
+        body: Box::new(reader),
+    };
     let (committed_tx, mut committed_rx) = tokio::sync::mpsc::unbounded_channel();
     let upload = tokio::spawn(async move {
         client
@@ -140,13 +193,25 @@ async fn sigterm_ends_a_running_job_with_a_final_event_and_keeps_what_was_commit
             .await
     });
     // Wait until something is committed, then stop the server.
-    let first = tokio::time::timeout(Duration::from_secs(20), committed_rx.recv()).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(20), committed_rx.recv())
+        .await
+        .unwrap();
     assert!(first.unwrap_or(0) > 0);
-    let status = tokio::task::spawn_blocking(move || server.terminate()).await.unwrap();
+    let status = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
     assert!(status.success(), "{status:?}");
-    let result = upload.await.unwrap().expect("the client gets a final event");
+    let result = upload
+        .await
+        .unwrap()
+        .expect("the client gets a final event");
     feeder.abort();
-    let Event::Failed { code, committed, .. } = result.last else { panic!("{:?}", result.last) };
+    let Event::Failed {
+        code, committed, ..
+    } = result.last
+    else {
+        panic!("{:?}", result.last)
+    };
     assert_eq!(code, ErrorCode::Shutdown);
     assert!(committed > 0);
     // Every committed record is in the store (keys repeat per chunk, so compare counts of

@@ -1,10 +1,10 @@
 //! Jobs over `edge/1`: uploads, records, events, refusals, concurrency.
 
+use crate::util::*;
 use edge_proto::{ErrorCode, Event, Format, JobHeader};
 use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use crate::util::*;
 
 #[tokio::test]
 async fn the_real_ports_file_is_stored_and_a_second_upload_changes_nothing() {
@@ -13,23 +13,56 @@ async fn the_real_ports_file_is_stored_and_a_second_upload_changes_nothing() {
     let body = std::fs::read(ports_json()).unwrap();
 
     let (result, events) = upload(&client, "ports", None, body.clone()).await;
-    assert!(matches!(events.first(), Some(Event::Accepted { format: Format::Json, .. })), "{events:?}");
-    let Event::Done { records, committed, errors, summary, bytes, .. } = done(&events) else { unreachable!() };
+    assert!(
+        matches!(
+            events.first(),
+            Some(Event::Accepted {
+                format: Format::Json,
+                ..
+            })
+        ),
+        "{events:?}"
+    );
+    let Event::Done {
+        records,
+        committed,
+        errors,
+        summary,
+        bytes,
+        ..
+    } = done(&events)
+    else {
+        unreachable!()
+    };
     assert_eq!((*records, *committed, *errors), (1634, 1634, 0));
     assert_eq!(*bytes, body.len() as u64);
-    assert_eq!(summary, &json!({"inserted": 1634, "updated": 0, "unchanged": 0}));
+    assert_eq!(
+        summary,
+        &json!({"inserted": 1634, "updated": 0, "unchanged": 0})
+    );
     assert_eq!(&result.last, done(&events));
 
     let (_, events) = upload(&client, "ports", Some(Format::Json), body).await;
-    let Event::Done { committed, summary, .. } = done(&events) else { unreachable!() };
+    let Event::Done {
+        committed, summary, ..
+    } = done(&events)
+    else {
+        unreachable!()
+    };
     assert_eq!(*committed, 1634);
-    assert_eq!(summary, &json!({"inserted": 0, "updated": 0, "unchanged": 1634}));
+    assert_eq!(
+        summary,
+        &json!({"inserted": 0, "updated": 0, "unchanged": 1634})
+    );
     client.close().await;
 
     let dir = server.stop().await;
     let ports = all_ports(&dir.path().join("data/edge.redb"));
     assert_eq!(ports.len(), 1634);
-    let (_, ajman) = ports.iter().find(|(k, _)| k == "AEAJM").expect("AEAJM stored");
+    let (_, ajman) = ports
+        .iter()
+        .find(|(k, _)| k == "AEAJM")
+        .expect("AEAJM stored");
     assert_eq!(ajman.name, "Ajman");
     assert_eq!(ajman.coordinates, Some([55.5136433, 25.4052165]));
     assert_eq!(ajman.country.as_deref(), Some("United Arab Emirates"));
@@ -43,10 +76,24 @@ async fn the_same_records_as_an_array_and_as_ndjson_give_the_same_store() {
         let server = TestServer::start().await;
         let client = server.client().await;
         let (_, events) = upload(&client, "ports", format, body).await;
-        let Event::Done { records, errors, .. } = done(&events) else { unreachable!() };
+        let Event::Done {
+            records, errors, ..
+        } = done(&events)
+        else {
+            unreachable!()
+        };
         assert_eq!((*records, *errors), (1634, 0));
         if format.is_none() {
-            assert!(matches!(events.first(), Some(Event::Accepted { format: Format::Ndjson, .. })), "NDJSON is sniffed");
+            assert!(
+                matches!(
+                    events.first(),
+                    Some(Event::Accepted {
+                        format: Format::Ndjson,
+                        ..
+                    })
+                ),
+                "NDJSON is sniffed"
+            );
         }
         client.close().await;
         let dir = server.stop().await;
@@ -63,8 +110,25 @@ async fn stats_gives_exact_figures_for_a_known_series() {
     let client = server.client().await;
     let body: String = (1..=1000).map(|i| format!("{i}\n")).collect();
     let (_, events) = upload(&client, "stats", None, body.into_bytes()).await;
-    assert!(matches!(events.first(), Some(Event::Accepted { format: Format::Lines, .. })), "{events:?}");
-    let Event::Done { summary, records, errors, .. } = done(&events) else { unreachable!() };
+    assert!(
+        matches!(
+            events.first(),
+            Some(Event::Accepted {
+                format: Format::Lines,
+                ..
+            })
+        ),
+        "{events:?}"
+    );
+    let Event::Done {
+        summary,
+        records,
+        errors,
+        ..
+    } = done(&events)
+    else {
+        unreachable!()
+    };
     assert_eq!((*records, *errors), (1000, 0));
     assert_eq!(summary["count"], 1000);
     assert_eq!(summary["min"], 1.0);
@@ -76,7 +140,9 @@ async fn stats_gives_exact_figures_for_a_known_series() {
     close(&summary["mean"], 500.5);
     close(&summary["variance"], 1000.0 * 1001.0 / 12.0);
     close(&summary["stddev"], (1000.0f64 * 1001.0 / 12.0).sqrt());
-    assert!(events.iter().any(|e| matches!(e, Event::Task { task, .. } if task == "stats")));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::Task { task, .. } if task == "stats")));
 }
 
 #[tokio::test]
@@ -86,24 +152,40 @@ async fn records_are_committed_while_the_upload_is_still_running() {
     let body = synthetic_ports_ndjson(150_000); // ~30 MB
     let total = body.len() as u64;
     let sent = Arc::new(AtomicU64::new(0));
-    let reader = CountingReader { inner: std::io::Cursor::new(body), read: sent.clone() };
+    let reader = CountingReader {
+        inner: std::io::Cursor::new(body),
+        read: sent.clone(),
+    };
     let first_commit_at = Arc::new(AtomicU64::new(u64::MAX));
     let seen = first_commit_at.clone();
     let mut header = JobHeader::new("ports");
     header.format = Some(Format::Ndjson);
-    let job = edge_client::UploadJob { header, body: Box::new(reader) };
+    let job = edge_client::UploadJob {
+        header,
+        body: Box::new(reader),
+    };
     let result = client
         .upload(job, move |event: &Event| {
             if matches!(event, Event::Committed { .. }) {
-                let _ = seen.compare_exchange(u64::MAX, sent.load(Ordering::SeqCst), Ordering::SeqCst, Ordering::SeqCst);
+                let _ = seen.compare_exchange(
+                    u64::MAX,
+                    sent.load(Ordering::SeqCst),
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                );
             }
         })
         .await
         .unwrap();
-    let Event::Done { committed, .. } = &result.last else { panic!("{:?}", result.last) };
+    let Event::Done { committed, .. } = &result.last else {
+        panic!("{:?}", result.last)
+    };
     assert_eq!(*committed, 150_000);
     let at = first_commit_at.load(Ordering::SeqCst);
-    assert!(at < total, "the first `committed` came after the whole upload was read ({at} of {total} bytes)");
+    assert!(
+        at < total,
+        "the first `committed` came after the whole upload was read ({at} of {total} bytes)"
+    );
 }
 
 #[tokio::test]
@@ -121,15 +203,38 @@ async fn an_invalid_record_is_reported_and_the_rest_are_stored() {
         body.push(b'\n');
     }
     let (result, events) = upload(&client, "ports", Some(Format::Ndjson), body).await;
-    let record_errors: Vec<_> = events.iter().filter(|e| matches!(e, Event::RecordError { .. })).collect();
+    let record_errors: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e, Event::RecordError { .. }))
+        .collect();
     assert_eq!(record_errors.len(), 1, "{events:?}");
-    let Event::RecordError { index, code, message, key, offset } = record_errors[0] else { unreachable!() };
+    let Event::RecordError {
+        index,
+        code,
+        message,
+        key,
+        offset,
+    } = record_errors[0]
+    else {
+        unreachable!()
+    };
     assert_eq!(*index, 50);
     assert_eq!(*code, ErrorCode::InvalidRecord);
-    assert!(message.contains("name"), "the message names the field: {message}");
+    assert!(
+        message.contains("name"),
+        "the message names the field: {message}"
+    );
     assert_eq!(key.as_deref(), Some("BAD50"));
     assert!(*offset > 0);
-    let Event::Done { committed, errors, records, .. } = &result.last else { panic!() };
+    let Event::Done {
+        committed,
+        errors,
+        records,
+        ..
+    } = &result.last
+    else {
+        panic!()
+    };
     assert_eq!((*records, *committed, *errors), (100, 99, 1));
 }
 
@@ -145,11 +250,18 @@ async fn jobs_run_concurrently_on_one_connection_and_across_connections() {
     let (a, b, c, d) = tokio::join!(
         upload(&first, "stats", Some(Format::Lines), job(10_000)),
         upload(&first, "stats", Some(Format::Lines), job(20_000)),
-        upload(&first, "ports", Some(Format::Ndjson), synthetic_ports_ndjson(5_000)),
+        upload(
+            &first,
+            "ports",
+            Some(Format::Ndjson),
+            synthetic_ports_ndjson(5_000)
+        ),
         upload(&second, "stats", Some(Format::Lines), job(30_000)),
     );
     for ((_, events), want) in [(a, 10_000u64), (b, 20_000), (c, 5_000), (d, 30_000)] {
-        let Event::Done { records, .. } = done(&events) else { unreachable!() };
+        let Event::Done { records, .. } = done(&events) else {
+            unreachable!()
+        };
         assert_eq!(*records, want);
         // Each job's events came on its own stream: its accepted event is first.
         assert!(matches!(events.first(), Some(Event::Accepted { .. })));
@@ -161,17 +273,48 @@ async fn refused_jobs_get_a_rejected_event_with_a_code() {
     let server = TestServer::start().await;
     let client = server.client().await;
     let (result, events) = upload(&client, "nonesuch", None, b"1\n".to_vec()).await;
-    let Event::Rejected { code, message, committed, .. } = &result.last else { panic!("{events:?}") };
+    let Event::Rejected {
+        code,
+        message,
+        committed,
+        ..
+    } = &result.last
+    else {
+        panic!("{events:?}")
+    };
     assert_eq!(*code, ErrorCode::UnknownTask);
-    assert!(message.contains("ports") && message.contains("stats"), "{message}");
+    assert!(
+        message.contains("ports") && message.contains("stats"),
+        "{message}"
+    );
     assert_eq!(*committed, 0);
 
     let (result, _) = upload(&client, "ports", Some(Format::Lines), b"x\n".to_vec()).await;
-    assert!(matches!(&result.last, Event::Rejected { code: ErrorCode::UnknownFormat, .. }), "{:?}", result.last);
+    assert!(
+        matches!(
+            &result.last,
+            Event::Rejected {
+                code: ErrorCode::UnknownFormat,
+                ..
+            }
+        ),
+        "{:?}",
+        result.last
+    );
 
     // Sniffed as lines, which `ports` does not read.
     let (result, _) = upload(&client, "ports", None, b"hello\nworld\n".to_vec()).await;
-    assert!(matches!(&result.last, Event::Rejected { code: ErrorCode::UnknownFormat, .. }), "{:?}", result.last);
+    assert!(
+        matches!(
+            &result.last,
+            Event::Rejected {
+                code: ErrorCode::UnknownFormat,
+                ..
+            }
+        ),
+        "{:?}",
+        result.last
+    );
 
     // The connection still works after refusals.
     let (_, events) = upload(&client, "stats", None, b"1\n2\n".to_vec()).await;
@@ -183,7 +326,19 @@ async fn an_empty_upload_is_a_done_job_with_no_records() {
     let server = TestServer::start().await;
     let client = server.client().await;
     let (result, _) = upload(&client, "ports", None, Vec::new()).await;
-    assert!(matches!(&result.last, Event::Done { records: 0, committed: 0, errors: 0, .. }), "{:?}", result.last);
+    assert!(
+        matches!(
+            &result.last,
+            Event::Done {
+                records: 0,
+                committed: 0,
+                errors: 0,
+                ..
+            }
+        ),
+        "{:?}",
+        result.last
+    );
 }
 
 /// An `AsyncRead` that counts the bytes the client has taken from it.

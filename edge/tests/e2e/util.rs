@@ -54,7 +54,12 @@ impl TestServer {
         let addr = server.local_addr();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server.run(shutdown.clone()));
-        TestServer { addr, dir, shutdown, task }
+        TestServer {
+            addr,
+            dir,
+            shutdown,
+            task,
+        }
     }
 
     /// The dev CA the server generated.
@@ -69,7 +74,9 @@ impl TestServer {
 
     /// A client connected to this server.
     pub async fn client(&self) -> Client {
-        Client::connect(&self.client_config()).await.expect("client connects")
+        Client::connect(&self.client_config())
+            .await
+            .expect("client connects")
     }
 
     pub fn client_config(&self) -> ClientConfig {
@@ -90,7 +97,12 @@ impl TestServer {
 }
 
 /// Uploads `body` as one job and collects every event.
-pub async fn upload(client: &Client, task: &str, format: Option<Format>, body: Vec<u8>) -> (JobResult, Vec<Event>) {
+pub async fn upload(
+    client: &Client,
+    task: &str,
+    format: Option<Format>,
+    body: Vec<u8>,
+) -> (JobResult, Vec<Event>) {
     let mut header = JobHeader::new(task);
     header.format = format;
     header.size = Some(body.len() as u64);
@@ -107,7 +119,9 @@ pub async fn upload_with(
     let sink = events.clone();
     let job = UploadJob { header, body };
     let result = client
-        .upload(job, move |event: &Event| sink.lock().unwrap().push(event.clone()))
+        .upload(job, move |event: &Event| {
+            sink.lock().unwrap().push(event.clone())
+        })
         .await
         .expect("upload completes");
     let events = events.lock().unwrap().clone();
@@ -162,7 +176,11 @@ pub fn all_ports(store_path: &Path) -> Vec<(String, edge_tasks::ports::Port)> {
     let mut all = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let query = edge_tasks::ports::ListQuery { country: None, after: after.as_deref(), limit: 1000 };
+        let query = edge_tasks::ports::ListQuery {
+            country: None,
+            after: after.as_deref(),
+            limit: 1000,
+        };
         let page = edge_tasks::ports::list(&store, &query).unwrap();
         all.extend(page.items);
         match page.next {

@@ -13,8 +13,10 @@
 //! - [`lines`]: one text value per line.
 //! - [`sniff`]: guesses the format from the first bytes when the client did not name one.
 
+mod bom;
 pub mod json;
 pub mod lines;
+mod lines_split;
 pub mod ndjson;
 pub mod sniff;
 
@@ -92,5 +94,169 @@ pub fn decoder(format: Format, limits: Limits) -> Box<dyn Decoder> {
         Format::Json => Box::new(json::JsonDecoder::new(limits)),
         Format::Ndjson => Box::new(ndjson::NdjsonDecoder::new(limits)),
         Format::Lines => Box::new(lines::LinesDecoder::new(limits)),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    //! Helpers for the decoders' tests: items as comparable strings, and the check that any
+    //! split of an input gives the same items.
+
+    use super::*;
+    use crate::record::Body;
+    use proptest::prelude::*;
+
+    /// Feeds `chunks` then finishes; returns every item (and a final syntax error) as a line.
+    pub(crate) fn collect(decoder: &mut dyn Decoder, chunks: &[&[u8]]) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut sink = |item: Item<'_>| {
+            out.push(describe(&item));
+            ControlFlow::Continue(())
+        };
+        let mut result = Ok(ControlFlow::Continue(()));
+        for chunk in chunks {
+            result = decoder.feed(chunk, &mut sink);
+            if result.is_err() {
+                break;
+            }
+        }
+        if result.is_ok() {
+            result = decoder.finish(&mut sink);
+        }
+        if let Err(e) = result {
+            out.push(format!("syntax @{}", e.offset));
+        }
+        out
+    }
+
+    fn describe(item: &Item<'_>) -> String {
+        match item {
+            Item::Record(r) => {
+                let key = r.key.map(|k| format!("key={k} ")).unwrap_or_default();
+                let body = match r.body {
+                    Body::Json(b) => format!("json {}", String::from_utf8_lossy(b)),
+                    Body::Text(t) => format!("text {t}"),
+                };
+                format!("record {} @{} {key}{body}", r.index, r.offset)
+            }
+            Item::Fault(f) => {
+                let key = f
+                    .key
+                    .as_ref()
+                    .map(|k| format!("key={k} "))
+                    .unwrap_or_default();
+                format!("fault {} @{} {key}{}", f.index, f.offset, f.code)
+            }
+        }
+    }
+
+    /// Checks that every two-chunk split and the one-byte split give the same items as the
+    /// whole input.
+    pub(crate) fn split_everywhere(make: impl Fn() -> Box<dyn Decoder>, input: &[u8]) {
+        let whole = collect(make().as_mut(), &[input]);
+        for at in 0..=input.len() {
+            let (a, b) = input.split_at(at);
+            assert_eq!(collect(make().as_mut(), &[a, b]), whole, "split at {at}");
+        }
+        let bytes: Vec<&[u8]> = input.chunks(1).collect();
+        assert_eq!(
+            collect(make().as_mut(), &bytes),
+            whole,
+            "one byte at a time"
+        );
+    }
+
+    /// Cuts `input` at the given (sorted, deduplicated) points.
+    fn cut<'a>(input: &'a [u8], points: &[usize]) -> Vec<&'a [u8]> {
+        let mut chunks = Vec::new();
+        let mut last = 0;
+        for &p in points {
+            chunks.push(&input[last..p]);
+            last = p;
+        }
+        chunks.push(&input[last..]);
+        chunks
+    }
+
+    /// Inputs made of JSON-ish pieces, valid and not, so that splits land everywhere that
+    /// matters: inside strings, escapes, keys, numbers, line ends and a BOM.
+    fn pieces() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            Just(&b"{"[..]),
+            Just(&b"}"[..]),
+            Just(&b"["[..]),
+            Just(&b"]"[..]),
+            Just(&b","[..]),
+            Just(&b":"[..]),
+            Just(&b"\"key\""[..]),
+            Just(&b"\"a\\\"b\""[..]),
+            Just(&b"\"}]\""[..]),
+            Just(&b"12.5"[..]),
+            Just(&b"-3"[..]),
+            Just(&b"true"[..]),
+            Just(&b" "[..]),
+            Just(&b"\n"[..]),
+            Just(&b"\r\n"[..]),
+            Just(&b"\xEF\xBB\xBF"[..]),
+            Just(&b"\xff"[..]),
+            Just(&b"x"[..]),
+            Just(&b"{\"k\":[1,{\"a\":null}]}"[..]),
+        ];
+        proptest::collection::vec(piece, 0..40).prop_map(|ps| ps.concat())
+    }
+
+    fn points(len: usize) -> impl Strategy<Value = Vec<usize>> {
+        proptest::collection::btree_set(0..=len, 0..8).prop_map(|s| s.into_iter().collect())
+    }
+
+    fn any_split_is_the_same(
+        make: fn() -> Box<dyn Decoder>,
+    ) -> impl Fn((Vec<u8>, Vec<usize>)) -> Result<(), TestCaseError> {
+        move |(input, points)| {
+            let whole = collect(make().as_mut(), &[&input]);
+            let split = collect(make().as_mut(), &cut(&input, &points));
+            prop_assert_eq!(split, whole);
+            Ok(())
+        }
+    }
+
+    fn input_and_points() -> impl Strategy<Value = (Vec<u8>, Vec<usize>)> {
+        pieces().prop_flat_map(|input| {
+            let len = input.len();
+            (Just(input), points(len))
+        })
+    }
+
+    const SMALL: Limits = Limits {
+        max_record_bytes: 24,
+        max_depth: 3,
+    };
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn json_any_split(case in input_and_points()) {
+            any_split_is_the_same(|| Box::new(json::JsonDecoder::new(SMALL)))(case)?;
+        }
+
+        #[test]
+        fn json_wrapped_any_split(case in pieces().prop_flat_map(|p| {
+            let input = [b"{\"a\":".as_slice(), &p, b",\"z\":1}"].concat();
+            let len = input.len();
+            (Just(input), points(len))
+        })) {
+            any_split_is_the_same(|| Box::new(json::JsonDecoder::new(SMALL)))(case)?;
+        }
+
+        #[test]
+        fn ndjson_any_split(case in input_and_points()) {
+            any_split_is_the_same(|| Box::new(ndjson::NdjsonDecoder::new(SMALL)))(case)?;
+        }
+
+        #[test]
+        fn lines_any_split(case in input_and_points()) {
+            any_split_is_the_same(|| Box::new(lines::LinesDecoder::new(SMALL)))(case)?;
+        }
     }
 }
