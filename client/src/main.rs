@@ -1,1 +1,221 @@
-fn main() {}
+//! `edge-client`: streams files to an edge server as jobs and shows their progress.
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use edge_client::display::{self, LineLog, Outcome};
+use edge_client::{Client, ClientConfig, ClientError, UploadJob};
+use edge_proto::{Event, Format, JobHeader};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use tokio::io::AsyncRead;
+
+/// Streams files to an edge server as jobs, with progress.
+#[derive(Debug, Parser)]
+#[command(name = "edge-client", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Upload files as jobs (several files run in parallel on one connection).
+    Upload(UploadArgs),
+}
+
+#[derive(Debug, Args)]
+struct UploadArgs {
+    /// Files to upload; `-` reads standard input.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// The task to run: ports, stats.
+    #[arg(long)]
+    task: String,
+    /// json, ndjson or lines [default: the server sniffs the first bytes].
+    #[arg(long)]
+    format: Option<Format>,
+    /// The server.
+    #[arg(long, env = "EDGE_SERVER", default_value = "https://localhost:4433")]
+    server: String,
+    /// A PEM CA to trust, e.g. certs/ca.pem [default: the system's roots].
+    #[arg(long, env = "EDGE_CA")]
+    ca: Option<PathBuf>,
+    /// The job token (JWT).
+    #[arg(long, env = "EDGE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// A task parameter, KEY=VALUE (VALUE is JSON if it parses, else a string).
+    #[arg(long = "param", value_parser = parse_param)]
+    params: Vec<(String, serde_json::Value)>,
+    /// Print the raw events as NDJSON on stdout instead of progress.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_param(text: &str) -> Result<(String, serde_json::Value), String> {
+    let (key, value) = text.split_once('=').ok_or("expected KEY=VALUE")?;
+    let value = serde_json::from_str(value).unwrap_or_else(|_| serde_json::Value::String(value.to_owned()));
+    Ok((key.to_owned(), value))
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("edge-client: error: {e:#}");
+            Outcome::Failed.exit_code()
+        }
+    }
+}
+
+fn run() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let Command::Upload(args) = cli.command;
+    Ok(runtime.block_on(upload(args)).exit_code())
+}
+
+/// How events are shown.
+#[derive(Clone)]
+enum Show {
+    /// Raw NDJSON on stdout.
+    Json,
+    /// Progress bars on a terminal.
+    Bars(MultiProgress),
+    /// A line log on stderr.
+    Log,
+}
+
+async fn upload(args: UploadArgs) -> Outcome {
+    let config = ClientConfig { server: args.server.clone(), ca: args.ca.clone(), token: args.token.clone() };
+    let client = match Client::connect(&config).await {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("edge-client: {e}");
+            return if e.is_connect() { Outcome::NoConnection } else { Outcome::Failed };
+        }
+    };
+    let show = if args.json {
+        Show::Json
+    } else if std::io::stderr().is_terminal() {
+        Show::Bars(MultiProgress::with_draw_target(ProgressDrawTarget::stderr()))
+    } else {
+        Show::Log
+    };
+    let mut jobs = tokio::task::JoinSet::new();
+    for file in &args.files {
+        let (header, body) = match open(file, &args).await {
+            Ok(opened) => opened,
+            Err(e) => {
+                eprintln!("edge-client: {e}");
+                jobs.spawn(async { Outcome::Failed });
+                continue;
+            }
+        };
+        jobs.spawn(run_job(client.clone(), header, body, show.clone()));
+    }
+    let outcomes = jobs.join_all().await;
+    client.close().await;
+    display::worst(outcomes)
+}
+
+/// The header and body for one file (or stdin).
+async fn open(file: &PathBuf, args: &UploadArgs) -> Result<(JobHeader, Box<dyn AsyncRead + Send + Unpin>), ClientError> {
+    let mut header = JobHeader::new(&args.task);
+    header.format = args.format;
+    header.params = args.params.iter().cloned().collect();
+    if file.as_os_str() == "-" {
+        header.name = Some("stdin".into());
+        return Ok((header, Box::new(tokio::io::stdin())));
+    }
+    let name = file.display().to_string();
+    let opened = tokio::fs::File::open(file).await.map_err(|source| ClientError::Input { name: name.clone(), source })?;
+    let metadata = opened.metadata().await.map_err(|source| ClientError::Input { name: name.clone(), source })?;
+    header.name = file.file_name().map(|n| n.to_string_lossy().into_owned());
+    header.size = metadata.is_file().then_some(metadata.len());
+    Ok((header, Box::new(opened)))
+}
+
+async fn run_job(client: Client, header: JobHeader, body: Box<dyn AsyncRead + Send + Unpin>, show: Show) -> Outcome {
+    let name = header.name.clone().unwrap_or_else(|| "upload".into());
+    let bar = match &show {
+        Show::Bars(multi) => Some(multi.add(progress_bar(&name, header.size))),
+        _ => None,
+    };
+    let log = Arc::new(Mutex::new(LineLog::new(name.clone())));
+    let job = UploadJob::new(header, body);
+    let result = client
+        .upload_lines(job, |event, line| match &show {
+            Show::Json => {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(line);
+                let _ = out.flush();
+            }
+            Show::Bars(_) => {
+                if let Some(bar) = &bar {
+                    update_bar(bar, event);
+                }
+            }
+            Show::Log => {
+                if let Some(line) = log.lock().ok().and_then(|mut log| log.line(event)) {
+                    eprintln!("{line}");
+                }
+            }
+        })
+        .await;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    match result {
+        Ok(result) => {
+            if let Show::Bars(multi) = &show {
+                let _ = multi.println(display::summary(&name, &result.last));
+            }
+            Outcome::of(&result.last)
+        }
+        Err(e) => {
+            eprintln!("edge-client: {name}: {e}");
+            if e.is_connect() {
+                Outcome::NoConnection
+            } else {
+                Outcome::Failed
+            }
+        }
+    }
+}
+
+fn progress_bar(name: &str, size: Option<u64>) -> ProgressBar {
+    let (bar, template) = match size {
+        Some(size) => (
+            ProgressBar::new(size),
+            "{prefix:.bold} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+        ),
+        None => (ProgressBar::no_length(), "{prefix:.bold} {spinner} {bytes} {bytes_per_sec} {msg}"),
+    };
+    let style = ProgressStyle::with_template(template)
+        .expect("a valid progress template")
+        .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_prefix(name.to_owned());
+    bar
+}
+
+fn update_bar(bar: &ProgressBar, event: &Event) {
+    match event {
+        Event::Progress { bytes, records, errors } => {
+            bar.set_position(*bytes);
+            bar.set_message(format!("{records} records, {errors} errors"));
+        }
+        Event::Committed { records } => bar.set_message(format!("{records} committed")),
+        Event::RecordError { index, code, .. } => {
+            bar.println(format!("{}: record {index}: {code}", bar.prefix()));
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,225 @@
+//! The server address, TLS trust and the QUIC connection.
+
+use crate::error::ClientError;
+use crate::router::Router;
+use quinn::crypto::rustls::QuicClientConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Bytes the client may have in flight per connection: bounds its memory whatever the file size.
+const SEND_WINDOW: u64 = 2 * 1024 * 1024;
+
+/// Where to connect and whom to trust.
+#[derive(Debug, Clone, Default)]
+pub struct ClientConfig {
+    /// `https://HOST:PORT`, `HOST:PORT` or `HOST` (port 4433).
+    pub server: String,
+    /// A PEM CA to trust (e.g. the dev CA `certs/ca.pem`); else the system's roots.
+    pub ca: Option<PathBuf>,
+    /// The token sent with every job whose header has none.
+    pub token: Option<String>,
+}
+
+/// A parsed server address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    /// Host name or IP address (also the TLS server name).
+    pub host: String,
+    /// UDP port.
+    pub port: u16,
+}
+
+impl Server {
+    /// Parses `https://HOST:PORT`, `HOST:PORT`, `HOST`, with IPv6 hosts in brackets.
+    pub fn parse(text: &str) -> Result<Server, ClientError> {
+        let bad = || ClientError::BadServer(text.to_owned());
+        let rest = match text.split_once("://") {
+            Some(("https", rest)) => rest,
+            Some(_) => return Err(bad()),
+            None => text,
+        };
+        let rest = rest.trim_end_matches('/');
+        if rest.is_empty() || rest.contains('/') {
+            return Err(bad());
+        }
+        let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
+            let (host, after) = inner.split_once(']').ok_or_else(bad)?;
+            let port = match after {
+                "" => None,
+                p => Some(p.strip_prefix(':').ok_or_else(bad)?),
+            };
+            (host, port)
+        } else {
+            match rest.rsplit_once(':') {
+                Some((host, port)) if !host.contains(':') => (host, Some(port)),
+                Some(_) => return Err(bad()),
+                None => (rest, None),
+            }
+        };
+        let port = match port {
+            Some(p) => p.parse().map_err(|_| bad())?,
+            None => edge_proto::DEFAULT_PORT,
+        };
+        if host.is_empty() {
+            return Err(bad());
+        }
+        Ok(Server { host: host.to_owned(), port })
+    }
+}
+
+impl std::fmt::Display for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// A connection to an edge server; cheap to clone, jobs run concurrently on it.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub(crate) connection: quinn::Connection,
+    endpoint: quinn::Endpoint,
+    pub(crate) router: Arc<Router>,
+    pub(crate) token: Option<String>,
+}
+
+impl Client {
+    /// Connects, verifying the server's certificate.
+    pub async fn connect(config: &ClientConfig) -> Result<Client, ClientError> {
+        let server = Server::parse(&config.server)?;
+        let addr = resolve(&server).await?;
+        let crypto = tls_config(config.ca.as_deref())?;
+        let quic = QuicClientConfig::try_from(crypto)
+            .expect("a TLS 1.3 config with the ring provider always suits QUIC");
+        let mut client_config = quinn::ClientConfig::new(Arc::new(quic));
+        client_config.transport_config(Arc::new(transport()));
+        let bind: SocketAddr = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
+            .parse()
+            .expect("a literal socket address");
+        let mut endpoint = quinn::Endpoint::client(bind)
+            .map_err(|e| ClientError::Unreachable { server: server.to_string(), detail: e.to_string() })?;
+        endpoint.set_default_client_config(client_config);
+        let connecting = endpoint.connect(addr, &server.host).map_err(|e| ClientError::Unreachable {
+            server: server.to_string(),
+            detail: e.to_string(),
+        })?;
+        let connection = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(e)) => return Err(handshake_error(&server, &e)),
+            Err(_) => {
+                return Err(ClientError::Unreachable {
+                    server: server.to_string(),
+                    detail: format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+                })
+            }
+        };
+        let router = Router::start(connection.clone());
+        Ok(Client { connection, endpoint, router, token: config.token.clone() })
+    }
+
+    /// Closes the connection (code 0) and waits until the server has been told.
+    pub async fn close(self) {
+        self.connection.close(quinn::VarInt::from_u32(edge_proto::AppCode::NoError.value()), b"done");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+    }
+}
+
+async fn resolve(server: &Server) -> Result<SocketAddr, ClientError> {
+    let mut addrs = tokio::net::lookup_host((server.host.as_str(), server.port))
+        .await
+        .map_err(|source| ClientError::Resolve { host: server.host.clone(), source })?;
+    addrs.next().ok_or_else(|| ClientError::Resolve {
+        host: server.host.clone(),
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
+    })
+}
+
+/// TLS 1.3 with ALPN `edge/1`, trusting `ca` or else the system's roots.
+fn tls_config(ca: Option<&Path>) -> Result<rustls::ClientConfig, ClientError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            let fail = |message: String| ClientError::Ca { path: path.to_owned(), message };
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| fail(e.to_string()))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| fail(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(fail("no CERTIFICATE in the file".into()));
+            }
+            for cert in certs {
+                roots.add(cert).map_err(|e| fail(e.to_string()))?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("the ring provider supports TLS 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![edge_proto::ALPN_EDGE.to_vec()];
+    config.enable_early_data = false;
+    Ok(config)
+}
+
+fn transport() -> quinn::TransportConfig {
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .send_window(SEND_WINDOW)
+        .keep_alive_interval(Some(Duration::from_secs(5)))
+        .max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(30_000))));
+    transport
+}
+
+fn handshake_error(server: &Server, e: &quinn::ConnectionError) -> ClientError {
+    let detail = e.to_string();
+    if detail.contains("invalid peer certificate") || detail.contains("UnknownIssuer") || detail.contains("certificate") {
+        return ClientError::NotTrusted { server: server.to_string(), detail };
+    }
+    ClientError::Unreachable { server: server.to_string(), detail }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_addresses() {
+        let ok = |text: &str, host: &str, port: u16| {
+            assert_eq!(Server::parse(text).unwrap(), Server { host: host.into(), port }, "{text}");
+        };
+        ok("https://localhost:4433", "localhost", 4433);
+        ok("https://localhost:4433/", "localhost", 4433);
+        ok("localhost", "localhost", 4433);
+        ok("127.0.0.1:9000", "127.0.0.1", 9000);
+        ok("https://[::1]:5000", "::1", 5000);
+        ok("[::1]", "::1", 4433);
+        for bad in ["http://localhost:4433", "https://", "host:port", "::1:4433", "https://h:1/path", "[::1"] {
+            assert!(matches!(Server::parse(bad), Err(ClientError::BadServer(_))), "{bad}");
+        }
+        assert_eq!(Server::parse("[::1]:7").unwrap().to_string(), "[::1]:7");
+    }
+
+    #[test]
+    fn a_missing_ca_file_is_named() {
+        let err = tls_config(Some(Path::new("/nonexistent/ca.pem"))).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+        assert!(err.is_connect());
+    }
+}

@@ -1,0 +1,133 @@
+//! One job: the header and the body out on a new unidirectional stream, the events back.
+
+use crate::connect::Client;
+use crate::error::ClientError;
+use edge_proto::{AppCode, Event, JobHeader};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// The read buffer: the client holds at most this much of a file at once (plus QUIC's send
+/// window).
+const BUFFER_BYTES: usize = 64 * 1024;
+
+/// A job to upload.
+pub struct UploadJob {
+    /// The job header (the client's token is added if it has none).
+    pub header: JobHeader,
+    /// The body, read with a fixed buffer as it is sent.
+    pub body: Box<dyn AsyncRead + Send + Unpin>,
+}
+
+impl std::fmt::Debug for UploadJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UploadJob").field("header", &self.header).finish_non_exhaustive()
+    }
+}
+
+impl UploadJob {
+    /// A job with this header and body.
+    pub fn new(header: JobHeader, body: Box<dyn AsyncRead + Send + Unpin>) -> UploadJob {
+        UploadJob { header, body }
+    }
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobResult {
+    /// The final event: `done`, `failed` or `rejected`.
+    pub last: Event,
+    /// Body bytes the client sent (the server may have stopped reading earlier).
+    pub bytes_sent: u64,
+}
+
+impl Client {
+    /// Uploads one job, calling `on_event` for every event as it arrives; returns once the
+    /// final event has come.
+    pub async fn upload(&self, job: UploadJob, mut on_event: impl FnMut(&Event) + Send) -> Result<JobResult, ClientError> {
+        self.upload_lines(job, |event, _line| on_event(event)).await
+    }
+
+    /// Like [`Client::upload`], also handing over each event's raw NDJSON line.
+    pub async fn upload_lines(
+        &self,
+        mut job: UploadJob,
+        mut on_event: impl FnMut(&Event, &[u8]) + Send,
+    ) -> Result<JobResult, ClientError> {
+        if job.header.token.is_none() {
+            job.header.token = self.token.clone();
+        }
+        let mut stream = self.connection.open_uni().await.map_err(|e| crate::error::lost(&e))?;
+        let delivery = self.router.expect(u64::from(stream.id()));
+        let name = job.header.name.clone().unwrap_or_else(|| "the upload".into());
+        let send = send_body(&mut stream, &job.header, &mut job.body, &name);
+        let receive = async {
+            let mut notifications = delivery
+                .await
+                .map_err(|_| ClientError::ConnectionLost("the connection closed".into()))??;
+            let (first, line) = notifications.first.clone();
+            on_event(&first, &line);
+            if first.is_final() {
+                return Ok(first);
+            }
+            while let Some((event, line)) = notifications.next().await? {
+                on_event(&event, &line);
+                if event.is_final() {
+                    return Ok(event);
+                }
+            }
+            Err(ClientError::Protocol("the notification stream ended without a final event".into()))
+        };
+        let (sent, last) = tokio::join!(send, receive);
+        let bytes_sent = match sent {
+            Ok(n) => n,
+            // The server stopped reading because the job ended (refused or failed): the final
+            // event says why.
+            Err(Sent::Stopped(n)) => n,
+            Err(Sent::Failed(e @ ClientError::Input { .. })) => return Err(e),
+            Err(Sent::Failed(e)) => {
+                last?;
+                return Err(e);
+            }
+        };
+        let last = last?;
+        Ok(JobResult { last, bytes_sent })
+    }
+}
+
+/// Why sending stopped early.
+enum Sent {
+    /// The server stopped the stream after this many body bytes.
+    Stopped(u64),
+    /// Reading the input or the connection failed.
+    Failed(ClientError),
+}
+
+/// Writes the header, then the body through a fixed buffer, then FIN.
+async fn send_body(
+    stream: &mut quinn::SendStream,
+    header: &JobHeader,
+    body: &mut (dyn AsyncRead + Send + Unpin),
+    name: &str,
+) -> Result<u64, Sent> {
+    let mut sent = 0u64;
+    let write_error = |e: quinn::WriteError, sent: u64| match e {
+        quinn::WriteError::Stopped(_) => Sent::Stopped(sent),
+        quinn::WriteError::ConnectionLost(e) => Sent::Failed(crate::error::lost(&e)),
+        other => Sent::Failed(ClientError::ConnectionLost(other.to_string())),
+    };
+    stream.write_all(&header.encode()).await.map_err(|e| write_error(e, 0))?;
+    let mut buf = vec![0u8; BUFFER_BYTES];
+    loop {
+        let n = match body.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(source) => {
+                let _ = stream.reset(quinn::VarInt::from_u32(AppCode::Cancelled.value()));
+                return Err(Sent::Failed(ClientError::Input { name: name.to_owned(), source }));
+            }
+        };
+        stream.write_all(&buf[..n]).await.map_err(|e| write_error(e, sent))?;
+        sent += n as u64;
+    }
+    let _ = stream.finish();
+    Ok(sent)
+}
