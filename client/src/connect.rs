@@ -70,7 +70,10 @@ impl Server {
         if host.is_empty() {
             return Err(bad());
         }
-        Ok(Server { host: host.to_owned(), port })
+        Ok(Server {
+            host: host.to_owned(),
+            port,
+        })
     }
 }
 
@@ -103,16 +106,25 @@ impl Client {
             .expect("a TLS 1.3 config with the ring provider always suits QUIC");
         let mut client_config = quinn::ClientConfig::new(Arc::new(quic));
         client_config.transport_config(Arc::new(transport()));
-        let bind: SocketAddr = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
-            .parse()
-            .expect("a literal socket address");
-        let mut endpoint = quinn::Endpoint::client(bind)
-            .map_err(|e| ClientError::Unreachable { server: server.to_string(), detail: e.to_string() })?;
-        endpoint.set_default_client_config(client_config);
-        let connecting = endpoint.connect(addr, &server.host).map_err(|e| ClientError::Unreachable {
+        let bind: SocketAddr = if addr.is_ipv6() {
+            "[::]:0"
+        } else {
+            "0.0.0.0:0"
+        }
+        .parse()
+        .expect("a literal socket address");
+        let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| ClientError::Unreachable {
             server: server.to_string(),
             detail: e.to_string(),
         })?;
+        endpoint.set_default_client_config(client_config);
+        let connecting =
+            endpoint
+                .connect(addr, &server.host)
+                .map_err(|e| ClientError::Unreachable {
+                    server: server.to_string(),
+                    detail: e.to_string(),
+                })?;
         let connection = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
             Ok(Ok(connection)) => connection,
             Ok(Err(e)) => return Err(handshake_error(&server, &e)),
@@ -124,12 +136,20 @@ impl Client {
             }
         };
         let router = Router::start(connection.clone());
-        Ok(Client { connection, endpoint, router, token: config.token.clone() })
+        Ok(Client {
+            connection,
+            endpoint,
+            router,
+            token: config.token.clone(),
+        })
     }
 
     /// Closes the connection (code 0) and waits until the server has been told.
     pub async fn close(self) {
-        self.connection.close(quinn::VarInt::from_u32(edge_proto::AppCode::NoError.value()), b"done");
+        self.connection.close(
+            quinn::VarInt::from_u32(edge_proto::AppCode::NoError.value()),
+            b"done",
+        );
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
     }
 }
@@ -137,7 +157,10 @@ impl Client {
 async fn resolve(server: &Server) -> Result<SocketAddr, ClientError> {
     let mut addrs = tokio::net::lookup_host((server.host.as_str(), server.port))
         .await
-        .map_err(|source| ClientError::Resolve { host: server.host.clone(), source })?;
+        .map_err(|source| ClientError::Resolve {
+            host: server.host.clone(),
+            source,
+        })?;
     addrs.next().ok_or_else(|| ClientError::Resolve {
         host: server.host.clone(),
         source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
@@ -149,7 +172,10 @@ fn tls_config(ca: Option<&Path>) -> Result<rustls::ClientConfig, ClientError> {
     let mut roots = rustls::RootCertStore::empty();
     match ca {
         Some(path) => {
-            let fail = |message: String| ClientError::Ca { path: path.to_owned(), message };
+            let fail = |message: String| ClientError::Ca {
+                path: path.to_owned(),
+                message,
+            };
             let certs = CertificateDer::pem_file_iter(path)
                 .map_err(|e| fail(e.to_string()))?
                 .collect::<Result<Vec<_>, _>>()
@@ -183,16 +209,27 @@ fn transport() -> quinn::TransportConfig {
     transport
         .send_window(SEND_WINDOW)
         .keep_alive_interval(Some(Duration::from_secs(5)))
-        .max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(30_000))));
+        .max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
+            30_000,
+        ))));
     transport
 }
 
 fn handshake_error(server: &Server, e: &quinn::ConnectionError) -> ClientError {
     let detail = e.to_string();
-    if detail.contains("invalid peer certificate") || detail.contains("UnknownIssuer") || detail.contains("certificate") {
-        return ClientError::NotTrusted { server: server.to_string(), detail };
+    if detail.contains("invalid peer certificate")
+        || detail.contains("UnknownIssuer")
+        || detail.contains("certificate")
+    {
+        return ClientError::NotTrusted {
+            server: server.to_string(),
+            detail,
+        };
     }
-    ClientError::Unreachable { server: server.to_string(), detail }
+    ClientError::Unreachable {
+        server: server.to_string(),
+        detail,
+    }
 }
 
 #[cfg(test)]
@@ -202,7 +239,14 @@ mod tests {
     #[test]
     fn server_addresses() {
         let ok = |text: &str, host: &str, port: u16| {
-            assert_eq!(Server::parse(text).unwrap(), Server { host: host.into(), port }, "{text}");
+            assert_eq!(
+                Server::parse(text).unwrap(),
+                Server {
+                    host: host.into(),
+                    port
+                },
+                "{text}"
+            );
         };
         ok("https://localhost:4433", "localhost", 4433);
         ok("https://localhost:4433/", "localhost", 4433);
@@ -210,8 +254,18 @@ mod tests {
         ok("127.0.0.1:9000", "127.0.0.1", 9000);
         ok("https://[::1]:5000", "::1", 5000);
         ok("[::1]", "::1", 4433);
-        for bad in ["http://localhost:4433", "https://", "host:port", "::1:4433", "https://h:1/path", "[::1"] {
-            assert!(matches!(Server::parse(bad), Err(ClientError::BadServer(_))), "{bad}");
+        for bad in [
+            "http://localhost:4433",
+            "https://",
+            "host:port",
+            "::1:4433",
+            "https://h:1/path",
+            "[::1",
+        ] {
+            assert!(
+                matches!(Server::parse(bad), Err(ClientError::BadServer(_))),
+                "{bad}"
+            );
         }
         assert_eq!(Server::parse("[::1]:7").unwrap().to_string(), "[::1]:7");
     }

@@ -49,26 +49,43 @@ pub struct LineLog {
 impl LineLog {
     /// A log for the job uploading `name`.
     pub fn new(name: impl Into<String>) -> LineLog {
-        LineLog { name: name.into(), last_committed: None }
+        LineLog {
+            name: name.into(),
+            last_committed: None,
+        }
     }
 
     /// The line to print for `event`, if any.
     pub fn line(&mut self, event: &Event) -> Option<String> {
         let name = &self.name;
         match event {
-            Event::Accepted { job, format, .. } => Some(format!("{name}: accepted as job {job} ({format})")),
+            Event::Accepted { job, format, .. } => {
+                Some(format!("{name}: accepted as job {job} ({format})"))
+            }
             Event::Committed { records } => {
-                let due = self.last_committed.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+                let due = self
+                    .last_committed
+                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
                 due.then(|| {
                     self.last_committed = Some(Instant::now());
                     format!("{name}: {records} records committed")
                 })
             }
-            Event::RecordError { index, offset, key, code, message } => {
+            Event::RecordError {
+                index,
+                offset,
+                key,
+                code,
+                message,
+            } => {
                 let key = key.as_ref().map(|k| format!(" ({k})")).unwrap_or_default();
-                Some(format!("{name}: record {index} at byte {offset}{key}: {code}: {message}"))
+                Some(format!(
+                    "{name}: record {index} at byte {offset}{key}: {code}: {message}"
+                ))
             }
-            Event::Done { .. } | Event::Failed { .. } | Event::Rejected { .. } => Some(summary(name, event)),
+            Event::Done { .. } | Event::Failed { .. } | Event::Rejected { .. } => {
+                Some(summary(name, event))
+            }
             _ => None,
         }
     }
@@ -77,17 +94,32 @@ impl LineLog {
 /// The closing line for a job's final event.
 pub fn summary(name: &str, last: &Event) -> String {
     match last {
-        Event::Done { records, committed, errors, duration_ms, summary, .. } => {
+        Event::Done {
+            records,
+            committed,
+            errors,
+            duration_ms,
+            summary,
+            ..
+        } => {
             let figures = match summary.as_object() {
                 Some(fields) if !fields.is_empty() => {
-                    let parts: Vec<String> = fields.iter().map(|(k, v)| format!("{k} {}", figure(v))).collect();
+                    let parts: Vec<String> = fields
+                        .iter()
+                        .map(|(k, v)| format!("{k} {}", figure(v)))
+                        .collect();
                     format!(" ({})", parts.join(", "))
                 }
                 _ => String::new(),
             };
             format!("{name}: done: {records} records, {committed} committed, {errors} errors in {duration_ms} ms{figures}")
         }
-        Event::Failed { code, message, committed, .. } => {
+        Event::Failed {
+            code,
+            message,
+            committed,
+            ..
+        } => {
             format!("{name}: failed ({code}): {message}; {committed} records committed before it")
         }
         Event::Rejected { code, message, .. } => format!("{name}: rejected ({code}): {message}"),
@@ -97,7 +129,10 @@ pub fn summary(name: &str, last: &Event) -> String {
 
 fn figure(v: &serde_json::Value) -> String {
     match v.as_f64() {
-        Some(x) if v.is_f64() => format!("{x:.6}").trim_end_matches('0').trim_end_matches('.').to_owned(),
+        Some(x) if v.is_f64() => format!("{x:.6}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_owned(),
         _ => v.to_string(),
     }
 }
@@ -135,8 +170,18 @@ mod tests {
         assert_eq!(Outcome::of(&done(0)), Outcome::Clean);
         assert_eq!(Outcome::of(&done(1)), Outcome::RecordErrors);
         assert_eq!(Outcome::of(&failed), Outcome::Failed);
-        assert_eq!(worst([Outcome::Clean, Outcome::RecordErrors]), Outcome::RecordErrors);
-        assert_eq!(worst([Outcome::RecordErrors, Outcome::NoConnection, Outcome::Failed]), Outcome::NoConnection);
+        assert_eq!(
+            worst([Outcome::Clean, Outcome::RecordErrors]),
+            Outcome::RecordErrors
+        );
+        assert_eq!(
+            worst([
+                Outcome::RecordErrors,
+                Outcome::NoConnection,
+                Outcome::Failed
+            ]),
+            Outcome::NoConnection
+        );
         assert_eq!(worst([]), Outcome::Clean);
     }
 
@@ -151,10 +196,27 @@ mod tests {
             name: None,
             size: None,
         };
-        assert_eq!(log.line(&accepted).unwrap(), "ports.json: accepted as job j1 (json)");
-        assert_eq!(log.line(&Event::Committed { records: 5 }).unwrap(), "ports.json: 5 records committed");
-        assert_eq!(log.line(&Event::Committed { records: 9 }), None, "at most once a second");
-        assert_eq!(log.line(&Event::Progress { bytes: 1, records: 1, errors: 0 }), None);
+        assert_eq!(
+            log.line(&accepted).unwrap(),
+            "ports.json: accepted as job j1 (json)"
+        );
+        assert_eq!(
+            log.line(&Event::Committed { records: 5 }).unwrap(),
+            "ports.json: 5 records committed"
+        );
+        assert_eq!(
+            log.line(&Event::Committed { records: 9 }),
+            None,
+            "at most once a second"
+        );
+        assert_eq!(
+            log.line(&Event::Progress {
+                bytes: 1,
+                records: 1,
+                errors: 0
+            }),
+            None
+        );
         let error = Event::RecordError {
             index: 4,
             offset: 99,
@@ -162,7 +224,10 @@ mod tests {
             code: ErrorCode::InvalidRecord,
             message: "missing field `name`".into(),
         };
-        assert_eq!(log.line(&error).unwrap(), "ports.json: record 4 at byte 99 (K): invalid_record: missing field `name`");
+        assert_eq!(
+            log.line(&error).unwrap(),
+            "ports.json: record 4 at byte 99 (K): invalid_record: missing field `name`"
+        );
         assert_eq!(
             log.line(&done(1)).unwrap(),
             "ports.json: done: 3 records, 2 committed, 1 errors in 7 ms (inserted 3, mean 2.5)"

@@ -77,7 +77,9 @@ impl ClientError {
 pub(crate) fn lost(e: &quinn::ConnectionError) -> ClientError {
     if let quinn::ConnectionError::ApplicationClosed(close) = e {
         if close.error_code.into_inner() == u64::from(edge_proto::AppCode::Shutdown.value()) {
-            return ClientError::ConnectionLost("the server is shutting down; retry once it is back".into());
+            return ClientError::ConnectionLost(
+                "the server is shutting down; retry once it is back".into(),
+            );
         }
     }
     ClientError::ConnectionLost(e.to_string())

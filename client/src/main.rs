@@ -56,7 +56,8 @@ struct UploadArgs {
 
 fn parse_param(text: &str) -> Result<(String, serde_json::Value), String> {
     let (key, value) = text.split_once('=').ok_or("expected KEY=VALUE")?;
-    let value = serde_json::from_str(value).unwrap_or_else(|_| serde_json::Value::String(value.to_owned()));
+    let value =
+        serde_json::from_str(value).unwrap_or_else(|_| serde_json::Value::String(value.to_owned()));
     Ok((key.to_owned(), value))
 }
 
@@ -93,12 +94,20 @@ enum Show {
 }
 
 async fn upload(args: UploadArgs) -> Outcome {
-    let config = ClientConfig { server: args.server.clone(), ca: args.ca.clone(), token: args.token.clone() };
+    let config = ClientConfig {
+        server: args.server.clone(),
+        ca: args.ca.clone(),
+        token: args.token.clone(),
+    };
     let client = match Client::connect(&config).await {
         Ok(client) => client,
         Err(e) => {
             eprintln!("edge-client: {e}");
-            return if e.is_connect() { Outcome::NoConnection } else { Outcome::Failed };
+            return if e.is_connect() {
+                Outcome::NoConnection
+            } else {
+                Outcome::Failed
+            };
         }
     };
     let show = if args.json {
@@ -126,7 +135,10 @@ async fn upload(args: UploadArgs) -> Outcome {
 }
 
 /// The header and body for one file (or stdin).
-async fn open(file: &PathBuf, args: &UploadArgs) -> Result<(JobHeader, Box<dyn AsyncRead + Send + Unpin>), ClientError> {
+async fn open(
+    file: &PathBuf,
+    args: &UploadArgs,
+) -> Result<(JobHeader, Box<dyn AsyncRead + Send + Unpin>), ClientError> {
     let mut header = JobHeader::new(&args.task);
     header.format = args.format;
     header.params = args.params.iter().cloned().collect();
@@ -135,14 +147,30 @@ async fn open(file: &PathBuf, args: &UploadArgs) -> Result<(JobHeader, Box<dyn A
         return Ok((header, Box::new(tokio::io::stdin())));
     }
     let name = file.display().to_string();
-    let opened = tokio::fs::File::open(file).await.map_err(|source| ClientError::Input { name: name.clone(), source })?;
-    let metadata = opened.metadata().await.map_err(|source| ClientError::Input { name: name.clone(), source })?;
+    let opened = tokio::fs::File::open(file)
+        .await
+        .map_err(|source| ClientError::Input {
+            name: name.clone(),
+            source,
+        })?;
+    let metadata = opened
+        .metadata()
+        .await
+        .map_err(|source| ClientError::Input {
+            name: name.clone(),
+            source,
+        })?;
     header.name = file.file_name().map(|n| n.to_string_lossy().into_owned());
     header.size = metadata.is_file().then_some(metadata.len());
     Ok((header, Box::new(opened)))
 }
 
-async fn run_job(client: Client, header: JobHeader, body: Box<dyn AsyncRead + Send + Unpin>, show: Show) -> Outcome {
+async fn run_job(
+    client: Client,
+    header: JobHeader,
+    body: Box<dyn AsyncRead + Send + Unpin>,
+    show: Show,
+) -> Outcome {
     let name = header.name.clone().unwrap_or_else(|| "upload".into());
     let bar = match &show {
         Show::Bars(multi) => Some(multi.add(progress_bar(&name, header.size))),
@@ -196,7 +224,10 @@ fn progress_bar(name: &str, size: Option<u64>) -> ProgressBar {
             ProgressBar::new(size),
             "{prefix:.bold} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}",
         ),
-        None => (ProgressBar::no_length(), "{prefix:.bold} {spinner} {bytes} {bytes_per_sec} {msg}"),
+        None => (
+            ProgressBar::no_length(),
+            "{prefix:.bold} {spinner} {bytes} {bytes_per_sec} {msg}",
+        ),
     };
     let style = ProgressStyle::with_template(template)
         .expect("a valid progress template")
@@ -208,7 +239,11 @@ fn progress_bar(name: &str, size: Option<u64>) -> ProgressBar {
 
 fn update_bar(bar: &ProgressBar, event: &Event) {
     match event {
-        Event::Progress { bytes, records, errors } => {
+        Event::Progress {
+            bytes,
+            records,
+            errors,
+        } => {
             bar.set_position(*bytes);
             bar.set_message(format!("{records} records, {errors} errors"));
         }

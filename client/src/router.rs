@@ -90,7 +90,9 @@ impl Router {
 
     fn lock(&self) -> MutexGuard<'_, Routes> {
         // A panic while holding this lock leaves the maps consistent (single inserts/removes).
-        self.routes.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.routes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -115,13 +117,22 @@ async fn route(stream: quinn::RecvStream, router: Arc<Router>) {
         return;
     };
     let id = match &first.0 {
-        Event::Accepted { upload_stream: Some(id), .. } | Event::Rejected { upload_stream: Some(id), .. } => *id,
+        Event::Accepted {
+            upload_stream: Some(id),
+            ..
+        }
+        | Event::Rejected {
+            upload_stream: Some(id),
+            ..
+        } => *id,
         _ => return,
     };
     router.deliver(id, Notifications { first, reader });
 }
 
-async fn read_event(reader: &mut BufReader<quinn::RecvStream>) -> Result<Option<(Event, Vec<u8>)>, ClientError> {
+async fn read_event(
+    reader: &mut BufReader<quinn::RecvStream>,
+) -> Result<Option<(Event, Vec<u8>)>, ClientError> {
     let mut line = Vec::new();
     let n = (&mut *reader)
         .take(MAX_LINE)
@@ -132,7 +143,9 @@ async fn read_event(reader: &mut BufReader<quinn::RecvStream>) -> Result<Option<
         return Ok(None);
     }
     if line.last() != Some(&b'\n') && n as u64 == MAX_LINE {
-        return Err(ClientError::Protocol("an event line is longer than 1 MiB".into()));
+        return Err(ClientError::Protocol(
+            "an event line is longer than 1 MiB".into(),
+        ));
     }
     let event = Event::from_line(line.trim_ascii_end())
         .map_err(|e| ClientError::Protocol(format!("the server sent an unreadable event ({e})")))?;

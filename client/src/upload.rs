@@ -19,7 +19,9 @@ pub struct UploadJob {
 
 impl std::fmt::Debug for UploadJob {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UploadJob").field("header", &self.header).finish_non_exhaustive()
+        f.debug_struct("UploadJob")
+            .field("header", &self.header)
+            .finish_non_exhaustive()
     }
 }
 
@@ -42,7 +44,11 @@ pub struct JobResult {
 impl Client {
     /// Uploads one job, calling `on_event` for every event as it arrives; returns once the
     /// final event has come.
-    pub async fn upload(&self, job: UploadJob, mut on_event: impl FnMut(&Event) + Send) -> Result<JobResult, ClientError> {
+    pub async fn upload(
+        &self,
+        job: UploadJob,
+        mut on_event: impl FnMut(&Event) + Send,
+    ) -> Result<JobResult, ClientError> {
         self.upload_lines(job, |event, _line| on_event(event)).await
     }
 
@@ -55,9 +61,17 @@ impl Client {
         if job.header.token.is_none() {
             job.header.token = self.token.clone();
         }
-        let mut stream = self.connection.open_uni().await.map_err(|e| crate::error::lost(&e))?;
+        let mut stream = self
+            .connection
+            .open_uni()
+            .await
+            .map_err(|e| crate::error::lost(&e))?;
         let delivery = self.router.expect(u64::from(stream.id()));
-        let name = job.header.name.clone().unwrap_or_else(|| "the upload".into());
+        let name = job
+            .header
+            .name
+            .clone()
+            .unwrap_or_else(|| "the upload".into());
         let send = send_body(&mut stream, &job.header, &mut job.body, &name);
         let receive = async {
             let mut notifications = delivery
@@ -74,7 +88,9 @@ impl Client {
                     return Ok(event);
                 }
             }
-            Err(ClientError::Protocol("the notification stream ended without a final event".into()))
+            Err(ClientError::Protocol(
+                "the notification stream ended without a final event".into(),
+            ))
         };
         let (sent, last) = tokio::join!(send, receive);
         let bytes_sent = match sent {
@@ -83,10 +99,11 @@ impl Client {
             // event says why.
             Err(Sent::Stopped(n)) => n,
             Err(Sent::Failed(e @ ClientError::Input { .. })) => return Err(e),
-            Err(Sent::Failed(e)) => {
-                last?;
-                return Err(e);
-            }
+            // The final event is what counts: sending may break because the job ended.
+            Err(Sent::Failed(e)) => match &last {
+                Ok(_) => 0,
+                Err(_) => return Err(e),
+            },
         };
         let last = last?;
         Ok(JobResult { last, bytes_sent })
@@ -114,7 +131,10 @@ async fn send_body(
         quinn::WriteError::ConnectionLost(e) => Sent::Failed(crate::error::lost(&e)),
         other => Sent::Failed(ClientError::ConnectionLost(other.to_string())),
     };
-    stream.write_all(&header.encode()).await.map_err(|e| write_error(e, 0))?;
+    stream
+        .write_all(&header.encode())
+        .await
+        .map_err(|e| write_error(e, 0))?;
     let mut buf = vec![0u8; BUFFER_BYTES];
     loop {
         let n = match body.read(&mut buf).await {
@@ -122,10 +142,16 @@ async fn send_body(
             Ok(n) => n,
             Err(source) => {
                 let _ = stream.reset(quinn::VarInt::from_u32(AppCode::Cancelled.value()));
-                return Err(Sent::Failed(ClientError::Input { name: name.to_owned(), source }));
+                return Err(Sent::Failed(ClientError::Input {
+                    name: name.to_owned(),
+                    source,
+                }));
             }
         };
-        stream.write_all(&buf[..n]).await.map_err(|e| write_error(e, sent))?;
+        stream
+            .write_all(&buf[..n])
+            .await
+            .map_err(|e| write_error(e, sent))?;
         sent += n as u64;
     }
     let _ = stream.finish();

@@ -108,8 +108,12 @@ pub fn run(
     emit: &mut dyn FnMut(Event),
 ) -> Report {
     let mut job = Job::new(spec, task, settings, emit);
-    let (format, prefix) = match choose_format(spec, plugin, source, settings) {
-        Chosen::Format(format, prefix) => (format, prefix),
+    let (format, prefix, ended) = match choose_format(spec, plugin, source, settings) {
+        Chosen::Format {
+            format,
+            prefix,
+            ended,
+        } => (format, prefix, ended),
         Chosen::Aborted {
             code,
             message,
@@ -127,7 +131,7 @@ pub fn run(
     }
     job.accept(format);
     let mut decoder = decode::decoder(format, settings.limits);
-    job.drive(decoder.as_mut(), prefix, source)
+    job.drive(decoder.as_mut(), prefix, ended, source)
 }
 
 fn unaccepted(plugin: &Plugin, format: Format, sniffed: bool) -> String {
@@ -152,8 +156,13 @@ fn unaccepted(plugin: &Plugin, format: Format, sniffed: bool) -> String {
 
 /// The outcome of choosing a format.
 enum Chosen {
-    /// The format, and the bytes read to choose it (to be decoded first).
-    Format(Format, Vec<Bytes>),
+    /// The format, the bytes read to choose it (to be decoded first), and whether the upload
+    /// already ended.
+    Format {
+        format: Format,
+        prefix: Vec<Bytes>,
+        ended: bool,
+    },
     /// The upload stopped before the format could be chosen.
     Aborted {
         code: ErrorCode,
@@ -171,7 +180,11 @@ fn choose_format(
 ) -> Chosen {
     let mut chunks = Vec::new();
     if let Some(format) = spec.format {
-        return Chosen::Format(format, chunks);
+        return Chosen::Format {
+            format,
+            prefix: chunks,
+            ended: false,
+        };
     }
     let default = plugin.formats.first().copied().unwrap_or(Format::Json);
     let mut prefix = Vec::new();
@@ -194,14 +207,16 @@ fn choose_format(
                 };
             }
         };
-        match sniff(&prefix, at_eof) {
-            Sniff::Format(format) => return Chosen::Format(format, chunks),
-            Sniff::Empty if at_eof => return Chosen::Format(default, chunks),
-            Sniff::NeedMore | Sniff::Empty => {}
-        }
-        if at_eof {
-            return Chosen::Format(default, chunks);
-        }
+        let format = match sniff(&prefix, at_eof) {
+            Sniff::Format(format) => format,
+            Sniff::NeedMore | Sniff::Empty if !at_eof => continue,
+            Sniff::NeedMore | Sniff::Empty => default,
+        };
+        return Chosen::Format {
+            format,
+            prefix: chunks,
+            ended: at_eof,
+        };
     }
 }
 
@@ -271,12 +286,16 @@ impl<'a> Job<'a> {
         mut self,
         decoder: &mut dyn Decoder,
         prefix: Vec<Bytes>,
+        ended: bool,
         source: &mut dyn Source,
     ) -> Report {
         for chunk in prefix {
             if let Some(report) = self.feed(decoder, &chunk) {
                 return report;
             }
+        }
+        if ended {
+            return self.end(decoder);
         }
         loop {
             let wait = self.wait();

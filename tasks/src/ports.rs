@@ -161,7 +161,13 @@ impl Task for PortsTask {
         let Body::Json(bytes) = record.body else {
             return Err(Rejection::invalid("a port record must be a JSON object"));
         };
-        let port = parse(bytes).map_err(|r| r.with_key(record.key.map(str::to_owned)))?;
+        let port = parse(bytes).map_err(|r| {
+            let key = record
+                .key
+                .map(str::to_owned)
+                .or_else(|| key_of_bad_record(bytes));
+            r.with_key(key)
+        })?;
         let key = match record.key {
             Some(key) => key.to_owned(),
             None => port.unlocs.first().cloned().ok_or_else(|| {
@@ -226,6 +232,17 @@ fn parse(bytes: &[u8]) -> Result<Port, Rejection> {
         _ => e.to_string(),
     };
     Err(Rejection::invalid(message))
+}
+
+/// The `unlocs[0]` of a record that did not parse as a port, if it has one (for the error).
+fn key_of_bad_record(bytes: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Unlocs {
+        #[serde(default)]
+        unlocs: Vec<String>,
+    }
+    let parsed: Unlocs = serde_json::from_slice(bytes).ok()?;
+    parsed.unlocs.into_iter().next()
 }
 
 /// Writes one sorted batch in one transaction; the counts hold only once it committed.
@@ -413,6 +430,12 @@ mod tests {
             (None, r#"{"name":"a"}"#, ErrorCode::InvalidRecord, "unlocs"),
             (
                 None,
+                r#"{"city":"a","unlocs":["K9"]}"#,
+                ErrorCode::InvalidRecord,
+                "name",
+            ),
+            (
+                None,
                 r#"{"name":"a","unlocs":[]}"#,
                 ErrorCode::InvalidRecord,
                 "unlocs",
@@ -422,7 +445,8 @@ mod tests {
             let err = task.record(&json_record(0, key, body)).unwrap_err();
             assert_eq!(err.code, code, "{body}: {err:?}");
             assert!(err.message.contains(field), "{body}: {}", err.message);
-            assert_eq!(err.key.as_deref(), key, "{body}");
+            let want_key = key.or(body.contains("K9").then_some("K9"));
+            assert_eq!(err.key.as_deref(), want_key, "{body}");
         }
         let text = Record {
             index: 0,
