@@ -238,12 +238,14 @@ fn transport(config: &Config) -> quinn::TransportConfig {
 
 fn settings(config: &Config) -> Settings {
     let jobs = &config.jobs;
-    let mut settings = Settings::default();
-    settings.commit_records = jobs.commit_records;
-    settings.commit_interval = Duration::from_millis(jobs.commit_interval_ms);
-    settings.progress_interval = Duration::from_millis(jobs.progress_interval_ms);
-    settings.limits.max_record_bytes = jobs.max_record_bytes;
-    settings
+    let defaults = Settings::default();
+    Settings {
+        commit_records: jobs.commit_records,
+        commit_interval: Duration::from_millis(jobs.commit_interval_ms),
+        progress_interval: Duration::from_millis(jobs.progress_interval_ms),
+        limits: edge_tasks::decode::Limits { max_record_bytes: jobs.max_record_bytes, ..defaults.limits },
+        ..defaults
+    }
 }
 
 fn varint(value: u64) -> VarInt {

@@ -24,6 +24,9 @@ pub enum TaskError {
 #[error("{0}")]
 pub struct ParamError(pub String);
 
+/// Starts one job's task from its parameters (the header's `params`).
+pub type Create = fn(params: &Map<String, Value>, context: &Context) -> Result<Box<dyn Task>, ParamError>;
+
 /// One job's plugin instance.
 pub trait Task: Send {
     /// Takes one record. `Ok` means accepted: it becomes durable at the next successful
@@ -65,8 +68,7 @@ pub struct Plugin {
     /// The record schema the task expects, as a JSON Schema document (for `GET /v1/tasks`).
     pub schema: &'static str,
     /// Starts one job's instance. `params` are the job's task parameters.
-    pub create:
-        fn(params: &Map<String, Value>, context: &Context) -> Result<Box<dyn Task>, ParamError>,
+    pub create: Create,
 }
 
 impl Plugin {

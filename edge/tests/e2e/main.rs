@@ -1,6 +1,9 @@
 //! End-to-end tests: a real server on 127.0.0.1 with a real redb file, real QUIC, the real
 //! `edge-client` library, and (in `binary`) the real `edge` binary as a user runs it.
 
+// Test code may unwrap: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod binary;
 mod jobs;
 mod util;
