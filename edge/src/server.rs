@@ -243,7 +243,10 @@ fn settings(config: &Config) -> Settings {
         commit_records: jobs.commit_records,
         commit_interval: Duration::from_millis(jobs.commit_interval_ms),
         progress_interval: Duration::from_millis(jobs.progress_interval_ms),
-        limits: edge_tasks::decode::Limits { max_record_bytes: jobs.max_record_bytes, ..defaults.limits },
+        limits: edge_tasks::decode::Limits {
+            max_record_bytes: jobs.max_record_bytes,
+            ..defaults.limits
+        },
         ..defaults
     }
 }

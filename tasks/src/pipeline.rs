@@ -530,3 +530,355 @@ impl<'a> Job<'a> {
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Rejection;
+    use crate::store::StoreOptions;
+    use crate::{ports, registry, stats, Context, Store, TaskError};
+    use std::collections::VecDeque;
+
+    /// A source that hands out prepared inputs, then `End`.
+    struct Script(VecDeque<Input>);
+
+    impl Source for Script {
+        fn next(&mut self, wait: Duration) -> Input {
+            let input = self.0.pop_front().unwrap_or(Input::End);
+            if matches!(input, Input::Idle) {
+                // Like a real source: nothing came within the wait.
+                std::thread::sleep(wait);
+            }
+            input
+        }
+    }
+
+    fn chunks(body: &[u8], size: usize) -> Script {
+        Script(
+            body.chunks(size)
+                .map(|c| Input::Chunk(Bytes::copy_from_slice(c)))
+                .collect(),
+        )
+    }
+
+    fn spec(task: &str, format: Option<Format>) -> JobSpec {
+        JobSpec {
+            job: "j".into(),
+            upload_stream: Some(2),
+            task: task.into(),
+            format,
+            name: None,
+            size: None,
+        }
+    }
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("edge.redb"), &StoreOptions::default()).unwrap();
+        (dir, store)
+    }
+
+    fn run_job(
+        task: &str,
+        format: Option<Format>,
+        source: &mut dyn Source,
+        store: &Store,
+        settings: &Settings,
+    ) -> (Report, Vec<Event>) {
+        let plugin = registry::find(task).unwrap();
+        let task_box = (plugin.create)(
+            &Default::default(),
+            &Context {
+                store: store.clone(),
+            },
+        )
+        .unwrap();
+        let mut events = Vec::new();
+        let report = run(
+            &spec(task, format),
+            plugin,
+            task_box,
+            source,
+            settings,
+            &mut |e| events.push(e),
+        );
+        (report, events)
+    }
+
+    fn ndjson_ports(n: usize) -> Vec<u8> {
+        (0..n)
+            .map(|i| format!("{{\"name\":\"p{i}\",\"unlocs\":[\"K{i:05}\"]}}\n"))
+            .collect::<String>()
+            .into_bytes()
+    }
+
+    #[test]
+    fn the_real_file_in_odd_chunks_then_again_unchanged() {
+        let (_dir, store) = store();
+        let body = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/ports.json"),
+        )
+        .unwrap();
+        let settings = Settings::default();
+        let (report, events) = run_job("ports", None, &mut chunks(&body, 777), &store, &settings);
+        assert!(matches!(
+            events[0],
+            Event::Accepted {
+                format: Format::Json,
+                upload_stream: Some(2),
+                ..
+            }
+        ));
+        assert_eq!(
+            (report.records, report.committed, report.errors),
+            (1634, 1634, 0)
+        );
+        let Event::Done { summary, .. } = &report.last else {
+            panic!("{:?}", report.last)
+        };
+        assert_eq!(summary["inserted"], 1634);
+        let (report, _) = run_job("ports", None, &mut chunks(&body, 4096), &store, &settings);
+        let Event::Done { summary, .. } = &report.last else {
+            panic!("{:?}", report.last)
+        };
+        assert_eq!(summary["unchanged"], 1634);
+        let ajman = ports::get(&store, "AEAJM").unwrap().unwrap();
+        assert_eq!(ajman.coordinates, Some([55.5136433, 25.4052165]));
+    }
+
+    #[test]
+    fn commits_come_in_groups_and_only_grow() {
+        let (_dir, store) = store();
+        let settings = Settings {
+            commit_records: 100,
+            progress_interval: Duration::ZERO,
+            ..Settings::default()
+        };
+        let (report, events) = run_job(
+            "ports",
+            Some(Format::Ndjson),
+            &mut chunks(&ndjson_ports(1_050), 1000),
+            &store,
+            &settings,
+        );
+        let committed: Vec<u64> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Committed { records } => Some(*records),
+                _ => None,
+            })
+            .collect();
+        assert!(committed.len() >= 10, "{committed:?}");
+        assert!(committed.windows(2).all(|w| w[0] < w[1]), "{committed:?}");
+        assert!(
+            committed.iter().all(|c| c % 100 == 0 || *c == 1_050),
+            "{committed:?}"
+        );
+        assert_eq!(committed.last(), Some(&1_050));
+        assert!(matches!(
+            report.last,
+            Event::Done {
+                committed: 1_050,
+                ..
+            }
+        ));
+        // The final `committed` comes before `done`.
+        let last_two: Vec<&str> = events.iter().rev().take(2).map(Event::name).collect();
+        assert_eq!(last_two, ["done", "committed"]);
+    }
+
+    #[test]
+    fn an_aborted_upload_keeps_what_came_before() {
+        let (_dir, store) = store();
+        let mut source = chunks(&ndjson_ports(500), 4096);
+        source.0.push_back(Input::Aborted {
+            code: ErrorCode::UploadAborted,
+            message: "reset".into(),
+        });
+        let (report, _) = run_job(
+            "ports",
+            Some(Format::Ndjson),
+            &mut source,
+            &store,
+            &Settings::default(),
+        );
+        let Event::Failed {
+            code, committed, ..
+        } = report.last
+        else {
+            panic!("{:?}", report.last)
+        };
+        assert_eq!((code, committed), (ErrorCode::UploadAborted, 500));
+        assert_eq!(ports::count(&store).unwrap(), 500);
+    }
+
+    #[test]
+    fn a_syntax_error_fails_the_job_and_keeps_the_records_before_it() {
+        let (_dir, store) = store();
+        let body = br#"{"A":{"name":"a"},"B":{"name":"b"} "C":{"name":"c"}}"#;
+        let (report, _) = run_job(
+            "ports",
+            None,
+            &mut chunks(body, 7),
+            &store,
+            &Settings::default(),
+        );
+        let Event::Failed {
+            code,
+            committed,
+            offset,
+            ..
+        } = report.last
+        else {
+            panic!("{:?}", report.last)
+        };
+        assert_eq!(
+            (code, committed, offset),
+            (ErrorCode::SyntaxError, 2, Some(35))
+        );
+        assert_eq!(ports::count(&store).unwrap(), 2);
+    }
+
+    #[test]
+    fn a_sniffed_format_the_task_does_not_read_is_refused() {
+        let (_dir, store) = store();
+        let (report, events) = run_job(
+            "ports",
+            None,
+            &mut chunks(b"hello\n", 3),
+            &store,
+            &Settings::default(),
+        );
+        assert_eq!(events.len(), 1);
+        let Event::Rejected { code, message, .. } = report.last else {
+            panic!("{:?}", report.last)
+        };
+        assert_eq!(code, ErrorCode::UnknownFormat);
+        assert!(
+            message.contains("lines") && message.contains("json"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn record_errors_beyond_the_cap_are_counted_not_sent() {
+        let (_dir, store) = store();
+        let settings = Settings {
+            max_error_events: 5,
+            ..Settings::default()
+        };
+        let body: String = (0..20).map(|i| format!("x{i}\n")).collect();
+        let (report, events) = run_job(
+            "stats",
+            Some(Format::Lines),
+            &mut chunks(body.as_bytes(), 5),
+            &store,
+            &settings,
+        );
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| matches!(e, Event::RecordError { .. }))
+                .count(),
+            5
+        );
+        assert!(
+            matches!(
+                report.last,
+                Event::Done {
+                    errors: 20,
+                    records: 20,
+                    committed: 0,
+                    ..
+                }
+            ),
+            "{:?}",
+            report.last
+        );
+    }
+
+    /// A task whose store fails on the second commit.
+    struct FailingStore {
+        commits: u32,
+    }
+
+    impl Task for FailingStore {
+        fn record(&mut self, _record: &Record<'_>) -> Result<(), Rejection> {
+            Ok(())
+        }
+        fn commit(&mut self) -> Result<(), TaskError> {
+            self.commits += 1;
+            if self.commits == 2 {
+                let io = std::io::Error::other("disk full");
+                return Err(TaskError::Store(crate::StoreError::Redb {
+                    operation: "commit",
+                    source: redb::Error::Io(io),
+                }));
+            }
+            Ok(())
+        }
+        fn summary(&self) -> edge_proto::Summary {
+            serde_json::Value::Null
+        }
+    }
+
+    #[test]
+    fn a_failed_commit_ends_the_job_without_counting_its_batch() {
+        let settings = Settings {
+            commit_records: 10,
+            ..Settings::default()
+        };
+        let body: String = (0..35).map(|i| format!("{i}\n")).collect();
+        let mut events = Vec::new();
+        let report = run(
+            &spec("stats", Some(Format::Lines)),
+            &stats::PLUGIN,
+            Box::new(FailingStore { commits: 0 }),
+            &mut chunks(body.as_bytes(), 64),
+            &settings,
+            &mut |e| events.push(e),
+        );
+        let Event::Failed {
+            code,
+            committed,
+            message,
+            ..
+        } = &report.last
+        else {
+            panic!("{:?}", report.last)
+        };
+        assert_eq!((*code, *committed), (ErrorCode::StoreError, 10));
+        assert!(message.contains("disk full"), "{message}");
+        assert!(!events
+            .iter()
+            .any(|e| matches!(e, Event::Committed { records } if *records > 10)));
+    }
+
+    #[test]
+    fn a_slow_upload_still_commits_on_time() {
+        let (_dir, store) = store();
+        let settings = Settings {
+            commit_interval: Duration::from_millis(1),
+            progress_interval: Duration::ZERO,
+            ..Settings::default()
+        };
+        let mut source = Script(VecDeque::from([
+            Input::Chunk(Bytes::from_static(b"1\n2\n")),
+            Input::Idle,
+            Input::Idle,
+        ]));
+        // Before the upload ends, the idle ticks commit the two records.
+        source.0.push_back(Input::Chunk(Bytes::from_static(b"3\n")));
+        let (report, events) =
+            run_job("stats", Some(Format::Lines), &mut source, &store, &settings);
+        let first_commit = events
+            .iter()
+            .position(|e| matches!(e, Event::Committed { .. }))
+            .unwrap();
+        assert!(
+            matches!(events[first_commit], Event::Committed { records: 2 }),
+            "{events:?}"
+        );
+        assert!(matches!(report.last, Event::Done { committed: 3, .. }));
+    }
+}

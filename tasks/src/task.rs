@@ -25,7 +25,8 @@ pub enum TaskError {
 pub struct ParamError(pub String);
 
 /// Starts one job's task from its parameters (the header's `params`).
-pub type Create = fn(params: &Map<String, Value>, context: &Context) -> Result<Box<dyn Task>, ParamError>;
+pub type Create =
+    fn(params: &Map<String, Value>, context: &Context) -> Result<Box<dyn Task>, ParamError>;
 
 /// One job's plugin instance.
 pub trait Task: Send {

@@ -5,5 +5,6 @@
 #![allow(clippy::unwrap_used)]
 
 mod binary;
+mod client_cli;
 mod jobs;
 mod util;

@@ -1,0 +1,167 @@
+//! The real `edge-client` binary against a real server: output modes and exit codes.
+
+use crate::util::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The `edge-client` binary, built once if this test run did not build it.
+fn client_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let path = Path::new(env!("CARGO_BIN_EXE_edge")).with_file_name("edge-client");
+        if !path.is_file() {
+            let status = Command::new(env!("CARGO"))
+                .args(["build", "-p", "edge-client", "--bin", "edge-client"])
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "building edge-client failed");
+        }
+        path
+    })
+}
+
+async fn edge_client(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new(client_binary())
+            .args(&args)
+            .env_remove("EDGE_SERVER")
+            .env_remove("EDGE_CA")
+            .env_remove("EDGE_TOKEN")
+            .output()
+            .expect("edge-client runs")
+    })
+    .await
+    .unwrap()
+}
+
+fn args(server: &TestServer, rest: &[&str]) -> Vec<String> {
+    let mut all = vec![
+        "upload".to_owned(),
+        "--server".to_owned(),
+        format!("https://127.0.0.1:{}", server.addr.port()),
+        "--ca".to_owned(),
+        server.ca().display().to_string(),
+    ];
+    all.extend(rest.iter().map(|s| s.to_string()));
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_several_files_and_exits_by_the_worst_outcome() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.txt");
+    let bad = dir.path().join("bad.txt");
+    std::fs::write(&good, "1\n2\n3\n").unwrap();
+    std::fs::write(&bad, "1\nx\n3\n").unwrap();
+    let ports = ports_json().display().to_string();
+
+    let out = edge_client(args(&server, &["--task", "ports", &ports])).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("ports.json: done: 1634 records, 1634 committed, 0 errors"),
+        "{log}"
+    );
+
+    let good = good.display().to_string();
+    let bad = bad.display().to_string();
+    let out = edge_client(args(&server, &["--task", "stats", &good, &bad])).await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "record errors: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("bad.txt: record 1 at byte 2: invalid_record"),
+        "{log}"
+    );
+    assert!(log.contains("good.txt: done: 3 records"), "{log}");
+
+    let out = edge_client(args(&server, &["--task", "nonesuch", &good])).await;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "rejected: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rejected (unknown_task)"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_mode_prints_the_raw_events() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("n.txt");
+    std::fs::write(&file, "4\n8\n").unwrap();
+    let out = edge_client(args(
+        &server,
+        &["--task", "stats", "--json", &file.display().to_string()],
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(0));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every stdout line is one JSON event"))
+        .collect();
+    assert_eq!(lines.first().unwrap()["event"], "accepted");
+    let done = lines.last().unwrap();
+    assert_eq!(done["event"], "done");
+    assert_eq!(done["summary"]["mean"], 6.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_problems_exit_3_and_say_what_to_do() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("n.txt");
+    std::fs::write(&file, "1\n").unwrap();
+    let file = file.display().to_string();
+
+    // No --ca: the dev certificate is not trusted.
+    let no_ca = vec![
+        "upload".to_owned(),
+        "--server".to_owned(),
+        format!("https://127.0.0.1:{}", server.addr.port()),
+        "--task".to_owned(),
+        "stats".to_owned(),
+        file.clone(),
+    ];
+    let out = edge_client(no_ca).await;
+    assert_eq!(out.status.code(), Some(3));
+    let message = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        message.contains("not trusted") && message.contains("--ca certs/ca.pem"),
+        "{message}"
+    );
+
+    // Nobody listening.
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let nobody = vec![
+        "upload".to_owned(),
+        "--server".to_owned(),
+        format!("127.0.0.1:{port}"),
+        "--ca".to_owned(),
+        server.ca().display().to_string(),
+        "--task".to_owned(),
+        "stats".to_owned(),
+        file,
+    ];
+    let out = edge_client(nobody).await;
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is `edge serve` running"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
