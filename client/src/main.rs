@@ -177,6 +177,7 @@ async fn run_job(
         _ => None,
     };
     let log = Arc::new(Mutex::new(LineLog::new(name.clone())));
+    let mut counts = BarCounts::default();
     let job = UploadJob::new(header, body);
     let result = client
         .upload_lines(job, |event, line| match &show {
@@ -187,7 +188,7 @@ async fn run_job(
             }
             Show::Bars(_) => {
                 if let Some(bar) = &bar {
-                    update_bar(bar, event);
+                    counts.update(bar, event);
                 }
             }
             Show::Log => {
@@ -237,20 +238,43 @@ fn progress_bar(name: &str, size: Option<u64>) -> ProgressBar {
     bar
 }
 
-fn update_bar(bar: &ProgressBar, event: &Event) {
-    match event {
-        Event::Progress {
-            bytes,
-            records,
-            errors,
-        } => {
-            bar.set_position(*bytes);
-            bar.set_message(format!("{records} records, {errors} errors"));
+/// What a job's progress bar shows beside the bytes.
+#[derive(Debug, Default)]
+struct BarCounts {
+    records: u64,
+    committed: u64,
+    errors: u64,
+}
+
+impl BarCounts {
+    fn update(&mut self, bar: &ProgressBar, event: &Event) {
+        match event {
+            Event::Progress {
+                bytes,
+                records,
+                errors,
+            } => {
+                bar.set_position(*bytes);
+                (self.records, self.errors) = (*records, *errors);
+            }
+            Event::Committed { records } => self.committed = *records,
+            Event::RecordError {
+                index,
+                code,
+                message,
+                ..
+            } => {
+                bar.println(format!(
+                    "{}: record {index}: {code}: {message}",
+                    bar.prefix()
+                ));
+                return;
+            }
+            _ => return,
         }
-        Event::Committed { records } => bar.set_message(format!("{records} committed")),
-        Event::RecordError { index, code, .. } => {
-            bar.println(format!("{}: record {index}: {code}", bar.prefix()));
-        }
-        _ => {}
+        bar.set_message(format!(
+            "{} records, {} committed, {} errors",
+            self.records, self.committed, self.errors
+        ));
     }
 }
