@@ -113,23 +113,37 @@ async fn upload(args: UploadArgs) -> Outcome {
     let show = if args.json {
         Show::Json
     } else if std::io::stderr().is_terminal() {
-        Show::Bars(MultiProgress::with_draw_target(ProgressDrawTarget::stderr()))
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        multi.set_move_cursor(true);
+        Show::Bars(multi)
     } else {
         Show::Log
     };
-    let mut jobs = tokio::task::JoinSet::new();
+    // Open every file and lay out every bar before any job starts drawing.
+    let mut outcomes = Vec::new();
+    let mut ready = Vec::new();
     for file in &args.files {
-        let (header, body) = match open(file, &args).await {
-            Ok(opened) => opened,
+        match open(file, &args).await {
+            Ok((header, body)) => {
+                let bar = match &show {
+                    Show::Bars(multi) => {
+                        Some(multi.add(progress_bar(&job_name(&header), header.size)))
+                    }
+                    _ => None,
+                };
+                ready.push((header, body, bar));
+            }
             Err(e) => {
                 eprintln!("edge-client: {e}");
-                jobs.spawn(async { Outcome::Failed });
-                continue;
+                outcomes.push(Outcome::Failed);
             }
-        };
-        jobs.spawn(run_job(client.clone(), header, body, show.clone()));
+        }
     }
-    let outcomes = jobs.join_all().await;
+    let mut jobs = tokio::task::JoinSet::new();
+    for (header, body, bar) in ready {
+        jobs.spawn(run_job(client.clone(), header, body, bar, show.clone()));
+    }
+    outcomes.extend(jobs.join_all().await);
     client.close().await;
     display::worst(outcomes)
 }
@@ -165,17 +179,18 @@ async fn open(
     Ok((header, Box::new(opened)))
 }
 
+fn job_name(header: &JobHeader) -> String {
+    header.name.clone().unwrap_or_else(|| "upload".into())
+}
+
 async fn run_job(
     client: Client,
     header: JobHeader,
     body: Box<dyn AsyncRead + Send + Unpin>,
+    bar: Option<ProgressBar>,
     show: Show,
 ) -> Outcome {
-    let name = header.name.clone().unwrap_or_else(|| "upload".into());
-    let bar = match &show {
-        Show::Bars(multi) => Some(multi.add(progress_bar(&name, header.size))),
-        _ => None,
-    };
+    let name = job_name(&header);
     let log = Arc::new(Mutex::new(LineLog::new(name.clone())));
     let mut counts = BarCounts::default();
     let job = UploadJob::new(header, body);
@@ -198,17 +213,21 @@ async fn run_job(
             }
         })
         .await;
-    if let Some(bar) = &bar {
-        bar.finish_and_clear();
-    }
     match result {
         Ok(result) => {
-            if let Show::Bars(multi) = &show {
-                let _ = multi.println(display::summary(&name, &result.last));
+            if let Some(bar) = &bar {
+                // The bar's line becomes the job's summary.
+                bar.set_style(
+                    ProgressStyle::with_template("{msg}").expect("a valid progress template"),
+                );
+                bar.finish_with_message(display::summary(&name, &result.last));
             }
             Outcome::of(&result.last)
         }
         Err(e) => {
+            if let Some(bar) = &bar {
+                bar.finish_and_clear();
+            }
             eprintln!("edge-client: {name}: {e}");
             if e.is_connect() {
                 Outcome::NoConnection
@@ -219,10 +238,12 @@ async fn run_job(
     }
 }
 
+/// A bar drawn nowhere until a `MultiProgress` adopts it (drawing it first would leave a
+/// stray line on the terminal).
 fn progress_bar(name: &str, size: Option<u64>) -> ProgressBar {
     let (bar, template) = match size {
         Some(size) => (
-            ProgressBar::new(size),
+            ProgressBar::with_draw_target(Some(size), ProgressDrawTarget::hidden()),
             "{prefix:.bold} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}",
         ),
         None => (

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use edge_tasks::ports::{self, ListQuery, Port};
 use edge_tasks::store::StoreOptions;
 use edge_tasks::Store;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -158,6 +158,7 @@ fn init_logging() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }
