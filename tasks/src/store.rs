@@ -16,7 +16,7 @@ pub const SCHEMA_VERSION: u64 = 1;
 #[non_exhaustive]
 pub enum StoreError {
     /// Another process (usually `edge serve`) has the file open.
-    #[error("the store {path} is in use by another process (is `edge serve` running on this data dir? stop it, or use its API)")]
+    #[error("the store {path} is in use by another process (is `edge serve` running on this data dir? stop it first)")]
     InUse {
         /// The store file.
         path: PathBuf,
