@@ -1,6 +1,5 @@
 //! `lines`: one text value per line (e.g. a list of numbers); blank lines are skipped.
 
-use super::bom::Bom;
 use super::lines_split::{Line, LineSplitter};
 use super::ndjson::too_large;
 use super::{Decoder, Item, Limits, Sink, SyntaxError};
@@ -11,7 +10,6 @@ use std::ops::ControlFlow;
 /// The `lines` decoder.
 #[derive(Debug)]
 pub struct LinesDecoder {
-    bom: Bom,
     lines: LineSplitter,
     max_bytes: usize,
 }
@@ -20,7 +18,6 @@ impl LinesDecoder {
     /// A decoder with the given limits.
     pub fn new(limits: Limits) -> LinesDecoder {
         LinesDecoder {
-            bom: Bom::default(),
             lines: LineSplitter::new(limits.max_record_bytes),
             max_bytes: limits.max_record_bytes,
         }
@@ -33,28 +30,15 @@ impl Decoder for LinesDecoder {
     }
 
     fn feed(&mut self, chunk: &[u8], sink: &mut Sink<'_>) -> Result<ControlFlow<()>, SyntaxError> {
-        let (skip, held) = self.bom.take(chunk);
         let max_bytes = self.max_bytes;
-        let mut on_line = |line: Line<'_>| sink(item(line, max_bytes));
-        if !held.is_empty() {
-            if self.lines.split(held, &mut on_line).is_break() {
-                return Ok(ControlFlow::Break(()));
-            }
-        } else if skip > 0 {
-            self.lines.skip(skip);
-        }
-        let rest = &chunk[skip..];
-        Ok(self.lines.split(rest, &mut on_line))
+        Ok(self
+            .lines
+            .feed(chunk, &mut |line| sink(item(line, max_bytes))))
     }
 
     fn finish(&mut self, sink: &mut Sink<'_>) -> Result<ControlFlow<()>, SyntaxError> {
         let max_bytes = self.max_bytes;
-        let mut on_line = |line: Line<'_>| sink(item(line, max_bytes));
-        let held = self.bom.finish();
-        if self.lines.split(held, &mut on_line).is_break() {
-            return Ok(ControlFlow::Break(()));
-        }
-        Ok(self.lines.finish(&mut on_line))
+        Ok(self.lines.finish(&mut |line| sink(item(line, max_bytes))))
     }
 }
 

@@ -1,6 +1,7 @@
 //! Cuts a byte stream into lines, for the line-based formats (`ndjson`, `lines`), holding at
 //! most one partial line of at most the record cap.
 
+use super::bom::Bom;
 use memchr::memchr;
 use std::ops::ControlFlow;
 
@@ -30,6 +31,7 @@ pub(crate) enum Line<'a> {
 /// The line-cutting state carried across chunks.
 #[derive(Debug)]
 pub(crate) struct LineSplitter {
+    bom: Bom,
     max: usize,
     /// The current partial line (empty when skipping).
     buf: Vec<u8>,
@@ -47,6 +49,7 @@ impl LineSplitter {
     /// A splitter whose lines hold at most `max` bytes.
     pub(crate) fn new(max: usize) -> LineSplitter {
         LineSplitter {
+            bom: Bom::default(),
             max,
             buf: Vec::new(),
             offset: 0,
@@ -56,16 +59,27 @@ impl LineSplitter {
         }
     }
 
-    /// Counts bytes that precede the content (a BOM) so that offsets stay absolute.
-    pub(crate) fn skip(&mut self, n: usize) {
-        self.offset += n as u64;
-        if self.buf.is_empty() && !self.skipping {
-            self.line_start = self.offset;
+    /// Takes the next chunk of the body: skips a leading BOM, then cuts lines.
+    pub(crate) fn feed(
+        &mut self,
+        chunk: &[u8],
+        on_line: &mut dyn FnMut(Line<'_>) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
+        let (skip, held) = self.bom.take(chunk);
+        if held.is_empty() {
+            // A BOM (or its first bytes) is not content, but it counts in offsets.
+            self.offset += skip as u64;
+            if self.buf.is_empty() && !self.skipping {
+                self.line_start = self.offset;
+            }
+        } else {
+            self.split(held, on_line)?;
         }
+        self.split(&chunk[skip..], on_line)
     }
 
     /// Cuts `bytes` into lines and hands every complete one to `on_line`.
-    pub(crate) fn split(
+    fn split(
         &mut self,
         mut bytes: &[u8],
         on_line: &mut dyn FnMut(Line<'_>) -> ControlFlow<()>,
@@ -200,7 +214,7 @@ mod tests {
             ControlFlow::Continue(())
         };
         for chunk in chunks {
-            let _ = splitter.split(chunk, &mut collect);
+            let _ = splitter.feed(chunk, &mut collect);
         }
         let _ = splitter.finish(&mut collect);
         out

@@ -2,7 +2,6 @@
 //!
 //! The decoder frames lines and checks nesting depth; the task parses each value.
 
-use super::bom::Bom;
 use super::lines_split::{Line, LineSplitter};
 use super::{Decoder, Item, Limits, Sink, SyntaxError};
 use crate::record::{Body, Record, RecordFault};
@@ -12,7 +11,6 @@ use std::ops::ControlFlow;
 /// The `ndjson` decoder.
 #[derive(Debug)]
 pub struct NdjsonDecoder {
-    bom: Bom,
     lines: LineSplitter,
     limits: Limits,
 }
@@ -21,7 +19,6 @@ impl NdjsonDecoder {
     /// A decoder with the given limits.
     pub fn new(limits: Limits) -> NdjsonDecoder {
         NdjsonDecoder {
-            bom: Bom::default(),
             lines: LineSplitter::new(limits.max_record_bytes),
             limits,
         }
@@ -34,29 +31,17 @@ impl Decoder for NdjsonDecoder {
     }
 
     fn feed(&mut self, chunk: &[u8], sink: &mut Sink<'_>) -> Result<ControlFlow<()>, SyntaxError> {
-        let (skip, held) = self.bom.take(chunk);
         let (max_depth, max_bytes) = (self.limits.max_depth, self.limits.max_record_bytes);
-        let mut on_line = |line: Line<'_>| sink(item(line, max_depth, max_bytes));
-        if !held.is_empty() {
-            if self.lines.split(held, &mut on_line).is_break() {
-                return Ok(ControlFlow::Break(()));
-            }
-        } else if skip > 0 {
-            self.lines.skip(skip);
-        }
-        let rest = &chunk[skip..];
-        Ok(self.lines.split(rest, &mut on_line))
+        Ok(self
+            .lines
+            .feed(chunk, &mut |line| sink(item(line, max_depth, max_bytes))))
     }
 
     fn finish(&mut self, sink: &mut Sink<'_>) -> Result<ControlFlow<()>, SyntaxError> {
-        let max_depth = self.limits.max_depth;
-        let max_bytes = self.limits.max_record_bytes;
-        let mut on_line = |line: Line<'_>| sink(item(line, max_depth, max_bytes));
-        let held = self.bom.finish();
-        if self.lines.split(held, &mut on_line).is_break() {
-            return Ok(ControlFlow::Break(()));
-        }
-        Ok(self.lines.finish(&mut on_line))
+        let (max_depth, max_bytes) = (self.limits.max_depth, self.limits.max_record_bytes);
+        Ok(self
+            .lines
+            .finish(&mut |line| sink(item(line, max_depth, max_bytes))))
     }
 }
 
