@@ -9,11 +9,13 @@
 //! - [`config`]: `config/edge.toml`, flags and environment variables.
 //! - [`tls`]: configured certificates, or dev certificates generated with rcgen.
 //! - [`server`]: the QUIC endpoint, ALPN dispatch and shutdown.
-//! - `jobs`: one job from its upload stream to its notification stream.
+//! - `edge1`: the `edge/1` job protocol on one connection.
+//! - `jobs`: one job, whatever carries it: task start, body pump, pipeline, events.
 //! - [`cli`]: the `edge` command line (`serve`, `ports get`, `ports list`).
 
 pub mod cli;
 pub mod config;
+mod edge1;
 mod jobs;
 pub mod server;
 pub mod tls;

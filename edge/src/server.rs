@@ -2,7 +2,6 @@
 //! shuts everything down through one cancellation token.
 
 use crate::config::Config;
-use crate::jobs;
 use crate::tls::{self, TlsError};
 use edge_proto::{AppCode, ALPN_EDGE};
 use edge_tasks::pipeline::Settings;
@@ -177,7 +176,7 @@ async fn accept(incoming: Incoming, service: Arc<Service>, shutdown: Cancellatio
         }
     };
     match alpn(&connection).as_deref() {
-        Some(ALPN_EDGE) => serve_edge(connection, service, shutdown).await,
+        Some(ALPN_EDGE) => crate::edge1::serve(connection, service, shutdown).await,
         _ => connection.close(AppCode::ProtocolError.into_varint(), b"unsupported ALPN"),
     }
 }
@@ -185,40 +184,6 @@ async fn accept(incoming: Incoming, service: Arc<Service>, shutdown: Cancellatio
 fn alpn(connection: &Connection) -> Option<Vec<u8>> {
     let data = connection.handshake_data()?;
     data.downcast::<HandshakeData>().ok()?.protocol
-}
-
-/// Runs one `edge/1` connection: every unidirectional stream the client opens is a job.
-async fn serve_edge(connection: Connection, service: Arc<Service>, shutdown: CancellationToken) {
-    debug!("connected");
-    let jobs = TaskTracker::new();
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            stream = connection.accept_uni() => match stream {
-                Ok(upload) => {
-                    let job = jobs::run(connection.clone(), upload, service.clone(), shutdown.clone());
-                    jobs.spawn(job.in_current_span());
-                }
-                Err(e) => {
-                    debug!("connection ended: {e}");
-                    break;
-                }
-            },
-            stream = connection.accept_bi() => match stream {
-                Ok((mut send, mut recv)) => {
-                    // `edge/1` has no bidirectional streams.
-                    let _ = recv.stop(AppCode::ProtocolError.into_varint());
-                    let _ = send.reset(AppCode::ProtocolError.into_varint());
-                }
-                Err(_) => break,
-            },
-        }
-    }
-    jobs.close();
-    jobs.wait().await;
-    if shutdown.is_cancelled() {
-        connection.close(AppCode::Shutdown.into_varint(), b"server shutting down");
-    }
 }
 
 fn transport(config: &Config) -> quinn::TransportConfig {

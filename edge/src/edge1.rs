@@ -1,0 +1,201 @@
+//! The `edge/1` job protocol on one QUIC connection: every unidirectional stream the client
+//! opens is a job (a header line, then the body), answered on a new unidirectional stream.
+
+use crate::jobs::{self, Body, Notify, Pumped, Refusal};
+use crate::server::{IntoVarInt, Service};
+use bytes::{Bytes, BytesMut};
+use edge_proto::header::MAX_HEADER_BYTES;
+use edge_proto::{AppCode, ErrorCode, Event, HeaderError, JobHeader};
+use edge_tasks::pipeline::JobSpec;
+use quinn::{Connection, RecvStream, SendStream};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, Instrument};
+
+/// The largest chunk read from an upload stream at once.
+const CHUNK_BYTES: usize = 64 * 1024;
+/// How long a finished notification stream may take to be acknowledged.
+const NOTIFY_ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs one `edge/1` connection until the client closes it or the server shuts down.
+pub(crate) async fn serve(
+    connection: Connection,
+    service: Arc<Service>,
+    shutdown: CancellationToken,
+) {
+    debug!("edge/1 connection");
+    let jobs = TaskTracker::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            stream = connection.accept_uni() => match stream {
+                Ok(upload) => {
+                    let job = run_job(connection.clone(), upload, service.clone(), shutdown.clone());
+                    jobs.spawn(job.in_current_span());
+                }
+                Err(e) => {
+                    debug!("connection ended: {e}");
+                    break;
+                }
+            },
+            stream = connection.accept_bi() => match stream {
+                Ok((mut send, mut recv)) => {
+                    // `edge/1` has no bidirectional streams.
+                    let _ = recv.stop(AppCode::ProtocolError.into_varint());
+                    let _ = send.reset(AppCode::ProtocolError.into_varint());
+                }
+                Err(_) => break,
+            },
+        }
+    }
+    jobs.close();
+    jobs.wait().await;
+    if shutdown.is_cancelled() {
+        connection.close(AppCode::Shutdown.into_varint(), b"server shutting down");
+    }
+}
+
+/// Runs one job on `upload`, answering on a new notification stream.
+async fn run_job(
+    connection: Connection,
+    mut upload: RecvStream,
+    service: Arc<Service>,
+    shutdown: CancellationToken,
+) {
+    let upload_stream = u64::from(upload.id());
+    let started = match read_header(&mut upload, service.header_timeout).await {
+        Ok((header, leftover)) => {
+            jobs::start_task(&header.task, header.format, &header.params, &service)
+                .map(|(plugin, task)| (header, leftover, plugin, task))
+        }
+        Err(refusal) => Err(refusal),
+    };
+    let (header, leftover, plugin, task) = match started {
+        Ok(started) => started,
+        Err(refusal) => return reject(&connection, &mut upload, upload_stream, refusal).await,
+    };
+    let Ok(notify) = connection.open_uni().await else {
+        debug!("connection closed before the job started");
+        return;
+    };
+    let spec = JobSpec {
+        job: jobs::new_job_id(),
+        upload_stream: Some(upload_stream),
+        task: plugin.name.to_owned(),
+        format: header.format,
+        name: header.name,
+        size: header.size,
+    };
+    let span = tracing::info_span!("job", job = %spec.job, task = plugin.name);
+    debug!(parent: &span, token = header.token.is_some(), "job header accepted");
+    let mut body = Upload(&mut upload);
+    let run = jobs::run(
+        spec,
+        plugin,
+        task,
+        &mut body,
+        leftover,
+        Notification(notify),
+        service,
+        shutdown,
+    );
+    let ended = run.instrument(span).await;
+    if ended.pumped == Pumped::Unfinished {
+        let code = match ended.report.as_ref().map(|r| &r.last) {
+            Some(Event::Rejected { .. }) | None => AppCode::Rejected,
+            _ => AppCode::JobFailed,
+        };
+        let _ = upload.stop(code.into_varint());
+    }
+}
+
+/// Reads the header line; returns it and the body bytes that came after it in the same chunk.
+async fn read_header(
+    upload: &mut RecvStream,
+    timeout: Duration,
+) -> Result<(JobHeader, Bytes), Refusal> {
+    let mut buf = BytesMut::new();
+    let read = async {
+        loop {
+            let room = MAX_HEADER_BYTES - buf.len();
+            let chunk = upload.read_chunk(room, true).await.map_err(|e| Refusal {
+                code: ErrorCode::BadHeader,
+                message: format!("upload stream broke while reading the job header: {e}"),
+            })?;
+            let Some(chunk) = chunk else {
+                return Err(HeaderError::Unterminated.into());
+            };
+            let searched = buf.len();
+            buf.extend_from_slice(&chunk.bytes);
+            if let Some(at) = buf[searched..].iter().position(|&b| b == b'\n') {
+                let body = buf.split_off(searched + at + 1).freeze();
+                return Ok((JobHeader::parse_line(&buf)?, body));
+            }
+            if buf.len() >= MAX_HEADER_BYTES {
+                return Err(HeaderError::TooLarge.into());
+            }
+        }
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Refusal {
+                code: ErrorCode::BadHeader,
+                message: format!(
+                    "no job header within {} s of opening the stream",
+                    timeout.as_secs()
+                ),
+            })
+        })
+}
+
+/// Refuses a job: stops its upload and sends a lone `rejected` event.
+async fn reject(
+    connection: &Connection,
+    upload: &mut RecvStream,
+    upload_stream: u64,
+    refusal: Refusal,
+) {
+    info!(upload_stream, code = %refusal.code, "job rejected: {}", refusal.message);
+    let _ = upload.stop(AppCode::Rejected.into_varint());
+    if let Ok(notify) = connection.open_uni().await {
+        let mut notify = Notification(notify);
+        if notify
+            .send(Bytes::from(refusal.event(Some(upload_stream)).to_line()))
+            .await
+        {
+            notify.close().await;
+        }
+    }
+}
+
+/// An upload stream as a job body.
+struct Upload<'a>(&'a mut RecvStream);
+
+impl Body for Upload<'_> {
+    async fn chunk(&mut self) -> Result<Option<Bytes>, String> {
+        match self.0.read_chunk(CHUNK_BYTES, true).await {
+            Ok(chunk) => Ok(chunk.map(|c| c.bytes)),
+            Err(e) => Err(format!("the upload stopped before its end: {e}")),
+        }
+    }
+}
+
+/// A notification stream.
+struct Notification(SendStream);
+
+impl Notify for Notification {
+    async fn send(&mut self, line: Bytes) -> bool {
+        self.0.write_chunk(line).await.is_ok()
+    }
+
+    /// Finishes the stream and waits (briefly) until the client has it all, so that closing
+    /// the connection right after cannot lose the final event.
+    async fn close(mut self) {
+        if self.0.finish().is_ok() {
+            let _ = tokio::time::timeout(NOTIFY_ACK_TIMEOUT, self.0.stopped()).await;
+        }
+    }
+}
