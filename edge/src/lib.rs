@@ -10,12 +10,14 @@
 //! - [`tls`]: configured certificates, or dev certificates generated with rcgen.
 //! - [`server`]: the QUIC endpoint, ALPN dispatch and shutdown.
 //! - `edge1`: the `edge/1` job protocol on one connection.
+//! - `http3`: HTTP/3 on the same port: uploads as jobs, and the read API.
 //! - `jobs`: one job, whatever carries it: task start, body pump, pipeline, events.
 //! - [`cli`]: the `edge` command line (`serve`, `ports get`, `ports list`).
 
 pub mod cli;
 pub mod config;
 mod edge1;
+mod http3;
 mod jobs;
 pub mod server;
 pub mod tls;

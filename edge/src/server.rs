@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use crate::tls::{self, TlsError};
-use edge_proto::{AppCode, ALPN_EDGE};
+use edge_proto::{AppCode, ALPN_EDGE, ALPN_H3};
 use edge_tasks::pipeline::Settings;
 use edge_tasks::store::StoreOptions;
 use edge_tasks::{Store, StoreError};
@@ -89,7 +89,7 @@ impl Server {
         let store = Store::open(&config.store_path(), &store_options)?;
         let identity = tls::load_identity(&config.tls, &config.certs_dir)?;
         let dev_ca = identity.dev_ca.clone();
-        let crypto = tls::server_crypto(identity, &[ALPN_EDGE])?;
+        let crypto = tls::server_crypto(identity, &[ALPN_EDGE, ALPN_H3])?;
         let crypto = QuicServerConfig::try_from(crypto)
             .expect("a TLS 1.3 config with the ring provider always suits QUIC");
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
@@ -177,6 +177,7 @@ async fn accept(incoming: Incoming, service: Arc<Service>, shutdown: Cancellatio
     };
     match alpn(&connection).as_deref() {
         Some(ALPN_EDGE) => crate::edge1::serve(connection, service, shutdown).await,
+        Some(ALPN_H3) => crate::http3::serve(connection, service, shutdown).await,
         _ => connection.close(AppCode::ProtocolError.into_varint(), b"unsupported ALPN"),
     }
 }
@@ -193,7 +194,8 @@ fn transport(config: &Config) -> quinn::TransportConfig {
         .stream_receive_window(varint(t.stream_receive_window))
         .receive_window(varint(t.connection_receive_window))
         .max_concurrent_uni_streams(varint(t.max_jobs_per_connection))
-        .max_concurrent_bidi_streams(VarInt::from_u32(0))
+        // HTTP/3 requests are bidirectional streams; `edge/1` refuses any.
+        .max_concurrent_bidi_streams(varint(t.max_jobs_per_connection))
         .max_idle_timeout(Some(
             quinn::IdleTimeout::try_from(Duration::from_secs(t.idle_timeout_secs))
                 .unwrap_or(quinn::IdleTimeout::from(VarInt::from_u32(30_000))),

@@ -6,5 +6,6 @@
 
 mod binary;
 mod client_cli;
+mod http3;
 mod jobs;
 mod util;

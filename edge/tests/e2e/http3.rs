@@ -1,0 +1,368 @@
+//! HTTP/3 with a real curl: uploads stream their events back as NDJSON, the read API, and
+//! refusals as statuses with JSON bodies.
+//!
+//! The curl comes from `EDGE_TEST_CURL` (`.ci/run` points it at `../shared/tools/h3curl`,
+//! curl 8.14 with HTTP/3). Without it these tests say loudly that they did not run; under CI
+//! its absence is a failure.
+
+use crate::util::*;
+use edge_proto::{Event, Format, JobHeader};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The HTTP/3 curl, or `None` (after saying so) when this machine has none.
+fn h3curl() -> Option<PathBuf> {
+    match std::env::var_os("EDGE_TEST_CURL") {
+        Some(path) => Some(PathBuf::from(path)),
+        None if std::env::var_os("CI").is_some() => {
+            panic!(
+                "EDGE_TEST_CURL is not set: CI must test HTTP/3 with a real curl (.ci/run sets it)"
+            )
+        }
+        None => {
+            eprintln!(
+                "SKIPPED: no HTTP/3 curl. Set EDGE_TEST_CURL=../shared/tools/h3curl (or any curl built with HTTP/3) to run the HTTP/3 tests."
+            );
+            None
+        }
+    }
+}
+
+/// Runs curl against the server; returns (status, body).
+async fn curl(server: &TestServer, args: Vec<String>) -> (u16, String) {
+    let Some(curl) = h3curl() else {
+        panic!("checked by the caller")
+    };
+    let ca = server.ca();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(curl)
+            .args([
+                "--http3-only",
+                "-sS",
+                "--max-time",
+                "60",
+                "-w",
+                "\n%{http_code}",
+                "--cacert",
+            ])
+            .arg(ca)
+            .args(args)
+            .output()
+            .expect("curl runs")
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let status = status.trim().parse().unwrap_or_else(|_| {
+        panic!(
+            "curl gave no status: {text:?} {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (status, body.to_owned())
+}
+
+fn url(server: &TestServer, path: &str) -> String {
+    format!("https://127.0.0.1:{}{path}", server.addr.port())
+}
+
+fn events(body: &str) -> Vec<Event> {
+    body.lines()
+        .map(|l| Event::from_line(l.as_bytes()).expect("every line is an event"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_uploads_the_ports_file_and_reads_it_back() {
+    if h3curl().is_none() {
+        return;
+    }
+    let server = TestServer::start().await;
+    let file = ports_json().display().to_string();
+    let (status, body) = curl(
+        &server,
+        vec!["-T".into(), file, url(&server, "/v1/jobs/ports")],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let events = events(&body);
+    assert!(
+        matches!(
+            events.first(),
+            Some(Event::Accepted {
+                format: Format::Json,
+                ..
+            })
+        ),
+        "{body}"
+    );
+    assert!(
+        matches!(
+            events.last(),
+            Some(Event::Done {
+                committed: 1634,
+                errors: 0,
+                ..
+            })
+        ),
+        "{body}"
+    );
+
+    let (status, body) = curl(&server, vec![url(&server, "/v1/ports/AEAJM")]).await;
+    assert_eq!(status, 200);
+    let port: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(port["name"], "Ajman");
+
+    // Pages walk every key exactly once, in order.
+    let mut keys = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let query = match &after {
+            Some(a) => format!("/v1/ports?limit=500&after={a}"),
+            None => "/v1/ports?limit=500".to_owned(),
+        };
+        let (status, body) = curl(&server, vec![url(&server, &query)]).await;
+        assert_eq!(status, 200, "{body}");
+        let page: Value = serde_json::from_str(&body).unwrap();
+        keys.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["key"].as_str().unwrap().to_owned()),
+        );
+        match page["next"].as_str() {
+            Some(next) => after = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(keys.len(), 1634);
+    assert!(
+        keys.windows(2).all(|w| w[0] < w[1]),
+        "strictly increasing, so no key twice"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_statuses_with_json_errors() {
+    if h3curl().is_none() {
+        return;
+    }
+    let server = TestServer::start().await;
+    let numbers = std::fs::canonicalize(ports_json())
+        .unwrap()
+        .with_file_name("numbers.txt");
+    let numbers = numbers.display().to_string();
+    let cases: Vec<(Vec<String>, u16, &str)> = vec![
+        (
+            vec![
+                "-T".into(),
+                numbers.clone(),
+                url(&server, "/v1/jobs/nonesuch"),
+            ],
+            404,
+            "unknown_task",
+        ),
+        (
+            vec![
+                "-T".into(),
+                numbers.clone(),
+                url(&server, "/v1/jobs/stats?format=xml"),
+            ],
+            415,
+            "unknown_format",
+        ),
+        (
+            vec![
+                "-T".into(),
+                numbers.clone(),
+                "-H".into(),
+                "content-type: image/png".into(),
+                url(&server, "/v1/jobs/stats"),
+            ],
+            415,
+            "unknown_format",
+        ),
+        (
+            vec![
+                "-T".into(),
+                numbers.clone(),
+                url(&server, "/v1/jobs/stats?column=x"),
+            ],
+            400,
+            "bad_params",
+        ),
+        (
+            vec![
+                "-T".into(),
+                numbers.clone(),
+                url(&server, "/v1/jobs/ports?format=lines"),
+            ],
+            415,
+            "unknown_format",
+        ),
+        (vec![url(&server, "/v1/ports/NOPE")], 404, "not_found"),
+        (
+            vec![url(&server, "/v1/ports?limit=5000")],
+            400,
+            "bad_params",
+        ),
+        (
+            vec![url(&server, "/v1/jobs/ports")],
+            405,
+            "method_not_allowed",
+        ),
+        (vec![url(&server, "/nowhere")], 404, "not_found"),
+    ];
+    for (args, want_status, want_code) in cases {
+        let (status, body) = curl(&server, args.clone()).await;
+        assert_eq!(status, want_status, "{args:?}: {body}");
+        let error: Value =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{args:?}: {e}: {body}"));
+        assert_eq!(error["error"]["code"], want_code, "{args:?}");
+        assert!(error["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+    }
+
+    let (status, body) = curl(&server, vec![url(&server, "/healthz")]).await;
+    assert_eq!((status, body.trim()), (200, r#"{"status":"ok"}"#));
+    let (status, body) = curl(&server, vec![url(&server, "/v1/tasks")]).await;
+    assert_eq!(status, 200);
+    let tasks: Value = serde_json::from_str(&body).unwrap();
+    let names: Vec<&str> = tasks["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["ports", "stats"]);
+    assert_eq!(
+        tasks["tasks"][0]["schema"]["required"],
+        serde_json::json!(["name"])
+    );
+
+    // Nothing was stored by any refusal.
+    let dir = server.stop().await;
+    assert!(all_ports(&dir.path().join("data/edge.redb")).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_reach_curl_while_it_is_still_uploading() {
+    let Some(curl) = h3curl() else { return };
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("numbers.txt");
+    let body: String = (0..250_000).map(|i| format!("{i}\n")).collect(); // ~1.6 MB
+    std::fs::write(&file, body).unwrap();
+    let ca = server.ca();
+    let target = url(&server, "/v1/jobs/stats");
+    let arrivals = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(curl)
+            .args([
+                "--http3-only",
+                "-sS",
+                "-N",
+                "--limit-rate",
+                "400k",
+                "--cacert",
+            ])
+            .arg(ca)
+            .arg("-T")
+            .arg(&file)
+            .arg(target)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("curl runs");
+        let start = Instant::now();
+        let stdout = child.stdout.take().unwrap();
+        let arrivals: Vec<(Duration, Event)> = BufReader::new(stdout)
+            .lines()
+            .map(|line| {
+                (
+                    start.elapsed(),
+                    Event::from_line(line.unwrap().as_bytes()).unwrap(),
+                )
+            })
+            .collect();
+        assert!(child.wait().unwrap().success());
+        arrivals
+    })
+    .await
+    .unwrap();
+    let first_commit = arrivals
+        .iter()
+        .find(|(_, e)| matches!(e, Event::Committed { .. }))
+        .expect("a committed event");
+    let (done_at, done) = arrivals.last().unwrap();
+    assert!(
+        matches!(
+            done,
+            Event::Done {
+                records: 250_000,
+                ..
+            }
+        ),
+        "{done:?}"
+    );
+    assert!(
+        *done_at > first_commit.0 + Duration::from_millis(1500),
+        "the first `committed` came {:?} before the end; it must come while the upload runs",
+        *done_at - first_commit.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_and_edge_client_upload_at_the_same_time() {
+    if h3curl().is_none() {
+        return;
+    }
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ports.ndjson");
+    std::fs::write(&file, synthetic_ports_ndjson(40_000)).unwrap();
+    let client = server.client().await;
+    let mut header = JobHeader::new("stats");
+    header.format = Some(Format::Lines);
+    let numbers: String = (0..200_000).map(|i| format!("{i}\n")).collect();
+    let by_client = upload_with(
+        &client,
+        header,
+        Box::new(std::io::Cursor::new(numbers.into_bytes())),
+    );
+    let by_curl = curl(
+        &server,
+        vec![
+            "-T".into(),
+            file.display().to_string(),
+            url(&server, "/v1/jobs/ports?format=ndjson"),
+        ],
+    );
+    let ((client_result, _), (status, body)) = tokio::join!(by_client, by_curl);
+    assert!(
+        matches!(
+            client_result.last,
+            Event::Done {
+                records: 200_000,
+                ..
+            }
+        ),
+        "{:?}",
+        client_result.last
+    );
+    assert_eq!(status, 200);
+    assert!(
+        matches!(
+            events(&body).last(),
+            Some(Event::Done {
+                committed: 40_000,
+                ..
+            })
+        ),
+        "{body}"
+    );
+}
