@@ -92,6 +92,7 @@ async fn run_job(
     debug!(parent: &span, token = header.token.is_some(), "job header accepted");
     let mut body = Upload(&mut upload);
     let run = jobs::run(
+        "edge/1",
         spec,
         plugin,
         task,

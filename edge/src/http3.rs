@@ -7,6 +7,8 @@
 //! | `PUT` or `POST /v1/jobs/{task}` | `200`, `application/x-ndjson`: the job's events |
 //! | `GET /v1/ports/{code}` | the port, or `404` |
 //! | `GET /v1/ports?country=&limit=&after=` | `{"items":[{"key","port"}],"next"}` |
+//! | `GET /v1/jobs?limit=&before=` | job history, most recent first |
+//! | `GET /v1/jobs/{id}` | one job's record, or `404` |
 //! | `GET /v1/tasks` | every task with its formats and record schema |
 //! | `GET /healthz` | `200 {"status":"ok"}`, `503` while draining |
 //!
@@ -17,7 +19,7 @@ use crate::server::{IntoVarInt, Service};
 use bytes::{Buf, Bytes};
 use edge_proto::{AppCode, ErrorCode, Format};
 use edge_tasks::pipeline::JobSpec;
-use edge_tasks::{ports, registry};
+use edge_tasks::{history, ports, registry};
 use http::{Method, Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -99,6 +101,13 @@ async fn handle(resolver: Resolver, service: Arc<Service>, shutdown: Cancellatio
         }
         (Method::GET, ["v1", "ports"]) => {
             list_ports(&mut stream, &service, request.uri().query()).await
+        }
+        (Method::GET, ["v1", "jobs"]) => {
+            list_jobs(&mut stream, &service, request.uri().query()).await
+        }
+        (Method::GET, ["v1", "jobs", id]) => {
+            let id = percent_decode(id);
+            read_job(&mut stream, &service, id).await
         }
         (Method::PUT | Method::POST, ["v1", "jobs", task]) => {
             let task = percent_decode(task);
@@ -254,6 +263,92 @@ async fn list_ports(stream: &mut Stream, service: &Service, query: Option<&str>)
     }
 }
 
+async fn read_job(stream: &mut Stream, service: &Service, id: String) {
+    let store = service.store.clone();
+    let lookup = id.clone();
+    match tokio::task::spawn_blocking(move || history::get(&store, &lookup)).await {
+        Ok(Ok(Some(record))) => respond(stream, StatusCode::OK, &json!(record)).await,
+        Ok(Ok(None)) => {
+            refuse(
+                stream,
+                StatusCode::NOT_FOUND,
+                "not_found",
+                &format!("no job `{id}`"),
+            )
+            .await
+        }
+        Ok(Err(e)) => {
+            refuse(
+                stream,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "store_error",
+                &e.to_string(),
+            )
+            .await
+        }
+        Err(_) => {
+            refuse(
+                stream,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the lookup failed",
+            )
+            .await
+        }
+    }
+}
+
+async fn list_jobs(stream: &mut Stream, service: &Service, query: Option<&str>) {
+    let (mut before, mut limit) = (None, 100usize);
+    for (key, value) in parse_query(query) {
+        match key.as_str() {
+            "before" => before = Some(value),
+            "limit" => match value.parse::<usize>() {
+                Ok(n) if (1..=history::MAX_PAGE).contains(&n) => limit = n,
+                _ => {
+                    let message =
+                        format!("`limit` must be a number from 1 to {}", history::MAX_PAGE);
+                    return refuse(stream, StatusCode::BAD_REQUEST, "bad_params", &message).await;
+                }
+            },
+            other => {
+                let message = format!("unknown parameter `{other}` (use limit, before)");
+                return refuse(stream, StatusCode::BAD_REQUEST, "bad_params", &message).await;
+            }
+        }
+    }
+    let store = service.store.clone();
+    match tokio::task::spawn_blocking(move || history::list(&store, before.as_deref(), limit)).await
+    {
+        Ok(Ok((items, next))) => {
+            respond(
+                stream,
+                StatusCode::OK,
+                &json!({"items": items, "next": next}),
+            )
+            .await
+        }
+        Ok(Err(e)) => {
+            refuse(
+                stream,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "store_error",
+                &e.to_string(),
+            )
+            .await
+        }
+        Err(_) => {
+            refuse(
+                stream,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the listing failed",
+            )
+            .await
+        }
+    }
+}
+
 /// An upload: checks the request, answers 200 with NDJSON, and runs the job while the body
 /// arrives.
 async fn upload(
@@ -297,6 +392,7 @@ async fn upload(
         received: 0,
     };
     let run = jobs::run(
+        "h3",
         spec,
         plugin,
         job_task,

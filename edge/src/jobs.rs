@@ -11,6 +11,7 @@
 use crate::server::Service;
 use bytes::Bytes;
 use edge_proto::{ErrorCode, Event, Format, HeaderError};
+use edge_tasks::history::{self, JobRecord};
 use edge_tasks::pipeline::{self, Input, JobSpec, Report, Source};
 use edge_tasks::{registry, Context, Plugin, Task};
 use serde_json::{Map, Value};
@@ -133,6 +134,7 @@ pub(crate) struct Ended {
 /// came with the header) into the pipeline and its events into `notify`, until the job ends.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn run<B: Body, N: Notify>(
+    transport: &'static str,
     spec: JobSpec,
     plugin: &'static Plugin,
     task: Box<dyn Task>,
@@ -161,6 +163,14 @@ pub(crate) async fn run<B: Body, N: Notify>(
             report: None,
         };
     };
+    let record = JobRecord::start(
+        &spec.job,
+        plugin.name,
+        transport,
+        spec.format,
+        spec.name.clone(),
+    );
+    remember(&service, record.clone()).await;
     let (chunks, queue) = mpsc::channel(CHUNK_QUEUE);
     let pipeline = spawn_pipeline(
         spec,
@@ -176,8 +186,20 @@ pub(crate) async fn run<B: Body, N: Notify>(
     let _ = notifier.await;
     if let Some(report) = &report {
         log_report(report);
+        remember(&service, record.end(report.format, &report.last)).await;
     }
     Ended { pumped, report }
+}
+
+/// Writes a job's record to the history (off the async runtime). A history that cannot be
+/// written does not stop the job: the records' own commits decide its outcome.
+async fn remember(service: &Service, record: JobRecord) {
+    let store = service.store.clone();
+    match tokio::task::spawn_blocking(move || history::put(&store, &record)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!("cannot write the job history: {e}"),
+        Err(e) => warn!("cannot write the job history: {e}"),
+    }
 }
 
 /// Runs the pipeline on a blocking thread; if it panics, the client still gets a final event.

@@ -87,6 +87,13 @@ impl Server {
             cache_bytes: mib(config.store.cache_mb),
         };
         let store = Store::open(&config.store_path(), &store_options)?;
+        let interrupted = edge_tasks::history::mark_interrupted(&store)?;
+        if interrupted > 0 {
+            warn!(
+                interrupted,
+                "jobs cut off when the server last stopped are marked interrupted in the history"
+            );
+        }
         let identity = tls::load_identity(&config.tls, &config.certs_dir)?;
         let dev_ca = identity.dev_ca.clone();
         let crypto = tls::server_crypto(identity, &[ALPN_EDGE, ALPN_H3])?;

@@ -11,9 +11,11 @@
 //! - [`ports`]: the `ports` plugin (sea ports upserted into redb) and its table.
 //! - [`stats`]: the `stats` plugin (online count, mean, variance, min, max).
 //! - [`store`]: the redb database every plugin shares.
+//! - [`history`]: job records kept in the store.
 //! - [`pipeline`]: runs one job: decoder -> task -> commits, emitting notification events.
 
 pub mod decode;
+pub mod history;
 pub mod pipeline;
 pub mod ports;
 pub mod record;

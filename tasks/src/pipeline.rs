@@ -118,8 +118,12 @@ pub fn run(
             code,
             message,
             bytes,
+            guess,
         } => {
+            // Every event stream starts with `accepted` (it carries `upload_stream`, which
+            // clients pair streams by), so even a job that stopped while sniffing sends one.
             job.bytes = bytes;
+            job.accept(guess);
             return job.fail(code, message, None);
         }
     };
@@ -163,15 +167,18 @@ enum Chosen {
         prefix: Vec<Bytes>,
         ended: bool,
     },
-    /// The upload stopped before the format could be chosen.
+    /// The upload stopped before the format could be chosen; `guess` is what its bytes so
+    /// far look like (a format the task accepts).
     Aborted {
         code: ErrorCode,
         message: String,
         bytes: u64,
+        guess: Format,
     },
 }
 
-/// The client's format, or one sniffed from the first bytes (at most about [`SNIFF_LIMIT`]).
+/// The client's format, or one sniffed from the first bytes: it holds at most
+/// [`SNIFF_LIMIT`] bytes plus the chunk that crosses it, then decides.
 fn choose_format(
     spec: &JobSpec,
     plugin: &Plugin,
@@ -200,16 +207,24 @@ fn choose_format(
             Input::End => true,
             Input::Aborted { code, message } => {
                 let bytes = chunks.iter().map(|c| c.len() as u64).sum();
+                let guess = match sniff(&prefix, true) {
+                    Sniff::Format(format) if plugin.accepts(format) => format,
+                    _ => default,
+                };
                 return Chosen::Aborted {
                     code,
                     message,
                     bytes,
+                    guess,
                 };
             }
         };
+        // Whitespace-only prefixes stay `Empty` at the limit: decide then, or the chunks
+        // held here would grow with the upload.
+        let undecided = !at_eof && prefix.len() < SNIFF_LIMIT;
         let format = match sniff(&prefix, at_eof) {
             Sniff::Format(format) => format,
-            Sniff::NeedMore | Sniff::Empty if !at_eof => continue,
+            Sniff::NeedMore | Sniff::Empty if undecided => continue,
             Sniff::NeedMore | Sniff::Empty => default,
         };
         return Chosen::Format {

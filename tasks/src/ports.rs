@@ -323,7 +323,7 @@ pub fn list(store: &Store, query: &ListQuery<'_>) -> Result<Page, StoreError> {
         let wanted = query.country.is_none_or(|c| {
             port.country
                 .as_deref()
-                .is_some_and(|pc| pc.eq_ignore_ascii_case(c))
+                .is_some_and(|pc| same_country(pc, c))
         });
         if !wanted {
             continue;
@@ -336,6 +336,16 @@ pub fn list(store: &Store, query: &ListQuery<'_>) -> Result<Page, StoreError> {
         items.push((key.to_owned(), port));
     }
     Ok(Page { items, next: None })
+}
+
+/// Whether two country names are equal ignoring case, non-ASCII letters included
+/// ("Côte d'Ivoire" = "CÔTE D'IVOIRE"), without allocating.
+fn same_country(stored: &str, wanted: &str) -> bool {
+    stored.eq_ignore_ascii_case(wanted)
+        || stored
+            .chars()
+            .flat_map(char::to_lowercase)
+            .eq(wanted.chars().flat_map(char::to_lowercase))
 }
 
 /// How many ports the store holds.
@@ -561,6 +571,33 @@ mod tests {
             (250, None),
             "a page that ends exactly at the end has no next"
         );
+    }
+
+    #[test]
+    fn the_country_filter_ignores_case_beyond_ascii() {
+        let (_dir, store) = store();
+        let mut task = task(&store);
+        let countries = ["Côte d'Ivoire", "Réunion", "Cote d'Ivoire"];
+        for (i, country) in countries.iter().enumerate() {
+            let body = format!(r#"{{"name":"p{i}","country":"{country}"}}"#);
+            let key = format!("K{i}");
+            task.record(&json_record(i as u64, Some(&key), &body))
+                .unwrap();
+        }
+        task.commit().unwrap();
+        let keys = |country| {
+            let query = ListQuery {
+                country: Some(country),
+                after: None,
+                limit: 10,
+            };
+            let page = list(&store, &query).unwrap();
+            page.items.into_iter().map(|(k, _)| k).collect::<Vec<_>>()
+        };
+        assert_eq!(keys("CÔTE D'IVOIRE"), ["K0"]);
+        assert_eq!(keys("réunion"), ["K1"]);
+        assert_eq!(keys("cote d'ivoire"), ["K2"]);
+        assert!(keys("Côte").is_empty(), "the match is exact");
     }
 
     #[test]

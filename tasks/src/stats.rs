@@ -180,6 +180,19 @@ mod tests {
         [4.0, 7.0, 13.0, 16.0].iter().for_each(|x| w.push(1e9 + x));
         close(w.mean().unwrap(), 1e9 + 10.0);
         close(w.variance().unwrap(), 30.0);
+
+        // The naive sum-of-squares formula loses every digit of this variance in f64.
+        let mut w = Welford::default();
+        (1..=1000).for_each(|i| w.push(1e9 + f64::from(i)));
+        assert_eq!(w.count(), 1000);
+        assert_eq!(w.to_json()["min"], 1e9 + 1.0);
+        assert_eq!(w.to_json()["max"], 1e9 + 1000.0);
+        close(w.mean().unwrap(), 1e9 + 500.5);
+        close(w.variance().unwrap(), 1000.0 * 1001.0 / 12.0);
+        close(
+            w.to_json()["stddev"].as_f64().unwrap(),
+            (1000.0f64 * 1001.0 / 12.0).sqrt(),
+        );
     }
 
     #[test]

@@ -111,12 +111,12 @@ impl Store {
         &self.db
     }
 
-    /// Opens the file alone and runs redb's integrity check (repairing what quick-repair
-    /// allows). `Ok(true)` means the file was consistent.
+    /// Opens an existing file alone (never creating one) and runs redb's integrity check
+    /// (repairing what quick-repair allows). `Ok(true)` means the file was consistent.
     pub fn check_integrity(path: &Path) -> Result<bool, StoreError> {
         let mut db = Database::builder()
             .set_cache_size(StoreOptions::default().cache_bytes)
-            .create(path)
+            .open(path)
             .map_err(|source| open_error(path, source))?;
         db.check_integrity()
             .map_err(|source| open_error(path, source))
@@ -151,6 +151,7 @@ impl Store {
             }
         }
         crate::ports::create_tables(&txn)?;
+        crate::history::create_tables(&txn)?;
         txn.commit()
             .map_err(|e| StoreError::redb("commit")(e.into()))
     }
@@ -207,6 +208,24 @@ mod tests {
         drop(Store::open(&path, &StoreOptions::default()).unwrap());
         drop(Store::open(&path, &StoreOptions::default()).unwrap());
         assert!(Store::check_integrity(&path).unwrap());
+    }
+
+    #[test]
+    fn checking_a_missing_file_fails_without_creating_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing.redb");
+        let err = Store::check_integrity(&path).unwrap_err();
+        assert!(err.to_string().contains("missing.redb"), "{err}");
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn checking_a_store_in_use_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edge.redb");
+        let _open = Store::open(&path, &StoreOptions::default()).unwrap();
+        let err = Store::check_integrity(&path).unwrap_err();
+        assert!(matches!(err, StoreError::InUse { .. }), "{err}");
     }
 
     #[test]

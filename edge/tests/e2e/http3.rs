@@ -212,10 +212,11 @@ async fn refusals_are_statuses_with_json_errors() {
             "bad_params",
         ),
         (
-            vec![url(&server, "/v1/jobs/ports")],
+            vec!["-X".into(), "DELETE".into(), url(&server, "/v1/jobs/ports")],
             405,
             "method_not_allowed",
         ),
+        (vec![url(&server, "/v1/jobs/nonesuch")], 404, "not_found"),
         (vec![url(&server, "/nowhere")], 404, "not_found"),
     ];
     for (args, want_status, want_code) in cases {
@@ -365,4 +366,71 @@ async fn curl_and_edge_client_upload_at_the_same_time() {
         ),
         "{body}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_history_lists_recent_jobs_and_survives_a_restart() {
+    if h3curl().is_none() {
+        return;
+    }
+    let server = TestServer::start().await;
+    let file = ports_json().display().to_string();
+    let (status, body) = curl(
+        &server,
+        vec![
+            "-T".into(),
+            file,
+            url(&server, "/v1/jobs/ports?name=first.json"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let client = server.client().await;
+    let (result, _) = upload(&client, "stats", Some(Format::Lines), b"1\nx\n3\n".to_vec()).await;
+    let Event::Done { job: second, .. } = &result.last else {
+        panic!("{:?}", result.last)
+    };
+    client.close().await;
+
+    let (status, body) = curl(&server, vec![url(&server, "/v1/jobs?limit=1")]).await;
+    assert_eq!(status, 200, "{body}");
+    let page: Value = serde_json::from_str(&body).unwrap();
+    let latest = &page["items"][0];
+    assert_eq!(latest["job"], second.as_str());
+    assert_eq!(
+        (latest["task"].as_str(), latest["transport"].as_str()),
+        (Some("stats"), Some("edge/1"))
+    );
+    assert_eq!(
+        (
+            latest["outcome"].as_str(),
+            latest["records"].as_u64(),
+            latest["errors"].as_u64()
+        ),
+        (Some("done"), Some(3), Some(1))
+    );
+    let before = page["next"].as_str().expect("an older page").to_owned();
+    let (_, body) = curl(
+        &server,
+        vec![url(&server, &format!("/v1/jobs?before={before}"))],
+    )
+    .await;
+    let older: Value = serde_json::from_str(&body).unwrap();
+    let first = &older["items"][0];
+    assert_eq!(
+        (
+            first["name"].as_str(),
+            first["transport"].as_str(),
+            first["committed"].as_u64()
+        ),
+        (Some("first.json"), Some("h3"), Some(1634))
+    );
+    assert!(first["started"].as_str().is_some() && first["finished"].as_str().is_some());
+
+    let dir = server.stop().await;
+    let server = TestServer::start_in(dir, |_| {}).await;
+    let (status, body) = curl(&server, vec![url(&server, &format!("/v1/jobs/{second}"))]).await;
+    assert_eq!(status, 200, "the history survives a restart: {body}");
+    let (status, _) = curl(&server, vec![url(&server, "/v1/jobs/0000000000000000")]).await;
+    assert_eq!(status, 404);
 }

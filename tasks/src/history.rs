@@ -1,0 +1,289 @@
+//! Job history: one record per job in the store, written when the job starts and again when
+//! it ends, so that it survives restarts. A job still `running` when the server starts again
+//! was cut off by a crash; it is marked `interrupted`.
+
+use crate::store::{Store, StoreError};
+use edge_proto::{ErrorCode, Event, Format};
+use redb::{ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::time::SystemTime;
+
+/// Jobs by id (ids sort by start time), the value a JSON [`JobRecord`].
+const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
+
+/// The largest page [`list`] returns.
+pub const MAX_PAGE: usize = 1000;
+
+/// What the history keeps of one job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// The job id.
+    pub job: String,
+    /// Who ran it (the token's subject), once tokens are verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// The task.
+    pub task: String,
+    /// How it came: `edge/1` or `h3`.
+    pub transport: String,
+    /// The format, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<Format>,
+    /// The file name the client gave.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// When it started (RFC 3339, UTC).
+    pub started: String,
+    /// When it ended (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<String>,
+    /// Body bytes read.
+    pub bytes: u64,
+    /// Records decoded.
+    pub records: u64,
+    /// Records committed.
+    pub committed: u64,
+    /// Records reported as errors.
+    pub errors: u64,
+    /// `running`, `done`, `failed`, `rejected` or `interrupted`.
+    pub outcome: String,
+    /// Why it failed or was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<ErrorCode>,
+    /// Why, for a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl JobRecord {
+    /// A job that is starting now.
+    pub fn start(
+        job: &str,
+        task: &str,
+        transport: &str,
+        format: Option<Format>,
+        name: Option<String>,
+    ) -> JobRecord {
+        JobRecord {
+            job: job.to_owned(),
+            sub: None,
+            task: task.to_owned(),
+            transport: transport.to_owned(),
+            format,
+            name,
+            started: now(),
+            finished: None,
+            bytes: 0,
+            records: 0,
+            committed: 0,
+            errors: 0,
+            outcome: "running".into(),
+            code: None,
+            message: None,
+        }
+    }
+
+    /// The record once the job ended with `last` (its final event).
+    pub fn end(mut self, format: Option<Format>, last: &Event) -> JobRecord {
+        self.finished = Some(now());
+        self.format = format.or(self.format);
+        self.outcome = last.name().to_owned();
+        match last {
+            Event::Done {
+                bytes,
+                records,
+                committed,
+                errors,
+                ..
+            } => {
+                (self.bytes, self.records, self.committed, self.errors) =
+                    (*bytes, *records, *committed, *errors);
+            }
+            Event::Failed {
+                code,
+                message,
+                committed,
+                bytes,
+                records,
+                errors,
+                ..
+            } => {
+                (self.bytes, self.records, self.committed, self.errors) =
+                    (*bytes, *records, *committed, *errors);
+                self.code = Some(*code);
+                self.message = Some(message.clone());
+            }
+            Event::Rejected { code, message, .. } => {
+                self.code = Some(*code);
+                self.message = Some(message.clone());
+            }
+            _ => {}
+        }
+        self
+    }
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+/// Creates the history's table (called when the store opens).
+pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(JOBS)
+        .map_err(|e| StoreError::redb("open jobs table")(e.into()))?;
+    Ok(())
+}
+
+/// Writes (or overwrites) a job's record.
+pub fn put(store: &Store, record: &JobRecord) -> Result<(), StoreError> {
+    let value = serde_json::to_vec(record).expect("a job record always serializes");
+    let txn = store.write()?;
+    {
+        let mut table = txn
+            .open_table(JOBS)
+            .map_err(|e| StoreError::redb("open jobs table")(e.into()))?;
+        table
+            .insert(record.job.as_str(), value.as_slice())
+            .map_err(|e| StoreError::redb("write job")(e.into()))?;
+    }
+    txn.commit()
+        .map_err(|e| StoreError::redb("commit")(e.into()))
+}
+
+/// One job's record.
+pub fn get(store: &Store, job: &str) -> Result<Option<JobRecord>, StoreError> {
+    let txn = store.read()?;
+    let table = txn
+        .open_table(JOBS)
+        .map_err(|e| StoreError::redb("open jobs table")(e.into()))?;
+    let value = table
+        .get(job)
+        .map_err(|e| StoreError::redb("read job")(e.into()))?;
+    value.map(|v| decode(job, v.value())).transpose()
+}
+
+/// A page of job records, most recent first, strictly before the job id `before`.
+pub fn list(
+    store: &Store,
+    before: Option<&str>,
+    limit: usize,
+) -> Result<(Vec<JobRecord>, Option<String>), StoreError> {
+    let limit = limit.clamp(1, MAX_PAGE);
+    let txn = store.read()?;
+    let table = txn
+        .open_table(JOBS)
+        .map_err(|e| StoreError::redb("open jobs table")(e.into()))?;
+    let range = match before {
+        Some(before) => table.range::<&str>(..before),
+        None => table.range::<&str>(..),
+    }
+    .map_err(|e| StoreError::redb("list jobs")(e.into()))?;
+    let mut records = Vec::new();
+    for entry in range.rev() {
+        let (key, value) = entry.map_err(|e| StoreError::redb("list jobs")(e.into()))?;
+        if records.len() == limit {
+            let next = records.last().map(|r: &JobRecord| r.job.clone());
+            return Ok((records, next));
+        }
+        records.push(decode(key.value(), value.value())?);
+    }
+    Ok((records, None))
+}
+
+/// Marks every job still `running` as `interrupted` (call before serving: such jobs were cut
+/// off when the server last stopped without a shutdown). Returns how many.
+pub fn mark_interrupted(store: &Store) -> Result<u64, StoreError> {
+    let txn = store.write()?;
+    let mut marked = 0;
+    {
+        let mut table = txn
+            .open_table(JOBS)
+            .map_err(|e| StoreError::redb("open jobs table")(e.into()))?;
+        let mut running = Vec::new();
+        for entry in table
+            .iter()
+            .map_err(|e| StoreError::redb("list jobs")(e.into()))?
+        {
+            let (key, value) = entry.map_err(|e| StoreError::redb("list jobs")(e.into()))?;
+            let record = decode(key.value(), value.value())?;
+            if record.outcome == "running" {
+                running.push(record);
+            }
+        }
+        for mut record in running {
+            record.outcome = "interrupted".into();
+            record.message = Some("the server stopped without a shutdown while this job ran; records reported as committed are stored".into());
+            let value = serde_json::to_vec(&record).expect("a job record always serializes");
+            table
+                .insert(record.job.as_str(), value.as_slice())
+                .map_err(|e| StoreError::redb("write job")(e.into()))?;
+            marked += 1;
+        }
+    }
+    txn.commit()
+        .map_err(|e| StoreError::redb("commit")(e.into()))?;
+    Ok(marked)
+}
+
+fn decode(key: &str, bytes: &[u8]) -> Result<JobRecord, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        key: key.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreOptions;
+    use serde_json::json;
+
+    #[test]
+    fn records_survive_reopening_and_list_most_recent_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edge.redb");
+        {
+            let store = Store::open(&path, &StoreOptions::default()).unwrap();
+            for i in 0..5 {
+                let record = JobRecord::start(
+                    &format!("j{i}"),
+                    "ports",
+                    "edge/1",
+                    Some(Format::Json),
+                    None,
+                );
+                put(&store, &record).unwrap();
+                if i < 4 {
+                    let done = Event::Done {
+                        job: format!("j{i}"),
+                        bytes: 10,
+                        records: 2,
+                        committed: 2,
+                        errors: 0,
+                        duration_ms: 1,
+                        summary: json!({}),
+                    };
+                    put(&store, &record.end(None, &done)).unwrap();
+                }
+            }
+        }
+        let store = Store::open(&path, &StoreOptions::default()).unwrap();
+        assert_eq!(mark_interrupted(&store).unwrap(), 1);
+        let (page, next) = list(&store, None, 3).unwrap();
+        let ids: Vec<&str> = page.iter().map(|r| r.job.as_str()).collect();
+        assert_eq!(ids, ["j4", "j3", "j2"]);
+        assert_eq!(next.as_deref(), Some("j2"));
+        let (rest, next) = list(&store, Some("j2"), 3).unwrap();
+        assert_eq!(
+            rest.iter().map(|r| r.job.as_str()).collect::<Vec<_>>(),
+            ["j1", "j0"]
+        );
+        assert_eq!(next, None);
+        let interrupted = get(&store, "j4").unwrap().unwrap();
+        assert_eq!(interrupted.outcome, "interrupted");
+        let done = get(&store, "j0").unwrap().unwrap();
+        assert_eq!((done.outcome.as_str(), done.committed), ("done", 2));
+        assert!(done.finished.is_some());
+        assert_eq!(get(&store, "nope").unwrap(), None);
+    }
+}
