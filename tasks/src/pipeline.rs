@@ -896,4 +896,259 @@ mod tests {
         );
         assert!(matches!(report.last, Event::Done { committed: 3, .. }));
     }
+
+    fn real_ports() -> serde_json::Map<String, serde_json::Value> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/ports.json");
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    /// Every (key, port) of the store, walking `list` pages.
+    fn all_ports(store: &Store) -> Vec<(String, ports::Port)> {
+        let mut all = Vec::new();
+        let mut after = None::<String>;
+        loop {
+            let query = ports::ListQuery {
+                country: None,
+                after: after.as_deref(),
+                limit: 100,
+            };
+            let page = ports::list(store, &query).unwrap();
+            all.extend(page.items);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return all,
+            }
+        }
+    }
+
+    fn committed_of(report: &Report) -> u64 {
+        match report.last {
+            Event::Done { committed, .. } => committed,
+            ref other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_same_ports_as_an_array_and_as_ndjson_give_the_same_store() {
+        let values: Vec<serde_json::Value> = real_ports().into_values().collect();
+        let array = serde_json::to_vec_pretty(&values).unwrap();
+        let ndjson: Vec<u8> = values
+            .iter()
+            .flat_map(|v| {
+                let mut line = serde_json::to_vec(v).unwrap();
+                line.push(b'\n');
+                line
+            })
+            .collect();
+        let settings = Settings::default();
+        let (_a, array_store) = store();
+        let (report, events) = run_job(
+            "ports",
+            None,
+            &mut chunks(&array, 1000),
+            &array_store,
+            &settings,
+        );
+        assert!(matches!(
+            events[0],
+            Event::Accepted {
+                format: Format::Json,
+                ..
+            }
+        ));
+        assert_eq!(committed_of(&report), 1634);
+        let (_n, ndjson_store) = store();
+        let (report, events) = run_job(
+            "ports",
+            None,
+            &mut chunks(&ndjson, 999),
+            &ndjson_store,
+            &settings,
+        );
+        assert!(matches!(
+            events[0],
+            Event::Accepted {
+                format: Format::Ndjson,
+                ..
+            }
+        ));
+        assert_eq!(committed_of(&report), 1634);
+        let from_array = all_ports(&array_store);
+        // Eight ports share their `unlocs[0]` with another: the later one wins the key.
+        assert_eq!(from_array.len(), 1626);
+        assert_eq!(from_array, all_ports(&ndjson_store));
+    }
+
+    #[test]
+    fn a_bad_record_in_the_middle_is_reported_once_and_the_rest_stored() {
+        let (_dir, store) = store();
+        let mut body = ndjson_ports(100);
+        let bad = b"{\"name\":\"\",\"unlocs\":[\"BAD\"]}\n";
+        let at = body
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+            .nth(49)
+            .map(|(i, _)| i + 1)
+            .unwrap();
+        body.splice(at..at, bad.iter().copied());
+        let (report, events) = run_job(
+            "ports",
+            Some(Format::Ndjson),
+            &mut chunks(&body, 333),
+            &store,
+            &Settings::default(),
+        );
+        let errors: Vec<&Event> = events
+            .iter()
+            .filter(|e| matches!(e, Event::RecordError { .. }))
+            .collect();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let Event::RecordError {
+            index,
+            offset,
+            key,
+            code,
+            message,
+        } = errors[0]
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            (*index, *offset, key.as_deref(), *code),
+            (50, at as u64, Some("BAD"), ErrorCode::InvalidRecord)
+        );
+        assert!(message.contains("name"), "{message}");
+        assert!(matches!(
+            report.last,
+            Event::Done {
+                records: 101,
+                committed: 100,
+                errors: 1,
+                ..
+            }
+        ));
+        assert_eq!(ports::count(&store).unwrap(), 100);
+    }
+
+    #[test]
+    fn stats_of_a_sniffed_series() {
+        let (_dir, store) = store();
+        let body: String = (1..=1000).map(|i| format!("{i}\n")).collect();
+        let settings = Settings {
+            progress_interval: Duration::ZERO,
+            ..Settings::default()
+        };
+        let (report, events) = run_job(
+            "stats",
+            None,
+            &mut chunks(body.as_bytes(), 100),
+            &store,
+            &settings,
+        );
+        assert!(matches!(
+            events[0],
+            Event::Accepted {
+                format: Format::Lines,
+                ..
+            }
+        ));
+        assert!(events.iter().any(|e| matches!(e, Event::Task { .. })));
+        let Event::Done { summary, .. } = &report.last else {
+            panic!("{:?}", report.last)
+        };
+        assert_eq!(summary["count"], 1000);
+        assert_eq!(summary["min"], 1.0);
+        assert_eq!(summary["max"], 1000.0);
+        let variance = summary["variance"].as_f64().unwrap();
+        assert!((summary["mean"].as_f64().unwrap() - 500.5).abs() < 1e-9);
+        assert!((variance / (1000.0 * 1001.0 / 12.0) - 1.0).abs() < 1e-9);
+    }
+
+    /// Counts the chunks handed out, so a test can see how far the upload had got.
+    struct Counted {
+        script: Script,
+        pulled: std::rc::Rc<std::cell::Cell<usize>>,
+    }
+
+    impl Source for Counted {
+        fn next(&mut self, wait: Duration) -> Input {
+            self.pulled.set(self.pulled.get() + 1);
+            self.script.next(wait)
+        }
+    }
+
+    #[test]
+    fn sniffing_decides_at_the_limit_even_on_whitespace() {
+        let (_dir, store) = store();
+        let mut body = vec![b' '; 4 * SNIFF_LIMIT];
+        body.extend_from_slice(br#"{"A":{"name":"a"}}"#);
+        let pulled = std::rc::Rc::new(std::cell::Cell::new(0));
+        let mut source = Counted {
+            script: chunks(&body, 4096),
+            pulled: pulled.clone(),
+        };
+        let plugin = registry::find("ports").unwrap();
+        let task = (plugin.create)(
+            &Default::default(),
+            &Context {
+                store: store.clone(),
+            },
+        )
+        .unwrap();
+        let mut accepted_after = None;
+        let report = run(
+            &spec("ports", None),
+            plugin,
+            task,
+            &mut source,
+            &Settings::default(),
+            &mut |e| {
+                if matches!(e, Event::Accepted { .. }) {
+                    accepted_after = Some(pulled.get());
+                }
+            },
+        );
+        // 64 KiB of whitespace is 16 chunks: the format is chosen then, not at the end.
+        assert_eq!(accepted_after, Some(SNIFF_LIMIT / 4096));
+        assert_eq!(committed_of(&report), 1);
+    }
+
+    #[test]
+    fn an_upload_that_stops_while_sniffing_is_accepted_then_failed() {
+        let (_dir, store) = store();
+        let mut source = Script(VecDeque::from([
+            Input::Chunk(Bytes::from_static(b"{\"name\":")),
+            Input::Aborted {
+                code: ErrorCode::Shutdown,
+                message: "the server is shutting down".into(),
+            },
+        ]));
+        let (report, events) = run_job("ports", None, &mut source, &store, &Settings::default());
+        assert!(
+            matches!(
+                events[0],
+                Event::Accepted {
+                    format: Format::Json,
+                    upload_stream: Some(2),
+                    ..
+                }
+            ),
+            "{events:?}"
+        );
+        assert!(
+            matches!(
+                report.last,
+                Event::Failed {
+                    code: ErrorCode::Shutdown,
+                    committed: 0,
+                    bytes: 8,
+                    ..
+                }
+            ),
+            "{:?}",
+            report.last
+        );
+        assert_eq!(events.last(), Some(&report.last));
+    }
 }

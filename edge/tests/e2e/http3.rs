@@ -434,3 +434,54 @@ async fn job_history_lists_recent_jobs_and_survives_a_restart() {
     let (status, _) = curl(&server, vec![url(&server, "/v1/jobs/0000000000000000")]).await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_header_block_gets_431_and_the_connection_lives() {
+    let Some(curl) = h3curl() else { return };
+    let server = TestServer::start().await;
+    let ca = server.ca();
+    let big = format!("x-big: {}", "x".repeat(20 * 1024));
+    let healthz = url(&server, "/healthz");
+    let output = tokio::task::spawn_blocking(move || {
+        // Two requests in one curl run share one connection.
+        Command::new(curl)
+            .args([
+                "--http3-only",
+                "-sS",
+                "-w",
+                "%{http_code} %{num_connects}\n",
+                "-o",
+                "/dev/null",
+                "--cacert",
+            ])
+            .arg(&ca)
+            .args([
+                "-H",
+                &big,
+                &healthz,
+                "--next",
+                "--http3-only",
+                "-sS",
+                "-w",
+                "%{http_code} %{num_connects}\n",
+                "--cacert",
+            ])
+            .arg(&ca)
+            .arg(&healthz)
+            .output()
+            .expect("curl runs")
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines.first().copied(),
+        Some("431 1"),
+        "{text} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(lines.get(1).copied(), Some(r#"{"status":"ok"}"#), "{text}");
+    // `num_connects` 0: the second request reused the first one's connection.
+    assert_eq!(lines.get(2).copied(), Some("200 0"), "{text}");
+}
