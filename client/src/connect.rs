@@ -99,42 +99,7 @@ pub struct Client {
 impl Client {
     /// Connects, verifying the server's certificate.
     pub async fn connect(config: &ClientConfig) -> Result<Client, ClientError> {
-        let server = Server::parse(&config.server)?;
-        let addr = resolve(&server).await?;
-        let crypto = tls_config(config.ca.as_deref())?;
-        let quic = QuicClientConfig::try_from(crypto)
-            .expect("a TLS 1.3 config with the ring provider always suits QUIC");
-        let mut client_config = quinn::ClientConfig::new(Arc::new(quic));
-        client_config.transport_config(Arc::new(transport()));
-        let bind: SocketAddr = if addr.is_ipv6() {
-            "[::]:0"
-        } else {
-            "0.0.0.0:0"
-        }
-        .parse()
-        .expect("a literal socket address");
-        let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| ClientError::Unreachable {
-            server: server.to_string(),
-            detail: e.to_string(),
-        })?;
-        endpoint.set_default_client_config(client_config);
-        let connecting =
-            endpoint
-                .connect(addr, &server.host)
-                .map_err(|e| ClientError::Unreachable {
-                    server: server.to_string(),
-                    detail: e.to_string(),
-                })?;
-        let connection = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
-            Ok(Ok(connection)) => connection,
-            Ok(Err(e)) => return Err(handshake_error(&server, &e)),
-            Err(_) => {
-                return Err(ClientError::Unreachable {
-                    server: server.to_string(),
-                    detail: format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
-                })
-            }
-        };
+        let (endpoint, connection, _) = open(config, edge_proto::ALPN_EDGE).await?;
         let router = Router::start(connection.clone());
         Ok(Client {
             connection,
@@ -154,6 +119,47 @@ impl Client {
     }
 }
 
+/// Opens a QUIC connection speaking `alpn` to the configured server.
+pub(crate) async fn open(
+    config: &ClientConfig,
+    alpn: &[u8],
+) -> Result<(quinn::Endpoint, quinn::Connection, Server), ClientError> {
+    let server = Server::parse(&config.server)?;
+    let addr = resolve(&server).await?;
+    let crypto = tls_config(config.ca.as_deref(), alpn)?;
+    let quic = QuicClientConfig::try_from(crypto)
+        .expect("a TLS 1.3 config with the ring provider always suits QUIC");
+    let mut client_config = quinn::ClientConfig::new(Arc::new(quic));
+    client_config.transport_config(Arc::new(transport()));
+    let bind: SocketAddr = if addr.is_ipv6() {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    }
+    .parse()
+    .expect("a literal socket address");
+    let unreachable = |detail: String| ClientError::Unreachable {
+        server: server.to_string(),
+        detail,
+    };
+    let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| unreachable(e.to_string()))?;
+    endpoint.set_default_client_config(client_config);
+    let connecting = endpoint
+        .connect(addr, &server.host)
+        .map_err(|e| unreachable(e.to_string()))?;
+    let connection = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+        Ok(Ok(connection)) => connection,
+        Ok(Err(e)) => return Err(handshake_error(&server, &e)),
+        Err(_) => {
+            return Err(unreachable(format!(
+                "no answer within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            )))
+        }
+    };
+    Ok((endpoint, connection, server))
+}
+
 async fn resolve(server: &Server) -> Result<SocketAddr, ClientError> {
     let mut addrs = tokio::net::lookup_host((server.host.as_str(), server.port))
         .await
@@ -167,8 +173,8 @@ async fn resolve(server: &Server) -> Result<SocketAddr, ClientError> {
     })
 }
 
-/// TLS 1.3 with ALPN `edge/1`, trusting `ca` or else the system's roots.
-fn tls_config(ca: Option<&Path>) -> Result<rustls::ClientConfig, ClientError> {
+/// TLS 1.3 with the given ALPN id, trusting `ca` or else the system's roots.
+fn tls_config(ca: Option<&Path>, alpn: &[u8]) -> Result<rustls::ClientConfig, ClientError> {
     let mut roots = rustls::RootCertStore::empty();
     match ca {
         Some(path) => {
@@ -199,7 +205,7 @@ fn tls_config(ca: Option<&Path>) -> Result<rustls::ClientConfig, ClientError> {
         .expect("the ring provider supports TLS 1.3")
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.alpn_protocols = vec![edge_proto::ALPN_EDGE.to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     config.enable_early_data = false;
     Ok(config)
 }
@@ -272,7 +278,7 @@ mod tests {
 
     #[test]
     fn a_missing_ca_file_is_named() {
-        let err = tls_config(Some(Path::new("/nonexistent/ca.pem"))).unwrap_err();
+        let err = tls_config(Some(Path::new("/nonexistent/ca.pem")), b"edge/1").unwrap_err();
         assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
         assert!(err.is_connect());
     }

@@ -25,12 +25,14 @@
 //! ```
 //!
 //! # Layout
+//! - [`api`]: the read API over HTTP/3 (ports, jobs, tasks).
 //! - [`connect`]: the server address, TLS trust and the QUIC connection.
 //! - [`upload`]: one job: the header and body out, the events back.
 //! - `router`: pairs the server's notification streams with uploads.
 //! - [`display`]: how the `edge-client` binary shows jobs (progress bars, line log).
 //! - [`error`]: what can go wrong, with what to do about it.
 
+pub mod api;
 pub mod connect;
 pub mod display;
 pub mod error;

@@ -12,6 +12,8 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use tokio::io::AsyncRead;
 
+mod read;
+
 /// Streams files to an edge server as jobs, with progress.
 #[derive(Debug, Parser)]
 #[command(name = "edge-client", version, about)]
@@ -24,6 +26,38 @@ struct Cli {
 enum Command {
     /// Upload files as jobs (several files run in parallel on one connection).
     Upload(UploadArgs),
+    /// Read sea ports from the server (HTTP/3).
+    #[command(subcommand)]
+    Ports(read::PortsCommand),
+    /// Show the job history, or one job (HTTP/3).
+    Jobs(read::JobsArgs),
+    /// Show the tasks the server runs, with their formats (HTTP/3).
+    Tasks(read::TasksArgs),
+}
+
+/// Where the server is and how to trust and use it.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ServerArgs {
+    /// The server.
+    #[arg(long, env = "EDGE_SERVER", default_value = "https://localhost:4433")]
+    server: String,
+    /// A PEM CA to trust, e.g. certs/ca.pem [default: the system's roots].
+    #[arg(long, env = "EDGE_CA")]
+    ca: Option<PathBuf>,
+    /// The token (JWT).
+    #[arg(long, env = "EDGE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl ServerArgs {
+    /// The client configuration these arguments give.
+    pub(crate) fn config(&self) -> ClientConfig {
+        ClientConfig {
+            server: self.server.clone(),
+            ca: self.ca.clone(),
+            token: self.token.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -37,15 +71,8 @@ struct UploadArgs {
     /// json, ndjson or lines [default: the server sniffs the first bytes].
     #[arg(long)]
     format: Option<Format>,
-    /// The server.
-    #[arg(long, env = "EDGE_SERVER", default_value = "https://localhost:4433")]
-    server: String,
-    /// A PEM CA to trust, e.g. certs/ca.pem [default: the system's roots].
-    #[arg(long, env = "EDGE_CA")]
-    ca: Option<PathBuf>,
-    /// The job token (JWT).
-    #[arg(long, env = "EDGE_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    #[command(flatten)]
+    server: ServerArgs,
     /// A task parameter, KEY=VALUE (VALUE is JSON if it parses, else a string).
     #[arg(long = "param", value_parser = parse_param)]
     params: Vec<(String, serde_json::Value)>,
@@ -78,8 +105,13 @@ fn run() -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let Command::Upload(args) = cli.command;
-    Ok(runtime.block_on(upload(args)).exit_code())
+    let outcome = match cli.command {
+        Command::Upload(args) => runtime.block_on(upload(args)),
+        Command::Ports(command) => runtime.block_on(read::ports(command)),
+        Command::Jobs(args) => runtime.block_on(read::jobs(args)),
+        Command::Tasks(args) => runtime.block_on(read::tasks(args)),
+    };
+    Ok(outcome.exit_code())
 }
 
 /// How events are shown.
@@ -94,11 +126,7 @@ enum Show {
 }
 
 async fn upload(args: UploadArgs) -> Outcome {
-    let config = ClientConfig {
-        server: args.server.clone(),
-        ca: args.ca.clone(),
-        token: args.token.clone(),
-    };
+    let config = args.server.config();
     let client = match Client::connect(&config).await {
         Ok(client) => client,
         Err(e) => {

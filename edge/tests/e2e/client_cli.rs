@@ -5,18 +5,25 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-/// The `edge-client` binary, built once if this test run did not build it.
+/// The `edge-client` binary, brought up to date once per test process (cargo does nothing
+/// when it is; this test run builds only the `edge` package's binaries by itself).
 fn client_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
+        let status = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "edge-client",
+                "--bin",
+                "edge-client",
+            ])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building edge-client failed");
         let path = Path::new(env!("CARGO_BIN_EXE_edge")).with_file_name("edge-client");
-        if !path.is_file() {
-            let status = Command::new(env!("CARGO"))
-                .args(["build", "-p", "edge-client", "--bin", "edge-client"])
-                .status()
-                .expect("cargo runs");
-            assert!(status.success(), "building edge-client failed");
-        }
+        assert!(path.is_file(), "{} was not built", path.display());
         path
     })
 }
@@ -163,5 +170,78 @@ async fn connection_problems_exit_3_and_say_what_to_do() {
         String::from_utf8_lossy(&out.stderr).contains("is `edge serve` running"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `edge-client <command...> --server .. --ca ..`.
+fn read_args(server: &TestServer, command: &[&str]) -> Vec<String> {
+    let mut all: Vec<String> = command.iter().map(|s| s.to_string()).collect();
+    all.extend([
+        "--server".to_owned(),
+        format!("https://127.0.0.1:{}", server.addr.port()),
+        "--ca".to_owned(),
+        server.ca().display().to_string(),
+    ]);
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_ports_jobs_and_tasks_over_http3() {
+    let server = TestServer::start().await;
+    let ports = ports_json().display().to_string();
+    let out = edge_client(args(&server, &["--task", "ports", &ports])).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = edge_client(read_args(&server, &["ports", "get", "AEAJM"])).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let port: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(port["name"], "Ajman");
+
+    let out = edge_client(read_args(&server, &["ports", "get", "NOPE1"])).await;
+    assert_eq!(out.status.code(), Some(1), "not found");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not_found"));
+
+    let out = edge_client(read_args(
+        &server,
+        &[
+            "ports",
+            "list",
+            "--country",
+            "United Arab Emirates",
+            "--limit",
+            "2",
+        ],
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(0));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.starts_with("AEAJM\tAjman\tUnited Arab Emirates\t55.5136433,25.4052165\n"),
+        "{table}"
+    );
+    assert!(table.contains("more: --after AEAUH"), "{table}");
+
+    let out = edge_client(read_args(&server, &["jobs", "--json"])).await;
+    assert_eq!(out.status.code(), Some(0));
+    let page: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(page["items"][0]["name"], "ports.json");
+    assert_eq!(page["items"][0]["committed"], 1634);
+
+    let out = edge_client(read_args(&server, &["tasks"])).await;
+    assert_eq!(out.status.code(), Some(0));
+    let tasks = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        tasks.contains("ports\tjson,ndjson\t") && tasks.contains("stats\tlines,json,ndjson\t"),
+        "{tasks}"
     );
 }
