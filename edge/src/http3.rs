@@ -30,10 +30,12 @@ use tracing::{debug, info, Instrument};
 /// The largest request header block accepted (RFC 9114 §4.2.2, SETTINGS_MAX_FIELD_SECTION_SIZE).
 const MAX_FIELD_SECTION: u64 = 16 * 1024;
 
-type Resolver = h3::server::RequestResolver<h3_quinn::Connection, Bytes>;
-type Stream = h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
+type Resolver = h3::server::RequestResolver<Guarded, Bytes>;
+type Stream = h3::server::RequestStream<GuardedBidi, Bytes>;
+type Guarded = crate::h3guard::Connection;
+type GuardedBidi = crate::h3guard::Guarded<h3_quinn::BidiStream<Bytes>>;
 type SendHalf = h3::server::RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
-type RecvHalf = h3::server::RequestStream<h3_quinn::RecvStream, Bytes>;
+type RecvHalf = h3::server::RequestStream<crate::h3guard::Guarded<h3_quinn::RecvStream>, Bytes>;
 
 /// Runs one HTTP/3 connection until the client closes it or the server shuts down.
 pub(crate) async fn serve(
@@ -44,7 +46,7 @@ pub(crate) async fn serve(
     debug!("h3 connection");
     let built = h3::server::builder()
         .max_field_section_size(MAX_FIELD_SECTION)
-        .build(h3_quinn::Connection::new(connection.clone()))
+        .build(crate::h3guard::Connection::new(connection.clone()))
         .await;
     let mut h3 = match built {
         Ok(h3) => h3,

@@ -10,6 +10,7 @@
 //! - [`tls`]: configured certificates, or dev certificates generated with rcgen.
 //! - [`server`]: the QUIC endpoint, ALPN dispatch and shutdown.
 //! - `edge1`: the `edge/1` job protocol on one connection.
+//! - `h3guard`: cuts off HTTP/3 peers that declare oversized frames (h3 0.0.8 would buffer them).
 //! - `http3`: HTTP/3 on the same port: uploads as jobs, and the read API.
 //! - `jobs`: one job, whatever carries it: task start, body pump, pipeline, events.
 //! - [`cli`]: the `edge` command line (`serve`, `ports get`, `ports list`).
@@ -17,6 +18,7 @@
 pub mod cli;
 pub mod config;
 mod edge1;
+mod h3guard;
 mod http3;
 mod jobs;
 pub mod server;

@@ -1,0 +1,430 @@
+//! A guard around h3-quinn's receive streams.
+//!
+//! h3 0.0.8 buffers a whole non-DATA frame before it checks the frame's size, so a peer that
+//! declares a 1 GiB HEADERS (or unknown) frame on a request or control stream would grow
+//! server memory by whatever it sends. The guard reads each frame header (type and length,
+//! RFC 9114 §7.1) as the bytes pass by, and closes the connection with H3_EXCESSIVE_LOAD
+//! (§8.1) as soon as a frame other than DATA declares more than [`MAX_FRAME`] bytes — before
+//! its payload is buffered. DATA frames (request bodies) pass at any size: h3 streams them.
+
+use bytes::{Buf, Bytes};
+use h3::quic::{self, ConnectionErrorIncoming, StreamErrorIncoming, StreamId, WriteBuf};
+use std::task::{ready, Context, Poll};
+use tracing::warn;
+
+/// The largest non-DATA frame accepted (a HEADERS frame is at most 16 KiB by our
+/// `max_field_section_size`; h3 answers 431 above that, and this leaves it room to).
+pub(crate) const MAX_FRAME: u64 = 64 * 1024;
+
+/// H3_EXCESSIVE_LOAD (RFC 9114 §8.1).
+const H3_EXCESSIVE_LOAD: u64 = 0x107;
+
+/// HTTP/3 frame type DATA.
+const DATA: u64 = 0x0;
+
+/// Unidirectional stream type: control (RFC 9114 §6.2.1).
+const CONTROL_STREAM: u64 = 0x0;
+
+/// An h3-quinn connection whose incoming streams are guarded.
+pub(crate) struct Connection {
+    inner: h3_quinn::Connection,
+    quic: quinn::Connection,
+}
+
+impl Connection {
+    /// Wraps a QUIC connection for h3.
+    pub(crate) fn new(quic: quinn::Connection) -> Connection {
+        Connection {
+            inner: h3_quinn::Connection::new(quic.clone()),
+            quic,
+        }
+    }
+}
+
+impl<B: Buf> quic::Connection<B> for Connection {
+    type RecvStream = Guarded<h3_quinn::RecvStream>;
+    type OpenStreams = Opener;
+
+    fn poll_accept_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Self::RecvStream, ConnectionErrorIncoming>> {
+        let stream = ready!(quic::Connection::<B>::poll_accept_recv(&mut self.inner, cx))?;
+        Poll::Ready(Ok(Guarded::uni(stream, self.quic.clone())))
+    }
+
+    fn poll_accept_bidi(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Self::BidiStream, ConnectionErrorIncoming>> {
+        let stream = ready!(quic::Connection::<B>::poll_accept_bidi(&mut self.inner, cx))?;
+        Poll::Ready(Ok(Guarded::bidi(stream, self.quic.clone())))
+    }
+
+    fn opener(&self) -> Self::OpenStreams {
+        Opener {
+            inner: quic::Connection::<B>::opener(&self.inner),
+            quic: self.quic.clone(),
+        }
+    }
+}
+
+impl<B: Buf> quic::OpenStreams<B> for Connection {
+    type BidiStream = Guarded<h3_quinn::BidiStream<B>>;
+    type SendStream = h3_quinn::SendStream<B>;
+
+    fn poll_open_bidi(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Self::BidiStream, StreamErrorIncoming>> {
+        let stream = ready!(quic::OpenStreams::<B>::poll_open_bidi(&mut self.inner, cx))?;
+        Poll::Ready(Ok(Guarded::bidi(stream, self.quic.clone())))
+    }
+
+    fn poll_open_send(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Self::SendStream, StreamErrorIncoming>> {
+        quic::OpenStreams::<B>::poll_open_send(&mut self.inner, cx)
+    }
+
+    fn close(&mut self, code: h3::error::Code, reason: &[u8]) {
+        quic::OpenStreams::<B>::close(&mut self.inner, code, reason)
+    }
+}
+
+/// Opens streams on a guarded connection (h3 needs one; the server opens only its control
+/// and QPACK streams).
+pub(crate) struct Opener {
+    inner: h3_quinn::OpenStreams,
+    quic: quinn::Connection,
+}
+
+impl<B: Buf> quic::OpenStreams<B> for Opener {
+    type BidiStream = Guarded<h3_quinn::BidiStream<B>>;
+    type SendStream = h3_quinn::SendStream<B>;
+
+    fn poll_open_bidi(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Self::BidiStream, StreamErrorIncoming>> {
+        let stream = ready!(quic::OpenStreams::<B>::poll_open_bidi(&mut self.inner, cx))?;
+        Poll::Ready(Ok(Guarded::bidi(stream, self.quic.clone())))
+    }
+
+    fn poll_open_send(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Self::SendStream, StreamErrorIncoming>> {
+        quic::OpenStreams::<B>::poll_open_send(&mut self.inner, cx)
+    }
+
+    fn close(&mut self, code: h3::error::Code, reason: &[u8]) {
+        quic::OpenStreams::<B>::close(&mut self.inner, code, reason)
+    }
+}
+
+/// A stream whose received frames are watched.
+pub(crate) struct Guarded<S> {
+    inner: S,
+    watch: FrameWatch,
+    quic: quinn::Connection,
+}
+
+impl<S> Guarded<S> {
+    fn uni(inner: S, quic: quinn::Connection) -> Guarded<S> {
+        Guarded {
+            inner,
+            watch: FrameWatch::uni(),
+            quic,
+        }
+    }
+
+    fn bidi(inner: S, quic: quinn::Connection) -> Guarded<S> {
+        Guarded {
+            inner,
+            watch: FrameWatch::request(),
+            quic,
+        }
+    }
+}
+
+impl<S: quic::RecvStream<Buf = Bytes>> quic::RecvStream for Guarded<S> {
+    type Buf = Bytes;
+
+    fn poll_data(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<Bytes>, StreamErrorIncoming>> {
+        let data = ready!(self.inner.poll_data(cx))?;
+        if let Some(bytes) = &data {
+            if let Err(excess) = self.watch.feed(bytes) {
+                warn!(
+                    frame_type = excess.frame_type,
+                    declared = excess.length,
+                    "peer declared an oversized HTTP/3 frame; closing the connection"
+                );
+                self.quic.close(
+                    quinn::VarInt::from_u32(H3_EXCESSIVE_LOAD as u32),
+                    b"frame too large",
+                );
+                return Poll::Ready(Err(StreamErrorIncoming::ConnectionErrorIncoming {
+                    connection_error: ConnectionErrorIncoming::ApplicationClose {
+                        error_code: H3_EXCESSIVE_LOAD,
+                    },
+                }));
+            }
+        }
+        Poll::Ready(Ok(data))
+    }
+
+    fn stop_sending(&mut self, error_code: u64) {
+        self.inner.stop_sending(error_code)
+    }
+
+    fn recv_id(&self) -> StreamId {
+        self.inner.recv_id()
+    }
+}
+
+impl<B: Buf, S: quic::SendStream<B>> quic::SendStream<B> for Guarded<S> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StreamErrorIncoming>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn send_data<T: Into<WriteBuf<B>>>(&mut self, data: T) -> Result<(), StreamErrorIncoming> {
+        self.inner.send_data(data)
+    }
+
+    fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StreamErrorIncoming>> {
+        self.inner.poll_finish(cx)
+    }
+
+    fn reset(&mut self, reset_code: u64) {
+        self.inner.reset(reset_code)
+    }
+
+    fn send_id(&self) -> StreamId {
+        self.inner.send_id()
+    }
+}
+
+impl<B: Buf> quic::BidiStream<B> for Guarded<h3_quinn::BidiStream<B>> {
+    type SendStream = h3_quinn::SendStream<B>;
+    type RecvStream = Guarded<h3_quinn::RecvStream>;
+
+    fn split(self) -> (Self::SendStream, Self::RecvStream) {
+        let (send, recv) = self.inner.split();
+        (
+            send,
+            Guarded {
+                inner: recv,
+                watch: self.watch,
+                quic: self.quic,
+            },
+        )
+    }
+}
+
+/// A frame that declared too many bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Excess {
+    /// The frame's type.
+    pub frame_type: u64,
+    /// The length it declared.
+    pub length: u64,
+}
+
+/// Follows the frame headers of one stream as its bytes arrive, in pieces of any size.
+#[derive(Debug, Clone)]
+pub(crate) struct FrameWatch {
+    state: Watch,
+    varint: Varint,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Watch {
+    /// The first varint of a unidirectional stream: its type.
+    StreamType,
+    /// A frame's type.
+    FrameType,
+    /// A frame's length, after its type.
+    FrameLength { frame_type: u64 },
+    /// Inside a frame's payload.
+    Payload { remaining: u64 },
+    /// A stream that carries no frames we guard (QPACK, unknown types): pass everything.
+    Ignore,
+}
+
+impl FrameWatch {
+    /// A unidirectional stream: a stream type, then (for the control stream) frames.
+    pub(crate) fn uni() -> FrameWatch {
+        FrameWatch {
+            state: Watch::StreamType,
+            varint: Varint::default(),
+        }
+    }
+
+    /// A request stream: frames from the first byte.
+    pub(crate) fn request() -> FrameWatch {
+        FrameWatch {
+            state: Watch::FrameType,
+            varint: Varint::default(),
+        }
+    }
+
+    /// Follows `bytes`; fails on the first oversized non-DATA frame header.
+    pub(crate) fn feed(&mut self, mut bytes: &[u8]) -> Result<(), Excess> {
+        while !bytes.is_empty() {
+            match self.state {
+                Watch::Ignore => return Ok(()),
+                Watch::Payload { remaining } => {
+                    let take = remaining.min(bytes.len() as u64);
+                    bytes = &bytes[take as usize..];
+                    self.state = match remaining - take {
+                        0 => Watch::FrameType,
+                        left => Watch::Payload { remaining: left },
+                    };
+                }
+                Watch::StreamType | Watch::FrameType | Watch::FrameLength { .. } => {
+                    let (used, value) = self.varint.feed(bytes);
+                    bytes = &bytes[used..];
+                    let Some(value) = value else { continue };
+                    self.state = match self.state {
+                        Watch::StreamType if value == CONTROL_STREAM => Watch::FrameType,
+                        Watch::StreamType => Watch::Ignore,
+                        Watch::FrameType => Watch::FrameLength { frame_type: value },
+                        Watch::FrameLength { frame_type } => {
+                            if frame_type != DATA && value > MAX_FRAME {
+                                return Err(Excess {
+                                    frame_type,
+                                    length: value,
+                                });
+                            }
+                            match value {
+                                0 => Watch::FrameType,
+                                n => Watch::Payload { remaining: n },
+                            }
+                        }
+                        other => other,
+                    };
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A QUIC variable-length integer (RFC 9000 §16) read a byte at a time.
+#[derive(Debug, Clone, Copy, Default)]
+struct Varint {
+    value: u64,
+    /// Bytes still to read; 0 before the first byte.
+    left: u8,
+}
+
+impl Varint {
+    /// Reads from `bytes`; returns how many bytes it used and the value once complete.
+    fn feed(&mut self, bytes: &[u8]) -> (usize, Option<u64>) {
+        for (i, &b) in bytes.iter().enumerate() {
+            if self.left == 0 {
+                self.left = 1 << (b >> 6);
+                self.value = u64::from(b & 0x3f);
+            } else {
+                self.value = (self.value << 8) | u64::from(b);
+            }
+            self.left -= 1;
+            if self.left == 0 {
+                let value = self.value;
+                *self = Varint::default();
+                return (i + 1, Some(value));
+            }
+        }
+        (bytes.len(), None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Encodes a varint in its shortest form.
+    fn varint(v: u64) -> Vec<u8> {
+        match v {
+            0..=63 => vec![v as u8],
+            64..=16383 => (v as u16 | 0x4000).to_be_bytes().to_vec(),
+            16384..=1_073_741_823 => (v as u32 | 0x8000_0000).to_be_bytes().to_vec(),
+            _ => (v | 0xc000_0000_0000_0000).to_be_bytes().to_vec(),
+        }
+    }
+
+    fn frame(frame_type: u64, payload_len: u64, payload: &[u8]) -> Vec<u8> {
+        [varint(frame_type), varint(payload_len), payload.to_vec()].concat()
+    }
+
+    /// Feeds `bytes` in pieces of `piece` bytes.
+    fn feed(watch: &mut FrameWatch, bytes: &[u8], piece: usize) -> Result<(), Excess> {
+        bytes
+            .chunks(piece.max(1))
+            .try_for_each(|chunk| watch.feed(chunk))
+    }
+
+    #[test]
+    fn normal_requests_pass_however_they_are_cut() {
+        let headers = frame(0x1, 300, &[7; 300]);
+        let body = frame(DATA, 5_000_000, &[]);
+        for piece in [1, 2, 3, 7, 1000] {
+            let mut watch = FrameWatch::request();
+            feed(&mut watch, &headers, piece).unwrap();
+            feed(&mut watch, &body, piece).unwrap();
+            assert_eq!(
+                watch.state,
+                Watch::Payload {
+                    remaining: 5_000_000
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn an_oversized_non_data_frame_is_caught_at_its_header() {
+        for frame_type in [0x1, 0x21, 0x7] {
+            let header = frame(frame_type, 1 << 30, &[]);
+            for piece in [1, 3, 100] {
+                let mut watch = FrameWatch::request();
+                let err = feed(&mut watch, &header, piece).unwrap_err();
+                assert_eq!(
+                    err,
+                    Excess {
+                        frame_type,
+                        length: 1 << 30
+                    }
+                );
+            }
+        }
+        // After a normal frame too.
+        let mut watch = FrameWatch::request();
+        let bytes = [
+            frame(0x1, 3, b"abc"),
+            frame(DATA, 2, b"hi"),
+            frame(0x21, MAX_FRAME + 1, &[]),
+        ]
+        .concat();
+        assert!(feed(&mut watch, &bytes, 1).is_err());
+    }
+
+    #[test]
+    fn control_streams_are_watched_and_others_ignored() {
+        let settings = frame(0x4, 6, &[1, 2, 3, 4, 5, 6]);
+        let huge = frame(0x21, 1 << 40, &[]);
+        let mut control = FrameWatch::uni();
+        assert!(feed(
+            &mut control,
+            &[varint(CONTROL_STREAM), settings, huge.clone()].concat(),
+            2
+        )
+        .is_err());
+        let mut qpack = FrameWatch::uni();
+        assert!(feed(&mut qpack, &[varint(0x2), huge].concat(), 2).is_ok());
+    }
+}
