@@ -6,7 +6,8 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 /// The `edge-client` binary, brought up to date once per test process (cargo does nothing
-/// when it is; this test run builds only the `edge` package's binaries by itself).
+/// when it is; a test run builds only the `edge` package's binaries by itself). The same
+/// command as `.ci/run`'s, so that it finds everything built there.
 fn client_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {

@@ -485,3 +485,84 @@ async fn an_oversized_header_block_gets_431_and_the_connection_lives() {
     // `num_connects` 0: the second request reused the first one's connection.
     assert_eq!(lines.get(2).copied(), Some("200 0"), "{text}");
 }
+
+/// A raw QUIC connection speaking ALPN `h3`, for peers that misbehave on purpose.
+async fn raw_h3_connection(server: &TestServer) -> (quinn::Endpoint, quinn::Connection) {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(server.ca()).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(quic)));
+    let connection = endpoint
+        .connect(server.addr, "localhost")
+        .unwrap()
+        .await
+        .unwrap();
+    (endpoint, connection)
+}
+
+/// Sends `header` then zeros until the server closes the connection; returns how many bytes
+/// went out and the close.
+async fn send_until_closed(
+    mut stream: quinn::SendStream,
+    connection: &quinn::Connection,
+    header: &[u8],
+) -> (u64, quinn::ConnectionError) {
+    stream.write_all(header).await.unwrap();
+    let zeros = vec![0u8; 64 * 1024];
+    let mut sent = header.len() as u64;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while stream.write_all(&zeros).await.is_ok() {
+        sent += zeros.len() as u64;
+        assert!(Instant::now() < deadline, "not cut off after {sent} bytes");
+    }
+    let closed = tokio::time::timeout(Duration::from_secs(10), connection.closed())
+        .await
+        .expect("the server closes the connection");
+    (sent, closed)
+}
+
+/// H3_EXCESSIVE_LOAD.
+const EXCESSIVE_LOAD: u64 = 0x107;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_declaring_huge_frames_are_cut_off_before_they_are_buffered() {
+    let server = TestServer::start().await;
+    // A request stream whose HEADERS frame declares 1 GiB (varint 0xc0000000_40000000).
+    let huge_headers = [0x01, 0xc0, 0, 0, 0, 0x40, 0, 0, 0];
+    // A control stream (type 0) whose first frame, of an unknown type, declares 1 GiB.
+    let huge_control_frame = [0x00, 0x21, 0xc0, 0, 0, 0, 0x40, 0, 0, 0];
+
+    let (_endpoint, connection) = raw_h3_connection(&server).await;
+    let (send, _recv) = connection.open_bi().await.unwrap();
+    let (sent, closed) = send_until_closed(send, &connection, &huge_headers).await;
+    assert!(
+        matches!(&closed, quinn::ConnectionError::ApplicationClosed(c) if c.error_code.into_inner() == EXCESSIVE_LOAD),
+        "{closed}"
+    );
+    assert!(sent < 8 * 1024 * 1024, "cut off only after {sent} bytes");
+
+    let (_endpoint, connection) = raw_h3_connection(&server).await;
+    let send = connection.open_uni().await.unwrap();
+    let (sent, closed) = send_until_closed(send, &connection, &huge_control_frame).await;
+    assert!(
+        matches!(&closed, quinn::ConnectionError::ApplicationClosed(c) if c.error_code.into_inner() == EXCESSIVE_LOAD),
+        "{closed}"
+    );
+    assert!(sent < 8 * 1024 * 1024, "cut off only after {sent} bytes");
+
+    // The server goes on serving.
+    let client = server.client().await;
+    let (result, _) = upload(&client, "stats", Some(Format::Lines), b"1\n2\n".to_vec()).await;
+    assert!(matches!(result.last, Event::Done { records: 2, .. }));
+}
