@@ -22,6 +22,7 @@ use edge_tasks::pipeline::JobSpec;
 use edge_tasks::{history, ports, registry};
 use http::{Method, Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -388,10 +389,12 @@ async fn upload(
     let span = tracing::info_span!("job", job = %spec.job, task = plugin.name);
     debug!(parent: &span, token = upload.token, "HTTP/3 upload accepted");
     let (send, recv) = stream.split();
+    let malformed = Arc::new(AtomicBool::new(false));
     let mut body = RequestBody {
         recv,
         declared: upload.size,
         received: 0,
+        malformed: malformed.clone(),
     };
     let run = jobs::run(
         "h3",
@@ -400,7 +403,7 @@ async fn upload(
         job_task,
         &mut body,
         Bytes::new(),
-        ResponseBody(send),
+        ResponseBody { send, malformed },
         service,
         shutdown,
     );
@@ -558,6 +561,9 @@ struct RequestBody {
     recv: RecvHalf,
     declared: Option<u64>,
     received: u64,
+    /// Set when the body and its content-length disagree: the response then ends with
+    /// H3_MESSAGE_ERROR instead of a clean finish (RFC 9114 §4.1.2).
+    malformed: Arc<AtomicBool>,
 }
 
 impl Body for RequestBody {
@@ -567,17 +573,23 @@ impl Body for RequestBody {
                 let chunk = data.copy_to_bytes(data.remaining());
                 self.received += chunk.len() as u64;
                 match self.declared {
-                    Some(declared) if self.received > declared => Err(format!(
-                        "the body is longer than its content-length ({declared} bytes)"
-                    )),
+                    Some(declared) if self.received > declared => {
+                        self.malformed.store(true, Ordering::Relaxed);
+                        Err(format!(
+                            "the body is longer than its content-length ({declared} bytes)"
+                        ))
+                    }
                     _ => Ok(Some(chunk)),
                 }
             }
             Ok(None) => match self.declared {
-                Some(declared) if declared != self.received => Err(format!(
+                Some(declared) if declared != self.received => {
+                    self.malformed.store(true, Ordering::Relaxed);
+                    Err(format!(
                     "the body ended after {} of the {declared} bytes its content-length announced",
                     self.received
-                )),
+                    ))
+                }
                 _ => Ok(None),
             },
             Err(e) => Err(format!("the request body broke off: {e}")),
@@ -586,15 +598,22 @@ impl Body for RequestBody {
 }
 
 /// The response body: one event per line.
-struct ResponseBody(SendHalf);
+struct ResponseBody {
+    send: SendHalf,
+    malformed: Arc<AtomicBool>,
+}
 
 impl Notify for ResponseBody {
     async fn send(&mut self, line: Bytes) -> bool {
-        self.0.send_data(line).await.is_ok()
+        self.send.send_data(line).await.is_ok()
     }
 
     async fn close(mut self) {
-        let _ = self.0.finish().await;
+        if self.malformed.load(Ordering::Relaxed) {
+            self.send.stop_stream(h3::error::Code::H3_MESSAGE_ERROR);
+        } else {
+            let _ = self.send.finish().await;
+        }
     }
 }
 

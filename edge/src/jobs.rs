@@ -126,7 +126,7 @@ pub(crate) enum Pumped {
 pub(crate) struct Ended {
     /// Whether the body was read to its end.
     pub pumped: Pumped,
-    /// The pipeline's report (`None` if it crashed, or never started).
+    /// The pipeline's report (`None` if it never started).
     pub report: Option<Report>,
 }
 
@@ -181,13 +181,15 @@ pub(crate) async fn run<B: Body, N: Notify>(
         service.settings.clone(),
     );
     let pumped = pump(body, leftover, chunks, &shutdown).await;
-    let report = pipeline.await.unwrap_or(None);
-    drop(events);
-    let _ = notifier.await;
+    let report = pipeline.await.ok();
+    // The history is written before the events end, so that a client that sees its stream
+    // end and asks for the job finds it ended.
     if let Some(report) = &report {
         log_report(report);
         remember(&service, record.end(report.format, &report.last)).await;
     }
+    drop(events);
+    let _ = notifier.await;
     Ended { pumped, report }
 }
 
@@ -210,7 +212,7 @@ fn spawn_pipeline(
     queue: mpsc::Receiver<Input>,
     events: mpsc::Sender<Event>,
     settings: pipeline::Settings,
-) -> tokio::task::JoinHandle<Option<Report>> {
+) -> tokio::task::JoinHandle<Report> {
     let handle = Handle::current();
     let span = tracing::Span::current();
     let job = spec.job.clone();
@@ -226,7 +228,7 @@ fn spawn_pipeline(
     });
     tokio::spawn(async move {
         match blocking.await {
-            Ok(report) => Some(report),
+            Ok(report) => report,
             Err(e) => {
                 warn!("job pipeline crashed: {e}");
                 let failed = Event::Failed {
@@ -239,8 +241,15 @@ fn spawn_pipeline(
                     errors: 0,
                     offset: None,
                 };
-                let _ = events.send(failed).await;
-                None
+                let _ = events.send(failed.clone()).await;
+                Report {
+                    bytes: 0,
+                    records: 0,
+                    committed: 0,
+                    errors: 0,
+                    format: None,
+                    last: failed,
+                }
             }
         }
     })

@@ -566,3 +566,139 @@ async fn peers_declaring_huge_frames_are_cut_off_before_they_are_buffered() {
     let (result, _) = upload(&client, "stats", Some(Format::Lines), b"1\n2\n".to_vec()).await;
     assert!(matches!(result.last, Event::Done { records: 2, .. }));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_disagrees_with_its_content_length_is_never_done() {
+    use bytes::Buf;
+    let server = TestServer::start().await;
+    let (_endpoint, connection) = raw_h3_connection(&server).await;
+    let (mut driver, mut requests) = h3::client::new(h3_quinn::Connection::new(connection))
+        .await
+        .unwrap();
+    tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
+    let uri = format!(
+        "https://localhost:{}/v1/jobs/stats?format=lines",
+        server.addr.port()
+    );
+    let request = http::Request::put(uri)
+        .header("content-length", "100")
+        .body(())
+        .unwrap();
+    let mut stream = requests.send_request(request).await.unwrap();
+    stream
+        .send_data(bytes::Bytes::from_static(b"1\n2\n3\n"))
+        .await
+        .unwrap();
+    stream.finish().await.unwrap();
+    let response = stream.recv_response().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = Vec::new();
+    let ending = loop {
+        match stream.recv_data().await {
+            Ok(Some(mut data)) => body.extend_from_slice(&data.copy_to_bytes(data.remaining())),
+            Ok(None) => break None,
+            Err(e) => break Some(e.to_string()),
+        }
+    };
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        ending
+            .as_deref()
+            .is_some_and(|e| e.contains("H3_MESSAGE_ERROR")),
+        "the response ends with H3_MESSAGE_ERROR: {ending:?} {text}"
+    );
+    assert!(
+        !events(&text)
+            .iter()
+            .any(|e| matches!(e, Event::Done { .. })),
+        "{text}"
+    );
+
+    // The job history says why, over the same connection.
+    let uri = format!("https://localhost:{}/v1/jobs?limit=1", server.addr.port());
+    let mut stream = requests
+        .send_request(http::Request::get(uri).body(()).unwrap())
+        .await
+        .unwrap();
+    stream.finish().await.unwrap();
+    assert_eq!(stream.recv_response().await.unwrap().status(), 200);
+    let mut body = Vec::new();
+    while let Some(mut data) = stream.recv_data().await.unwrap() {
+        body.extend_from_slice(&data.copy_to_bytes(data.remaining()));
+    }
+    let page: Value = serde_json::from_slice(&body).unwrap();
+    let job = &page["items"][0];
+    assert_eq!(
+        (job["outcome"].as_str(), job["code"].as_str()),
+        (Some("failed"), Some("upload_aborted")),
+        "{job}"
+    );
+    assert!(
+        job["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("content-length")),
+        "{job}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_mid_upload_fails_only_its_job_and_keeps_what_was_committed() {
+    let Some(curl) = h3curl() else { return };
+    // A killed curl says nothing: the server learns it is gone when the connection idles out.
+    let server = TestServer::start_with(|config| config.transport.idle_timeout_secs = 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ports.ndjson");
+    std::fs::write(&file, synthetic_ports_ndjson(30_000)).unwrap(); // ~6 MB: 6 s at 1 MB/s
+    let mut child = Command::new(curl)
+        .args([
+            "--http3-only",
+            "-sS",
+            "--limit-rate",
+            "1M",
+            "-o",
+            "/dev/null",
+            "--cacert",
+        ])
+        .arg(server.ca())
+        .arg("-T")
+        .arg(&file)
+        .arg(url(&server, "/v1/jobs/ports?format=ndjson"))
+        .spawn()
+        .expect("curl runs");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // The job ends `failed` in the history, with what it committed before.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let job = loop {
+        let (status, body) = curl_get(&server, "/v1/jobs?limit=1").await;
+        assert_eq!(status, 200);
+        let page: Value = serde_json::from_str(&body).unwrap();
+        let job = page["items"][0].clone();
+        if job["outcome"] != "running" {
+            break job;
+        }
+        assert!(Instant::now() < deadline, "the job is still running: {job}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(job["outcome"], "failed", "{job}");
+    assert_eq!(job["code"], "upload_aborted", "{job}");
+    let committed = job["committed"].as_u64().unwrap();
+    assert!(committed > 0 && committed < 30_000, "{job}");
+
+    // Other jobs are untouched, and every committed record is in the store.
+    let client = server.client().await;
+    let (result, _) = upload(&client, "stats", Some(Format::Lines), b"5\n".to_vec()).await;
+    assert!(matches!(result.last, Event::Done { records: 1, .. }));
+    client.close().await;
+    let dir = server.stop().await;
+    assert_eq!(
+        all_ports(&dir.path().join("data/edge.redb")).len() as u64,
+        committed
+    );
+}
+
+async fn curl_get(server: &TestServer, path: &str) -> (u16, String) {
+    curl(server, vec![url(server, path)]).await
+}
