@@ -25,16 +25,19 @@ const DATA: u64 = 0x0;
 /// Unidirectional stream type: control (RFC 9114 §6.2.1).
 const CONTROL_STREAM: u64 = 0x0;
 
-/// An h3-quinn connection whose incoming streams are guarded.
-pub(crate) struct Connection {
-    inner: h3_quinn::Connection,
+/// h3-quinn's connection (or its stream opener, `O`), handing out guarded streams.
+pub(crate) struct Streams<O> {
+    inner: O,
     quic: quinn::Connection,
 }
+
+/// A guarded h3-quinn connection, for h3's server.
+pub(crate) type Connection = Streams<h3_quinn::Connection>;
 
 impl Connection {
     /// Wraps a QUIC connection for h3.
     pub(crate) fn new(quic: quinn::Connection) -> Connection {
-        Connection {
+        Streams {
             inner: h3_quinn::Connection::new(quic.clone()),
             quic,
         }
@@ -43,7 +46,7 @@ impl Connection {
 
 impl<B: Buf> quic::Connection<B> for Connection {
     type RecvStream = Guarded<h3_quinn::RecvStream>;
-    type OpenStreams = Opener;
+    type OpenStreams = Streams<h3_quinn::OpenStreams>;
 
     fn poll_accept_recv(
         &mut self,
@@ -62,14 +65,23 @@ impl<B: Buf> quic::Connection<B> for Connection {
     }
 
     fn opener(&self) -> Self::OpenStreams {
-        Opener {
+        Streams {
             inner: quic::Connection::<B>::opener(&self.inner),
             quic: self.quic.clone(),
         }
     }
 }
 
-impl<B: Buf> quic::OpenStreams<B> for Connection {
+/// Opening streams (h3 needs it; the server opens only its control and QPACK streams).
+impl<B, O> quic::OpenStreams<B> for Streams<O>
+where
+    B: Buf,
+    O: quic::OpenStreams<
+        B,
+        BidiStream = h3_quinn::BidiStream<B>,
+        SendStream = h3_quinn::SendStream<B>,
+    >,
+{
     type BidiStream = Guarded<h3_quinn::BidiStream<B>>;
     type SendStream = h3_quinn::SendStream<B>;
 
@@ -77,7 +89,7 @@ impl<B: Buf> quic::OpenStreams<B> for Connection {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::BidiStream, StreamErrorIncoming>> {
-        let stream = ready!(quic::OpenStreams::<B>::poll_open_bidi(&mut self.inner, cx))?;
+        let stream = ready!(self.inner.poll_open_bidi(cx))?;
         Poll::Ready(Ok(Guarded::bidi(stream, self.quic.clone())))
     }
 
@@ -85,42 +97,11 @@ impl<B: Buf> quic::OpenStreams<B> for Connection {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::SendStream, StreamErrorIncoming>> {
-        quic::OpenStreams::<B>::poll_open_send(&mut self.inner, cx)
+        self.inner.poll_open_send(cx)
     }
 
     fn close(&mut self, code: h3::error::Code, reason: &[u8]) {
-        quic::OpenStreams::<B>::close(&mut self.inner, code, reason)
-    }
-}
-
-/// Opens streams on a guarded connection (h3 needs one; the server opens only its control
-/// and QPACK streams).
-pub(crate) struct Opener {
-    inner: h3_quinn::OpenStreams,
-    quic: quinn::Connection,
-}
-
-impl<B: Buf> quic::OpenStreams<B> for Opener {
-    type BidiStream = Guarded<h3_quinn::BidiStream<B>>;
-    type SendStream = h3_quinn::SendStream<B>;
-
-    fn poll_open_bidi(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<Self::BidiStream, StreamErrorIncoming>> {
-        let stream = ready!(quic::OpenStreams::<B>::poll_open_bidi(&mut self.inner, cx))?;
-        Poll::Ready(Ok(Guarded::bidi(stream, self.quic.clone())))
-    }
-
-    fn poll_open_send(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<Self::SendStream, StreamErrorIncoming>> {
-        quic::OpenStreams::<B>::poll_open_send(&mut self.inner, cx)
-    }
-
-    fn close(&mut self, code: h3::error::Code, reason: &[u8]) {
-        quic::OpenStreams::<B>::close(&mut self.inner, code, reason)
+        self.inner.close(code, reason)
     }
 }
 

@@ -19,7 +19,7 @@ use crate::server::{IntoVarInt, Service};
 use bytes::{Buf, Bytes};
 use edge_proto::{AppCode, ErrorCode, Format};
 use edge_tasks::pipeline::JobSpec;
-use edge_tasks::{history, ports, registry};
+use edge_tasks::{history, ports, registry, Store, StoreError};
 use http::{Method, Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -167,170 +167,95 @@ fn tasks() -> Value {
 }
 
 async fn read_port(stream: &mut Stream, service: &Service, code: String) {
-    let store = service.store.clone();
-    let lookup = code.clone();
-    let found = tokio::task::spawn_blocking(move || ports::get(&store, &lookup)).await;
-    match found {
-        Ok(Ok(Some(port))) => respond(stream, StatusCode::OK, &json!(port)).await,
-        Ok(Ok(None)) => {
-            refuse(
-                stream,
-                StatusCode::NOT_FOUND,
-                "not_found",
-                &format!("no port `{code}`"),
-            )
-            .await
-        }
-        Ok(Err(e)) => {
-            refuse(
-                stream,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "store_error",
-                &e.to_string(),
-            )
-            .await
-        }
-        Err(_) => {
-            refuse(
-                stream,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "the lookup failed",
-            )
-            .await
-        }
-    }
+    let not_found = format!("no port `{code}`");
+    let lookup = move |store: &Store| Ok(ports::get(store, &code)?.map(|port| json!(port)));
+    answer(stream, service, not_found, lookup).await
 }
 
 async fn list_ports(stream: &mut Stream, service: &Service, query: Option<&str>) {
-    let (mut country, mut after, mut limit) = (None, None, 100usize);
+    let (mut country, mut after, mut limit) = (None, None, 100);
     for (key, value) in parse_query(query) {
-        match key.as_str() {
-            "country" => country = Some(value),
-            "after" => after = Some(value),
-            "limit" => match value.parse::<usize>() {
-                Ok(n) if (1..=ports::MAX_PAGE).contains(&n) => limit = n,
-                _ => {
-                    let message = format!("`limit` must be a number from 1 to {}", ports::MAX_PAGE);
-                    return refuse(stream, StatusCode::BAD_REQUEST, "bad_params", &message).await;
-                }
-            },
-            other => {
-                let message = format!("unknown parameter `{other}` (use country, limit, after)");
-                return refuse(stream, StatusCode::BAD_REQUEST, "bad_params", &message).await;
+        let parsed = match key.as_str() {
+            "country" => {
+                country = Some(value);
+                Ok(())
             }
+            "after" => {
+                after = Some(value);
+                Ok(())
+            }
+            "limit" => parse_limit(&value, ports::MAX_PAGE).map(|n| limit = n),
+            other => Err(format!(
+                "unknown parameter `{other}` (use country, limit, after)"
+            )),
+        };
+        if let Err(message) = parsed {
+            return refuse(stream, StatusCode::BAD_REQUEST, "bad_params", &message).await;
         }
     }
-    let store = service.store.clone();
-    let page = tokio::task::spawn_blocking(move || {
+    let list = move |store: &Store| {
         let query = ports::ListQuery {
             country: country.as_deref(),
             after: after.as_deref(),
             limit,
         };
-        ports::list(&store, &query)
-    })
-    .await;
-    match page {
-        Ok(Ok(page)) => {
-            let items: Vec<Value> = page
-                .items
-                .iter()
-                .map(|(key, port)| json!({"key": key, "port": port}))
-                .collect();
-            respond(
-                stream,
-                StatusCode::OK,
-                &json!({"items": items, "next": page.next}),
-            )
-            .await
-        }
-        Ok(Err(e)) => {
-            refuse(
-                stream,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "store_error",
-                &e.to_string(),
-            )
-            .await
-        }
-        Err(_) => {
-            refuse(
-                stream,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "the listing failed",
-            )
-            .await
-        }
-    }
+        let page = ports::list(store, &query)?;
+        let items: Vec<Value> = page
+            .items
+            .iter()
+            .map(|(key, port)| json!({"key": key, "port": port}))
+            .collect();
+        Ok(Some(json!({"items": items, "next": page.next})))
+    };
+    answer(stream, service, String::new(), list).await
 }
 
 async fn read_job(stream: &mut Stream, service: &Service, id: String) {
-    let store = service.store.clone();
-    let lookup = id.clone();
-    match tokio::task::spawn_blocking(move || history::get(&store, &lookup)).await {
-        Ok(Ok(Some(record))) => respond(stream, StatusCode::OK, &json!(record)).await,
-        Ok(Ok(None)) => {
-            refuse(
-                stream,
-                StatusCode::NOT_FOUND,
-                "not_found",
-                &format!("no job `{id}`"),
-            )
-            .await
-        }
-        Ok(Err(e)) => {
-            refuse(
-                stream,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "store_error",
-                &e.to_string(),
-            )
-            .await
-        }
-        Err(_) => {
-            refuse(
-                stream,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "the lookup failed",
-            )
-            .await
-        }
-    }
+    let not_found = format!("no job `{id}`");
+    let lookup = move |store: &Store| Ok(history::get(store, &id)?.map(|record| json!(record)));
+    answer(stream, service, not_found, lookup).await
 }
 
 async fn list_jobs(stream: &mut Stream, service: &Service, query: Option<&str>) {
-    let (mut before, mut limit) = (None, 100usize);
+    let (mut before, mut limit) = (None, 100);
     for (key, value) in parse_query(query) {
-        match key.as_str() {
-            "before" => before = Some(value),
-            "limit" => match value.parse::<usize>() {
-                Ok(n) if (1..=history::MAX_PAGE).contains(&n) => limit = n,
-                _ => {
-                    let message =
-                        format!("`limit` must be a number from 1 to {}", history::MAX_PAGE);
-                    return refuse(stream, StatusCode::BAD_REQUEST, "bad_params", &message).await;
-                }
-            },
-            other => {
-                let message = format!("unknown parameter `{other}` (use limit, before)");
-                return refuse(stream, StatusCode::BAD_REQUEST, "bad_params", &message).await;
+        let parsed = match key.as_str() {
+            "before" => {
+                before = Some(value);
+                Ok(())
             }
+            "limit" => parse_limit(&value, history::MAX_PAGE).map(|n| limit = n),
+            other => Err(format!("unknown parameter `{other}` (use limit, before)")),
+        };
+        if let Err(message) = parsed {
+            return refuse(stream, StatusCode::BAD_REQUEST, "bad_params", &message).await;
         }
     }
+    let list = move |store: &Store| {
+        let (items, next) = history::list(store, before.as_deref(), limit)?;
+        Ok(Some(json!({"items": items, "next": next})))
+    };
+    answer(stream, service, String::new(), list).await
+}
+
+/// A page size from 1 to `max`.
+fn parse_limit(value: &str, max: usize) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("`limit` must be a number from 1 to {max}")),
+    }
+}
+
+/// Answers with what `read` finds in the store (run off the async runtime): `200` with it,
+/// `404` with `not_found` when it finds nothing, `500` when the store fails.
+async fn answer<F>(stream: &mut Stream, service: &Service, not_found: String, read: F)
+where
+    F: FnOnce(&Store) -> Result<Option<Value>, StoreError> + Send + 'static,
+{
     let store = service.store.clone();
-    match tokio::task::spawn_blocking(move || history::list(&store, before.as_deref(), limit)).await
-    {
-        Ok(Ok((items, next))) => {
-            respond(
-                stream,
-                StatusCode::OK,
-                &json!({"items": items, "next": next}),
-            )
-            .await
-        }
+    match tokio::task::spawn_blocking(move || read(&store)).await {
+        Ok(Ok(Some(body))) => respond(stream, StatusCode::OK, &body).await,
+        Ok(Ok(None)) => refuse(stream, StatusCode::NOT_FOUND, "not_found", &not_found).await,
         Ok(Err(e)) => {
             refuse(
                 stream,
@@ -345,7 +270,7 @@ async fn list_jobs(stream: &mut Stream, service: &Service, query: Option<&str>) 
                 stream,
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
-                "the listing failed",
+                "the read failed",
             )
             .await
         }
