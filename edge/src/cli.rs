@@ -1,6 +1,7 @@
 //! The `edge` command line: `edge serve`, and `edge ports get|list` to read the store back
 //! while the server is stopped.
 
+use crate::auth::KeyPair;
 use crate::config::{Config, Overrides};
 use crate::server::Server;
 use anyhow::{bail, Context as _};
@@ -50,6 +51,28 @@ enum Command {
     /// Read sea ports from the store (while the server is stopped).
     #[command(subcommand)]
     Ports(PortsCommand),
+    /// Mint tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Print a new token signed with the certs dir's key (generated if there is none).
+    Issue {
+        /// Who the token is for (its `sub`).
+        #[arg(long)]
+        sub: String,
+        /// Space-separated scopes: `<task>:write` (e.g. ports:write), ports:read, jobs:read, admin.
+        #[arg(long)]
+        scope: String,
+        /// How long it is valid, e.g. 1h, 30d.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        /// Its audience [default: the config's `auth.audience`].
+        #[arg(long)]
+        aud: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -81,7 +104,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let listen = match &cli.command {
         Command::Serve { listen } => *listen,
-        Command::Ports(_) => None,
+        Command::Ports(_) | Command::Token(_) => None,
     };
     let overrides = Overrides {
         config: cli.global.config,
@@ -93,7 +116,24 @@ pub fn run() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { .. } => serve(&config),
         Command::Ports(command) => read_ports(&config, command),
+        Command::Token(command) => token(&config, command),
     }
+}
+
+fn token(config: &Config, command: TokenCommand) -> anyhow::Result<ExitCode> {
+    let TokenCommand::Issue {
+        sub,
+        scope,
+        ttl,
+        aud,
+    } = command;
+    if sub.trim().is_empty() {
+        bail!("--sub must not be empty");
+    }
+    let keys = KeyPair::load_or_generate(&config.certs_dir)?;
+    let token = keys.issue(&config.auth, &sub, &scope, ttl, aud.as_deref())?;
+    println!("{token}");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn serve(config: &Config) -> anyhow::Result<ExitCode> {

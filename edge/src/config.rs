@@ -64,6 +64,30 @@ pub struct Config {
     pub jobs: JobsConfig,
     /// QUIC transport limits.
     pub transport: TransportConfig,
+    /// Tokens.
+    pub auth: AuthConfig,
+}
+
+/// `[auth]`: how tokens are checked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The `iss` every token must carry (and `edge token issue` writes).
+    pub issuer: String,
+    /// The `aud` every token must carry (and `edge token issue` writes by default).
+    pub audience: String,
+    /// Clock leeway for `exp` and `nbf`, in seconds.
+    pub leeway_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            issuer: "edge".into(),
+            audience: "edge".into(),
+            leeway_secs: 30,
+        }
+    }
 }
 
 /// `[tls]`: the server certificate.
@@ -164,6 +188,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             jobs: JobsConfig::default(),
             transport: TransportConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }

@@ -1,12 +1,14 @@
 //! The `edge/1` job protocol on one QUIC connection: every unidirectional stream the client
 //! opens is a job (a header line, then the body), answered on a new unidirectional stream.
 
+use crate::auth::Grant;
 use crate::jobs::{self, Body, Notify, Pumped, Refusal};
 use crate::server::{IntoVarInt, Service};
 use bytes::{Bytes, BytesMut};
 use edge_proto::header::MAX_HEADER_BYTES;
 use edge_proto::{AppCode, ErrorCode, Event, HeaderError, JobHeader};
 use edge_tasks::pipeline::JobSpec;
+use edge_tasks::{Plugin, Task};
 use quinn::{Connection, RecvStream, SendStream};
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,14 +67,8 @@ async fn run_job(
     shutdown: CancellationToken,
 ) {
     let upload_stream = u64::from(upload.id());
-    let started = match read_header(&mut upload, service.header_timeout).await {
-        Ok((header, leftover)) => {
-            jobs::start_task(&header.task, header.format, &header.params, &service)
-                .map(|(plugin, task)| (header, leftover, plugin, task))
-        }
-        Err(refusal) => Err(refusal),
-    };
-    let (header, leftover, plugin, task) = match started {
+    let started = start(&mut upload, &service).await;
+    let (header, leftover, grant, plugin, task) = match started {
         Ok(started) => started,
         Err(refusal) => return reject(&connection, &mut upload, upload_stream, refusal).await,
     };
@@ -89,10 +85,11 @@ async fn run_job(
         size: header.size,
     };
     let span = tracing::info_span!("job", job = %spec.job, task = plugin.name);
-    debug!(parent: &span, token = header.token.is_some(), "job header accepted");
+    debug!(parent: &span, sub = %grant.sub, "job header accepted");
     let mut body = Upload(&mut upload);
     let run = jobs::run(
         "edge/1",
+        &grant.sub,
         spec,
         plugin,
         task,
@@ -110,6 +107,19 @@ async fn run_job(
         };
         let _ = upload.stop(code.into_varint());
     }
+}
+
+/// A job that may start: its header, the body bytes that came with it, its token's grant,
+/// its plugin and task.
+type Started = (JobHeader, Bytes, Grant, &'static Plugin, Box<dyn Task>);
+
+/// Reads the header, checks the token (before any body byte is decoded), starts the task.
+async fn start(upload: &mut RecvStream, service: &Service) -> Result<Started, Refusal> {
+    let (header, leftover) = read_header(upload, service.header_timeout).await?;
+    let grant = service.auth.verify(header.token.as_deref())?;
+    let (plugin, task) =
+        jobs::start_task(&header.task, header.format, &header.params, &grant, service)?;
+    Ok((header, leftover, grant, plugin, task))
 }
 
 /// Reads the header line; returns it and the body bytes that came after it in the same chunk.

@@ -14,6 +14,7 @@
 //!
 //! Refusals are plain statuses with `{"error":{"code","message"}}`.
 
+use crate::auth::Grant;
 use crate::jobs::{self, Body, Notify, Pumped, Refusal};
 use crate::server::{IntoVarInt, Service};
 use bytes::{Buf, Bytes};
@@ -95,8 +96,27 @@ async fn handle(resolver: Resolver, service: Arc<Service>, shutdown: Cancellatio
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = request.method().clone();
     debug!(%method, %path, "request");
+    if (&method, segments.as_slice()) == (&Method::GET, ["healthz"].as_slice()) {
+        return health(&mut stream, &shutdown).await;
+    }
+    // Everything but the health check needs a valid token, checked before any body byte.
+    let grant = match service.auth.verify(bearer(&request)) {
+        Ok(grant) => grant,
+        Err(e) => return refuse_job(&mut stream, e.into()).await,
+    };
+    let read_scope = match segments.as_slice() {
+        ["v1", "ports", ..] => Some("ports:read"),
+        ["v1", "jobs", ..] if method == Method::GET => Some("jobs:read"),
+        _ => None,
+    };
+    if let Some(scope) = read_scope.filter(|scope| !grant.allows(scope)) {
+        let message = format!(
+            "the token of `{}` does not hold the scope `{scope}`",
+            grant.sub
+        );
+        return refuse(&mut stream, StatusCode::FORBIDDEN, "forbidden", &message).await;
+    }
     match (method, segments.as_slice()) {
-        (Method::GET, ["healthz"]) => health(&mut stream, &shutdown).await,
         (Method::GET, ["v1", "tasks"]) => respond(&mut stream, StatusCode::OK, &tasks()).await,
         (Method::GET, ["v1", "ports", code]) => {
             let code = percent_decode(code);
@@ -106,15 +126,15 @@ async fn handle(resolver: Resolver, service: Arc<Service>, shutdown: Cancellatio
             list_ports(&mut stream, &service, request.uri().query()).await
         }
         (Method::GET, ["v1", "jobs"]) => {
-            list_jobs(&mut stream, &service, request.uri().query()).await
+            list_jobs(&mut stream, &service, request.uri().query(), &grant).await
         }
         (Method::GET, ["v1", "jobs", id]) => {
             let id = percent_decode(id);
-            read_job(&mut stream, &service, id).await
+            read_job(&mut stream, &service, id, &grant).await
         }
         (Method::PUT | Method::POST, ["v1", "jobs", task]) => {
             let task = percent_decode(task);
-            upload(request, stream, task, service, shutdown).await
+            upload(request, stream, task, grant, service, shutdown).await
         }
         (_, ["v1", "jobs", _]) => {
             refuse(
@@ -210,13 +230,20 @@ async fn list_ports(stream: &mut Stream, service: &Service, query: Option<&str>)
     answer(stream, service, String::new(), list).await
 }
 
-async fn read_job(stream: &mut Stream, service: &Service, id: String) {
+async fn read_job(stream: &mut Stream, service: &Service, id: String, grant: &Grant) {
     let not_found = format!("no job `{id}`");
-    let lookup = move |store: &Store| Ok(history::get(store, &id)?.map(|record| json!(record)));
+    // Others' jobs do not exist for a token that is not an administrator's.
+    let sub = (!grant.is_admin()).then(|| grant.sub.clone());
+    let lookup = move |store: &Store| {
+        let record = history::get(store, &id)?;
+        let visible = record.filter(|r| sub.is_none() || r.sub == sub);
+        Ok(visible.map(|record| json!(record)))
+    };
     answer(stream, service, not_found, lookup).await
 }
 
-async fn list_jobs(stream: &mut Stream, service: &Service, query: Option<&str>) {
+async fn list_jobs(stream: &mut Stream, service: &Service, query: Option<&str>, grant: &Grant) {
+    let sub = (!grant.is_admin()).then(|| grant.sub.clone());
     let (mut before, mut limit) = (None, 100);
     for (key, value) in parse_query(query) {
         let parsed = match key.as_str() {
@@ -232,10 +259,19 @@ async fn list_jobs(stream: &mut Stream, service: &Service, query: Option<&str>) 
         }
     }
     let list = move |store: &Store| {
-        let (items, next) = history::list(store, before.as_deref(), limit)?;
+        let (items, next) = history::list(store, before.as_deref(), limit, sub.as_deref())?;
         Ok(Some(json!({"items": items, "next": next})))
     };
     answer(stream, service, String::new(), list).await
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer(request: &Request<()>) -> Option<&str> {
+    let value = request.headers().get("authorization")?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 /// A page size from 1 to `max`.
@@ -283,6 +319,7 @@ async fn upload(
     request: Request<()>,
     mut stream: Stream,
     task: String,
+    grant: Grant,
     service: Arc<Service>,
     shutdown: CancellationToken,
 ) {
@@ -290,11 +327,11 @@ async fn upload(
         Ok(upload) => upload,
         Err(refusal) => return refuse_job(&mut stream, refusal).await,
     };
-    let (plugin, job_task) = match jobs::start_task(&task, upload.format, &upload.params, &service)
-    {
-        Ok(started) => started,
-        Err(refusal) => return refuse_job(&mut stream, refusal).await,
-    };
+    let (plugin, job_task) =
+        match jobs::start_task(&task, upload.format, &upload.params, &grant, &service) {
+            Ok(started) => started,
+            Err(refusal) => return refuse_job(&mut stream, refusal).await,
+        };
     let response = Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "application/x-ndjson")
@@ -312,7 +349,7 @@ async fn upload(
         size: upload.size,
     };
     let span = tracing::info_span!("job", job = %spec.job, task = plugin.name);
-    debug!(parent: &span, token = upload.token, "HTTP/3 upload accepted");
+    debug!(parent: &span, sub = %grant.sub, "HTTP/3 upload accepted");
     let (send, recv) = stream.split();
     let malformed = Arc::new(AtomicBool::new(false));
     let mut body = RequestBody {
@@ -323,6 +360,7 @@ async fn upload(
     };
     let run = jobs::run(
         "h3",
+        &grant.sub,
         spec,
         plugin,
         job_task,
@@ -346,7 +384,6 @@ struct UploadRequest {
     name: Option<String>,
     size: Option<u64>,
     params: Map<String, Value>,
-    token: bool,
 }
 
 impl UploadRequest {
@@ -357,7 +394,6 @@ impl UploadRequest {
             name: None,
             size: None,
             params: Map::new(),
-            token: headers.get("authorization").is_some(),
         };
         for (key, value) in parse_query(request.uri().query()) {
             match key.as_str() {

@@ -8,6 +8,7 @@
 //!
 //! A transport supplies the body as a [`Body`] and the way out for events as a [`Notify`].
 
+use crate::auth::{AuthError, Grant};
 use crate::server::Service;
 use bytes::Bytes;
 use edge_proto::{ErrorCode, Event, Format, HeaderError};
@@ -62,6 +63,15 @@ impl From<HeaderError> for Refusal {
     }
 }
 
+impl From<AuthError> for Refusal {
+    fn from(e: AuthError) -> Refusal {
+        Refusal {
+            code: e.code(),
+            message: e.to_string(),
+        }
+    }
+}
+
 impl Refusal {
     /// The `rejected` event for this refusal.
     pub(crate) fn event(&self, upload_stream: Option<u64>) -> Event {
@@ -79,12 +89,23 @@ pub(crate) fn start_task(
     task: &str,
     format: Option<Format>,
     params: &Map<String, Value>,
+    grant: &Grant,
     service: &Service,
 ) -> Result<(&'static Plugin, Box<dyn Task>), Refusal> {
     let plugin = registry::find(task).ok_or_else(|| Refusal {
         code: ErrorCode::UnknownTask,
         message: format!("no task `{task}`; this server runs: {}", registry::names()),
     })?;
+    let scope = format!("{}:write", plugin.name);
+    if !grant.allows(&scope) {
+        return Err(Refusal {
+            code: ErrorCode::Forbidden,
+            message: format!(
+                "the token of `{}` does not hold the scope `{scope}`",
+                grant.sub
+            ),
+        });
+    }
     if let Some(format) = format {
         if !plugin.accepts(format) {
             return Err(Refusal {
@@ -135,6 +156,7 @@ pub(crate) struct Ended {
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn run<B: Body, N: Notify>(
     transport: &'static str,
+    sub: &str,
     spec: JobSpec,
     plugin: &'static Plugin,
     task: Box<dyn Task>,
@@ -165,6 +187,7 @@ pub(crate) async fn run<B: Body, N: Notify>(
     };
     let record = JobRecord::start(
         &spec.job,
+        Some(sub),
         plugin.name,
         transport,
         spec.format,

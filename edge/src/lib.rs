@@ -6,6 +6,7 @@
 //! stream per job. The wire contract lives in `edge-proto`; `docs/PROTOCOL.md` describes it.
 //!
 //! # Layout
+//! - [`auth`]: the token gate: JWT keys, verification, scopes, minting.
 //! - [`config`]: `config/edge.toml`, flags and environment variables.
 //! - [`tls`]: configured certificates, or dev certificates generated with rcgen.
 //! - [`server`]: the QUIC endpoint, ALPN dispatch and shutdown.
@@ -15,6 +16,7 @@
 //! - `jobs`: one job, whatever carries it: task start, body pump, pipeline, events.
 //! - [`cli`]: the `edge` command line (`serve`, `ports get`, `ports list`).
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 mod edge1;

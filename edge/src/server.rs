@@ -1,6 +1,7 @@
 //! The QUIC endpoint: binds the UDP port, accepts connections, dispatches them by ALPN, and
 //! shuts everything down through one cancellation token.
 
+use crate::auth::{KeyError, Verifier};
 use crate::config::Config;
 use crate::tls::{self, TlsError};
 use edge_proto::{AppCode, ALPN_EDGE, ALPN_H3};
@@ -34,6 +35,9 @@ pub enum ServeError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The token keys could not be loaded or generated.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
     /// The data dir could not be created.
     #[error("cannot create the data dir {path}: {source}")]
     DataDir {
@@ -59,6 +63,8 @@ pub enum ServeError {
 pub(crate) struct Service {
     /// The store every task writes to.
     pub store: Store,
+    /// Checks every job's and request's token.
+    pub auth: Verifier,
     /// Job slots: at most `jobs.max_running` pipelines run at once.
     pub job_slots: Semaphore,
     /// How pipelines commit and report.
@@ -95,6 +101,7 @@ impl Server {
             );
         }
         let identity = tls::load_identity(&config.tls, &config.certs_dir)?;
+        let auth = Verifier::load(&config.auth, &config.certs_dir)?;
         let dev_ca = identity.dev_ca.clone();
         let crypto = tls::server_crypto(identity, &[ALPN_EDGE, ALPN_H3])?;
         let crypto = QuicServerConfig::try_from(crypto)
@@ -108,6 +115,7 @@ impl Server {
             })?;
         let service = Service {
             store,
+            auth,
             job_slots: Semaphore::new(config.jobs.max_running),
             settings: settings(config),
             header_timeout: Duration::from_secs(config.jobs.header_timeout_secs),

@@ -59,6 +59,7 @@ impl JobRecord {
     /// A job that is starting now.
     pub fn start(
         job: &str,
+        sub: Option<&str>,
         task: &str,
         transport: &str,
         format: Option<Format>,
@@ -66,7 +67,7 @@ impl JobRecord {
     ) -> JobRecord {
         JobRecord {
             job: job.to_owned(),
-            sub: None,
+            sub: sub.map(str::to_owned),
             task: task.to_owned(),
             transport: transport.to_owned(),
             format,
@@ -162,11 +163,13 @@ pub fn get(store: &Store, job: &str) -> Result<Option<JobRecord>, StoreError> {
     value.map(|v| decode(job, v.value())).transpose()
 }
 
-/// A page of job records, most recent first, strictly before the job id `before`.
+/// A page of job records, most recent first, strictly before the job id `before`; only
+/// `sub`'s jobs when `sub` is given.
 pub fn list(
     store: &Store,
     before: Option<&str>,
     limit: usize,
+    sub: Option<&str>,
 ) -> Result<(Vec<JobRecord>, Option<String>), StoreError> {
     let limit = limit.clamp(1, MAX_PAGE);
     let txn = store.read()?;
@@ -181,11 +184,15 @@ pub fn list(
     let mut records = Vec::new();
     for entry in range.rev() {
         let (key, value) = entry.map_err(|e| StoreError::redb("list jobs")(e.into()))?;
+        let record = decode(key.value(), value.value())?;
+        if sub.is_some_and(|sub| record.sub.as_deref() != Some(sub)) {
+            continue;
+        }
         if records.len() == limit {
             let next = records.last().map(|r: &JobRecord| r.job.clone());
             return Ok((records, next));
         }
-        records.push(decode(key.value(), value.value())?);
+        records.push(record);
     }
     Ok((records, None))
 }
@@ -247,6 +254,7 @@ mod tests {
             for i in 0..5 {
                 let record = JobRecord::start(
                     &format!("j{i}"),
+                    Some(if i % 2 == 0 { "even" } else { "odd" }),
                     "ports",
                     "edge/1",
                     Some(Format::Json),
@@ -269,11 +277,11 @@ mod tests {
         }
         let store = Store::open(&path, &StoreOptions::default()).unwrap();
         assert_eq!(mark_interrupted(&store).unwrap(), 1);
-        let (page, next) = list(&store, None, 3).unwrap();
+        let (page, next) = list(&store, None, 3, None).unwrap();
         let ids: Vec<&str> = page.iter().map(|r| r.job.as_str()).collect();
         assert_eq!(ids, ["j4", "j3", "j2"]);
         assert_eq!(next.as_deref(), Some("j2"));
-        let (rest, next) = list(&store, Some("j2"), 3).unwrap();
+        let (rest, next) = list(&store, Some("j2"), 3, None).unwrap();
         assert_eq!(
             rest.iter().map(|r| r.job.as_str()).collect::<Vec<_>>(),
             ["j1", "j0"]
@@ -285,5 +293,10 @@ mod tests {
         assert_eq!((done.outcome.as_str(), done.committed), ("done", 2));
         assert!(done.finished.is_some());
         assert_eq!(get(&store, "nope").unwrap(), None);
+        let (odd, _) = list(&store, None, 10, Some("odd")).unwrap();
+        assert_eq!(
+            odd.iter().map(|r| r.job.as_str()).collect::<Vec<_>>(),
+            ["j3", "j1"]
+        );
     }
 }

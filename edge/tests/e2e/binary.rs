@@ -41,10 +41,30 @@ impl ServeProcess {
     }
 
     fn client_config(&self, dir: &Path) -> ClientConfig {
+        // The token comes from `edge token issue`, as a user mints one.
+        let out = edge(
+            dir,
+            &[
+                "token",
+                "issue",
+                "--sub",
+                "ops",
+                "--scope",
+                "ports:write",
+                "--ttl",
+                "10m",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
         ClientConfig {
             server: format!("https://{}", self.addr),
             ca: Some(dir.join("certs/ca.pem")),
-            token: None,
+            token: Some(token),
         }
     }
 

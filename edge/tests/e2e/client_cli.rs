@@ -50,6 +50,8 @@ fn args(server: &TestServer, rest: &[&str]) -> Vec<String> {
         format!("https://127.0.0.1:{}", server.addr.port()),
         "--ca".to_owned(),
         server.ca().display().to_string(),
+        "--token".to_owned(),
+        server.token(ALL_SCOPES),
     ];
     all.extend(rest.iter().map(|s| s.to_string()));
     all
@@ -182,6 +184,8 @@ fn read_args(server: &TestServer, command: &[&str]) -> Vec<String> {
         format!("https://127.0.0.1:{}", server.addr.port()),
         "--ca".to_owned(),
         server.ca().display().to_string(),
+        "--token".to_owned(),
+        server.token(ALL_SCOPES),
     ]);
     all
 }

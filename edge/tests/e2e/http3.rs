@@ -31,30 +31,35 @@ fn h3curl() -> Option<PathBuf> {
     }
 }
 
-/// Runs curl against the server; returns (status, body).
+/// Runs curl against the server with a token holding every scope; returns (status, body).
 async fn curl(server: &TestServer, args: Vec<String>) -> (u16, String) {
+    curl_as(server, Some(server.token(ALL_SCOPES)), args).await
+}
+
+/// Runs curl with `token` (or none) as `Authorization: Bearer`; returns (status, body).
+async fn curl_as(server: &TestServer, token: Option<String>, args: Vec<String>) -> (u16, String) {
     let Some(curl) = h3curl() else {
         panic!("checked by the caller")
     };
-    let ca = server.ca();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(curl)
-            .args([
-                "--http3-only",
-                "-sS",
-                "--max-time",
-                "60",
-                "-w",
-                "\n%{http_code}",
-                "--cacert",
-            ])
-            .arg(ca)
-            .args(args)
-            .output()
-            .expect("curl runs")
-    })
-    .await
-    .unwrap();
+    let mut command = Command::new(curl);
+    command
+        .args([
+            "--http3-only",
+            "-sS",
+            "--max-time",
+            "60",
+            "-w",
+            "\n%{http_code}",
+            "--cacert",
+        ])
+        .arg(server.ca());
+    if let Some(token) = token {
+        command.args(["-H", &format!("authorization: Bearer {token}")]);
+    }
+    command.args(args);
+    let output = tokio::task::spawn_blocking(move || command.output().expect("curl runs"))
+        .await
+        .unwrap();
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
     let status = status.trim().parse().unwrap_or_else(|_| {
@@ -256,6 +261,7 @@ async fn refusals_are_statuses_with_json_errors() {
 async fn events_reach_curl_while_it_is_still_uploading() {
     let Some(curl) = h3curl() else { return };
     let server = TestServer::start().await;
+    let authorization = format!("authorization: Bearer {}", server.token(ALL_SCOPES));
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("numbers.txt");
     let body: String = (0..250_000).map(|i| format!("{i}\n")).collect(); // ~1.6 MB
@@ -264,6 +270,7 @@ async fn events_reach_curl_while_it_is_still_uploading() {
     let target = url(&server, "/v1/jobs/stats");
     let arrivals = tokio::task::spawn_blocking(move || {
         let mut child = Command::new(curl)
+            .args(["-H", &authorization])
             .args([
                 "--http3-only",
                 "-sS",
@@ -582,6 +589,10 @@ async fn a_body_that_disagrees_with_its_content_length_is_never_done() {
     );
     let request = http::Request::put(uri)
         .header("content-length", "100")
+        .header(
+            "authorization",
+            format!("Bearer {}", server.token(ALL_SCOPES)),
+        )
         .body(())
         .unwrap();
     let mut stream = requests.send_request(request).await.unwrap();
@@ -617,7 +628,15 @@ async fn a_body_that_disagrees_with_its_content_length_is_never_done() {
     // The job history says why, over the same connection.
     let uri = format!("https://localhost:{}/v1/jobs?limit=1", server.addr.port());
     let mut stream = requests
-        .send_request(http::Request::get(uri).body(()).unwrap())
+        .send_request(
+            http::Request::get(uri)
+                .header(
+                    "authorization",
+                    format!("Bearer {}", server.token(ALL_SCOPES)),
+                )
+                .body(())
+                .unwrap(),
+        )
         .await
         .unwrap();
     stream.finish().await.unwrap();
@@ -646,10 +665,12 @@ async fn a_client_that_goes_away_mid_upload_fails_only_its_job_and_keeps_what_wa
     let Some(curl) = h3curl() else { return };
     // A killed curl says nothing: the server learns it is gone when the connection idles out.
     let server = TestServer::start_with(|config| config.transport.idle_timeout_secs = 2).await;
+    let authorization = format!("authorization: Bearer {}", server.token(ALL_SCOPES));
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("ports.ndjson");
     std::fs::write(&file, synthetic_ports_ndjson(30_000)).unwrap(); // ~6 MB: 6 s at 1 MB/s
     let mut child = Command::new(curl)
+        .args(["-H", &authorization])
         .args([
             "--http3-only",
             "-sS",

@@ -12,6 +12,23 @@ use std::sync::{Arc, Mutex};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// Every scope the tests' tasks need.
+pub const ALL_SCOPES: &str = "ports:write stats:write ports:read jobs:read";
+
+/// A one-hour token for `sub` with `scope`, signed with the key in `certs`.
+pub fn mint(certs: &Path, sub: &str, scope: &str) -> String {
+    let keys = edge::auth::KeyPair::load_or_generate(certs).expect("token keys");
+    let config = edge::config::AuthConfig::default();
+    keys.issue(
+        &config,
+        sub,
+        scope,
+        std::time::Duration::from_secs(3600),
+        None,
+    )
+    .expect("a token")
+}
+
 /// The real sea-ports file (1,634 ports).
 pub fn ports_json() -> PathBuf {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/ports.json");
@@ -83,8 +100,13 @@ impl TestServer {
         ClientConfig {
             server: format!("https://127.0.0.1:{}", self.addr.port()),
             ca: Some(self.ca()),
-            token: Some("test-token".into()),
+            token: Some(self.token(ALL_SCOPES)),
         }
+    }
+
+    /// A token for `tester` with `scope`, signed with this server's key.
+    pub fn token(&self, scope: &str) -> String {
+        mint(&self.dir.path().join("certs"), "tester", scope)
     }
 
     /// Shuts the server down (as on SIGTERM) and waits until it has stopped; returns the temp
