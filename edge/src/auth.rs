@@ -89,16 +89,19 @@ pub struct Claims {
     /// Expiry (seconds since the epoch).
     pub exp: u64,
     /// Issued at.
+    #[serde(default)]
     pub iat: u64,
     /// Not before.
     pub nbf: u64,
     /// A random id, for revocation.
+    #[serde(default)]
     pub jti: String,
     /// Issuer.
     pub iss: String,
     /// Audience.
     pub aud: String,
     /// Space-separated scopes, e.g. `ports:write ports:read`.
+    #[serde(default)]
     pub scope: String,
 }
 
@@ -196,8 +199,9 @@ impl Verifier {
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
-        let data = jsonwebtoken::decode::<Claims>(token, &key.key, &validation).map_err(refusal)?;
-        let claims = data.claims;
+        let data = jsonwebtoken::decode::<serde_json::Value>(token, &key.key, &validation)
+            .map_err(refusal)?;
+        let claims = claims_of(data.claims)?;
         if claims.sub.trim().is_empty() {
             return Err(AuthError::Claims("`sub` is empty".into()));
         }
@@ -207,6 +211,25 @@ impl Verifier {
             scopes: claims.scope.split_whitespace().map(str::to_owned).collect(),
         })
     }
+}
+
+/// Reads the claims, naming the first one of the wrong type.
+fn claims_of(value: serde_json::Value) -> Result<Claims, AuthError> {
+    const NUMBERS: [&str; 3] = ["exp", "iat", "nbf"];
+    const STRINGS: [&str; 5] = ["sub", "jti", "iss", "aud", "scope"];
+    for name in NUMBERS {
+        if !value[name].is_u64() {
+            return Err(AuthError::Claims(format!(
+                "`{name}` must be a number of seconds"
+            )));
+        }
+    }
+    for name in STRINGS {
+        if !value[name].is_string() {
+            return Err(AuthError::Claims(format!("`{name}` must be a string")));
+        }
+    }
+    serde_json::from_value(value).map_err(|e| AuthError::Claims(e.to_string()))
 }
 
 fn refusal(e: jsonwebtoken::errors::Error) -> AuthError {
@@ -275,13 +298,6 @@ impl KeyPair {
         ttl: Duration,
         audience: Option<&str>,
     ) -> Result<String, KeyError> {
-        if self.signing_pem.is_empty() {
-            return Err(KeyError::Crypto(format!(
-                "this certs dir has no {SIGNING_KEY_FILE}: mint tokens where the signing key is"
-            )));
-        }
-        let key = EncodingKey::from_ed_pem(self.signing_pem.as_bytes())
-            .map_err(|e| KeyError::Crypto(e.to_string()))?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -296,9 +312,21 @@ impl KeyPair {
             aud: audience.unwrap_or(&config.audience).to_owned(),
             scope: scope.to_owned(),
         };
+        self.sign(&claims)
+    }
+
+    /// Signs any claims with this key (EdDSA, this key's `kid`).
+    pub fn sign(&self, claims: &impl Serialize) -> Result<String, KeyError> {
+        if self.signing_pem.is_empty() {
+            return Err(KeyError::Crypto(format!(
+                "this certs dir has no {SIGNING_KEY_FILE}: mint tokens where the signing key is"
+            )));
+        }
+        let key = EncodingKey::from_ed_pem(self.signing_pem.as_bytes())
+            .map_err(|e| KeyError::Crypto(e.to_string()))?;
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, &claims, &key).map_err(|e| KeyError::Crypto(e.to_string()))
+        jsonwebtoken::encode(&header, claims, &key).map_err(|e| KeyError::Crypto(e.to_string()))
     }
 }
 

@@ -723,3 +723,101 @@ async fn a_client_that_goes_away_mid_upload_fails_only_its_job_and_keeps_what_wa
 async fn curl_get(server: &TestServer, path: &str) -> (u16, String) {
     curl(server, vec![url(server, path)]).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_gate_every_request_but_the_health_check() {
+    if h3curl().is_none() {
+        return;
+    }
+    let server = TestServer::start().await;
+    let numbers = std::fs::canonicalize(ports_json())
+        .unwrap()
+        .with_file_name("numbers.txt")
+        .display()
+        .to_string();
+    let upload = |server: &TestServer| {
+        vec![
+            "-T".to_owned(),
+            numbers.clone(),
+            url(server, "/v1/jobs/stats"),
+        ]
+    };
+    let keys = edge::auth::KeyPair::load_or_generate(&server.dir.path().join("certs")).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let expired = keys
+        .sign(&serde_json::json!({"sub": "old", "exp": now - 120, "nbf": now - 600, "iss": "edge", "aud": "edge", "scope": "stats:write"}))
+        .unwrap();
+
+    let cases: Vec<(Option<String>, Vec<String>, u16, &str)> = vec![
+        (None, upload(&server), 401, "unauthorized"),
+        (Some("garbage".into()), upload(&server), 401, "unauthorized"),
+        (Some(expired), upload(&server), 401, "token_expired"),
+        (
+            Some(server.token("ports:read")),
+            upload(&server),
+            403,
+            "forbidden",
+        ),
+        (
+            Some(server.token("stats:write")),
+            vec![url(&server, "/v1/ports/AEAJM")],
+            403,
+            "forbidden",
+        ),
+        (
+            Some(server.token("stats:write")),
+            vec![url(&server, "/v1/jobs")],
+            403,
+            "forbidden",
+        ),
+        (None, vec![url(&server, "/v1/tasks")], 401, "unauthorized"),
+    ];
+    for (token, args, want_status, want_code) in cases {
+        let (status, body) = curl_as(&server, token, args.clone()).await;
+        assert_eq!(status, want_status, "{args:?}: {body}");
+        let error: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(error["error"]["code"], want_code, "{args:?}");
+    }
+    let (status, _) = curl_as(&server, None, vec![url(&server, "/healthz")]).await;
+    assert_eq!(status, 200, "the health check needs no token");
+
+    // Each user sees their own jobs; an administrator sees all.
+    let alice = mint(
+        &server.dir.path().join("certs"),
+        "alice",
+        "stats:write jobs:read",
+    );
+    let bob = mint(
+        &server.dir.path().join("certs"),
+        "bob",
+        "stats:write jobs:read",
+    );
+    let admin = mint(&server.dir.path().join("certs"), "root", "admin");
+    let (status, _) = curl_as(&server, Some(alice.clone()), upload(&server)).await;
+    assert_eq!(status, 200);
+    let (_, body) = curl_as(&server, Some(alice.clone()), vec![url(&server, "/v1/jobs")]).await;
+    let alices: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(alices["items"].as_array().unwrap().len(), 1);
+    assert_eq!(alices["items"][0]["sub"], "alice");
+    let job = alices["items"][0]["job"].as_str().unwrap().to_owned();
+    let (_, body) = curl_as(&server, Some(bob.clone()), vec![url(&server, "/v1/jobs")]).await;
+    let bobs: Value = serde_json::from_str(&body).unwrap();
+    assert!(bobs["items"].as_array().unwrap().is_empty(), "{bobs}");
+    let (status, _) = curl_as(
+        &server,
+        Some(bob),
+        vec![url(&server, &format!("/v1/jobs/{job}"))],
+    )
+    .await;
+    assert_eq!(status, 404, "another user's job does not exist for bob");
+    let (status, _) = curl_as(
+        &server,
+        Some(admin),
+        vec![url(&server, &format!("/v1/jobs/{job}"))],
+    )
+    .await;
+    assert_eq!(status, 200);
+}

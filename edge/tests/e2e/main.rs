@@ -4,6 +4,7 @@
 // Test code may unwrap: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod auth;
 mod binary;
 mod client_cli;
 mod http3;

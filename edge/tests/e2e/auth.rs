@@ -1,0 +1,282 @@
+//! The token gate: each bad token is refused with a clear code before any body byte is
+//! decoded, and nothing is stored; a valid token with the right scope runs its job.
+
+use crate::util::*;
+use edge::auth::KeyPair;
+use edge_client::{Client, ClientConfig};
+use edge_proto::{ErrorCode, Event, Format};
+use serde_json::{json, Value};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Claims that pass, to be spoiled one at a time.
+fn good_claims() -> Value {
+    json!({
+        "sub": "tester", "exp": now() + 600, "iat": now(), "nbf": now(), "jti": "t1",
+        "iss": "edge", "aud": "edge", "scope": "ports:write",
+    })
+}
+
+fn with(mut claims: Value, key: &str, value: Value) -> Value {
+    claims[key] = value;
+    claims
+}
+
+fn without(mut claims: Value, key: &str) -> Value {
+    claims.as_object_mut().unwrap().remove(key);
+    claims
+}
+
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().fold(0u32, |n, &b| (n << 8) | u32::from(b)) << (8 * (3 - chunk.len()));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// A token that no key signed: `alg: none`.
+fn unsigned(kid: &str, claims: &Value) -> String {
+    let header = json!({"alg": "none", "typ": "JWT", "kid": kid});
+    format!(
+        "{}.{}.",
+        base64url(header.to_string().as_bytes()),
+        base64url(claims.to_string().as_bytes())
+    )
+}
+
+/// HS256 with the server's public key as the HMAC secret (algorithm confusion).
+fn confused(keys: &KeyPair, claims: &Value) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some(keys.kid.clone());
+    let secret = jsonwebtoken::EncodingKey::from_secret(keys.verify_pem.as_bytes());
+    jsonwebtoken::encode(&header, claims, &secret).unwrap()
+}
+
+/// Uploads one port with `token`; returns the final event.
+async fn upload_as(server: &TestServer, token: Option<String>) -> Event {
+    let config = ClientConfig {
+        token,
+        ..server.client_config()
+    };
+    let client = Client::connect(&config).await.unwrap();
+    let body = br#"{"name":"Gate","unlocs":["GATE1"]}"#.to_vec();
+    let (result, _) = upload(&client, "ports", Some(Format::Ndjson), body).await;
+    client.close().await;
+    result.last
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tokens_are_refused_over_edge1_and_nothing_is_stored() {
+    let server = TestServer::start().await;
+    let keys = KeyPair::load_or_generate(&server.dir.path().join("certs")).unwrap();
+    let stranger_dir = tempfile::tempdir().unwrap();
+    let stranger = KeyPair::load_or_generate(stranger_dir.path()).unwrap();
+    let valid = keys.sign(&good_claims()).unwrap();
+    // Change one character in the middle of the signature (its last one has unused bits).
+    let mut tampered: Vec<char> = valid.chars().collect();
+    let at = tampered.len() - 10;
+    tampered[at] = if tampered[at] == 'A' { 'B' } else { 'A' };
+    let tampered: String = tampered.into_iter().collect();
+
+    let cases: Vec<(&str, Option<String>, ErrorCode, &str)> = vec![
+        ("missing", None, ErrorCode::Unauthorized, "no token"),
+        (
+            "garbage",
+            Some("garbage".into()),
+            ErrorCode::Unauthorized,
+            "not a valid JWT",
+        ),
+        (
+            "wrong signature",
+            Some(tampered),
+            ErrorCode::Unauthorized,
+            "signature",
+        ),
+        (
+            "unknown kid",
+            Some(stranger.sign(&good_claims()).unwrap()),
+            ErrorCode::Unauthorized,
+            "key id",
+        ),
+        (
+            "alg none",
+            Some(unsigned(&keys.kid, &good_claims())),
+            ErrorCode::Unauthorized,
+            "token",
+        ),
+        (
+            "HS256 with the public key",
+            Some(confused(&keys, &good_claims())),
+            ErrorCode::Unauthorized,
+            "signature",
+        ),
+        (
+            "expired",
+            Some(
+                keys.sign(&with(good_claims(), "exp", json!(now() - 120)))
+                    .unwrap(),
+            ),
+            ErrorCode::TokenExpired,
+            "expired",
+        ),
+        (
+            "nbf in the future",
+            Some(
+                keys.sign(&with(good_claims(), "nbf", json!(now() + 300)))
+                    .unwrap(),
+            ),
+            ErrorCode::Unauthorized,
+            "not valid yet",
+        ),
+        (
+            "nbf as a string",
+            Some(
+                keys.sign(&with(good_claims(), "nbf", json!("soon")))
+                    .unwrap(),
+            ),
+            ErrorCode::Unauthorized,
+            "nbf",
+        ),
+        (
+            "wrong aud",
+            Some(
+                keys.sign(&with(good_claims(), "aud", json!("elsewhere")))
+                    .unwrap(),
+            ),
+            ErrorCode::Unauthorized,
+            "audience",
+        ),
+        (
+            "missing aud",
+            Some(keys.sign(&without(good_claims(), "aud")).unwrap()),
+            ErrorCode::Unauthorized,
+            "aud",
+        ),
+        (
+            "missing iss",
+            Some(keys.sign(&without(good_claims(), "iss")).unwrap()),
+            ErrorCode::Unauthorized,
+            "iss",
+        ),
+        (
+            "missing sub",
+            Some(keys.sign(&without(good_claims(), "sub")).unwrap()),
+            ErrorCode::Unauthorized,
+            "sub",
+        ),
+        (
+            "another task's scope",
+            Some(
+                keys.sign(&with(good_claims(), "scope", json!("stats:write")))
+                    .unwrap(),
+            ),
+            ErrorCode::Forbidden,
+            "ports:write",
+        ),
+        (
+            "read-only token",
+            Some(
+                keys.sign(&with(good_claims(), "scope", json!("ports:read")))
+                    .unwrap(),
+            ),
+            ErrorCode::Forbidden,
+            "ports:write",
+        ),
+        (
+            "over 8 KiB",
+            Some(
+                keys.sign(&with(good_claims(), "pad", json!("x".repeat(9000))))
+                    .unwrap(),
+            ),
+            ErrorCode::Unauthorized,
+            "longer than",
+        ),
+    ];
+    for (case, token, code, says) in cases {
+        let last = upload_as(&server, token).await;
+        let Event::Rejected {
+            code: got,
+            message,
+            committed,
+            ..
+        } = &last
+        else {
+            panic!("{case}: {last:?}")
+        };
+        assert_eq!((*got, *committed), (code, 0), "{case}: {message}");
+        assert!(
+            message.contains(says),
+            "{case}: `{message}` should say `{says}`"
+        );
+    }
+
+    let last = upload_as(&server, Some(valid)).await;
+    assert!(
+        matches!(last, Event::Done { committed: 1, .. }),
+        "a valid token runs its job: {last:?}"
+    );
+    let dir = server.stop().await;
+    let stored = all_ports(&dir.path().join("data/edge.redb"));
+    assert_eq!(stored.len(), 1, "only the valid token's record is stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_token_issue_mints_tokens_the_server_accepts() {
+    let server = TestServer::start().await;
+    let certs = server.dir.path().join("certs");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edge"))
+        .args([
+            "token",
+            "issue",
+            "--sub",
+            "alice",
+            "--scope",
+            "stats:write",
+            "--ttl",
+            "5m",
+        ])
+        .env("EDGE_CERTS_DIR", &certs)
+        .current_dir(server.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let config = ClientConfig {
+        token: Some(token),
+        ..server.client_config()
+    };
+    let client = Client::connect(&config).await.unwrap();
+    let (result, _) = upload(&client, "stats", Some(Format::Lines), b"1\n2\n".to_vec()).await;
+    assert!(
+        matches!(result.last, Event::Done { records: 2, .. }),
+        "{:?}",
+        result.last
+    );
+    let (result, _) = upload(&client, "ports", Some(Format::Ndjson), b"{}\n".to_vec()).await;
+    assert!(
+        matches!(
+            result.last,
+            Event::Rejected {
+                code: ErrorCode::Forbidden,
+                ..
+            }
+        ),
+        "{:?}",
+        result.last
+    );
+}
