@@ -12,7 +12,6 @@ use edge_proto::ErrorCode;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -342,22 +341,10 @@ fn generate(dir: &Path, signing: &Path, verify: &Path) -> Result<(), KeyError> {
 }
 
 fn write_key(path: &Path, contents: &[u8], secret: bool) -> Result<(), KeyError> {
-    let fail = |e: std::io::Error| KeyError::File {
+    crate::tls::write_pem(path, contents, secret).map_err(|e| KeyError::File {
         path: path.to_owned(),
         message: e.to_string(),
-    };
-    let tmp = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(if secret { 0o600 } else { 0o644 });
-    }
-    let mut file = options.open(&tmp).map_err(fail)?;
-    file.write_all(contents).map_err(fail)?;
-    file.sync_all().map_err(fail)?;
-    std::fs::rename(&tmp, path).map_err(fail)
+    })
 }
 
 /// `ed25519-` and 16 hex digits of the SHA-256 of the verifying key's PEM.
@@ -377,4 +364,62 @@ fn random_id() -> Result<String, KeyError> {
         .fill(&mut bytes)
         .map_err(|_| KeyError::Crypto("no randomness".into()))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_pair_is_generated_once_private_and_verifies_what_it_signs() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = KeyPair::load_or_generate(dir.path()).unwrap();
+        let again = KeyPair::load_or_generate(dir.path()).unwrap();
+        assert_eq!(first.kid, again.kid, "the same key is reused");
+        assert!(first.kid.starts_with("ed25519-"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(SIGNING_KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "the signing key is private");
+        }
+        let config = AuthConfig::default();
+        let token = first
+            .issue(
+                &config,
+                "alice",
+                "ports:write admin",
+                Duration::from_secs(60),
+                None,
+            )
+            .unwrap();
+        let grant = Verifier::load(&config, dir.path())
+            .unwrap()
+            .verify(Some(&token))
+            .unwrap();
+        assert_eq!(grant.sub, "alice");
+        assert!(grant.allows("ports:write") && grant.allows("jobs:read") && grant.is_admin());
+        assert_eq!(grant.jti.len(), 32);
+    }
+
+    #[test]
+    fn a_verify_key_alone_cannot_mint() {
+        let dir = tempfile::tempdir().unwrap();
+        KeyPair::load_or_generate(dir.path()).unwrap();
+        std::fs::remove_file(dir.path().join(SIGNING_KEY_FILE)).unwrap();
+        let keys = KeyPair::load_or_generate(dir.path()).unwrap();
+        let err = keys
+            .issue(
+                &AuthConfig::default(),
+                "a",
+                "",
+                Duration::from_secs(1),
+                None,
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains(SIGNING_KEY_FILE), "{err}");
+    }
 }

@@ -204,12 +204,8 @@ fn ca_params() -> CertificateParams {
     params
 }
 
-/// Writes a file atomically (temp file + rename); `secret` files get mode 0600.
-fn write_file(path: &Path, contents: &[u8], secret: bool) -> Result<(), TlsError> {
-    let fail = |source| TlsError::Write {
-        path: path.to_owned(),
-        source,
-    };
+/// Writes a PEM file atomically (temp file + rename); `secret` files (keys) get mode 0600.
+pub(crate) fn write_pem(path: &Path, contents: &[u8], secret: bool) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -218,10 +214,17 @@ fn write_file(path: &Path, contents: &[u8], secret: bool) -> Result<(), TlsError
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(if secret { 0o600 } else { 0o644 });
     }
-    let mut file = options.open(&tmp).map_err(fail)?;
-    file.write_all(contents).map_err(fail)?;
-    file.sync_all().map_err(fail)?;
-    std::fs::rename(&tmp, path).map_err(fail)
+    let mut file = options.open(&tmp)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+fn write_file(path: &Path, contents: &[u8], secret: bool) -> Result<(), TlsError> {
+    write_pem(path, contents, secret).map_err(|source| TlsError::Write {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]
