@@ -66,6 +66,33 @@ pub struct Config {
     pub transport: TransportConfig,
     /// Tokens.
     pub auth: AuthConfig,
+    /// Per-subject limits.
+    pub limits: LimitsConfig,
+}
+
+/// `[limits]`: what one token subject may do, across all its connections.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Jobs one subject may run at once.
+    pub max_jobs_per_sub: usize,
+    /// Job starts per second one subject may sustain (a token bucket).
+    pub job_starts_per_sec: f64,
+    /// Job starts one subject may make at once before the rate applies.
+    pub job_start_burst: u32,
+    /// The most body bytes one job may send; 0 means no limit.
+    pub max_upload_bytes: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_jobs_per_sub: 4,
+            job_starts_per_sec: 10.0,
+            job_start_burst: 20,
+            max_upload_bytes: 0,
+        }
+    }
 }
 
 /// `[auth]`: how tokens are checked.
@@ -189,6 +216,7 @@ impl Default for Config {
             jobs: JobsConfig::default(),
             transport: TransportConfig::default(),
             auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::auth::Grant;
 use crate::jobs::{self, Body, Notify, Pumped, Refusal};
+use crate::limits::Admission;
 use crate::server::{IntoVarInt, Service};
 use bytes::{Bytes, BytesMut};
 use edge_proto::header::MAX_HEADER_BYTES;
@@ -68,7 +69,7 @@ async fn run_job(
 ) {
     let upload_stream = u64::from(upload.id());
     let started = start(&mut upload, &service).await;
-    let (header, leftover, grant, plugin, task) = match started {
+    let (header, leftover, grant, _admission, plugin, task) = match started {
         Ok(started) => started,
         Err(refusal) => return reject(&connection, &mut upload, upload_stream, refusal).await,
     };
@@ -111,7 +112,14 @@ async fn run_job(
 
 /// A job that may start: its header, the body bytes that came with it, its token's grant,
 /// its plugin and task.
-type Started = (JobHeader, Bytes, Grant, &'static Plugin, Box<dyn Task>);
+type Started = (
+    JobHeader,
+    Bytes,
+    Grant,
+    Admission,
+    &'static Plugin,
+    Box<dyn Task>,
+);
 
 /// Reads the header, checks the token (before any body byte is decoded), starts the task.
 async fn start(upload: &mut RecvStream, service: &Service) -> Result<Started, Refusal> {
@@ -119,7 +127,8 @@ async fn start(upload: &mut RecvStream, service: &Service) -> Result<Started, Re
     let grant = service.auth.verify(header.token.as_deref())?;
     let (plugin, task) =
         jobs::start_task(&header.task, header.format, &header.params, &grant, service)?;
-    Ok((header, leftover, grant, plugin, task))
+    let admission = service.limits.admit(&grant.sub)?;
+    Ok((header, leftover, grant, admission, plugin, task))
 }
 
 /// Reads the header line; returns it and the body bytes that came after it in the same chunk.
@@ -134,6 +143,7 @@ async fn read_header(
             let chunk = upload.read_chunk(room, true).await.map_err(|e| Refusal {
                 code: ErrorCode::BadHeader,
                 message: format!("upload stream broke while reading the job header: {e}"),
+                retry_after: None,
             })?;
             let Some(chunk) = chunk else {
                 return Err(HeaderError::Unterminated.into());
@@ -158,6 +168,7 @@ async fn read_header(
                     "no job header within {} s of opening the stream",
                     timeout.as_secs()
                 ),
+                retry_after: None,
             })
         })
 }

@@ -327,11 +327,13 @@ async fn upload(
         Ok(upload) => upload,
         Err(refusal) => return refuse_job(&mut stream, refusal).await,
     };
-    let (plugin, job_task) =
-        match jobs::start_task(&task, upload.format, &upload.params, &grant, &service) {
-            Ok(started) => started,
-            Err(refusal) => return refuse_job(&mut stream, refusal).await,
-        };
+    let started = jobs::start_task(&task, upload.format, &upload.params, &grant, &service)
+        .and_then(|started| Ok((started, service.limits.admit(&grant.sub)?)));
+    // The admission is held until the job ends.
+    let ((plugin, job_task), _admission) = match started {
+        Ok(started) => started,
+        Err(refusal) => return refuse_job(&mut stream, refusal).await,
+    };
     let response = Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "application/x-ndjson")
@@ -423,6 +425,7 @@ impl UploadRequest {
                 .ok_or_else(|| Refusal {
                     code: ErrorCode::BadParams,
                     message: "content-length is not a number".into(),
+                    retry_after: None,
                 })?;
             upload.size = Some(length);
         }
@@ -458,6 +461,7 @@ fn unknown_format(message: String) -> Refusal {
     Refusal {
         code: ErrorCode::UnknownFormat,
         message,
+        retry_after: None,
     }
 }
 
@@ -479,14 +483,12 @@ fn status_of(code: ErrorCode) -> StatusCode {
 }
 
 async fn refuse_job(stream: &mut Stream, refusal: Refusal) {
-    info!(code = %refusal.code, "HTTP/3 upload refused: {}", refusal.message);
-    refuse(
-        stream,
-        status_of(refusal.code),
-        refusal.code.as_str(),
-        &refusal.message,
-    )
-    .await;
+    info!(code = %refusal.code, "HTTP/3 request refused: {}", refusal.message);
+    let mut error = json!({"error": {"code": refusal.code.as_str(), "message": refusal.message}});
+    if let Some(seconds) = refusal.retry_after {
+        error["error"]["retry_after"] = json!(seconds);
+    }
+    send_json(stream, status_of(refusal.code), &error, refusal.retry_after).await;
     // The body is not wanted; nothing is reading it, so stopping is safe.
     stream.stop_sending(h3::error::Code::H3_NO_ERROR);
 }
@@ -502,12 +504,26 @@ async fn refuse(stream: &mut Stream, status: StatusCode, code: &str, message: &s
 
 /// Sends a whole JSON response and finishes the stream.
 async fn respond(stream: &mut Stream, status: StatusCode, body: &Value) {
+    send_json(stream, status, body, None).await
+}
+
+/// Sends a whole JSON response (with `retry-after` when given) and finishes the stream.
+async fn send_json(
+    stream: &mut Stream,
+    status: StatusCode,
+    body: &Value,
+    retry_after: Option<u64>,
+) {
     let mut bytes = serde_json::to_vec(body).expect("JSON values always serialize");
     bytes.push(b'\n');
-    let response = Response::builder()
+    let mut response = Response::builder()
         .status(status)
         .header("content-type", "application/json")
-        .header("content-length", bytes.len())
+        .header("content-length", bytes.len());
+    if let Some(seconds) = retry_after {
+        response = response.header("retry-after", seconds);
+    }
+    let response = response
         .body(())
         .expect("a response of static parts is valid");
     if stream.send_response(response).await.is_ok()

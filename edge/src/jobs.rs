@@ -52,6 +52,8 @@ pub(crate) struct Refusal {
     pub code: ErrorCode,
     /// What is wrong and what to do.
     pub message: String,
+    /// For `rate_limited`: seconds to wait before trying again.
+    pub retry_after: Option<u64>,
 }
 
 impl From<HeaderError> for Refusal {
@@ -59,6 +61,7 @@ impl From<HeaderError> for Refusal {
         Refusal {
             code: e.code(),
             message: e.to_string(),
+            retry_after: None,
         }
     }
 }
@@ -68,6 +71,7 @@ impl From<AuthError> for Refusal {
         Refusal {
             code: e.code(),
             message: e.to_string(),
+            retry_after: None,
         }
     }
 }
@@ -80,6 +84,7 @@ impl Refusal {
             message: self.message.clone(),
             committed: 0,
             upload_stream,
+            retry_after: self.retry_after,
         }
     }
 }
@@ -95,6 +100,7 @@ pub(crate) fn start_task(
     let plugin = registry::find(task).ok_or_else(|| Refusal {
         code: ErrorCode::UnknownTask,
         message: format!("no task `{task}`; this server runs: {}", registry::names()),
+        retry_after: None,
     })?;
     let scope = format!("{}:write", plugin.name);
     if !grant.allows(&scope) {
@@ -104,6 +110,7 @@ pub(crate) fn start_task(
                 "the token of `{}` does not hold the scope `{scope}`",
                 grant.sub
             ),
+            retry_after: None,
         });
     }
     if let Some(format) = format {
@@ -120,6 +127,7 @@ pub(crate) fn start_task(
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
+                retry_after: None,
             });
         }
     }
@@ -129,6 +137,7 @@ pub(crate) fn start_task(
     let task = (plugin.create)(params, &context).map_err(|e| Refusal {
         code: ErrorCode::BadParams,
         message: e.0,
+        retry_after: None,
     })?;
     Ok((plugin, task))
 }
@@ -176,6 +185,7 @@ pub(crate) async fn run<B: Body, N: Notify>(
         let refusal = Refusal {
             code: ErrorCode::ShuttingDown,
             message: "the server is shutting down; retry once it is back".into(),
+            retry_after: None,
         };
         let _ = events.send(refusal.event(spec.upload_stream)).await;
         drop(events);
@@ -203,7 +213,8 @@ pub(crate) async fn run<B: Body, N: Notify>(
         events.clone(),
         service.settings.clone(),
     );
-    let pumped = pump(body, leftover, chunks, &shutdown).await;
+    let max_bytes = service.limits.max_upload_bytes();
+    let pumped = pump(body, leftover, chunks, &shutdown, max_bytes).await;
     let report = pipeline.await.ok();
     // The history is written before the events end, so that a client that sees its stream
     // end and asks for the job finds it ended.
@@ -297,8 +308,10 @@ async fn pump<B: Body>(
     leftover: Bytes,
     chunks: mpsc::Sender<Input>,
     shutdown: &CancellationToken,
+    max_bytes: Option<u64>,
 ) -> Pumped {
     let mut next = (!leftover.is_empty()).then_some(Input::Chunk(leftover));
+    let mut received = 0u64;
     loop {
         let input = match next.take() {
             Some(input) => input,
@@ -312,11 +325,22 @@ async fn pump<B: Body>(
                 },
             },
         };
+        let input = match (input, max_bytes) {
+            (Input::Chunk(chunk), Some(max)) if received + chunk.len() as u64 > max => Input::Aborted {
+                code: ErrorCode::LimitExceeded,
+                message: format!("the upload passed {max} bytes, the most one job may send (limits.max_upload_bytes); records before it are committed"),
+            },
+            (input, _) => input,
+        };
+        if let Input::Chunk(chunk) = &input {
+            received += chunk.len() as u64;
+        }
         let more = matches!(input, Input::Chunk(_));
+        // The server ends these jobs while the client may still be sending.
         let was_shutdown = matches!(
             &input,
             Input::Aborted {
-                code: ErrorCode::Shutdown,
+                code: ErrorCode::Shutdown | ErrorCode::LimitExceeded,
                 ..
             }
         );

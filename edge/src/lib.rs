@@ -13,6 +13,7 @@
 //! - `edge1`: the `edge/1` job protocol on one connection.
 //! - `h3guard`: cuts off HTTP/3 peers that declare oversized frames (h3 0.0.8 would buffer them).
 //! - `http3`: HTTP/3 on the same port: uploads as jobs, and the read API.
+//! - `limits`: per-subject job limits (concurrency, start rate).
 //! - `jobs`: one job, whatever carries it: task start, body pump, pipeline, events.
 //! - [`cli`]: the `edge` command line (`serve`, `ports get`, `ports list`).
 
@@ -23,6 +24,7 @@ mod edge1;
 mod h3guard;
 mod http3;
 mod jobs;
+mod limits;
 pub mod server;
 pub mod tls;
 

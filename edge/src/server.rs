@@ -3,6 +3,7 @@
 
 use crate::auth::{KeyError, Verifier};
 use crate::config::Config;
+use crate::limits::Limits;
 use crate::tls::{self, TlsError};
 use edge_proto::{AppCode, ALPN_EDGE, ALPN_H3};
 use edge_tasks::pipeline::Settings;
@@ -65,6 +66,8 @@ pub(crate) struct Service {
     pub store: Store,
     /// Checks every job's and request's token.
     pub auth: Verifier,
+    /// Per-subject limits.
+    pub limits: Arc<Limits>,
     /// Job slots: at most `jobs.max_running` pipelines run at once.
     pub job_slots: Semaphore,
     /// How pipelines commit and report.
@@ -116,6 +119,7 @@ impl Server {
         let service = Service {
             store,
             auth,
+            limits: Limits::new(config.limits.clone()),
             job_slots: Semaphore::new(config.jobs.max_running),
             settings: settings(config),
             header_timeout: Duration::from_secs(config.jobs.header_timeout_secs),

@@ -124,6 +124,9 @@ pub enum Event {
         /// The client's upload stream id (`edge/1`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         upload_stream: Option<u64>,
+        /// For `rate_limited`: seconds to wait before trying again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after: Option<u64>,
     },
     /// An event this version of the contract does not know (from a newer server).
     #[serde(other)]
@@ -230,6 +233,7 @@ mod tests {
                 message: "no task `x`".into(),
                 committed: 0,
                 upload_stream: Some(6),
+                retry_after: None,
             },
         ];
         for ev in events {

@@ -525,6 +525,7 @@ impl<'a> Job<'a> {
             message,
             committed: 0,
             upload_stream: self.spec.upload_stream,
+            retry_after: None,
         };
         self.finish_in_place(last)
     }

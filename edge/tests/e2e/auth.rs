@@ -280,3 +280,106 @@ async fn edge_token_issue_mints_tokens_the_server_accepts() {
         result.last
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_hold_per_subject_across_connections() {
+    let server = TestServer::start_with(|config| {
+        config.limits.max_jobs_per_sub = 1;
+        config.limits.job_starts_per_sec = 0.2;
+        config.limits.job_start_burst = 2;
+    })
+    .await;
+    // A job that keeps running: its body never ends while the test runs.
+    let first = server.client().await;
+    let (mut writer, reader) = tokio::io::duplex(1024);
+    use tokio::io::AsyncWriteExt;
+    writer.write_all(b"1\n").await.unwrap();
+    let mut header = edge_proto::JobHeader::new("stats");
+    header.format = Some(Format::Lines);
+    let running = tokio::spawn(async move {
+        let job = edge_client::UploadJob::new(header, Box::new(reader));
+        first.upload(job, |_| {}).await.unwrap().last
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    // Same subject, another connection: over the concurrency cap.
+    let second = server.client().await;
+    let (result, _) = upload(&second, "stats", Some(Format::Lines), b"2\n".to_vec()).await;
+    let Event::Rejected {
+        code,
+        retry_after,
+        message,
+        ..
+    } = &result.last
+    else {
+        panic!("{:?}", result.last)
+    };
+    assert_eq!(
+        (*code, *retry_after),
+        (ErrorCode::RateLimited, Some(1)),
+        "{message}"
+    );
+    assert!(message.contains("max_jobs_per_sub"), "{message}");
+
+    // Another subject is not affected.
+    let other = ClientConfig {
+        token: Some(mint(
+            &server.dir.path().join("certs"),
+            "other",
+            "stats:write",
+        )),
+        ..server.client_config()
+    };
+    let other = Client::connect(&other).await.unwrap();
+    let (result, _) = upload(&other, "stats", Some(Format::Lines), b"3\n".to_vec()).await;
+    assert!(
+        matches!(result.last, Event::Done { .. }),
+        "{:?}",
+        result.last
+    );
+
+    // The first job ends; its subject has used its burst of 2 starts: the rate applies.
+    drop(writer);
+    assert!(matches!(running.await.unwrap(), Event::Done { .. }));
+    let (result, _) = upload(&second, "stats", Some(Format::Lines), b"4\n".to_vec()).await;
+    let Event::Rejected {
+        code, retry_after, ..
+    } = &result.last
+    else {
+        panic!("{:?}", result.last)
+    };
+    assert_eq!(*code, ErrorCode::RateLimited);
+    assert!(
+        retry_after.is_some_and(|s| (1..=5).contains(&s)),
+        "{retry_after:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_past_the_byte_cap_fails_and_keeps_what_came_before() {
+    let server = TestServer::start_with(|config| {
+        config.limits.max_upload_bytes = 100_000;
+        config.jobs.commit_records = 100;
+    })
+    .await;
+    let client = server.client().await;
+    let body = synthetic_ports_ndjson(5_000); // ~1 MB
+    let (result, _) = upload(&client, "ports", Some(Format::Ndjson), body).await;
+    let Event::Failed {
+        code,
+        committed,
+        message,
+        ..
+    } = &result.last
+    else {
+        panic!("{:?}", result.last)
+    };
+    assert_eq!(*code, ErrorCode::LimitExceeded, "{message}");
+    assert!(*committed > 0 && *committed < 5_000, "{committed}");
+    client.close().await;
+    let dir = server.stop().await;
+    assert_eq!(
+        all_ports(&dir.path().join("data/edge.redb")).len() as u64,
+        *committed
+    );
+}

@@ -821,3 +821,32 @@ async fn tokens_gate_every_request_but_the_health_check() {
     .await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_start_rate_curl_gets_429_with_retry_after() {
+    if h3curl().is_none() {
+        return;
+    }
+    let server = TestServer::start_with(|config| {
+        config.limits.job_starts_per_sec = 0.1;
+        config.limits.job_start_burst = 1;
+    })
+    .await;
+    let numbers = std::fs::canonicalize(ports_json())
+        .unwrap()
+        .with_file_name("numbers.txt")
+        .display()
+        .to_string();
+    let upload = vec!["-T".to_owned(), numbers, url(&server, "/v1/jobs/stats")];
+    let (status, _) = curl(&server, upload.clone()).await;
+    assert_eq!(status, 200);
+    let mut with_headers = vec!["-D".to_owned(), "-".to_owned()];
+    with_headers.extend(upload);
+    let (status, text) = curl(&server, with_headers).await;
+    assert_eq!(status, 429, "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("retry-after: 10"),
+        "{text}"
+    );
+    assert!(text.contains("\"rate_limited\""), "{text}");
+}
