@@ -12,6 +12,7 @@
 //! - [`stats`]: the `stats` plugin (online count, mean, variance, min, max).
 //! - [`store`]: the redb database every plugin shares.
 //! - [`history`]: job records kept in the store.
+//! - [`revocations`]: revoked token ids (the deny-list) kept in the store.
 //! - [`pipeline`]: runs one job: decoder -> task -> commits, emitting notification events.
 
 pub mod decode;
@@ -20,6 +21,7 @@ pub mod pipeline;
 pub mod ports;
 pub mod record;
 pub mod registry;
+pub mod revocations;
 pub mod stats;
 pub mod store;
 pub mod task;

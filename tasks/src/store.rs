@@ -152,6 +152,7 @@ impl Store {
         }
         crate::ports::create_tables(&txn)?;
         crate::history::create_tables(&txn)?;
+        crate::revocations::create_tables(&txn)?;
         txn.commit()
             .map_err(|e| StoreError::redb("commit")(e.into()))
     }

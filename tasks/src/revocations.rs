@@ -1,0 +1,163 @@
+//! Revoked token ids (`jti`): a deny-list in the store, so that a revocation survives
+//! restarts. An entry is kept until the token it names has expired; then it is pruned.
+
+use crate::store::{Store, StoreError};
+use redb::{ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+/// Revoked ids -> (revoked at, the token's `exp` or 0 when not known yet), in seconds since
+/// the epoch.
+const REVOKED: TableDefinition<&str, (u64, u64)> = TableDefinition::new("revoked_tokens");
+
+/// The longest `jti` accepted (ours are 32 hex digits).
+pub const MAX_JTI_BYTES: usize = 256;
+
+/// One revoked token id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revoked {
+    /// The token id.
+    pub jti: String,
+    /// When it was revoked (seconds since the epoch).
+    pub revoked_at: u64,
+    /// When the token expires (seconds since the epoch), once known; the entry is pruned
+    /// after that.
+    pub expires: Option<u64>,
+}
+
+/// Creates the deny-list's table (called when the store opens).
+pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(REVOKED)
+        .map_err(|e| StoreError::redb("open revoked_tokens table")(e.into()))?;
+    Ok(())
+}
+
+/// Adds `jti` to the deny-list (`expires`: the token's `exp`, if known). Returns `false` when
+/// it was already there (its expiry is filled in if it was not known).
+pub fn revoke(
+    store: &Store,
+    jti: &str,
+    expires: Option<u64>,
+    now: u64,
+) -> Result<bool, StoreError> {
+    let txn = store.write()?;
+    let added = {
+        let mut table = txn
+            .open_table(REVOKED)
+            .map_err(|e| StoreError::redb("open revoked_tokens table")(e.into()))?;
+        let existing = table
+            .get(jti)
+            .map_err(|e| StoreError::redb("read revoked token")(e.into()))?
+            .map(|v| v.value());
+        let entry = match existing {
+            Some((at, 0)) => (at, expires.unwrap_or(0)),
+            Some(entry) => entry,
+            None => (now, expires.unwrap_or(0)),
+        };
+        table
+            .insert(jti, entry)
+            .map_err(|e| StoreError::redb("write revoked token")(e.into()))?;
+        existing.is_none()
+    };
+    txn.commit()
+        .map_err(|e| StoreError::redb("commit")(e.into()))?;
+    Ok(added)
+}
+
+/// Whether `jti` is on the deny-list.
+pub fn is_revoked(store: &Store, jti: &str) -> Result<bool, StoreError> {
+    let txn = store.read()?;
+    let table = txn
+        .open_table(REVOKED)
+        .map_err(|e| StoreError::redb("open revoked_tokens table")(e.into()))?;
+    let found = table
+        .get(jti)
+        .map_err(|e| StoreError::redb("read revoked token")(e.into()))?;
+    Ok(found.is_some())
+}
+
+/// Every revoked id, in id order.
+pub fn list(store: &Store) -> Result<Vec<Revoked>, StoreError> {
+    let txn = store.read()?;
+    let table = txn
+        .open_table(REVOKED)
+        .map_err(|e| StoreError::redb("open revoked_tokens table")(e.into()))?;
+    let mut all = Vec::new();
+    for entry in table
+        .iter()
+        .map_err(|e| StoreError::redb("list revoked tokens")(e.into()))?
+    {
+        let (jti, value) = entry.map_err(|e| StoreError::redb("list revoked tokens")(e.into()))?;
+        let (revoked_at, expires) = value.value();
+        all.push(Revoked {
+            jti: jti.value().to_owned(),
+            revoked_at,
+            expires: (expires != 0).then_some(expires),
+        });
+    }
+    Ok(all)
+}
+
+/// Removes entries whose token expired before `before` (no such token can verify any more).
+/// Returns how many were removed.
+pub fn prune(store: &Store, before: u64) -> Result<usize, StoreError> {
+    let txn = store.write()?;
+    let removed = {
+        let mut table = txn
+            .open_table(REVOKED)
+            .map_err(|e| StoreError::redb("open revoked_tokens table")(e.into()))?;
+        table
+            .extract_if(|_, (_, expires)| expires != 0 && expires < before)
+            .map_err(|e| StoreError::redb("prune revoked tokens")(e.into()))?
+            .count()
+    };
+    txn.commit()
+        .map_err(|e| StoreError::redb("commit")(e.into()))?;
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreOptions;
+
+    #[test]
+    fn revocations_survive_reopening_and_expired_ones_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edge.redb");
+        {
+            let store = Store::open(&path, &StoreOptions::default()).unwrap();
+            assert!(revoke(&store, "old", Some(100), 50).unwrap());
+            assert!(revoke(&store, "current", Some(10_000), 60).unwrap());
+            assert!(revoke(&store, "unknown-expiry", None, 70).unwrap());
+            assert!(
+                !revoke(&store, "current", None, 80).unwrap(),
+                "already there"
+            );
+        }
+        let store = Store::open(&path, &StoreOptions::default()).unwrap();
+        assert!(is_revoked(&store, "old").unwrap());
+        assert!(!is_revoked(&store, "never").unwrap());
+        assert_eq!(prune(&store, 1_000).unwrap(), 1);
+        assert!(!is_revoked(&store, "old").unwrap());
+        let ids: Vec<_> = list(&store).unwrap();
+        assert_eq!(
+            ids,
+            vec![
+                Revoked {
+                    jti: "current".into(),
+                    revoked_at: 60,
+                    expires: Some(10_000)
+                },
+                Revoked {
+                    jti: "unknown-expiry".into(),
+                    revoked_at: 70,
+                    expires: None
+                },
+            ]
+        );
+        // The expiry of an entry revoked by id alone is learned later, and then it is pruned.
+        revoke(&store, "unknown-expiry", Some(500), 90).unwrap();
+        assert_eq!(prune(&store, 1_000).unwrap(), 1);
+        assert!(!is_revoked(&store, "unknown-expiry").unwrap());
+    }
+}
