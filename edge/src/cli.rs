@@ -1,8 +1,9 @@
 //! The `edge` command line: `edge serve`, and `edge ports get|list` to read the store back
 //! while the server is stopped.
 
-use crate::auth::KeyPair;
+use crate::auth::{self, KeyPair, SigningKey, Verifier};
 use crate::config::{Config, Overrides};
+use crate::control::{Reply, Request};
 use crate::server::Server;
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
@@ -51,7 +52,7 @@ enum Command {
     /// Read sea ports from the store (while the server is stopped).
     #[command(subcommand)]
     Ports(PortsCommand),
-    /// Mint tokens.
+    /// Mint, revoke and manage tokens.
     #[command(subcommand)]
     Token(TokenCommand),
 }
@@ -72,7 +73,31 @@ enum TokenCommand {
         /// Its audience [default: the config's `auth.audience`].
         #[arg(long)]
         aud: Option<String>,
+        /// The key to sign with (a `kid` of `[auth] keys`) [default: the first that can sign].
+        #[arg(long)]
+        kid: Option<String>,
     },
+    /// Revoke a token: its id (`jti`) goes on the store's deny-list, checked on every job and
+    /// request. Works whether or not `edge serve` runs on the data dir.
+    Revoke {
+        /// The token's `jti`, or the whole token (then its expiry is known and the entry is
+        /// pruned once the token has expired).
+        token_or_jti: String,
+    },
+    /// List revoked token ids.
+    ListRevoked {
+        /// Print JSON: [{"jti":..,"revoked_at":..,"expires":..}].
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a new Ed25519 key pair, PREFIX.pem (signing, 0600) and PREFIX.pub.pem, for
+    /// `[auth] keys` (e.g. to rotate keys), and print its config entry.
+    Keygen {
+        /// Path prefix of the two files, e.g. /etc/edge/jwt-2027.
+        prefix: PathBuf,
+    },
+    /// List the key ids the server trusts with this config.
+    Keys,
 }
 
 #[derive(Debug, Subcommand)]
@@ -121,19 +146,124 @@ pub fn run() -> anyhow::Result<ExitCode> {
 }
 
 fn token(config: &Config, command: TokenCommand) -> anyhow::Result<ExitCode> {
-    let TokenCommand::Issue {
-        sub,
-        scope,
-        ttl,
-        aud,
-    } = command;
-    if sub.trim().is_empty() {
-        bail!("--sub must not be empty");
+    match command {
+        TokenCommand::Issue {
+            sub,
+            scope,
+            ttl,
+            aud,
+            kid,
+        } => {
+            if sub.trim().is_empty() {
+                bail!("--sub must not be empty");
+            }
+            let key = SigningKey::load(&config.auth, &config.certs_dir, kid.as_deref())?;
+            let token = key.issue(&config.auth, &sub, &scope, ttl, aud.as_deref())?;
+            println!("{token}");
+        }
+        TokenCommand::Revoke { token_or_jti } => {
+            let (jti, expires) = match auth::unverified_id(&token_or_jti) {
+                Some(id) => id,
+                None if token_or_jti.contains('.') => {
+                    bail!("that looks like a token but has no readable `jti` claim")
+                }
+                None => (token_or_jti.trim().to_owned(), None),
+            };
+            let reply = control(
+                config,
+                &Request::Revoke {
+                    jti: jti.clone(),
+                    expires,
+                },
+            )?;
+            if reply.added == Some(false) {
+                println!("{jti} was already revoked");
+            } else {
+                println!("revoked {jti}");
+            }
+        }
+        TokenCommand::ListRevoked { json } => {
+            let reply = control(config, &Request::ListRevoked)?;
+            let list = reply.revoked.unwrap_or_default();
+            let mut out = std::io::stdout().lock();
+            if json {
+                writeln!(out, "{}", serde_json::to_string(&list)?)?;
+            } else {
+                for entry in &list {
+                    let expires = entry
+                        .expires
+                        .map(|at| format!("expires {}", rfc3339(at)))
+                        .unwrap_or_else(|| "expiry unknown".into());
+                    writeln!(
+                        out,
+                        "{}\trevoked {}\t{expires}",
+                        entry.jti,
+                        rfc3339(entry.revoked_at)
+                    )?;
+                }
+                if list.is_empty() {
+                    eprintln!("no revoked tokens");
+                }
+            }
+        }
+        TokenCommand::Keygen { prefix } => {
+            let pair = KeyPair::generate_at(&prefix)?;
+            let public = format!("{}.pub.pem", prefix.display());
+            eprintln!(
+                "wrote {0}.pem (signing key, keep it secret) and {public}",
+                prefix.display()
+            );
+            println!(
+                "{{ kid = \"{}\", algorithm = \"EdDSA\", public_key = \"{public}\", private_key = \"{}.pem\" }}",
+                pair.kid,
+                prefix.display()
+            );
+            eprintln!(
+                "add that line to `keys = [...]` in [auth] (the server needs only public_key)"
+            );
+        }
+        TokenCommand::Keys => {
+            let verifier = Verifier::load(&config.auth, &config.certs_dir)?;
+            for kid in verifier.kids() {
+                println!("{kid}");
+            }
+        }
     }
-    let keys = KeyPair::load_or_generate(&config.certs_dir)?;
-    let token = keys.issue(&config.auth, &sub, &scope, ttl, aud.as_deref())?;
-    println!("{token}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Carries out a store request through the running server's control socket, or on the store
+/// directly when no server runs on the data dir.
+fn control(config: &Config, request: &Request) -> anyhow::Result<Reply> {
+    let reply = match crate::control::send(&config.data_dir, request)? {
+        Some(reply) => reply,
+        None => {
+            std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                format!("cannot create the data dir {}", config.data_dir.display())
+            })?;
+            let store = Store::open(&config.store_path(), &StoreOptions::default()).map_err(
+                |e| match e {
+                    edge_tasks::StoreError::InUse { path } => anyhow::anyhow!(
+                        "the store {} is in use, but no server answers on {}: stop the process \
+                         holding the store and try again",
+                        path.display(),
+                        crate::control::socket_path(&config.data_dir).display()
+                    ),
+                    e => e.into(),
+                },
+            )?;
+            crate::control::execute(&store, request)
+        }
+    };
+    match reply.error {
+        Some(error) if !reply.ok => bail!("{error}"),
+        _ => Ok(reply),
+    }
+}
+
+fn rfc3339(secs: u64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    humantime::format_rfc3339_seconds(at).to_string()
 }
 
 fn serve(config: &Config) -> anyhow::Result<ExitCode> {

@@ -105,6 +105,11 @@ pub struct AuthConfig {
     pub audience: String,
     /// Clock leeway for `exp` and `nbf`, in seconds.
     pub leeway_secs: u64,
+    /// A connection that has opened no job or request with a valid token within this many
+    /// seconds is closed.
+    pub auth_timeout_secs: u64,
+    /// The keys tokens are verified with. Empty: the Ed25519 pair generated in `certs_dir`.
+    pub keys: Vec<KeyConfig>,
 }
 
 impl Default for AuthConfig {
@@ -113,8 +118,41 @@ impl Default for AuthConfig {
             issuer: "edge".into(),
             audience: "edge".into(),
             leeway_secs: 30,
+            auth_timeout_secs: 10,
+            keys: Vec::new(),
         }
     }
+}
+
+/// One configured token key (`[[auth.keys]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// The key id tokens name in their header.
+    pub kid: String,
+    /// `EdDSA` (Ed25519) or `HS256`.
+    pub algorithm: KeyAlgorithm,
+    /// EdDSA: the verifying key (SPKI PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<PathBuf>,
+    /// EdDSA: the signing key (PKCS#8 PEM), only where tokens are minted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<PathBuf>,
+    /// HS256: a file holding the secret (at least 32 bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<PathBuf>,
+    /// HS256: an environment variable holding the secret (at least 32 bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_env: Option<String>,
+}
+
+/// The algorithm of a configured token key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyAlgorithm {
+    /// Ed25519 signatures (public-key: the server needs only the public half).
+    EdDSA,
+    /// HMAC-SHA256 with a shared secret.
+    HS256,
 }
 
 /// `[tls]`: the server certificate.
@@ -192,6 +230,13 @@ pub struct TransportConfig {
     pub max_jobs_per_connection: u64,
     /// Close a connection after this many seconds without any packet.
     pub idle_timeout_secs: u64,
+    /// Connections (open or in handshake) the server takes at once; more are refused.
+    pub max_connections: usize,
+    /// Connections one IP address may have at once; more are refused.
+    pub max_connections_per_ip: usize,
+    /// Above this many handshakes in progress, a new client must first prove its address
+    /// (a QUIC Retry, one extra round trip) before the server does any TLS work for it.
+    pub retry_above_handshakes: usize,
 }
 
 impl Default for TransportConfig {
@@ -201,6 +246,9 @@ impl Default for TransportConfig {
             connection_receive_window: 4 * 1024 * 1024,
             max_jobs_per_connection: 16,
             idle_timeout_secs: 30,
+            max_connections: 256,
+            max_connections_per_ip: 16,
+            retry_above_handshakes: 32,
         }
     }
 }
@@ -302,6 +350,15 @@ impl Config {
         }
         if self.jobs.max_record_bytes < 1024 {
             return invalid("jobs.max_record_bytes", "must be at least 1024");
+        }
+        if self.transport.max_connections == 0 || self.transport.max_connections_per_ip == 0 {
+            return invalid(
+                "transport.max_connections",
+                "`max_connections` and `max_connections_per_ip` must be at least 1",
+            );
+        }
+        if self.auth.auth_timeout_secs == 0 {
+            return invalid("auth.auth_timeout_secs", "must be at least 1");
         }
         if self.transport.max_jobs_per_connection == 0 {
             return invalid("transport.max_jobs_per_connection", "must be at least 1");

@@ -26,6 +26,7 @@ const NOTIFY_ACK_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) async fn serve(
     connection: Connection,
     service: Arc<Service>,
+    authorised: CancellationToken,
     shutdown: CancellationToken,
 ) {
     debug!("edge/1 connection");
@@ -35,7 +36,7 @@ pub(crate) async fn serve(
             _ = shutdown.cancelled() => break,
             stream = connection.accept_uni() => match stream {
                 Ok(upload) => {
-                    let job = run_job(connection.clone(), upload, service.clone(), shutdown.clone());
+                    let job = run_job(connection.clone(), upload, service.clone(), authorised.clone(), shutdown.clone());
                     jobs.spawn(job.in_current_span());
                 }
                 Err(e) => {
@@ -65,10 +66,11 @@ async fn run_job(
     connection: Connection,
     mut upload: RecvStream,
     service: Arc<Service>,
+    authorised: CancellationToken,
     shutdown: CancellationToken,
 ) {
     let upload_stream = u64::from(upload.id());
-    let started = start(&mut upload, &service).await;
+    let started = start(&mut upload, &service, &authorised).await;
     let (header, leftover, grant, _admission, plugin, task) = match started {
         Ok(started) => started,
         Err(refusal) => return reject(&connection, &mut upload, upload_stream, refusal).await,
@@ -122,9 +124,14 @@ type Started = (
 );
 
 /// Reads the header, checks the token (before any body byte is decoded), starts the task.
-async fn start(upload: &mut RecvStream, service: &Service) -> Result<Started, Refusal> {
+async fn start(
+    upload: &mut RecvStream,
+    service: &Service,
+    authorised: &CancellationToken,
+) -> Result<Started, Refusal> {
     let (header, leftover) = read_header(upload, service.header_timeout).await?;
-    let grant = service.auth.verify(header.token.as_deref())?;
+    let grant = service.authorize(header.token.as_deref())?;
+    authorised.cancel();
     let (plugin, task) =
         jobs::start_task(&header.task, header.format, &header.params, &grant, service)?;
     let admission = service.limits.admit(&grant.sub)?;

@@ -43,6 +43,7 @@ type RecvHalf = h3::server::RequestStream<crate::h3guard::Guarded<h3_quinn::Recv
 pub(crate) async fn serve(
     connection: quinn::Connection,
     service: Arc<Service>,
+    authorised: CancellationToken,
     shutdown: CancellationToken,
 ) {
     debug!("h3 connection");
@@ -67,7 +68,7 @@ pub(crate) async fn serve(
             }
             accepted = h3.accept() => match accepted {
                 Ok(Some(resolver)) => {
-                    requests.spawn(handle(resolver, service.clone(), shutdown.clone()).in_current_span());
+                    requests.spawn(handle(resolver, service.clone(), authorised.clone(), shutdown.clone()).in_current_span());
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -84,7 +85,12 @@ pub(crate) async fn serve(
     }
 }
 
-async fn handle(resolver: Resolver, service: Arc<Service>, shutdown: CancellationToken) {
+async fn handle(
+    resolver: Resolver,
+    service: Arc<Service>,
+    authorised: CancellationToken,
+    shutdown: CancellationToken,
+) {
     let (request, mut stream) = match resolver.resolve_request().await {
         Ok(resolved) => resolved,
         Err(e) => {
@@ -100,10 +106,11 @@ async fn handle(resolver: Resolver, service: Arc<Service>, shutdown: Cancellatio
         return health(&mut stream, &shutdown).await;
     }
     // Everything but the health check needs a valid token, checked before any body byte.
-    let grant = match service.auth.verify(bearer(&request)) {
+    let grant = match service.authorize(bearer(&request)) {
         Ok(grant) => grant,
         Err(e) => return refuse_job(&mut stream, e.into()).await,
     };
+    authorised.cancel();
     let read_scope = match segments.as_slice() {
         ["v1", "ports", ..] => Some("ports:read"),
         ["v1", "jobs", ..] if method == Method::GET => Some("jobs:read"),
@@ -478,6 +485,7 @@ fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::LimitExceeded => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::HeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Internal | ErrorCode::StoreError => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,
     }
 }

@@ -14,12 +14,18 @@
 //! - `h3guard`: cuts off HTTP/3 peers that declare oversized frames (h3 0.0.8 would buffer them).
 //! - `http3`: HTTP/3 on the same port: uploads as jobs, and the read API.
 //! - `limits`: per-subject job limits (concurrency, start rate).
+//! - `connections`: connection caps (total, per IP), Retry under load, closing connections
+//!   that never present a valid token.
+//! - [`control`]: the Unix socket in the data dir through which `edge token revoke` reaches a
+//!   running server.
 //! - `jobs`: one job, whatever carries it: task start, body pump, pipeline, events.
-//! - [`cli`]: the `edge` command line (`serve`, `ports get`, `ports list`).
+//! - [`cli`]: the `edge` command line (`serve`, `ports`, `token`).
 
 pub mod auth;
 pub mod cli;
 pub mod config;
+mod connections;
+pub mod control;
 mod edge1;
 mod h3guard;
 mod http3;

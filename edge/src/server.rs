@@ -1,8 +1,9 @@
 //! The QUIC endpoint: binds the UDP port, accepts connections, dispatches them by ALPN, and
 //! shuts everything down through one cancellation token.
 
-use crate::auth::{KeyError, Verifier};
+use crate::auth::{self, AuthError, Grant, KeyError, Verifier};
 use crate::config::Config;
+use crate::connections::{self, Admit, Connections};
 use crate::limits::Limits;
 use crate::tls::{self, TlsError};
 use edge_proto::{AppCode, ALPN_EDGE, ALPN_H3};
@@ -74,6 +75,36 @@ pub(crate) struct Service {
     pub settings: Settings,
     /// How long a client has to send its job header.
     pub header_timeout: Duration,
+    /// How long a new connection has to present a valid token.
+    pub auth_timeout: Duration,
+}
+
+impl Service {
+    /// Verifies a token and checks its id against the deny-list; returns what it allows.
+    pub(crate) fn authorize(&self, token: Option<&str>) -> Result<Grant, AuthError> {
+        let grant = self.auth.verify(token)?;
+        if grant.jti.is_empty() {
+            return Ok(grant);
+        }
+        let revoked = edge_tasks::revocations::lookup(&self.store, &grant.jti)
+            .map_err(|e| AuthError::Unavailable(e.to_string()))?;
+        match revoked {
+            None => Ok(grant),
+            Some(entry) => {
+                if entry.expires.is_none() {
+                    // Revoked by id alone: now that the expiry is known, the entry can be
+                    // pruned once the token has expired.
+                    let _ = edge_tasks::revocations::revoke(
+                        &self.store,
+                        &grant.jti,
+                        Some(grant.exp),
+                        auth::unix_now(),
+                    );
+                }
+                Err(AuthError::Revoked)
+            }
+        }
+    }
 }
 
 /// A bound, ready server.
@@ -81,6 +112,8 @@ pub(crate) struct Service {
 pub struct Server {
     endpoint: Endpoint,
     service: Arc<Service>,
+    connections: Arc<Connections>,
+    control: Option<crate::control::Listener>,
     dev_ca: Option<PathBuf>,
 }
 
@@ -103,8 +136,30 @@ impl Server {
                 "jobs cut off when the server last stopped are marked interrupted in the history"
             );
         }
+        let control = match crate::control::Listener::bind(&config.data_dir) {
+            Ok(listener) => Some(listener),
+            Err(e) => {
+                warn!(
+                    "cannot open the control socket in {}: {e}; `edge token revoke` will need \
+                     the server stopped",
+                    config.data_dir.display()
+                );
+                None
+            }
+        };
         let identity = tls::load_identity(&config.tls, &config.certs_dir)?;
         let auth = Verifier::load(&config.auth, &config.certs_dir)?;
+        info!(keys = ?auth.kids(), "token keys loaded");
+        let pruned = edge_tasks::revocations::prune(
+            &store,
+            auth::unix_now().saturating_sub(config.auth.leeway_secs),
+        )?;
+        if pruned > 0 {
+            info!(
+                pruned,
+                "revoked tokens that have expired were removed from the deny-list"
+            );
+        }
         let dev_ca = identity.dev_ca.clone();
         let crypto = tls::server_crypto(identity, &[ALPN_EDGE, ALPN_H3])?;
         let crypto = QuicServerConfig::try_from(crypto)
@@ -123,10 +178,13 @@ impl Server {
             job_slots: Semaphore::new(config.jobs.max_running),
             settings: settings(config),
             header_timeout: Duration::from_secs(config.jobs.header_timeout_secs),
+            auth_timeout: Duration::from_secs(config.auth.auth_timeout_secs),
         };
         Ok(Server {
             endpoint,
             service: Arc::new(service),
+            connections: Connections::new(&config.transport),
+            control,
             dev_ca,
         })
     }
@@ -146,7 +204,11 @@ impl Server {
     /// Serves until `shutdown` is cancelled, then stops accepting, lets running jobs commit
     /// what they have and tell their clients, closes every connection with
     /// [`AppCode::Shutdown`] and returns.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        if let Some(control) = self.control.take() {
+            let store = self.service.store.clone();
+            tokio::spawn(control.serve(store, shutdown.clone()));
+        }
         let connections = TaskTracker::new();
         loop {
             let incoming = tokio::select! {
@@ -154,9 +216,32 @@ impl Server {
                 incoming = self.endpoint.accept() => incoming,
             };
             let Some(incoming) = incoming else { break };
-            let span = tracing::info_span!("conn", remote = %incoming.remote_address());
+            let remote = incoming.remote_address();
+            let slot = match self.connections.admit(&incoming) {
+                Admit::Accept(slot) => slot,
+                Admit::Retry => {
+                    if let Err(e) = incoming.retry() {
+                        e.into_incoming().refuse();
+                    }
+                    continue;
+                }
+                Admit::Refuse(reason) => {
+                    debug!(%remote, "connection refused: {reason}");
+                    incoming.refuse();
+                    continue;
+                }
+            };
+            let handshake = self.connections.handshake();
+            let span = tracing::info_span!("conn", %remote);
             let service = self.service.clone();
-            connections.spawn(accept(incoming, service, shutdown.clone()).instrument(span));
+            let accepted = accept(incoming, handshake, service, shutdown.clone());
+            connections.spawn(
+                async move {
+                    accepted.await;
+                    drop(slot);
+                }
+                .instrument(span),
+            );
         }
         info!("shutting down: no new connections; running jobs commit what they have");
         self.endpoint.set_server_config(None);
@@ -186,7 +271,12 @@ impl IntoVarInt for AppCode {
     }
 }
 
-async fn accept(incoming: Incoming, service: Arc<Service>, shutdown: CancellationToken) {
+async fn accept(
+    incoming: Incoming,
+    handshake: connections::Handshake,
+    service: Arc<Service>,
+    shutdown: CancellationToken,
+) {
     let connection = match incoming.await {
         Ok(connection) => connection,
         Err(e) => {
@@ -194,9 +284,16 @@ async fn accept(incoming: Incoming, service: Arc<Service>, shutdown: Cancellatio
             return;
         }
     };
+    drop(handshake);
+    let authorised = CancellationToken::new();
+    tokio::spawn(connections::close_unless_authorised(
+        connection.clone(),
+        authorised.clone(),
+        service.auth_timeout,
+    ));
     match alpn(&connection).as_deref() {
-        Some(ALPN_EDGE) => crate::edge1::serve(connection, service, shutdown).await,
-        Some(ALPN_H3) => crate::http3::serve(connection, service, shutdown).await,
+        Some(ALPN_EDGE) => crate::edge1::serve(connection, service, authorised, shutdown).await,
+        Some(ALPN_H3) => crate::http3::serve(connection, service, authorised, shutdown).await,
         _ => connection.close(AppCode::ProtocolError.into_varint(), b"unsupported ALPN"),
     }
 }

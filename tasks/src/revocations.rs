@@ -63,8 +63,8 @@ pub fn revoke(
     Ok(added)
 }
 
-/// Whether `jti` is on the deny-list.
-pub fn is_revoked(store: &Store, jti: &str) -> Result<bool, StoreError> {
+/// The deny-list's entry for `jti`, if it is revoked.
+pub fn lookup(store: &Store, jti: &str) -> Result<Option<Revoked>, StoreError> {
     let txn = store.read()?;
     let table = txn
         .open_table(REVOKED)
@@ -72,7 +72,14 @@ pub fn is_revoked(store: &Store, jti: &str) -> Result<bool, StoreError> {
     let found = table
         .get(jti)
         .map_err(|e| StoreError::redb("read revoked token")(e.into()))?;
-    Ok(found.is_some())
+    Ok(found.map(|value| {
+        let (revoked_at, expires) = value.value();
+        Revoked {
+            jti: jti.to_owned(),
+            revoked_at,
+            expires: (expires != 0).then_some(expires),
+        }
+    }))
 }
 
 /// Every revoked id, in id order.
@@ -105,10 +112,15 @@ pub fn prune(store: &Store, before: u64) -> Result<usize, StoreError> {
         let mut table = txn
             .open_table(REVOKED)
             .map_err(|e| StoreError::redb("open revoked_tokens table")(e.into()))?;
-        table
+        let mut removed = 0;
+        for entry in table
             .extract_if(|_, (_, expires)| expires != 0 && expires < before)
             .map_err(|e| StoreError::redb("prune revoked tokens")(e.into()))?
-            .count()
+        {
+            entry.map_err(|e| StoreError::redb("prune revoked tokens")(e.into()))?;
+            removed += 1;
+        }
+        removed
     };
     txn.commit()
         .map_err(|e| StoreError::redb("commit")(e.into()))?;
@@ -119,6 +131,10 @@ pub fn prune(store: &Store, before: u64) -> Result<usize, StoreError> {
 mod tests {
     use super::*;
     use crate::store::StoreOptions;
+
+    fn is_revoked(store: &Store, jti: &str) -> Result<bool, StoreError> {
+        lookup(store, jti).map(|found| found.is_some())
+    }
 
     #[test]
     fn revocations_survive_reopening_and_expired_ones_are_pruned() {

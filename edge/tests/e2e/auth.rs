@@ -383,3 +383,252 @@ async fn an_upload_past_the_byte_cap_fails_and_keeps_what_came_before() {
         *committed
     );
 }
+
+/// Runs the real `edge` binary on `server`'s dirs (as an operator would, beside the server).
+fn edge_cli(server_dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edge"))
+        .args(args)
+        .env("EDGE_DATA_DIR", server_dir.join("data"))
+        .env("EDGE_CERTS_DIR", server_dir.join("certs"))
+        .current_dir(server_dir)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The token's final event over edge/1, and its status and body over HTTP/3 (curl).
+async fn both_transports(server: &TestServer, token: &str) -> (Event, Option<(u16, String)>) {
+    let last = upload_as(server, Some(token.to_owned())).await;
+    let curl = match crate::http3::h3curl() {
+        Some(_) => Some(
+            crate::http3::curl_as(
+                server,
+                Some(token.to_owned()),
+                vec![crate::http3::url(server, "/v1/ports?limit=1")],
+            )
+            .await,
+        ),
+        None => None,
+    };
+    (last, curl)
+}
+
+fn assert_revoked(case: &str, (last, curl): &(Event, Option<(u16, String)>)) {
+    assert!(
+        matches!(
+            last,
+            Event::Rejected {
+                code: ErrorCode::TokenRevoked,
+                committed: 0,
+                ..
+            }
+        ),
+        "{case}: edge/1 gave {last:?}"
+    );
+    if let Some((status, body)) = curl {
+        assert_eq!(*status, 401, "{case}: {body}");
+        assert!(body.contains("token_revoked"), "{case}: {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_tokens_are_refused_on_both_transports_and_after_a_restart() {
+    let server = TestServer::start().await;
+    let dir = server.dir.path().to_owned();
+    let scope = "ports:write ports:read";
+    let (ok, out, err) = edge_cli(
+        &dir,
+        &["token", "issue", "--sub", "mallory", "--scope", scope],
+    );
+    assert!(ok, "{err}");
+    let stolen = out.trim().to_owned();
+    let (last, curl) = both_transports(&server, &stolen).await;
+    assert!(matches!(last, Event::Done { .. }), "{last:?}");
+    if let Some((status, body)) = curl {
+        assert_eq!(status, 200, "{body}");
+    }
+
+    // Revoked while the server runs: the command hands it over the control socket.
+    let (ok, out, err) = edge_cli(&dir, &["token", "revoke", &stolen]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("revoked "), "{out}");
+    assert_revoked("while running", &both_transports(&server, &stolen).await);
+    // Another token of the same subject still works: revocation is per token.
+    let (_, fresh, _) = edge_cli(
+        &dir,
+        &["token", "issue", "--sub", "mallory", "--scope", scope],
+    );
+    let fresh = fresh.trim().to_owned();
+    let (last, _) = both_transports(&server, &fresh).await;
+    assert!(matches!(last, Event::Done { .. }), "{last:?}");
+
+    // Revoked by id alone while no server runs: the command opens the store itself.
+    let tempdir = server.stop().await;
+    let jti = edge::auth::unverified_id(&fresh).unwrap().0;
+    let (ok, out, err) = edge_cli(&dir, &["token", "revoke", &jti]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), format!("revoked {jti}"));
+    let (ok, out, _) = edge_cli(&dir, &["token", "revoke", &jti]);
+    assert!(ok && out.contains("already revoked"), "{out}");
+
+    // Both stay revoked after a restart, and both are listed.
+    let server = TestServer::start_in(tempdir, |_| {}).await;
+    assert_revoked("after a restart", &both_transports(&server, &stolen).await);
+    assert_revoked("revoked offline", &both_transports(&server, &fresh).await);
+    let (ok, out, err) = edge_cli(&dir, &["token", "list-revoked", "--json"]);
+    assert!(ok, "{err}");
+    let listed: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed.len(), 2, "{out}");
+    assert!(
+        listed.iter().all(|e| e["expires"].as_u64().is_some()),
+        "the offline entry learned its expiry when the token was presented: {out}"
+    );
+    let dir = server.stop().await;
+    assert_eq!(
+        all_ports(&dir.path().join("data/edge.redb")).len(),
+        1,
+        "the refused jobs stored nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_keys_rotate_and_hs256_secrets_work() {
+    let keys_dir = tempfile::tempdir().unwrap();
+    let secret_file = keys_dir.path().join("hs256.secret");
+    std::fs::write(&secret_file, "a-shared-secret-of-more-than-32-bytes\n").unwrap();
+    let old = KeyPair::generate_at(&keys_dir.path().join("old")).unwrap();
+    let new = KeyPair::generate_at(&keys_dir.path().join("new")).unwrap();
+    let key = |kid: &str, name: &str| edge::config::KeyConfig {
+        kid: kid.into(),
+        algorithm: edge::config::KeyAlgorithm::EdDSA,
+        public_key: Some(keys_dir.path().join(format!("{name}.pub.pem"))),
+        private_key: Some(keys_dir.path().join(format!("{name}.pem"))),
+        secret_file: None,
+        secret_env: None,
+    };
+    let auth = edge::config::AuthConfig {
+        keys: vec![
+            key("2026", "old"),
+            key("2027", "new"),
+            edge::config::KeyConfig {
+                kid: "ci".into(),
+                algorithm: edge::config::KeyAlgorithm::HS256,
+                public_key: None,
+                private_key: None,
+                secret_file: Some(secret_file.clone()),
+                secret_env: None,
+            },
+        ],
+        ..edge::config::AuthConfig::default()
+    };
+    let configured = auth.clone();
+    let server = TestServer::start_with(move |config| config.auth = configured).await;
+    let certs = server.dir.path().join("certs");
+    let mint = |kid: &str| {
+        edge::auth::SigningKey::load(&auth, &certs, Some(kid))
+            .unwrap()
+            .issue(
+                &auth,
+                "ops",
+                "ports:write",
+                std::time::Duration::from_secs(60),
+                None,
+            )
+            .unwrap()
+    };
+    for kid in ["2026", "2027", "ci"] {
+        let last = upload_as(&server, Some(mint(kid))).await;
+        assert!(matches!(last, Event::Done { .. }), "{kid}: {last:?}");
+    }
+    // A key that is not configured is not trusted, even the certs dir's generated one, and a
+    // token naming a configured kid but signed by another key does not verify.
+    let generated = KeyPair::load_or_generate(&certs).unwrap();
+    let impostor = {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        header.kid = Some("2027".into());
+        jsonwebtoken::encode(
+            &header,
+            &good_claims(),
+            &jsonwebtoken::EncodingKey::from_ed_pem(
+                std::fs::read(keys_dir.path().join("old.pem"))
+                    .unwrap()
+                    .as_slice(),
+            )
+            .unwrap(),
+        )
+        .unwrap()
+    };
+    let cases = [
+        (
+            "the generated key",
+            generated.sign(&good_claims()).unwrap(),
+            "key id",
+        ),
+        ("kid 2027, signed by 2026", impostor, "signature"),
+    ];
+    for (case, token, says) in cases {
+        let last = upload_as(&server, Some(token)).await;
+        let Event::Rejected { code, message, .. } = &last else {
+            panic!("{case}: {last:?}")
+        };
+        assert_eq!(*code, ErrorCode::Unauthorized, "{case}: {message}");
+        assert!(message.contains(says), "{case}: {message}");
+    }
+    assert_ne!(old.kid, new.kid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_capped_per_ip_and_closed_without_a_valid_token() {
+    let server = TestServer::start_with(|config| {
+        config.transport.max_connections_per_ip = 2;
+        config.auth.auth_timeout_secs = 1;
+        // Every client proves its address first (a QUIC Retry): jobs still work.
+        config.transport.retry_above_handshakes = 0;
+    })
+    .await;
+    let first = server.client().await;
+    let (result, _) = upload(&first, "stats", Some(Format::Lines), b"1\n".to_vec()).await;
+    assert!(
+        matches!(result.last, Event::Done { .. }),
+        "{:?}",
+        result.last
+    );
+    let idle = server.client().await;
+    let third = Client::connect(&server.client_config()).await;
+    let Err(refused) = third else {
+        panic!("a third connection from one address is refused")
+    };
+    assert!(
+        refused.to_string().to_lowercase().contains("refused"),
+        "{refused}"
+    );
+
+    // The idle connection never sent a token: it is closed after auth_timeout_secs, freeing
+    // its slot; the authorised one stays open.
+    tokio::time::sleep(std::time::Duration::from_millis(1800)).await;
+    let mut header = edge_proto::JobHeader::new("stats");
+    header.format = Some(Format::Lines);
+    let job = edge_client::UploadJob::new(header, Box::new(std::io::Cursor::new(b"2\n".to_vec())));
+    let closed = idle
+        .upload(job, |_| {})
+        .await
+        .expect_err("the idle connection was closed");
+    assert!(closed.to_string().contains("valid token"), "{closed}");
+    let (result, _) = upload(&first, "stats", Some(Format::Lines), b"3\n".to_vec()).await;
+    assert!(
+        matches!(result.last, Event::Done { .. }),
+        "{:?}",
+        result.last
+    );
+    let again = server.client().await;
+    let (result, _) = upload(&again, "stats", Some(Format::Lines), b"4\n".to_vec()).await;
+    assert!(
+        matches!(result.last, Event::Done { .. }),
+        "{:?}",
+        result.last
+    );
+}

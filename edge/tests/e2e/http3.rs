@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The HTTP/3 curl, or `None` (after saying so) when this machine has none.
-fn h3curl() -> Option<PathBuf> {
+pub(crate) fn h3curl() -> Option<PathBuf> {
     match std::env::var_os("EDGE_TEST_CURL") {
         Some(path) => Some(PathBuf::from(path)),
         None if std::env::var_os("CI").is_some() => {
@@ -32,12 +32,16 @@ fn h3curl() -> Option<PathBuf> {
 }
 
 /// Runs curl against the server with a token holding every scope; returns (status, body).
-async fn curl(server: &TestServer, args: Vec<String>) -> (u16, String) {
+pub(crate) async fn curl(server: &TestServer, args: Vec<String>) -> (u16, String) {
     curl_as(server, Some(server.token(ALL_SCOPES)), args).await
 }
 
 /// Runs curl with `token` (or none) as `Authorization: Bearer`; returns (status, body).
-async fn curl_as(server: &TestServer, token: Option<String>, args: Vec<String>) -> (u16, String) {
+pub(crate) async fn curl_as(
+    server: &TestServer,
+    token: Option<String>,
+    args: Vec<String>,
+) -> (u16, String) {
     let Some(curl) = h3curl() else {
         panic!("checked by the caller")
     };
@@ -71,11 +75,11 @@ async fn curl_as(server: &TestServer, token: Option<String>, args: Vec<String>) 
     (status, body.to_owned())
 }
 
-fn url(server: &TestServer, path: &str) -> String {
+pub(crate) fn url(server: &TestServer, path: &str) -> String {
     format!("https://127.0.0.1:{}{path}", server.addr.port())
 }
 
-fn events(body: &str) -> Vec<Event> {
+pub(crate) fn events(body: &str) -> Vec<Event> {
     body.lines()
         .map(|l| Event::from_line(l.as_bytes()).expect("every line is an event"))
         .collect()

@@ -1,0 +1,244 @@
+//! The local control socket: `<data_dir>/edge.sock`, through which `edge token revoke` and
+//! `edge token list-revoked` reach a running server. redb admits one process per file, so
+//! while `edge serve` holds the store, commands that change it ask the server to do it; when
+//! no server runs, the command opens the store itself and runs the same [`execute`].
+//!
+//! The protocol is one JSON line each way: a [`Request`], then a [`Reply`]. Only the user that
+//! owns the socket may use it (mode 0600, and the peer's uid is checked).
+
+use edge_tasks::revocations::{self, Revoked};
+use edge_tasks::Store;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The socket's file name in the data dir.
+pub const SOCKET_FILE: &str = "edge.sock";
+
+/// The largest request line the server reads.
+const MAX_REQUEST_BYTES: u64 = 64 * 1024;
+
+/// How long either side waits for the other.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a command asks of the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Put a token id on the deny-list.
+    Revoke {
+        /// The token's `jti`.
+        jti: String,
+        /// The token's `exp`, when known (the entry is pruned after it).
+        expires: Option<u64>,
+    },
+    /// List the deny-list.
+    ListRevoked,
+}
+
+/// The answer to a [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Reply {
+    /// Whether the request was carried out.
+    pub ok: bool,
+    /// For `revoke`: whether the id was new on the list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub added: Option<bool>,
+    /// For `list_revoked`: the list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<Vec<Revoked>>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Reply {
+    fn failed(error: String) -> Reply {
+        Reply {
+            error: Some(error),
+            ..Reply::default()
+        }
+    }
+}
+
+/// The control socket's path for a data dir.
+pub fn socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(SOCKET_FILE)
+}
+
+/// Carries out `request` on `store` (in the server, or in the command when no server runs).
+pub fn execute(store: &Store, request: &Request) -> Reply {
+    let now = crate::auth::unix_now();
+    match request {
+        Request::Revoke { jti, expires } => {
+            let jti = jti.trim();
+            if jti.is_empty() || jti.len() > revocations::MAX_JTI_BYTES {
+                return Reply::failed(format!(
+                    "a token id must have 1 to {} bytes",
+                    revocations::MAX_JTI_BYTES
+                ));
+            }
+            match revocations::revoke(store, jti, *expires, now) {
+                Ok(added) => Reply {
+                    ok: true,
+                    added: Some(added),
+                    ..Reply::default()
+                },
+                Err(e) => Reply::failed(e.to_string()),
+            }
+        }
+        Request::ListRevoked => match revocations::list(store) {
+            Ok(list) => Reply {
+                ok: true,
+                revoked: Some(list),
+                ..Reply::default()
+            },
+            Err(e) => Reply::failed(e.to_string()),
+        },
+    }
+}
+
+/// A control socket that could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// Talking to the server failed midway.
+    #[error("the server's control socket {path} did not answer properly: {message}")]
+    Exchange {
+        /// The socket.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Sends `request` to the server running on `data_dir`. `Ok(None)`: no server listens there
+/// (no socket, or a stale one), so the caller may open the store itself.
+pub fn send(data_dir: &Path, request: &Request) -> Result<Option<Reply>, ControlError> {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
+    let path = socket_path(data_dir);
+    let stream = match UnixStream::connect(&path) {
+        Ok(stream) => stream,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None)
+        }
+        Err(e) => {
+            return Err(ControlError::Exchange {
+                path,
+                message: e.to_string(),
+            })
+        }
+    };
+    let exchange = || -> std::io::Result<Reply> {
+        stream.set_read_timeout(Some(TIMEOUT))?;
+        stream.set_write_timeout(Some(TIMEOUT))?;
+        let mut line = serde_json::to_vec(request).expect("a control request always serializes");
+        line.push(b'\n');
+        (&stream).write_all(&line)?;
+        let mut answer = String::new();
+        BufReader::new(&stream).read_line(&mut answer)?;
+        serde_json::from_str(&answer)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    };
+    exchange().map(Some).map_err(|e| ControlError::Exchange {
+        path,
+        message: e.to_string(),
+    })
+}
+
+/// The server's end of the socket; removes the socket file when dropped.
+#[derive(Debug)]
+pub struct Listener {
+    listener: tokio::net::UnixListener,
+    path: PathBuf,
+    owner: u32,
+}
+
+impl Listener {
+    /// Binds `<data_dir>/edge.sock`, replacing a stale socket file (the caller holds the store,
+    /// so no other server uses this data dir). Must be called inside a tokio runtime.
+    pub fn bind(data_dir: &Path) -> std::io::Result<Listener> {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let path = socket_path(data_dir);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let listener = tokio::net::UnixListener::bind(&path)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        let owner = std::fs::metadata(&path)?.uid();
+        Ok(Listener {
+            listener,
+            path,
+            owner,
+        })
+    }
+
+    /// The socket file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Answers requests until `shutdown` is cancelled.
+    pub async fn serve(self, store: Store, shutdown: tokio_util::sync::CancellationToken) {
+        loop {
+            let stream = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        tracing::warn!("control socket: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let owner_only = stream
+                .peer_cred()
+                .is_ok_and(|peer| peer.uid() == self.owner);
+            if !owner_only {
+                tracing::warn!("control socket: refused a peer that is not the server's user");
+                continue;
+            }
+            tokio::spawn(answer(stream, store.clone()));
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Reads one request from `stream`, carries it out and answers.
+async fn answer(stream: tokio::net::UnixStream, store: Store) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(read.take(MAX_REQUEST_BYTES));
+    let reply = match tokio::time::timeout(TIMEOUT, reader.read_line(&mut line)).await {
+        Ok(Ok(_)) => match serde_json::from_str::<Request>(&line) {
+            Ok(request) => {
+                tracing::info!(?request, "control request");
+                tokio::task::spawn_blocking(move || execute(&store, &request))
+                    .await
+                    .unwrap_or_else(|e| Reply::failed(format!("the request failed: {e}")))
+            }
+            Err(e) => Reply::failed(format!("not a control request: {e}")),
+        },
+        Ok(Err(e)) => Reply::failed(format!("unreadable request: {e}")),
+        Err(_) => return,
+    };
+    let mut out = serde_json::to_vec(&reply).expect("a control reply always serializes");
+    out.push(b'\n');
+    let _ = write.write_all(&out).await;
+    let _ = write.shutdown().await;
+}
