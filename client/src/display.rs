@@ -152,6 +152,7 @@ mod tests {
             errors,
             duration_ms: 7,
             summary: json!({"inserted": 3, "mean": 2.5}),
+            first_errors: Vec::new(),
         }
     }
 
@@ -166,6 +167,7 @@ mod tests {
             records: 0,
             errors: 0,
             offset: None,
+            first_errors: Vec::new(),
         };
         assert_eq!(Outcome::of(&done(0)), Outcome::Clean);
         assert_eq!(Outcome::of(&done(1)), Outcome::RecordErrors);

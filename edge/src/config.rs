@@ -202,6 +202,14 @@ pub struct JobsConfig {
     pub max_record_bytes: usize,
     /// A client must send its job header within this many seconds of opening the stream.
     pub header_timeout_secs: u64,
+    /// `record_error` events one job sends one by one; later errors are only counted (the
+    /// final event has exact counts and the first few errors).
+    pub max_error_events: u64,
+    /// A job whose first this many records are all bad fails with `too_many_errors` (0: never).
+    pub max_leading_errors: u64,
+    /// From record `max_leading_errors` on, a job fails with `too_many_errors` once more than
+    /// this share of its records are bad (1.0: never).
+    pub max_error_rate: f64,
 }
 
 impl Default for JobsConfig {
@@ -213,6 +221,9 @@ impl Default for JobsConfig {
             progress_interval_ms: 100,
             max_record_bytes: 1024 * 1024,
             header_timeout_secs: 10,
+            max_error_events: 1_000,
+            max_leading_errors: 1_000,
+            max_error_rate: 0.5,
         }
     }
 }
@@ -350,6 +361,9 @@ impl Config {
         }
         if self.jobs.max_record_bytes < 1024 {
             return invalid("jobs.max_record_bytes", "must be at least 1024");
+        }
+        if !(0.0..=1.0).contains(&self.jobs.max_error_rate) {
+            return invalid("jobs.max_error_rate", "must be between 0.0 and 1.0");
         }
         if self.transport.max_connections == 0 || self.transport.max_connections_per_ip == 0 {
             return invalid(

@@ -274,6 +274,7 @@ fn spawn_pipeline(
                     records: 0,
                     errors: 0,
                     offset: None,
+                    first_errors: Vec::new(),
                 };
                 let _ = events.send(failed.clone()).await;
                 Report {

@@ -321,16 +321,17 @@ fn transport(config: &Config) -> quinn::TransportConfig {
 
 fn settings(config: &Config) -> Settings {
     let jobs = &config.jobs;
-    let defaults = Settings::default();
     Settings {
         commit_records: jobs.commit_records,
         commit_interval: Duration::from_millis(jobs.commit_interval_ms),
         progress_interval: Duration::from_millis(jobs.progress_interval_ms),
         limits: edge_tasks::decode::Limits {
             max_record_bytes: jobs.max_record_bytes,
-            ..defaults.limits
+            ..edge_tasks::decode::Limits::default()
         },
-        ..defaults
+        max_error_events: jobs.max_error_events,
+        max_leading_errors: jobs.max_leading_errors,
+        max_error_rate: jobs.max_error_rate,
     }
 }
 

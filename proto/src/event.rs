@@ -12,6 +12,25 @@ use serde_json::Value;
 /// `count`, `mean`, `variance`, `stddev`, `min`, `max`). Its shape belongs to the task.
 pub type Summary = Value;
 
+/// How many record errors a job's final event repeats.
+pub const FIRST_ERRORS: usize = 5;
+
+/// One bad record, as a job's final event repeats it: the same fields as `record_error`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorSample {
+    /// The record's index (0-based) among the upload's records.
+    pub index: u64,
+    /// The byte offset of the record's start in the upload body.
+    pub offset: u64,
+    /// The record's key, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Why it was not stored.
+    pub code: ErrorCode,
+    /// Why, for a person; names the field.
+    pub message: String,
+}
+
 /// One notification line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -89,6 +108,9 @@ pub enum Event {
         duration_ms: u64,
         /// The task's summary.
         summary: Summary,
+        /// The first few record errors (at most [`FIRST_ERRORS`]), whatever was sent one by one.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        first_errors: Vec<ErrorSample>,
     },
     /// The job stopped early; records committed before it stay committed.
     Failed {
@@ -112,6 +134,9 @@ pub enum Event {
         /// Byte offset in the body where reading stopped, when the body itself is at fault.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         offset: Option<u64>,
+        /// The first few record errors (at most [`FIRST_ERRORS`]).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        first_errors: Vec<ErrorSample>,
     },
     /// The job was refused before any byte of its body was decoded; nothing was stored.
     Rejected {
@@ -227,6 +252,13 @@ mod tests {
                 errors: 0,
                 duration_ms: 5,
                 summary: json!({"inserted": 2}),
+                first_errors: vec![ErrorSample {
+                    index: 1,
+                    offset: 7,
+                    key: None,
+                    code: ErrorCode::InvalidJson,
+                    message: "expected value".into(),
+                }],
             },
             Event::Rejected {
                 code: ErrorCode::UnknownTask,

@@ -17,7 +17,7 @@ pub mod format;
 pub mod header;
 
 pub use code::{AppCode, ErrorCode};
-pub use event::{Event, Summary};
+pub use event::{ErrorSample, Event, Summary, FIRST_ERRORS};
 pub use format::Format;
 pub use header::{HeaderError, JobHeader};
 

@@ -270,6 +270,7 @@ mod tests {
                         errors: 0,
                         duration_ms: 1,
                         summary: json!({}),
+                        first_errors: Vec::new(),
                     };
                     put(&store, &record.end(None, &done)).unwrap();
                 }

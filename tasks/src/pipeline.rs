@@ -8,12 +8,12 @@ use crate::decode::{self, Decoder, Item, Limits, SyntaxError};
 use crate::record::{Record, RecordFault};
 use crate::task::{Plugin, Task};
 use bytes::Bytes;
-use edge_proto::{ErrorCode, Event, Format};
+use edge_proto::{ErrorCode, ErrorSample, Event, Format, FIRST_ERRORS};
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 /// How a job commits and reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     /// Commit at least every this many accepted records.
     pub commit_records: usize,
@@ -25,6 +25,11 @@ pub struct Settings {
     pub limits: Limits,
     /// Record errors sent one by one; later ones are only counted.
     pub max_error_events: u64,
+    /// A job whose first this many records are all bad fails with `too_many_errors` (0: never).
+    pub max_leading_errors: u64,
+    /// From record `max_leading_errors` on, a job fails with `too_many_errors` once more than
+    /// this share of its records are bad (1.0: never).
+    pub max_error_rate: f64,
 }
 
 impl Default for Settings {
@@ -35,6 +40,8 @@ impl Default for Settings {
             progress_interval: Duration::from_millis(100),
             limits: Limits::default(),
             max_error_events: 1_000,
+            max_leading_errors: 1_000,
+            max_error_rate: 0.5,
         }
     }
 }
@@ -255,6 +262,10 @@ struct Job<'a> {
     committed_sent: u64,
     /// A commit failure, which ends the job.
     store_failure: Option<String>,
+    /// Too many bad records: why, and the offset of the record that tipped it.
+    too_many_errors: Option<(String, u64)>,
+    /// The first few record errors, for the final event.
+    first_errors: Vec<ErrorSample>,
 }
 
 impl<'a> Job<'a> {
@@ -281,6 +292,8 @@ impl<'a> Job<'a> {
             progress_sent: now,
             committed_sent: 0,
             store_failure: None,
+            too_many_errors: None,
+            first_errors: Vec::new(),
         }
     }
 
@@ -368,6 +381,7 @@ impl<'a> Job<'a> {
             errors: self.errors,
             duration_ms: millis(self.started.elapsed()),
             summary: self.task.summary(),
+            first_errors: std::mem::take(&mut self.first_errors),
         };
         self.finish_in_place(last)
     }
@@ -377,6 +391,9 @@ impl<'a> Job<'a> {
     fn after_decoding(&mut self, result: Result<ControlFlow<()>, SyntaxError>) -> Option<Report> {
         if let Some(message) = self.store_failure.take() {
             return Some(self.fail_in_place(ErrorCode::StoreError, message, None));
+        }
+        if let Some((message, offset)) = self.too_many_errors.take() {
+            return Some(self.fail_in_place(ErrorCode::TooManyErrors, message, Some(offset)));
         }
         match result {
             Err(e) => {
@@ -405,10 +422,7 @@ impl<'a> Job<'a> {
         self.records += 1;
         match item {
             Item::Record(record) => self.take_record(&record),
-            Item::Fault(fault) => {
-                self.report(fault);
-                ControlFlow::Continue(())
-            }
+            Item::Fault(fault) => self.report(fault),
         }
     }
 
@@ -424,28 +438,77 @@ impl<'a> Job<'a> {
                     }
                 }
             }
-            Err(rejection) => self.report(RecordFault {
-                index: record.index,
-                offset: record.offset,
-                key: rejection.key.or_else(|| record.key.map(str::to_owned)),
-                code: rejection.code,
-                message: rejection.message,
-            }),
+            Err(rejection) => {
+                return self.report(RecordFault {
+                    index: record.index,
+                    offset: record.offset,
+                    key: rejection.key.or_else(|| record.key.map(str::to_owned)),
+                    code: rejection.code,
+                    message: rejection.message,
+                })
+            }
         }
         ControlFlow::Continue(())
     }
 
-    fn report(&mut self, fault: RecordFault) {
+    /// Reports a bad record (one by one up to the cap, then only counted); stops decoding
+    /// when there are too many.
+    fn report(&mut self, fault: RecordFault) -> ControlFlow<()> {
         self.errors += 1;
+        let sample = ErrorSample {
+            index: fault.index,
+            offset: fault.offset,
+            key: fault.key,
+            code: fault.code,
+            message: fault.message,
+        };
+        if let Some(why) = self.too_many(&sample) {
+            self.too_many_errors = Some((why, sample.offset));
+        }
+        if self.first_errors.len() < FIRST_ERRORS {
+            self.first_errors.push(sample.clone());
+        }
         if self.errors <= self.settings.max_error_events {
             (self.emit)(Event::RecordError {
-                index: fault.index,
-                offset: fault.offset,
-                key: fault.key,
-                code: fault.code,
-                message: fault.message,
+                index: sample.index,
+                offset: sample.offset,
+                key: sample.key,
+                code: sample.code,
+                message: sample.message,
             });
         }
+        match self.too_many_errors {
+            Some(_) => ControlFlow::Break(()),
+            None => ControlFlow::Continue(()),
+        }
+    }
+
+    /// Whether the errors so far (the last one being `last`) are too many to go on.
+    fn too_many(&self, last: &ErrorSample) -> Option<String> {
+        let leading = self.settings.max_leading_errors;
+        if leading == 0 || self.records < leading {
+            return None;
+        }
+        let hint = "is it the right file, format and task?";
+        if self.errors == self.records && self.records == leading {
+            return Some(format!(
+                "the first {leading} records were all bad (the last, record {} at byte {}: {}: {}); \
+                 {hint} (stopped at record {})",
+                last.index, last.offset, last.code, last.message, last.index
+            ));
+        }
+        let rate = self.errors as f64 / self.records as f64;
+        if rate > self.settings.max_error_rate {
+            return Some(format!(
+                "{} of {} records were bad, more than the {}% allowed (jobs.max_error_rate); \
+                 {hint} (stopped at record {}; the good records before it are committed)",
+                self.errors,
+                self.records,
+                self.settings.max_error_rate * 100.0,
+                last.index
+            ));
+        }
+        None
     }
 
     /// Commits pending records; only after the task's commit returned are they counted.
@@ -516,6 +579,7 @@ impl<'a> Job<'a> {
             records: self.records,
             errors: self.errors,
             offset,
+            first_errors: std::mem::take(&mut self.first_errors),
         }
     }
 
@@ -811,6 +875,129 @@ mod tests {
             "{:?}",
             report.last
         );
+    }
+
+    #[test]
+    fn a_job_of_only_bad_records_stops_with_too_many_errors_and_exact_counts() {
+        let (_dir, store) = store();
+        let settings = Settings {
+            max_error_events: 10,
+            max_leading_errors: 100,
+            ..Settings::default()
+        };
+        let body: String = (0..5_000).map(|i| format!("x{i}\n")).collect();
+        let (report, events) = run_job(
+            "stats",
+            Some(Format::Lines),
+            &mut chunks(body.as_bytes(), 777),
+            &store,
+            &settings,
+        );
+        let sent = events
+            .iter()
+            .filter(|e| matches!(e, Event::RecordError { .. }))
+            .count();
+        assert_eq!(sent, 10, "record errors past the cap are only counted");
+        let Event::Failed {
+            code,
+            records,
+            errors,
+            offset,
+            first_errors,
+            message,
+            ..
+        } = &report.last
+        else {
+            panic!("{:?}", report.last)
+        };
+        assert_eq!(*code, ErrorCode::TooManyErrors, "{message}");
+        assert_eq!((*records, *errors), (100, 100), "it stopped at record 100");
+        assert_eq!(*offset, Some(body.find("x99\n").unwrap() as u64));
+        assert!(
+            message.contains("first 100 records were all bad"),
+            "{message}"
+        );
+        assert_eq!(first_errors.len(), FIRST_ERRORS);
+        assert_eq!(first_errors[0].offset, 0);
+        assert_eq!(first_errors[1].offset, 3);
+    }
+
+    #[test]
+    fn a_high_error_rate_stops_the_job_but_a_few_bad_records_do_not() {
+        let (_dir, store) = store();
+        let settings = Settings {
+            max_leading_errors: 100,
+            max_error_rate: 0.5,
+            ..Settings::default()
+        };
+        // One bad line in three: goes on to the end.
+        let mostly_good: String = (0..3_000)
+            .map(|i| {
+                if i % 3 == 0 {
+                    "bad\n".to_owned()
+                } else {
+                    format!("{i}\n")
+                }
+            })
+            .collect();
+        let (report, _) = run_job(
+            "stats",
+            Some(Format::Lines),
+            &mut chunks(mostly_good.as_bytes(), 4096),
+            &store,
+            &settings,
+        );
+        let Event::Done {
+            records,
+            errors,
+            first_errors,
+            ..
+        } = &report.last
+        else {
+            panic!("{:?}", report.last)
+        };
+        assert_eq!((*records, *errors), (3_000, 1_000));
+        assert_eq!(
+            first_errors.len(),
+            FIRST_ERRORS,
+            "the summary keeps the first errors"
+        );
+        // Two bad lines in three: stops once past the rate, with the good ones committed.
+        let mostly_bad: String = (0..3_000)
+            .map(|i| {
+                if i % 3 == 0 {
+                    format!("{i}\n")
+                } else {
+                    "bad\n".to_owned()
+                }
+            })
+            .collect();
+        let (report, _) = run_job(
+            "stats",
+            Some(Format::Lines),
+            &mut chunks(mostly_bad.as_bytes(), 4096),
+            &store,
+            &settings,
+        );
+        let Event::Failed {
+            code,
+            records,
+            errors,
+            committed,
+            message,
+            ..
+        } = &report.last
+        else {
+            panic!("{:?}", report.last)
+        };
+        assert_eq!(*code, ErrorCode::TooManyErrors, "{message}");
+        assert!(*records >= 100 && *records < 3_000, "{records}");
+        assert_eq!(
+            *committed + *errors,
+            *records,
+            "every record is stored or reported"
+        );
+        assert!(message.contains("max_error_rate"), "{message}");
     }
 
     /// A task whose store fails on the second commit.
