@@ -15,11 +15,13 @@ pub enum Format {
     Ndjson,
     /// One value per line (plain text), e.g. a list of numbers.
     Lines,
+    /// Comma-separated values with a header row naming the columns (RFC 4180 quoting).
+    Csv,
 }
 
 impl Format {
     /// Every format, in the order they are documented.
-    pub const ALL: [Format; 3] = [Format::Json, Format::Ndjson, Format::Lines];
+    pub const ALL: [Format; 4] = [Format::Json, Format::Ndjson, Format::Lines, Format::Csv];
 
     /// The name used in headers, query strings and events.
     pub fn as_str(self) -> &'static str {
@@ -27,6 +29,7 @@ impl Format {
             Format::Json => "json",
             Format::Ndjson => "ndjson",
             Format::Lines => "lines",
+            Format::Csv => "csv",
         }
     }
 
@@ -37,6 +40,7 @@ impl Format {
             "json" => Some(Format::Json),
             "ndjson" | "jsonl" => Some(Format::Ndjson),
             "txt" | "lines" => Some(Format::Lines),
+            "csv" => Some(Format::Csv),
             _ => None,
         }
     }
@@ -50,7 +54,7 @@ impl fmt::Display for Format {
 
 /// A format name that is not one of [`Format::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown format `{0}` (expected one of: json, ndjson, lines)")]
+#[error("unknown format `{0}` (expected one of: json, ndjson, lines, csv)")]
 pub struct UnknownFormat(pub String);
 
 impl FromStr for Format {
@@ -61,6 +65,7 @@ impl FromStr for Format {
             "json" => Ok(Format::Json),
             "ndjson" | "jsonl" => Ok(Format::Ndjson),
             "lines" => Ok(Format::Lines),
+            "csv" => Ok(Format::Csv),
             other => Err(UnknownFormat(other.to_owned())),
         }
     }

@@ -4,7 +4,7 @@
 //! through a task plugin and keeps what the plugin stores. It knows nothing of QUIC or HTTP.
 //!
 //! # Layout
-//! - [`decode`]: incremental decoders (`json`, `ndjson`, `lines`) and format sniffing.
+//! - [`decode`]: incremental decoders (`json`, `ndjson`, `lines`, `csv`) and format sniffing.
 //! - [`record`]: the records decoders produce and the faults reported for bad ones.
 //! - [`task`]: the [`Task`] trait and the [`Plugin`] description a plugin exports.
 //! - [`registry`]: the list of plugins.
@@ -26,6 +26,6 @@ pub mod stats;
 pub mod store;
 pub mod task;
 
-pub use record::{Body, Record, RecordFault, Rejection};
+pub use record::{Body, CsvRow, Record, RecordFault, Rejection};
 pub use store::{Store, StoreError};
 pub use task::{Context, ParamError, Plugin, Task, TaskError};

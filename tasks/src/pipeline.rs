@@ -1000,6 +1000,145 @@ mod tests {
         assert!(message.contains("max_error_rate"), "{message}");
     }
 
+    #[test]
+    fn csv_ports_are_stored_and_bad_rows_are_reported_by_field() {
+        let (_dir, store) = store();
+        let csv = "\u{feff}name,country,unlocs,alias,lon,lat\r\n\
+                   Ajman,United Arab Emirates,AEAJM,,55.5136433,25.4052165\r\n\
+                   \"Abu Dhabi, port\",United Arab Emirates,AEAUH;AEAUX,Zayed;Mina,54.37,24.47\r\n\
+                   Nowhere,X,XXNOW,,12,95\r\n\
+                   Wordy,X,XXWRD,,east,1\r\n\
+                   ,X,XXEMP,,1,1\r\n\
+                   Short,X\r\n";
+        let (report, events) = run_job(
+            "ports",
+            None,
+            &mut chunks(csv.as_bytes(), 7),
+            &store,
+            &Settings::default(),
+        );
+        assert!(
+            matches!(
+                events.first(),
+                Some(Event::Accepted {
+                    format: Format::Csv,
+                    ..
+                })
+            ),
+            "a CSV upload is sniffed: {:?}",
+            events.first()
+        );
+        let errors: Vec<(u64, u64, Option<String>, String)> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::RecordError {
+                    index,
+                    offset,
+                    key,
+                    message,
+                    ..
+                } => Some((*index, *offset, key.clone(), message.clone())),
+                _ => None,
+            })
+            .collect();
+        let offset_of = |needle: &str| csv.find(needle).unwrap() as u64;
+        assert_eq!(errors.len(), 4, "{errors:#?}");
+        assert_eq!(errors[0].0, 2);
+        assert_eq!(errors[0].1, offset_of("Nowhere"));
+        assert_eq!(errors[0].2.as_deref(), Some("XXNOW"));
+        assert!(errors[0].3.contains("latitude 95"), "{}", errors[0].3);
+        assert_eq!(errors[1].1, offset_of("Wordy"));
+        assert!(
+            errors[1].3.contains("field `lon`") && errors[1].3.contains("east"),
+            "{}",
+            errors[1].3
+        );
+        assert!(errors[2].3.contains("name"), "{}", errors[2].3);
+        assert!(
+            errors[3].3.contains("2 fields; the header has 6"),
+            "{}",
+            errors[3].3
+        );
+        assert!(
+            matches!(
+                report.last,
+                Event::Done {
+                    records: 6,
+                    committed: 2,
+                    errors: 4,
+                    ..
+                }
+            ),
+            "{:?}",
+            report.last
+        );
+        let abu = crate::ports::get(&store, "AEAUH").unwrap().unwrap();
+        assert_eq!(abu.name, "Abu Dhabi, port");
+        assert_eq!(abu.unlocs, ["AEAUH", "AEAUX"]);
+        assert_eq!(abu.alias, ["Zayed", "Mina"]);
+        assert_eq!(abu.coordinates, Some([54.37, 24.47]));
+        let ajman = crate::ports::get(&store, "AEAJM").unwrap().unwrap();
+        assert_eq!(ajman.coordinates, Some([55.5136433, 25.4052165]));
+        assert!(ajman.alias.is_empty());
+    }
+
+    #[test]
+    fn csv_stats_read_the_named_column() {
+        let (_dir, store) = store();
+        let csv = "day,price\n1,10\n2,20\n3,NaN\n4,30\n";
+        let plugin = registry::find("stats").unwrap();
+        let mut params = serde_json::Map::new();
+        params.insert("column".into(), "price".into());
+        let task = (plugin.create)(
+            &params,
+            &Context {
+                store: store.clone(),
+            },
+        )
+        .unwrap();
+        let mut events = Vec::new();
+        let report = run(
+            &spec("stats", Some(Format::Csv)),
+            plugin,
+            task,
+            &mut chunks(csv.as_bytes(), 3),
+            &Settings::default(),
+            &mut |e| events.push(e),
+        );
+        let Event::Done {
+            summary,
+            errors,
+            first_errors,
+            ..
+        } = &report.last
+        else {
+            panic!("{:?}", report.last)
+        };
+        assert_eq!(summary["count"], 3);
+        assert_eq!(summary["mean"], 20.0);
+        assert_eq!(*errors, 1);
+        assert!(
+            first_errors[0].message.contains("column `price`"),
+            "{:?}",
+            first_errors
+        );
+        // Without the parameter, a CSV of several columns says how to pick one.
+        let (report, _) = run_job(
+            "stats",
+            Some(Format::Csv),
+            &mut chunks(csv.as_bytes(), 64),
+            &store,
+            &Settings::default(),
+        );
+        let Event::Done { first_errors, .. } = &report.last else {
+            panic!("{:?}", report.last)
+        };
+        assert!(
+            first_errors[0].message.contains("column=NAME"),
+            "{first_errors:?}"
+        );
+    }
+
     /// A task whose store fails on the second commit.
     struct FailingStore {
         commits: u32,

@@ -4,7 +4,7 @@
 //! pipeline's commit size); [`Task::commit`] writes the batch, sorted by key, in one redb
 //! transaction and only then counts it as inserted, updated or unchanged.
 
-use crate::record::{Body, Record, Rejection};
+use crate::record::{Body, CsvRow, Record, Rejection};
 use crate::store::{Store, StoreError};
 use crate::task::{Context, ParamError, Plugin, Task, TaskError};
 use edge_proto::{ErrorCode, Format, Summary};
@@ -24,8 +24,8 @@ pub const MAX_PAGE: usize = 1000;
 /// The plugin's registration.
 pub const PLUGIN: Plugin = Plugin {
     name: "ports",
-    description: "Upserts sea-port records into the store, keyed by UN/LOCODE (the object key, or unlocs[0] for array and NDJSON records); counts inserted, updated and unchanged.",
-    formats: &[Format::Json, Format::Ndjson],
+    description: "Upserts sea-port records into the store, keyed by UN/LOCODE (the object key, or unlocs[0] for array, NDJSON and CSV records); counts inserted, updated and unchanged. CSV: the header names the fields; coordinates as lon and lat columns or one \"lon,lat\" cell; alias, regions and unlocs separated by ;.",
+    formats: &[Format::Json, Format::Ndjson, Format::Csv],
     schema: SCHEMA,
     create,
 };
@@ -158,8 +158,14 @@ struct PortsTask {
 
 impl Task for PortsTask {
     fn record(&mut self, record: &Record<'_>) -> Result<(), Rejection> {
-        let Body::Json(bytes) = record.body else {
-            return Err(Rejection::invalid("a port record must be a JSON object"));
+        let from_csv;
+        let bytes = match record.body {
+            Body::Json(bytes) => bytes,
+            Body::Csv(row) => {
+                from_csv = csv_to_json(&row)?;
+                from_csv.as_slice()
+            }
+            Body::Text(_) => return Err(Rejection::invalid("a port record must be a JSON object")),
         };
         let port = parse(bytes).map_err(|r| {
             let key = record
@@ -209,6 +215,79 @@ impl Task for PortsTask {
             "updated": self.totals.updated,
             "unchanged": self.totals.unchanged,
         })
+    }
+}
+
+/// The port fields that hold lists; in CSV their items are separated by `;`.
+const LIST_FIELDS: [&str; 3] = ["alias", "regions", "unlocs"];
+
+/// A CSV row as the JSON object of a port: columns name the fields; empty cells are absent;
+/// `alias`, `regions` and `unlocs` are `;`-separated lists; `coordinates` is one `"lon,lat"`
+/// cell or the two columns `lon` and `lat`. Other columns pass through, so that the port's
+/// own checks name them.
+fn csv_to_json(row: &CsvRow<'_>) -> Result<Vec<u8>, Rejection> {
+    let mut port = Map::new();
+    let (mut lon, mut lat) = (None, None);
+    for (column, cell) in row.fields() {
+        let cell = cell.trim();
+        let value = match column {
+            _ if cell.is_empty() => continue,
+            "lon" => {
+                lon = Some(number(column, cell)?);
+                continue;
+            }
+            "lat" => {
+                lat = Some(number(column, cell)?);
+                continue;
+            }
+            "coordinates" => {
+                let (x, y) = cell.split_once(',').ok_or_else(|| {
+                    Rejection::invalid(format!(
+                        "field `coordinates`: expected \"lon,lat\", found `{cell}`"
+                    ))
+                })?;
+                json!([
+                    number("coordinates", x.trim())?,
+                    number("coordinates", y.trim())?
+                ])
+            }
+            list if LIST_FIELDS.contains(&list) => Value::Array(
+                cell.split(';')
+                    .map(str::trim)
+                    .filter(|item| !item.is_empty())
+                    .map(|item| Value::String(item.to_owned()))
+                    .collect(),
+            ),
+            _ => Value::String(cell.to_owned()),
+        };
+        port.insert(column.to_owned(), value);
+    }
+    match (lon, lat) {
+        (None, None) => {}
+        (Some(lon), Some(lat)) if !port.contains_key("coordinates") => {
+            port.insert("coordinates".into(), json!([lon, lat]));
+        }
+        (Some(_), Some(_)) => {
+            return Err(Rejection::invalid(
+                "give coordinates either as `coordinates` or as `lon` and `lat`, not both",
+            ))
+        }
+        _ => {
+            return Err(Rejection::invalid(
+                "field `coordinates`: `lon` and `lat` must both be given",
+            ))
+        }
+    }
+    Ok(serde_json::to_vec(&port).expect("a map of strings and finite numbers always serializes"))
+}
+
+/// A finite number from a CSV cell, or a rejection naming the field.
+fn number(field: &str, cell: &str) -> Result<f64, Rejection> {
+    match cell.parse::<f64>() {
+        Ok(x) if x.is_finite() => Ok(x),
+        _ => Err(Rejection::invalid(format!(
+            "field `{field}`: expected a finite number, found `{cell}`"
+        ))),
     }
 }
 

@@ -24,6 +24,53 @@ pub enum Body<'a> {
     Json(&'a [u8]),
     /// One line of text, without its line terminator (`\n` or `\r\n`), valid UTF-8.
     Text(&'a str),
+    /// One CSV row, with the header's column names.
+    Csv(CsvRow<'a>),
+}
+
+/// One CSV row: its fields (unescaped) under the header's column names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CsvRow<'a> {
+    columns: &'a [String],
+    text: &'a str,
+    ends: &'a [usize],
+}
+
+impl<'a> CsvRow<'a> {
+    /// A row of `text` cut at `ends` (each field's end), under `columns`.
+    pub fn new(columns: &'a [String], text: &'a str, ends: &'a [usize]) -> CsvRow<'a> {
+        CsvRow {
+            columns,
+            text,
+            ends,
+        }
+    }
+
+    /// The header's column names.
+    pub fn columns(&self) -> &'a [String] {
+        self.columns
+    }
+
+    /// The fields, in column order.
+    pub fn values(&self) -> impl Iterator<Item = &'a str> + 'a {
+        let (text, ends) = (self.text, self.ends);
+        ends.iter().enumerate().map(move |(i, &end)| {
+            let start = if i == 0 { 0 } else { ends[i - 1] };
+            text.get(start..end).unwrap_or("")
+        })
+    }
+
+    /// `(column, value)` pairs, in column order.
+    pub fn fields(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        self.columns.iter().map(String::as_str).zip(self.values())
+    }
+
+    /// The value of the column named `name`.
+    pub fn get(&self, name: &str) -> Option<&'a str> {
+        self.fields()
+            .find(|(column, _)| *column == name)
+            .map(|(_, v)| v)
+    }
 }
 
 /// A record that could not be stored: reported to the client as a `record_error` event.

@@ -1,7 +1,7 @@
 //! The `stats` plugin: online count, mean, sample variance, standard deviation, min and max
 //! of a stream of numbers (Welford's algorithm: one pass, constant memory, numerically stable).
 
-use crate::record::{Body, Record, Rejection};
+use crate::record::{Body, CsvRow, Record, Rejection};
 use crate::task::{Context, ParamError, Plugin, Task};
 use edge_proto::{ErrorCode, Format, Summary};
 use serde_json::{json, Map, Value};
@@ -10,18 +10,31 @@ use serde_json::{json, Map, Value};
 pub const PLUGIN: Plugin = Plugin {
     name: "stats",
     description: "Computes count, mean, sample variance (n-1), standard deviation, min and max of numbers, online; variance and stddev are null for fewer than two numbers. Stores nothing.",
-    formats: &[Format::Lines, Format::Json, Format::Ndjson],
-    schema: r#"{"type": "number", "description": "one finite number per record: a line of text, an element of a top-level JSON array, or an NDJSON value"}"#,
+    formats: &[Format::Lines, Format::Json, Format::Ndjson, Format::Csv],
+    schema: r#"{"type": "number", "description": "one finite number per record: a line of text, an element of a top-level JSON array, an NDJSON value, or a CSV column (the only one, or the one named by the parameter column=NAME)"}"#,
     create,
 };
 
 fn create(params: &Map<String, Value>, _context: &Context) -> Result<Box<dyn Task>, ParamError> {
-    if let Some(name) = params.keys().next() {
-        return Err(ParamError(format!(
-            "task `stats` takes no parameters (got `{name}`)"
-        )));
+    let mut task = StatsTask::default();
+    for (name, value) in params {
+        match (name.as_str(), value) {
+            ("column", Value::String(column)) if !column.trim().is_empty() => {
+                task.column = Some(column.trim().to_owned());
+            }
+            ("column", _) => {
+                return Err(ParamError(
+                    "parameter `column` must name a CSV column, e.g. column=price".into(),
+                ))
+            }
+            (other, _) => {
+                return Err(ParamError(format!(
+                    "task `stats` takes only the parameter `column` (got `{other}`)"
+                )))
+            }
+        }
     }
-    Ok(Box::new(StatsTask::default()))
+    Ok(Box::new(task))
 }
 
 /// Running figures of a series.
@@ -83,6 +96,8 @@ impl Welford {
 #[derive(Debug, Default)]
 struct StatsTask {
     figures: Welford,
+    /// The CSV column to read (`column=NAME`).
+    column: Option<String>,
 }
 
 impl Task for StatsTask {
@@ -90,6 +105,13 @@ impl Task for StatsTask {
         let x = match record.body {
             Body::Text(text) => parse_text(text)?,
             Body::Json(bytes) => parse_json(bytes)?,
+            Body::Csv(row) => {
+                let (column, cell) = self.cell(&row)?;
+                parse_text(cell).map_err(|r| Rejection {
+                    message: format!("column `{column}`: {}", r.message),
+                    ..r
+                })?
+            }
         };
         self.figures.push(x);
         Ok(())
@@ -101,6 +123,26 @@ impl Task for StatsTask {
 
     fn summary(&self) -> Summary {
         self.figures.to_json()
+    }
+}
+
+impl StatsTask {
+    /// The cell of a CSV row that holds the number: the `column` parameter's, or the only one.
+    fn cell<'a>(&self, row: &CsvRow<'a>) -> Result<(&'a str, &'a str), Rejection> {
+        let columns = || row.columns().join(", ");
+        match &self.column {
+            Some(name) => row.fields().find(|(c, _)| c == name).ok_or_else(|| {
+                Rejection::invalid(format!(
+                    "no column `{name}` in the CSV header (it has: {})",
+                    columns()
+                ))
+            }),
+            None if row.columns().len() == 1 => Ok(row.fields().next().unwrap_or(("", ""))),
+            None => Err(Rejection::invalid(format!(
+                "the CSV has several columns ({}): pick one with the parameter column=NAME",
+                columns()
+            ))),
+        }
     }
 }
 
@@ -249,9 +291,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::Store::open(&dir.path().join("s.redb"), &Default::default()).unwrap();
         let mut params = Map::new();
-        params.insert("column".into(), json!("x"));
+        params.insert("colum".into(), json!("x"));
+        let err = create(
+            &params,
+            &Context {
+                store: store.clone(),
+            },
+        )
+        .err()
+        .unwrap();
+        assert!(
+            err.0.contains("`colum`") && err.0.contains("`column`"),
+            "{}",
+            err.0
+        );
+        let mut params = Map::new();
+        params.insert("column".into(), json!(3));
         let err = create(&params, &Context { store }).err().unwrap();
-        assert!(err.0.contains("column"));
+        assert!(err.0.contains("column=price"), "{}", err.0);
     }
 
     proptest! {

@@ -14,28 +14,29 @@ pub(crate) struct Bom {
 }
 
 impl Bom {
-    /// Looks at the next chunk. Returns how many of its leading bytes belong to a BOM (to be
-    /// skipped), and bytes held back from earlier chunks that turned out not to be a BOM (to
-    /// be decoded before the rest of this chunk).
-    pub(crate) fn take(&mut self, chunk: &[u8]) -> (usize, &'static [u8]) {
+    /// Looks at the next chunk. Returns how many of its leading bytes to skip (a BOM, or bytes
+    /// that may still be one), bytes held back from earlier chunks that turned out not to be
+    /// a BOM (to be decoded before the rest of this chunk), and how many body bytes a BOM
+    /// completed in this call took (3 once, else 0: what offsets must count).
+    pub(crate) fn take(&mut self, chunk: &[u8]) -> (usize, &'static [u8], usize) {
         if self.done {
-            return (0, &[]);
+            return (0, &[], 0);
         }
         for (i, &byte) in chunk.iter().enumerate() {
             if byte == BOM[self.seen] {
                 self.seen += 1;
                 if self.seen == BOM.len() {
                     self.done = true;
-                    return (i + 1, &[]);
+                    return (i + 1, &[], BOM.len());
                 }
             } else {
                 // Every byte matched so far (from earlier chunks and this one's first `i`) was
                 // content after all: hand them back, and skip this chunk's share of them.
                 self.done = true;
-                return (i, &BOM[..self.seen]);
+                return (i, &BOM[..self.seen], 0);
             }
         }
-        (chunk.len(), &[])
+        (chunk.len(), &[], 0)
     }
 
     /// At the end of the body: bytes held back as a possible BOM that never completed.
@@ -57,7 +58,7 @@ mod tests {
         let mut bom = Bom::default();
         let mut out = Vec::new();
         for chunk in chunks {
-            let (skip, held) = bom.take(chunk);
+            let (skip, held, _) = bom.take(chunk);
             out.extend_from_slice(held);
             out.extend_from_slice(&chunk[skip..]);
         }

@@ -502,11 +502,11 @@ impl Decoder for JsonDecoder {
     }
 
     fn feed(&mut self, chunk: &[u8], sink: &mut Sink<'_>) -> Result<ControlFlow<()>, SyntaxError> {
-        let (skip, held) = self.bom.take(chunk);
+        let (skip, held, bom) = self.bom.take(chunk);
         if !held.is_empty() && self.scan(held, sink)?.is_break() {
             return Ok(ControlFlow::Break(()));
         }
-        self.offset += if held.is_empty() { skip as u64 } else { 0 };
+        self.offset += bom as u64;
         self.scan(&chunk[skip..], sink)
     }
 

@@ -65,14 +65,15 @@ impl LineSplitter {
         chunk: &[u8],
         on_line: &mut dyn FnMut(Line<'_>) -> ControlFlow<()>,
     ) -> ControlFlow<()> {
-        let (skip, held) = self.bom.take(chunk);
-        if held.is_empty() {
-            // A BOM (or its first bytes) is not content, but it counts in offsets.
-            self.offset += skip as u64;
+        let (skip, held, bom) = self.bom.take(chunk);
+        if bom > 0 {
+            // A BOM is not content, but it counts in offsets.
+            self.offset += bom as u64;
             if self.buf.is_empty() && !self.skipping {
                 self.line_start = self.offset;
             }
-        } else {
+        }
+        if !held.is_empty() {
             self.split(held, on_line)?;
         }
         self.split(&chunk[skip..], on_line)

@@ -11,9 +11,11 @@
 //! - [`json`]: a top-level object of records (key = record id) or a top-level array of records.
 //! - [`ndjson`]: one JSON value per line.
 //! - [`lines`]: one text value per line.
+//! - [`csv`]: comma-separated values under a header row.
 //! - [`sniff`]: guesses the format from the first bytes when the client did not name one.
 
 mod bom;
+pub mod csv;
 pub mod json;
 pub mod lines;
 mod lines_split;
@@ -94,6 +96,7 @@ pub fn decoder(format: Format, limits: Limits) -> Box<dyn Decoder> {
         Format::Json => Box::new(json::JsonDecoder::new(limits)),
         Format::Ndjson => Box::new(ndjson::NdjsonDecoder::new(limits)),
         Format::Lines => Box::new(lines::LinesDecoder::new(limits)),
+        Format::Csv => Box::new(csv::CsvDecoder::new(limits)),
     }
 }
 
@@ -136,6 +139,11 @@ pub(crate) mod tests {
                 let body = match r.body {
                     Body::Json(b) => format!("json {}", String::from_utf8_lossy(b)),
                     Body::Text(t) => format!("text {t}"),
+                    Body::Csv(row) => {
+                        let fields: Vec<String> =
+                            row.fields().map(|(c, v)| format!("{c}={v}")).collect();
+                        format!("csv {}", fields.join("|"))
+                    }
                 };
                 format!("record {} @{} {key}{body}", r.index, r.offset)
             }
@@ -258,5 +266,34 @@ pub(crate) mod tests {
         fn lines_any_split(case in input_and_points()) {
             any_split_is_the_same(|| Box::new(lines::LinesDecoder::new(SMALL)))(case)?;
         }
+
+        #[test]
+        fn csv_any_split(case in csv_pieces().prop_flat_map(|input| {
+            let len = input.len();
+            (Just(input), points(len))
+        })) {
+            any_split_is_the_same(|| Box::new(csv::CsvDecoder::new(SMALL)))(case)?;
+        }
+    }
+
+    /// CSV-ish pieces: fields, quotes (escaped and not), commas, every line end, a BOM,
+    /// invalid UTF-8 and long fields.
+    fn csv_pieces() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            Just(&b"a"[..]),
+            Just(&b"name"[..]),
+            Just(&b","[..]),
+            Just(&b"\""[..]),
+            Just(&b"\"\""[..]),
+            Just(&b"\"x,y\""[..]),
+            Just(&b"\n"[..]),
+            Just(&b"\r\n"[..]),
+            Just(&b"\r"[..]),
+            Just(&b" "[..]),
+            Just(&b"\xEF\xBB\xBF"[..]),
+            Just(&b"\xff"[..]),
+            Just(&b"0123456789012345678901234567"[..]),
+        ];
+        proptest::collection::vec(piece, 0..40).prop_map(|ps| ps.concat())
     }
 }

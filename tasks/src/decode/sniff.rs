@@ -2,7 +2,9 @@
 //!
 //! After a UTF-8 BOM and whitespace: `[` is `json`; `{` is `ndjson` when the first line holds
 //! one complete value and the next non-blank line starts another `{`, else `json` (a
-//! pretty-printed or one-line document); `"` is `ndjson`; anything else is `lines`.
+//! pretty-printed or one-line document). Otherwise the first line decides: one JSON string
+//! (`"..."`) is `ndjson`; a line with a comma is `csv` (its header row); anything else is
+//! `lines`.
 
 use edge_proto::Format;
 
@@ -36,9 +38,29 @@ pub fn sniff(prefix: &[u8], at_eof: bool) -> Sniff {
     let body = &body[start..];
     match body[0] {
         b'[' => Sniff::Format(Format::Json),
-        b'"' => Sniff::Format(Format::Ndjson),
         b'{' => sniff_object(body, must_decide),
-        _ => Sniff::Format(Format::Lines),
+        _ => sniff_line(body, must_decide),
+    }
+}
+
+/// The first line decides: a JSON string is `ndjson`, a comma makes it a CSV header, else
+/// `lines`.
+fn sniff_line(body: &[u8], must_decide: bool) -> Sniff {
+    let line = match body.iter().position(|&b| b == b'\n') {
+        Some(end) => &body[..end],
+        None if must_decide => body,
+        None => return Sniff::NeedMore,
+    };
+    let line = line.trim_ascii();
+    if line.starts_with(b"\"") && serde_json::from_slice::<String>(line).is_ok() {
+        return Sniff::Format(Format::Ndjson);
+    }
+    if line.contains(&b',') {
+        Sniff::Format(Format::Csv)
+    } else if line.starts_with(b"\"") {
+        Sniff::Format(Format::Ndjson)
+    } else {
+        Sniff::Format(Format::Lines)
     }
 }
 
@@ -140,9 +162,14 @@ mod tests {
         assert_eq!(f(b"{\"a\":1", false), Sniff::NeedMore);
         assert_eq!(f(b"{\"a\":1}, {", false), Sniff::Format(Format::Json));
         assert_eq!(f(b"\"x\"\n", false), Sniff::Format(Format::Ndjson));
+        assert_eq!(f(b"\"a, b\"\r\n", false), Sniff::Format(Format::Ndjson));
         assert_eq!(f(b"12\n13\n", false), Sniff::Format(Format::Lines));
-        assert_eq!(f(b"-1.5", false), Sniff::Format(Format::Lines));
-        assert_eq!(f(b"hello", false), Sniff::Format(Format::Lines));
+        assert_eq!(f(b"-1.5", true), Sniff::Format(Format::Lines));
+        assert_eq!(f(b"-1.5", false), Sniff::NeedMore);
+        assert_eq!(f(b"hello\n", false), Sniff::Format(Format::Lines));
+        assert_eq!(f(b"name,lon,lat\r\n", false), Sniff::Format(Format::Csv));
+        assert_eq!(f(b"\"name\",\"lon\"\n", false), Sniff::Format(Format::Csv));
+        assert_eq!(f(b"a,b", true), Sniff::Format(Format::Csv));
     }
 
     #[test]

@@ -1,0 +1,401 @@
+//! `csv`: comma-separated values (RFC 4180 quoting) whose first row names the columns.
+//!
+//! Framing is [`csv_core`]'s: incremental, with no buffer but ours. A row is held in one buffer
+//! that grows up to [`Limits::max_record_bytes`]; the rest of a longer row is read without
+//! being kept, and the row is reported as `record_too_large`. Blank lines are skipped; `\n`,
+//! `\r\n` and `\r` all end a row. A row whose field count differs from the header's, or whose
+//! bytes are not UTF-8, is reported and the job goes on. The header itself must be readable:
+//! an unreadable header (too large, not UTF-8, a column named twice) fails the job.
+//!
+//! csv_core accepts a quoted field left open at the end of the input as if it were closed; this
+//! decoder counts quotes and reports such a last row as `incomplete_record` instead.
+
+use super::bom::Bom;
+use super::{Decoder, Item, Limits, Sink, SyntaxError};
+use crate::record::{Body, CsvRow, Record, RecordFault};
+use csv_core::{ReadRecordResult, Reader};
+use edge_proto::{ErrorCode, Format};
+use std::ops::ControlFlow;
+
+/// The most fields one row may have.
+pub const MAX_FIELDS: usize = 4096;
+
+/// The `csv` decoder.
+#[derive(Debug)]
+pub struct CsvDecoder {
+    reader: Reader,
+    limits: Limits,
+    bom: Bom,
+    /// The current row's field bytes (unescaped), and how much of it is used.
+    out: Vec<u8>,
+    out_len: usize,
+    /// The current row's field ends, and how many are used.
+    ends: Vec<usize>,
+    ends_len: usize,
+    /// The header's column names, once read.
+    columns: Option<Vec<String>>,
+    /// Body bytes before the next unread byte.
+    consumed: u64,
+    /// Where the current row started, while one is being read.
+    row_start: Option<u64>,
+    /// Whether the current row has an odd number of `"` so far (a quoted field is open).
+    open_quote: bool,
+    /// The current row passed a limit: the rest of it is read and dropped.
+    oversized: Option<Oversized>,
+    /// The next data row's index.
+    index: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Oversized {
+    Bytes,
+    Fields,
+}
+
+impl CsvDecoder {
+    /// A decoder with the given limits.
+    pub fn new(limits: Limits) -> CsvDecoder {
+        // csv_core strips a BOM from its first input, but only if that input holds all three
+        // bytes, so the result would depend on how the body is chunked. The body's BOM is
+        // handled here (`bom`); one empty read first turns csv_core's own check off.
+        let mut reader = Reader::new();
+        let _ = reader.read_record(&[], &mut [], &mut []);
+        CsvDecoder {
+            reader,
+            limits,
+            bom: Bom::default(),
+            out: vec![0; 4096.min(limits.max_record_bytes.max(1))],
+            out_len: 0,
+            ends: vec![0; 64],
+            ends_len: 0,
+            columns: None,
+            consumed: 0,
+            row_start: None,
+            open_quote: false,
+            oversized: None,
+            index: 0,
+        }
+    }
+
+    /// Reads rows from `input`; `at_end` when `input` is the empty end-of-body marker.
+    fn read(
+        &mut self,
+        mut input: &[u8],
+        sink: &mut Sink<'_>,
+    ) -> Result<ControlFlow<()>, SyntaxError> {
+        let at_end = input.is_empty();
+        loop {
+            if self.row_start.is_none() {
+                // Blank lines between rows: skipped (csv_core skips them too), so that a row's
+                // offset is its first byte.
+                let skip = input
+                    .iter()
+                    .position(|&b| b != b'\n' && b != b'\r')
+                    .unwrap_or(input.len());
+                self.consumed += skip as u64;
+                input = &input[skip..];
+                if input.is_empty() && !at_end {
+                    return Ok(ControlFlow::Continue(()));
+                }
+                if !input.is_empty() {
+                    self.row_start = Some(self.consumed);
+                    self.open_quote = false;
+                }
+            }
+            if at_end && self.row_start.is_some() && self.open_quote {
+                return Ok(self.incomplete(sink));
+            }
+            let (result, read, written, ended) = self.reader.read_record(
+                input,
+                &mut self.out[self.out_len..],
+                &mut self.ends[self.ends_len..],
+            );
+            let quotes = input[..read].iter().filter(|&&b| b == b'"').count();
+            self.open_quote ^= quotes % 2 == 1;
+            input = &input[read..];
+            self.consumed += read as u64;
+            self.out_len += written;
+            self.ends_len += ended;
+            match result {
+                ReadRecordResult::InputEmpty => return Ok(ControlFlow::Continue(())),
+                ReadRecordResult::End => return Ok(ControlFlow::Continue(())),
+                ReadRecordResult::OutputFull => self.grow_out(),
+                ReadRecordResult::OutputEndsFull => self.grow_ends(),
+                ReadRecordResult::Record => {
+                    let flow = self.row(sink)?;
+                    self.out_len = 0;
+                    self.ends_len = 0;
+                    self.row_start = None;
+                    self.oversized = None;
+                    if flow.is_break() {
+                        return Ok(flow);
+                    }
+                }
+            }
+        }
+    }
+
+    fn grow_out(&mut self) {
+        if self.out.len() < self.limits.max_record_bytes {
+            let size = (self.out.len() * 2).min(self.limits.max_record_bytes);
+            self.out.resize(size, 0);
+        } else {
+            self.oversized.get_or_insert(Oversized::Bytes);
+            self.out_len = 0;
+        }
+    }
+
+    fn grow_ends(&mut self) {
+        if self.ends.len() < MAX_FIELDS {
+            let size = (self.ends.len() * 2).min(MAX_FIELDS);
+            self.ends.resize(size, 0);
+        } else {
+            self.oversized.get_or_insert(Oversized::Fields);
+            self.ends_len = 0;
+        }
+    }
+
+    /// Hands on one complete row: the header, a data row, or a fault.
+    fn row(&mut self, sink: &mut Sink<'_>) -> Result<ControlFlow<()>, SyntaxError> {
+        let offset = self.row_start.unwrap_or(self.consumed);
+        let Some(columns) = &self.columns else {
+            self.columns = Some(self.header(offset)?);
+            return Ok(ControlFlow::Continue(()));
+        };
+        let index = self.index;
+        self.index += 1;
+        let fault = |code, message: String| {
+            Item::Fault(RecordFault {
+                index,
+                offset,
+                key: None,
+                code,
+                message,
+            })
+        };
+        let item = match self.oversized {
+            Some(Oversized::Bytes) => fault(
+                ErrorCode::RecordTooLarge,
+                format!(
+                    "the row is larger than {} bytes (jobs.max_record_bytes); it was skipped",
+                    self.limits.max_record_bytes
+                ),
+            ),
+            Some(Oversized::Fields) => fault(
+                ErrorCode::RecordTooLarge,
+                format!("the row has more than {MAX_FIELDS} fields; it was skipped"),
+            ),
+            None => match std::str::from_utf8(&self.out[..self.out_len]) {
+                Err(e) => fault(
+                    ErrorCode::InvalidUtf8,
+                    format!(
+                        "the row is not valid UTF-8 (byte {} of its fields)",
+                        e.valid_up_to()
+                    ),
+                ),
+                Ok(_) if self.ends_len != columns.len() => fault(
+                    ErrorCode::InvalidRecord,
+                    format!(
+                        "the row has {} fields; the header has {} ({})",
+                        self.ends_len,
+                        columns.len(),
+                        columns.join(", ")
+                    ),
+                ),
+                Ok(text) => Item::Record(Record {
+                    index,
+                    offset,
+                    key: None,
+                    body: Body::Csv(CsvRow::new(columns, text, &self.ends[..self.ends_len])),
+                }),
+            },
+        };
+        Ok(sink(item))
+    }
+
+    /// Reads the header row's column names.
+    fn header(&self, offset: u64) -> Result<Vec<String>, SyntaxError> {
+        let fail = |message: String| SyntaxError { offset, message };
+        if self.oversized.is_some() {
+            return Err(fail(format!(
+                "the CSV header row is larger than {} bytes or has more than {MAX_FIELDS} columns",
+                self.limits.max_record_bytes
+            )));
+        }
+        let text = std::str::from_utf8(&self.out[..self.out_len])
+            .map_err(|_| fail("the CSV header row is not valid UTF-8".into()))?;
+        let row = CsvRow::new(&[], text, &self.ends[..self.ends_len]);
+        let mut columns: Vec<String> = Vec::with_capacity(self.ends_len);
+        for name in row.values() {
+            let name = name.trim();
+            if name.is_empty() {
+                return Err(fail(format!(
+                    "column {} of the CSV header has no name",
+                    columns.len() + 1
+                )));
+            }
+            if columns.iter().any(|c| c == name) {
+                return Err(fail(format!(
+                    "column `{name}` appears twice in the CSV header"
+                )));
+            }
+            columns.push(name.to_owned());
+        }
+        Ok(columns)
+    }
+
+    /// The body ended inside a quoted field: the last row is reported, not stored.
+    fn incomplete(&mut self, sink: &mut Sink<'_>) -> ControlFlow<()> {
+        let offset = self.row_start.take().unwrap_or(self.consumed);
+        if self.columns.is_none() {
+            // Only a header, cut off: nothing to report per record.
+            return ControlFlow::Continue(());
+        }
+        let index = self.index;
+        self.index += 1;
+        sink(Item::Fault(RecordFault {
+            index,
+            offset,
+            key: None,
+            code: ErrorCode::IncompleteRecord,
+            message: "the upload ended inside a quoted field of this row; it was not stored".into(),
+        }))
+    }
+}
+
+impl Decoder for CsvDecoder {
+    fn format(&self) -> Format {
+        Format::Csv
+    }
+
+    fn feed(&mut self, chunk: &[u8], sink: &mut Sink<'_>) -> Result<ControlFlow<()>, SyntaxError> {
+        let (skip, held, bom) = self.bom.take(chunk);
+        self.consumed += bom as u64;
+        if !held.is_empty() && self.read(held, sink)?.is_break() {
+            return Ok(ControlFlow::Break(()));
+        }
+        let rest = &chunk[skip..];
+        if rest.is_empty() {
+            return Ok(ControlFlow::Continue(()));
+        }
+        self.read(rest, sink)
+    }
+
+    fn finish(&mut self, sink: &mut Sink<'_>) -> Result<ControlFlow<()>, SyntaxError> {
+        let held = self.bom.finish();
+        if !held.is_empty() && self.read(held, sink)?.is_break() {
+            return Ok(ControlFlow::Break(()));
+        }
+        self.read(&[], sink)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::tests::{collect, split_everywhere};
+
+    fn decoder() -> Box<dyn Decoder> {
+        Box::new(CsvDecoder::new(Limits::default()))
+    }
+
+    #[test]
+    fn rows_with_quotes_offsets_and_indexes() {
+        let input = b"name,coordinates\r\nAjman,\"55.5,25.4\"\r\n\r\n\"Say \"\"hi\"\"\",\n";
+        assert_eq!(
+            collect(decoder().as_mut(), &[input]),
+            [
+                "record 0 @18 csv name=Ajman|coordinates=55.5,25.4",
+                "record 1 @39 csv name=Say \"hi\"|coordinates=",
+            ]
+        );
+        split_everywhere(decoder, input);
+    }
+
+    #[test]
+    fn a_bom_and_a_last_row_without_a_line_end() {
+        let input = b"\xEF\xBB\xBFa,b\n1,2";
+        assert_eq!(
+            collect(decoder().as_mut(), &[input]),
+            ["record 0 @7 csv a=1|b=2"]
+        );
+        split_everywhere(decoder, input);
+    }
+
+    #[test]
+    fn bad_rows_are_faults_and_the_rest_goes_on() {
+        let input = b"a,b\n1\n1,2,3\n\xff,1\nok,1\n";
+        assert_eq!(
+            collect(decoder().as_mut(), &[input]),
+            [
+                "fault 0 @4 invalid_record",
+                "fault 1 @6 invalid_record",
+                "fault 2 @12 invalid_utf8",
+                "record 3 @16 csv a=ok|b=1",
+            ]
+        );
+        split_everywhere(decoder, input);
+    }
+
+    #[test]
+    fn an_unterminated_quote_at_the_end_is_incomplete() {
+        let input = b"a,b\n1,2\n3,\"open field\n";
+        assert_eq!(
+            collect(decoder().as_mut(), &[input]),
+            ["record 0 @4 csv a=1|b=2", "fault 1 @8 incomplete_record"]
+        );
+        split_everywhere(decoder, input);
+    }
+
+    #[test]
+    fn rows_past_the_cap_are_skipped_unbuffered() {
+        let limits = Limits {
+            max_record_bytes: 16,
+            ..Limits::default()
+        };
+        let make = || -> Box<dyn Decoder> { Box::new(CsvDecoder::new(limits)) };
+        let long = format!(
+            "a,b\n{},1\nx,\"{}\"\ny,2\n",
+            "z".repeat(100),
+            "q\n".repeat(50)
+        );
+        let mut decoder = make();
+        assert_eq!(
+            collect(decoder.as_mut(), &[long.as_bytes()]),
+            [
+                "fault 0 @4 record_too_large",
+                "fault 1 @107 record_too_large",
+                "record 2 @212 csv a=y|b=2",
+            ]
+        );
+        split_everywhere(make, long.as_bytes());
+    }
+
+    #[test]
+    fn an_unreadable_header_fails_the_job() {
+        for (input, says) in [
+            (&b"a,a\n1,2\n"[..], "appears twice"),
+            (&b"a,,c\n"[..], "no name"),
+            (&b"\xff\n"[..], "UTF-8"),
+        ] {
+            let mut decoder = CsvDecoder::new(Limits::default());
+            let mut sink = |_: Item<'_>| ControlFlow::Continue(());
+            let err = decoder
+                .feed(input, &mut sink)
+                .and_then(|_| decoder.finish(&mut sink))
+                .unwrap_err();
+            assert!(err.message.contains(says), "{}", err.message);
+            assert_eq!(err.offset, 0);
+        }
+    }
+
+    #[test]
+    fn empty_and_header_only_bodies_have_no_records() {
+        for input in [&b""[..], b"\n\n", b"a,b\n", b"a,b"] {
+            assert!(
+                collect(decoder().as_mut(), &[input]).is_empty(),
+                "{input:?}"
+            );
+        }
+    }
+}
