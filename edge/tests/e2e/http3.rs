@@ -157,6 +157,56 @@ async fn curl_uploads_the_ports_file_and_reads_it_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_uploads_csv_named_by_content_type_with_a_task_parameter() {
+    if h3curl().is_none() {
+        return;
+    }
+    let server = TestServer::start().await;
+    let file = server.dir.path().join("prices.dat");
+    // The first line has no comma, so a sniff would say `lines`: Content-Type decides.
+    std::fs::write(&file, "price\r\n10\r\n20\r\n\"30\"\r\nfree\r\n").unwrap();
+    let (status, body) = curl(
+        &server,
+        vec![
+            "-H".into(),
+            "content-type: text/csv; charset=utf-8".into(),
+            "-T".into(),
+            file.display().to_string(),
+            url(&server, "/v1/jobs/stats?column=price"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let events = events(&body);
+    assert!(
+        matches!(
+            events.first(),
+            Some(Event::Accepted {
+                format: Format::Csv,
+                ..
+            })
+        ),
+        "{body}"
+    );
+    let Some(Event::Done {
+        summary,
+        errors,
+        first_errors,
+        ..
+    }) = events.last()
+    else {
+        panic!("{body}")
+    };
+    assert_eq!(
+        (summary["count"].as_u64(), summary["mean"].as_f64()),
+        (Some(3), Some(20.0))
+    );
+    assert_eq!(*errors, 1);
+    assert_eq!(first_errors[0].index, 3);
+    assert!(first_errors[0].message.contains("column `price`"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_are_statuses_with_json_errors() {
     if h3curl().is_none() {
         return;

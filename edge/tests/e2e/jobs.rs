@@ -69,10 +69,15 @@ async fn the_real_ports_file_is_stored_and_a_second_upload_changes_nothing() {
 }
 
 #[tokio::test]
-async fn the_same_records_as_an_array_and_as_ndjson_give_the_same_store() {
+async fn the_same_records_as_an_array_ndjson_and_csv_give_the_same_store() {
     let (array, ndjson) = ports_as_array_and_ndjson();
     let mut stores = Vec::new();
-    for (format, body) in [(Some(Format::Json), array), (None, ndjson)] {
+    let bodies = [
+        (Some(Format::Json), array, Format::Json),
+        (None, ndjson, Format::Ndjson),
+        (None, ports_as_csv(), Format::Csv),
+    ];
+    for (format, body, expected) in bodies {
         let server = TestServer::start().await;
         let client = server.client().await;
         let (_, events) = upload(&client, "ports", format, body).await;
@@ -83,25 +88,19 @@ async fn the_same_records_as_an_array_and_as_ndjson_give_the_same_store() {
             unreachable!()
         };
         assert_eq!((*records, *errors), (1634, 0));
-        if format.is_none() {
-            assert!(
-                matches!(
-                    events.first(),
-                    Some(Event::Accepted {
-                        format: Format::Ndjson,
-                        ..
-                    })
-                ),
-                "NDJSON is sniffed"
-            );
-        }
+        assert!(
+            matches!(events.first(), Some(Event::Accepted { format, .. }) if *format == expected),
+            "{expected} is chosen (sniffed when not named): {:?}",
+            events.first()
+        );
         client.close().await;
         let dir = server.stop().await;
         stores.push(all_ports(&dir.path().join("data/edge.redb")));
     }
-    // Array and NDJSON records are keyed by `unlocs[0]`: 8 ports of the file share theirs.
+    // Array, NDJSON and CSV records are keyed by `unlocs[0]`: 8 ports of the file share theirs.
     assert_eq!(stores[0].len(), 1626);
     assert_eq!(stores[0], stores[1]);
+    assert_eq!(stores[0], stores[2]);
 }
 
 #[tokio::test]

@@ -176,6 +176,53 @@ pub fn ports_as_array_and_ndjson() -> (Vec<u8>, Vec<u8>) {
     (array, ndjson)
 }
 
+/// The ports file as CSV: every field a column, lists `;`-separated, coordinates one
+/// `"lon,lat"` cell, every cell quoted.
+pub fn ports_as_csv() -> Vec<u8> {
+    const COLUMNS: [&str; 10] = [
+        "name",
+        "city",
+        "country",
+        "alias",
+        "regions",
+        "coordinates",
+        "province",
+        "timezone",
+        "unlocs",
+        "code",
+    ];
+    let text = std::fs::read(ports_json()).unwrap();
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&text).unwrap();
+    let mut csv = COLUMNS.join(",");
+    csv.push_str("\r\n");
+    for port in map.values() {
+        let cells: Vec<String> = COLUMNS
+            .iter()
+            .map(|column| {
+                let cell = match &port[*column] {
+                    serde_json::Value::Array(items) if *column == "coordinates" => items
+                        .iter()
+                        .map(|x| x.to_string())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    serde_json::Value::Array(items) => items
+                        .iter()
+                        .map(|x| x.as_str().unwrap().to_owned())
+                        .collect::<Vec<_>>()
+                        .join(";"),
+                    serde_json::Value::String(text) => text.clone(),
+                    serde_json::Value::Null => String::new(),
+                    other => other.to_string(),
+                };
+                format!("\"{}\"", cell.replace('"', "\"\""))
+            })
+            .collect();
+        csv.push_str(&cells.join(","));
+        csv.push_str("\r\n");
+    }
+    csv.into_bytes()
+}
+
 /// `n` synthetic port records as NDJSON, keyed `P000000`, `P000001`, ...
 pub fn synthetic_ports_ndjson(n: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(n * 200);
