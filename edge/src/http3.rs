@@ -460,7 +460,7 @@ fn format_of_content_type(content_type: Option<&str>) -> Result<Option<Format>, 
         "text/csv" | "application/csv" => Ok(Some(Format::Csv)),
         "" | "application/octet-stream" | "application/x-www-form-urlencoded" => Ok(None),
         other => Err(unknown_format(format!(
-            "content-type `{other}` names no format this server reads (json, ndjson, lines); pass ?format="
+            "content-type `{other}` names no format this server reads (json, ndjson, lines, csv); pass ?format="
         ))),
     }
 }
