@@ -224,12 +224,11 @@ const LIST_FIELDS: [&str; 3] = ["alias", "regions", "unlocs"];
 /// A CSV row as the JSON object of a port: columns name the fields; empty cells are absent;
 /// `alias`, `regions` and `unlocs` are `;`-separated lists; `coordinates` is one `"lon,lat"`
 /// cell or the two columns `lon` and `lat`. Other columns pass through, so that the port's
-/// own checks name them.
+/// own checks name them. Text is kept as it is (RFC 4180: spaces are part of a field).
 fn csv_to_json(row: &CsvRow<'_>) -> Result<Vec<u8>, Rejection> {
     let mut port = Map::new();
     let (mut lon, mut lat) = (None, None);
     for (column, cell) in row.fields() {
-        let cell = cell.trim();
         let value = match column {
             _ if cell.is_empty() => continue,
             "lon" => {
@@ -253,7 +252,6 @@ fn csv_to_json(row: &CsvRow<'_>) -> Result<Vec<u8>, Rejection> {
             }
             list if LIST_FIELDS.contains(&list) => Value::Array(
                 cell.split(';')
-                    .map(str::trim)
                     .filter(|item| !item.is_empty())
                     .map(|item| Value::String(item.to_owned()))
                     .collect(),
@@ -283,6 +281,7 @@ fn csv_to_json(row: &CsvRow<'_>) -> Result<Vec<u8>, Rejection> {
 
 /// A finite number from a CSV cell, or a rejection naming the field.
 fn number(field: &str, cell: &str) -> Result<f64, Rejection> {
+    let cell = cell.trim();
     match cell.parse::<f64>() {
         Ok(x) if x.is_finite() => Ok(x),
         _ => Err(Rejection::invalid(format!(
