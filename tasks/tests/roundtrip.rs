@@ -2,6 +2,8 @@
 //! a JSON array, NDJSON and CSV, cut into arbitrary chunks, come back out of the store equal
 //! to what was written.
 
+#![allow(clippy::unwrap_used)]
+
 use bytes::Bytes;
 use edge_proto::{Event, Format};
 use edge_tasks::pipeline::{self, Input, JobSpec, Settings, Source};
