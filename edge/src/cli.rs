@@ -55,6 +55,16 @@ enum Command {
     /// Mint, revoke and manage tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Check the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Load the file, the EDGE_* environment and the flags, validate the result (and the
+    /// configured certificate and token key files), and print the effective configuration.
+    Check,
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,7 +139,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let listen = match &cli.command {
         Command::Serve { listen } => *listen,
-        Command::Ports(_) | Command::Token(_) => None,
+        Command::Ports(_) | Command::Token(_) | Command::Config(_) => None,
     };
     let overrides = Overrides {
         config: cli.global.config,
@@ -142,7 +152,23 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Serve { .. } => serve(&config),
         Command::Ports(command) => read_ports(&config, command),
         Command::Token(command) => token(&config, command),
+        Command::Config(ConfigCommand::Check) => check_config(&config),
     }
+}
+
+fn check_config(config: &Config) -> anyhow::Result<ExitCode> {
+    if config.tls.cert.is_some() {
+        crate::tls::load_identity(&config.tls, &config.certs_dir)?;
+    }
+    if !config.auth.keys.is_empty() {
+        Verifier::load(&config.auth, &config.certs_dir)?;
+    }
+    print!(
+        "{}",
+        toml::to_string(config).context("cannot print the configuration")?
+    );
+    eprintln!("edge: the configuration is valid");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn token(config: &Config, command: TokenCommand) -> anyhow::Result<ExitCode> {

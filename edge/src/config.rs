@@ -4,6 +4,12 @@
 //! Every setting has a default, so `edge serve` runs with no file at all. Unknown keys are an
 //! error that names the key. `config/edge.toml` in the repository lists every setting at its
 //! default; a test keeps it equal to [`Config::default`].
+//!
+//! Precedence: the file, then environment variables `EDGE_<SECTION>_<KEY>` (e.g.
+//! `EDGE_JOBS_MAX_RUNNING=8`; top-level keys are `EDGE_<KEY>`, e.g. `EDGE_LISTEN`), then flags.
+//! An environment value is read as a TOML value (`8`, `true`, `[1, 2]`) and, if it is not
+//! one, as a string. A variable that starts like a section (`EDGE_JOBS_...`) but names no
+//! setting is an error, like an unknown key in the file.
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -34,6 +40,14 @@ pub enum ConfigError {
         /// The file.
         path: PathBuf,
         /// What is wrong, naming the key (from the TOML parser).
+        message: String,
+    },
+    /// An `EDGE_*` environment variable names no setting or has a value of the wrong type.
+    #[error("invalid environment variable {name}: {message}")]
+    Env {
+        /// The variable.
+        name: String,
+        /// What is wrong.
         message: String,
     },
     /// A setting has a value that cannot work.
@@ -297,13 +311,26 @@ impl Config {
     /// Reads the config file (the named one, else `config/edge.toml` if it exists, else none)
     /// and applies the overrides over it.
     pub fn load(overrides: &Overrides) -> Result<Config, ConfigError> {
-        let mut config = match &overrides.config {
-            Some(path) => Config::from_file(path)?,
+        Config::load_with_env(overrides, std::env::vars())
+    }
+
+    /// [`Config::load`] with the environment given (for tests).
+    pub fn load_with_env(
+        overrides: &Overrides,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let file = match &overrides.config {
+            Some(path) => Some(path.as_path()),
             None if Path::new(DEFAULT_CONFIG_PATH).is_file() => {
-                Config::from_file(Path::new(DEFAULT_CONFIG_PATH))?
+                Some(Path::new(DEFAULT_CONFIG_PATH))
             }
+            None => None,
+        };
+        let mut config = match file {
+            Some(path) => Config::from_file(path)?,
             None => Config::default(),
         };
+        config = config.with_env(env)?;
         if let Some(listen) = overrides.listen {
             config.listen = listen;
         }
@@ -327,6 +354,50 @@ impl Config {
             path: path.to_owned(),
             message,
         })
+    }
+
+    /// Applies `EDGE_<SECTION>_<KEY>` variables over this config.
+    fn with_env(
+        self,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let settings = settings();
+        let sections: Vec<String> = settings
+            .iter()
+            .filter_map(|s| s.key.split_once('.').map(|(section, _)| env_name(section)))
+            .collect();
+        let mut tree = toml::Value::try_from(&self).expect("a config always serializes to TOML");
+        let mut applied = false;
+        for (name, value) in env {
+            // The flags' own variables (EDGE_LISTEN...) are settings too; EDGE_CONFIG names the file.
+            let Some(setting) = settings.iter().find(|s| s.env == name) else {
+                let in_section = sections
+                    .iter()
+                    .any(|section| name.starts_with(&format!("{section}_")));
+                if in_section {
+                    return Err(ConfigError::Env {
+                        message: "no such setting (docs/CONFIG.md lists them all)".into(),
+                        name,
+                    });
+                }
+                continue;
+            };
+            let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(value.clone()));
+            set(&mut tree, &setting.key, parsed);
+            // Checked one variable at a time, so that an error names it.
+            Config::deserialize(tree.clone()).map_err(|e| ConfigError::Env {
+                message: format!("`{value}` does not suit `{}`: {}", setting.key, e.message()),
+                name,
+            })?;
+            applied = true;
+        }
+        if !applied {
+            return Ok(self);
+        }
+        Ok(Config::deserialize(tree).expect("checked after every variable"))
     }
 
     /// Parses TOML text; the error message names the offending key.
@@ -389,6 +460,69 @@ impl Config {
     }
 }
 
+/// One setting: its key (`section.key`), its environment variable and its meaning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting {
+    /// `section.key`, or `key` at the top level.
+    pub key: String,
+    /// `EDGE_SECTION_KEY`.
+    pub env: String,
+}
+
+/// Every setting (including those without a default, such as `tls.cert`).
+pub fn settings() -> Vec<Setting> {
+    const OPTIONAL: [&str; 2] = ["tls.cert", "tls.key"];
+    let defaults = toml::Value::try_from(Config::default()).expect("the defaults serialize");
+    let mut keys: Vec<String> = Vec::new();
+    collect_keys(&defaults, "", &mut keys);
+    keys.extend(OPTIONAL.iter().map(|k| (*k).to_owned()));
+    keys.into_iter()
+        .map(|key| Setting {
+            env: env_name(&key),
+            key,
+        })
+        .collect()
+}
+
+fn collect_keys(value: &toml::Value, prefix: &str, keys: &mut Vec<String>) {
+    if let toml::Value::Table(table) = value {
+        for (k, v) in table {
+            let key = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            match v {
+                toml::Value::Table(_) => collect_keys(v, &key, keys),
+                _ => keys.push(key),
+            }
+        }
+    }
+}
+
+/// `jobs.max_running` -> `EDGE_JOBS_MAX_RUNNING`.
+fn env_name(key: &str) -> String {
+    format!("EDGE_{}", key.replace('.', "_").to_ascii_uppercase())
+}
+
+/// Sets `key` (`section.key`) in a TOML tree.
+fn set(tree: &mut toml::Value, key: &str, value: toml::Value) {
+    let mut node = tree;
+    let mut parts = key.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let toml::Value::Table(table) = node else {
+            return;
+        };
+        if parts.peek().is_none() {
+            table.insert(part.to_owned(), value);
+            return;
+        }
+        node = table
+            .entry(part.to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -404,26 +538,103 @@ mod tests {
         );
         // Every key of the defaults appears in the file (commented or not), so none is undocumented.
         let text = std::fs::read_to_string(&path).unwrap();
-        let defaults = toml::Value::try_from(Config::default()).unwrap();
-        let mut keys = Vec::new();
-        collect_keys(&defaults, &mut keys);
-        for key in keys {
+        for setting in settings() {
+            let key = setting.key.rsplit('.').next().unwrap();
             assert!(
                 text.contains(&format!("{key} =")),
-                "config/edge.toml does not mention `{key}`"
+                "config/edge.toml does not mention `{}`",
+                setting.key
             );
         }
     }
 
-    fn collect_keys(value: &toml::Value, keys: &mut Vec<String>) {
-        if let toml::Value::Table(table) = value {
-            for (k, v) in table {
-                match v {
-                    toml::Value::Table(_) => collect_keys(v, keys),
-                    _ => keys.push(k.clone()),
-                }
+    #[test]
+    fn docs_config_lists_every_setting_with_its_variable_and_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/CONFIG.md");
+        let text = std::fs::read_to_string(&path).expect("docs/CONFIG.md exists");
+        let defaults = toml::Value::try_from(Config::default()).unwrap();
+        for setting in settings() {
+            let row = text
+                .lines()
+                .find(|line| line.starts_with(&format!("| `{}` |", setting.key)))
+                .unwrap_or_else(|| panic!("docs/CONFIG.md has no row for `{}`", setting.key));
+            assert!(row.contains(&format!("`{}`", setting.env)), "{row}");
+            let default = setting
+                .key
+                .split('.')
+                .try_fold(&defaults, |node, part| node.get(part));
+            if let Some(default) = default {
+                let shown = match default {
+                    toml::Value::String(s) => format!("`\"{s}\"`"),
+                    other => format!("`{other}`"),
+                };
+                assert!(
+                    row.contains(&shown),
+                    "`{}`: its default {shown} is not in: {row}",
+                    setting.key
+                );
             }
         }
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file_and_flags_override_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("edge.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"from-file\"\n[jobs]\nmax_running = 2\ncommit_records = 5\n",
+        )
+        .unwrap();
+        let overrides = Overrides {
+            config: Some(file.clone()),
+            data_dir: Some("from-flag".into()),
+            ..Overrides::default()
+        };
+        let env = [
+            ("EDGE_JOBS_MAX_RUNNING", "8"),
+            ("EDGE_DATA_DIR", "from-env"),
+            ("EDGE_AUTH_ISSUER", "home"),
+            ("EDGE_TRANSPORT_MAX_CONNECTIONS_PER_IP", "4"),
+            ("EDGE_TOKEN", "not a setting, not a section: ignored"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let config = Config::load_with_env(&overrides, env).unwrap();
+        assert_eq!(config.jobs.max_running, 8, "env over file");
+        assert_eq!(
+            config.jobs.commit_records, 5,
+            "the file where env is silent"
+        );
+        assert_eq!(config.data_dir, PathBuf::from("from-flag"), "flag over env");
+        assert_eq!(config.auth.issuer, "home", "a bare word is a string");
+        assert_eq!(config.transport.max_connections_per_ip, 4);
+
+        let typo = [("EDGE_JOBS_MAX_RUNING".to_owned(), "8".to_owned())];
+        let err = Config::load_with_env(&overrides, typo)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("EDGE_JOBS_MAX_RUNING"), "{err}");
+        let wrong = [("EDGE_JOBS_MAX_RUNNING".to_owned(), "many".to_owned())];
+        let err = Config::load_with_env(&overrides, wrong)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("EDGE_JOBS_MAX_RUNNING") && err.contains("jobs.max_running"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_home_server_example_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/home-server.toml");
+        let config = Config::from_file(&path).expect("config/home-server.toml parses");
+        config.validate().expect("and is valid");
+        assert!(config.tls.cert.is_some(), "it uses a real certificate");
+        assert_ne!(
+            config.listen.ip().to_string(),
+            "127.0.0.1",
+            "it listens publicly"
+        );
     }
 
     #[test]
