@@ -39,6 +39,19 @@ struct GlobalArgs {
     /// Directory of the generated dev certificates [default: certs].
     #[arg(long, env = "EDGE_CERTS_DIR", global = true)]
     certs_dir: Option<PathBuf>,
+    /// Log format: `human` (colours on a terminal) or `json` (one JSON object per line).
+    /// RUST_LOG filters, e.g. RUST_LOG=edge=debug.
+    #[arg(long, env = "EDGE_LOG_FORMAT", global = true, default_value = "human")]
+    log_format: LogFormat,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// For people: one line per event, with colours on a terminal.
+    Human,
+    /// For machines: one JSON object per line, with the span fields (conn, job, sub).
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -149,7 +162,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     };
     let config = Config::load(&overrides)?;
     match cli.command {
-        Command::Serve { .. } => serve(&config),
+        Command::Serve { .. } => serve(&config, cli.global.log_format),
         Command::Ports(command) => read_ports(&config, command),
         Command::Token(command) => token(&config, command),
         Command::Config(ConfigCommand::Check) => check_config(&config),
@@ -292,8 +305,8 @@ fn rfc3339(secs: u64) -> String {
     humantime::format_rfc3339_seconds(at).to_string()
 }
 
-fn serve(config: &Config) -> anyhow::Result<ExitCode> {
-    init_logging();
+fn serve(config: &Config, log_format: LogFormat) -> anyhow::Result<ExitCode> {
+    init_logging(log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("edge")
@@ -349,14 +362,16 @@ async fn on_signal(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => logs.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Json => logs.json().with_current_span(true).with_span_list(true).try_init(),
+    };
 }
 
 fn read_ports(config: &Config, command: PortsCommand) -> anyhow::Result<ExitCode> {

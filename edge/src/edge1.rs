@@ -87,7 +87,7 @@ async fn run_job(
         name: header.name,
         size: header.size,
     };
-    let span = tracing::info_span!("job", job = %spec.job, task = plugin.name);
+    let span = tracing::info_span!("job", job = %spec.job, task = plugin.name, sub = %grant.sub);
     debug!(parent: &span, sub = %grant.sub, "job header accepted");
     let mut body = Upload(&mut upload);
     let run = jobs::run(

@@ -357,7 +357,7 @@ async fn upload(
         name: upload.name,
         size: upload.size,
     };
-    let span = tracing::info_span!("job", job = %spec.job, task = plugin.name);
+    let span = tracing::info_span!("job", job = %spec.job, task = plugin.name, sub = %grant.sub);
     debug!(parent: &span, sub = %grant.sub, "HTTP/3 upload accepted");
     let (send, recv) = stream.split();
     let malformed = Arc::new(AtomicBool::new(false));
