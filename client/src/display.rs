@@ -83,6 +83,9 @@ impl LineLog {
                     "{name}: record {index} at byte {offset}{key}: {code}: {message}"
                 ))
             }
+            Event::Draining { grace_secs } => Some(format!(
+                "{name}: the server is shutting down; the job has {grace_secs} s to finish"
+            )),
             Event::Done { .. } | Event::Failed { .. } | Event::Rejected { .. } => {
                 Some(summary(name, event))
             }

@@ -319,6 +319,13 @@ impl BarCounts {
                 ));
                 return;
             }
+            Event::Draining { grace_secs } => {
+                bar.println(format!(
+                    "{}: the server is shutting down; the job has {grace_secs} s to finish",
+                    bar.prefix()
+                ));
+                return;
+            }
             _ => return,
         }
         bar.set_message(format!(

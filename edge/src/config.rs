@@ -224,6 +224,9 @@ pub struct JobsConfig {
     /// From record `max_leading_errors` on, a job fails with `too_many_errors` once more than
     /// this share of its records are bad (1.0: never).
     pub max_error_rate: f64,
+    /// On SIGTERM / Ctrl-C, running jobs have this many seconds to finish; then they commit
+    /// what they have and end `failed` with `shutdown`.
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for JobsConfig {
@@ -238,6 +241,7 @@ impl Default for JobsConfig {
             max_error_events: 1_000,
             max_leading_errors: 1_000,
             max_error_rate: 0.5,
+            shutdown_grace_secs: 30,
         }
     }
 }

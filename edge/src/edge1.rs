@@ -55,9 +55,29 @@ pub(crate) async fn serve(
         }
     }
     jobs.close();
-    jobs.wait().await;
-    if shutdown.is_cancelled() {
-        connection.close(AppCode::Shutdown.into_varint(), b"server shutting down");
+    if !shutdown.is_cancelled() {
+        jobs.wait().await;
+        return;
+    }
+    // Draining: running jobs go on; new ones are refused until they have ended.
+    tokio::select! {
+        _ = jobs.wait() => {}
+        _ = refuse_new_jobs(&connection) => {}
+    }
+    connection.close(AppCode::Shutdown.into_varint(), b"server shutting down");
+}
+
+/// While the server drains, answers every new upload stream with `rejected` / `shutting_down`.
+async fn refuse_new_jobs(connection: &Connection) {
+    while let Ok(mut upload) = connection.accept_uni().await {
+        let upload_stream = u64::from(upload.id());
+        let refusal = Refusal {
+            code: ErrorCode::ShuttingDown,
+            message: "the server is shutting down; retry once it is back".into(),
+            retry_after: None,
+        };
+        let connection = connection.clone();
+        tokio::spawn(async move { reject(&connection, &mut upload, upload_stream, refusal).await });
     }
 }
 

@@ -204,6 +204,7 @@ pub(crate) async fn run<B: Body, N: Notify>(
         spec.name.clone(),
     );
     remember(&service, record.clone()).await;
+    let notice = spawn_draining_notice(&shutdown, &events, service.grace);
     let (chunks, queue) = mpsc::channel(CHUNK_QUEUE);
     let pipeline = spawn_pipeline(
         spec,
@@ -214,8 +215,9 @@ pub(crate) async fn run<B: Body, N: Notify>(
         service.settings.clone(),
     );
     let max_bytes = service.limits.max_upload_bytes();
-    let pumped = pump(body, leftover, chunks, &shutdown, max_bytes).await;
+    let pumped = pump(body, leftover, chunks, &service.abort, max_bytes).await;
     let report = pipeline.await.ok();
+    notice.abort();
     // The history is written before the events end, so that a client that sees its stream
     // end and asks for the job finds it ended.
     if let Some(report) = &report {
@@ -225,6 +227,23 @@ pub(crate) async fn run<B: Body, N: Notify>(
     drop(events);
     let _ = notifier.await;
     Ended { pumped, report }
+}
+
+/// Tells the client when the server starts draining (it keeps running until the grace period
+/// ends).
+fn spawn_draining_notice(
+    draining: &CancellationToken,
+    events: &mpsc::Sender<Event>,
+    grace: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let (draining, events) = (draining.clone(), events.clone());
+    tokio::spawn(async move {
+        draining.cancelled().await;
+        let notice = Event::Draining {
+            grace_secs: grace.as_secs(),
+        };
+        let _ = events.send(notice).await;
+    })
 }
 
 /// Writes a job's record to the history (off the async runtime). A history that cannot be
@@ -403,7 +422,13 @@ fn spawn_notifier<N: Notify>(notify: N) -> (mpsc::Sender<Event>, tokio::task::Jo
 
 async fn write_events<N: Notify>(mut notify: N, mut queue: mpsc::Receiver<Event>) {
     let mut reachable = true;
+    let mut ended = false;
     while let Some(event) = queue.recv().await {
+        // The final event is the last one: a notice racing it (`draining`) is dropped.
+        if ended {
+            continue;
+        }
+        ended = event.is_final();
         // Keep draining after a failed send so that the pipeline never waits on a dead client.
         if reachable && !notify.send(Bytes::from(event.to_line())).await {
             debug!("the client stopped reading events");

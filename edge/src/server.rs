@@ -77,6 +77,11 @@ pub(crate) struct Service {
     pub header_timeout: Duration,
     /// How long a new connection has to present a valid token.
     pub auth_timeout: Duration,
+    /// Cancelled when the shutdown's grace period ends: running jobs then commit what they
+    /// have and end `failed` with `shutdown`.
+    pub abort: CancellationToken,
+    /// How long running jobs may go on once the server starts shutting down.
+    pub grace: Duration,
 }
 
 impl Service {
@@ -179,6 +184,8 @@ impl Server {
             settings: settings(config),
             header_timeout: Duration::from_secs(config.jobs.header_timeout_secs),
             auth_timeout: Duration::from_secs(config.auth.auth_timeout_secs),
+            abort: CancellationToken::new(),
+            grace: Duration::from_secs(config.jobs.shutdown_grace_secs),
         };
         Ok(Server {
             endpoint,
@@ -201,9 +208,11 @@ impl Server {
         self.dev_ca.as_ref()
     }
 
-    /// Serves until `shutdown` is cancelled, then stops accepting, lets running jobs commit
-    /// what they have and tell their clients, closes every connection with
-    /// [`AppCode::Shutdown`] and returns.
+    /// Serves until `shutdown` is cancelled, then drains: no new connections or jobs (HTTP/3
+    /// GOAWAY; running `edge/1` jobs get a `draining` event), running jobs have the grace
+    /// period (`jobs.shutdown_grace_secs`) to finish; those still running then commit what
+    /// they have and end `failed` with `shutdown`. Every connection is closed with
+    /// [`AppCode::Shutdown`] before it returns.
     pub async fn run(mut self, shutdown: CancellationToken) {
         if let Some(control) = self.control.take() {
             let store = self.service.store.clone();
@@ -243,14 +252,22 @@ impl Server {
                 .instrument(span),
             );
         }
-        info!("shutting down: no new connections; running jobs commit what they have");
+        let grace = self.service.grace;
+        info!("shutting down: no new connections or jobs; running jobs have {grace:?} to finish");
         self.endpoint.set_server_config(None);
         connections.close();
-        if tokio::time::timeout(DRAIN_TIMEOUT, connections.wait())
+        if tokio::time::timeout(grace, connections.wait())
             .await
             .is_err()
         {
-            warn!("jobs did not end within {DRAIN_TIMEOUT:?}; closing connections anyway");
+            warn!("jobs still running after {grace:?}: they commit what they have and end");
+            self.service.abort.cancel();
+            if tokio::time::timeout(DRAIN_TIMEOUT, connections.wait())
+                .await
+                .is_err()
+            {
+                warn!("jobs did not end within {DRAIN_TIMEOUT:?}; closing connections anyway");
+            }
         }
         self.endpoint
             .close(AppCode::Shutdown.into_varint(), b"server shutting down");

@@ -153,6 +153,12 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         retry_after: Option<u64>,
     },
+    /// The server is shutting down: the job has `grace_secs` to finish; past that it commits
+    /// what it has and ends `failed` with `shutdown`. Not final.
+    Draining {
+        /// Seconds left before running jobs are stopped.
+        grace_secs: u64,
+    },
     /// An event this version of the contract does not know (from a newer server).
     #[serde(other)]
     Unknown,
@@ -191,6 +197,7 @@ impl Event {
             Event::Done { .. } => "done",
             Event::Failed { .. } => "failed",
             Event::Rejected { .. } => "rejected",
+            Event::Draining { .. } => "draining",
             Event::Unknown => "unknown",
         }
     }
@@ -277,7 +284,7 @@ mod tests {
 
     #[test]
     fn unknown_events_are_tolerated() {
-        let ev = Event::from_line(br#"{"event":"draining","in":30}"#).unwrap();
+        let ev = Event::from_line(br#"{"event":"paused","in":30}"#).unwrap();
         assert_eq!(ev, Event::Unknown);
         assert!(!ev.is_final());
     }

@@ -10,18 +10,20 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// A running `edge serve` child process, killed if a test fails before stopping it.
-struct ServeProcess {
+pub(crate) struct ServeProcess {
     child: Child,
     addr: String,
 }
 
 impl ServeProcess {
-    fn start(dir: &Path) -> ServeProcess {
+    pub(crate) fn start(dir: &Path) -> ServeProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_edge"))
             .args(["serve", "--listen", "127.0.0.1:0"])
             .env("EDGE_DATA_DIR", dir.join("data"))
             .env("EDGE_CERTS_DIR", dir.join("certs"))
             .env("RUST_LOG", "warn")
+            // Jobs still running a second after SIGTERM are stopped (the default is 30 s).
+            .env("EDGE_JOBS_SHUTDOWN_GRACE_SECS", "1")
             .current_dir(dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -40,7 +42,7 @@ impl ServeProcess {
         ServeProcess { child, addr }
     }
 
-    fn client_config(&self, dir: &Path) -> ClientConfig {
+    pub(crate) fn client_config(&self, dir: &Path) -> ClientConfig {
         // The token comes from `edge token issue`, as a user mints one.
         let out = edge(
             dir,
@@ -69,7 +71,7 @@ impl ServeProcess {
     }
 
     /// Sends SIGTERM and waits for the exit status.
-    fn terminate(mut self) -> std::process::ExitStatus {
+    pub(crate) fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill")
             .args(["-TERM", &pid])
@@ -97,7 +99,7 @@ impl Drop for ServeProcess {
     }
 }
 
-fn edge(dir: &Path, args: &[&str]) -> std::process::Output {
+pub(crate) fn edge(dir: &Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_edge"))
         .args(args)
         .env("EDGE_DATA_DIR", dir.join("data"))
@@ -203,12 +205,16 @@ async fn sigterm_ends_a_running_job_with_a_final_event_and_keeps_what_was_commit
         body: Box::new(reader),
     };
     let (committed_tx, mut committed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let draining = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let seen = draining.clone();
     let upload = tokio::spawn(async move {
         client
-            .upload(job, move |event: &Event| {
-                if let Event::Committed { records } = event {
+            .upload(job, move |event: &Event| match event {
+                Event::Committed { records } => {
                     let _ = committed_tx.send(*records);
                 }
+                Event::Draining { grace_secs } => *seen.lock().unwrap() = Some(*grace_secs),
+                _ => {}
             })
             .await
     });
@@ -234,6 +240,11 @@ async fn sigterm_ends_a_running_job_with_a_final_event_and_keeps_what_was_commit
     };
     assert_eq!(code, ErrorCode::Shutdown);
     assert!(committed > 0);
+    assert_eq!(
+        *draining.lock().unwrap(),
+        Some(1),
+        "the client was told the server is draining, and how long the job has"
+    );
     // Every committed record is in the store (keys repeat per chunk, so compare counts of
     // distinct keys: at least min(committed, 2000)).
     let stored = all_ports(&dir.path().join("data/edge.redb"));

@@ -360,3 +360,60 @@ impl tokio::io::AsyncRead for CountingReader {
         poll
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_shutdown_running_jobs_finish_in_the_grace_period_and_new_ones_are_refused() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start_with(|config| config.jobs.shutdown_grace_secs = 20).await;
+    let client = std::sync::Arc::new(server.client().await);
+    let (mut writer, reader) = tokio::io::duplex(1024);
+    writer.write_all(b"1\n").await.unwrap();
+    let mut header = JobHeader::new("stats");
+    header.format = Some(Format::Lines);
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let running = {
+        let (client, events) = (client.clone(), events.clone());
+        tokio::spawn(async move {
+            let job = edge_client::UploadJob::new(header, Box::new(reader));
+            client
+                .upload(job, move |e: &Event| events.lock().unwrap().push(e.clone()))
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let stopping = tokio::spawn(server.stop());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    // Draining: a new job is refused, the running one is told and goes on.
+    let (result, _) = upload(&client, "stats", Some(Format::Lines), b"2\n".to_vec()).await;
+    assert!(
+        matches!(
+            result.last,
+            Event::Rejected {
+                code: edge_proto::ErrorCode::ShuttingDown,
+                ..
+            }
+        ),
+        "{:?}",
+        result.last
+    );
+    writer.write_all(b"3\n").await.unwrap();
+    drop(writer);
+    let result = running.await.unwrap();
+    assert!(
+        matches!(result.last, Event::Done { records: 2, .. }),
+        "a job that ends within the grace period is done: {:?}",
+        result.last
+    );
+    assert!(events
+        .lock()
+        .unwrap()
+        .contains(&Event::Draining { grace_secs: 20 }));
+    stopping.await.unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "the server stops once its jobs have ended, not at the end of the grace period"
+    );
+}
