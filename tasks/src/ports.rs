@@ -300,7 +300,7 @@ fn parse(bytes: &[u8]) -> Result<Port, Rejection> {
         return Err(Rejection {
             key: None,
             code: ErrorCode::InvalidJson,
-            message: e.to_string(),
+            message: crate::record::json_reason(&e, bytes),
         });
     }
     // Bad records are rare: parse again, tracking the path, so the message names the field.

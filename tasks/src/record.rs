@@ -116,3 +116,28 @@ impl Rejection {
         self
     }
 }
+
+/// A serde_json error on `bytes` as a reason for a person. serde_json reports a lone UTF-16
+/// surrogate escape (`"\ud800"`) as "unexpected end of hex escape" or "lone leading
+/// surrogate", which names the escape, not the problem: the reason says what is wrong.
+pub fn json_reason(e: &serde_json::Error, bytes: &[u8]) -> String {
+    let text = e.to_string();
+    let surrogate_escape = bytes.windows(4).any(|w| {
+        w[0] == b'\\'
+            && w[1] == b'u'
+            && matches!(w[2], b'd' | b'D')
+            && w[3].is_ascii_hexdigit()
+            && {
+                let nibble = (w[3] as char).to_digit(16).unwrap_or(0);
+                nibble >= 8
+            }
+    });
+    if text.contains("surrogate") || (surrogate_escape && text.contains("hex escape")) {
+        format!(
+            "a \\u escape in the range \\ud800-\\udfff must be half of a surrogate pair; \
+             a lone surrogate is not a character ({text})"
+        )
+    } else {
+        text
+    }
+}

@@ -158,7 +158,7 @@ fn parse_json(bytes: &[u8]) -> Result<f64, Rejection> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| Rejection {
         key: None,
         code: ErrorCode::InvalidJson,
-        message: e.to_string(),
+        message: crate::record::json_reason(&e, bytes),
     })?;
     match value {
         Value::Number(n) => n

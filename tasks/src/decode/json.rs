@@ -283,7 +283,10 @@ impl JsonDecoder {
             serde_json::from_slice::<String>(raw).map_err(|e| {
                 (
                     ErrorCode::InvalidJson,
-                    format!("the key is not a valid JSON string: {e}"),
+                    format!(
+                        "the key is not a valid JSON string: {}",
+                        crate::record::json_reason(&e, raw)
+                    ),
                 )
             })
         } else {

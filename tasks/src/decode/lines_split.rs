@@ -86,6 +86,18 @@ impl LineSplitter {
         on_line: &mut dyn FnMut(Line<'_>) -> ControlFlow<()>,
     ) -> ControlFlow<()> {
         while !bytes.is_empty() {
+            if self.buf.is_empty() && !self.skipping {
+                // Whitespace before a line's first byte (blank lines included) is not part of
+                // it: a record's offset is its first byte, and indentation does not count
+                // against the record cap.
+                let blank = bytes.iter().take_while(|b| b.is_ascii_whitespace()).count();
+                self.offset += blank as u64;
+                self.line_start = self.offset;
+                bytes = &bytes[blank..];
+                if bytes.is_empty() {
+                    break;
+                }
+            }
             let Some(end) = memchr(b'\n', bytes) else {
                 self.hold(bytes);
                 self.offset += bytes.len() as u64;
