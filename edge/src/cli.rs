@@ -61,6 +61,10 @@ enum Command {
         /// UDP address to listen on [default: 127.0.0.1:4433].
         #[arg(long, env = "EDGE_LISTEN")]
         listen: Option<SocketAddr>,
+        /// Serve /metrics and /healthz over plain HTTP on this TCP address, e.g. 127.0.0.1:9464
+        /// [default: none; config `admin.listen`].
+        #[arg(long)]
+        admin_listen: Option<SocketAddr>,
     },
     /// Read sea ports from the store (while the server is stopped).
     #[command(subcommand)]
@@ -150,15 +154,19 @@ enum PortsCommand {
 /// Parses the command line and runs the command.
 pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    let listen = match &cli.command {
-        Command::Serve { listen } => *listen,
-        Command::Ports(_) | Command::Token(_) | Command::Config(_) => None,
+    let (listen, admin_listen) = match &cli.command {
+        Command::Serve {
+            listen,
+            admin_listen,
+        } => (*listen, *admin_listen),
+        Command::Ports(_) | Command::Token(_) | Command::Config(_) => (None, None),
     };
     let overrides = Overrides {
         config: cli.global.config,
         listen,
         data_dir: cli.global.data_dir,
         certs_dir: cli.global.certs_dir,
+        admin_listen,
     };
     let config = Config::load(&overrides)?;
     match cli.command {
@@ -322,6 +330,9 @@ fn serve(config: &Config, log_format: LogFormat) -> anyhow::Result<ExitCode> {
             );
         }
         info!(store = %config.store_path().display(), "store open");
+        if let Some(admin) = server.admin_addr() {
+            info!("admin listener on http://{admin} (/metrics, /healthz)");
+        }
         let shutdown = CancellationToken::new();
         tokio::spawn(on_signal(shutdown.clone()));
         announce(addr);

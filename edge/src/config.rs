@@ -82,6 +82,17 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Per-subject limits.
     pub limits: LimitsConfig,
+    /// The plain-HTTP admin listener.
+    pub admin: AdminConfig,
+}
+
+/// `[admin]`: an optional plain-HTTP listener for `/metrics` and `/healthz`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// TCP address to serve `/metrics` and `/healthz` on (plain HTTP). Unset: no listener.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
 }
 
 /// `[limits]`: what one token subject may do, across all its connections.
@@ -294,6 +305,7 @@ impl Default for Config {
             transport: TransportConfig::default(),
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -309,6 +321,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// `--certs-dir` / `EDGE_CERTS_DIR`.
     pub certs_dir: Option<PathBuf>,
+    /// `--admin-listen`.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -343,6 +357,9 @@ impl Config {
         }
         if let Some(dir) = &overrides.certs_dir {
             config.certs_dir = dir.clone();
+        }
+        if let Some(addr) = overrides.admin_listen {
+            config.admin.listen = Some(addr);
         }
         config.validate()?;
         Ok(config)
@@ -475,7 +492,7 @@ pub struct Setting {
 
 /// Every setting (including those without a default, such as `tls.cert`).
 pub fn settings() -> Vec<Setting> {
-    const OPTIONAL: [&str; 2] = ["tls.cert", "tls.key"];
+    const OPTIONAL: [&str; 3] = ["tls.cert", "tls.key", "admin.listen"];
     let defaults = toml::Value::try_from(Config::default()).expect("the defaults serialize");
     let mut keys: Vec<String> = Vec::new();
     collect_keys(&defaults, "", &mut keys);

@@ -93,7 +93,10 @@ async fn run_job(
     let started = start(&mut upload, &service, &authorised).await;
     let (header, leftover, grant, _admission, plugin, task) = match started {
         Ok(started) => started,
-        Err(refusal) => return reject(&connection, &mut upload, upload_stream, refusal).await,
+        Err(refusal) => {
+            service.metrics.rejected(refusal.code);
+            return reject(&connection, &mut upload, upload_stream, refusal).await;
+        }
     };
     let Ok(notify) = connection.open_uni().await else {
         debug!("connection closed before the job started");

@@ -108,7 +108,7 @@ async fn handle(
     // Everything but the health check needs a valid token, checked before any body byte.
     let grant = match service.authorize(bearer(&request)) {
         Ok(grant) => grant,
-        Err(e) => return refuse_job(&mut stream, e.into()).await,
+        Err(e) => return refuse_job(&mut stream, &service, e.into()).await,
     };
     authorised.cancel();
     let read_scope = match segments.as_slice() {
@@ -121,6 +121,7 @@ async fn handle(
             "the token of `{}` does not hold the scope `{scope}`",
             grant.sub
         );
+        service.metrics.rejected(ErrorCode::Forbidden);
         return refuse(&mut stream, StatusCode::FORBIDDEN, "forbidden", &message).await;
     }
     match (method, segments.as_slice()) {
@@ -332,14 +333,14 @@ async fn upload(
 ) {
     let upload = match UploadRequest::read(&request) {
         Ok(upload) => upload,
-        Err(refusal) => return refuse_job(&mut stream, refusal).await,
+        Err(refusal) => return refuse_job(&mut stream, &service, refusal).await,
     };
     let started = jobs::start_task(&task, upload.format, &upload.params, &grant, &service)
         .and_then(|started| Ok((started, service.limits.admit(&grant.sub)?)));
     // The admission is held until the job ends.
     let ((plugin, job_task), _admission) = match started {
         Ok(started) => started,
-        Err(refusal) => return refuse_job(&mut stream, refusal).await,
+        Err(refusal) => return refuse_job(&mut stream, &service, refusal).await,
     };
     let response = Response::builder()
         .status(StatusCode::OK)
@@ -491,7 +492,8 @@ fn status_of(code: ErrorCode) -> StatusCode {
     }
 }
 
-async fn refuse_job(stream: &mut Stream, refusal: Refusal) {
+async fn refuse_job(stream: &mut Stream, service: &Service, refusal: Refusal) {
+    service.metrics.rejected(refusal.code);
     info!(code = %refusal.code, "HTTP/3 request refused: {}", refusal.message);
     let mut error = json!({"error": {"code": refusal.code.as_str(), "message": refusal.message}});
     if let Some(seconds) = refusal.retry_after {

@@ -9,6 +9,7 @@
 //! A transport supplies the body as a [`Body`] and the way out for events as a [`Notify`].
 
 use crate::auth::{AuthError, Grant};
+use crate::metrics::{JobSeen, Metrics};
 use crate::server::Service;
 use bytes::Bytes;
 use edge_proto::{ErrorCode, Event, Format, HeaderError};
@@ -180,7 +181,7 @@ pub(crate) async fn run<B: Body, N: Notify>(
         slot = service.job_slots.acquire() => slot.ok(),
         _ = shutdown.cancelled() => None,
     };
-    let (events, notifier) = spawn_notifier(notify);
+    let (events, notifier) = spawn_notifier(notify, service.metrics.clone());
     let Some(_slot) = slot else {
         let refusal = Refusal {
             code: ErrorCode::ShuttingDown,
@@ -204,6 +205,7 @@ pub(crate) async fn run<B: Body, N: Notify>(
         spec.name.clone(),
     );
     remember(&service, record.clone()).await;
+    service.metrics.job_started();
     let notice = spawn_draining_notice(&shutdown, &events, service.grace);
     let (chunks, queue) = mpsc::channel(CHUNK_QUEUE);
     let pipeline = spawn_pipeline(
@@ -218,6 +220,10 @@ pub(crate) async fn run<B: Body, N: Notify>(
     let pumped = pump(body, leftover, chunks, &service.abort, max_bytes).await;
     let report = pipeline.await.ok();
     notice.abort();
+    match &report {
+        Some(report) => service.metrics.job_finished(&report.last),
+        None => service.metrics.job_finished(&Event::Unknown),
+    }
     // The history is written before the events end, so that a client that sees its stream
     // end and asks for the job finds it ended.
     if let Some(report) = &report {
@@ -414,16 +420,25 @@ impl Source for QueueSource {
 }
 
 /// Starts the task that writes events, one NDJSON line each.
-fn spawn_notifier<N: Notify>(notify: N) -> (mpsc::Sender<Event>, tokio::task::JoinHandle<()>) {
+fn spawn_notifier<N: Notify>(
+    notify: N,
+    metrics: Arc<Metrics>,
+) -> (mpsc::Sender<Event>, tokio::task::JoinHandle<()>) {
     let (events, queue) = mpsc::channel(EVENT_QUEUE);
-    let task = tokio::spawn(write_events(notify, queue).in_current_span());
+    let task = tokio::spawn(write_events(notify, queue, metrics).in_current_span());
     (events, task)
 }
 
-async fn write_events<N: Notify>(mut notify: N, mut queue: mpsc::Receiver<Event>) {
+async fn write_events<N: Notify>(
+    mut notify: N,
+    mut queue: mpsc::Receiver<Event>,
+    metrics: Arc<Metrics>,
+) {
     let mut reachable = true;
     let mut ended = false;
+    let mut seen = JobSeen::default();
     while let Some(event) = queue.recv().await {
+        metrics.observe(&event, &mut seen);
         // The final event is the last one: a notice racing it (`draining`) is dropped.
         if ended {
             continue;

@@ -14,6 +14,8 @@
 //! - `h3guard`: cuts off HTTP/3 peers that declare oversized frames (h3 0.0.8 would buffer them).
 //! - `http3`: HTTP/3 on the same port: uploads as jobs, and the read API.
 //! - `limits`: per-subject job limits (concurrency, start rate).
+//! - [`metrics`]: counters in the Prometheus text format.
+//! - `admin`: the optional plain-HTTP admin listener (`/metrics`, `/healthz`).
 //! - `connections`: connection caps (total, per IP), Retry under load, closing connections
 //!   that never present a valid token.
 //! - [`control`]: the Unix socket in the data dir through which `edge token revoke` reaches a
@@ -21,6 +23,7 @@
 //! - `jobs`: one job, whatever carries it: task start, body pump, pipeline, events.
 //! - [`cli`]: the `edge` command line (`serve`, `ports`, `token`).
 
+mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -31,6 +34,7 @@ mod h3guard;
 mod http3;
 mod jobs;
 mod limits;
+pub mod metrics;
 pub mod server;
 pub mod tls;
 

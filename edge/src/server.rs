@@ -7,7 +7,7 @@ use crate::connections::{self, Admit, Connections};
 use crate::limits::Limits;
 use crate::tls::{self, TlsError};
 use edge_proto::{AppCode, ALPN_EDGE, ALPN_H3};
-use edge_tasks::pipeline::Settings;
+use edge_tasks::pipeline::{CommitObserver, Settings};
 use edge_tasks::store::StoreOptions;
 use edge_tasks::{Store, StoreError};
 use quinn::crypto::rustls::{HandshakeData, QuicServerConfig};
@@ -49,6 +49,17 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    /// The admin listener's TCP port could not be bound.
+    #[error(
+        "cannot listen for admin requests on {addr}: {source} (set admin.listen / --admin-listen)"
+    )]
+    Admin {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The UDP socket could not be bound.
     #[error("cannot listen on {addr}: {source} (is another server using the port? set --listen)")]
     Bind {
@@ -82,6 +93,8 @@ pub(crate) struct Service {
     pub abort: CancellationToken,
     /// How long running jobs may go on once the server starts shutting down.
     pub grace: Duration,
+    /// The counters `/metrics` shows.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Service {
@@ -119,6 +132,8 @@ pub struct Server {
     service: Arc<Service>,
     connections: Arc<Connections>,
     control: Option<crate::control::Listener>,
+    admin: Option<crate::admin::Admin>,
+    admin_addr: Option<SocketAddr>,
     dev_ca: Option<PathBuf>,
 }
 
@@ -152,6 +167,14 @@ impl Server {
                 None
             }
         };
+        let admin = match config.admin.listen {
+            Some(addr) => Some(
+                crate::admin::Admin::bind(addr)
+                    .map_err(|source| ServeError::Admin { addr, source })?,
+            ),
+            None => None,
+        };
+        let admin_addr = admin.as_ref().and_then(|a| a.local_addr().ok());
         let identity = tls::load_identity(&config.tls, &config.certs_dir)?;
         let auth = Verifier::load(&config.auth, &config.certs_dir)?;
         info!(keys = ?auth.kids(), "token keys loaded");
@@ -176,22 +199,26 @@ impl Server {
                 addr: config.listen,
                 source,
             })?;
+        let metrics = Arc::new(crate::metrics::Metrics::new(config.store_path()));
         let service = Service {
             store,
             auth,
             limits: Limits::new(config.limits.clone()),
             job_slots: Semaphore::new(config.jobs.max_running),
-            settings: settings(config),
+            settings: settings(config, &metrics),
             header_timeout: Duration::from_secs(config.jobs.header_timeout_secs),
             auth_timeout: Duration::from_secs(config.auth.auth_timeout_secs),
             abort: CancellationToken::new(),
             grace: Duration::from_secs(config.jobs.shutdown_grace_secs),
+            metrics,
         };
         Ok(Server {
             endpoint,
             service: Arc::new(service),
             connections: Connections::new(&config.transport),
             control,
+            admin,
+            admin_addr,
             dev_ca,
         })
     }
@@ -201,6 +228,11 @@ impl Server {
         self.endpoint
             .local_addr()
             .expect("a bound endpoint always has a local address")
+    }
+
+    /// The admin listener's address, when there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// The dev CA clients must trust, when the server uses generated certificates.
@@ -218,6 +250,10 @@ impl Server {
             let store = self.service.store.clone();
             tokio::spawn(control.serve(store, shutdown.clone()));
         }
+        let admin = self.admin.take().map(|admin| {
+            let metrics = self.service.metrics.clone();
+            tokio::spawn(admin.serve(metrics, shutdown.clone()))
+        });
         let connections = TaskTracker::new();
         loop {
             let incoming = tokio::select! {
@@ -236,6 +272,10 @@ impl Server {
                 }
                 Admit::Refuse(reason) => {
                     debug!(%remote, "connection refused: {reason}");
+                    self.service
+                        .metrics
+                        .connections_refused
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     incoming.refuse();
                     continue;
                 }
@@ -243,10 +283,14 @@ impl Server {
             let handshake = self.connections.handshake();
             let span = tracing::info_span!("conn", %remote);
             let service = self.service.clone();
+            let metrics = service.metrics.clone();
             let accepted = accept(incoming, handshake, service, shutdown.clone());
             connections.spawn(
                 async move {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    metrics.connections_open.fetch_add(1, Relaxed);
                     accepted.await;
+                    metrics.connections_open.fetch_sub(1, Relaxed);
                     drop(slot);
                 }
                 .instrument(span),
@@ -272,6 +316,9 @@ impl Server {
         self.endpoint
             .close(AppCode::Shutdown.into_varint(), b"server shutting down");
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.endpoint.wait_idle()).await;
+        if let Some(admin) = admin {
+            admin.abort();
+        }
         info!("stopped");
     }
 }
@@ -336,8 +383,9 @@ fn transport(config: &Config) -> quinn::TransportConfig {
     transport
 }
 
-fn settings(config: &Config) -> Settings {
+fn settings(config: &Config, metrics: &Arc<crate::metrics::Metrics>) -> Settings {
     let jobs = &config.jobs;
+    let metrics = metrics.clone();
     Settings {
         commit_records: jobs.commit_records,
         commit_interval: Duration::from_millis(jobs.commit_interval_ms),
@@ -349,6 +397,7 @@ fn settings(config: &Config) -> Settings {
         max_error_events: jobs.max_error_events,
         max_leading_errors: jobs.max_leading_errors,
         max_error_rate: jobs.max_error_rate,
+        on_commit: CommitObserver::new(move |took| metrics.commit_took(took)),
     }
 }
 

@@ -30,6 +30,42 @@ pub struct Settings {
     /// From record `max_leading_errors` on, a job fails with `too_many_errors` once more than
     /// this share of its records are bad (1.0: never).
     pub max_error_rate: f64,
+    /// Told how long each successful commit took (e.g. for a latency histogram).
+    pub on_commit: CommitObserver,
+}
+
+/// A callback told the duration of every successful commit.
+#[derive(Clone, Default)]
+pub struct CommitObserver(Option<std::sync::Arc<dyn Fn(Duration) + Send + Sync>>);
+
+impl CommitObserver {
+    /// Calls `observe` after every successful commit.
+    pub fn new(observe: impl Fn(Duration) + Send + Sync + 'static) -> CommitObserver {
+        CommitObserver(Some(std::sync::Arc::new(observe)))
+    }
+
+    fn observe(&self, took: Duration) {
+        if let Some(observe) = &self.0 {
+            observe(took);
+        }
+    }
+}
+
+impl std::fmt::Debug for CommitObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "CommitObserver(set)" } else { "CommitObserver(none)" })
+    }
+}
+
+impl PartialEq for CommitObserver {
+    /// Observers are equal when both are unset or both are the same callback.
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
 }
 
 impl Default for Settings {
@@ -42,6 +78,7 @@ impl Default for Settings {
             max_error_events: 1_000,
             max_leading_errors: 1_000,
             max_error_rate: 0.5,
+            on_commit: CommitObserver::default(),
         }
     }
 }
@@ -517,7 +554,9 @@ impl<'a> Job<'a> {
             self.pending_since = None;
             return Ok(());
         }
+        let started = Instant::now();
         self.task.commit().map_err(|e| e.to_string())?;
+        self.settings.on_commit.observe(started.elapsed());
         self.committed += self.pending;
         self.pending = 0;
         self.pending_since = None;

@@ -417,3 +417,88 @@ async fn on_shutdown_running_jobs_finish_in_the_grace_period_and_new_ones_are_re
         "the server stops once its jobs have ended, not at the end of the grace period"
     );
 }
+
+/// `GET path` on the admin listener: (status line, body).
+fn admin_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_owned(), body.to_owned())
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_with_a_real_upload() {
+    let server = TestServer::start_with(|config| {
+        config.admin.listen = Some("127.0.0.1:0".parse().unwrap());
+        config.jobs.commit_records = 500;
+    })
+    .await;
+    let admin = server.admin.expect("the admin listener is on");
+    let (status, body) = tokio::task::spawn_blocking(move || admin_get(admin, "/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (status.as_str(), body.trim()),
+        ("HTTP/1.1 200 OK", "{\"status\":\"ok\"}")
+    );
+    let client = server.client().await;
+    let (_, events) = upload(&client, "ports", None, std::fs::read(ports_json()).unwrap()).await;
+    assert!(matches!(
+        done(&events),
+        Event::Done {
+            committed: 1634,
+            ..
+        }
+    ));
+    let (_, events) = upload(&client, "stats", Some(Format::Lines), b"1\nx\n".to_vec()).await;
+    assert!(matches!(done(&events), Event::Done { errors: 1, .. }));
+    let bad = edge_client::ClientConfig {
+        token: Some("garbage".into()),
+        ..server.client_config()
+    };
+    let stranger = edge_client::Client::connect(&bad).await.unwrap();
+    let (result, _) = upload(&stranger, "stats", Some(Format::Lines), b"1\n".to_vec()).await;
+    assert!(matches!(result.last, Event::Rejected { .. }));
+
+    let (status, text) = tokio::task::spawn_blocking(move || admin_get(admin, "/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(metric(&text, "edge_jobs_started_total"), 2.0);
+    assert_eq!(metric(&text, "edge_jobs_running"), 0.0);
+    assert_eq!(metric(&text, "edge_records_committed_total"), 1635.0);
+    assert_eq!(metric(&text, "edge_record_errors_total"), 1.0);
+    assert_eq!(metric(&text, "edge_records_decoded_total"), 1636.0);
+    let file = std::fs::metadata(ports_json()).unwrap().len() as f64;
+    assert_eq!(metric(&text, "edge_bytes_received_total"), file + 4.0);
+    assert_eq!(
+        metric(
+            &text,
+            "edge_jobs_finished_total{outcome=\"done\",code=\"\"}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric(&text, "edge_auth_failures_total{reason=\"unauthorized\"}"),
+        1.0
+    );
+    assert!(metric(&text, "edge_commit_duration_seconds_count") >= 4.0);
+    assert!(metric(&text, "edge_store_size_bytes") > 0.0);
+    assert!(metric(&text, "edge_connections_open") >= 1.0);
+    let (status, _) = tokio::task::spawn_blocking(move || admin_get(admin, "/v1/ports"))
+        .await
+        .unwrap();
+    assert_eq!(
+        status, "HTTP/1.1 404 Not Found",
+        "the API stays HTTP/3 only"
+    );
+}

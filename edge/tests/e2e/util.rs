@@ -41,6 +41,8 @@ pub fn ports_json() -> PathBuf {
 /// A server running in this process, in its own temp dir.
 pub struct TestServer {
     pub addr: std::net::SocketAddr,
+    /// The admin listener, when the config asked for one.
+    pub admin: Option<std::net::SocketAddr>,
     pub dir: tempfile::TempDir,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
@@ -73,10 +75,12 @@ impl TestServer {
         tune(&mut config);
         let server = Server::bind(&config).expect("server binds");
         let addr = server.local_addr();
+        let admin = server.admin_addr();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server.run(shutdown.clone()));
         TestServer {
             addr,
+            admin,
             dir,
             shutdown,
             task,

@@ -1,0 +1,115 @@
+//! The optional admin listener: plain HTTP/1.1 on TCP (Prometheus cannot scrape HTTP/3), bound
+//! to 127.0.0.1 unless configured otherwise. `GET /metrics` (Prometheus text), `GET /healthz`.
+//! Nothing else: the job and read API stay HTTP/3 only, behind tokens.
+//!
+//! Each request is read with a size cap and a timeout, answered, and the connection closed.
+
+use crate::metrics::Metrics;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+/// The largest request head read.
+const MAX_REQUEST_BYTES: usize = 8 * 1024;
+/// How long a client has to send its request.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The bound admin listener.
+#[derive(Debug)]
+pub(crate) struct Admin {
+    listener: TcpListener,
+}
+
+impl Admin {
+    /// Binds `addr`. Must be called inside a tokio runtime.
+    pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<Admin> {
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        Ok(Admin {
+            listener: TcpListener::from_std(listener)?,
+        })
+    }
+
+    /// The bound address.
+    pub(crate) fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Answers requests until the task is dropped; `/healthz` says `draining` once `draining`
+    /// is cancelled.
+    pub(crate) async fn serve(self, metrics: Arc<Metrics>, draining: CancellationToken) {
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, _)) => {
+                    tokio::spawn(answer(stream, metrics.clone(), draining.clone()));
+                }
+                Err(e) => {
+                    warn!("admin listener: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn answer(mut stream: TcpStream, metrics: Arc<Metrics>, draining: CancellationToken) {
+    let Ok(Some(path)) = tokio::time::timeout(READ_TIMEOUT, read_path(&mut stream))
+        .await
+        .unwrap_or(Ok(None))
+    else {
+        return;
+    };
+    let (status, content_type, body) = match path.as_str() {
+        "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
+        "/healthz" if draining.is_cancelled() => (
+            "503 Service Unavailable",
+            "application/json",
+            "{\"status\":\"draining\"}\n".to_owned(),
+        ),
+        "/healthz" => (
+            "200 OK",
+            "application/json",
+            "{\"status\":\"ok\"}\n".to_owned(),
+        ),
+        _ => (
+            "404 Not Found",
+            "text/plain",
+            "not found: the admin listener serves GET /metrics and GET /healthz\n".to_owned(),
+        ),
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if let Err(e) = stream.write_all(response.as_bytes()).await {
+        debug!("admin response not sent: {e}");
+    }
+    let _ = stream.shutdown().await;
+}
+
+/// Reads the request head; returns the path of a `GET` (or `None` for anything else).
+async fn read_path(stream: &mut TcpStream) -> std::io::Result<Option<String>> {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 || head.len() + n > MAX_REQUEST_BYTES {
+            return Ok(None);
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split_whitespace();
+    match (parts.next(), parts.next()) {
+        (Some("GET"), Some(target)) => {
+            let path = target.split('?').next().unwrap_or(target);
+            Ok(Some(path.to_owned()))
+        }
+        _ => Ok(None),
+    }
+}
