@@ -14,6 +14,7 @@ use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -75,6 +76,13 @@ enum Command {
     /// Check the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Show the running server's uptime, jobs, rates and store size (through the control
+    /// socket in the data dir).
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -159,7 +167,9 @@ pub fn run() -> anyhow::Result<ExitCode> {
             listen,
             admin_listen,
         } => (*listen, *admin_listen),
-        Command::Ports(_) | Command::Token(_) | Command::Config(_) => (None, None),
+        Command::Ports(_) | Command::Token(_) | Command::Config(_) | Command::Status { .. } => {
+            (None, None)
+        }
     };
     let overrides = Overrides {
         config: cli.global.config,
@@ -174,7 +184,49 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Ports(command) => read_ports(&config, command),
         Command::Token(command) => token(&config, command),
         Command::Config(ConfigCommand::Check) => check_config(&config),
+        Command::Status { json } => status(&config, json),
     }
+}
+
+fn status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
+    let Some(reply) = crate::control::send(&config.data_dir, &Request::Status)? else {
+        eprintln!(
+            "edge: no server is running on {} (no answer on {})",
+            config.data_dir.display(),
+            crate::control::socket_path(&config.data_dir).display()
+        );
+        return Ok(ExitCode::from(1));
+    };
+    let Some(status) = reply.status else {
+        bail!(
+            "{}",
+            reply
+                .error
+                .unwrap_or_else(|| "the server sent no status".into())
+        );
+    };
+    if json {
+        println!("{}", serde_json::to_string(&status)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let uptime = humantime::format_duration(Duration::from_secs(status.uptime_secs));
+    println!("uptime        {uptime}");
+    println!("connections   {}", status.connections_open);
+    println!(
+        "jobs running  {} ({} started)",
+        status.jobs_running, status.jobs_started
+    );
+    println!(
+        "committed     {} records, {:.0} records/s now",
+        status.records_committed, status.records_per_sec
+    );
+    println!(
+        "received      {:.1} MB, {:.2} MB/s now",
+        status.bytes_received as f64 / 1e6,
+        status.bytes_per_sec / 1e6
+    );
+    println!("store         {:.1} MB", status.store_bytes as f64 / 1e6);
+    Ok(ExitCode::SUCCESS)
 }
 
 fn check_config(config: &Config) -> anyhow::Result<ExitCode> {

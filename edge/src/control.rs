@@ -34,10 +34,35 @@ pub enum Request {
     },
     /// List the deny-list.
     ListRevoked,
+    /// The running server's figures (only a running server answers it).
+    Status,
+}
+
+/// What `edge status` shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// Seconds since the server started.
+    pub uptime_secs: u64,
+    /// Jobs running now.
+    pub jobs_running: i64,
+    /// QUIC connections open now.
+    pub connections_open: i64,
+    /// Jobs started since the server started.
+    pub jobs_started: u64,
+    /// Records committed since the server started.
+    pub records_committed: u64,
+    /// Upload bytes read since the server started.
+    pub bytes_received: u64,
+    /// Records committed per second over the last few seconds.
+    pub records_per_sec: f64,
+    /// Upload bytes per second over the last few seconds.
+    pub bytes_per_sec: f64,
+    /// The store file's size.
+    pub store_bytes: u64,
 }
 
 /// The answer to a [`Request`].
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Reply {
     /// Whether the request was carried out.
     pub ok: bool,
@@ -47,6 +72,9 @@ pub struct Reply {
     /// For `list_revoked`: the list.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked: Option<Vec<Revoked>>,
+    /// For `status`: the figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -95,6 +123,7 @@ pub fn execute(store: &Store, request: &Request) -> Reply {
             },
             Err(e) => Reply::failed(e.to_string()),
         },
+        Request::Status => Reply::failed("no server is running on this data dir".into()),
     }
 }
 
@@ -187,7 +216,12 @@ impl Listener {
     }
 
     /// Answers requests until `shutdown` is cancelled.
-    pub async fn serve(self, store: Store, shutdown: tokio_util::sync::CancellationToken) {
+    pub async fn serve(
+        self,
+        store: Store,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
         loop {
             let stream = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -207,7 +241,7 @@ impl Listener {
                 tracing::warn!("control socket: refused a peer that is not the server's user");
                 continue;
             }
-            tokio::spawn(answer(stream, store.clone()));
+            tokio::spawn(answer(stream, store.clone(), metrics.clone()));
         }
     }
 }
@@ -219,13 +253,22 @@ impl Drop for Listener {
 }
 
 /// Reads one request from `stream`, carries it out and answers.
-async fn answer(stream: tokio::net::UnixStream, store: Store) {
+async fn answer(
+    stream: tokio::net::UnixStream,
+    store: Store,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+) {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_REQUEST_BYTES));
     let reply = match tokio::time::timeout(TIMEOUT, reader.read_line(&mut line)).await {
         Ok(Ok(_)) => match serde_json::from_str::<Request>(&line) {
+            Ok(Request::Status) => Reply {
+                ok: true,
+                status: Some(metrics.status()),
+                ..Reply::default()
+            },
             Ok(request) => {
                 tracing::info!(?request, "control request");
                 tokio::task::spawn_blocking(move || execute(&store, &request))

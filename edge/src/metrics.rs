@@ -41,6 +41,8 @@ pub struct Metrics {
     commit_buckets: [AtomicU64; COMMIT_BUCKETS.len()],
     commit_count: AtomicU64,
     commit_micros: AtomicU64,
+    /// When `status` was last asked, and the committed records and bytes then.
+    last_status: Mutex<Option<(Instant, u64, u64)>>,
 }
 
 impl Metrics {
@@ -67,6 +69,7 @@ impl Metrics {
             commit_buckets: Default::default(),
             commit_count: AtomicU64::new(0),
             commit_micros: AtomicU64::new(0),
+            last_status: Mutex::new(None),
         }
     }
 
@@ -161,6 +164,32 @@ impl Metrics {
         self.commit_count.fetch_add(1, Ordering::Relaxed);
         let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         self.commit_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// The figures `edge status` shows; rates are over the time since the previous call (at
+    /// most a minute) or since the start.
+    pub fn status(&self) -> crate::control::Status {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let (records, bytes) = (load(&self.records_committed), load(&self.bytes_received));
+        let now = Instant::now();
+        let mut last = lock(&self.last_status);
+        let (at, then_records, then_bytes) = match *last {
+            Some(previous) if now.duration_since(previous.0) <= Duration::from_secs(60) => previous,
+            _ => (self.started, 0, 0),
+        };
+        *last = Some((now, records, bytes));
+        let secs = now.duration_since(at).as_secs_f64().max(1e-3);
+        crate::control::Status {
+            uptime_secs: self.uptime().as_secs(),
+            jobs_running: self.jobs_running(),
+            connections_open: self.connections_open.load(Ordering::Relaxed),
+            jobs_started: load(&self.jobs_started),
+            records_committed: records,
+            bytes_received: bytes,
+            records_per_sec: (records - then_records) as f64 / secs,
+            bytes_per_sec: (bytes - then_bytes) as f64 / secs,
+            store_bytes: self.store_bytes(),
+        }
     }
 
     /// The store file's size in bytes (0 if it cannot be read).

@@ -248,7 +248,8 @@ impl Server {
     pub async fn run(mut self, shutdown: CancellationToken) {
         if let Some(control) = self.control.take() {
             let store = self.service.store.clone();
-            tokio::spawn(control.serve(store, shutdown.clone()));
+            let metrics = self.service.metrics.clone();
+            tokio::spawn(control.serve(store, metrics, shutdown.clone()));
         }
         let admin = self.admin.take().map(|admin| {
             let metrics = self.service.metrics.clone();

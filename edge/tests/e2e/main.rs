@@ -7,6 +7,7 @@
 mod auth;
 mod binary;
 mod client_cli;
+mod crash;
 mod http3;
 mod jobs;
 mod util;
