@@ -4,7 +4,7 @@
 //!
 //! Each request is read with a size cap and a timeout, answered, and the connection closed.
 
-use crate::metrics::Metrics;
+use crate::server::Service;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,11 +41,11 @@ impl Admin {
 
     /// Answers requests until the task is dropped; `/healthz` says `draining` once `draining`
     /// is cancelled.
-    pub(crate) async fn serve(self, metrics: Arc<Metrics>, draining: CancellationToken) {
+    pub(crate) async fn serve(self, service: Arc<Service>, draining: CancellationToken) {
         loop {
             match self.listener.accept().await {
                 Ok((stream, _)) => {
-                    tokio::spawn(answer(stream, metrics.clone(), draining.clone()));
+                    tokio::spawn(answer(stream, service.clone(), draining.clone()));
                 }
                 Err(e) => {
                     warn!("admin listener: {e}");
@@ -56,7 +56,7 @@ impl Admin {
     }
 }
 
-async fn answer(mut stream: TcpStream, metrics: Arc<Metrics>, draining: CancellationToken) {
+async fn answer(mut stream: TcpStream, service: Arc<Service>, draining: CancellationToken) {
     let Ok(Some(path)) = tokio::time::timeout(READ_TIMEOUT, read_path(&mut stream))
         .await
         .unwrap_or(Ok(None))
@@ -64,17 +64,20 @@ async fn answer(mut stream: TcpStream, metrics: Arc<Metrics>, draining: Cancella
         return;
     };
     let (status, content_type, body) = match path.as_str() {
-        "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
-        "/healthz" if draining.is_cancelled() => (
-            "503 Service Unavailable",
-            "application/json",
-            "{\"status\":\"draining\"}\n".to_owned(),
-        ),
-        "/healthz" => (
+        "/metrics" => (
             "200 OK",
-            "application/json",
-            "{\"status\":\"ok\"}\n".to_owned(),
+            "text/plain; version=0.0.4",
+            service.metrics.render(),
         ),
+        "/healthz" => {
+            let (healthy, body) = crate::http3::health_report(&service, &draining);
+            let status = if healthy {
+                "200 OK"
+            } else {
+                "503 Service Unavailable"
+            };
+            (status, "application/json", format!("{body}\n"))
+        }
         _ => (
             "404 Not Found",
             "text/plain",

@@ -12,7 +12,7 @@ use edge_tasks::store::StoreOptions;
 use edge_tasks::Store;
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -76,6 +76,9 @@ enum Command {
     /// Check the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Generate or show certificates.
+    #[command(subcommand)]
+    Certs(CertsCommand),
     /// Show the running server's uptime, jobs, rates and store size (through the control
     /// socket in the data dir).
     Status {
@@ -83,6 +86,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum CertsCommand {
+    /// (Re)generate the dev server certificate in the certs dir for localhost, 127.0.0.1, ::1,
+    /// `tls.names` and every --name, signed by the dev CA (generated if missing, or anew with
+    /// --new-ca). A running server picks the new certificate up within seconds.
+    Dev {
+        /// An extra DNS name or IP address (repeatable), e.g. --name edge.home.arpa.
+        #[arg(long = "name")]
+        names: Vec<String>,
+        /// Also replace the CA (clients must then trust the new ca.pem).
+        #[arg(long)]
+        new_ca: bool,
+    },
+    /// Print the subject, names and expiry of the certificate the config uses (and of the
+    /// dev CA, for dev certificates).
+    Show,
 }
 
 #[derive(Debug, Subcommand)]
@@ -167,9 +188,11 @@ pub fn run() -> anyhow::Result<ExitCode> {
             listen,
             admin_listen,
         } => (*listen, *admin_listen),
-        Command::Ports(_) | Command::Token(_) | Command::Config(_) | Command::Status { .. } => {
-            (None, None)
-        }
+        Command::Ports(_)
+        | Command::Token(_)
+        | Command::Config(_)
+        | Command::Certs(_)
+        | Command::Status { .. } => (None, None),
     };
     let overrides = Overrides {
         config: cli.global.config,
@@ -185,7 +208,59 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Token(command) => token(&config, command),
         Command::Config(ConfigCommand::Check) => check_config(&config),
         Command::Status { json } => status(&config, json),
+        Command::Certs(command) => certs(&config, command),
     }
+}
+
+fn certs(config: &Config, command: CertsCommand) -> anyhow::Result<ExitCode> {
+    let dev = crate::tls::DevPaths::new(&config.certs_dir);
+    if let CertsCommand::Dev { names, new_ca } = command {
+        if config.tls.cert.is_some() {
+            eprintln!(
+                "edge: note: the config uses {} (tls.cert), not the dev certificate",
+                config
+                    .tls
+                    .cert
+                    .as_deref()
+                    .unwrap_or(Path::new(""))
+                    .display()
+            );
+        }
+        if new_ca {
+            for path in [&dev.ca_cert, &dev.ca_key] {
+                match std::fs::remove_file(path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => bail!("cannot remove {}: {e}", path.display()),
+                }
+            }
+        }
+        let mut all = config.tls.names.clone();
+        all.extend(names);
+        crate::tls::generate_dev(&dev, &all)?;
+        println!("wrote {}", dev.server_cert.display());
+    }
+    let mut out = std::io::stdout().lock();
+    let (cert, ca) = match &config.tls.cert {
+        Some(cert) => (cert.clone(), None),
+        None => (dev.server_cert.clone(), Some(dev.ca_cert.clone())),
+    };
+    for (what, path) in std::iter::once(("certificate", cert)).chain(ca.map(|ca| ("dev CA", ca))) {
+        let chain = crate::tls::load_chain(&path)?;
+        let info = crate::certs::CertInfo::of(&chain[0])
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        writeln!(out, "{what}: {}", path.display())?;
+        writeln!(out, "  subject  {}", info.subject)?;
+        writeln!(out, "  issuer   {}", info.issuer)?;
+        if !info.names.is_empty() {
+            writeln!(out, "  names    {}", info.names.join(", "))?;
+        }
+        writeln!(out, "  expires  {} ({} days)", info.expires, info.days_left)?;
+        if let Some(warning) = info.warning() {
+            writeln!(out, "  warning  {warning}")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
@@ -387,6 +462,7 @@ fn serve(config: &Config, log_format: LogFormat) -> anyhow::Result<ExitCode> {
         }
         let shutdown = CancellationToken::new();
         tokio::spawn(on_signal(shutdown.clone()));
+        tokio::spawn(reload_on_sighup(server.certificates()));
         announce(addr);
         server.run(shutdown).await;
         Ok::<_, anyhow::Error>(())
@@ -403,26 +479,32 @@ fn announce(addr: SocketAddr) {
 
 /// Cancels `shutdown` on Ctrl-C or SIGTERM.
 async fn on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
     let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {},
-                    _ = term.recv() => {},
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
             }
         }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
     info!("signal received");
     shutdown.cancel();
+}
+
+/// Reloads the certificate on every SIGHUP.
+async fn reload_on_sighup(certificates: std::sync::Arc<crate::certs::Certificates>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        certificates.reload_and_log("SIGHUP");
+    }
 }
 
 fn init_logging(format: LogFormat) {

@@ -103,7 +103,13 @@ async fn handle(
     let method = request.method().clone();
     debug!(%method, %path, "request");
     if (&method, segments.as_slice()) == (&Method::GET, ["healthz"].as_slice()) {
-        return health(&mut stream, &shutdown).await;
+        let (healthy, body) = health_report(&service, &shutdown);
+        let status = if healthy {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        return respond(&mut stream, status, &body).await;
     }
     // Everything but the health check needs a valid token, checked before any body byte.
     let grant = match service.authorize(bearer(&request)) {
@@ -165,17 +171,18 @@ async fn handle(
     }
 }
 
-async fn health(stream: &mut Stream, shutdown: &CancellationToken) {
-    if shutdown.is_cancelled() {
-        respond(
-            stream,
-            StatusCode::SERVICE_UNAVAILABLE,
-            &json!({"status": "draining"}),
-        )
-        .await;
-    } else {
-        respond(stream, StatusCode::OK, &json!({"status": "ok"})).await;
+/// The health check's answer: healthy unless draining; the certificate's expiry, with a
+/// warning within 14 days of it.
+pub(crate) fn health_report(service: &Service, draining: &CancellationToken) -> (bool, Value) {
+    let certificate = service.certificates.info();
+    let mut report = json!({
+        "status": if draining.is_cancelled() { "draining" } else { "ok" },
+        "certificate": {"expires": certificate.expires, "days_left": certificate.days_left},
+    });
+    if let Some(warning) = certificate.warning() {
+        report["certificate"]["warning"] = Value::String(warning);
     }
+    (!draining.is_cancelled(), report)
 }
 
 /// Every task with its description, formats and record schema.

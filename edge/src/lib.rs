@@ -9,6 +9,7 @@
 //! - [`auth`]: the token gate: JWT keys, verification, scopes, minting.
 //! - [`config`]: `config/edge.toml`, flags and environment variables.
 //! - [`tls`]: configured certificates, or dev certificates generated with rcgen.
+//! - [`certs`]: the certificate in use, reloaded on SIGHUP and when its files change.
 //! - [`server`]: the QUIC endpoint, ALPN dispatch and shutdown.
 //! - `edge1`: the `edge/1` job protocol on one connection.
 //! - `h3guard`: cuts off HTTP/3 peers that declare oversized frames (h3 0.0.8 would buffer them).
@@ -25,6 +26,7 @@
 
 mod admin;
 pub mod auth;
+pub mod certs;
 pub mod cli;
 pub mod config;
 mod connections;

@@ -95,6 +95,8 @@ pub(crate) struct Service {
     pub grace: Duration,
     /// The counters `/metrics` shows.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The server certificate (reloadable).
+    pub certificates: Arc<crate::certs::Certificates>,
 }
 
 impl Service {
@@ -175,7 +177,12 @@ impl Server {
             None => None,
         };
         let admin_addr = admin.as_ref().and_then(|a| a.local_addr().ok());
-        let identity = tls::load_identity(&config.tls, &config.certs_dir)?;
+        let certificates = crate::certs::Certificates::load(&config.tls, &config.certs_dir)?;
+        let info = certificates.info();
+        info!(subject = %info.subject, names = ?info.names, expires = %info.expires, "certificate loaded");
+        if let Some(warning) = info.warning() {
+            warn!("{warning}");
+        }
         let auth = Verifier::load(&config.auth, &config.certs_dir)?;
         info!(keys = ?auth.kids(), "token keys loaded");
         let pruned = edge_tasks::revocations::prune(
@@ -188,8 +195,8 @@ impl Server {
                 "revoked tokens that have expired were removed from the deny-list"
             );
         }
-        let dev_ca = identity.dev_ca.clone();
-        let crypto = tls::server_crypto(identity, &[ALPN_EDGE, ALPN_H3])?;
+        let dev_ca = certificates.dev_ca();
+        let crypto = tls::server_crypto(certificates.clone(), &[ALPN_EDGE, ALPN_H3])?;
         let crypto = QuicServerConfig::try_from(crypto)
             .expect("a TLS 1.3 config with the ring provider always suits QUIC");
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
@@ -211,6 +218,7 @@ impl Server {
             abort: CancellationToken::new(),
             grace: Duration::from_secs(config.jobs.shutdown_grace_secs),
             metrics,
+            certificates,
         };
         Ok(Server {
             endpoint,
@@ -228,6 +236,11 @@ impl Server {
         self.endpoint
             .local_addr()
             .expect("a bound endpoint always has a local address")
+    }
+
+    /// The server certificate, to reload it (SIGHUP).
+    pub fn certificates(&self) -> Arc<crate::certs::Certificates> {
+        self.service.certificates.clone()
     }
 
     /// The admin listener's address, when there is one.
@@ -252,9 +265,10 @@ impl Server {
             tokio::spawn(control.serve(store, metrics, shutdown.clone()));
         }
         let admin = self.admin.take().map(|admin| {
-            let metrics = self.service.metrics.clone();
-            tokio::spawn(admin.serve(metrics, shutdown.clone()))
+            let service = self.service.clone();
+            tokio::spawn(admin.serve(service, shutdown.clone()))
         });
+        let watcher = tokio::spawn(watch_certificates(self.service.certificates.clone()));
         let connections = TaskTracker::new();
         loop {
             let incoming = tokio::select! {
@@ -320,7 +334,28 @@ impl Server {
         if let Some(admin) = admin {
             admin.abort();
         }
+        watcher.abort();
         info!("stopped");
+    }
+}
+
+/// How often the certificate files are checked for changes (renewals).
+const CERT_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Reloads the certificate when its files change, and repeats an expiry warning daily.
+async fn watch_certificates(certificates: Arc<crate::certs::Certificates>) {
+    let mut warned = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(CERT_CHECK_INTERVAL).await;
+        if certificates.changed_on_disk() {
+            certificates.reload_and_log("the files changed");
+        }
+        if warned.elapsed() >= Duration::from_secs(24 * 3600) {
+            warned = std::time::Instant::now();
+            if let Some(warning) = certificates.info().warning() {
+                warn!("{warning}");
+            }
+        }
     }
 }
 

@@ -73,19 +73,23 @@ pub fn load_identity(tls: &TlsConfig, certs_dir: &Path) -> Result<Identity, TlsE
 }
 
 /// The rustls server configuration for QUIC: TLS 1.3 only, the given ALPN ids, 0-RTT off
-/// (uploads are not idempotent).
-pub fn server_crypto(identity: Identity, alpn: &[&[u8]]) -> Result<rustls::ServerConfig, TlsError> {
+/// (uploads are not idempotent); `certificates` picks the certificate for each handshake.
+pub fn server_crypto(
+    certificates: Arc<dyn rustls::server::ResolvesServerCert>,
+    alpn: &[&[u8]],
+) -> Result<rustls::ServerConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
-        .with_single_cert(identity.chain, identity.key)?;
+        .with_cert_resolver(certificates);
     config.alpn_protocols = alpn.iter().map(|id| id.to_vec()).collect();
     config.max_early_data_size = 0;
     Ok(config)
 }
 
-fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+/// Reads a PEM certificate chain (leaf first).
+pub fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let fail = |message: String| TlsError::Load {
         what: "certificate chain",
         path: path.to_owned(),
@@ -278,7 +282,10 @@ mod tests {
         };
         let identity = load_identity(&tls, Path::new("/nonexistent")).unwrap();
         assert_eq!(identity.dev_ca, None);
-        assert!(server_crypto(identity, &[b"edge/1"]).is_ok());
+        let certificates =
+            crate::certs::Certificates::load(&tls, Path::new("/nonexistent")).unwrap();
+        assert!(certificates.info().names.contains(&"localhost".to_owned()));
+        assert!(server_crypto(certificates, &[b"edge/1"]).is_ok());
     }
 
     #[test]

@@ -17,8 +17,14 @@ pub(crate) struct ServeProcess {
 
 impl ServeProcess {
     pub(crate) fn start(dir: &Path) -> ServeProcess {
+        ServeProcess::start_with(dir, &[])
+    }
+
+    /// Starts `edge serve` with extra environment variables (settings `EDGE_<SECTION>_<KEY>`).
+    pub(crate) fn start_with(dir: &Path, env: &[(&str, &Path)]) -> ServeProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_edge"))
             .args(["serve", "--listen", "127.0.0.1:0"])
+            .envs(env.iter().copied())
             .env("EDGE_DATA_DIR", dir.join("data"))
             .env("EDGE_CERTS_DIR", dir.join("certs"))
             .env("RUST_LOG", "warn")
@@ -68,6 +74,15 @@ impl ServeProcess {
             ca: Some(dir.join("certs/ca.pem")),
             token: Some(token),
         }
+    }
+
+    /// Sends `signal` (e.g. "HUP") to the server.
+    pub(crate) fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
     }
 
     /// Sends SIGTERM and waits for the exit status.
@@ -249,4 +264,80 @@ async fn sigterm_ends_a_running_job_with_a_final_event_and_keeps_what_was_commit
     // distinct keys: at least min(committed, 2000)).
     let stored = all_ports(&dir.path().join("data/edge.redb"));
     assert_eq!(stored.len() as u64, committed.min(2_000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_swaps_the_certificate_while_an_upload_goes_on() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    // Two unrelated dev identities; the server starts with the first as its "real" certificate.
+    for name in ["a", "b"] {
+        let out = edge(dir.path(), &["--certs-dir", name, "certs", "dev"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let live = dir.path().join("live");
+    std::fs::create_dir_all(&live).unwrap();
+    let install = |from: &str| {
+        for (file, to) in [
+            ("server.pem", "fullchain.pem"),
+            ("server.key", "privkey.pem"),
+        ] {
+            let tmp = live.join(format!("{to}.new"));
+            std::fs::copy(dir.path().join(from).join(file), &tmp).unwrap();
+            std::fs::rename(&tmp, live.join(to)).unwrap();
+        }
+    };
+    install("a");
+    let server = ServeProcess::start_with(
+        dir.path(),
+        &[
+            ("EDGE_TLS_CERT", &live.join("fullchain.pem")),
+            ("EDGE_TLS_KEY", &live.join("privkey.pem")),
+        ],
+    );
+    let trusting = |ca: &str| ClientConfig {
+        ca: Some(dir.path().join(ca).join("ca.pem")),
+        ..server.client_config(dir.path())
+    };
+    let client = Client::connect(&trusting("a")).await.expect("CA a works");
+    let (mut writer, reader) = tokio::io::duplex(1024);
+    let port = |code: &str| format!("{{\"name\":\"Port {code}\",\"unlocs\":[\"{code}\"]}}\n");
+    writer.write_all(port("XXAAA").as_bytes()).await.unwrap();
+    let mut header = JobHeader::new("ports");
+    header.format = Some(Format::Ndjson);
+    let running = tokio::spawn(async move {
+        let job = UploadJob {
+            header,
+            body: Box::new(reader),
+        };
+        client.upload(job, |_| {}).await
+    });
+
+    install("b");
+    server.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let renewed = Client::connect(&trusting("b")).await;
+    assert!(
+        renewed.is_ok(),
+        "a new connection gets the new certificate: {:?}",
+        renewed.err()
+    );
+    let stale = Client::connect(&trusting("a")).await;
+    assert!(stale.is_err(), "the old certificate is no longer served");
+
+    // The upload that began under the old certificate goes on and completes.
+    writer.write_all(port("XXBBB").as_bytes()).await.unwrap();
+    writer.write_all(port("XXCCC").as_bytes()).await.unwrap();
+    drop(writer);
+    let result = running.await.unwrap().expect("the upload completes");
+    assert!(
+        matches!(result.last, Event::Done { records: 3, .. }),
+        "{:?}",
+        result.last
+    );
+    assert!(server.terminate().success());
 }
