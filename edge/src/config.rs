@@ -238,6 +238,11 @@ pub struct JobsConfig {
     /// On SIGTERM / Ctrl-C, running jobs have this many seconds to finish; then they commit
     /// what they have and end `failed` with `shutdown`.
     pub shutdown_grace_secs: u64,
+    /// The slowest upload the server waits for, in bytes per second over
+    /// `upload_rate_window_secs` of waiting (0: no minimum). Slower jobs end `too_slow`.
+    pub min_upload_bytes_per_sec: u64,
+    /// The window over which `min_upload_bytes_per_sec` is measured, in seconds.
+    pub upload_rate_window_secs: u64,
 }
 
 impl Default for JobsConfig {
@@ -253,6 +258,8 @@ impl Default for JobsConfig {
             max_leading_errors: 1_000,
             max_error_rate: 0.5,
             shutdown_grace_secs: 30,
+            min_upload_bytes_per_sec: 1024,
+            upload_rate_window_secs: 30,
         }
     }
 }
@@ -462,6 +469,9 @@ impl Config {
                 "transport.max_connections",
                 "`max_connections` and `max_connections_per_ip` must be at least 1",
             );
+        }
+        if self.jobs.upload_rate_window_secs == 0 {
+            return invalid("jobs.upload_rate_window_secs", "must be at least 1");
         }
         if self.auth.auth_timeout_secs == 0 {
             return invalid("auth.auth_timeout_secs", "must be at least 1");

@@ -217,7 +217,8 @@ pub(crate) async fn run<B: Body, N: Notify>(
         service.settings.clone(),
     );
     let max_bytes = service.limits.max_upload_bytes();
-    let pumped = pump(body, leftover, chunks, &service.abort, max_bytes).await;
+    let pace = service.pace;
+    let pumped = pump(body, leftover, chunks, &service.abort, max_bytes, pace).await;
     let report = pipeline.await.ok();
     notice.abort();
     match &report {
@@ -335,21 +336,37 @@ async fn pump<B: Body>(
     chunks: mpsc::Sender<Input>,
     shutdown: &CancellationToken,
     max_bytes: Option<u64>,
+    pace: Pace,
 ) -> Pumped {
     let mut next = (!leftover.is_empty()).then_some(Input::Chunk(leftover));
     let mut received = 0u64;
+    let mut watch = PaceWatch::default();
     loop {
         let input = match next.take() {
             Some(input) => input,
-            None => tokio::select! {
-                _ = shutdown.cancelled() => shutdown_input(),
-                _ = chunks.closed() => return Pumped::Unfinished,
-                read = body.chunk() => match read {
-                    Ok(Some(chunk)) => Input::Chunk(chunk),
-                    Ok(None) => Input::End,
-                    Err(reason) => Input::Aborted { code: ErrorCode::UploadAborted, message: reason },
-                },
-            },
+            None => {
+                let waiting = tokio::time::Instant::now();
+                let input = tokio::select! {
+                    _ = shutdown.cancelled() => shutdown_input(),
+                    _ = chunks.closed() => return Pumped::Unfinished,
+                    _ = tokio::time::sleep(watch.left(pace)) => match watch.verdict(pace) {
+                        Some(too_slow) => too_slow,
+                        None => continue,
+                    },
+                    read = body.chunk() => match read {
+                        Ok(Some(chunk)) => Input::Chunk(chunk),
+                        Ok(None) => Input::End,
+                        Err(reason) => Input::Aborted { code: ErrorCode::UploadAborted, message: reason },
+                    },
+                };
+                // Only time spent waiting for the client counts against its pace (not time
+                // the pipeline kept the pump waiting).
+                watch.waited += waiting.elapsed();
+                if let Input::Chunk(chunk) = &input {
+                    watch.bytes += chunk.len() as u64;
+                }
+                input
+            }
         };
         let input = match (input, max_bytes) {
             (Input::Chunk(chunk), Some(max)) if received + chunk.len() as u64 > max => Input::Aborted {
@@ -366,7 +383,7 @@ async fn pump<B: Body>(
         let was_shutdown = matches!(
             &input,
             Input::Aborted {
-                code: ErrorCode::Shutdown | ErrorCode::LimitExceeded,
+                code: ErrorCode::Shutdown | ErrorCode::LimitExceeded | ErrorCode::TooSlow,
                 ..
             }
         );
@@ -387,6 +404,52 @@ async fn pump<B: Body>(
                 Pumped::Finished
             };
         }
+    }
+}
+
+/// The slowest upload the server waits for: at least `min_bytes_per_sec` over every `window`
+/// of time spent waiting for the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Pace {
+    /// The minimum rate; 0 turns the check off.
+    pub min_bytes_per_sec: u64,
+    /// How long the rate is measured over.
+    pub window: Duration,
+}
+
+/// Time spent waiting for the client and bytes received, in the current window.
+#[derive(Debug, Default)]
+struct PaceWatch {
+    waited: Duration,
+    bytes: u64,
+}
+
+impl PaceWatch {
+    /// How long until the current window is over (forever when the check is off).
+    fn left(&self, pace: Pace) -> Duration {
+        if pace.min_bytes_per_sec == 0 {
+            return Duration::from_secs(365 * 24 * 3600);
+        }
+        pace.window.saturating_sub(self.waited)
+    }
+
+    /// At the end of a window: the failure if the client was too slow, else `None` and a new
+    /// window begins.
+    fn verdict(&mut self, pace: Pace) -> Option<Input> {
+        let needed = pace.min_bytes_per_sec.saturating_mul(pace.window.as_secs().max(1));
+        if self.bytes < needed {
+            return Some(Input::Aborted {
+                code: ErrorCode::TooSlow,
+                message: format!(
+                    "the upload sent {} bytes in {} s, less than the {} bytes/s the server waits for (jobs.min_upload_bytes_per_sec); records before it are committed",
+                    self.bytes,
+                    pace.window.as_secs(),
+                    pace.min_bytes_per_sec
+                ),
+            });
+        }
+        *self = PaceWatch::default();
+        None
     }
 }
 

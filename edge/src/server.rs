@@ -97,6 +97,8 @@ pub(crate) struct Service {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The server certificate (reloadable).
     pub certificates: Arc<crate::certs::Certificates>,
+    /// The slowest upload the server waits for.
+    pub pace: crate::jobs::Pace,
 }
 
 impl Service {
@@ -219,6 +221,10 @@ impl Server {
             grace: Duration::from_secs(config.jobs.shutdown_grace_secs),
             metrics,
             certificates,
+            pace: crate::jobs::Pace {
+                min_bytes_per_sec: config.jobs.min_upload_bytes_per_sec,
+                window: Duration::from_secs(config.jobs.upload_rate_window_secs),
+            },
         };
         Ok(Server {
             endpoint,

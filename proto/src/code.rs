@@ -66,6 +66,8 @@ pub enum ErrorCode {
     TooManyErrors,
     /// The job exceeded a configured limit (e.g. upload bytes).
     LimitExceeded,
+    /// The client sent the upload too slowly (below `jobs.min_upload_bytes_per_sec`).
+    TooSlow,
     /// A bug or an unexpected condition on the server.
     Internal,
 
@@ -102,6 +104,7 @@ impl ErrorCode {
             ErrorCode::Shutdown => "shutdown",
             ErrorCode::TooManyErrors => "too_many_errors",
             ErrorCode::LimitExceeded => "limit_exceeded",
+            ErrorCode::TooSlow => "too_slow",
             ErrorCode::Internal => "internal",
             ErrorCode::Other => "other",
         }

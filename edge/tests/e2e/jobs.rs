@@ -505,3 +505,59 @@ async fn metrics_move_with_a_real_upload() {
         "the API stays HTTP/3 only"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_loris_upload_is_cut_off_while_a_normal_one_beside_it_completes() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start_with(|config| {
+        config.jobs.min_upload_bytes_per_sec = 1_000;
+        config.jobs.upload_rate_window_secs = 1;
+        config.jobs.commit_interval_ms = 20;
+    })
+    .await;
+    let slow_client = server.client().await;
+    let (mut writer, reader) = tokio::io::duplex(1024);
+    let trickle = tokio::spawn(async move {
+        for i in 0..100 {
+            if writer.write_all(format!("{i}\n").as_bytes()).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    });
+    let mut header = JobHeader::new("stats");
+    header.format = Some(Format::Lines);
+    let started = std::time::Instant::now();
+    let slow = tokio::spawn(async move {
+        let job = edge_client::UploadJob::new(header, Box::new(reader));
+        slow_client.upload(job, |_| {}).await.unwrap()
+    });
+    let normal = server.client().await;
+    let (_, events) = upload(&normal, "ports", None, std::fs::read(ports_json()).unwrap()).await;
+    assert!(matches!(
+        done(&events),
+        Event::Done {
+            committed: 1634,
+            ..
+        }
+    ));
+
+    let result = slow.await.unwrap();
+    trickle.abort();
+    let Event::Failed {
+        code,
+        message,
+        committed,
+        ..
+    } = &result.last
+    else {
+        panic!("{:?}", result.last)
+    };
+    assert_eq!(*code, edge_proto::ErrorCode::TooSlow, "{message}");
+    assert!(message.contains("min_upload_bytes_per_sec"), "{message}");
+    assert!(*committed > 0, "what came before is committed");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "cut off after about one window, not when the client gives up"
+    );
+}
