@@ -79,6 +79,12 @@ enum Command {
     /// Generate or show certificates.
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// Write a consistent copy of the store (a snapshot) to PATH, a new file; works while
+    /// `edge serve` runs on the data dir (through its control socket) or not.
+    Backup {
+        /// The backup file, e.g. /var/backups/edge-2026-11-27.redb.
+        path: PathBuf,
+    },
     /// Show the running server's uptime, jobs, rates and store size (through the control
     /// socket in the data dir).
     Status {
@@ -192,6 +198,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         | Command::Token(_)
         | Command::Config(_)
         | Command::Certs(_)
+        | Command::Backup { .. }
         | Command::Status { .. } => (None, None),
     };
     let overrides = Overrides {
@@ -209,7 +216,31 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Config(ConfigCommand::Check) => check_config(&config),
         Command::Status { json } => status(&config, json),
         Command::Certs(command) => certs(&config, command),
+        Command::Backup { path } => backup(&config, &path),
     }
+}
+
+fn backup(config: &Config, path: &Path) -> anyhow::Result<ExitCode> {
+    if !config.store_path().is_file() {
+        bail!(
+            "no store at {}: nothing to back up (pass --data-dir)",
+            config.store_path().display()
+        );
+    }
+    // The server may run in another directory: it gets an absolute path.
+    let path = std::path::absolute(path)
+        .with_context(|| format!("cannot use the path {}", path.display()))?;
+    let reply = control(config, &Request::Backup { path })?;
+    let report = reply
+        .backup
+        .ok_or_else(|| anyhow::anyhow!("the backup did not say what it wrote"))?;
+    println!(
+        "wrote {} ({} entries, {:.1} MB)",
+        report.path.display(),
+        report.entries,
+        report.bytes as f64 / 1e6
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn certs(config: &Config, command: CertsCommand) -> anyhow::Result<ExitCode> {

@@ -36,6 +36,11 @@ pub enum Request {
     ListRevoked,
     /// The running server's figures (only a running server answers it).
     Status,
+    /// Write a consistent copy of the store to `path` (absolute; it must not exist).
+    Backup {
+        /// The backup file.
+        path: PathBuf,
+    },
 }
 
 /// What `edge status` shows.
@@ -75,6 +80,9 @@ pub struct Reply {
     /// For `status`: the figures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
+    /// For `backup`: what was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<edge_tasks::store::BackupReport>,
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -124,6 +132,14 @@ pub fn execute(store: &Store, request: &Request) -> Reply {
             Err(e) => Reply::failed(e.to_string()),
         },
         Request::Status => Reply::failed("no server is running on this data dir".into()),
+        Request::Backup { path } => match store.backup(path) {
+            Ok(report) => Reply {
+                ok: true,
+                backup: Some(report),
+                ..Reply::default()
+            },
+            Err(e) => Reply::failed(e.to_string()),
+        },
     }
 }
 
@@ -164,8 +180,13 @@ pub fn send(data_dir: &Path, request: &Request) -> Result<Option<Reply>, Control
             })
         }
     };
+    // A backup of a large store takes as long as it takes.
+    let wait = match request {
+        Request::Backup { .. } => Duration::from_secs(24 * 3600),
+        _ => TIMEOUT,
+    };
     let exchange = || -> std::io::Result<Reply> {
-        stream.set_read_timeout(Some(TIMEOUT))?;
+        stream.set_read_timeout(Some(wait))?;
         stream.set_write_timeout(Some(TIMEOUT))?;
         let mut line = serde_json::to_vec(request).expect("a control request always serializes");
         line.push(b'\n');

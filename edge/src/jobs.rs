@@ -436,7 +436,9 @@ impl PaceWatch {
     /// At the end of a window: the failure if the client was too slow, else `None` and a new
     /// window begins.
     fn verdict(&mut self, pace: Pace) -> Option<Input> {
-        let needed = pace.min_bytes_per_sec.saturating_mul(pace.window.as_secs().max(1));
+        let needed = pace
+            .min_bytes_per_sec
+            .saturating_mul(pace.window.as_secs().max(1));
         if self.bytes < needed {
             return Some(Input::Aborted {
                 code: ErrorCode::TooSlow,

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::time::SystemTime;
 
 /// Jobs by id (ids sort by start time), the value a JSON [`JobRecord`].
-const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
+pub(crate) const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 
 /// The largest page [`list`] returns.
 pub const MAX_PAGE: usize = 1000;

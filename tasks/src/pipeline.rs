@@ -53,7 +53,11 @@ impl CommitObserver {
 
 impl std::fmt::Debug for CommitObserver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() { "CommitObserver(set)" } else { "CommitObserver(none)" })
+        f.write_str(if self.0.is_some() {
+            "CommitObserver(set)"
+        } else {
+            "CommitObserver(none)"
+        })
     }
 }
 

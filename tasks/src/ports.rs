@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 /// Ports by key (UN/LOCODE); the value is the port's canonical JSON encoding.
-const PORTS: TableDefinition<&str, &[u8]> = TableDefinition::new("ports");
+pub(crate) const PORTS: TableDefinition<&str, &[u8]> = TableDefinition::new("ports");
 
 /// The longest key accepted, in bytes.
 const MAX_KEY_BYTES: usize = 64;

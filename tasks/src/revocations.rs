@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 /// Revoked ids -> (revoked at, the token's `exp` or 0 when not known yet), in seconds since
 /// the epoch.
-const REVOKED: TableDefinition<&str, (u64, u64)> = TableDefinition::new("revoked_tokens");
+pub(crate) const REVOKED: TableDefinition<&str, (u64, u64)> =
+    TableDefinition::new("revoked_tokens");
 
 /// The longest `jti` accepted (ours are 32 hex digits).
 pub const MAX_JTI_BYTES: usize = 256;

@@ -341,3 +341,52 @@ async fn sighup_swaps_the_certificate_while_an_upload_goes_on() {
     );
     assert!(server.terminate().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_backup_copies_the_store_while_the_server_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServeProcess::start(dir.path());
+    let client = Client::connect(&server.client_config(dir.path()))
+        .await
+        .expect("connects");
+    let body = std::fs::read(ports_json()).unwrap();
+    let (result, _) = upload(&client, "ports", Some(Format::Json), body).await;
+    assert!(matches!(
+        result.last,
+        Event::Done {
+            committed: 1634,
+            ..
+        }
+    ));
+    let out = edge(dir.path(), &["backup", "backup.redb"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("backup.redb"));
+    let again = edge(dir.path(), &["backup", "backup.redb"]);
+    assert!(
+        !again.status.success(),
+        "an existing file is never overwritten"
+    );
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
+    // The server goes on; the copy is a store of its own.
+    let (result, _) = upload(
+        &client,
+        "ports",
+        Some(Format::Ndjson),
+        b"{\"name\":\"Later\",\"unlocs\":[\"ZZLAT\"]}\n".to_vec(),
+    )
+    .await;
+    assert!(matches!(result.last, Event::Done { committed: 1, .. }));
+    client.close().await;
+    assert!(server.terminate().success());
+    let copy = dir.path().join("backup.redb");
+    assert!(edge_tasks::Store::check_integrity(&copy).unwrap());
+    assert_eq!(
+        all_ports(&copy).len(),
+        1634,
+        "the snapshot, without what came later"
+    );
+}
