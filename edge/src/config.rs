@@ -284,6 +284,14 @@ pub struct TransportConfig {
     /// Above this many handshakes in progress, a new client must first prove its address
     /// (a QUIC Retry, one extra round trip) before the server does any TLS work for it.
     pub retry_above_handshakes: usize,
+    /// Send a keep-alive after this many seconds without traffic (0: never).
+    pub keep_alive_secs: u64,
+    /// UDP receive buffer to ask the kernel for, in bytes (0: the system default).
+    pub udp_receive_buffer_bytes: usize,
+    /// UDP send buffer to ask the kernel for, in bytes (0: the system default).
+    pub udp_send_buffer_bytes: usize,
+    /// Let the kernel segment outgoing packets (GSO); turn off where it misbehaves.
+    pub gso: bool,
 }
 
 impl Default for TransportConfig {
@@ -296,6 +304,10 @@ impl Default for TransportConfig {
             max_connections: 256,
             max_connections_per_ip: 16,
             retry_above_handshakes: 32,
+            keep_alive_secs: 10,
+            udp_receive_buffer_bytes: 2 * 1024 * 1024,
+            udp_send_buffer_bytes: 2 * 1024 * 1024,
+            gso: true,
         }
     }
 }

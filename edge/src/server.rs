@@ -203,11 +203,20 @@ impl Server {
             .expect("a TLS 1.3 config with the ring provider always suits QUIC");
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         server_config.transport_config(Arc::new(transport(config)));
-        let endpoint =
-            Endpoint::server(server_config, config.listen).map_err(|source| ServeError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        let socket = udp_socket(config).map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let endpoint = Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server_config),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
         let metrics = Arc::new(crate::metrics::Metrics::new(config.store_path()));
         let service = Service {
             store,
@@ -409,6 +418,49 @@ fn alpn(connection: &Connection) -> Option<Vec<u8>> {
     data.downcast::<HandshakeData>().ok()?.protocol
 }
 
+/// The UDP socket, with the configured buffer sizes; warns when the kernel grants less (its
+/// `net.core.rmem_max` / `wmem_max` cap them).
+fn udp_socket(config: &Config) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let addr = config.listen;
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        // `[::]` also takes IPv4, as the default std socket would.
+        let _ = socket.set_only_v6(false);
+    }
+    let t = &config.transport;
+    if t.udp_receive_buffer_bytes > 0 {
+        let _ = socket.set_recv_buffer_size(t.udp_receive_buffer_bytes);
+        let granted = socket.recv_buffer_size().unwrap_or(0);
+        // Linux reports twice the size it was given, for its own bookkeeping.
+        if granted < t.udp_receive_buffer_bytes {
+            warn!(
+                requested = t.udp_receive_buffer_bytes,
+                granted,
+                "the UDP receive buffer is smaller than transport.udp_receive_buffer_bytes: \
+                 fast uploads may lose packets. Raise the kernel's cap: \
+                 sysctl -w net.core.rmem_max={} (and put it in /etc/sysctl.d/)",
+                t.udp_receive_buffer_bytes
+            );
+        }
+    }
+    if t.udp_send_buffer_bytes > 0 {
+        let _ = socket.set_send_buffer_size(t.udp_send_buffer_bytes);
+        let granted = socket.send_buffer_size().unwrap_or(0);
+        if granted < t.udp_send_buffer_bytes {
+            warn!(
+                requested = t.udp_send_buffer_bytes,
+                granted,
+                "the UDP send buffer is smaller than transport.udp_send_buffer_bytes; raise it \
+                 with sysctl -w net.core.wmem_max={}",
+                t.udp_send_buffer_bytes
+            );
+        }
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
 fn transport(config: &Config) -> quinn::TransportConfig {
     let t = &config.transport;
     let mut transport = quinn::TransportConfig::default();
@@ -421,7 +473,13 @@ fn transport(config: &Config) -> quinn::TransportConfig {
         .max_idle_timeout(Some(
             quinn::IdleTimeout::try_from(Duration::from_secs(t.idle_timeout_secs))
                 .unwrap_or(quinn::IdleTimeout::from(VarInt::from_u32(30_000))),
-        ));
+        ))
+        // Keeps connections (and NAT mappings) alive while a job waits for a slot and
+        // nothing else moves.
+        .keep_alive_interval(
+            (t.keep_alive_secs > 0).then(|| Duration::from_secs(t.keep_alive_secs)),
+        )
+        .enable_segmentation_offload(t.gso);
     transport
 }
 
