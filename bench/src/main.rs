@@ -1,0 +1,152 @@
+//! `edge-bench`: synthetic port files, and every stage of an upload measured side by side in
+//! one run, on the same data. See docs/BENCHMARKS.md.
+//!
+//! - `edge-bench gen`: writes a synthetic port file (json, ndjson or csv), streamed.
+//! - `edge-bench run`: generates the data in a temporary directory and measures decode only,
+//!   store only, the in-process pipeline, `edge/1` end to end, HTTP/3 with curl (into edge and
+//!   into a discarding server), and `sqlite-utils insert`; then small jobs. Prints a table,
+//!   the ratios and the targets, and writes JSON with `--json-out`.
+//! - `edge-bench jobs`: only the small-jobs benchmark.
+//! - Hidden helpers run as child processes: `stage` (one in-process stage), `measure` (runs a
+//!   program and reports its CPU time and peak RSS) and `discard` (the HTTP/3 discard server).
+
+mod discard;
+mod gen;
+mod jobs;
+mod proc;
+mod run;
+mod server;
+mod stage;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// edge-bench: measure edge's stages side by side, in one run, on the same data.
+#[derive(Debug, Parser)]
+#[command(name = "edge-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write a synthetic port file shaped like samples/ports.json.
+    Gen {
+        /// How many records.
+        #[arg(long)]
+        records: u64,
+        /// Key order of the records.
+        #[arg(long, value_enum, default_value = "shuffled")]
+        order: gen::Order,
+        /// json (one object keyed by the record key), ndjson or csv (keyed by unlocs[0]).
+        #[arg(long, value_enum, default_value = "json")]
+        format: gen::FileFormat,
+        /// The seed: the same seed gives the same records.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// The output file (`-` for standard output).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Measure every stage side by side and print the table, ratios and targets.
+    Run(run::RunArgs),
+    /// Only the small-jobs benchmark (one-record jobs, reused and new connections).
+    Jobs(run::JobsArgs),
+    /// (internal) Run one in-process stage and print its report as JSON.
+    #[command(hide = true)]
+    Stage {
+        /// The stage.
+        #[arg(value_enum)]
+        kind: stage::StageKind,
+        /// The input file.
+        #[arg(long)]
+        file: PathBuf,
+        /// The directory of the store (store and pipeline).
+        #[arg(long)]
+        store: Option<PathBuf>,
+    },
+    /// (internal) Run a program and write its wall time, CPU time and peak RSS as JSON.
+    #[command(hide = true)]
+    Measure {
+        /// Where to write the report.
+        #[arg(long)]
+        report: PathBuf,
+        /// The program and its arguments.
+        #[arg(last = true, required = true)]
+        program: Vec<String>,
+    },
+    /// (internal) An HTTP/3 server that drops request bodies.
+    #[command(hide = true)]
+    Discard {
+        /// The certs dir holding server.pem and server.key.
+        #[arg(long)]
+        certs: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Gen {
+            records,
+            order,
+            format,
+            seed,
+            out,
+        } => generate(records, order, format, seed, &out).map(|()| ExitCode::SUCCESS),
+        Command::Run(args) => {
+            proc::install_interrupt_handler();
+            run::run(args)
+        }
+        Command::Jobs(args) => {
+            proc::install_interrupt_handler();
+            run::jobs_only(args)
+        }
+        Command::Stage { kind, file, store } => {
+            stage::stage_main(kind, &file, store.as_deref()).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Measure { report, program } => {
+            proc::measure_main(&report, &program).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Discard { certs } => discard::discard_main(&certs).map(|()| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("edge-bench: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn generate(
+    records: u64,
+    order: gen::Order,
+    format: gen::FileFormat,
+    seed: u64,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    let generator = gen::Generator::new(records, seed)?;
+    if out.as_os_str() == "-" {
+        let stdout = std::io::stdout().lock();
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, stdout);
+        gen::write(&generator, order, format, &mut w)?;
+        w.flush()?;
+        return Ok(());
+    }
+    let file =
+        std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+    let bytes = gen::write(&generator, order, format, &mut w)?;
+    w.flush()?;
+    eprintln!(
+        "edge-bench: wrote {records} records ({bytes} bytes, {}) to {}",
+        order.as_str(),
+        out.display()
+    );
+    Ok(())
+}
