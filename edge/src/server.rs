@@ -429,36 +429,48 @@ fn udp_socket(config: &Config) -> std::io::Result<std::net::UdpSocket> {
         let _ = socket.set_only_v6(false);
     }
     let t = &config.transport;
-    if t.udp_receive_buffer_bytes > 0 {
-        let _ = socket.set_recv_buffer_size(t.udp_receive_buffer_bytes);
-        let granted = socket.recv_buffer_size().unwrap_or(0);
-        // Linux reports twice the size it was given, for its own bookkeeping.
-        if granted < t.udp_receive_buffer_bytes {
-            warn!(
-                requested = t.udp_receive_buffer_bytes,
-                granted,
-                "the UDP receive buffer is smaller than transport.udp_receive_buffer_bytes: \
-                 fast uploads may lose packets. Raise the kernel's cap: \
-                 sysctl -w net.core.rmem_max={} (and put it in /etc/sysctl.d/)",
-                t.udp_receive_buffer_bytes
-            );
-        }
-    }
-    if t.udp_send_buffer_bytes > 0 {
-        let _ = socket.set_send_buffer_size(t.udp_send_buffer_bytes);
-        let granted = socket.send_buffer_size().unwrap_or(0);
-        if granted < t.udp_send_buffer_bytes {
-            warn!(
-                requested = t.udp_send_buffer_bytes,
-                granted,
-                "the UDP send buffer is smaller than transport.udp_send_buffer_bytes; raise it \
-                 with sysctl -w net.core.wmem_max={}",
-                t.udp_send_buffer_bytes
-            );
-        }
-    }
+    ask_buffer(
+        "receive",
+        "rmem_max",
+        t.udp_receive_buffer_bytes,
+        |size| socket.set_recv_buffer_size(size),
+        || socket.recv_buffer_size(),
+    );
+    ask_buffer(
+        "send",
+        "wmem_max",
+        t.udp_send_buffer_bytes,
+        |size| socket.set_send_buffer_size(size),
+        || socket.send_buffer_size(),
+    );
     socket.bind(&addr.into())?;
     Ok(socket.into())
+}
+
+/// Asks the kernel for a `requested`-byte UDP buffer (0: leave the default) and warns, naming
+/// the sysctl that caps it, when it grants less.
+fn ask_buffer(
+    what: &str,
+    sysctl: &str,
+    requested: usize,
+    set: impl FnOnce(usize) -> std::io::Result<()>,
+    get: impl FnOnce() -> std::io::Result<usize>,
+) {
+    if requested == 0 {
+        return;
+    }
+    let _ = set(requested);
+    // Linux reports twice the size it was given (for its own bookkeeping).
+    let granted = get().unwrap_or(0);
+    if granted < requested {
+        warn!(
+            requested,
+            granted,
+            "the kernel grants a smaller UDP {what} buffer than asked for (transport.udp_{what}_buffer_bytes): \
+             fast transfers may lose packets. Raise its cap: sysctl -w net.core.{sysctl}={requested} \
+             (and put it in /etc/sysctl.d/)"
+        );
+    }
 }
 
 fn transport(config: &Config) -> quinn::TransportConfig {
