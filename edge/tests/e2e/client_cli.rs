@@ -246,7 +246,8 @@ async fn reads_ports_jobs_and_tasks_over_http3() {
     assert_eq!(out.status.code(), Some(0));
     let tasks = String::from_utf8_lossy(&out.stdout);
     assert!(
-        tasks.contains("ports\tjson,ndjson\t") && tasks.contains("stats\tlines,json,ndjson\t"),
+        tasks.contains("ports\tjson,ndjson,csv\t")
+            && tasks.contains("stats\tlines,json,ndjson,csv\t"),
         "{tasks}"
     );
 }
