@@ -222,6 +222,9 @@ pub fn write(
         FileFormat::Ndjson => {}
     }
     for position in 0..generator.records() {
+        if position % 65_536 == 0 && crate::proc::interrupted() {
+            bail!("interrupted");
+        }
         let (key, port) = generator.record(generator.sorted_index(order, position));
         buf.clear();
         match format {

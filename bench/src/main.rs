@@ -116,6 +116,7 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        Err(_) if proc::interrupted() => ExitCode::from(130),
         Err(e) => {
             eprintln!("edge-bench: error: {e:#}");
             ExitCode::from(2)

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -23,8 +24,17 @@ use std::time::{Duration, Instant};
 static LIVE: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 /// Directories removed if `edge-bench` is interrupted.
 static CLEANUP: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+/// Set once SIGINT or SIGTERM arrived: no child may start any more.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-/// On SIGINT or SIGTERM: kill every live child group, remove the temporary directories, exit.
+/// Whether `edge-bench` was interrupted; long loops check it and stop.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// On SIGINT or SIGTERM: kill every live child group and refuse new ones, so the main thread
+/// stops at its next step and cleans up as usual (its `TempDir` is dropped); if it has not
+/// exited within 5 s, remove the temporary directories here and exit.
 pub fn install_interrupt_handler() {
     std::thread::spawn(|| {
         let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
@@ -44,15 +54,25 @@ pub fn install_interrupt_handler() {
                 _ = term.recv() => {}
             }
             eprintln!("edge-bench: interrupted; stopping every child process");
-            for group in lock(&LIVE).iter() {
-                let _ = killpg(Pid::from_raw(*group), Signal::SIGKILL);
-            }
+            kill_all();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            kill_all();
             for dir in lock(&CLEANUP).iter() {
                 let _ = std::fs::remove_dir_all(dir);
             }
             std::process::exit(130);
         });
     });
+}
+
+/// Marks the run interrupted and kills every live child group; holds the list's lock, so no
+/// child can start in between.
+fn kill_all() {
+    let live = lock(&LIVE);
+    INTERRUPTED.store(true, Ordering::SeqCst);
+    for group in live.iter() {
+        let _ = killpg(Pid::from_raw(*group), Signal::SIGKILL);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -77,10 +97,15 @@ impl Guard {
     /// Spawns `command` in a new process group.
     pub fn spawn(command: &mut Command, name: &str) -> anyhow::Result<Guard> {
         command.process_group(0);
+        let mut live = lock(&LIVE);
+        if interrupted() {
+            bail!("interrupted");
+        }
         let child = command
             .spawn()
             .with_context(|| format!("cannot start {name}"))?;
-        lock(&LIVE).push(child.id() as i32);
+        live.push(child.id() as i32);
+        drop(live);
         Ok(Guard {
             child,
             name: name.to_owned(),
@@ -163,6 +188,9 @@ pub struct Usage {
     pub sys_s: f64,
     /// Peak resident set size, KiB.
     pub max_rss_kib: u64,
+    /// Bytes the process caused to be written to storage (Linux `write_bytes`).
+    #[serde(default)]
+    pub write_bytes: u64,
 }
 
 impl Usage {
@@ -180,7 +208,20 @@ pub fn self_usage() -> anyhow::Result<Usage> {
         user_s: seconds(usage.user_time()),
         sys_s: seconds(usage.system_time()),
         max_rss_kib: u64::try_from(usage.max_rss()).unwrap_or(0),
+        write_bytes: io_write_bytes("self"),
     })
+}
+
+/// `write_bytes` of /proc/PID/io (`self` for this process), 0 if unreadable.
+fn io_write_bytes(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|io| {
+            io.lines()
+                .find_map(|l| l.strip_prefix("write_bytes:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 fn seconds(t: nix::sys::time::TimeVal) -> f64 {
@@ -219,6 +260,8 @@ pub fn measure_main(report: &Path, program: &[String]) -> anyhow::Result<()> {
             user_s: seconds(children.user_time()),
             sys_s: seconds(children.system_time()),
             max_rss_kib: u64::try_from(children.max_rss()).unwrap_or(0),
+            // Linux counts ru_oublock in 512-byte units of write_bytes.
+            write_bytes: u64::try_from(children.block_writes()).unwrap_or(0) * 512,
         },
         code: status.code(),
         signal: status.signal(),
@@ -254,6 +297,7 @@ pub fn proc_usage(pid: u32) -> anyhow::Result<Usage> {
         user_s: ticks(11) / hz,
         sys_s: ticks(12) / hz,
         max_rss_kib,
+        write_bytes: io_write_bytes(&pid.to_string()),
     })
 }
 

@@ -165,6 +165,7 @@ pub struct Row {
     store_mib: Option<f64>,
     raw_kv_mib: Option<f64>,
     server_job_s: Option<f64>,
+    written_mb: Option<f64>,
     samples: Vec<Sample>,
 }
 
@@ -209,6 +210,11 @@ impl Row {
             store_mib: pick(&|s| s.store_bytes.map(|b| b as f64 / MIB)),
             raw_kv_mib: pick(&|s| s.raw_kv_bytes.map(|b| b as f64 / MIB)),
             server_job_s: pick(&|s| s.server_job_s),
+            written_mb: pick(&|s| {
+                let written =
+                    s.main.map_or(0, |u| u.write_bytes) + s.client.map_or(0, |u| u.write_bytes);
+                Some(written as f64 / 1e6)
+            }),
             samples,
         })
     }
@@ -590,6 +596,7 @@ impl Bench {
                 user_s: after.user_s - before.user_s,
                 sys_s: after.sys_s - before.sys_s,
                 max_rss_kib: after.max_rss_kib,
+                write_bytes: after.write_bytes.saturating_sub(before.write_bytes),
             }),
             client: Some(measured.usage),
             store_bytes: Some(store_bytes),
@@ -825,6 +832,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                         );
                         samples.push((*order, stage, sample));
                     }
+                    Err(_) if crate::proc::interrupted() => bail!("interrupted"),
                     Err(e) => {
                         let why =
                             format!("[{} {r}/{repeat}] {}: {e:#}", order.as_str(), stage.label());
@@ -849,6 +857,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
+    if crate::proc::interrupted() {
+        bail!("interrupted");
+    }
     // Memory: the server's peak RSS for a tenth of the records, beside the full upload's.
     let mut memory = Vec::new();
     let small_order = orders[0];
@@ -893,6 +904,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let _ = std::fs::remove_file(&f.ndjson);
     }
 
+    if crate::proc::interrupted() {
+        bail!("interrupted");
+    }
     let (jobs, jobs_server_rss_mib) = if args.no_jobs {
         (Vec::new(), None)
     } else {
@@ -916,6 +930,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
+    if crate::proc::interrupted() {
+        bail!("interrupted");
+    }
     let ratios = ratios(&rows, &orders);
     let targets = targets(&rows, &orders);
     let results = Results {
@@ -1155,7 +1172,7 @@ fn print_results(results: &Results) {
     let _ = writeln!(out, "MB = 10^6 bytes; MiB = 2^20 bytes. \"proc\" = the server, or the stage's own process for (1)-(3), or the discard server for (5d).\n");
     let _ = writeln!(
         out,
-        "{:<9} {:<28} {:>8} {:>8} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "{:<9} {:<28} {:>8} {:>8} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8}",
         "order",
         "stage",
         "wall s",
@@ -1165,17 +1182,19 @@ fn print_results(results: &Results) {
         "proc RSS",
         "cli cpu",
         "cli RSS",
-        "store"
+        "store",
+        "srv job",
+        "written"
     );
     let _ = writeln!(
         out,
-        "{:<9} {:<28} {:>8} {:>8} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8}",
-        "", "", "", "", "", "s", "MiB", "s", "MiB", "MiB", "s"
+        "{:<9} {:<28} {:>8} {:>8} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8}",
+        "", "", "", "", "", "s", "MiB", "s", "MiB", "MiB", "s", "MB"
     );
     for r in &results.rows {
         let _ = writeln!(
             out,
-            "{:<9} {:<28} {:>8.3} {:>8.1} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8}",
+            "{:<9} {:<28} {:>8.3} {:>8.1} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8}",
             r.order.as_str(),
             r.label,
             r.wall_s,
@@ -1187,6 +1206,7 @@ fn print_results(results: &Results) {
             opt(r.client_rss_mib, 1),
             opt(r.store_mib, 1),
             opt(r.server_job_s, 3),
+            opt(r.written_mb, 0),
         );
     }
     if let Some(raw) = results.rows.iter().find_map(|r| r.raw_kv_mib) {

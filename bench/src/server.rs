@@ -172,12 +172,12 @@ pub fn wait_ready(
             }
         }
     });
-    let addr = rx.recv_timeout(Duration::from_secs(30)).map_err(|_| {
-        anyhow::anyhow!(
-            "no `{ready}ADDR` line within 30 s; log: {}\n{}",
-            log.display(),
-            tail(log)
-        )
+    let addr = rx.recv_timeout(Duration::from_secs(30)).map_err(|e| {
+        let what = match e {
+            mpsc::RecvTimeoutError::Timeout => format!("no `{ready}ADDR` line within 30 s"),
+            mpsc::RecvTimeoutError::Disconnected => "it exited before it was ready".to_owned(),
+        };
+        anyhow::anyhow!("{what}; log: {}\n{}", log.display(), tail(log))
     })?;
     addr.parse()
         .with_context(|| format!("cannot parse the address in `{ready}{addr}`"))

@@ -138,6 +138,7 @@ fn spent(before: Usage, after: Usage, wall: Duration) -> Usage {
         user_s: after.user_s - before.user_s,
         sys_s: after.sys_s - before.sys_s,
         max_rss_kib: after.max_rss_kib,
+        write_bytes: after.write_bytes.saturating_sub(before.write_bytes),
     }
 }
 
@@ -206,6 +207,7 @@ fn store_only(path: &Path, dir: &Path) -> anyhow::Result<StageReport> {
         wall += took;
         total.user_s += spent.user_s;
         total.sys_s += spent.sys_s;
+        total.write_bytes += spent.write_bytes;
     }
     drop(task);
     total.wall_s = wall.as_secs_f64();
