@@ -204,7 +204,7 @@ pub(crate) async fn run<B: Body, N: Notify>(
         spec.format,
         spec.name.clone(),
     );
-    remember(&service, record.clone()).await;
+    remember(&service, record.clone(), history::Sync::WithNextCommit).await;
     service.metrics.job_started();
     let notice = spawn_draining_notice(&shutdown, &events, service.grace);
     let (chunks, queue) = mpsc::channel(CHUNK_QUEUE);
@@ -229,7 +229,12 @@ pub(crate) async fn run<B: Body, N: Notify>(
     // end and asks for the job finds it ended.
     if let Some(report) = &report {
         log_report(report);
-        remember(&service, record.end(report.format, &report.last)).await;
+        remember(
+            &service,
+            record.end(report.format, &report.last),
+            history::Sync::Now,
+        )
+        .await;
     }
     drop(events);
     let _ = notifier.await;
@@ -255,9 +260,9 @@ fn spawn_draining_notice(
 
 /// Writes a job's record to the history (off the async runtime). A history that cannot be
 /// written does not stop the job: the records' own commits decide its outcome.
-async fn remember(service: &Service, record: JobRecord) {
+async fn remember(service: &Service, record: JobRecord, sync: history::Sync) {
     let store = service.store.clone();
-    match tokio::task::spawn_blocking(move || history::put(&store, &record)).await {
+    match tokio::task::spawn_blocking(move || history::put(&store, &record, sync)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => warn!("cannot write the job history: {e}"),
         Err(e) => warn!("cannot write the job history: {e}"),

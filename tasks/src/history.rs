@@ -135,10 +135,25 @@ pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreErr
     Ok(())
 }
 
+/// How a history write reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sync {
+    /// Durable when `put` returns (an fsync): for a job's end.
+    Now,
+    /// Durable with the store's next durable commit (the job's first records, or any later
+    /// write): for a job's start. A crash before then loses only the start of a job that had
+    /// stored nothing, and saves one fsync per job.
+    WithNextCommit,
+}
+
 /// Writes (or overwrites) a job's record.
-pub fn put(store: &Store, record: &JobRecord) -> Result<(), StoreError> {
+pub fn put(store: &Store, record: &JobRecord, sync: Sync) -> Result<(), StoreError> {
     let value = serde_json::to_vec(record).expect("a job record always serializes");
-    let txn = store.write()?;
+    let mut txn = store.write()?;
+    if sync == Sync::WithNextCommit {
+        txn.set_durability(redb::Durability::None)
+            .map_err(|e| StoreError::redb("set durability")(redb::Error::from(e)))?;
+    }
     {
         let mut table = txn
             .open_table(JOBS)
@@ -260,7 +275,7 @@ mod tests {
                     Some(Format::Json),
                     None,
                 );
-                put(&store, &record).unwrap();
+                put(&store, &record, Sync::WithNextCommit).unwrap();
                 if i < 4 {
                     let done = Event::Done {
                         job: format!("j{i}"),
@@ -272,7 +287,7 @@ mod tests {
                         summary: json!({}),
                         first_errors: Vec::new(),
                     };
-                    put(&store, &record.end(None, &done)).unwrap();
+                    put(&store, &record.end(None, &done), Sync::Now).unwrap();
                 }
             }
         }
