@@ -169,15 +169,15 @@ impl LineSplitter {
         unterminated: bool,
         on_line: &mut dyn FnMut(Line<'_>) -> ControlFlow<()>,
     ) -> ControlFlow<()> {
-        let leading = line.iter().take_while(|b| b.is_ascii_whitespace()).count();
-        let trimmed = line[leading..].trim_ascii_end();
+        // Leading whitespace never reaches here: `split` skips it at the start of each line.
+        let trimmed = line.trim_ascii_end();
         if trimmed.is_empty() {
             return ControlFlow::Continue(());
         }
         let index = self.next_index();
         on_line(Line::Complete {
             bytes: trimmed,
-            offset: self.line_start + leading as u64,
+            offset: self.line_start,
             index,
             unterminated,
         })
