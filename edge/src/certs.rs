@@ -200,18 +200,18 @@ impl Current {
         certs_dir: &Path,
         provider: &rustls::crypto::CryptoProvider,
     ) -> Result<Current, TlsError> {
-        let stamps = stamps(&files(tls, certs_dir));
+        let files = files(tls, certs_dir);
+        let stamps = stamps(&files);
         let Identity { chain, key, .. } = tls::load_identity(tls, certs_dir)?;
-        let leaf = chain.first().cloned().ok_or_else(|| TlsError::Load {
+        let unreadable = |message: String| TlsError::Load {
             what: "certificate chain",
-            path: files(tls, certs_dir).remove(0),
-            message: "no certificate".into(),
-        })?;
-        let info = CertInfo::of(&leaf).map_err(|message| TlsError::Load {
-            what: "certificate chain",
-            path: files(tls, certs_dir).remove(0),
+            path: files[0].clone(),
             message,
-        })?;
+        };
+        let leaf = chain
+            .first()
+            .ok_or_else(|| unreadable("no certificate".into()))?;
+        let info = CertInfo::of(leaf).map_err(unreadable)?;
         let key = CertifiedKey::from_der(chain, key, provider)?;
         Ok(Current {
             key: Arc::new(key),
