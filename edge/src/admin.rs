@@ -70,7 +70,7 @@ async fn answer(mut stream: TcpStream, service: Arc<Service>, draining: Cancella
             service.metrics.render(),
         ),
         "/healthz" => {
-            let (healthy, body) = crate::http3::health_report(&service, &draining);
+            let (healthy, body) = service.health(&draining);
             let status = if healthy {
                 "200 OK"
             } else {

@@ -8,7 +8,7 @@ use edge_proto::AppCode;
 use quinn::{Connection, Incoming};
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -33,6 +33,7 @@ pub(crate) struct Connections {
     retry_above: usize,
     open: Mutex<Open>,
     handshaking: AtomicUsize,
+    refused: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -50,6 +51,7 @@ impl Connections {
             retry_above: config.retry_above_handshakes,
             open: Mutex::new(Open::default()),
             handshaking: AtomicUsize::new(0),
+            refused: AtomicU64::new(0),
         })
     }
 
@@ -64,10 +66,12 @@ impl Connections {
             .lock()
             .expect("the connection counts' lock is never poisoned");
         if open.total >= self.max_total {
+            self.refused.fetch_add(1, Ordering::Relaxed);
             return Admit::Refuse("the server's connection cap is reached");
         }
         let from_ip = open.per_ip.entry(ip).or_insert(0);
         if *from_ip >= self.max_per_ip {
+            self.refused.fetch_add(1, Ordering::Relaxed);
             return Admit::Refuse("this address's connection cap is reached");
         }
         *from_ip += 1;
@@ -76,6 +80,19 @@ impl Connections {
             connections: self.clone(),
             ip,
         })
+    }
+
+    /// Connections open now (or in handshake).
+    pub(crate) fn open(&self) -> usize {
+        self.open
+            .lock()
+            .expect("the connection counts' lock is never poisoned")
+            .total
+    }
+
+    /// Connection attempts refused by the caps since the start.
+    pub(crate) fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// Counts a handshake in progress until the guard drops.

@@ -103,7 +103,7 @@ async fn handle(
     let method = request.method().clone();
     debug!(%method, %path, "request");
     if (&method, segments.as_slice()) == (&Method::GET, ["healthz"].as_slice()) {
-        let (healthy, body) = health_report(&service, &shutdown);
+        let (healthy, body) = service.health(&shutdown);
         let status = if healthy {
             StatusCode::OK
         } else {
@@ -169,20 +169,6 @@ async fn handle(
             .await
         }
     }
-}
-
-/// The health check's answer: healthy unless draining; the certificate's expiry, with a
-/// warning within 14 days of it.
-pub(crate) fn health_report(service: &Service, draining: &CancellationToken) -> (bool, Value) {
-    let certificate = service.certificates.info();
-    let mut report = json!({
-        "status": if draining.is_cancelled() { "draining" } else { "ok" },
-        "certificate": {"expires": certificate.expires, "days_left": certificate.days_left},
-    });
-    if let Some(warning) = certificate.warning() {
-        report["certificate"]["warning"] = Value::String(warning);
-    }
-    (!draining.is_cancelled(), report)
 }
 
 /// Every task with its description, formats and record schema.

@@ -5,12 +5,13 @@
 //! events every job streams (so they move while a job runs), commit latency from the
 //! pipeline's commit observer.
 
+use crate::connections::Connections;
 use edge_proto::{ErrorCode, Event};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Upper bounds (seconds) of the commit latency histogram's buckets.
@@ -22,10 +23,8 @@ pub struct Metrics {
     started: Instant,
     start_time: f64,
     store_path: PathBuf,
-    /// Connections open now.
-    pub(crate) connections_open: AtomicI64,
-    /// Connections refused (caps) since start.
-    pub(crate) connections_refused: AtomicU64,
+    /// The connection counts (open, refused), kept by the caps that decide them.
+    connections: Arc<Connections>,
     jobs_started: AtomicU64,
     jobs_running: AtomicI64,
     /// Finished jobs by outcome and code (`done`/"", `failed`/`shutdown`, ...).
@@ -46,8 +45,9 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Fresh counters for a server whose store is `store_path`.
-    pub fn new(store_path: PathBuf) -> Metrics {
+    /// Fresh counters for a server whose store is `store_path` and whose connections are
+    /// counted by `connections`.
+    pub(crate) fn new(store_path: PathBuf, connections: Arc<Connections>) -> Metrics {
         Metrics {
             started: Instant::now(),
             start_time: SystemTime::now()
@@ -55,8 +55,7 @@ impl Metrics {
                 .map(|d| d.as_secs_f64())
                 .unwrap_or(0.0),
             store_path,
-            connections_open: AtomicI64::new(0),
-            connections_refused: AtomicU64::new(0),
+            connections,
             jobs_started: AtomicU64::new(0),
             jobs_running: AtomicI64::new(0),
             jobs_finished: Mutex::new(BTreeMap::new()),
@@ -182,7 +181,7 @@ impl Metrics {
         crate::control::Status {
             uptime_secs: self.uptime().as_secs(),
             jobs_running: self.jobs_running(),
-            connections_open: self.connections_open.load(Ordering::Relaxed),
+            connections_open: self.connections.open() as i64,
             jobs_started: load(&self.jobs_started),
             records_committed: records,
             bytes_received: bytes,
@@ -218,14 +217,14 @@ impl Metrics {
         gauge(
             &mut out,
             "edge_connections_open",
-            "QUIC connections open now.",
-            self.connections_open.load(Ordering::Relaxed) as f64,
+            "QUIC connections open now (or in handshake).",
+            self.connections.open() as f64,
         );
         counter(
             &mut out,
             "edge_connections_refused_total",
             "Connections refused by the connection caps.",
-            load(&self.connections_refused),
+            self.connections.refused(),
         );
         counter(
             &mut out,
@@ -364,7 +363,8 @@ mod tests {
 
     #[test]
     fn counters_count_only_what_is_new_and_render_as_prometheus_text() {
-        let metrics = Metrics::new(PathBuf::from("/nonexistent"));
+        let connections = Connections::new(&crate::config::TransportConfig::default());
+        let metrics = Metrics::new(PathBuf::from("/nonexistent"), connections);
         let mut seen = JobSeen::default();
         metrics.job_started();
         metrics.observe(

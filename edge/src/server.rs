@@ -102,6 +102,20 @@ pub(crate) struct Service {
 }
 
 impl Service {
+    /// The health check's answer (both listeners): healthy unless draining; the
+    /// certificate's expiry, with a warning within 14 days of it.
+    pub(crate) fn health(&self, draining: &CancellationToken) -> (bool, serde_json::Value) {
+        let certificate = self.certificates.info();
+        let mut report = serde_json::json!({
+            "status": if draining.is_cancelled() { "draining" } else { "ok" },
+            "certificate": {"expires": certificate.expires, "days_left": certificate.days_left},
+        });
+        if let Some(warning) = certificate.warning() {
+            report["certificate"]["warning"] = serde_json::Value::String(warning);
+        }
+        (!draining.is_cancelled(), report)
+    }
+
     /// Verifies a token and checks its id against the deny-list; returns what it allows.
     pub(crate) fn authorize(&self, token: Option<&str>) -> Result<Grant, AuthError> {
         let grant = self.auth.verify(token)?;
@@ -217,7 +231,11 @@ impl Server {
             addr: config.listen,
             source,
         })?;
-        let metrics = Arc::new(crate::metrics::Metrics::new(config.store_path()));
+        let connections = Connections::new(&config.transport);
+        let metrics = Arc::new(crate::metrics::Metrics::new(
+            config.store_path(),
+            connections.clone(),
+        ));
         let service = Service {
             store,
             auth,
@@ -238,7 +256,7 @@ impl Server {
         Ok(Server {
             endpoint,
             service: Arc::new(service),
-            connections: Connections::new(&config.transport),
+            connections,
             control,
             admin,
             admin_addr,
@@ -274,10 +292,11 @@ impl Server {
     /// they have and end `failed` with `shutdown`. Every connection is closed with
     /// [`AppCode::Shutdown`] before it returns.
     pub async fn run(mut self, shutdown: CancellationToken) {
+        let helpers = TaskTracker::new();
         if let Some(control) = self.control.take() {
             let store = self.service.store.clone();
             let metrics = self.service.metrics.clone();
-            tokio::spawn(control.serve(store, metrics, shutdown.clone()));
+            helpers.spawn(control.serve(store, metrics, shutdown.clone()));
         }
         let admin = self.admin.take().map(|admin| {
             let service = self.service.clone();
@@ -302,10 +321,6 @@ impl Server {
                 }
                 Admit::Refuse(reason) => {
                     debug!(%remote, "connection refused: {reason}");
-                    self.service
-                        .metrics
-                        .connections_refused
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     incoming.refuse();
                     continue;
                 }
@@ -313,14 +328,10 @@ impl Server {
             let handshake = self.connections.handshake();
             let span = tracing::info_span!("conn", %remote);
             let service = self.service.clone();
-            let metrics = service.metrics.clone();
             let accepted = accept(incoming, handshake, service, shutdown.clone());
             connections.spawn(
                 async move {
-                    use std::sync::atomic::Ordering::Relaxed;
-                    metrics.connections_open.fetch_add(1, Relaxed);
                     accepted.await;
-                    metrics.connections_open.fetch_sub(1, Relaxed);
                     drop(slot);
                 }
                 .instrument(span),
@@ -348,8 +359,13 @@ impl Server {
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.endpoint.wait_idle()).await;
         if let Some(admin) = admin {
             admin.abort();
+            let _ = admin.await;
         }
         watcher.abort();
+        // The control socket's task holds the store: when `run` returns, the store is closed
+        // (a caller may open it at once, as `edge ports` or the tests do).
+        helpers.close();
+        helpers.wait().await;
         info!("stopped");
     }
 }
