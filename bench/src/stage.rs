@@ -8,8 +8,7 @@ use edge_proto::{ErrorCode, Event, Format};
 use edge_tasks::decode::{self, Item, Limits};
 use edge_tasks::pipeline::{self, Input, JobSpec, Settings, Source};
 use edge_tasks::store::StoreOptions;
-use edge_tasks::{registry, Body, Context, Record, Store};
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use edge_tasks::{ports, registry, Body, Context, Record, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::Map;
 use std::fs::File;
@@ -24,9 +23,6 @@ pub const CHUNK: usize = 64 * 1024;
 /// Records per store batch and per commit in the store-only stage (the server's default
 /// `jobs.commit_records`).
 pub const BATCH: usize = 10_000;
-
-/// The `ports` table as the plugin writes it (read back here to size the raw data).
-const PORTS: TableDefinition<&str, &[u8]> = TableDefinition::new("ports");
 
 /// Which stage to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -225,16 +221,28 @@ fn store_only(path: &Path, dir: &Path) -> anyhow::Result<StageReport> {
     })
 }
 
-/// Keys plus values stored in the `ports` table.
+/// The raw size of what the `ports` table holds: each key plus its port as compact JSON (the
+/// canonical form of the data, whatever encoding the store uses).
 pub fn raw_kv_bytes(store: &Store) -> anyhow::Result<u64> {
-    let txn = store.database().begin_read()?;
-    let table = txn.open_table(PORTS)?;
     let mut total = 0u64;
-    for entry in table.iter()? {
-        let (key, value) = entry?;
-        total += (key.value().len() + value.value().len()) as u64;
+    let mut after: Option<String> = None;
+    loop {
+        let page = ports::list(
+            store,
+            &ports::ListQuery {
+                country: None,
+                after: after.as_deref(),
+                limit: ports::MAX_PAGE,
+            },
+        )?;
+        for (key, port) in &page.items {
+            total += (key.len() + serde_json::to_vec(port)?.len()) as u64;
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return Ok(total),
+        }
     }
-    Ok(total)
 }
 
 /// A file's size, 0 if it is missing.

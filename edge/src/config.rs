@@ -217,10 +217,15 @@ pub struct JobsConfig {
     /// Jobs that decode and store at the same time, server-wide. Further jobs wait (their
     /// uploads are held back by QUIC flow control).
     pub max_running: usize,
-    /// Commit a job's records at least every this many records.
+    /// Start a commit of a job's records once this many wait (and none of its commits runs).
     pub commit_records: usize,
-    /// Commit a job's records at least this often, in milliseconds.
+    /// Start a commit of a job's records at least this often, in milliseconds (once the
+    /// previous one returned).
     pub commit_interval_ms: u64,
+    /// The most a job holds uncommitted, in MiB of encoded records: while the store writes
+    /// one batch, the next grows up to this, then the job waits. A job holds at most twice
+    /// this (the batch being written and the next).
+    pub batch_mib: u64,
     /// Send `progress` / `committed` events at most this often, in milliseconds.
     pub progress_interval_ms: u64,
     /// The largest record (or line) a decoder buffers; larger records are reported and skipped.
@@ -251,6 +256,7 @@ impl Default for JobsConfig {
             max_running: 64,
             commit_records: 10_000,
             commit_interval_ms: 100,
+            batch_mib: 4,
             progress_interval_ms: 100,
             max_record_bytes: 1024 * 1024,
             header_timeout_secs: 10,
@@ -469,6 +475,9 @@ impl Config {
         }
         if self.jobs.commit_records == 0 {
             return invalid("jobs.commit_records", "must be at least 1");
+        }
+        if self.jobs.batch_mib == 0 {
+            return invalid("jobs.batch_mib", "must be at least 1");
         }
         if self.jobs.max_record_bytes < 1024 {
             return invalid("jobs.max_record_bytes", "must be at least 1024");

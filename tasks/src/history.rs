@@ -2,7 +2,7 @@
 //! it ends, so that it survives restarts. A job still `running` when the server starts again
 //! was cut off by a crash; it is marked `interrupted`.
 
-use crate::store::{Store, StoreError};
+use crate::store::{Change, Store, StoreError};
 use edge_proto::{ErrorCode, Event, Format};
 use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -135,35 +135,45 @@ pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreErr
     Ok(())
 }
 
-/// How a history write reaches the disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sync {
-    /// Durable when `put` returns (an fsync): for a job's end.
-    Now,
-    /// Durable with the store's next durable commit (the job's first records, or any later
-    /// write): for a job's start. A crash before then loses only the start of a job that had
-    /// stored nothing, and saves one fsync per job.
-    WithNextCommit,
-}
+/// How a history write reaches the disk: [`Sync::Now`] for a job's end; for its start,
+/// [`Sync::WithNextCommit`] (durable with the job's first records or any later write: a crash
+/// before then loses only the start of a job that had stored nothing, and saves one fsync per
+/// job).
+pub use crate::store::Sync;
 
-/// Writes (or overwrites) a job's record.
+/// Writes (or overwrites) a job's record, through the store's writer (so it shares a commit
+/// with whatever other jobs are writing).
 pub fn put(store: &Store, record: &JobRecord, sync: Sync) -> Result<(), StoreError> {
     let value = serde_json::to_vec(record).expect("a job record always serializes");
-    let mut txn = store.write()?;
-    if sync == Sync::WithNextCommit {
-        txn.set_durability(redb::Durability::None)
-            .map_err(|e| StoreError::redb("set durability")(redb::Error::from(e)))?;
-    }
-    {
+    store
+        .submit(
+            PutRecord {
+                job: record.job.clone(),
+                value,
+            },
+            sync,
+        )
+        .wait()
+}
+
+/// A job record to write, as a change for the store's writer.
+struct PutRecord {
+    job: String,
+    value: Vec<u8>,
+}
+
+impl Change for PutRecord {
+    type Output = ();
+
+    fn apply(&mut self, txn: &redb::WriteTransaction) -> Result<(), StoreError> {
         let mut table = txn
             .open_table(JOBS)
             .map_err(|e| StoreError::redb("open jobs table")(e.into()))?;
         table
-            .insert(record.job.as_str(), value.as_slice())
+            .insert(self.job.as_str(), self.value.as_slice())
             .map_err(|e| StoreError::redb("write job")(e.into()))?;
+        Ok(())
     }
-    txn.commit()
-        .map_err(|e| StoreError::redb("commit")(e.into()))
 }
 
 /// One job's record.

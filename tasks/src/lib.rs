@@ -11,6 +11,7 @@
 //! - [`ports`]: the `ports` plugin (sea ports upserted into redb) and its table.
 //! - [`stats`]: the `stats` plugin (online count, mean, variance, min, max).
 //! - [`store`]: the redb database every plugin shares.
+//! - [`writer`]: the store's single writer thread, which commits jobs' changes in groups.
 //! - [`history`]: job records kept in the store.
 //! - [`revocations`]: revoked token ids (the deny-list) kept in the store.
 //! - [`pipeline`]: runs one job: decoder -> task -> commits, emitting notification events.
@@ -25,6 +26,7 @@ pub mod revocations;
 pub mod stats;
 pub mod store;
 pub mod task;
+pub mod writer;
 
 pub use record::{Body, CsvRow, Record, RecordFault, Rejection};
 pub use store::{Store, StoreError};

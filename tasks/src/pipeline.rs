@@ -15,10 +15,16 @@ use std::time::{Duration, Instant};
 /// How a job commits and reports.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
-    /// Commit at least every this many accepted records.
+    /// Start a commit once this many accepted records wait (and no commit is running).
     pub commit_records: usize,
-    /// Commit at least this long after the oldest uncommitted record was accepted.
+    /// Start a commit once the oldest uncommitted record waited this long (and no commit is
+    /// running).
     pub commit_interval: Duration,
+    /// The most a job holds for its next commit, in the task's bytes
+    /// ([`Task::pending_bytes`]): beyond it, the job waits for the running commit and starts
+    /// the next before it decodes on. While the store writes one batch, the next one grows
+    /// up to this, so a slow store gets fewer, bigger commits.
+    pub batch_bytes: usize,
     /// Send `progress` and `committed` at most this often.
     pub progress_interval: Duration,
     /// Decoder limits.
@@ -77,6 +83,7 @@ impl Default for Settings {
         Settings {
             commit_records: 10_000,
             commit_interval: Duration::from_millis(100),
+            batch_bytes: 4 * 1024 * 1024,
             progress_interval: Duration::from_millis(100),
             limits: Limits::default(),
             max_error_events: 1_000,
@@ -294,9 +301,14 @@ struct Job<'a> {
     bytes: u64,
     records: u64,
     errors: u64,
+    /// Accepted records not yet in a commit.
     pending: u64,
+    /// Records in the commit that is running (0: none is).
+    in_flight: u64,
+    /// When the running commit started.
+    commit_started: Option<Instant>,
     committed: u64,
-    /// When the oldest uncommitted record was accepted.
+    /// When the oldest record not yet in a commit was accepted.
     pending_since: Option<Instant>,
     /// The last time progress was sent, and the committed count last sent.
     progress_sent: Instant,
@@ -328,6 +340,8 @@ impl<'a> Job<'a> {
             records: 0,
             errors: 0,
             pending: 0,
+            in_flight: 0,
+            commit_started: None,
             committed: 0,
             pending_since: None,
             progress_sent: now,
@@ -385,8 +399,12 @@ impl<'a> Job<'a> {
         }
     }
 
-    /// How long to wait for input before a time-based commit or progress is due.
+    /// How long to wait for input before a time-based commit or progress is due, or (while a
+    /// commit runs) before looking whether it finished.
     fn wait(&self) -> Duration {
+        if self.in_flight > 0 {
+            return Duration::from_millis(5);
+        }
         match self.pending_since {
             Some(since) => self
                 .settings
@@ -410,7 +428,7 @@ impl<'a> Job<'a> {
         if let Some(report) = self.after_decoding(finished) {
             return report;
         }
-        if let Err(message) = self.commit() {
+        if let Err(message) = self.commit_all() {
             return self.fail(ErrorCode::StoreError, message, None);
         }
         self.send_progress(true);
@@ -444,15 +462,10 @@ impl<'a> Job<'a> {
         }
     }
 
-    /// Commits if the oldest pending record has waited long enough, and sends progress.
+    /// Collects a finished commit, starts the next if one is due, and sends progress.
     fn tick(&mut self) -> Option<Report> {
-        let due = self
-            .pending_since
-            .is_some_and(|since| since.elapsed() >= self.settings.commit_interval);
-        if due {
-            if let Err(message) = self.commit() {
-                return Some(self.fail_in_place(ErrorCode::StoreError, message, None));
-            }
+        if let Err(message) = self.advance() {
+            return Some(self.fail_in_place(ErrorCode::StoreError, message, None));
         }
         self.send_progress(false);
         None
@@ -473,7 +486,7 @@ impl<'a> Job<'a> {
                 self.pending += 1;
                 self.pending_since.get_or_insert_with(Instant::now);
                 if self.pending >= self.settings.commit_records as u64 {
-                    if let Err(message) = self.commit() {
+                    if let Err(message) = self.advance() {
                         self.store_failure = Some(message);
                         return ControlFlow::Break(());
                     }
@@ -552,17 +565,68 @@ impl<'a> Job<'a> {
         None
     }
 
-    /// Commits pending records; only after the task's commit returned are they counted.
-    fn commit(&mut self) -> Result<(), String> {
+    /// Collects the running commit if it finished, starts the next one if it is due (and none
+    /// runs), and waits for the running one first if the job's batch is full.
+    fn advance(&mut self) -> Result<(), String> {
+        self.collect(false)?;
         if self.pending == 0 {
-            self.pending_since = None;
             return Ok(());
         }
-        let started = Instant::now();
-        self.task.commit().map_err(|e| e.to_string())?;
-        self.settings.on_commit.observe(started.elapsed());
-        self.committed += self.pending;
-        self.pending = 0;
+        let full = self.task.pending_bytes() >= self.settings.batch_bytes;
+        if self.in_flight > 0 {
+            if !full {
+                return Ok(());
+            }
+            self.collect(true)?;
+        } else if !full && !self.due() {
+            return Ok(());
+        }
+        self.start_commit()
+    }
+
+    /// Whether the records waiting should go into a commit now.
+    fn due(&self) -> bool {
+        self.pending >= self.settings.commit_records as u64
+            || self
+                .pending_since
+                .is_some_and(|since| since.elapsed() >= self.settings.commit_interval)
+    }
+
+    /// Hands every pending record to a commit (no commit may be running).
+    fn start_commit(&mut self) -> Result<(), String> {
+        self.commit_started = Some(Instant::now());
+        self.task.start_commit().map_err(|e| e.to_string())?;
+        self.in_flight = std::mem::take(&mut self.pending);
+        self.pending_since = None;
+        // A task that committed at once is counted at once.
+        self.collect(false)
+    }
+
+    /// Counts the running commit's records as committed once the task says it returned
+    /// (waiting for it with `wait`).
+    fn collect(&mut self, wait: bool) -> Result<(), String> {
+        if self.in_flight == 0 {
+            return Ok(());
+        }
+        let Some(result) = self.task.finish_commit(wait) else {
+            return Ok(());
+        };
+        let records = std::mem::take(&mut self.in_flight);
+        result.map_err(|e| e.to_string())?;
+        if let Some(started) = self.commit_started.take() {
+            self.settings.on_commit.observe(started.elapsed());
+        }
+        self.committed += records;
+        Ok(())
+    }
+
+    /// Commits everything accepted: waits for the running commit, then commits the rest.
+    fn commit_all(&mut self) -> Result<(), String> {
+        self.collect(true)?;
+        if self.pending > 0 {
+            self.start_commit()?;
+            self.collect(true)?;
+        }
         self.pending_since = None;
         Ok(())
     }
@@ -608,7 +672,7 @@ impl<'a> Job<'a> {
 
     fn failure(&mut self, code: ErrorCode, mut message: String, offset: Option<u64>) -> Event {
         if code != ErrorCode::StoreError {
-            if let Err(store) = self.commit() {
+            if let Err(store) = self.commit_all() {
                 message = format!("{message}; and the last commit failed: {store}");
             }
         }
@@ -777,10 +841,15 @@ mod tests {
             progress_interval: Duration::ZERO,
             ..Settings::default()
         };
+        // A pause after each chunk (as a network upload has) lets commits return meanwhile.
+        let paced = ndjson_ports(1_050)
+            .chunks(4000)
+            .flat_map(|c| [Input::Chunk(Bytes::copy_from_slice(c)), Input::Idle])
+            .collect();
         let (report, events) = run_job(
             "ports",
             Some(Format::Ndjson),
-            &mut chunks(&ndjson_ports(1_050), 1000),
+            &mut Script(paced),
             &store,
             &settings,
         );
@@ -791,10 +860,14 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert!(committed.len() >= 10, "{committed:?}");
-        assert!(committed.windows(2).all(|w| w[0] < w[1]), "{committed:?}");
+        // A commit starts once 100 records wait; while one runs, the next batch grows, so
+        // every step but the last is at least 100 records.
+        assert!(committed.len() >= 2, "{committed:?}");
+        assert!(committed[0] >= 100, "{committed:?}");
         assert!(
-            committed.iter().all(|c| c % 100 == 0 || *c == 1_050),
+            committed
+                .windows(2)
+                .all(|w| w[1] >= w[0] + 100 || (w[1] == 1_050 && w[1] > w[0])),
             "{committed:?}"
         );
         assert_eq!(committed.last(), Some(&1_050));

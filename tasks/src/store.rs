@@ -5,11 +5,15 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::writer::Writer;
+pub use crate::writer::{Change, Sync, Ticket};
+
 /// Key/value metadata about the store itself (e.g. `schema`).
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
-/// The layout version this build reads and writes.
-pub const SCHEMA_VERSION: u64 = 1;
+/// The layout version this build reads and writes. 2: ports in their binary form (1: JSON;
+/// upgraded when opened).
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// A store operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +59,18 @@ pub enum StoreError {
         /// Why.
         message: String,
     },
+    /// The commit of a group of changes failed (every change of the group failed with it).
+    #[error("store commit failed: {message}")]
+    GroupCommit {
+        /// Why.
+        message: String,
+    },
+    /// The store's writer thread is gone (the store is closing, or a bug stopped it).
+    #[error("the store's writer stopped; nothing more can be written (restart edge)")]
+    WriterStopped,
+    /// The writer thread could not be started.
+    #[error("cannot start the store's writer thread: {0}")]
+    Thread(#[source] std::io::Error),
     /// A stored value could not be decoded.
     #[error("stored value for `{key}` is unreadable: {message}")]
     Corrupt {
@@ -87,11 +103,13 @@ impl Default for StoreOptions {
     }
 }
 
-/// The open store. Cheap to clone; every clone shares one database.
+/// The open store. Cheap to clone; every clone shares one database and its writer thread.
+/// The file is closed when the last clone is dropped.
 #[derive(Debug, Clone)]
 pub struct Store {
     db: Arc<Database>,
     path: Arc<PathBuf>,
+    writer: Arc<Writer>,
 }
 
 impl Store {
@@ -101,8 +119,10 @@ impl Store {
             .set_cache_size(options.cache_bytes)
             .create(path)
             .map_err(|source| open_error(path, source))?;
+        let db = Arc::new(db);
         let store = Store {
-            db: Arc::new(db),
+            writer: Arc::new(Writer::start(db.clone()).map_err(StoreError::Thread)?),
+            db,
             path: Arc::new(path.to_owned()),
         };
         store.init_schema()?;
@@ -131,12 +151,18 @@ impl Store {
     }
 
     fn init_schema(&self) -> Result<(), StoreError> {
-        let mut txn = self
-            .db
-            .begin_write()
-            .map_err(|e| StoreError::redb("begin")(e.into()))?;
-        txn.set_quick_repair(true);
-        {
+        let found = self.create_tables()?;
+        if found == Some(1) {
+            self.upgrade_from_1()?;
+        }
+        Ok(())
+    }
+
+    /// Creates the tables a new store needs and records the schema version of a new store.
+    /// Returns the version an existing store had.
+    fn create_tables(&self) -> Result<Option<u64>, StoreError> {
+        let txn = self.write()?;
+        let found = {
             let mut meta = txn
                 .open_table(META)
                 .map_err(|e| StoreError::redb("open meta")(e.into()))?;
@@ -157,12 +183,35 @@ impl Store {
                         .map_err(|e| StoreError::redb("write schema")(e.into()))?;
                 }
             }
-        }
+            found
+        };
         crate::ports::create_tables(&txn)?;
         crate::history::create_tables(&txn)?;
         crate::revocations::create_tables(&txn)?;
         txn.commit()
-            .map_err(|e| StoreError::redb("commit")(e.into()))
+            .map_err(|e| StoreError::redb("commit")(e.into()))?;
+        Ok(found)
+    }
+
+    /// Schema 1 kept ports as JSON; schema 2 keeps them in their binary form. Converts them in
+    /// batches (a cut-off upgrade resumes at the next open), then records version 2.
+    fn upgrade_from_1(&self) -> Result<(), StoreError> {
+        tracing::info!(store = %self.path.display(), "upgrading the store from schema 1 to 2 (ports in binary form)");
+        let converted = crate::ports::migrate_json_values(&self.db, 10_000, &mut |done| {
+            tracing::info!(
+                converted = done,
+                "upgrading the store: ports converted so far"
+            );
+        })?;
+        let txn = self.write()?;
+        txn.open_table(META)
+            .map_err(|e| StoreError::redb("open meta")(e.into()))?
+            .insert("schema", SCHEMA_VERSION)
+            .map_err(|e| StoreError::redb("write schema")(e.into()))?;
+        txn.commit()
+            .map_err(|e| StoreError::redb("commit")(e.into()))?;
+        tracing::info!(converted, "store upgraded to schema 2");
+        Ok(())
     }
 
     /// A read transaction (for plugins' read APIs).
@@ -170,6 +219,12 @@ impl Store {
         self.db
             .begin_read()
             .map_err(|e| StoreError::redb("begin read")(e.into()))
+    }
+
+    /// Hands a change to the store's writer, which commits it together with whatever else is
+    /// queued (group commit); the ticket answers once that commit returned.
+    pub fn submit<C: Change>(&self, change: C, sync: Sync) -> Ticket<C::Output> {
+        self.writer.submit(change, sync)
     }
 
     /// A write transaction with quick-repair on, so an interrupted commit never needs a long
@@ -292,6 +347,7 @@ fn open_error(path: &Path, source: redb::DatabaseError) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use redb::ReadableTableMetadata;
 
     #[test]
     fn a_backup_is_a_consistent_store_of_its_own() {
@@ -377,9 +433,56 @@ mod tests {
         }
         let err = Store::open(&path, &StoreOptions::default()).unwrap_err();
         assert!(
-            matches!(err, StoreError::NewerSchema { found: 2, .. }),
+            matches!(err, StoreError::NewerSchema { found: 3, .. }),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_schema_1_store_is_upgraded_and_its_ports_read_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edge.redb");
+        let sample = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../samples/ports.json"
+        ))
+        .unwrap();
+        let ports: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&sample).unwrap();
+        // What edge 0.1 wrote: schema 1, each port as its JSON.
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META).unwrap().insert("schema", 1).unwrap();
+            {
+                let mut table = txn.open_table(crate::ports::PORTS).unwrap();
+                for (key, port) in &ports {
+                    let port: crate::ports::Port = serde_json::from_value(port.clone()).unwrap();
+                    let json = serde_json::to_vec(&port).unwrap();
+                    table.insert(key.as_str(), json.as_slice()).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let store = Store::open(&path, &StoreOptions::default()).unwrap();
+        let txn = store.read().unwrap();
+        let schema = txn
+            .open_table(META)
+            .unwrap()
+            .get("schema")
+            .unwrap()
+            .unwrap();
+        assert_eq!(schema.value(), SCHEMA_VERSION);
+        let table = txn.open_table(crate::ports::PORTS).unwrap();
+        assert_eq!(table.len().unwrap(), ports.len() as u64);
+        for entry in table.iter().unwrap() {
+            let (_, value) = entry.unwrap();
+            assert_ne!(value.value().first(), Some(&b'{'), "a JSON value was left");
+        }
+        for (key, port) in &ports {
+            let expected: crate::ports::Port = serde_json::from_value(port.clone()).unwrap();
+            assert_eq!(crate::ports::get(&store, key).unwrap(), Some(expected));
+        }
     }
 
     #[test]

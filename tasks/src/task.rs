@@ -1,9 +1,11 @@
 //! The task-plugin trait: what a plugin implements to receive a job's records.
 //!
 //! A task is a synchronous sink (it runs on a blocking thread, never on the async runtime).
-//! The pipeline hands it records one at a time, asks it to [`Task::commit`] every few thousand
-//! records or every few milliseconds, and reports records as committed only after `commit`
-//! returned. At the end it asks for a summary.
+//! The pipeline hands it records one at a time, asks it to commit every few thousand records
+//! or every few milliseconds, and reports records as committed only after the commit
+//! returned. At the end it asks for a summary. A task with a store commits in the
+//! background ([`Task::start_commit`], [`Task::finish_commit`]) so that decoding goes on
+//! while its batch is written; a simple task implements [`Task::commit`] alone.
 
 use crate::record::{Record, Rejection};
 use crate::store::Store;
@@ -38,6 +40,29 @@ pub trait Task: Send {
     /// records reported as committed. The default keeps nothing (for tasks without a store).
     fn commit(&mut self) -> Result<(), TaskError> {
         Ok(())
+    }
+
+    /// Starts making every record accepted so far durable, and returns without waiting when
+    /// the task can commit in the background (through [`crate::Store::submit`]), so that the
+    /// job decodes its next records meanwhile. [`Task::finish_commit`] tells when it is done.
+    /// The pipeline never starts a commit before the previous one finished. The default
+    /// commits at once.
+    fn start_commit(&mut self) -> Result<(), TaskError> {
+        self.commit()
+    }
+
+    /// The outcome of the commit started last: `Some(Ok)` once the records accepted before
+    /// it are durable (or when no commit is running), `None` while it still runs (only when
+    /// `wait` is false; with `wait` it blocks until done).
+    fn finish_commit(&mut self, wait: bool) -> Option<Result<(), TaskError>> {
+        let _ = wait;
+        Some(Ok(()))
+    }
+
+    /// Bytes the task holds for its next commit, so that the pipeline can bound a job's
+    /// memory (see [`crate::pipeline::Settings::batch_bytes`]). The default holds nothing.
+    fn pending_bytes(&self) -> usize {
+        0
     }
 
     /// Running figures to send to the client as a `task` event, if the task has any. Called

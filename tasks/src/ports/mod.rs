@@ -5,14 +5,18 @@
 //! transaction and only then counts it as inserted, updated or unchanged.
 
 use crate::record::{Body, CsvRow, Record, Rejection};
-use crate::store::{Store, StoreError};
+use crate::store::{Change, Store, StoreError, Sync, Ticket};
 use crate::task::{Context, ParamError, Plugin, Task, TaskError};
 use edge_proto::{ErrorCode, Format, Summary};
 use redb::{ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-/// Ports by key (UN/LOCODE); the value is the port's canonical JSON encoding.
+mod codec;
+pub(crate) use codec::migrate_json_values;
+
+/// Ports by key (UN/LOCODE); the value is the port in its compact binary form ([`codec`];
+/// stores of schema 1 held JSON, converted when they are opened).
 pub(crate) const PORTS: TableDefinition<&str, &[u8]> = TableDefinition::new("ports");
 
 /// The longest key accepted, in bytes.
@@ -107,13 +111,14 @@ impl Port {
         Ok(())
     }
 
-    /// The canonical stored form (deterministic, so equal ports have equal bytes).
-    fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("a port of strings and finite numbers always serializes")
+    /// Appends the stored form ([`codec`]: compact, and deterministic, so equal ports have
+    /// equal bytes).
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        codec::encode(self, out);
     }
 
     fn decode(key: &str, bytes: &[u8]) -> Result<Port, StoreError> {
-        serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        codec::decode(bytes).map_err(|e| StoreError::Corrupt {
             key: key.to_owned(),
             message: e.to_string(),
         })
@@ -128,7 +133,8 @@ fn create(params: &Map<String, Value>, context: &Context) -> Result<Box<dyn Task
     }
     Ok(Box::new(PortsTask {
         store: context.store.clone(),
-        batch: Vec::new(),
+        batch: Batch::default(),
+        in_flight: None,
         totals: Counts::default(),
     }))
 }
@@ -150,8 +156,10 @@ struct Counts {
 /// One `ports` job.
 struct PortsTask {
     store: Store,
-    /// Accepted records not yet committed: (key, encoded port).
-    batch: Vec<(String, Vec<u8>)>,
+    /// Accepted records not yet handed to the store.
+    batch: Batch,
+    /// The commit running in the store's writer, if any.
+    in_flight: Option<Ticket<Counts>>,
     /// Counts of committed batches.
     totals: Counts,
 }
@@ -175,14 +183,14 @@ impl Task for PortsTask {
             r.with_key(key)
         })?;
         let key = match record.key {
-            Some(key) => key.to_owned(),
-            None => port.unlocs.first().cloned().ok_or_else(|| {
+            Some(key) => key,
+            None => port.unlocs.first().map(String::as_str).ok_or_else(|| {
                 Rejection::invalid(
                     "missing key: a record outside a top-level object needs `unlocs[0]`",
                 )
             })?,
         };
-        let with_key = |r: Rejection| r.with_key(Some(key.clone()));
+        let with_key = |r: Rejection| r.with_key(Some(key.to_owned()));
         if key.trim().is_empty() || key.len() > MAX_KEY_BYTES {
             return Err(with_key(Rejection::invalid(format!(
                 "the key must be 1 to {MAX_KEY_BYTES} bytes long"
@@ -190,23 +198,48 @@ impl Task for PortsTask {
         }
         port.validate()
             .map_err(|m| with_key(Rejection::invalid(m)))?;
-        self.batch.push((key, port.encode()));
+        self.batch.push(key, &port);
         Ok(())
     }
 
     fn commit(&mut self) -> Result<(), TaskError> {
+        self.start_commit()?;
+        self.finish_commit(true).unwrap_or(Ok(()))
+    }
+
+    fn start_commit(&mut self) -> Result<(), TaskError> {
+        // One commit at a time per job: its batches land in upload order.
+        if let Some(Err(e)) = self.finish_commit(true) {
+            return Err(e);
+        }
         if self.batch.is_empty() {
             return Ok(());
         }
-        // Sorted inserts touch far fewer B-tree pages; a stable sort keeps repeats of one key
-        // in upload order, so the last one wins.
-        self.batch.sort_by(|a, b| a.0.cmp(&b.0));
-        let counts = write_batch(&self.store, &self.batch)?;
-        self.batch.clear();
-        self.totals.inserted += counts.inserted;
-        self.totals.updated += counts.updated;
-        self.totals.unchanged += counts.unchanged;
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.sort();
+        self.in_flight = Some(self.store.submit(batch, Sync::Now));
         Ok(())
+    }
+
+    fn finish_commit(&mut self, wait: bool) -> Option<Result<(), TaskError>> {
+        let Some(ticket) = &self.in_flight else {
+            return Some(Ok(()));
+        };
+        let answer = if wait {
+            self.in_flight.take().map(Ticket::wait)
+        } else {
+            ticket.try_wait()
+        }?;
+        self.in_flight = None;
+        Some(answer.map_err(TaskError::from).map(|counts| {
+            self.totals.inserted += counts.inserted;
+            self.totals.updated += counts.updated;
+            self.totals.unchanged += counts.unchanged;
+        }))
+    }
+
+    fn pending_bytes(&self) -> usize {
+        self.batch.bytes.len()
     }
 
     fn summary(&self) -> Summary {
@@ -323,28 +356,82 @@ fn key_of_bad_record(bytes: &[u8]) -> Option<String> {
     parsed.unlocs.into_iter().next()
 }
 
-/// Writes one sorted batch in one transaction; the counts hold only once it committed.
-fn write_batch(store: &Store, batch: &[(String, Vec<u8>)]) -> Result<Counts, StoreError> {
-    let txn = store.write()?;
-    let mut counts = Counts::default();
-    {
+/// Accepted ports waiting for a commit, kept in one buffer: every key and encoded value back
+/// to back, and where each one is. A batch of many thousand records is a few allocations.
+#[derive(Debug, Default)]
+struct Batch {
+    /// Keys and values, back to back.
+    bytes: Vec<u8>,
+    /// Where each record is in `bytes`, in upload order (until sorted).
+    entries: Vec<Entry>,
+}
+
+/// One record of a [`Batch`]: its key at `bytes[start..start + key_len]`, its value right
+/// after it.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    start: usize,
+    key_len: usize,
+    value_len: usize,
+}
+
+impl Batch {
+    fn push(&mut self, key: &str, port: &Port) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(key.as_bytes());
+        port.encode_into(&mut self.bytes);
+        self.entries.push(Entry {
+            start,
+            key_len: key.len(),
+            value_len: self.bytes.len() - start - key.len(),
+        });
+    }
+
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn key(&self, entry: &Entry) -> &str {
+        let key = &self.bytes[entry.start..entry.start + entry.key_len];
+        std::str::from_utf8(key).expect("keys are pushed as str")
+    }
+
+    fn value(&self, entry: &Entry) -> &[u8] {
+        let start = entry.start + entry.key_len;
+        &self.bytes[start..start + entry.value_len]
+    }
+
+    /// Sorts by key: sorted inserts touch far fewer B-tree pages. The sort is stable, so
+    /// repeats of one key stay in upload order and the last one wins.
+    fn sort(&mut self) {
+        let mut entries = std::mem::take(&mut self.entries);
+        entries.sort_by(|a, b| self.key(a).cmp(self.key(b)));
+        self.entries = entries;
+    }
+}
+
+impl Change for Batch {
+    type Output = Counts;
+
+    /// Writes the batch; the counts hold only once the writer's commit returned.
+    fn apply(&mut self, txn: &redb::WriteTransaction) -> Result<Counts, StoreError> {
         let mut table = txn
             .open_table(PORTS)
             .map_err(|e| StoreError::redb("open ports table")(e.into()))?;
-        for (key, value) in batch {
+        let mut counts = Counts::default();
+        for entry in &self.entries {
+            let value = self.value(entry);
             let old = table
-                .insert(key.as_str(), value.as_slice())
+                .insert(self.key(entry), value)
                 .map_err(|e| StoreError::redb("write port")(e.into()))?;
             match old {
                 None => counts.inserted += 1,
-                Some(old) if old.value() == value.as_slice() => counts.unchanged += 1,
+                Some(old) if old.value() == value => counts.unchanged += 1,
                 Some(_) => counts.updated += 1,
             }
         }
+        Ok(counts)
     }
-    txn.commit()
-        .map_err(|e| StoreError::redb("commit")(e.into()))?;
-    Ok(counts)
 }
 
 /// The port stored under `code`, if any.
@@ -692,6 +779,8 @@ mod tests {
             unlocs: vec!["AEAJM".into()],
             code: Some("52000".into()),
         };
-        assert_eq!(Port::decode("AEAJM", &port.encode()).unwrap(), port);
+        let mut encoded = Vec::new();
+        port.encode_into(&mut encoded);
+        assert_eq!(Port::decode("AEAJM", &encoded).unwrap(), port);
     }
 }
