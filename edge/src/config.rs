@@ -206,7 +206,7 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { cache_mb: 32 }
+        StoreConfig { cache_mb: 8 }
     }
 }
 
@@ -222,9 +222,10 @@ pub struct JobsConfig {
     /// Start a commit of a job's records at least this often, in milliseconds (once the
     /// previous one returned).
     pub commit_interval_ms: u64,
-    /// The most a job holds uncommitted, in MiB of encoded records: while the store writes
-    /// one batch, the next grows up to this, then the job waits. A job holds at most twice
-    /// this (the batch being written and the next).
+    /// Memory for uncommitted records, in MiB of encoded records, shared by the running jobs
+    /// (one job alone may use it all; `n` jobs get `1/n` each, at least 256 KiB). While the
+    /// store writes a job's batch, its next batch grows up to its share, then the job waits.
+    /// All batches together stay near twice this.
     pub batch_mib: u64,
     /// Send `progress` / `committed` events at most this often, in milliseconds.
     pub progress_interval_ms: u64,
@@ -256,7 +257,7 @@ impl Default for JobsConfig {
             max_running: 64,
             commit_records: 10_000,
             commit_interval_ms: 100,
-            batch_mib: 4,
+            batch_mib: 12,
             progress_interval_ms: 100,
             max_record_bytes: 1024 * 1024,
             header_timeout_secs: 10,

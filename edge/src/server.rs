@@ -517,7 +517,7 @@ fn settings(config: &Config, metrics: &Arc<crate::metrics::Metrics>) -> Settings
     Settings {
         commit_records: jobs.commit_records,
         commit_interval: Duration::from_millis(jobs.commit_interval_ms),
-        batch_bytes: mib(jobs.batch_mib),
+        batch: edge_tasks::pipeline::BatchBudget::new(mib(jobs.batch_mib)),
         progress_interval: Duration::from_millis(jobs.progress_interval_ms),
         limits: edge_tasks::decode::Limits {
             max_record_bytes: jobs.max_record_bytes,

@@ -10,6 +10,8 @@ use crate::task::{Plugin, Task};
 use bytes::Bytes;
 use edge_proto::{ErrorCode, ErrorSample, Event, Format, FIRST_ERRORS};
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How a job commits and reports.
@@ -20,11 +22,11 @@ pub struct Settings {
     /// Start a commit once the oldest uncommitted record waited this long (and no commit is
     /// running).
     pub commit_interval: Duration,
-    /// The most a job holds for its next commit, in the task's bytes
-    /// ([`Task::pending_bytes`]): beyond it, the job waits for the running commit and starts
-    /// the next before it decodes on. While the store writes one batch, the next one grows
-    /// up to this, so a slow store gets fewer, bigger commits.
-    pub batch_bytes: usize,
+    /// What a job may hold for its next commit, in the task's bytes
+    /// ([`Task::pending_bytes`]): beyond its share, the job waits for the running commit and
+    /// starts the next before it decodes on. While the store writes one batch, the next one
+    /// grows up to the share, so a slow store gets fewer, bigger commits.
+    pub batch: BatchBudget,
     /// Send `progress` and `committed` at most this often.
     pub progress_interval: Duration,
     /// Decoder limits.
@@ -83,7 +85,7 @@ impl Default for Settings {
         Settings {
             commit_records: 10_000,
             commit_interval: Duration::from_millis(100),
-            batch_bytes: 4 * 1024 * 1024,
+            batch: BatchBudget::new(12 * 1024 * 1024),
             progress_interval: Duration::from_millis(100),
             limits: Limits::default(),
             max_error_events: 1_000,
@@ -91,6 +93,69 @@ impl Default for Settings {
             max_error_rate: 0.5,
             on_commit: CommitObserver::default(),
         }
+    }
+}
+
+/// The memory for the batches of every running job, shared: a job alone may fill its batch
+/// up to the whole budget, and `n` jobs get `1/n` of it each (at least [`MIN_BATCH_SHARE`]).
+/// A job holds at most twice its share (the batch being written and the next), so all
+/// batches together stay near twice the budget however many jobs run. Clones share the count.
+#[derive(Debug, Clone)]
+pub struct BatchBudget {
+    bytes: usize,
+    running: Arc<AtomicUsize>,
+}
+
+/// The smallest share of the [`BatchBudget`] a job gets.
+pub const MIN_BATCH_SHARE: usize = 256 * 1024;
+
+impl BatchBudget {
+    /// A budget of `bytes`, shared by the jobs that run with (clones of) it.
+    pub fn new(bytes: usize) -> BatchBudget {
+        BatchBudget {
+            bytes,
+            running: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// The whole budget.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Counts a job in until the share is dropped.
+    fn join(&self) -> BatchShare {
+        self.running.fetch_add(1, Ordering::Relaxed);
+        BatchShare {
+            budget: self.clone(),
+        }
+    }
+}
+
+impl PartialEq for BatchBudget {
+    /// Budgets are equal when they are the same size and shared by the same jobs.
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes && Arc::ptr_eq(&self.running, &other.running)
+    }
+}
+
+/// One running job's part of a [`BatchBudget`].
+#[derive(Debug)]
+struct BatchShare {
+    budget: BatchBudget,
+}
+
+impl BatchShare {
+    /// What the job may hold now.
+    fn bytes(&self) -> usize {
+        let running = self.budget.running.load(Ordering::Relaxed).max(1);
+        (self.budget.bytes / running).max(MIN_BATCH_SHARE)
+    }
+}
+
+impl Drop for BatchShare {
+    fn drop(&mut self) {
+        self.budget.running.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -307,6 +372,8 @@ struct Job<'a> {
     in_flight: u64,
     /// When the running commit started.
     commit_started: Option<Instant>,
+    /// The job's part of the batch memory.
+    share: BatchShare,
     committed: u64,
     /// When the oldest record not yet in a commit was accepted.
     pending_since: Option<Instant>,
@@ -342,6 +409,7 @@ impl<'a> Job<'a> {
             pending: 0,
             in_flight: 0,
             commit_started: None,
+            share: settings.batch.join(),
             committed: 0,
             pending_since: None,
             progress_sent: now,
@@ -572,7 +640,7 @@ impl<'a> Job<'a> {
         if self.pending == 0 {
             return Ok(());
         }
-        let full = self.task.pending_bytes() >= self.settings.batch_bytes;
+        let full = self.task.pending_bytes() >= self.share.bytes();
         if self.in_flight > 0 {
             if !full {
                 return Ok(());
@@ -831,6 +899,20 @@ mod tests {
         assert_eq!(summary["unchanged"], 1634);
         let ajman = ports::get(&store, "AEAJM").unwrap().unwrap();
         assert_eq!(ajman.coordinates, Some([55.5136433, 25.4052165]));
+    }
+
+    #[test]
+    fn running_jobs_share_the_batch_budget() {
+        let budget = BatchBudget::new(4 * 1024 * 1024);
+        let first = budget.join();
+        assert_eq!(first.bytes(), 4 * 1024 * 1024);
+        let second = budget.clone().join();
+        assert_eq!((first.bytes(), second.bytes()), (2 << 20, 2 << 20));
+        let many: Vec<BatchShare> = (0..30).map(|_| budget.join()).collect();
+        assert_eq!(first.bytes(), MIN_BATCH_SHARE);
+        drop(many);
+        drop(second);
+        assert_eq!(first.bytes(), 4 * 1024 * 1024);
     }
 
     #[test]

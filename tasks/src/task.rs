@@ -60,7 +60,7 @@ pub trait Task: Send {
     }
 
     /// Bytes the task holds for its next commit, so that the pipeline can bound a job's
-    /// memory (see [`crate::pipeline::Settings::batch_bytes`]). The default holds nothing.
+    /// memory (see [`crate::pipeline::Settings::batch`]). The default holds nothing.
     fn pending_bytes(&self) -> usize {
         0
     }

@@ -90,7 +90,14 @@ impl<C: Change> Queued for Entry<C> {
     }
 
     fn answer(self: Box<Self>, result: Result<(), StoreError>) {
-        let Entry { output, reply, .. } = *self;
+        let Entry {
+            change,
+            output,
+            reply,
+            ..
+        } = *self;
+        // Dropped before the answer, so that the submitter may take back what it shared.
+        drop(change);
         let answer =
             result.map(|()| output.expect("a change is answered Ok only after it was applied"));
         // The submitter may have gone (its job ended); nobody is left to tell.

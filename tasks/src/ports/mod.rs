@@ -11,6 +11,7 @@ use edge_proto::{ErrorCode, Format, Summary};
 use redb::{ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
+use std::sync::Arc;
 
 mod codec;
 pub(crate) use codec::migrate_json_values;
@@ -135,6 +136,7 @@ fn create(params: &Map<String, Value>, context: &Context) -> Result<Box<dyn Task
         store: context.store.clone(),
         batch: Batch::default(),
         in_flight: None,
+        spare: None,
         totals: Counts::default(),
     }))
 }
@@ -158,8 +160,11 @@ struct PortsTask {
     store: Store,
     /// Accepted records not yet handed to the store.
     batch: Batch,
-    /// The commit running in the store's writer, if any.
-    in_flight: Option<Ticket<Counts>>,
+    /// The commit running in the store's writer, if any, and the batch it writes.
+    in_flight: Option<(Ticket<Counts>, Arc<Batch>)>,
+    /// The last written batch, emptied, to fill next: two buffers take turns, so a long job
+    /// allocates its batches once.
+    spare: Option<Batch>,
     /// Counts of committed batches.
     totals: Counts,
 }
@@ -215,22 +220,28 @@ impl Task for PortsTask {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let mut batch = std::mem::take(&mut self.batch);
+        let next = self.spare.take().unwrap_or_default();
+        let mut batch = std::mem::replace(&mut self.batch, next);
         batch.sort();
-        self.in_flight = Some(self.store.submit(batch, Sync::Now));
+        let batch = Arc::new(batch);
+        let ticket = self.store.submit(SharedBatch(batch.clone()), Sync::Now);
+        self.in_flight = Some((ticket, batch));
         Ok(())
     }
 
     fn finish_commit(&mut self, wait: bool) -> Option<Result<(), TaskError>> {
-        let Some(ticket) = &self.in_flight else {
+        let Some((ticket, _)) = &self.in_flight else {
             return Some(Ok(()));
         };
-        let answer = if wait {
-            self.in_flight.take().map(Ticket::wait)
-        } else {
-            ticket.try_wait()
-        }?;
-        self.in_flight = None;
+        // Without `wait`, a commit still running gives `None` here.
+        let answer = if wait { None } else { Some(ticket.try_wait()?) };
+        let (ticket, batch) = self.in_flight.take()?;
+        let answer = answer.unwrap_or_else(|| ticket.wait());
+        // The writer dropped its handle before answering.
+        if let Ok(mut batch) = Arc::try_unwrap(batch) {
+            batch.clear();
+            self.spare = Some(batch);
+        }
         Some(answer.map_err(TaskError::from).map(|counts| {
             self.totals.inserted += counts.inserted;
             self.totals.updated += counts.updated;
@@ -391,6 +402,12 @@ impl Batch {
         self.entries.is_empty()
     }
 
+    /// Empties the batch, keeping its buffers.
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.entries.clear();
+    }
+
     fn key(&self, entry: &Entry) -> &str {
         let key = &self.bytes[entry.start..entry.start + entry.key_len];
         std::str::from_utf8(key).expect("keys are pushed as str")
@@ -401,28 +418,32 @@ impl Batch {
         &self.bytes[start..start + entry.value_len]
     }
 
-    /// Sorts by key: sorted inserts touch far fewer B-tree pages. The sort is stable, so
-    /// repeats of one key stay in upload order and the last one wins.
+    /// Sorts by key: sorted inserts touch far fewer B-tree pages. Repeats of one key stay in
+    /// upload order (their place in the buffer breaks the tie), so the last one wins.
     fn sort(&mut self) {
         let mut entries = std::mem::take(&mut self.entries);
-        entries.sort_by(|a, b| self.key(a).cmp(self.key(b)));
+        entries.sort_unstable_by(|a, b| self.key(a).cmp(self.key(b)).then(a.start.cmp(&b.start)));
         self.entries = entries;
     }
 }
 
-impl Change for Batch {
+/// A batch shared with the store's writer while it is written.
+struct SharedBatch(Arc<Batch>);
+
+impl Change for SharedBatch {
     type Output = Counts;
 
     /// Writes the batch; the counts hold only once the writer's commit returned.
     fn apply(&mut self, txn: &redb::WriteTransaction) -> Result<Counts, StoreError> {
+        let batch = &self.0;
         let mut table = txn
             .open_table(PORTS)
             .map_err(|e| StoreError::redb("open ports table")(e.into()))?;
         let mut counts = Counts::default();
-        for entry in &self.entries {
-            let value = self.value(entry);
+        for entry in &batch.entries {
+            let value = batch.value(entry);
             let old = table
-                .insert(self.key(entry), value)
+                .insert(batch.key(entry), value)
                 .map_err(|e| StoreError::redb("write port")(e.into()))?;
             match old {
                 None => counts.inserted += 1,
