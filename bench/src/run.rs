@@ -62,7 +62,7 @@ pub struct JobCounts {
     /// One-record jobs on 4 reused connections, 50 at once [default: 10000; 1000 with --small].
     #[arg(long)]
     reused_jobs: Option<usize>,
-    /// One-record jobs each on a new connection, 8 at once [default: 1000; 100 with --small].
+    /// One-record jobs each on a new connection, 16 at once [default: 1000; 100 with --small].
     #[arg(long)]
     fresh_jobs: Option<usize>,
 }
@@ -987,7 +987,7 @@ fn small_jobs(
 ) -> anyhow::Result<(Vec<JobsFigures>, f64)> {
     let dirs = bench.dirs("jobs");
     let server = EdgeServer::start(&bench.bins, &dirs)?;
-    eprintln!("edge-bench: small jobs: {reused_jobs} on 4 reused connections (50 at once), {fresh_jobs} on a new connection each (8 at once)");
+    eprintln!("edge-bench: small jobs: {reused_jobs} on 4 reused connections (50 at once), {fresh_jobs} on a new connection each (16 at once)");
     let figures = jobs::run_both(&server, &bench.ca(), &bench.token, reused_jobs, fresh_jobs);
     let (usage, _) = server.stop()?;
     let _ = std::fs::remove_dir_all(dirs.data.parent().unwrap_or(&dirs.data));

@@ -264,11 +264,8 @@ fn spawn_draining_notice(
 /// Writes a job's record to the history (off the async runtime). A history that cannot be
 /// written does not stop the job: the records' own commits decide its outcome.
 async fn remember(service: &Service, record: JobRecord, sync: history::Sync) {
-    let store = service.store.clone();
-    match tokio::task::spawn_blocking(move || history::put(&store, &record, sync)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => warn!("cannot write the job history: {e}"),
-        Err(e) => warn!("cannot write the job history: {e}"),
+    if let Err(e) = history::submit(&service.store, &record, sync).answer().await {
+        warn!("cannot write the job history: {e}");
     }
 }
 

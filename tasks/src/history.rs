@@ -2,7 +2,7 @@
 //! it ends, so that it survives restarts. A job still `running` when the server starts again
 //! was cut off by a crash; it is marked `interrupted`.
 
-use crate::store::{Change, Store, StoreError};
+use crate::store::{Change, Store, StoreError, Ticket};
 use edge_proto::{ErrorCode, Event, Format};
 use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -142,18 +142,22 @@ pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreErr
 pub use crate::store::Sync;
 
 /// Writes (or overwrites) a job's record, through the store's writer (so it shares a commit
-/// with whatever other jobs are writing).
+/// with whatever other jobs are writing). Blocks the thread until it is committed.
 pub fn put(store: &Store, record: &JobRecord, sync: Sync) -> Result<(), StoreError> {
+    submit(store, record, sync).wait()
+}
+
+/// Hands a job's record to the store's writer without waiting; the ticket answers once it is
+/// committed (await it with [`Ticket::answer`] from async code).
+pub fn submit(store: &Store, record: &JobRecord, sync: Sync) -> Ticket<()> {
     let value = serde_json::to_vec(record).expect("a job record always serializes");
-    store
-        .submit(
-            PutRecord {
-                job: record.job.clone(),
-                value,
-            },
-            sync,
-        )
-        .wait()
+    store.submit(
+        PutRecord {
+            job: record.job.clone(),
+            value,
+        },
+        sync,
+    )
 }
 
 /// A job record to write, as a change for the store's writer.

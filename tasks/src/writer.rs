@@ -13,12 +13,10 @@
 
 use crate::store::StoreError;
 use redb::{Database, Durability, WriteTransaction};
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-
-/// Changes waiting for the writer, at most (submitters wait beyond this).
-const QUEUE: usize = 256;
+use tokio::sync::oneshot;
 
 /// Changes committed together, at most.
 const MAX_GROUP: usize = 1024;
@@ -43,24 +41,33 @@ pub enum Sync {
     WithNextCommit,
 }
 
-/// The answer to one submitted change, once its group committed.
+/// The answer to one submitted change, once its group committed: waited on by a thread
+/// ([`Ticket::wait`]) or awaited by async code ([`Ticket::answer`]).
 #[derive(Debug)]
 pub struct Ticket<T> {
-    answer: Receiver<Result<T, StoreError>>,
+    answer: oneshot::Receiver<Result<T, StoreError>>,
 }
 
 impl<T> Ticket<T> {
-    /// Waits until the change's group committed (or failed).
+    /// Waits until the change's group committed (or failed). Blocks the thread: never call it
+    /// from async code (use [`Ticket::answer`]).
     pub fn wait(self) -> Result<T, StoreError> {
-        self.answer.recv().unwrap_or(Err(StoreError::WriterStopped))
+        self.answer
+            .blocking_recv()
+            .unwrap_or(Err(StoreError::WriterStopped))
+    }
+
+    /// Awaits the change's commit (or failure).
+    pub async fn answer(self) -> Result<T, StoreError> {
+        self.answer.await.unwrap_or(Err(StoreError::WriterStopped))
     }
 
     /// The answer if it is there, without waiting.
-    pub fn try_wait(&self) -> Option<Result<T, StoreError>> {
+    pub fn try_wait(&mut self) -> Option<Result<T, StoreError>> {
         match self.answer.try_recv() {
             Ok(answer) => Some(answer),
-            Err(TryRecvError::Empty) => None,
-            Err(TryRecvError::Disconnected) => Some(Err(StoreError::WriterStopped)),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            Err(oneshot::error::TryRecvError::Closed) => Some(Err(StoreError::WriterStopped)),
         }
     }
 }
@@ -76,7 +83,7 @@ struct Entry<C: Change> {
     change: C,
     sync: Sync,
     output: Option<C::Output>,
-    reply: SyncSender<Result<C::Output, StoreError>>,
+    reply: oneshot::Sender<Result<C::Output, StoreError>>,
 }
 
 impl<C: Change> Queued for Entry<C> {
@@ -106,9 +113,12 @@ impl<C: Change> Queued for Entry<C> {
 }
 
 /// The writer thread and the way to it. Dropping it stops the thread once the queue is done.
+///
+/// The queue has no fixed bound: what waits in it is bounded by the jobs, each of which has
+/// at most one batch and one history entry waiting for its answer.
 #[derive(Debug)]
 pub(crate) struct Writer {
-    queue: Option<SyncSender<Box<dyn Queued>>>,
+    queue: Option<Sender<Box<dyn Queued>>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -121,7 +131,7 @@ impl std::fmt::Debug for dyn Queued {
 impl Writer {
     /// Starts the writer thread for `db`.
     pub(crate) fn start(db: Arc<Database>) -> Result<Writer, std::io::Error> {
-        let (queue, changes) = mpsc::sync_channel(QUEUE);
+        let (queue, changes) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("edge-store-writer".into())
             .spawn(move || run(&db, &changes))?;
@@ -131,9 +141,9 @@ impl Writer {
         })
     }
 
-    /// Queues a change; waits only while the queue is full.
+    /// Queues a change; never waits.
     pub(crate) fn submit<C: Change>(&self, change: C, sync: Sync) -> Ticket<C::Output> {
-        let (reply, answer) = mpsc::sync_channel(1);
+        let (reply, answer) = oneshot::channel();
         let entry = Box::new(Entry {
             change,
             sync,

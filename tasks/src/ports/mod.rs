@@ -230,7 +230,7 @@ impl Task for PortsTask {
     }
 
     fn finish_commit(&mut self, wait: bool) -> Option<Result<(), TaskError>> {
-        let Some((ticket, _)) = &self.in_flight else {
+        let Some((ticket, _)) = &mut self.in_flight else {
             return Some(Ok(()));
         };
         // Without `wait`, a commit still running gives `None` here.
