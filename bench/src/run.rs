@@ -934,7 +934,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         bail!("interrupted");
     }
     let ratios = ratios(&rows, &orders);
-    let targets = targets(&rows, &orders);
+    let mut targets = targets(&rows, &orders);
+    targets.extend(memory_and_jobs_targets(&memory, &jobs));
     let results = Results {
         command,
         cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -1134,6 +1135,54 @@ fn targets(rows: &[Row], orders: &[Order]) -> Vec<Target> {
             v,
             format!("{:.2}x", v.unwrap_or(0.0)),
             |x| x <= 1.5,
+        ));
+    }
+    out
+}
+
+/// The targets on memory growth and on small jobs.
+fn memory_and_jobs_targets(memory: &[MemoryFigure], jobs: &[JobsFigures]) -> Vec<Target> {
+    let mut out = Vec::new();
+    if let [small, full] = memory {
+        let v = full.server_rss_mib / small.server_rss_mib;
+        out.push(target(
+            format!(
+                "server peak RSS, {} vs {} records",
+                fmt_int(full.records as f64),
+                fmt_int(small.records as f64)
+            ),
+            "<= 1.10 (within 10%)",
+            Some(v),
+            format!(
+                "{:.2} ({:.1} vs {:.1} MiB)",
+                v, full.server_rss_mib, small.server_rss_mib
+            ),
+            |x| x <= 1.10,
+        ));
+    }
+    if let Some(reused) = jobs.first() {
+        out.push(target(
+            "small jobs, reused connections".into(),
+            ">= 5,000 jobs/s, p99 < 50 ms",
+            Some(reused.jobs_per_s),
+            format!(
+                "{} jobs/s, p99 {:.1} ms",
+                fmt_int(reused.jobs_per_s),
+                reused.p99_ms
+            ),
+            |x| x >= 5_000.0,
+        ));
+        if let Some(target) = out.last_mut() {
+            target.pass = target.pass.map(|pass| pass && reused.p99_ms < 50.0);
+        }
+    }
+    if let Some(fresh) = jobs.get(1) {
+        out.push(target(
+            "small jobs, a new connection each".into(),
+            ">= 500 jobs/s",
+            Some(fresh.jobs_per_s),
+            format!("{} jobs/s", fmt_int(fresh.jobs_per_s)),
+            |x| x >= 500.0,
         ));
     }
     out
