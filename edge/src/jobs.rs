@@ -261,10 +261,13 @@ fn spawn_draining_notice(
     })
 }
 
-/// Writes a job's record to the history (off the async runtime). A history that cannot be
+/// Writes a job's record to the history through the store's writer. A history that cannot be
 /// written does not stop the job: the records' own commits decide its outcome.
 async fn remember(service: &Service, record: JobRecord, sync: history::Sync) {
-    if let Err(e) = history::submit(&service.store, &record, sync).answer().await {
+    if let Err(e) = history::submit(&service.store, &record, sync)
+        .answer()
+        .await
+    {
         warn!("cannot write the job history: {e}");
     }
 }
