@@ -158,7 +158,15 @@ pub struct Verifier {
     issuer: String,
     audience: String,
     leeway: u64,
+    /// Tokens whose signature and claims were verified, by their exact text: a client that
+    /// sends the same token with every job pays for one signature check, not one per job.
+    /// Only expiry is checked again (revocation is checked by the caller every time). At most
+    /// [`VERIFIED_CACHE`] entries; it is emptied when full.
+    verified: std::sync::Mutex<HashMap<String, Grant>>,
 }
+
+/// Verified tokens remembered, at most.
+const VERIFIED_CACHE: usize = 256;
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -187,6 +195,7 @@ impl Verifier {
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
             leeway: config.leeway_secs,
+            verified: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -206,6 +215,28 @@ impl Verifier {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::TooLarge);
         }
+        if let Some(grant) = self.remembered(token) {
+            return Ok(grant);
+        }
+        let grant = self.verify_signed(token)?;
+        if let Ok(mut verified) = self.verified.lock() {
+            if verified.len() >= VERIFIED_CACHE {
+                verified.clear();
+            }
+            verified.insert(token.to_owned(), grant.clone());
+        }
+        Ok(grant)
+    }
+
+    /// A token verified before and not expired since (with the same leeway as a full check).
+    fn remembered(&self, token: &str) -> Option<Grant> {
+        let verified = self.verified.lock().ok()?;
+        let grant = verified.get(token)?;
+        (unix_now() <= grant.exp.saturating_add(self.leeway)).then(|| grant.clone())
+    }
+
+    /// Checks a token's signature and claims.
+    fn verify_signed(&self, token: &str) -> Result<Grant, AuthError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| AuthError::Malformed(e.to_string()))?;
         let kid = header
@@ -702,6 +733,41 @@ mod tests {
         assert_eq!(grant.sub, "alice");
         assert!(grant.allows("ports:write") && grant.allows("jobs:read") && grant.is_admin());
         assert_eq!(grant.jti.len(), 32);
+    }
+
+    #[test]
+    fn a_token_seen_before_skips_the_signature_check_but_not_its_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = KeyPair::load_or_generate(dir.path()).unwrap();
+        let config = AuthConfig::default();
+        let verifier = Verifier::load(&config, dir.path()).unwrap();
+        let token = keys
+            .issue(
+                &config,
+                "alice",
+                "ports:write",
+                Duration::from_secs(60),
+                None,
+            )
+            .unwrap();
+        let first = verifier.verify(Some(&token)).unwrap();
+        assert_eq!(verifier.verify(Some(&token)).unwrap(), first);
+        // A token differing in one byte is checked in full, and fails.
+        let at = token.rfind('.').unwrap() + 10;
+        let flipped = if &token[at..=at] == "A" { "B" } else { "A" };
+        let forged = format!("{}{flipped}{}", &token[..at], &token[at + 1..]);
+        assert!(verifier.verify(Some(&forged)).is_err());
+        // Once the remembered grant has expired (beyond the leeway), the full check says so.
+        verifier
+            .verified
+            .lock()
+            .unwrap()
+            .get_mut(&token)
+            .unwrap()
+            .exp = unix_now() - config.leeway_secs - 1;
+        assert!(verifier.remembered(&token).is_none());
+        // (The token itself is still valid for a minute, so the full check passes again.)
+        assert_eq!(verifier.verify(Some(&token)).unwrap(), first);
     }
 
     #[test]

@@ -808,6 +808,15 @@ mod tests {
         }
     }
 
+    /// A script whose idle pauses last 2 ms, however long the pipeline would wait.
+    struct Paced(Script);
+
+    impl Source for Paced {
+        fn next(&mut self, wait: Duration) -> Input {
+            self.0.next(wait.min(Duration::from_millis(2)))
+        }
+    }
+
     fn chunks(body: &[u8], size: usize) -> Script {
         Script(
             body.chunks(size)
@@ -918,20 +927,22 @@ mod tests {
     #[test]
     fn commits_come_in_groups_and_only_grow() {
         let (_dir, store) = store();
+        // Commits by count only: a group starts once 100 records wait.
         let settings = Settings {
             commit_records: 100,
+            commit_interval: Duration::from_secs(3600),
             progress_interval: Duration::ZERO,
             ..Settings::default()
         };
         // A pause after each chunk (as a network upload has) lets commits return meanwhile.
         let paced = ndjson_ports(1_050)
-            .chunks(4000)
+            .chunks(1000)
             .flat_map(|c| [Input::Chunk(Bytes::copy_from_slice(c)), Input::Idle])
             .collect();
         let (report, events) = run_job(
             "ports",
             Some(Format::Ndjson),
-            &mut Script(paced),
+            &mut Paced(Script(paced)),
             &store,
             &settings,
         );

@@ -140,27 +140,47 @@ pub(crate) enum CodecError {
     },
 }
 
+/// A port's fields, borrowed: what [`encode_fields`] writes. A [`Port`] and a port parsed
+/// without copying its strings (`S` = `Cow<str>`) both lend theirs.
+pub(crate) struct Fields<'a, S: AsRef<str>> {
+    pub(crate) name: &'a str,
+    pub(crate) city: Option<&'a str>,
+    pub(crate) country: Option<&'a str>,
+    pub(crate) alias: &'a [S],
+    pub(crate) regions: &'a [S],
+    pub(crate) coordinates: Option<[f64; 2]>,
+    pub(crate) province: Option<&'a str>,
+    pub(crate) timezone: Option<&'a str>,
+    pub(crate) unlocs: &'a [S],
+    pub(crate) code: Option<&'a str>,
+}
+
 /// Appends the binary form of `port` to `out` (so one buffer can hold many values).
 pub(crate) fn encode(port: &Port, out: &mut Vec<u8>) {
+    encode_fields(&port.fields(), out);
+}
+
+/// Appends the binary form of a port's fields to `out`.
+pub(crate) fn encode_fields<S: AsRef<str>>(port: &Fields<'_, S>, out: &mut Vec<u8>) {
     out.push(TAG);
     out.push(presence(port));
-    put_str(out, &port.name);
-    put_optional(out, port.city.as_deref());
-    put_optional(out, port.country.as_deref());
+    put_str(out, port.name);
+    put_optional(out, port.city);
+    put_optional(out, port.country);
     if let Some([lon, lat]) = port.coordinates {
         out.extend_from_slice(&lon.to_le_bytes());
         out.extend_from_slice(&lat.to_le_bytes());
     }
-    put_optional(out, port.province.as_deref());
-    put_optional(out, port.timezone.as_deref());
-    put_optional(out, port.code.as_deref());
-    put_list(out, &port.alias);
-    put_list(out, &port.regions);
-    put_list(out, &port.unlocs);
+    put_optional(out, port.province);
+    put_optional(out, port.timezone);
+    put_optional(out, port.code);
+    put_list(out, port.alias);
+    put_list(out, port.regions);
+    put_list(out, port.unlocs);
 }
 
 /// The presence byte: one bit per optional field that is `Some`.
-fn presence(port: &Port) -> u8 {
+fn presence<S: AsRef<str>>(port: &Fields<'_, S>) -> u8 {
     [
         (port.city.is_some(), CITY),
         (port.country.is_some(), COUNTRY),
@@ -197,10 +217,10 @@ fn put_optional(out: &mut Vec<u8>, s: Option<&str>) {
 }
 
 /// Appends a list of strings: the count, then each string.
-fn put_list(out: &mut Vec<u8>, items: &[String]) {
+fn put_list<S: AsRef<str>>(out: &mut Vec<u8>, items: &[S]) {
     put_varint(out, items.len() as u64);
     for item in items {
-        put_str(out, item);
+        put_str(out, item.as_ref());
     }
 }
 

@@ -91,31 +91,86 @@ pub struct Port {
     pub code: Option<String>,
 }
 
-impl Port {
-    /// Checks what the type cannot: a non-blank name and coordinates in range.
-    fn validate(&self) -> Result<(), String> {
-        if self.name.trim().is_empty() {
-            return Err("field `name` must not be empty".into());
-        }
-        if let Some([lon, lat]) = self.coordinates {
-            if !lon.is_finite() || !(-180.0..=180.0).contains(&lon) {
-                return Err(format!(
-                    "field `coordinates`: longitude {lon} is outside [-180, 180]"
-                ));
-            }
-            if !lat.is_finite() || !(-90.0..=90.0).contains(&lat) {
-                return Err(format!(
-                    "field `coordinates`: latitude {lat} is outside [-90, 90]"
-                ));
-            }
-        }
-        Ok(())
-    }
+/// A port as it arrives, its strings borrowed from the record: the fast path from JSON to the
+/// stored form, with no allocation per field. Same fields as [`Port`]. A record it refuses (a
+/// bad one, or one with an escape in a string, which cannot be borrowed) is parsed again as a
+/// [`Port`], which takes escapes and names what is wrong.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ArrivingPort<'a> {
+    name: &'a str,
+    #[serde(default)]
+    city: Option<&'a str>,
+    #[serde(default)]
+    country: Option<&'a str>,
+    #[serde(default, borrow)]
+    alias: Vec<&'a str>,
+    #[serde(default, borrow)]
+    regions: Vec<&'a str>,
+    #[serde(default)]
+    coordinates: Option<[f64; 2]>,
+    #[serde(default)]
+    province: Option<&'a str>,
+    #[serde(default)]
+    timezone: Option<&'a str>,
+    #[serde(default, borrow)]
+    unlocs: Vec<&'a str>,
+    #[serde(default)]
+    code: Option<&'a str>,
+}
 
-    /// Appends the stored form ([`codec`]: compact, and deterministic, so equal ports have
-    /// equal bytes).
-    fn encode_into(&self, out: &mut Vec<u8>) {
-        codec::encode(self, out);
+impl<'a> ArrivingPort<'a> {
+    fn fields(&self) -> codec::Fields<'_, &'a str> {
+        codec::Fields {
+            name: self.name,
+            city: self.city,
+            country: self.country,
+            alias: &self.alias,
+            regions: &self.regions,
+            coordinates: self.coordinates,
+            province: self.province,
+            timezone: self.timezone,
+            unlocs: &self.unlocs,
+            code: self.code,
+        }
+    }
+}
+
+/// Checks what the type cannot: a non-blank name and coordinates in range.
+fn validate(name: &str, coordinates: Option<[f64; 2]>) -> Result<(), String> {
+    if name.trim().is_empty() {
+        return Err("field `name` must not be empty".into());
+    }
+    if let Some([lon, lat]) = coordinates {
+        if !lon.is_finite() || !(-180.0..=180.0).contains(&lon) {
+            return Err(format!(
+                "field `coordinates`: longitude {lon} is outside [-180, 180]"
+            ));
+        }
+        if !lat.is_finite() || !(-90.0..=90.0).contains(&lat) {
+            return Err(format!(
+                "field `coordinates`: latitude {lat} is outside [-90, 90]"
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Port {
+    /// Its fields, borrowed, for the encoder.
+    fn fields(&self) -> codec::Fields<'_, String> {
+        codec::Fields {
+            name: &self.name,
+            city: self.city.as_deref(),
+            country: self.country.as_deref(),
+            alias: &self.alias,
+            regions: &self.regions,
+            coordinates: self.coordinates,
+            province: self.province.as_deref(),
+            timezone: self.timezone.as_deref(),
+            unlocs: &self.unlocs,
+            code: self.code.as_deref(),
+        }
     }
 
     fn decode(key: &str, bytes: &[u8]) -> Result<Port, StoreError> {
@@ -180,6 +235,9 @@ impl Task for PortsTask {
             }
             Body::Text(_) => return Err(Rejection::invalid("a port record must be a JSON object")),
         };
+        if let Ok(port) = serde_json::from_slice::<ArrivingPort<'_>>(bytes) {
+            return self.batch.push(record.key, &port.fields());
+        }
         let port = parse(bytes).map_err(|r| {
             let key = record
                 .key
@@ -187,24 +245,7 @@ impl Task for PortsTask {
                 .or_else(|| key_of_bad_record(bytes));
             r.with_key(key)
         })?;
-        let key = match record.key {
-            Some(key) => key,
-            None => port.unlocs.first().map(String::as_str).ok_or_else(|| {
-                Rejection::invalid(
-                    "missing key: a record outside a top-level object needs `unlocs[0]`",
-                )
-            })?,
-        };
-        let with_key = |r: Rejection| r.with_key(Some(key.to_owned()));
-        if key.trim().is_empty() || key.len() > MAX_KEY_BYTES {
-            return Err(with_key(Rejection::invalid(format!(
-                "the key must be 1 to {MAX_KEY_BYTES} bytes long"
-            ))));
-        }
-        port.validate()
-            .map_err(|m| with_key(Rejection::invalid(m)))?;
-        self.batch.push(key, &port);
-        Ok(())
+        self.batch.push(record.key, &port.fields())
     }
 
     fn commit(&mut self) -> Result<(), TaskError> {
@@ -387,15 +428,37 @@ struct Entry {
 }
 
 impl Batch {
-    fn push(&mut self, key: &str, port: &Port) {
+    /// Checks a parsed port and its key (the record's, or else `unlocs[0]`), then appends
+    /// both.
+    fn push<S: AsRef<str>>(
+        &mut self,
+        key: Option<&str>,
+        port: &codec::Fields<'_, S>,
+    ) -> Result<(), Rejection> {
+        let key = match key {
+            Some(key) => key,
+            None => port.unlocs.first().map(AsRef::as_ref).ok_or_else(|| {
+                Rejection::invalid(
+                    "missing key: a record outside a top-level object needs `unlocs[0]`",
+                )
+            })?,
+        };
+        let with_key = |r: Rejection| r.with_key(Some(key.to_owned()));
+        if key.trim().is_empty() || key.len() > MAX_KEY_BYTES {
+            return Err(with_key(Rejection::invalid(format!(
+                "the key must be 1 to {MAX_KEY_BYTES} bytes long"
+            ))));
+        }
+        validate(port.name, port.coordinates).map_err(|m| with_key(Rejection::invalid(m)))?;
         let start = self.bytes.len();
         self.bytes.extend_from_slice(key.as_bytes());
-        port.encode_into(&mut self.bytes);
+        codec::encode_fields(port, &mut self.bytes);
         self.entries.push(Entry {
             start,
             key_len: key.len(),
             value_len: self.bytes.len() - start - key.len(),
         });
+        Ok(())
     }
 
     fn is_empty(&self) -> bool {
@@ -801,7 +864,7 @@ mod tests {
             code: Some("52000".into()),
         };
         let mut encoded = Vec::new();
-        port.encode_into(&mut encoded);
+        codec::encode(&port, &mut encoded);
         assert_eq!(Port::decode("AEAJM", &encoded).unwrap(), port);
     }
 }
