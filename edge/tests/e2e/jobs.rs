@@ -494,7 +494,9 @@ async fn metrics_move_with_a_real_upload() {
         metric(&text, "edge_auth_failures_total{reason=\"unauthorized\"}"),
         1.0
     );
-    assert!(metric(&text, "edge_commit_duration_seconds_count") >= 4.0);
+    // At least one commit per job; how many the ports job made depends on how fast the
+    // store returned (the next batch grows while one is written).
+    assert!(metric(&text, "edge_commit_duration_seconds_count") >= 2.0);
     assert!(metric(&text, "edge_store_size_bytes") > 0.0);
     assert!(metric(&text, "edge_connections_open") >= 1.0);
     let (status, _) = tokio::task::spawn_blocking(move || admin_get(admin, "/v1/ports"))
