@@ -11,6 +11,7 @@ use edge_proto::{ErrorCode, Format, Summary};
 use redb::{ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 mod codec;
@@ -91,48 +92,86 @@ pub struct Port {
     pub code: Option<String>,
 }
 
-/// A port as it arrives, its strings borrowed from the record: the fast path from JSON to the
-/// stored form, with no allocation per field. Same fields as [`Port`]. A record it refuses (a
-/// bad one, or one with an escape in a string, which cannot be borrowed) is parsed again as a
-/// [`Port`], which takes escapes and names what is wrong.
+/// A port as it arrives, its strings borrowed from the record (copied only when they hold an
+/// escape): the fast path from JSON to the stored form, with no allocation per field. Same
+/// fields as [`Port`]. A record it refuses is parsed again as a [`Port`], which names what is
+/// wrong.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ArrivingPort<'a> {
-    name: &'a str,
-    #[serde(default)]
-    city: Option<&'a str>,
-    #[serde(default)]
-    country: Option<&'a str>,
+    #[serde(borrow)]
+    name: Text<'a>,
     #[serde(default, borrow)]
-    alias: Vec<&'a str>,
+    city: Option<Text<'a>>,
     #[serde(default, borrow)]
-    regions: Vec<&'a str>,
+    country: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    alias: Vec<Text<'a>>,
+    #[serde(default, borrow)]
+    regions: Vec<Text<'a>>,
     #[serde(default)]
     coordinates: Option<[f64; 2]>,
-    #[serde(default)]
-    province: Option<&'a str>,
-    #[serde(default)]
-    timezone: Option<&'a str>,
     #[serde(default, borrow)]
-    unlocs: Vec<&'a str>,
-    #[serde(default)]
-    code: Option<&'a str>,
+    province: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    timezone: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    unlocs: Vec<Text<'a>>,
+    #[serde(default, borrow)]
+    code: Option<Text<'a>>,
 }
 
 impl<'a> ArrivingPort<'a> {
-    fn fields(&self) -> codec::Fields<'_, &'a str> {
+    fn fields(&self) -> codec::Fields<'_, Text<'a>> {
         codec::Fields {
-            name: self.name,
-            city: self.city,
-            country: self.country,
+            name: self.name.as_ref(),
+            city: self.city.as_ref().map(AsRef::as_ref),
+            country: self.country.as_ref().map(AsRef::as_ref),
             alias: &self.alias,
             regions: &self.regions,
             coordinates: self.coordinates,
-            province: self.province,
-            timezone: self.timezone,
+            province: self.province.as_ref().map(AsRef::as_ref),
+            timezone: self.timezone.as_ref().map(AsRef::as_ref),
             unlocs: &self.unlocs,
-            code: self.code,
+            code: self.code.as_ref().map(AsRef::as_ref),
         }
+    }
+}
+
+/// A JSON string borrowed from the record, or decoded into its own buffer when it holds an
+/// escape (serde's own `Cow<str>` never borrows inside an `Option` or a `Vec`).
+#[derive(Debug)]
+struct Text<'a>(Cow<'a, str>);
+
+impl AsRef<str> for Text<'_> {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = Text<'a>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Borrowed(text)))
+            }
+
+            fn visit_str<E>(self, text: &str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Owned(text.to_owned())))
+            }
+
+            fn visit_string<E>(self, text: String) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Owned(text)))
+            }
+        }
+        deserializer.deserialize_str(Visitor(std::marker::PhantomData))
     }
 }
 
@@ -612,6 +651,35 @@ pub fn count(store: &Store) -> Result<u64, StoreError> {
 mod tests {
     use super::*;
     use crate::store::StoreOptions;
+
+    #[test]
+    fn the_fast_path_stores_what_the_full_parse_stores_escapes_included() {
+        let records: [&[u8]; 3] = [
+            br#"{"name":"Ajman","city":"Ajman","alias":["a","b"],"coordinates":[55.5,25.4],"unlocs":["AEAJM"],"code":"52000"}"#,
+            // Escapes (as Python's json.dumps writes non-ASCII) are decoded into a buffer.
+            br#"{"name":"Caf\u00e9 \"Port\"","country":"C\u00f4te d'Ivoire","regions":["West\nAfrica"],"unlocs":["CI\u0041BJ"],"timezone":null}"#,
+            br#"{"name":"x","unlocs":[]}"#,
+        ];
+        for bytes in records {
+            let fast: ArrivingPort<'_> = serde_json::from_slice(bytes).unwrap();
+            let mut from_fast = Vec::new();
+            codec::encode_fields(&fast.fields(), &mut from_fast);
+            let full: Port = serde_json::from_slice(bytes).unwrap();
+            let mut from_full = Vec::new();
+            codec::encode(&full, &mut from_full);
+            assert_eq!(from_fast, from_full, "{}", String::from_utf8_lossy(bytes));
+            assert_eq!(Port::decode("k", &from_fast).unwrap(), full);
+        }
+        // The fast path refuses what the full parse refuses (and the full parse names it).
+        for bad in [
+            &br#"{"name":"x","colour":"red"}"#[..],
+            br#"{"name":7}"#,
+            br#"{"city":"y"}"#,
+        ] {
+            assert!(serde_json::from_slice::<ArrivingPort<'_>>(bad).is_err());
+            assert!(parse(bad).is_err());
+        }
+    }
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
