@@ -1,8 +1,10 @@
 //! The `ports` plugin: sea-port records upserted into the store, keyed by UN/LOCODE.
 //!
-//! Records are validated and encoded as they arrive and kept in a batch (at most the
-//! pipeline's commit size); [`Task::commit`] writes the batch, sorted by key, in one redb
-//! transaction and only then counts it as inserted, updated or unchanged.
+//! Records are validated and encoded as they arrive (in the binary form that
+//! `ports/codec.rs` documents) and appended to a batch. [`Task::start_commit`] sorts the batch
+//! by key and hands it to the store's writer, which writes it in its next transaction; the
+//! job decodes on meanwhile. Only once that commit returned does [`Task::finish_commit`] count
+//! the batch as inserted, updated or unchanged.
 
 use crate::record::{Body, CsvRow, Record, Rejection};
 use crate::store::{Change, Store, StoreError, Sync, Ticket};
