@@ -141,14 +141,9 @@ pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreErr
 /// job).
 pub use crate::store::Sync;
 
-/// Writes (or overwrites) a job's record, through the store's writer (so it shares a commit
-/// with whatever other jobs are writing). Blocks the thread until it is committed.
-pub fn put(store: &Store, record: &JobRecord, sync: Sync) -> Result<(), StoreError> {
-    submit(store, record, sync).wait()
-}
-
-/// Hands a job's record to the store's writer without waiting; the ticket answers once it is
-/// committed (await it with [`Ticket::answer`] from async code).
+/// Hands a job's record (written or overwritten) to the store's writer, so it shares a commit
+/// with whatever other jobs are writing. The ticket answers once it is committed: await it
+/// with [`Ticket::answer`] from async code, or [`Ticket::wait`] on a thread.
 pub fn submit(store: &Store, record: &JobRecord, sync: Sync) -> Ticket<()> {
     let value = serde_json::to_vec(record).expect("a job record always serializes");
     store.submit(
@@ -289,7 +284,9 @@ mod tests {
                     Some(Format::Json),
                     None,
                 );
-                put(&store, &record, Sync::WithNextCommit).unwrap();
+                submit(&store, &record, Sync::WithNextCommit)
+                    .wait()
+                    .unwrap();
                 if i < 4 {
                     let done = Event::Done {
                         job: format!("j{i}"),
@@ -301,7 +298,9 @@ mod tests {
                         summary: json!({}),
                         first_errors: Vec::new(),
                     };
-                    put(&store, &record.end(None, &done), Sync::Now).unwrap();
+                    submit(&store, &record.end(None, &done), Sync::Now)
+                        .wait()
+                        .unwrap();
                 }
             }
         }

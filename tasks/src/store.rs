@@ -230,13 +230,18 @@ impl Store {
     /// A write transaction with quick-repair on, so an interrupted commit never needs a long
     /// repair at the next open.
     pub fn write(&self) -> Result<redb::WriteTransaction, StoreError> {
-        let mut txn = self
-            .db
-            .begin_write()
-            .map_err(|e| StoreError::redb("begin write")(e.into()))?;
-        txn.set_quick_repair(true);
-        Ok(txn)
+        begin_write(&self.db)
     }
+}
+
+/// A write transaction on `db` with quick-repair on: how every write to the store begins
+/// ([`Store::write`], the writer thread, the schema upgrade).
+pub(crate) fn begin_write(db: &Database) -> Result<redb::WriteTransaction, StoreError> {
+    let mut txn = db
+        .begin_write()
+        .map_err(|e| StoreError::redb("begin write")(e.into()))?;
+    txn.set_quick_repair(true);
+    Ok(txn)
 }
 
 /// Entries written per transaction while copying, so that a backup's memory stays bounded.

@@ -122,12 +122,6 @@ pub(crate) struct Writer {
     thread: Option<JoinHandle<()>>,
 }
 
-impl std::fmt::Debug for dyn Queued {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Queued")
-    }
-}
-
 impl Writer {
     /// Starts the writer thread for `db`.
     pub(crate) fn start(db: Arc<Database>) -> Result<Writer, std::io::Error> {
@@ -213,10 +207,7 @@ fn commit_group(db: &Database, mut group: Vec<Box<dyn Queued>>) {
 /// A write transaction for `group`: fsync'd if any change needs it, quick-repair on (see
 /// [`crate::Store::write`]).
 fn begin(db: &Database, group: &[Box<dyn Queued>]) -> Result<WriteTransaction, StoreError> {
-    let mut txn = db
-        .begin_write()
-        .map_err(|e| StoreError::redb("begin write")(e.into()))?;
-    txn.set_quick_repair(true);
+    let mut txn = crate::store::begin_write(db)?;
     if group
         .iter()
         .all(|change| change.sync() == Sync::WithNextCommit)

@@ -443,10 +443,7 @@ fn migrate_batch(
     batch: usize,
     pending: &mut Pending,
 ) -> Result<bool, StoreError> {
-    let mut txn = db
-        .begin_write()
-        .map_err(|e| StoreError::redb("begin write")(e.into()))?;
-    txn.set_quick_repair(true);
+    let txn = crate::store::begin_write(db)?;
     let full = {
         let mut table = txn
             .open_table(PORTS)
