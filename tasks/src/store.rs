@@ -68,6 +68,15 @@ pub enum StoreError {
     /// The store's writer thread is gone (the store is closing, or a bug stopped it).
     #[error("the store's writer stopped; nothing more can be written (restart edge)")]
     WriterStopped,
+    /// Applying or committing a change panicked: a bug. Nothing of the change was written;
+    /// the writer goes on with the next one.
+    #[error(
+        "a bug stopped this store write ({message}); nothing of it was written; please report it"
+    )]
+    Panicked {
+        /// The panic's message.
+        message: String,
+    },
     /// The writer thread could not be started.
     #[error("cannot start the store's writer thread: {0}")]
     Thread(#[source] std::io::Error),

@@ -9,10 +9,13 @@
 //! the last one.
 //!
 //! A change that fails is answered with its error and the group is retried without it, so one
-//! bad change never fails the others. A failed commit fails every change of the group.
+//! bad change never fails the others. A failed commit fails every change of the group. A panic
+//! (a bug) while applying a change or committing counts as such a failure: it is answered with
+//! [`StoreError::Panicked`] and the writer goes on, instead of failing every later write.
 
 use crate::store::StoreError;
 use redb::{Database, Durability, WriteTransaction};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -187,9 +190,9 @@ fn commit_group(db: &Database, mut group: Vec<Box<dyn Queued>>) {
         };
         match apply_all(&txn, &mut group) {
             Ok(()) => {
-                let committed = txn
-                    .commit()
-                    .map_err(|e| StoreError::redb("commit")(e.into()));
+                let committed = catch_unwind(AssertUnwindSafe(|| txn.commit()))
+                    .map_err(panicked)
+                    .and_then(|done| done.map_err(|e| StoreError::redb("commit")(e.into())));
                 return match committed {
                     Ok(()) => group.into_iter().for_each(|change| change.answer(Ok(()))),
                     Err(e) => answer_all(group, &e),
@@ -224,9 +227,25 @@ fn apply_all(
     group: &mut [Box<dyn Queued>],
 ) -> Result<(), (usize, StoreError)> {
     for (index, change) in group.iter_mut().enumerate() {
-        change.apply(txn).map_err(|e| (index, e))?;
+        // A change that panicked is dropped from the group like one that failed; the
+        // transaction it may have half-written is aborted by the caller.
+        catch_unwind(AssertUnwindSafe(|| change.apply(txn)))
+            .map_err(panicked)
+            .and_then(|applied| applied)
+            .map_err(|e| (index, e))?;
     }
     Ok(())
+}
+
+/// A caught panic as an error (the panic hook has already printed it, with its location).
+fn panicked(payload: Box<dyn std::any::Any + Send>) -> StoreError {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|m| (*m).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned());
+    tracing::error!(%message, "a store write panicked; it was dropped and the writer goes on");
+    StoreError::Panicked { message }
 }
 
 /// Answers every change of a group that could not be committed.
@@ -255,6 +274,7 @@ mod tests {
         key: u64,
         value: u64,
         fail: bool,
+        panic: bool,
         gate: Option<(mpsc::Sender<()>, Receiver<()>)>,
         applied: u32,
     }
@@ -265,6 +285,7 @@ mod tests {
                 key,
                 value,
                 fail: false,
+                panic: false,
                 gate: None,
                 applied: 0,
             }
@@ -280,6 +301,15 @@ mod tests {
                 gate.recv().unwrap();
             }
             self.applied += 1;
+            let mut table = txn
+                .open_table(TABLE)
+                .map_err(|e| StoreError::redb("open")(e.into()))?;
+            if self.panic {
+                // Half-written, then a bug.
+                table.insert(self.key, self.value).unwrap();
+                panic!("planted panic");
+            }
+            drop(table);
             if self.fail {
                 return Err(StoreError::Corrupt {
                     key: self.key.to_string(),
@@ -373,6 +403,39 @@ mod tests {
         assert!(error.to_string().contains("planted failure"), "{error}");
         assert_eq!(lazy.wait().unwrap(), 1);
         assert_eq!(stored(&store), [(1, 1), (3, 3), (100, 100)]);
+    }
+
+    #[test]
+    fn a_panicking_change_fails_alone_and_the_writer_goes_on() {
+        let (_dir, store) = store();
+        let (blocker, open) = hold_writer(&store);
+        let good = store.submit(Put::new(1, 1), Sync::Now);
+        let buggy = store.submit(
+            Put {
+                panic: true,
+                ..Put::new(2, 2)
+            },
+            Sync::Now,
+        );
+        let after = store.submit(Put::new(3, 3), Sync::Now);
+        open.send(()).unwrap();
+        assert_eq!(blocker.wait().unwrap(), 1);
+        let error = buggy.wait().unwrap_err();
+        assert!(
+            matches!(&error, StoreError::Panicked { message } if message == "planted panic"),
+            "{error}"
+        );
+        assert!(
+            error.to_string().contains("nothing of it was written"),
+            "{error}"
+        );
+        assert_eq!(good.wait().unwrap(), 2);
+        assert_eq!(after.wait().unwrap(), 1);
+        // The panicking change's own insert was rolled back with its transaction.
+        assert_eq!(stored(&store), [(1, 1), (3, 3), (100, 100)]);
+        // Later writes still go through.
+        store.submit(Put::new(4, 4), Sync::Now).wait().unwrap();
+        assert_eq!(stored(&store).len(), 4);
     }
 
     #[test]
