@@ -247,6 +247,16 @@ struct MemoryFigure {
     client_rss_mib: Option<f64>,
 }
 
+/// curl into the discard server while busy threads spin beside it: how much curl itself
+/// slows when it does not have the machine to itself (a server that works takes cores too).
+#[derive(Debug, Clone, Serialize)]
+struct BusyFigure {
+    order: Order,
+    busy_threads: usize,
+    wall_s: f64,
+    records_per_s: f64,
+}
+
 /// Everything `--json-out` writes.
 #[derive(Debug, Serialize)]
 struct Results {
@@ -261,6 +271,7 @@ struct Results {
     ratios: Vec<Ratio>,
     targets: Vec<Target>,
     memory: Vec<MemoryFigure>,
+    curl_beside_busy_threads: Vec<BusyFigure>,
     jobs: Vec<JobsFigures>,
     jobs_server_rss_mib: Option<f64>,
     skipped: Vec<String>,
@@ -297,6 +308,41 @@ struct Bench {
     sqlite: Option<PathBuf>,
     serial: u64,
     failures: Vec<String>,
+}
+
+/// Threads that spin until dropped, to take cores away from what is measured.
+struct BusyThreads {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl BusyThreads {
+    fn start(count: usize) -> BusyThreads {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..count)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut x = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        x = std::hint::black_box(
+                            x.wrapping_mul(6364136223846793005).wrapping_add(1),
+                        );
+                    }
+                })
+            })
+            .collect();
+        BusyThreads { stop, threads }
+    }
+}
+
+impl Drop for BusyThreads {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// The repository root this binary was built from.
@@ -898,6 +944,32 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             client_rss_mib: row.client_rss_mib,
         });
     }
+    // curl into the discard server with 1 and 2 threads spinning beside it.
+    let mut busy = Vec::new();
+    if let (Some(curl), Some((order, f))) = (bench.curl.clone(), files.first()) {
+        for threads in 1..=2 {
+            let mut walls = Vec::new();
+            for _ in 0..repeat {
+                let spinning = BusyThreads::start(threads);
+                let sample = bench.curl_discard(&curl, &f.json, f.json_bytes, records);
+                drop(spinning);
+                match sample {
+                    Ok(sample) => walls.push(sample.wall_s),
+                    Err(e) => bench.failures.push(format!(
+                        "curl -> discard beside {threads} busy threads: {e:#}"
+                    )),
+                }
+            }
+            if let Some(wall_s) = median(walls) {
+                busy.push(BusyFigure {
+                    order: *order,
+                    busy_threads: threads,
+                    wall_s,
+                    records_per_s: records as f64 / wall_s,
+                });
+            }
+        }
+    }
     // The data files are not needed any more.
     for (_, f) in &files {
         let _ = std::fs::remove_file(&f.json);
@@ -956,6 +1028,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         ratios,
         targets,
         memory,
+        curl_beside_busy_threads: busy,
         jobs,
         jobs_server_rss_mib,
         skipped,
@@ -1281,6 +1354,22 @@ fn print_results(results: &Results) {
                 m.order.as_str(),
                 m.server_rss_mib,
                 opt(m.client_rss_mib, 1)
+            );
+        }
+    }
+    if !results.curl_beside_busy_threads.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nHTTP/3 curl -> discard with threads spinning beside it (each takes a core):"
+        );
+        for b in &results.curl_beside_busy_threads {
+            let _ = writeln!(
+                out,
+                "  {} busy ({}): {:.3} s, {} records/s",
+                b.busy_threads,
+                b.order.as_str(),
+                b.wall_s,
+                fmt_int(b.records_per_s)
             );
         }
     }
