@@ -68,10 +68,11 @@ pub enum StoreError {
     /// The store's writer thread is gone (the store is closing, or a bug stopped it).
     #[error("the store's writer stopped; nothing more can be written (restart edge)")]
     WriterStopped,
-    /// Applying or committing a change panicked: a bug. Nothing of the change was written;
-    /// the writer goes on with the next one.
+    /// Starting, applying or committing a change panicked: a bug. The change is not reported
+    /// as committed (a panic while applying it aborts its transaction, so nothing of it is
+    /// written), and the writer goes on with the next one.
     #[error(
-        "a bug stopped this store write ({message}); nothing of it was written; please report it"
+        "a bug stopped this store write ({message}); it is not reported as committed; please report the bug"
     )]
     Panicked {
         /// The panic's message.

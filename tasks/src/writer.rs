@@ -11,7 +11,9 @@
 //! A change that fails is answered with its error and the group is retried without it, so one
 //! bad change never fails the others. A failed commit fails every change of the group. A panic
 //! (a bug) while applying a change or committing counts as such a failure: it is answered with
-//! [`StoreError::Panicked`] and the writer goes on, instead of failing every later write.
+//! [`StoreError::Panicked`] and the writer goes on, instead of failing every later write. (If
+//! redb itself is left broken, the next groups fail with its errors: still answered, never
+//! left waiting.)
 
 use crate::store::StoreError;
 use redb::{Database, Durability, WriteTransaction};
@@ -184,7 +186,10 @@ fn run(db: &Database, changes: &Receiver<Box<dyn Queued>>) {
 /// its error and the rest are tried again without it.
 fn commit_group(db: &Database, mut group: Vec<Box<dyn Queued>>) {
     while !group.is_empty() {
-        let txn = match begin(db, &group) {
+        let txn = match catch_unwind(AssertUnwindSafe(|| begin(db, &group)))
+            .map_err(panicked)
+            .and_then(|begun| begun)
+        {
             Ok(txn) => txn,
             Err(e) => return answer_all(group, &e),
         };
@@ -426,7 +431,7 @@ mod tests {
             "{error}"
         );
         assert!(
-            error.to_string().contains("nothing of it was written"),
+            error.to_string().contains("not reported as committed"),
             "{error}"
         );
         assert_eq!(good.wait().unwrap(), 2);
