@@ -9,12 +9,15 @@
 //! - [`header`]: the one-line JSON job header (`v`, `token`, `task`, `format`, `name`, `size`, `params`).
 //! - [`event`]: the NDJSON notification events (`accepted`, `progress`, `committed`, ...).
 //! - [`code`]: error codes carried in `record_error`, `failed` and `rejected` events.
-//! - [`format`]: the upload formats (`json`, `ndjson`, `lines`).
+//! - [`format`]: the upload formats (`json`, `ndjson`, `lines`, `csv`).
+//! - [`reads`]: a task's read endpoints as `GET /v1/tasks` describes them, and the table the
+//!   read commands print.
 
 pub mod code;
 pub mod event;
 pub mod format;
 pub mod header;
+pub mod reads;
 
 pub use code::{AppCode, ErrorCode};
 pub use event::{ErrorSample, Event, Summary, FIRST_ERRORS};

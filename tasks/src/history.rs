@@ -128,13 +128,6 @@ fn now() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
-/// Creates the history's table (called when the store opens).
-pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
-    txn.open_table(JOBS)
-        .map_err(|e| StoreError::redb("open jobs table")(e.into()))?;
-    Ok(())
-}
-
 /// How a history write reaches the disk: [`Sync::Now`] for a job's end; for its start,
 /// [`Sync::WithNextCommit`] (durable with the job's first records or any later write: a crash
 /// before then loses only the start of a job that had stored nothing, and saves one fsync per
@@ -167,10 +160,10 @@ impl Change for PutRecord {
     fn apply(&mut self, txn: &redb::WriteTransaction) -> Result<(), StoreError> {
         let mut table = txn
             .open_table(JOBS)
-            .map_err(|e| StoreError::redb("open jobs table")(e.into()))?;
+            .map_err(StoreError::redb("open jobs table"))?;
         table
             .insert(self.job.as_str(), self.value.as_slice())
-            .map_err(|e| StoreError::redb("write job")(e.into()))?;
+            .map_err(StoreError::redb("write job"))?;
         Ok(())
     }
 }
@@ -180,10 +173,8 @@ pub fn get(store: &Store, job: &str) -> Result<Option<JobRecord>, StoreError> {
     let txn = store.read()?;
     let table = txn
         .open_table(JOBS)
-        .map_err(|e| StoreError::redb("open jobs table")(e.into()))?;
-    let value = table
-        .get(job)
-        .map_err(|e| StoreError::redb("read job")(e.into()))?;
+        .map_err(StoreError::redb("open jobs table"))?;
+    let value = table.get(job).map_err(StoreError::redb("read job"))?;
     value.map(|v| decode(job, v.value())).transpose()
 }
 
@@ -199,15 +190,15 @@ pub fn list(
     let txn = store.read()?;
     let table = txn
         .open_table(JOBS)
-        .map_err(|e| StoreError::redb("open jobs table")(e.into()))?;
+        .map_err(StoreError::redb("open jobs table"))?;
     let range = match before {
         Some(before) => table.range::<&str>(..before),
         None => table.range::<&str>(..),
     }
-    .map_err(|e| StoreError::redb("list jobs")(e.into()))?;
+    .map_err(StoreError::redb("list jobs"))?;
     let mut records = Vec::new();
     for entry in range.rev() {
-        let (key, value) = entry.map_err(|e| StoreError::redb("list jobs")(e.into()))?;
+        let (key, value) = entry.map_err(StoreError::redb("list jobs"))?;
         let record = decode(key.value(), value.value())?;
         if sub.is_some_and(|sub| record.sub.as_deref() != Some(sub)) {
             continue;
@@ -229,13 +220,10 @@ pub fn mark_interrupted(store: &Store) -> Result<u64, StoreError> {
     {
         let mut table = txn
             .open_table(JOBS)
-            .map_err(|e| StoreError::redb("open jobs table")(e.into()))?;
+            .map_err(StoreError::redb("open jobs table"))?;
         let mut running = Vec::new();
-        for entry in table
-            .iter()
-            .map_err(|e| StoreError::redb("list jobs")(e.into()))?
-        {
-            let (key, value) = entry.map_err(|e| StoreError::redb("list jobs")(e.into()))?;
+        for entry in table.iter().map_err(StoreError::redb("list jobs"))? {
+            let (key, value) = entry.map_err(StoreError::redb("list jobs"))?;
             let record = decode(key.value(), value.value())?;
             if record.outcome == "running" {
                 running.push(record);
@@ -247,12 +235,11 @@ pub fn mark_interrupted(store: &Store) -> Result<u64, StoreError> {
             let value = serde_json::to_vec(&record).expect("a job record always serializes");
             table
                 .insert(record.job.as_str(), value.as_slice())
-                .map_err(|e| StoreError::redb("write job")(e.into()))?;
+                .map_err(StoreError::redb("write job"))?;
             marked += 1;
         }
     }
-    txn.commit()
-        .map_err(|e| StoreError::redb("commit")(e.into()))?;
+    txn.commit().map_err(StoreError::redb("commit"))?;
     Ok(marked)
 }
 

@@ -25,13 +25,6 @@ pub struct Revoked {
     pub expires: Option<u64>,
 }
 
-/// Creates the deny-list's table (called when the store opens).
-pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
-    txn.open_table(REVOKED)
-        .map_err(|e| StoreError::redb("open revoked_tokens table")(e.into()))?;
-    Ok(())
-}
-
 /// Adds `jti` to the deny-list (`expires`: the token's `exp`, if known). Returns `false` when
 /// it was already there (its expiry is filled in if it was not known).
 pub fn revoke(
@@ -44,10 +37,10 @@ pub fn revoke(
     let added = {
         let mut table = txn
             .open_table(REVOKED)
-            .map_err(|e| StoreError::redb("open revoked_tokens table")(e.into()))?;
+            .map_err(StoreError::redb("open revoked_tokens table"))?;
         let existing = table
             .get(jti)
-            .map_err(|e| StoreError::redb("read revoked token")(e.into()))?
+            .map_err(StoreError::redb("read revoked token"))?
             .map(|v| v.value());
         let entry = match existing {
             Some((at, 0)) => (at, expires.unwrap_or(0)),
@@ -56,11 +49,10 @@ pub fn revoke(
         };
         table
             .insert(jti, entry)
-            .map_err(|e| StoreError::redb("write revoked token")(e.into()))?;
+            .map_err(StoreError::redb("write revoked token"))?;
         existing.is_none()
     };
-    txn.commit()
-        .map_err(|e| StoreError::redb("commit")(e.into()))?;
+    txn.commit().map_err(StoreError::redb("commit"))?;
     Ok(added)
 }
 
@@ -69,10 +61,10 @@ pub fn lookup(store: &Store, jti: &str) -> Result<Option<Revoked>, StoreError> {
     let txn = store.read()?;
     let table = txn
         .open_table(REVOKED)
-        .map_err(|e| StoreError::redb("open revoked_tokens table")(e.into()))?;
+        .map_err(StoreError::redb("open revoked_tokens table"))?;
     let found = table
         .get(jti)
-        .map_err(|e| StoreError::redb("read revoked token")(e.into()))?;
+        .map_err(StoreError::redb("read revoked token"))?;
     Ok(found.map(|value| {
         let (revoked_at, expires) = value.value();
         Revoked {
@@ -88,13 +80,13 @@ pub fn list(store: &Store) -> Result<Vec<Revoked>, StoreError> {
     let txn = store.read()?;
     let table = txn
         .open_table(REVOKED)
-        .map_err(|e| StoreError::redb("open revoked_tokens table")(e.into()))?;
+        .map_err(StoreError::redb("open revoked_tokens table"))?;
     let mut all = Vec::new();
     for entry in table
         .iter()
-        .map_err(|e| StoreError::redb("list revoked tokens")(e.into()))?
+        .map_err(StoreError::redb("list revoked tokens"))?
     {
-        let (jti, value) = entry.map_err(|e| StoreError::redb("list revoked tokens")(e.into()))?;
+        let (jti, value) = entry.map_err(StoreError::redb("list revoked tokens"))?;
         let (revoked_at, expires) = value.value();
         all.push(Revoked {
             jti: jti.value().to_owned(),
@@ -112,19 +104,18 @@ pub fn prune(store: &Store, before: u64) -> Result<usize, StoreError> {
     let removed = {
         let mut table = txn
             .open_table(REVOKED)
-            .map_err(|e| StoreError::redb("open revoked_tokens table")(e.into()))?;
+            .map_err(StoreError::redb("open revoked_tokens table"))?;
         let mut removed = 0;
         for entry in table
             .extract_if(|_, (_, expires)| expires != 0 && expires < before)
-            .map_err(|e| StoreError::redb("prune revoked tokens")(e.into()))?
+            .map_err(StoreError::redb("prune revoked tokens"))?
         {
-            entry.map_err(|e| StoreError::redb("prune revoked tokens")(e.into()))?;
+            entry.map_err(StoreError::redb("prune revoked tokens"))?;
             removed += 1;
         }
         removed
     };
-    txn.commit()
-        .map_err(|e| StoreError::redb("commit")(e.into()))?;
+    txn.commit().map_err(StoreError::redb("commit"))?;
     Ok(removed)
 }
 

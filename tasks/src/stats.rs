@@ -2,6 +2,7 @@
 //! of a stream of numbers (Welford's algorithm: one pass, constant memory, numerically stable).
 
 use crate::record::{Body, CsvRow, Record, Rejection};
+use crate::table::Storage;
 use crate::task::{Context, ParamError, Plugin, Task};
 use edge_proto::{ErrorCode, Format, Summary};
 use serde_json::{json, Map, Value};
@@ -13,6 +14,8 @@ pub const PLUGIN: Plugin = Plugin {
     formats: &[Format::Lines, Format::Json, Format::Ndjson, Format::Csv],
     schema: r#"{"type": "number", "description": "one finite number per record: a line of text, an element of a top-level JSON array, an NDJSON value, or a CSV column (the only one, or the one named by the parameter column=NAME)"}"#,
     create,
+    storage: Storage::NONE,
+    reads: None,
 };
 
 fn create(params: &Map<String, Value>, _context: &Context) -> Result<Box<dyn Task>, ParamError> {

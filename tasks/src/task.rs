@@ -7,8 +7,10 @@
 //! background ([`Task::start_commit`], [`Task::finish_commit`]) so that decoding goes on
 //! while its batch is written; a simple task implements [`Task::commit`] alone.
 
+use crate::reads::Reads;
 use crate::record::{Record, Rejection};
 use crate::store::Store;
+use crate::table::Storage;
 use edge_proto::{Format, Summary};
 use serde_json::{Map, Value};
 
@@ -95,6 +97,13 @@ pub struct Plugin {
     pub schema: &'static str,
     /// Starts one job's instance. `params` are the job's task parameters.
     pub create: Create,
+    /// What the plugin keeps in the store: its tables (created when the store opens, copied
+    /// into every backup) and their layout version. [`Storage::NONE`] for a task that keeps
+    /// nothing.
+    pub storage: Storage,
+    /// Its read endpoints (`GET /v1/<name>/{key}`, `GET /v1/<name>?...`, and the read
+    /// commands `edge <name> get|list`, `edge-client <name> get|list`), if it has any.
+    pub reads: Option<Reads>,
 }
 
 impl Plugin {

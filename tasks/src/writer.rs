@@ -197,7 +197,7 @@ fn commit_group(db: &Database, mut group: Vec<Box<dyn Queued>>) {
             Ok(()) => {
                 let committed = catch_unwind(AssertUnwindSafe(|| txn.commit()))
                     .map_err(panicked)
-                    .and_then(|done| done.map_err(|e| StoreError::redb("commit")(e.into())));
+                    .and_then(|done| done.map_err(StoreError::redb("commit")));
                 return match committed {
                     Ok(()) => group.into_iter().for_each(|change| change.answer(Ok(()))),
                     Err(e) => answer_all(group, &e),
@@ -306,9 +306,7 @@ mod tests {
                 gate.recv().unwrap();
             }
             self.applied += 1;
-            let mut table = txn
-                .open_table(TABLE)
-                .map_err(|e| StoreError::redb("open")(e.into()))?;
+            let mut table = txn.open_table(TABLE).map_err(StoreError::redb("open"))?;
             if self.panic {
                 // Half-written, then a bug.
                 table.insert(self.key, self.value).unwrap();
@@ -321,12 +319,10 @@ mod tests {
                     message: "planted failure".into(),
                 });
             }
-            let mut table = txn
-                .open_table(TABLE)
-                .map_err(|e| StoreError::redb("open")(e.into()))?;
+            let mut table = txn.open_table(TABLE).map_err(StoreError::redb("open"))?;
             table
                 .insert(self.key, self.value)
-                .map_err(|e| StoreError::redb("insert")(e.into()))?;
+                .map_err(StoreError::redb("insert"))?;
             Ok(self.applied)
         }
     }

@@ -40,7 +40,8 @@
 //! form, trailing bytes), so each port has exactly one binary value: equal ports, equal bytes.
 //! A change to [`Port`]'s fields needs a new tag, with [`decode`] still reading the old ones.
 
-use super::{Port, PORTS};
+use super::stored::UNTYPED;
+use super::Port;
 use crate::store::StoreError;
 use redb::ReadableTable;
 use std::ops::{Bound, Range};
@@ -446,23 +447,21 @@ fn migrate_batch(
     let txn = crate::store::begin_write(db)?;
     let full = {
         let mut table = txn
-            .open_table(PORTS)
-            .map_err(|e| StoreError::redb("open ports table")(e.into()))?;
+            .open_table(UNTYPED)
+            .map_err(StoreError::redb("open ports table"))?;
         let full = collect_legacy(&table, after, batch, pending)?;
         for (key, value) in pending.iter() {
             table
                 .insert(key, value)
-                .map_err(|e| StoreError::redb("write port")(e.into()))?;
+                .map_err(StoreError::redb("write port"))?;
         }
         full
     };
     if pending.is_empty() {
-        txn.abort()
-            .map_err(|e| StoreError::redb("abort")(e.into()))?;
+        txn.abort().map_err(StoreError::redb("abort"))?;
         return Ok(false);
     }
-    txn.commit()
-        .map_err(|e| StoreError::redb("commit")(e.into()))?;
+    txn.commit().map_err(StoreError::redb("commit"))?;
     Ok(full)
 }
 
@@ -475,7 +474,7 @@ fn collect_legacy(
     pending: &mut Pending,
 ) -> Result<bool, StoreError> {
     pending.clear();
-    let failed = |e: redb::StorageError| StoreError::redb("read ports for migration")(e.into());
+    let failed = |e: redb::StorageError| StoreError::redb("read ports for migration")(e);
     let start = after.map_or(Bound::Unbounded, Bound::Excluded);
     for entry in table
         .range::<&str>((start, Bound::Unbounded))
@@ -952,7 +951,7 @@ mod tests {
             .collect();
         let txn = db.begin_write().unwrap();
         {
-            let mut table = txn.open_table(PORTS).unwrap();
+            let mut table = txn.open_table(UNTYPED).unwrap();
             for (i, (key, port)) in ports.iter().enumerate() {
                 let value = match binary_at.contains(&i) {
                     true => binary(port),
@@ -968,7 +967,7 @@ mod tests {
     fn stored(db: &redb::Database) -> Vec<(String, Vec<u8>)> {
         use redb::ReadableDatabase;
         let txn = db.begin_read().unwrap();
-        let table = txn.open_table(PORTS).unwrap();
+        let table = txn.open_table(UNTYPED).unwrap();
         table
             .iter()
             .unwrap()
@@ -1030,7 +1029,7 @@ mod tests {
     fn migration_names_an_unreadable_legacy_value() {
         let (_dir, db, _) = legacy_store(5, &[]);
         let txn = db.begin_write().unwrap();
-        txn.open_table(PORTS)
+        txn.open_table(UNTYPED)
             .unwrap()
             .insert("K00003", br#"{"name":"x","colour":"red"}"#.as_slice())
             .unwrap();

@@ -6,22 +6,23 @@
 //! job decodes on meanwhile. Only once that commit returned does [`Task::finish_commit`] count
 //! the batch as inserted, updated or unchanged.
 
+use crate::reads::{self, PageRequest, Reads};
 use crate::record::{Body, CsvRow, Record, Rejection};
 use crate::store::{Change, Store, StoreError, Sync, Ticket};
+use crate::table::Storage;
 use crate::task::{Context, ParamError, Plugin, Task, TaskError};
+use edge_proto::reads::{Column, Filter};
 use edge_proto::{ErrorCode, Format, Summary};
-use redb::{ReadableTableMetadata, TableDefinition};
+use redb::ReadableTableMetadata;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::borrow::Cow;
 use std::sync::Arc;
 
 mod codec;
-pub(crate) use codec::migrate_json_values;
-
-/// Ports by key (UN/LOCODE); the value is the port in its compact binary form ([`codec`];
-/// stores of schema 1 held JSON, converted when they are opened).
-pub(crate) const PORTS: TableDefinition<&str, &[u8]> = TableDefinition::new("ports");
+mod stored;
+pub use stored::StoredPort;
+pub(crate) use stored::PORTS;
 
 /// The longest key accepted, in bytes.
 const MAX_KEY_BYTES: usize = 64;
@@ -36,6 +37,28 @@ pub const PLUGIN: Plugin = Plugin {
     formats: &[Format::Json, Format::Ndjson, Format::Csv],
     schema: SCHEMA,
     create,
+    storage: Storage {
+        version: stored::VERSION,
+        tables: &[&PORTS],
+        migrate: Some(stored::migrate),
+    },
+    reads: Some(Reads {
+        scope: "ports:read",
+        item: "port",
+        filters: &[Filter::new(
+            "country",
+            "only ports of this country (exact, case-insensitive), e.g. \"United Arab Emirates\"",
+        )],
+        max_page: MAX_PAGE,
+        columns: &[
+            Column::new("KEY", "/key"),
+            Column::new("NAME", "/port/name"),
+            Column::new("COUNTRY", "/port/country"),
+            Column::new("COORDINATES", "/port/coordinates"),
+        ],
+        one: read_one,
+        page: read_page,
+    }),
 };
 
 const SCHEMA: &str = r#"{
@@ -213,13 +236,6 @@ impl Port {
             code: self.code.as_deref(),
         }
     }
-
-    fn decode(key: &str, bytes: &[u8]) -> Result<Port, StoreError> {
-        codec::decode(bytes).map_err(|e| StoreError::Corrupt {
-            key: key.to_owned(),
-            message: e.to_string(),
-        })
-    }
 }
 
 fn create(params: &Map<String, Value>, context: &Context) -> Result<Box<dyn Task>, ParamError> {
@@ -235,13 +251,6 @@ fn create(params: &Map<String, Value>, context: &Context) -> Result<Box<dyn Task
         spare: None,
         totals: Counts::default(),
     }))
-}
-
-/// Creates the plugin's tables (called when the store opens).
-pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
-    txn.open_table(PORTS)
-        .map_err(|e| StoreError::redb("open ports table")(e.into()))?;
-    Ok(())
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -547,16 +556,18 @@ impl Change for SharedBatch {
         let batch = &self.0;
         let mut table = txn
             .open_table(PORTS)
-            .map_err(|e| StoreError::redb("open ports table")(e.into()))?;
+            .map_err(StoreError::redb("open ports table"))?;
         let mut counts = Counts::default();
         for entry in &batch.entries {
             let value = batch.value(entry);
             let old = table
-                .insert(batch.key(entry), value)
-                .map_err(|e| StoreError::redb("write port")(e.into()))?;
+                .insert(batch.key(entry), StoredPort::from_encoded(value))
+                .map_err(StoreError::redb("write port"))?;
             match old {
                 None => counts.inserted += 1,
-                Some(old) if old.value() == value => counts.unchanged += 1,
+                Some(old) if old.value() == StoredPort::from_encoded(value) => {
+                    counts.unchanged += 1
+                }
                 Some(_) => counts.updated += 1,
             }
         }
@@ -569,11 +580,33 @@ pub fn get(store: &Store, code: &str) -> Result<Option<Port>, StoreError> {
     let txn = store.read()?;
     let table = txn
         .open_table(PORTS)
-        .map_err(|e| StoreError::redb("open ports table")(e.into()))?;
-    let value = table
-        .get(code)
-        .map_err(|e| StoreError::redb("read port")(e.into()))?;
-    value.map(|v| Port::decode(code, v.value())).transpose()
+        .map_err(StoreError::redb("open ports table"))?;
+    let value = table.get(code).map_err(StoreError::redb("read port"))?;
+    value.map(|v| v.value().port(code)).transpose()
+}
+
+/// `GET /v1/ports/{code}`: the port as JSON.
+fn read_one(store: &Store, code: &str) -> Result<Option<Value>, StoreError> {
+    Ok(get(store, code)?.map(|port| json!(port)))
+}
+
+/// `GET /v1/ports?country=&limit=&after=`: items `{"key", "port"}`.
+fn read_page(store: &Store, request: &PageRequest<'_>) -> Result<reads::Page, StoreError> {
+    let query = ListQuery {
+        country: request.filter("country"),
+        after: request.after,
+        limit: request.limit,
+    };
+    let page = list(store, &query)?;
+    let items = page
+        .items
+        .iter()
+        .map(|(key, port)| json!({"key": key, "port": port}))
+        .collect();
+    Ok(reads::Page {
+        items,
+        next: page.next,
+    })
 }
 
 /// What [`list`] returns.
@@ -602,19 +635,19 @@ pub fn list(store: &Store, query: &ListQuery<'_>) -> Result<Page, StoreError> {
     let txn = store.read()?;
     let table = txn
         .open_table(PORTS)
-        .map_err(|e| StoreError::redb("open ports table")(e.into()))?;
+        .map_err(StoreError::redb("open ports table"))?;
     let range = match query.after {
         Some(after) => {
             table.range::<&str>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
         }
         None => table.range::<&str>(..),
     }
-    .map_err(|e| StoreError::redb("list ports")(e.into()))?;
+    .map_err(StoreError::redb("list ports"))?;
     let mut items = Vec::new();
     for entry in range {
-        let (key, value) = entry.map_err(|e| StoreError::redb("list ports")(e.into()))?;
+        let (key, value) = entry.map_err(StoreError::redb("list ports"))?;
         let key = key.value();
-        let port = Port::decode(key, value.value())?;
+        let port = value.value().port(key)?;
         let wanted = query.country.is_none_or(|c| {
             port.country
                 .as_deref()
@@ -648,10 +681,8 @@ pub fn count(store: &Store) -> Result<u64, StoreError> {
     let txn = store.read()?;
     let table = txn
         .open_table(PORTS)
-        .map_err(|e| StoreError::redb("open ports table")(e.into()))?;
-    table
-        .len()
-        .map_err(|e| StoreError::redb("count ports")(e.into()))
+        .map_err(StoreError::redb("open ports table"))?;
+    table.len().map_err(StoreError::redb("count ports"))
 }
 
 #[cfg(test)]
@@ -675,7 +706,7 @@ mod tests {
             let mut from_full = Vec::new();
             codec::encode(&full, &mut from_full);
             assert_eq!(from_fast, from_full, "{}", String::from_utf8_lossy(bytes));
-            assert_eq!(Port::decode("k", &from_fast).unwrap(), full);
+            assert_eq!(codec::decode(&from_fast).unwrap(), full);
         }
         // The fast path refuses what the full parse refuses (and the full parse names it).
         for bad in [

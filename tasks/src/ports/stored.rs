@@ -1,0 +1,250 @@
+//! The `ports` table: its typed definition, the stored form of a port as a `redb::Value`, and
+//! the upgrades from older layouts.
+//!
+//! Layouts: 1 kept each port as its JSON; 2 in the binary form of [`super::codec`], in an
+//! untyped (`&[u8]`) table; 3 the same bytes in a table typed [`StoredPort`], so that a read
+//! gets a port, not bytes to decode by hand.
+
+use super::codec::{self, CodecError};
+use super::Port;
+use crate::store::{Store, StoreError};
+use redb::{TableDefinition, TableError, TypeName, Value};
+
+/// Ports by key (UN/LOCODE).
+pub(crate) const PORTS: TableDefinition<&str, StoredPort> = TableDefinition::new("ports");
+
+/// The `ports` table as layouts 1 and 2 typed it.
+pub(super) const UNTYPED: TableDefinition<&str, &[u8]> = TableDefinition::new("ports");
+
+/// Where an upgrade to layout 3 keeps the untyped table while it moves its entries.
+const MOVING: TableDefinition<&str, &[u8]> = TableDefinition::new("ports.v2");
+
+/// The layout version of this build.
+pub(super) const VERSION: u64 = 3;
+
+/// A port as the store holds it: its binary form, decoded when asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredPort<'a>(&'a [u8]);
+
+impl<'a> StoredPort<'a> {
+    /// A port already in its binary form (see [`codec::encode`]).
+    pub(super) fn from_encoded(bytes: &'a [u8]) -> StoredPort<'a> {
+        StoredPort(bytes)
+    }
+
+    /// The port.
+    pub(crate) fn decode(&self) -> Result<Port, CodecError> {
+        codec::decode(self.0)
+    }
+
+    /// The port, or a store error naming its key.
+    pub fn port(&self, key: &str) -> Result<Port, StoreError> {
+        self.decode().map_err(|e| StoreError::Corrupt {
+            key: key.to_owned(),
+            message: e.to_string(),
+        })
+    }
+}
+
+impl Value for StoredPort<'_> {
+    type SelfType<'a>
+        = StoredPort<'a>
+    where
+        Self: 'a;
+    type AsBytes<'a>
+        = &'a [u8]
+    where
+        Self: 'a;
+
+    fn fixed_width() -> Option<usize> {
+        None
+    }
+
+    fn from_bytes<'a>(data: &'a [u8]) -> StoredPort<'a>
+    where
+        Self: 'a,
+    {
+        StoredPort(data)
+    }
+
+    fn as_bytes<'a, 'b: 'a>(value: &'a StoredPort<'b>) -> &'a [u8]
+    where
+        Self: 'b,
+    {
+        value.0
+    }
+
+    fn type_name() -> TypeName {
+        TypeName::new("edge::ports::StoredPort")
+    }
+}
+
+/// Entries per transaction while upgrading, so that memory stays bounded on a huge store.
+const UPGRADE_BATCH: usize = 10_000;
+
+/// Upgrades the `ports` table from layout `from` (1 or 2) to [`VERSION`]. Each step resumes
+/// where a cut-off run stopped.
+pub(super) fn migrate(store: &Store, from: u64) -> Result<(), StoreError> {
+    if from < 2 {
+        let converted = codec::migrate_json_values(store.database(), UPGRADE_BATCH, &mut |done| {
+            tracing::info!(
+                converted = done,
+                "upgrading ports: converted to binary so far"
+            );
+        })?;
+        tracing::info!(converted, "ports converted from JSON to their binary form");
+    }
+    if from < 3 {
+        let moved = retype(store)?;
+        tracing::info!(moved, "ports moved into their typed table");
+    }
+    Ok(())
+}
+
+/// Moves every entry of the untyped `ports` table into a typed one: renames it `ports.v2`,
+/// then moves [`UPGRADE_BATCH`] entries per transaction and deletes it once empty. A store
+/// whose `ports` table is typed already is left alone.
+fn retype(store: &Store) -> Result<u64, StoreError> {
+    let mut moved = 0u64;
+    loop {
+        let txn = store.write()?;
+        let moving_exists = txn
+            .list_tables()
+            .map_err(StoreError::redb("list tables"))?
+            .any(|t| redb::TableHandle::name(&t) == redb::TableHandle::name(&MOVING));
+        if !moving_exists {
+            match txn.open_table(UNTYPED) {
+                Ok(table) => drop(table),
+                // Typed already: a run cut off after its last step.
+                Err(TableError::TableTypeMismatch { .. }) => return Ok(moved),
+                Err(e) => return Err(StoreError::redb("open ports table")(e)),
+            }
+            txn.rename_table(UNTYPED, MOVING)
+                .map_err(StoreError::redb("rename ports table"))?;
+        }
+        let done = {
+            let mut from = txn
+                .open_table(MOVING)
+                .map_err(StoreError::redb("open ports table"))?;
+            let mut to = txn
+                .open_table(PORTS)
+                .map_err(StoreError::redb("open ports table"))?;
+            let mut count = 0;
+            while count < UPGRADE_BATCH {
+                let Some((key, value)) = from.pop_first().map_err(StoreError::redb("move port"))?
+                else {
+                    break;
+                };
+                to.insert(key.value(), StoredPort(value.value()))
+                    .map_err(StoreError::redb("move port"))?;
+                count += 1;
+            }
+            moved += count as u64;
+            count < UPGRADE_BATCH
+        };
+        if done {
+            txn.delete_table(MOVING)
+                .map_err(StoreError::redb("delete ports.v2 table"))?;
+        }
+        txn.commit().map_err(StoreError::redb("commit"))?;
+        if done {
+            return Ok(moved);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{plugin_version, StoreOptions};
+    use redb::{Database, ReadableTableMetadata};
+
+    const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+    fn sample() -> serde_json::Map<String, serde_json::Value> {
+        let sample = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../samples/ports.json"
+        ))
+        .unwrap();
+        serde_json::from_slice(&sample).unwrap()
+    }
+
+    /// A store as an older edge wrote it: `schema` = `version`, every port in the untyped
+    /// table, as JSON (1) or in binary form (2).
+    fn legacy_store(path: &std::path::Path, version: u64) -> Vec<(String, Port)> {
+        let ports: Vec<(String, Port)> = sample()
+            .into_iter()
+            .map(|(key, port)| (key, serde_json::from_value(port).unwrap()))
+            .collect();
+        let db = Database::create(path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert("schema", version)
+            .unwrap();
+        {
+            let mut table = txn.open_table(UNTYPED).unwrap();
+            for (key, port) in &ports {
+                let mut value = Vec::new();
+                match version {
+                    1 => value = serde_json::to_vec(port).unwrap(),
+                    _ => codec::encode(port, &mut value),
+                }
+                table.insert(key.as_str(), value.as_slice()).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+        ports
+    }
+
+    fn assert_upgraded(store: &Store, ports: &[(String, Port)]) {
+        let plugin = crate::registry::find("ports").unwrap();
+        assert_eq!(plugin_version(store, plugin).unwrap(), Some(VERSION));
+        let txn = store.read().unwrap();
+        let table = txn.open_table(PORTS).unwrap();
+        assert_eq!(table.len().unwrap(), ports.len() as u64);
+        let moving = txn.list_tables().unwrap().any(|t| t.name() == "ports.v2");
+        assert!(!moving, "the untyped table is gone");
+        for (key, port) in ports {
+            assert_eq!(super::super::get(store, key).unwrap().as_ref(), Some(port));
+        }
+    }
+
+    use redb::TableHandle;
+
+    #[test]
+    fn stores_of_layouts_1_and_2_are_upgraded_and_read_the_same() {
+        for version in [1, 2] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("edge.redb");
+            let ports = legacy_store(&path, version);
+            let store = Store::open(&path, &StoreOptions::default()).unwrap();
+            assert_upgraded(&store, &ports);
+        }
+    }
+
+    #[test]
+    fn an_upgrade_cut_off_midway_resumes_at_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edge.redb");
+        let ports = legacy_store(&path, 2);
+        // What a crash leaves: the untyped table renamed and partly moved.
+        {
+            let db = Database::open(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.rename_table(UNTYPED, MOVING).unwrap();
+            {
+                let mut from = txn.open_table(MOVING).unwrap();
+                let mut to = txn.open_table(PORTS).unwrap();
+                for _ in 0..100 {
+                    let (key, value) = from.pop_first().unwrap().unwrap();
+                    to.insert(key.value(), StoredPort(value.value())).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let store = Store::open(&path, &StoreOptions::default()).unwrap();
+        assert_upgraded(&store, &ports);
+    }
+}

@@ -1,0 +1,153 @@
+//! A plugin's read endpoints: what it declares ([`Reads`]), and the one place that turns a
+//! request for them (a key, or query parameters) into an answer. The HTTP/3 API
+//! (`GET /v1/<task>/{key}`, `GET /v1/<task>?...`), `edge <task> get|list` (the store file,
+//! offline) and, through the API, `edge-client <task> get|list` all answer through here.
+
+use crate::store::{Store, StoreError};
+use edge_proto::reads::{Column, Filter, ReadsInfo, PAGE_PARAMS};
+use serde_json::{json, Value};
+use std::borrow::Cow;
+
+/// The page size when a request gives no `limit`.
+pub const DEFAULT_PAGE: usize = 100;
+
+/// Reads one item by key: `Ok(None)` when there is none.
+pub type ReadOne = fn(store: &Store, key: &str) -> Result<Option<Value>, StoreError>;
+
+/// Reads one page of items in key order.
+pub type ReadPage = fn(store: &Store, request: &PageRequest<'_>) -> Result<Page, StoreError>;
+
+/// What a plugin offers to read back its items.
+#[derive(Debug, Clone, Copy)]
+pub struct Reads {
+    /// The scope a token needs, e.g. `ports:read`.
+    pub scope: &'static str,
+    /// What one item is called, e.g. `port`.
+    pub item: &'static str,
+    /// The filters the list takes (query parameters besides `limit` and `after`).
+    pub filters: &'static [Filter],
+    /// The largest page.
+    pub max_page: usize,
+    /// The columns a page is printed with (`edge <task> list`, `edge-client <task> list`).
+    pub columns: &'static [Column],
+    /// `GET /v1/<task>/{key}`: the item as JSON.
+    pub one: ReadOne,
+    /// `GET /v1/<task>?...`: a page of items as JSON, in key order.
+    pub page: ReadPage,
+}
+
+/// A request for a page, checked against the plugin's [`Reads`].
+#[derive(Debug, Clone, Copy)]
+pub struct PageRequest<'a> {
+    filters: &'a [(String, String)],
+    /// Only keys strictly after this one (the previous page's `next`).
+    pub after: Option<&'a str>,
+    /// The page size, 1 to the plugin's `max_page`.
+    pub limit: usize,
+}
+
+impl PageRequest<'_> {
+    /// The value of filter `name`, when the request gives it.
+    pub fn filter(&self, name: &str) -> Option<&str> {
+        self.filters
+            .iter()
+            .rev()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// One page of items.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    /// The items, in key order.
+    pub items: Vec<Value>,
+    /// The cursor for the next page (`after`), or `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// Why a read has no answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// Nothing is stored under the key (HTTP 404).
+    #[error("{0}")]
+    NotFound(String),
+    /// A query parameter is unknown or out of range (HTTP 400 `bad_params`).
+    #[error("{0}")]
+    BadParams(String),
+    /// The store failed (HTTP 500 `store_error`).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Reads {
+    /// The description `GET /v1/tasks` gives of these endpoints.
+    pub fn info(&self) -> ReadsInfo {
+        ReadsInfo {
+            scope: Cow::Borrowed(self.scope),
+            item: Cow::Borrowed(self.item),
+            filters: Cow::Borrowed(self.filters),
+            max_page: self.max_page,
+            columns: Cow::Borrowed(self.columns),
+        }
+    }
+
+    /// One item by key, or [`ReadError::NotFound`] naming it.
+    pub fn read_one(&self, store: &Store, key: &str) -> Result<Value, ReadError> {
+        (self.one)(store, key)?
+            .ok_or_else(|| ReadError::NotFound(format!("no {} `{key}`", self.item)))
+    }
+
+    /// A page of items, `{"items":[...],"next":...}`, for query parameters `params` (already
+    /// percent-decoded): `limit`, `after` and the plugin's filters; anything else is refused
+    /// with a message that lists what is taken.
+    pub fn read_page(
+        &self,
+        store: &Store,
+        params: &[(String, String)],
+    ) -> Result<Value, ReadError> {
+        let mut after = None;
+        let mut limit = DEFAULT_PAGE.min(self.max_page);
+        for (key, value) in params {
+            match key.as_str() {
+                "after" => after = Some(value.as_str()),
+                "limit" => limit = self.limit(value)?,
+                name if self.filters.iter().any(|f| f.name == name) => {}
+                other => {
+                    return Err(ReadError::BadParams(format!(
+                        "unknown parameter `{other}` (use {})",
+                        self.param_names()
+                    )))
+                }
+            }
+        }
+        let request = PageRequest {
+            filters: params,
+            after,
+            limit,
+        };
+        let page = (self.page)(store, &request)?;
+        Ok(json!({"items": page.items, "next": page.next}))
+    }
+
+    fn limit(&self, value: &str) -> Result<usize, ReadError> {
+        match value.parse::<usize>() {
+            Ok(n) if (1..=self.max_page).contains(&n) => Ok(n),
+            _ => Err(ReadError::BadParams(format!(
+                "`limit` must be a number from 1 to {}",
+                self.max_page
+            ))),
+        }
+    }
+
+    /// The query parameters the list takes, for messages: `country, limit, after`.
+    fn param_names(&self) -> String {
+        self.filters
+            .iter()
+            .map(|f| f.name.as_ref())
+            .chain(PAGE_PARAMS)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}

@@ -1,0 +1,104 @@
+//! Tables as values: what the store needs to know of a table it did not define, so that it
+//! can create it at open and copy it into a backup without naming it.
+//!
+//! Every table of the store is declared once, as a typed `TableDefinition` const in the module
+//! that owns it (a plugin, the job history, the deny-list), and listed in that owner's
+//! `tables`. The store walks those lists; [`StoredTable`] is implemented for every
+//! `TableDefinition`, so a declaration is all a plugin writes.
+
+use redb::{
+    Database, Key, ReadTransaction, ReadableTable, TableDefinition, Value, WriteTransaction,
+};
+
+/// A table the store creates when it opens and copies into every backup.
+pub trait StoredTable: Sync {
+    /// The table's name in the redb file.
+    fn name(&self) -> &str;
+
+    /// Creates the table in `txn` if it does not exist yet.
+    fn create(&self, txn: &WriteTransaction) -> Result<(), redb::Error>;
+
+    /// Copies every entry of the table in the snapshot `from` into `to`, `batch` entries per
+    /// write transaction (so that memory stays bounded), and returns how many it copied.
+    fn copy(&self, from: &ReadTransaction, to: &Database, batch: usize)
+        -> Result<u64, redb::Error>;
+}
+
+impl<K: Key + Sync + 'static, V: Value + Sync + 'static> StoredTable
+    for TableDefinition<'static, K, V>
+{
+    fn name(&self) -> &str {
+        redb::TableHandle::name(self)
+    }
+
+    fn create(&self, txn: &WriteTransaction) -> Result<(), redb::Error> {
+        txn.open_table(*self)?;
+        Ok(())
+    }
+
+    fn copy(
+        &self,
+        from: &ReadTransaction,
+        to: &Database,
+        batch: usize,
+    ) -> Result<u64, redb::Error> {
+        let source = from.open_table(*self)?;
+        let mut rows = source.iter()?;
+        let mut copied = 0u64;
+        loop {
+            let txn = to.begin_write()?;
+            let mut written = 0;
+            {
+                let mut out = txn.open_table(*self)?;
+                while written < batch {
+                    let Some(row) = rows.next() else { break };
+                    let (key, value) = row?;
+                    out.insert(key.value(), value.value())?;
+                    written += 1;
+                }
+            }
+            txn.commit()?;
+            copied += written as u64;
+            if written < batch {
+                return Ok(copied);
+            }
+        }
+    }
+}
+
+/// Brings a plugin's tables from the layout version `from` to the plugin's current one. It
+/// runs when the store opens, before any job, and must resume cleanly when cut off (the
+/// version is recorded only once it returned).
+pub type Migrate = fn(store: &crate::Store, from: u64) -> Result<(), crate::StoreError>;
+
+/// What a plugin keeps in the store.
+#[derive(Clone, Copy)]
+pub struct Storage {
+    /// The layout version of the plugin's tables. The store records it per plugin (in its
+    /// `meta` table, as `schema.<plugin>`) and runs [`Storage::migrate`] when it finds an
+    /// older one; a newer one (written by a newer edge) is refused.
+    pub version: u64,
+    /// The plugin's tables: created when the store opens, copied into every backup.
+    pub tables: &'static [&'static dyn StoredTable],
+    /// Upgrades tables of an older layout version (see [`Migrate`]).
+    pub migrate: Option<Migrate>,
+}
+
+impl Storage {
+    /// Nothing kept in the store (a task that only computes, such as `stats`).
+    pub const NONE: Storage = Storage {
+        version: 0,
+        tables: &[],
+        migrate: None,
+    };
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tables: Vec<&str> = self.tables.iter().map(|t| t.name()).collect();
+        f.debug_struct("Storage")
+            .field("version", &self.version)
+            .field("tables", &tables)
+            .finish_non_exhaustive()
+    }
+}
