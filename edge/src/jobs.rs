@@ -15,7 +15,7 @@ use bytes::Bytes;
 use edge_proto::{ErrorCode, Event, Format, HeaderError};
 use edge_tasks::history::{self, JobRecord};
 use edge_tasks::pipeline::{self, Input, JobSpec, Report, Source};
-use edge_tasks::{registry, Context, Plugin, Task};
+use edge_tasks::{Context, Plugin, Task};
 use serde_json::{Map, Value};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -101,9 +101,10 @@ pub(crate) fn start_task(
     grant: &Grant,
     service: &Service,
 ) -> Result<(&'static Plugin, Box<dyn Task>), Refusal> {
-    let plugin = registry::find(task).ok_or_else(|| Refusal {
+    let registry = service.store.registry();
+    let plugin = registry.find(task).ok_or_else(|| Refusal {
         code: ErrorCode::UnknownTask,
-        message: format!("no task `{task}`; this server runs: {}", registry::names()),
+        message: format!("no task `{task}`; this server runs: {}", registry.names()),
         retry_after: None,
     })?;
     let scope = format!("{}:write", plugin.name);

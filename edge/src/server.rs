@@ -9,7 +9,7 @@ use crate::tls::{self, TlsError};
 use edge_proto::{AppCode, ALPN_EDGE, ALPN_H3};
 use edge_tasks::pipeline::{CommitObserver, Settings};
 use edge_tasks::store::StoreOptions;
-use edge_tasks::{Store, StoreError};
+use edge_tasks::{OpenError, Registry, Store, StoreError};
 use quinn::crypto::rustls::{HandshakeData, QuicServerConfig};
 use quinn::{Connection, Endpoint, Incoming, VarInt};
 use std::net::SocketAddr;
@@ -35,6 +35,9 @@ pub enum ServeError {
     #[error(transparent)]
     Tls(#[from] TlsError),
     /// The store could not be opened.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// The store failed while starting up.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The token keys could not be loaded or generated.
@@ -156,9 +159,14 @@ pub struct Server {
 }
 
 impl Server {
-    /// Opens the store, loads (or generates) the certificate and binds the UDP port. Must be
-    /// called inside a tokio runtime.
+    /// Opens the store, loads (or generates) the certificate and binds the UDP port, with the
+    /// built-in task plugins. Must be called inside a tokio runtime.
     pub fn bind(config: &Config) -> Result<Server, ServeError> {
+        Server::bind_with(config, Registry::builtin())
+    }
+
+    /// [`Server::bind`] with the task plugins of `registry` (the built-in ones and more).
+    pub fn bind_with(config: &Config, registry: Registry) -> Result<Server, ServeError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
             path: config.data_dir.clone(),
             source,
@@ -166,7 +174,7 @@ impl Server {
         let store_options = StoreOptions {
             cache_bytes: mib(config.store.cache_mb),
         };
-        let store = Store::open(&config.store_path(), &store_options)?;
+        let store = Store::open_with(&config.store_path(), &store_options, registry)?;
         let interrupted = edge_tasks::history::mark_interrupted(&store)?;
         if interrupted > 0 {
             warn!(

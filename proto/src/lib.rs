@@ -12,11 +12,15 @@
 //! - [`format`]: the upload formats (`json`, `ndjson`, `lines`, `csv`).
 //! - [`reads`]: a task's read endpoints as `GET /v1/tasks` describes them, and the table the
 //!   read commands print.
+//! - [`read_command`] (feature `cli`): the read commands `<task> get|list` that `edge` and
+//!   `edge-client` both offer.
 
 pub mod code;
 pub mod event;
 pub mod format;
 pub mod header;
+#[cfg(feature = "cli")]
+pub mod read_command;
 pub mod reads;
 
 pub use code::{AppCode, ErrorCode};

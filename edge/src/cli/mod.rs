@@ -1,15 +1,20 @@
-//! The `edge` command line: `edge serve`, and `edge ports get|list` to read the store back
-//! while the server is stopped.
+//! The `edge` command line: `edge serve`, the admin commands, and `edge <task> get|list` to
+//! read a plugin's items back from the store while the server is stopped.
+//!
+//! # Layout
+//! - this module: the commands and their dispatch.
+//! - [`read`]: `edge <task> get|list`, made from the plugins' read endpoints.
+
+mod read;
 
 use crate::auth::{self, KeyPair, SigningKey, Verifier};
 use crate::config::{Config, Overrides};
 use crate::control::{Reply, Request};
 use crate::server::Server;
 use anyhow::{bail, Context as _};
-use clap::{Args, Parser, Subcommand};
-use edge_tasks::ports::{self, ListQuery, Port};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use edge_tasks::store::StoreOptions;
-use edge_tasks::Store;
+use edge_tasks::{Registry, Store};
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -46,6 +51,19 @@ struct GlobalArgs {
     log_format: LogFormat,
 }
 
+impl GlobalArgs {
+    /// The config overrides these settings (and a command's own) make.
+    fn overrides(self, listen: Option<SocketAddr>, admin_listen: Option<SocketAddr>) -> Overrides {
+        Overrides {
+            config: self.config,
+            listen,
+            data_dir: self.data_dir,
+            certs_dir: self.certs_dir,
+            admin_listen,
+        }
+    }
+}
+
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum LogFormat {
@@ -67,9 +85,6 @@ enum Command {
         #[arg(long)]
         admin_listen: Option<SocketAddr>,
     },
-    /// Read sea ports from the store (while the server is stopped).
-    #[command(subcommand)]
-    Ports(PortsCommand),
     /// Mint, revoke and manage tokens.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -162,56 +177,35 @@ enum TokenCommand {
     Keys,
 }
 
-#[derive(Debug, Subcommand)]
-enum PortsCommand {
-    /// Print one port as JSON.
-    Get {
-        /// The UN/LOCODE, e.g. AEAJM.
-        code: String,
-    },
-    /// List ports in key order, one page at a time.
-    List {
-        /// Only ports of this country (e.g. "United Arab Emirates"; case-insensitive).
-        #[arg(long)]
-        country: Option<String>,
-        /// Ports per page (1-1000).
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
-        /// Start after this key (the `next` of the previous page).
-        #[arg(long)]
-        after: Option<String>,
-        /// Print the page as JSON: {"items":[{"key":..,"port":{..}}],"next":..}.
-        #[arg(long)]
-        json: bool,
-    },
-}
-
 /// Parses the command line and runs the command.
 pub fn run() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
+    let registry = Registry::builtin();
+    let matches = Cli::command()
+        .subcommands(read::commands(&registry))
+        .get_matches();
+    if let Some((task, args)) = matches.subcommand() {
+        if registry.find(task).is_some_and(|p| p.reads.is_some()) {
+            let global = GlobalArgs::from_arg_matches(&matches)?;
+            let config = Config::load(&global.overrides(None, None))?;
+            return read::run(&config, &registry, task, args);
+        }
+    }
+    let cli = Cli::from_arg_matches(&matches)?;
     let (listen, admin_listen) = match &cli.command {
         Command::Serve {
             listen,
             admin_listen,
         } => (*listen, *admin_listen),
-        Command::Ports(_)
-        | Command::Token(_)
+        Command::Token(_)
         | Command::Config(_)
         | Command::Certs(_)
         | Command::Backup { .. }
         | Command::Status { .. } => (None, None),
     };
-    let overrides = Overrides {
-        config: cli.global.config,
-        listen,
-        data_dir: cli.global.data_dir,
-        certs_dir: cli.global.certs_dir,
-        admin_listen,
-    };
-    let config = Config::load(&overrides)?;
+    let log_format = cli.global.log_format;
+    let config = Config::load(&cli.global.overrides(listen, admin_listen))?;
     match cli.command {
-        Command::Serve { .. } => serve(&config, cli.global.log_format),
-        Command::Ports(command) => read_ports(&config, command),
+        Command::Serve { .. } => serve(&config, log_format),
         Command::Token(command) => token(&config, command),
         Command::Config(ConfigCommand::Check) => check_config(&config),
         Command::Status { json } => status(&config, json),
@@ -448,7 +442,7 @@ fn control(config: &Config, request: &Request) -> anyhow::Result<Reply> {
             })?;
             let store = Store::open(&config.store_path(), &StoreOptions::default()).map_err(
                 |e| match e {
-                    edge_tasks::StoreError::InUse { path } => anyhow::anyhow!(
+                    edge_tasks::OpenError::InUse { path } => anyhow::anyhow!(
                         "the store {} is in use, but no server answers on {}: stop the process \
                          holding the store and try again",
                         path.display(),
@@ -554,67 +548,3 @@ fn init_logging(format: LogFormat) {
     };
 }
 
-fn read_ports(config: &Config, command: PortsCommand) -> anyhow::Result<ExitCode> {
-    let path = config.store_path();
-    if !path.is_file() {
-        bail!(
-            "no store at {}: run `edge serve` and upload ports first, or pass --data-dir",
-            path.display()
-        );
-    }
-    let store = Store::open(&path, &StoreOptions::default())?;
-    let mut out = std::io::stdout().lock();
-    match command {
-        PortsCommand::Get { code } => match ports::get(&store, &code)? {
-            Some(port) => {
-                writeln!(out, "{}", serde_json::to_string_pretty(&port)?)?;
-                Ok(ExitCode::SUCCESS)
-            }
-            None => {
-                eprintln!("edge: no port `{code}` in {}", path.display());
-                Ok(ExitCode::from(1))
-            }
-        },
-        PortsCommand::List {
-            country,
-            limit,
-            after,
-            json,
-        } => {
-            let query = ListQuery {
-                country: country.as_deref(),
-                after: after.as_deref(),
-                limit,
-            };
-            let page = ports::list(&store, &query)?;
-            if json {
-                let items: Vec<_> = page
-                    .items
-                    .iter()
-                    .map(|(key, port)| serde_json::json!({"key": key, "port": port}))
-                    .collect();
-                writeln!(
-                    out,
-                    "{}",
-                    serde_json::json!({"items": items, "next": page.next})
-                )?;
-            } else {
-                for (key, port) in &page.items {
-                    writeln!(out, "{}", port_line(key, port))?;
-                }
-                if let Some(next) = &page.next {
-                    eprintln!("more: --after {next}");
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-    }
-}
-
-fn port_line(key: &str, port: &Port) -> String {
-    let country = port.country.as_deref().unwrap_or("-");
-    match port.coordinates {
-        Some([lon, lat]) => format!("{key}\t{}\t{country}\t{lon},{lat}", port.name),
-        None => format!("{key}\t{}\t{country}\t-", port.name),
-    }
-}

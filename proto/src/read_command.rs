@@ -1,0 +1,173 @@
+//! The read commands, `<task> get KEY` and `<task> list [--FILTER VALUE].. [--limit N]
+//! [--after KEY] [--json]`, as `edge` (on the store file) and `edge-client` (over HTTP/3) both
+//! offer them for every task with read endpoints, made from the task's [`ReadsInfo`]: one
+//! definition, so the two never differ. (Feature `cli`.)
+
+use crate::reads::{table, ReadsInfo};
+use clap::{Arg, ArgAction, ArgMatches, Command};
+use serde_json::Value;
+
+/// The page size when a command gives no `--limit`.
+const DEFAULT_PAGE: usize = 100;
+
+/// What a read command asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadRequest {
+    /// One item by key.
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// A page of items.
+    List {
+        /// The query: the filters given, `limit`, and `after` when given.
+        params: Vec<(String, String)>,
+        /// Print the API's JSON rather than a table.
+        json: bool,
+    },
+}
+
+/// The command `name` (a task) with `get` and `list`; `about` says where it reads from.
+pub fn command(name: &str, reads: &ReadsInfo, about: String) -> Command {
+    let item = &reads.item;
+    let filters = reads.filters.iter().map(|filter| {
+        Arg::new(filter.name.to_string())
+            .long(filter.name.to_string())
+            .value_name("VALUE")
+            .help(filter.help.to_string())
+    });
+    let list = Command::new("list")
+        .about(format!("List {item}s in key order, one page at a time."))
+        .args(filters)
+        .arg(
+            Arg::new("limit")
+                .long("limit")
+                .value_parser(clap::value_parser!(usize))
+                .default_value(DEFAULT_PAGE.min(reads.max_page).to_string())
+                .help(format!("{item}s per page (1-{})", reads.max_page)),
+        )
+        .arg(
+            Arg::new("after")
+                .long("after")
+                .value_name("KEY")
+                .help("Start after this key (the `next` of the previous page)"),
+        )
+        .arg(
+            Arg::new("json")
+                .long("json")
+                .action(ArgAction::SetTrue)
+                .help("Print the page as the API's JSON: {\"items\":[..],\"next\":..}"),
+        );
+    let get = Command::new("get")
+        .about(format!("Print one {item} as JSON."))
+        .arg(Arg::new("key").required(true).value_name("KEY"));
+    Command::new(name.to_owned())
+        .about(about)
+        .subcommand_required(true)
+        .subcommand(get)
+        .subcommand(list)
+}
+
+/// What the matches of a [`command`] ask for (`None`: neither `get` nor `list`).
+pub fn request(reads: &ReadsInfo, matches: &ArgMatches) -> Option<ReadRequest> {
+    match matches.subcommand()? {
+        ("get", args) => Some(ReadRequest::Get {
+            key: args.get_one::<String>("key")?.clone(),
+        }),
+        ("list", args) => {
+            let mut params: Vec<(String, String)> = reads
+                .filters
+                .iter()
+                .filter_map(|filter| {
+                    let value = args.get_one::<String>(filter.name.as_ref())?;
+                    Some((filter.name.to_string(), value.clone()))
+                })
+                .collect();
+            if let Some(limit) = args.get_one::<usize>("limit") {
+                params.push(("limit".into(), limit.to_string()));
+            }
+            if let Some(after) = args.get_one::<String>("after") {
+                params.push(("after".into(), after.clone()));
+            }
+            Some(ReadRequest::List {
+                params,
+                json: args.get_flag("json"),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// A page as the command prints it: the API's JSON, or the task's table. The second part,
+/// for stderr, names the cursor of the next page when there is one.
+pub fn show_page(reads: &ReadsInfo, page: &Value, json: bool) -> (String, Option<String>) {
+    let more = page["next"]
+        .as_str()
+        .map(|next| format!("more: --after {next}"));
+    if json {
+        return (page.to_string(), more);
+    }
+    let items = page["items"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    (table(&reads.columns, items).join("\n"), more)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reads::{Column, Filter};
+    use std::borrow::Cow;
+
+    fn reads() -> ReadsInfo {
+        ReadsInfo {
+            scope: "ports:read".into(),
+            item: "port".into(),
+            filters: Cow::Borrowed(&[Filter::new("country", "only this country")]),
+            max_page: 1000,
+            columns: Cow::Borrowed(&[Column::new("KEY", "/key")]),
+        }
+    }
+
+    #[test]
+    fn the_plugins_filters_become_options() {
+        let command = command("ports", &reads(), "read ports".into());
+        let matches = command
+            .clone()
+            .try_get_matches_from(["ports", "list", "--country", "Côte d'Ivoire", "--limit", "5"])
+            .unwrap();
+        assert_eq!(
+            request(&reads(), &matches),
+            Some(ReadRequest::List {
+                params: vec![
+                    ("country".into(), "Côte d'Ivoire".into()),
+                    ("limit".into(), "5".into())
+                ],
+                json: false
+            })
+        );
+        let matches = command
+            .clone()
+            .try_get_matches_from(["ports", "get", "AEAJM"])
+            .unwrap();
+        assert_eq!(
+            request(&reads(), &matches),
+            Some(ReadRequest::Get {
+                key: "AEAJM".into()
+            })
+        );
+        let unknown = command.try_get_matches_from(["ports", "list", "--colour", "red"]);
+        assert!(unknown.is_err(), "an option the task does not have");
+    }
+
+    #[test]
+    fn a_page_prints_as_a_table_with_the_cursor_apart() {
+        let page = serde_json::json!({"items": [{"key": "A"}, {"key": "B"}], "next": "B"});
+        let (out, more) = show_page(&reads(), &page, false);
+        assert_eq!(out, "KEY\nA\nB");
+        assert_eq!(more.as_deref(), Some("more: --after B"));
+        let (out, _) = show_page(&reads(), &page, true);
+        assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), page);
+    }
+}
