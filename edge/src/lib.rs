@@ -13,7 +13,9 @@
 //! - [`server`]: the QUIC endpoint, ALPN dispatch and shutdown.
 //! - `edge1`: the `edge/1` job protocol on one connection.
 //! - `h3guard`: cuts off HTTP/3 peers that declare oversized frames (h3 0.0.8 would buffer them).
-//! - `http3`: HTTP/3 on the same port: uploads as jobs, and the read API.
+//! - `http3`: HTTP/3 on the same port: uploads as jobs, and the read API (`mod.rs` the
+//!   connection, `routes.rs` routing, `upload.rs` uploads, `read.rs` the read API,
+//!   `respond.rs` responses and refusals).
 //! - `limits`: per-subject job limits (concurrency, start rate).
 //! - [`metrics`]: counters in the Prometheus text format.
 //! - `admin`: the optional plain-HTTP admin listener (`/metrics`, `/healthz`).

@@ -1,0 +1,98 @@
+//! Responses: whole JSON answers, refusals as `{"error":{"code","message"}}`, and the HTTP
+//! status of each refusal code.
+
+use super::Stream;
+use crate::jobs::Refusal;
+use crate::server::Service;
+use bytes::Bytes;
+use edge_proto::ErrorCode;
+use http::{Response, StatusCode};
+use serde_json::{json, Value};
+use tracing::info;
+
+/// The HTTP status for a refusal code.
+pub(super) fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::UnknownTask => StatusCode::NOT_FOUND,
+        ErrorCode::UnknownFormat => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ErrorCode::Unauthorized | ErrorCode::TokenExpired | ErrorCode::TokenRevoked => {
+            StatusCode::UNAUTHORIZED
+        }
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::LimitExceeded => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::HeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Internal | ErrorCode::StoreError => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+pub(super) async fn refuse_job(stream: &mut Stream, service: &Service, refusal: Refusal) {
+    service.metrics.rejected(refusal.code);
+    info!(code = %refusal.code, "HTTP/3 request refused: {}", refusal.message);
+    let mut error = json!({"error": {"code": refusal.code.as_str(), "message": refusal.message}});
+    if let Some(seconds) = refusal.retry_after {
+        error["error"]["retry_after"] = json!(seconds);
+    }
+    send_json(stream, status_of(refusal.code), &error, refusal.retry_after).await;
+    // The body is not wanted; nothing is reading it, so stopping is safe.
+    stream.stop_sending(h3::error::Code::H3_NO_ERROR);
+}
+
+pub(super) async fn refuse(stream: &mut Stream, status: StatusCode, code: &str, message: &str) {
+    respond(
+        stream,
+        status,
+        &json!({"error": {"code": code, "message": message}}),
+    )
+    .await;
+}
+
+/// Sends a whole JSON response and finishes the stream.
+pub(super) async fn respond(stream: &mut Stream, status: StatusCode, body: &Value) {
+    send_json(stream, status, body, None).await
+}
+
+/// Sends a whole JSON response (with `retry-after` when given) and finishes the stream.
+async fn send_json(
+    stream: &mut Stream,
+    status: StatusCode,
+    body: &Value,
+    retry_after: Option<u64>,
+) {
+    let mut bytes = serde_json::to_vec(body).expect("JSON values always serialize");
+    bytes.push(b'\n');
+    let mut response = Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .header("content-length", bytes.len());
+    if let Some(seconds) = retry_after {
+        response = response.header("retry-after", seconds);
+    }
+    let response = response
+        .body(())
+        .expect("a response of static parts is valid");
+    if stream.send_response(response).await.is_ok()
+        && stream.send_data(Bytes::from(bytes)).await.is_ok()
+    {
+        let _ = stream.finish().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_map_to_statuses() {
+        assert_eq!(status_of(ErrorCode::UnknownTask), StatusCode::NOT_FOUND);
+        assert_eq!(status_of(ErrorCode::BadParams), StatusCode::BAD_REQUEST);
+        assert_eq!(status_of(ErrorCode::Unauthorized), StatusCode::UNAUTHORIZED);
+        assert_eq!(status_of(ErrorCode::Forbidden), StatusCode::FORBIDDEN);
+        assert_eq!(
+            status_of(ErrorCode::RateLimited),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+    }
+}

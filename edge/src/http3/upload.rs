@@ -1,0 +1,264 @@
+//! Uploads: the request read into a job's settings, its body streamed into the job and the
+//! job's events streamed back as the response body.
+
+use super::respond::refuse_job;
+use super::routes::parse_query;
+use super::{RecvHalf, SendHalf, Stream};
+use crate::auth::Grant;
+use crate::jobs::{self, Body, Notify, Pumped, Refusal};
+use crate::server::Service;
+use bytes::{Buf, Bytes};
+use edge_proto::{ErrorCode, Format};
+use edge_tasks::pipeline::JobSpec;
+use http::{Request, Response, StatusCode};
+use serde_json::{Map, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, Instrument};
+
+/// An upload: checks the request, answers 200 with NDJSON, and runs the job while the body
+/// arrives.
+pub(super) async fn upload(
+    request: Request<()>,
+    mut stream: Stream,
+    task: String,
+    grant: Grant,
+    service: Arc<Service>,
+    shutdown: CancellationToken,
+) {
+    let upload = match UploadRequest::read(&request) {
+        Ok(upload) => upload,
+        Err(refusal) => return refuse_job(&mut stream, &service, refusal).await,
+    };
+    let started = jobs::start_task(&task, upload.format, &upload.params, &grant, &service)
+        .and_then(|started| Ok((started, service.limits.admit(&grant.sub)?)));
+    // The admission is held until the job ends.
+    let ((plugin, job_task), _admission) = match started {
+        Ok(started) => started,
+        Err(refusal) => return refuse_job(&mut stream, &service, refusal).await,
+    };
+    let response = Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/x-ndjson")
+        .body(())
+        .expect("a response of static parts is valid");
+    if stream.send_response(response).await.is_err() {
+        return;
+    }
+    let spec = JobSpec {
+        job: jobs::new_job_id(),
+        upload_stream: None,
+        task: plugin.name.to_owned(),
+        format: upload.format,
+        name: upload.name,
+        size: upload.size,
+    };
+    let span = tracing::info_span!("job", job = %spec.job, task = plugin.name, sub = %grant.sub);
+    debug!(parent: &span, sub = %grant.sub, "HTTP/3 upload accepted");
+    let (send, recv) = stream.split();
+    let malformed = Arc::new(AtomicBool::new(false));
+    let mut body = RequestBody {
+        recv,
+        declared: upload.size,
+        received: 0,
+        malformed: malformed.clone(),
+    };
+    let run = jobs::run(
+        "h3",
+        &grant.sub,
+        spec,
+        plugin,
+        job_task,
+        &mut body,
+        Bytes::new(),
+        ResponseBody { send, malformed },
+        service,
+        shutdown,
+    );
+    let ended = run.instrument(span).await;
+    if ended.pumped == Pumped::Unfinished {
+        // The job ended before the body did: no recv_data is pending, so stopping is safe.
+        body.recv.stop_sending(h3::error::Code::H3_NO_ERROR);
+    }
+}
+
+/// What an upload request says about its job.
+#[derive(Debug)]
+struct UploadRequest {
+    format: Option<Format>,
+    name: Option<String>,
+    size: Option<u64>,
+    params: Map<String, Value>,
+}
+
+impl UploadRequest {
+    fn read(request: &Request<()>) -> Result<UploadRequest, Refusal> {
+        let headers = request.headers();
+        let mut upload = UploadRequest {
+            format: None,
+            name: None,
+            size: None,
+            params: Map::new(),
+        };
+        for (key, value) in parse_query(request.uri().query()) {
+            match key.as_str() {
+                "format" => {
+                    upload.format = Some(
+                        value
+                            .parse::<Format>()
+                            .map_err(|e| unknown_format(e.to_string()))?,
+                    )
+                }
+                "name" => upload.name = Some(value),
+                _ => {
+                    let value = serde_json::from_str(&value).unwrap_or(Value::String(value));
+                    upload.params.insert(key, value);
+                }
+            }
+        }
+        if upload.format.is_none() {
+            upload.format =
+                format_of_content_type(headers.get("content-type").and_then(|v| v.to_str().ok()))?;
+        }
+        if let Some(length) = headers.get("content-length") {
+            let length = length
+                .to_str()
+                .ok()
+                .and_then(|l| l.parse().ok())
+                .ok_or_else(|| Refusal {
+                    code: ErrorCode::BadParams,
+                    message: "content-length is not a number".into(),
+                    retry_after: None,
+                })?;
+            upload.size = Some(length);
+        }
+        Ok(upload)
+    }
+}
+
+/// The format a Content-Type names; `None` (sniff) for types that name none.
+fn format_of_content_type(content_type: Option<&str>) -> Result<Option<Format>, Refusal> {
+    let Some(content_type) = content_type else {
+        return Ok(None);
+    };
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "application/json" => Ok(Some(Format::Json)),
+        "application/x-ndjson" | "application/ndjson" | "application/jsonl" | "application/x-jsonlines" => {
+            Ok(Some(Format::Ndjson))
+        }
+        "text/plain" => Ok(Some(Format::Lines)),
+        "text/csv" | "application/csv" => Ok(Some(Format::Csv)),
+        "" | "application/octet-stream" | "application/x-www-form-urlencoded" => Ok(None),
+        other => Err(unknown_format(format!(
+            "content-type `{other}` names no format this server reads (json, ndjson, lines, csv); pass ?format="
+        ))),
+    }
+}
+
+fn unknown_format(message: String) -> Refusal {
+    Refusal {
+        code: ErrorCode::UnknownFormat,
+        message,
+        retry_after: None,
+    }
+}
+
+/// A request body as a job body, checked against its content-length.
+struct RequestBody {
+    recv: RecvHalf,
+    declared: Option<u64>,
+    received: u64,
+    /// Set when the body and its content-length disagree: the response then ends with
+    /// H3_MESSAGE_ERROR instead of a clean finish (RFC 9114 §4.1.2).
+    malformed: Arc<AtomicBool>,
+}
+
+impl Body for RequestBody {
+    async fn chunk(&mut self) -> Result<Option<Bytes>, String> {
+        match self.recv.recv_data().await {
+            Ok(Some(mut data)) => {
+                let chunk = data.copy_to_bytes(data.remaining());
+                self.received += chunk.len() as u64;
+                match self.declared {
+                    Some(declared) if self.received > declared => {
+                        self.malformed.store(true, Ordering::Relaxed);
+                        Err(format!(
+                            "the body is longer than its content-length ({declared} bytes)"
+                        ))
+                    }
+                    _ => Ok(Some(chunk)),
+                }
+            }
+            Ok(None) => match self.declared {
+                Some(declared) if declared != self.received => {
+                    self.malformed.store(true, Ordering::Relaxed);
+                    Err(format!(
+                    "the body ended after {} of the {declared} bytes its content-length announced",
+                    self.received
+                    ))
+                }
+                _ => Ok(None),
+            },
+            Err(e) => Err(format!("the request body broke off: {e}")),
+        }
+    }
+}
+
+/// The response body: one event per line.
+struct ResponseBody {
+    send: SendHalf,
+    malformed: Arc<AtomicBool>,
+}
+
+impl Notify for ResponseBody {
+    async fn send(&mut self, line: Bytes) -> bool {
+        self.send.send_data(line).await.is_ok()
+    }
+
+    async fn close(mut self) {
+        if self.malformed.load(Ordering::Relaxed) {
+            self.send.stop_stream(h3::error::Code::H3_MESSAGE_ERROR);
+        } else {
+            let _ = self.send.finish().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_types_name_formats() {
+        assert_eq!(
+            format_of_content_type(Some("application/json; charset=utf-8")),
+            Ok(Some(Format::Json))
+        );
+        assert_eq!(
+            format_of_content_type(Some("application/x-ndjson")),
+            Ok(Some(Format::Ndjson))
+        );
+        assert_eq!(
+            format_of_content_type(Some("text/plain")),
+            Ok(Some(Format::Lines))
+        );
+        assert_eq!(
+            format_of_content_type(Some("application/octet-stream")),
+            Ok(None)
+        );
+        assert_eq!(format_of_content_type(None), Ok(None));
+        let refusal = format_of_content_type(Some("image/png")).unwrap_err();
+        assert_eq!(refusal.code, ErrorCode::UnknownFormat);
+        assert_eq!(
+            super::super::respond::status_of(refusal.code),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
+    }
+}
