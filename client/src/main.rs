@@ -26,13 +26,16 @@ struct Cli {
 enum Command {
     /// Upload files as jobs (several files run in parallel on one connection).
     Upload(UploadArgs),
-    /// Read sea ports from the server (HTTP/3).
-    #[command(subcommand)]
-    Ports(read::PortsCommand),
     /// Show the job history, or one job (HTTP/3).
     Jobs(read::JobsArgs),
     /// Show the tasks the server runs, with their formats (HTTP/3).
     Tasks(read::TasksArgs),
+    /// `<task> get KEY`, `<task> list [--FILTER VALUE].. [--limit N] [--after KEY] [--json]`:
+    /// read a task's items from the server (HTTP/3), e.g. `edge-client ports list --country
+    /// Italy`. `edge-client tasks` lists the tasks; `edge-client <task> list --help` shows a
+    /// task's filters.
+    #[command(external_subcommand)]
+    Read(Vec<String>),
 }
 
 /// Where the server is and how to trust and use it.
@@ -107,7 +110,7 @@ fn run() -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     let outcome = match cli.command {
         Command::Upload(args) => runtime.block_on(upload(args)),
-        Command::Ports(command) => runtime.block_on(read::ports(command)),
+        Command::Read(args) => runtime.block_on(read::task(args)),
         Command::Jobs(args) => runtime.block_on(read::jobs(args)),
         Command::Tasks(args) => runtime.block_on(read::tasks(args)),
     };

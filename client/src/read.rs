@@ -1,39 +1,13 @@
-//! `edge-client ports`, `jobs` and `tasks`: the server's read API over HTTP/3, printed as
-//! tables for people or as JSON for scripts.
+//! `edge-client <task> get|list`, `jobs` and `tasks`: the server's read API over HTTP/3,
+//! printed as tables for people or as JSON for scripts.
 
 use crate::ServerArgs;
-use clap::{Args, Subcommand};
+use clap::{Args, FromArgMatches};
+use edge_proto::read_command::{self, ReadRequest};
+use edge_proto::reads::ReadsInfo;
 use edge_client::api::{Answer, Api};
 use edge_client::display::Outcome;
 use serde_json::Value;
-
-#[derive(Debug, Subcommand)]
-pub(crate) enum PortsCommand {
-    /// Print one port as JSON.
-    Get {
-        /// The UN/LOCODE, e.g. AEAJM.
-        code: String,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
-    /// List ports in key order, one page at a time.
-    List {
-        /// Only ports of this country (case-insensitive).
-        #[arg(long)]
-        country: Option<String>,
-        /// Ports per page (1-1000).
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
-        /// Start after this key (the `next` of the previous page).
-        #[arg(long)]
-        after: Option<String>,
-        /// Print the page as the API's JSON.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
-}
 
 #[derive(Debug, Args)]
 pub(crate) struct JobsArgs {
@@ -61,32 +35,133 @@ pub(crate) struct TasksArgs {
     server: ServerArgs,
 }
 
-pub(crate) async fn ports(command: PortsCommand) -> Outcome {
-    match command {
-        PortsCommand::Get { code, server } => {
-            let path = format!("/v1/ports/{}", encode(&code));
-            fetch(&server, &path, pretty).await
+/// `edge-client <task> get KEY` and `edge-client <task> list [--FILTER VALUE].. [--limit N]
+/// [--after KEY] [--json]`, for any task of the server with read endpoints: the command is
+/// made from what `GET /v1/tasks` says of the task (its filters, page size and columns), so a
+/// task added on the server needs nothing new here. `args` are the task and what follows it.
+pub(crate) async fn task(args: Vec<String>) -> Outcome {
+    let Some(task) = args.first().cloned() else {
+        eprintln!("edge-client: name a task, e.g. `edge-client ports list`");
+        return Outcome::Failed;
+    };
+    let server = match server_args(&args) {
+        Ok(server) => server,
+        Err(e) => return usage_error(e),
+    };
+    let mut api = match Api::connect(&server.config()).await {
+        Ok(api) => api,
+        Err(e) => {
+            eprintln!("edge-client: {e}");
+            return if e.is_connect() {
+                Outcome::NoConnection
+            } else {
+                Outcome::Failed
+            };
         }
-        PortsCommand::List {
-            country,
-            limit,
-            after,
-            json,
-            server,
-        } => {
-            let mut query = vec![format!("limit={limit}")];
-            query.extend(country.map(|c| format!("country={}", encode(&c))));
-            query.extend(after.map(|a| format!("after={}", encode(&a))));
-            let path = format!("/v1/ports?{}", query.join("&"));
-            fetch(&server, &path, |body| {
-                if json {
-                    body.to_string()
-                } else {
-                    port_table(body)
-                }
-            })
-            .await
+    };
+    let outcome = read_task(&mut api, &task, &args).await;
+    api.close().await;
+    outcome
+}
+
+async fn read_task(api: &mut Api, task: &str, args: &[String]) -> Outcome {
+    let reads = match task_reads(api, task).await {
+        Ok(reads) => reads,
+        Err(message) => {
+            eprintln!("edge-client: {message}");
+            return Outcome::Failed;
         }
+    };
+    let about = format!(
+        "Read the {}s of task `{task}` from the server (HTTP/3).",
+        reads.item
+    );
+    // The server options join each subcommand (keeping its own description).
+    let with_server = |command: clap::Command| {
+        let about = command.get_about().cloned();
+        ServerArgs::augment_args(command).about(about)
+    };
+    let command = read_command::command(task, &reads, about)
+        .bin_name(format!("edge-client {task}"))
+        .mut_subcommand("get", with_server)
+        .mut_subcommand("list", with_server);
+    let matches = match command.try_get_matches_from(args) {
+        Ok(matches) => matches,
+        Err(e) => return usage_error(e),
+    };
+    let (path, json) = match read_command::request(&reads, &matches) {
+        Some(ReadRequest::Get { key }) => (format!("/v1/{task}/{}", encode(&key)), None),
+        Some(ReadRequest::List { params, json }) => {
+            let query: Vec<String> = params
+                .iter()
+                .map(|(key, value)| format!("{}={}", encode(key), encode(value)))
+                .collect();
+            (format!("/v1/{task}?{}", query.join("&")), Some(json))
+        }
+        None => {
+            eprintln!("edge-client: use `edge-client {task} get KEY` or `edge-client {task} list`");
+            return Outcome::Failed;
+        }
+    };
+    show(api.get(&path).await, |body| match json {
+        None => pretty(body),
+        Some(json) => {
+            let (out, more) = read_command::show_page(&reads, body, json);
+            if let Some(more) = more {
+                eprintln!("{more}");
+            }
+            out
+        }
+    })
+}
+
+/// What the server says of `task`'s read endpoints, or why there is nothing to read.
+async fn task_reads(api: &mut Api, task: &str) -> Result<ReadsInfo, String> {
+    let answer = api.get("/v1/tasks").await.map_err(|e| e.to_string())?;
+    if answer.status != 200 {
+        return Err(answer.error_message());
+    }
+    let tasks = answer.body["tasks"].as_array().cloned().unwrap_or_default();
+    let names: Vec<&str> = tasks.iter().filter_map(|t| t["name"].as_str()).collect();
+    let Some(found) = tasks.iter().find(|t| t["name"] == task) else {
+        return Err(format!(
+            "no task `{task}` on this server (it runs: {}); or did you mean `edge-client upload`, `jobs` or `tasks`?",
+            names.join(", ")
+        ));
+    };
+    match &found["reads"] {
+        Value::Null => Err(format!("task `{task}` keeps nothing to read")),
+        reads => serde_json::from_value(reads.clone())
+            .map_err(|e| format!("the server described task `{task}` in a form this client does not read: {e}")),
+    }
+}
+
+/// The server options among `args` (`--server`, `--ca`, `--token`, as `--x V` or `--x=V`),
+/// with their environment defaults: enough to connect and learn the task's options.
+fn server_args(args: &[String]) -> Result<ServerArgs, clap::Error> {
+    const NAMES: [&str; 3] = ["--server", "--ca", "--token"];
+    let mut picked = vec!["edge-client".to_owned()];
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        if NAMES.contains(&arg.as_str()) {
+            picked.push(arg.clone());
+            picked.extend(rest.next().cloned());
+        } else if NAMES.iter().any(|name| arg.starts_with(&format!("{name}="))) {
+            picked.push(arg.clone());
+        }
+    }
+    let command = ServerArgs::augment_args(clap::Command::new("edge-client"));
+    let matches = command.try_get_matches_from(picked)?;
+    ServerArgs::from_arg_matches(&matches)
+}
+
+/// Prints a usage error (or help) as clap does, and says how the command ended.
+fn usage_error(e: clap::Error) -> Outcome {
+    let _ = e.print();
+    if e.use_stderr() {
+        Outcome::Failed
+    } else {
+        Outcome::Clean
     }
 }
 
@@ -122,7 +197,11 @@ pub(crate) async fn tasks(args: TasksArgs) -> Outcome {
 }
 
 /// GETs `path` and prints what `show` makes of a 200 answer; a refusal goes to stderr.
-async fn fetch(server: &ServerArgs, path: &str, show: impl FnOnce(&Value) -> String) -> Outcome {
+async fn fetch(
+    server: &ServerArgs,
+    path: &str,
+    show_body: impl FnOnce(&Value) -> String,
+) -> Outcome {
     let mut api = match Api::connect(&server.config()).await {
         Ok(api) => api,
         Err(e) => {
@@ -136,9 +215,17 @@ async fn fetch(server: &ServerArgs, path: &str, show: impl FnOnce(&Value) -> Str
     };
     let answer = api.get(path).await;
     api.close().await;
+    show(answer, show_body)
+}
+
+/// Prints what `show_body` makes of a 200 answer; a refusal goes to stderr.
+fn show(
+    answer: Result<Answer, edge_client::ClientError>,
+    show_body: impl FnOnce(&Value) -> String,
+) -> Outcome {
     match answer {
         Ok(Answer { status: 200, body }) => {
-            println!("{}", show(&body));
+            println!("{}", show_body(&body));
             Outcome::Clean
         }
         Ok(answer) => {
@@ -159,29 +246,6 @@ async fn fetch(server: &ServerArgs, path: &str, show: impl FnOnce(&Value) -> Str
 
 fn pretty(body: &Value) -> String {
     serde_json::to_string_pretty(body).unwrap_or_else(|_| body.to_string())
-}
-
-fn port_table(page: &Value) -> String {
-    let mut lines: Vec<String> = items(page)
-        .iter()
-        .map(|item| {
-            let port = &item["port"];
-            let coordinates = match port["coordinates"].as_array() {
-                Some(c) if c.len() == 2 => format!("{},{}", c[0], c[1]),
-                _ => "-".into(),
-            };
-            format!(
-                "{}\t{}\t{}\t{coordinates}",
-                text(&item["key"]),
-                text(&port["name"]),
-                text(&port["country"])
-            )
-        })
-        .collect();
-    if let Some(next) = page["next"].as_str() {
-        lines.push(format!("more: --after {next}"));
-    }
-    lines.join("\n")
 }
 
 fn job_table(page: &Value) -> String {
@@ -268,11 +332,6 @@ mod tests {
 
     #[test]
     fn tables() {
-        let page = json!({"items":[{"key":"AEAJM","port":{"name":"Ajman","country":"UAE","coordinates":[55.5,25.4]}}],"next":"AEAJM"});
-        assert_eq!(
-            port_table(&page),
-            "AEAJM\tAjman\tUAE\t55.5,25.4\nmore: --after AEAJM"
-        );
         let tasks =
             json!({"tasks":[{"name":"stats","formats":["lines","json"],"description":"d"}]});
         assert_eq!(task_table(&tasks), "stats\tlines,json\td");

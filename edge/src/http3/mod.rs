@@ -5,8 +5,8 @@
 //! | request | answer |
 //! |---|---|
 //! | `PUT` or `POST /v1/jobs/{task}` | `200`, `application/x-ndjson`: the job's events |
-//! | `GET /v1/ports/{code}` | the port, or `404` |
-//! | `GET /v1/ports?country=&limit=&after=` | `{"items":[{"key","port"}],"next"}` |
+//! | `GET /v1/<task>/{key}` | one item of a plugin with read endpoints (`ports`: a port), or `404` |
+//! | `GET /v1/<task>?<filters>&limit=&after=` | a page of its items, `{"items":[..],"next"}` |
 //! | `GET /v1/jobs?limit=&before=` | job history, most recent first |
 //! | `GET /v1/jobs/{id}` | one job's record, or `404` |
 //! | `GET /v1/tasks` | every task with its formats and record schema |

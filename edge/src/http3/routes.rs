@@ -1,7 +1,7 @@
 //! Routing: a request's method and path to its handler, after the token and the scope the
 //! route needs; `404` for an unknown path, `405` for a method the route does not take.
 
-use super::read::{list_jobs, list_ports, read_job, read_port, tasks};
+use super::read::{list_jobs, read_item, read_job, read_page, tasks};
 use super::respond::{refuse, refuse_job, respond};
 use super::upload::upload;
 use super::Resolver;
@@ -45,10 +45,14 @@ pub(super) async fn handle(
         Err(e) => return refuse_job(&mut stream, &service, e.into()).await,
     };
     authorised.cancel();
-    let read_scope = match segments.as_slice() {
-        ["v1", "ports", ..] => Some("ports:read"),
-        ["v1", "jobs", ..] if method == Method::GET => Some("jobs:read"),
+    // A plugin's read endpoints: `/v1/<task>` and `/v1/<task>/{key}`.
+    let reads = match segments.as_slice() {
+        ["v1", task] | ["v1", task, _] => service.store.registry().find(task).and_then(|p| p.reads),
         _ => None,
+    };
+    let read_scope = match segments.as_slice() {
+        ["v1", "jobs", ..] if method == Method::GET => Some("jobs:read"),
+        _ => reads.map(|reads| reads.scope),
     };
     if let Some(scope) = read_scope.filter(|scope| !grant.allows(scope)) {
         let message = format!(
@@ -59,13 +63,9 @@ pub(super) async fn handle(
         return refuse(&mut stream, StatusCode::FORBIDDEN, "forbidden", &message).await;
     }
     match (method, segments.as_slice()) {
-        (Method::GET, ["v1", "tasks"]) => respond(&mut stream, StatusCode::OK, &tasks()).await,
-        (Method::GET, ["v1", "ports", code]) => {
-            let code = percent_decode(code);
-            read_port(&mut stream, &service, code).await
-        }
-        (Method::GET, ["v1", "ports"]) => {
-            list_ports(&mut stream, &service, request.uri().query()).await
+        (Method::GET, ["v1", "tasks"]) => {
+            let tasks = tasks(service.store.registry());
+            respond(&mut stream, StatusCode::OK, &tasks).await
         }
         (Method::GET, ["v1", "jobs"]) => {
             list_jobs(&mut stream, &service, request.uri().query(), &grant).await
@@ -77,6 +77,14 @@ pub(super) async fn handle(
         (Method::PUT | Method::POST, ["v1", "jobs", task]) => {
             let task = percent_decode(task);
             upload(request, stream, task, grant, service, shutdown).await
+        }
+        (Method::GET, ["v1", _, key]) if reads.is_some() => {
+            let (reads, key) = (reads.expect("checked by the guard"), percent_decode(key));
+            read_item(&mut stream, &service, reads, key).await
+        }
+        (Method::GET, ["v1", _]) if reads.is_some() => {
+            let reads = reads.expect("checked by the guard");
+            read_page(&mut stream, &service, reads, request.uri().query()).await
         }
         (_, ["v1", "jobs", _]) => {
             refuse(
