@@ -79,7 +79,11 @@ async fn read_task(api: &mut Api, task: &str, args: &[String]) -> Outcome {
     // The server options join each subcommand (keeping its own description).
     let with_server = |command: clap::Command| {
         let about = command.get_about().cloned();
-        ServerArgs::augment_args(command).about(about)
+        let command = ServerArgs::augment_args(command);
+        match about {
+            Some(about) => command.about(about),
+            None => command,
+        }
     };
     let command = read_command::command(task, &reads, about)
         .bin_name(format!("edge-client {task}"))
