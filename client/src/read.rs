@@ -3,10 +3,10 @@
 
 use crate::ServerArgs;
 use clap::{Args, FromArgMatches};
-use edge_proto::read_command::{self, ReadRequest};
-use edge_proto::reads::ReadsInfo;
 use edge_client::api::{Answer, Api};
 use edge_client::display::Outcome;
+use edge_proto::read_command::{self, ReadRequest};
+use edge_proto::reads::ReadsInfo;
 use serde_json::Value;
 
 #[derive(Debug, Args)]
@@ -135,8 +135,9 @@ async fn task_reads(api: &mut Api, task: &str) -> Result<ReadsInfo, String> {
     };
     match &found["reads"] {
         Value::Null => Err(format!("task `{task}` keeps nothing to read")),
-        reads => serde_json::from_value(reads.clone())
-            .map_err(|e| format!("the server described task `{task}` in a form this client does not read: {e}")),
+        reads => serde_json::from_value(reads.clone()).map_err(|e| {
+            format!("the server described task `{task}` in a form this client does not read: {e}")
+        }),
     }
 }
 
@@ -150,7 +151,10 @@ fn server_args(args: &[String]) -> Result<ServerArgs, clap::Error> {
         if NAMES.contains(&arg.as_str()) {
             picked.push(arg.clone());
             picked.extend(rest.next().cloned());
-        } else if NAMES.iter().any(|name| arg.starts_with(&format!("{name}="))) {
+        } else if NAMES
+            .iter()
+            .any(|name| arg.starts_with(&format!("{name}=")))
+        {
             picked.push(arg.clone());
         }
     }

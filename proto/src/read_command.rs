@@ -124,18 +124,28 @@ mod tests {
         ReadsInfo {
             scope: "ports:read".into(),
             item: "port".into(),
-            filters: Cow::Borrowed(&[Filter::new("country", "only this country")]),
+            filters: Cow::Borrowed(FILTERS),
             max_page: 1000,
-            columns: Cow::Borrowed(&[Column::new("KEY", "/key")]),
+            columns: Cow::Borrowed(KEY_COLUMN),
         }
     }
+
+    const FILTERS: &[Filter] = &[Filter::new("country", "only this country")];
+    const KEY_COLUMN: &[Column] = &[Column::new("KEY", "/key")];
 
     #[test]
     fn the_plugins_filters_become_options() {
         let command = command("ports", &reads(), "read ports".into());
         let matches = command
             .clone()
-            .try_get_matches_from(["ports", "list", "--country", "Côte d'Ivoire", "--limit", "5"])
+            .try_get_matches_from([
+                "ports",
+                "list",
+                "--country",
+                "Côte d'Ivoire",
+                "--limit",
+                "5",
+            ])
             .unwrap();
         assert_eq!(
             request(&reads(), &matches),

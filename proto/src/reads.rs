@@ -102,6 +102,9 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    const FILTERS: &[Filter] = &[Filter::new("country", "only this country")];
+    const KEY_COLUMN: &[Column] = &[Column::new("KEY", "/key")];
+
     #[test]
     fn a_page_prints_one_line_per_item_under_its_headers() {
         const COLUMNS: &[Column] = &[
@@ -129,9 +132,9 @@ mod tests {
         let info = ReadsInfo {
             scope: "ports:read".into(),
             item: "port".into(),
-            filters: Cow::Borrowed(&[Filter::new("country", "only this country")]),
+            filters: Cow::Borrowed(FILTERS),
             max_page: 1000,
-            columns: Cow::Borrowed(&[Column::new("KEY", "/key")]),
+            columns: Cow::Borrowed(KEY_COLUMN),
         };
         let json = serde_json::to_string(&info).unwrap();
         assert_eq!(serde_json::from_str::<ReadsInfo>(&json).unwrap(), info);

@@ -547,4 +547,3 @@ fn init_logging(format: LogFormat) {
             .try_init(),
     };
 }
-

@@ -41,7 +41,10 @@ pub(super) async fn read_page(
     query: Option<&str>,
 ) {
     let params = parse_query(query);
-    answer(stream, service, move |store| reads.read_page(store, &params)).await
+    answer(stream, service, move |store| {
+        reads.read_page(store, &params)
+    })
+    .await
 }
 
 pub(super) async fn read_job(stream: &mut Stream, service: &Service, id: String, grant: &Grant) {
@@ -104,7 +107,11 @@ where
         Ok(Ok(body)) => return respond(stream, StatusCode::OK, &body).await,
         Ok(Err(ReadError::NotFound(message))) => (StatusCode::NOT_FOUND, "not_found", message),
         Ok(Err(ReadError::BadParams(message))) => (StatusCode::BAD_REQUEST, "bad_params", message),
-        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, "store_error", e.to_string()),
+        Ok(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store_error",
+            e.to_string(),
+        ),
         Err(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",

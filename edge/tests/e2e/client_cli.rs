@@ -231,10 +231,32 @@ async fn reads_ports_jobs_and_tasks_over_http3() {
     assert_eq!(out.status.code(), Some(0));
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(
-        table.starts_with("AEAJM\tAjman\tUnited Arab Emirates\t55.5136433,25.4052165\n"),
+        table.starts_with(
+            "KEY\tNAME\tCOUNTRY\tCOORDINATES\nAEAJM\tAjman\tUnited Arab Emirates\t55.5136433,25.4052165\n"
+        ),
         "{table}"
     );
-    assert!(table.contains("more: --after AEAUH"), "{table}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("more: --after AEAUH"), "{stderr}");
+
+    let out = edge_client(read_args(&server, &["ports", "list", "--colour", "red"])).await;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an option the task does not take"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--country"),
+        "suggests the task's filter: {stderr}"
+    );
+    let out = edge_client(read_args(&server, &["stats", "list"])).await;
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("task `stats` keeps nothing to read"),
+        "{stderr}"
+    );
 
     let out = edge_client(read_args(&server, &["jobs", "--json"])).await;
     assert_eq!(out.status.code(), Some(0));

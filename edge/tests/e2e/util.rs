@@ -62,6 +62,15 @@ impl TestServer {
 
     /// Starts a server whose data and certs live in `dir`.
     pub async fn start_in(dir: tempfile::TempDir, tune: impl FnOnce(&mut Config)) -> TestServer {
+        TestServer::start_with_plugins(dir, edge_tasks::Registry::builtin(), tune).await
+    }
+
+    /// Starts a server whose data and certs live in `dir`, running the plugins of `registry`.
+    pub async fn start_with_plugins(
+        dir: tempfile::TempDir,
+        registry: edge_tasks::Registry,
+        tune: impl FnOnce(&mut Config),
+    ) -> TestServer {
         let mut config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.path().join("data"),
@@ -73,7 +82,7 @@ impl TestServer {
         // their own test (auth::connections_are_capped_per_ip_and_closed_without_a_valid_token).
         config.transport.max_connections_per_ip = 1024;
         tune(&mut config);
-        let server = Server::bind(&config).expect("server binds");
+        let server = Server::bind_with(&config, registry).expect("server binds");
         let addr = server.local_addr();
         let admin = server.admin_addr();
         let shutdown = CancellationToken::new();

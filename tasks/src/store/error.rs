@@ -41,7 +41,7 @@ pub enum OpenError {
         path: PathBuf,
         /// Why.
         #[source]
-        source: StoreError,
+        source: Box<StoreError>,
     },
     /// A plugin's tables could not be upgraded to its current layout; the store is left as
     /// the last completed step wrote it, and the upgrade resumes at the next open.
@@ -55,7 +55,7 @@ pub enum OpenError {
         from: u64,
         /// Why.
         #[source]
-        source: StoreError,
+        source: Box<StoreError>,
     },
     /// The writer thread could not be started.
     #[error("cannot start the store's writer thread: {0}")]

@@ -26,7 +26,7 @@ pub(crate) const CORE_TABLES: &[&dyn StoredTable] =
 pub(super) fn prepare(store: &Store) -> Result<(), OpenError> {
     let setup = |source| OpenError::Setup {
         path: store.path().to_owned(),
-        source,
+        source: Box::new(source),
     };
     let found = read_versions(store)?;
     for (plugin, recorded) in &found {
@@ -45,7 +45,7 @@ pub(super) fn prepare(store: &Store) -> Result<(), OpenError> {
         migrate(store, from).map_err(|source| OpenError::Migrate {
             plugin: plugin.name.to_owned(),
             from,
-            source,
+            source: Box::new(source),
         })?;
     }
     let txn = store.write().map_err(setup)?;
@@ -60,7 +60,7 @@ pub(super) fn prepare(store: &Store) -> Result<(), OpenError> {
 fn read_versions(store: &Store) -> Result<Vec<(&'static Plugin, Option<u64>)>, OpenError> {
     let setup = |source| OpenError::Setup {
         path: store.path().to_owned(),
-        source,
+        source: Box::new(source),
     };
     let newer = |owner: String, found: u64, supported: u64| OpenError::NewerSchema {
         path: store.path().to_owned(),
