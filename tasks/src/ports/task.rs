@@ -1,0 +1,282 @@
+//! One `ports` job: records checked and encoded into a batch as they arrive; the batch sorted
+//! and handed to the store's writer at each commit, and counted once that commit returned.
+
+use super::arriving::ArrivingPort;
+use super::csv::csv_to_json;
+use super::model::{validate, Port};
+use super::{codec, StoredPort, MAX_KEY_BYTES, PORTS};
+use crate::record::{Body, Record, Rejection};
+use crate::store::{Change, Store, StoreError, Sync, Ticket};
+use crate::task::{Context, ParamError, Task, TaskError};
+use edge_proto::{ErrorCode, Summary};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+
+pub(super) fn create(
+    params: &Map<String, Value>,
+    context: &Context,
+) -> Result<Box<dyn Task>, ParamError> {
+    if let Some(name) = params.keys().next() {
+        return Err(ParamError(format!(
+            "task `ports` takes no parameters (got `{name}`)"
+        )));
+    }
+    Ok(Box::new(PortsTask {
+        store: context.store.clone(),
+        batch: Batch::default(),
+        in_flight: None,
+        spare: None,
+        totals: Counts::default(),
+    }))
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Counts {
+    inserted: u64,
+    updated: u64,
+    unchanged: u64,
+}
+
+/// One `ports` job.
+struct PortsTask {
+    store: Store,
+    /// Accepted records not yet handed to the store.
+    batch: Batch,
+    /// The commit running in the store's writer, if any, and the batch it writes.
+    in_flight: Option<(Ticket<Counts>, Arc<Batch>)>,
+    /// The last written batch, emptied, to fill next: two buffers take turns, so a long job
+    /// allocates its batches once.
+    spare: Option<Batch>,
+    /// Counts of committed batches.
+    totals: Counts,
+}
+
+impl Task for PortsTask {
+    fn record(&mut self, record: &Record<'_>) -> Result<(), Rejection> {
+        let from_csv;
+        let bytes = match record.body {
+            Body::Json(bytes) => bytes,
+            Body::Csv(row) => {
+                from_csv = csv_to_json(&row)?;
+                from_csv.as_slice()
+            }
+            Body::Text(_) => return Err(Rejection::invalid("a port record must be a JSON object")),
+        };
+        // The record is checked as UTF-8 once, in one pass; parsing it as `str` then skips
+        // serde_json's check of every string on its own.
+        let fast = std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|text| serde_json::from_str::<ArrivingPort<'_>>(text).ok());
+        if let Some(port) = fast {
+            return self.batch.push(record.key, &port.fields());
+        }
+        let port = parse(bytes).map_err(|r| {
+            let key = record
+                .key
+                .map(str::to_owned)
+                .or_else(|| key_of_bad_record(bytes));
+            r.with_key(key)
+        })?;
+        self.batch.push(record.key, &port.fields())
+    }
+
+    fn commit(&mut self) -> Result<(), TaskError> {
+        self.start_commit()?;
+        self.finish_commit(true).unwrap_or(Ok(()))
+    }
+
+    fn start_commit(&mut self) -> Result<(), TaskError> {
+        // One commit at a time per job: its batches land in upload order.
+        if let Some(Err(e)) = self.finish_commit(true) {
+            return Err(e);
+        }
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let next = self.spare.take().unwrap_or_default();
+        let mut batch = std::mem::replace(&mut self.batch, next);
+        batch.sort();
+        let batch = Arc::new(batch);
+        let ticket = self.store.submit(SharedBatch(batch.clone()), Sync::Now);
+        self.in_flight = Some((ticket, batch));
+        Ok(())
+    }
+
+    fn finish_commit(&mut self, wait: bool) -> Option<Result<(), TaskError>> {
+        let Some((ticket, _)) = &mut self.in_flight else {
+            return Some(Ok(()));
+        };
+        // Without `wait`, a commit still running gives `None` here.
+        let answer = if wait { None } else { Some(ticket.try_wait()?) };
+        let (ticket, batch) = self.in_flight.take()?;
+        let answer = answer.unwrap_or_else(|| ticket.wait());
+        // The writer dropped its handle before answering.
+        if let Ok(mut batch) = Arc::try_unwrap(batch) {
+            batch.clear();
+            self.spare = Some(batch);
+        }
+        Some(answer.map_err(TaskError::from).map(|counts| {
+            self.totals.inserted += counts.inserted;
+            self.totals.updated += counts.updated;
+            self.totals.unchanged += counts.unchanged;
+        }))
+    }
+
+    fn pending_bytes(&self) -> usize {
+        self.batch.bytes.len()
+    }
+
+    fn summary(&self) -> Summary {
+        json!({
+            "inserted": self.totals.inserted,
+            "updated": self.totals.updated,
+            "unchanged": self.totals.unchanged,
+        })
+    }
+}
+
+/// Parses one record, telling syntax errors from wrong shapes.
+pub(super) fn parse(bytes: &[u8]) -> Result<Port, Rejection> {
+    let e = match serde_json::from_slice::<Port>(bytes) {
+        Ok(port) => return Ok(port),
+        Err(e) => e,
+    };
+    if e.is_syntax() || e.is_eof() {
+        return Err(Rejection {
+            key: None,
+            code: ErrorCode::InvalidJson,
+            message: crate::record::json_reason(&e, bytes),
+        });
+    }
+    // Bad records are rare: parse again, tracking the path, so the message names the field.
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let message = match serde_path_to_error::deserialize::<_, Port>(&mut deserializer) {
+        Err(e) if e.path().to_string() != "." => format!("field `{}`: {}", e.path(), e.inner()),
+        _ => e.to_string(),
+    };
+    Err(Rejection::invalid(message))
+}
+
+/// The `unlocs[0]` of a record that did not parse as a port, if it has one (for the error).
+fn key_of_bad_record(bytes: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Unlocs {
+        #[serde(default)]
+        unlocs: Vec<String>,
+    }
+    let parsed: Unlocs = serde_json::from_slice(bytes).ok()?;
+    parsed.unlocs.into_iter().next()
+}
+
+/// Accepted ports waiting for a commit, kept in one buffer: every key and encoded value back
+/// to back, and where each one is. A batch of many thousand records is a few allocations.
+#[derive(Debug, Default)]
+struct Batch {
+    /// Keys and values, back to back.
+    bytes: Vec<u8>,
+    /// Where each record is in `bytes`, in upload order (until sorted).
+    entries: Vec<Entry>,
+}
+
+/// One record of a [`Batch`]: its key at `bytes[start..start + key_len]`, its value right
+/// after it.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    start: usize,
+    key_len: usize,
+    value_len: usize,
+}
+
+impl Batch {
+    /// Checks a parsed port and its key (the record's, or else `unlocs[0]`), then appends
+    /// both.
+    fn push<S: AsRef<str>>(
+        &mut self,
+        key: Option<&str>,
+        port: &codec::Fields<'_, S>,
+    ) -> Result<(), Rejection> {
+        let key = match key {
+            Some(key) => key,
+            None => port.unlocs.first().map(AsRef::as_ref).ok_or_else(|| {
+                Rejection::invalid(
+                    "missing key: a record outside a top-level object needs `unlocs[0]`",
+                )
+            })?,
+        };
+        let with_key = |r: Rejection| r.with_key(Some(key.to_owned()));
+        if key.trim().is_empty() || key.len() > MAX_KEY_BYTES {
+            return Err(with_key(Rejection::invalid(format!(
+                "the key must be 1 to {MAX_KEY_BYTES} bytes long"
+            ))));
+        }
+        validate(port.name, port.coordinates).map_err(|m| with_key(Rejection::invalid(m)))?;
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(key.as_bytes());
+        codec::encode_fields(port, &mut self.bytes);
+        self.entries.push(Entry {
+            start,
+            key_len: key.len(),
+            value_len: self.bytes.len() - start - key.len(),
+        });
+        Ok(())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Empties the batch, keeping its buffers.
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.entries.clear();
+    }
+
+    fn key(&self, entry: &Entry) -> &str {
+        let key = &self.bytes[entry.start..entry.start + entry.key_len];
+        std::str::from_utf8(key).expect("keys are pushed as str")
+    }
+
+    fn value(&self, entry: &Entry) -> &[u8] {
+        let start = entry.start + entry.key_len;
+        &self.bytes[start..start + entry.value_len]
+    }
+
+    /// Sorts by key: sorted inserts touch far fewer B-tree pages. Repeats of one key stay in
+    /// upload order (their place in the buffer breaks the tie), so the last one wins.
+    fn sort(&mut self) {
+        let mut entries = std::mem::take(&mut self.entries);
+        entries.sort_unstable_by(|a, b| self.key(a).cmp(self.key(b)).then(a.start.cmp(&b.start)));
+        self.entries = entries;
+    }
+}
+
+/// A batch shared with the store's writer while it is written.
+struct SharedBatch(Arc<Batch>);
+
+impl Change for SharedBatch {
+    type Output = Counts;
+
+    /// Writes the batch; the counts hold only once the writer's commit returned.
+    fn apply(&mut self, txn: &redb::WriteTransaction) -> Result<Counts, StoreError> {
+        let batch = &self.0;
+        let mut table = txn
+            .open_table(PORTS)
+            .map_err(StoreError::redb("open ports table"))?;
+        let mut counts = Counts::default();
+        for entry in &batch.entries {
+            let value = batch.value(entry);
+            let old = table
+                .insert(batch.key(entry), StoredPort::from_encoded(value))
+                .map_err(StoreError::redb("write port"))?;
+            match old {
+                None => counts.inserted += 1,
+                Some(old) if old.value() == StoredPort::from_encoded(value) => {
+                    counts.unchanged += 1
+                }
+                Some(_) => counts.updated += 1,
+            }
+        }
+        Ok(counts)
+    }
+}
