@@ -71,7 +71,8 @@ struct UploadArgs {
     /// The task to run: ports, stats.
     #[arg(long)]
     task: String,
-    /// json, ndjson or lines [default: the server sniffs the first bytes].
+    /// json, ndjson, lines or csv [default: from the file's extension (.json, .ndjson/.jsonl,
+    /// .txt/.lines, .csv); else, and for stdin, the server sniffs the first bytes].
     #[arg(long)]
     format: Option<Format>,
     #[command(flatten)]
@@ -206,6 +207,10 @@ async fn open(
             source,
         })?;
     header.name = file.file_name().map(|n| n.to_string_lossy().into_owned());
+    // An explicit --format wins; else the extension names it; else the server sniffs.
+    header.format = header
+        .format
+        .or_else(|| header.name.as_deref().and_then(Format::from_file_name));
     header.size = metadata.is_file().then_some(metadata.len());
     Ok((header, Box::new(opened)))
 }

@@ -249,6 +249,10 @@ pub struct JobsConfig {
     pub min_upload_bytes_per_sec: u64,
     /// The window over which `min_upload_bytes_per_sec` is measured, in seconds.
     pub upload_rate_window_secs: u64,
+    /// Keep the history of jobs that ended at most this many days ago (0: no age limit).
+    pub history_keep_days: u64,
+    /// Keep at most this many jobs in the history, the most recent (0: no count limit).
+    pub history_keep_count: u64,
 }
 
 impl Default for JobsConfig {
@@ -267,6 +271,8 @@ impl Default for JobsConfig {
             shutdown_grace_secs: 30,
             min_upload_bytes_per_sec: 1024,
             upload_rate_window_secs: 30,
+            history_keep_days: 90,
+            history_keep_count: 100_000,
         }
     }
 }

@@ -156,6 +156,7 @@ pub struct Server {
     admin: Option<crate::admin::Admin>,
     admin_addr: Option<SocketAddr>,
     dev_ca: Option<PathBuf>,
+    retention: edge_tasks::history::Retention,
 }
 
 impl Server {
@@ -269,6 +270,10 @@ impl Server {
             admin,
             admin_addr,
             dev_ca,
+            retention: edge_tasks::history::Retention::new(
+                config.jobs.history_keep_days,
+                config.jobs.history_keep_count,
+            ),
         })
     }
 
@@ -306,6 +311,11 @@ impl Server {
             let metrics = self.service.metrics.clone();
             helpers.spawn(control.serve(store, metrics, shutdown.clone()));
         }
+        helpers.spawn(edge_tasks::history::prune_periodically(
+            self.service.store.clone(),
+            self.retention,
+            shutdown.clone().cancelled_owned(),
+        ));
         let admin = self.admin.take().map(|admin| {
             let service = self.service.clone();
             tokio::spawn(admin.serve(service, shutdown.clone()))

@@ -1,12 +1,17 @@
 //! Job history: one record per job in the store, written when the job starts and again when
 //! it ends, so that it survives restarts. A job still `running` when the server starts again
 //! was cut off by a crash; it is marked `interrupted`.
+//!
+//! The history is pruned (see [`Retention`]): [`prune_periodically`] deletes, in the
+//! background and a bounded batch per write transaction, the records of jobs that ended too
+//! long ago or are too many. A running job's record is never pruned.
 
 use crate::store::{Change, Store, StoreError, Ticket};
 use edge_proto::{ErrorCode, Event, Format};
-use redb::{ReadableTable, TableDefinition};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
-use std::time::SystemTime;
+use std::future::Future;
+use std::time::{Duration, SystemTime};
 
 /// Jobs by id (ids sort by start time), the value a JSON [`JobRecord`].
 pub(crate) const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
@@ -243,6 +248,197 @@ pub fn mark_interrupted(store: &Store) -> Result<u64, StoreError> {
     Ok(marked)
 }
 
+/// How much history to keep: a record goes once its job ended more than `max_age` ago, or
+/// once more than `max_count` newer records exist, whichever comes first. A running job's
+/// record always stays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Retention {
+    /// Keep the records of jobs that ended at most this long ago (`None`: no age limit).
+    pub max_age: Option<Duration>,
+    /// Keep at most this many records, the most recent (`None`: no count limit).
+    pub max_count: Option<u64>,
+}
+
+impl Retention {
+    /// From the config's `jobs.history_keep_days` and `jobs.history_keep_count` (0: no limit).
+    pub fn new(keep_days: u64, keep_count: u64) -> Retention {
+        Retention {
+            max_age: (keep_days > 0).then(|| Duration::from_secs(keep_days.saturating_mul(86_400))),
+            max_count: (keep_count > 0).then_some(keep_count),
+        }
+    }
+
+    /// Whether it keeps everything.
+    pub fn keeps_all(&self) -> bool {
+        self.max_age.is_none() && self.max_count.is_none()
+    }
+}
+
+/// Records deleted per write transaction, at most: a prune never holds the store's writer
+/// (and the jobs committing through it) for long.
+pub const PRUNE_BATCH: usize = 1000;
+
+/// How often the server prunes the history (it also prunes when it starts).
+pub const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// What one batch of pruning did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    /// Records deleted.
+    pub deleted: u64,
+    /// The batch was full: more may be due.
+    pub more: bool,
+}
+
+/// Hands one batch of pruning to the store's writer: deletes, oldest first, at most `batch`
+/// records that `retention` no longer keeps as of `now`. It never waits for the disk
+/// ([`Sync::WithNextCommit`]): a crash before the next durable commit only means the records
+/// are pruned again.
+pub fn prune_batch(
+    store: &Store,
+    retention: Retention,
+    now: SystemTime,
+    batch: usize,
+) -> Ticket<Pruned> {
+    store.submit(
+        PruneBatch {
+            retention,
+            now,
+            batch: batch.max(1),
+        },
+        Sync::WithNextCommit,
+    )
+}
+
+/// Prunes until nothing more is due, one batch per write transaction; returns how many
+/// records went. Between batches the writer commits the jobs' changes queued meanwhile.
+pub async fn prune(
+    store: &Store,
+    retention: Retention,
+    now: SystemTime,
+) -> Result<u64, StoreError> {
+    prune_until(store, retention, now, std::future::pending()).await
+}
+
+/// Prunes now, then every [`PRUNE_INTERVAL`], until `stop` completes (it stops between two
+/// batches). For the server's lifetime: failures are logged, and the next round tries again.
+pub async fn prune_periodically(
+    store: Store,
+    retention: Retention,
+    stop: impl Future<Output = ()>,
+) {
+    if retention.keeps_all() {
+        return;
+    }
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        match prune_until(&store, retention, SystemTime::now(), stop.as_mut()).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "job history pruned"),
+            Err(e) => tracing::warn!("cannot prune the job history: {e}"),
+        }
+        tokio::select! {
+            biased;
+            () = stop.as_mut() => return,
+            () = tokio::time::sleep(PRUNE_INTERVAL) => {}
+        }
+    }
+}
+
+/// Prunes batch after batch until one is not full or `stop` completes.
+async fn prune_until(
+    store: &Store,
+    retention: Retention,
+    now: SystemTime,
+    stop: impl Future<Output = ()>,
+) -> Result<u64, StoreError> {
+    let mut stop = std::pin::pin!(stop);
+    let mut deleted = 0;
+    loop {
+        let ticket = prune_batch(store, retention, now, PRUNE_BATCH);
+        let pruned = tokio::select! {
+            biased;
+            () = stop.as_mut() => return Ok(deleted),
+            pruned = ticket.answer() => pruned?,
+        };
+        deleted += pruned.deleted;
+        if !pruned.more {
+            return Ok(deleted);
+        }
+    }
+}
+
+/// One batch of pruning, as a change for the store's writer.
+struct PruneBatch {
+    retention: Retention,
+    now: SystemTime,
+    batch: usize,
+}
+
+impl Change for PruneBatch {
+    type Output = Pruned;
+
+    fn apply(&mut self, txn: &redb::WriteTransaction) -> Result<Pruned, StoreError> {
+        let mut table = txn
+            .open_table(JOBS)
+            .map_err(|e| StoreError::redb("open jobs table")(e.into()))?;
+        let total = table
+            .len()
+            .map_err(|e| StoreError::redb("count jobs")(e.into()))?;
+        // Records beyond the count limit, oldest first (ids sort by start time).
+        let mut excess = self
+            .retention
+            .max_count
+            .map_or(0, |keep| total.saturating_sub(keep));
+        let cutoff = self
+            .retention
+            .max_age
+            .and_then(|age| self.now.checked_sub(age));
+        // Running jobs are passed over; bounding the scan keeps a batch short even then.
+        let scan_limit = self.batch.saturating_mul(2);
+        let mut doomed = Vec::new();
+        for entry in table
+            .iter()
+            .map_err(|e| StoreError::redb("list jobs")(e.into()))?
+            .take(scan_limit)
+        {
+            let (key, value) = entry.map_err(|e| StoreError::redb("list jobs")(e.into()))?;
+            let record = decode(key.value(), value.value())?;
+            if record.outcome == "running" {
+                continue;
+            }
+            let aged = cutoff.is_some_and(|cutoff| record.ended().is_some_and(|t| t < cutoff));
+            if excess == 0 && !aged {
+                // The records after this one are newer: nothing more is due.
+                break;
+            }
+            excess = excess.saturating_sub(1);
+            doomed.push(record.job);
+            if doomed.len() == self.batch {
+                break;
+            }
+        }
+        for job in &doomed {
+            table
+                .remove(job.as_str())
+                .map_err(|e| StoreError::redb("delete job")(e.into()))?;
+        }
+        Ok(Pruned {
+            deleted: doomed.len() as u64,
+            more: doomed.len() == self.batch,
+        })
+    }
+}
+
+impl JobRecord {
+    /// When the job ended (when it started, for a record without an end, such as an
+    /// interrupted job's); `None` if the time does not parse.
+    fn ended(&self) -> Option<SystemTime> {
+        let at = self.finished.as_deref().unwrap_or(&self.started);
+        humantime::parse_rfc3339(at).ok()
+    }
+}
+
 fn decode(key: &str, bytes: &[u8]) -> Result<JobRecord, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
         key: key.to_owned(),
@@ -313,6 +509,142 @@ mod tests {
         assert_eq!(
             odd.iter().map(|r| r.job.as_str()).collect::<Vec<_>>(),
             ["j3", "j1"]
+        );
+    }
+
+    /// A record of job `id` that ended (or, running, started) `ago` before `now`.
+    fn old_record(id: &str, now: SystemTime, ago: Duration, running: bool) -> JobRecord {
+        let at = humantime::format_rfc3339_millis(now - ago).to_string();
+        let mut record = JobRecord::start(id, None, "ports", "edge/1", None, None);
+        record.started = at.clone();
+        if !running {
+            record.outcome = "done".into();
+            record.finished = Some(at);
+        }
+        record
+    }
+
+    fn ids(store: &Store) -> Vec<String> {
+        let (page, _) = list(store, None, MAX_PAGE, None).unwrap();
+        let mut ids: Vec<String> = page.into_iter().map(|r| r.job).collect();
+        ids.reverse();
+        ids
+    }
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    #[test]
+    fn pruning_goes_by_age_then_count_and_spares_running_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("edge.redb"), &StoreOptions::default()).unwrap();
+        let now = SystemTime::now();
+        for i in 0..10 {
+            let ago = if i < 6 {
+                10 * DAY
+            } else {
+                Duration::from_secs(3600)
+            };
+            let record = old_record(&format!("j{i:02}"), now, ago, i == 1);
+            submit(&store, &record, Sync::Now).wait().unwrap();
+        }
+
+        let by_age = Retention {
+            max_age: Some(7 * DAY),
+            max_count: None,
+        };
+        let pruned = prune_batch(&store, by_age, now, 100).wait().unwrap();
+        assert_eq!(
+            pruned,
+            Pruned {
+                deleted: 5,
+                more: false
+            }
+        );
+        assert_eq!(
+            ids(&store),
+            ["j01", "j06", "j07", "j08", "j09"],
+            "the running j01 stays"
+        );
+
+        // Two kept: the running job counts, so only the newest finished one stays with it.
+        let by_count = Retention::new(0, 2);
+        let pruned = prune_batch(&store, by_count, now, 100).wait().unwrap();
+        assert_eq!(
+            pruned,
+            Pruned {
+                deleted: 3,
+                more: false
+            }
+        );
+        assert_eq!(ids(&store), ["j01", "j09"]);
+
+        let nothing_due = prune_batch(&store, Retention::new(7, 2), now, 100)
+            .wait()
+            .unwrap();
+        assert_eq!(
+            nothing_due,
+            Pruned {
+                deleted: 0,
+                more: false
+            }
+        );
+        assert!(Retention::new(0, 0).keeps_all());
+    }
+
+    #[test]
+    fn pruning_deletes_in_bounded_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("edge.redb"), &StoreOptions::default()).unwrap();
+        let now = SystemTime::now();
+        for i in 0..25 {
+            let record = old_record(&format!("j{i:02}"), now, 100 * DAY, false);
+            submit(&store, &record, Sync::WithNextCommit)
+                .wait()
+                .unwrap();
+        }
+        let keep_3 = Retention::new(30, 3);
+        let batches: Vec<Pruned> = (0..3)
+            .map(|_| prune_batch(&store, keep_3, now, 10).wait().unwrap())
+            .collect();
+        assert_eq!(
+            batches,
+            [
+                Pruned {
+                    deleted: 10,
+                    more: true
+                },
+                Pruned {
+                    deleted: 10,
+                    more: true
+                },
+                Pruned {
+                    deleted: 5,
+                    more: false
+                },
+            ],
+            "all 25 are older than 30 days"
+        );
+        assert!(ids(&store).is_empty());
+    }
+
+    #[tokio::test]
+    async fn prune_goes_on_until_nothing_is_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("edge.redb"), &StoreOptions::default()).unwrap();
+        let now = SystemTime::now();
+        let count = PRUNE_BATCH * 2 + 7;
+        for i in 0..count {
+            let record = old_record(&format!("j{i:05}"), now, DAY, false);
+            submit(&store, &record, Sync::WithNextCommit)
+                .answer()
+                .await
+                .unwrap();
+        }
+        let deleted = prune(&store, Retention::new(0, 5), now).await.unwrap();
+        assert_eq!(deleted, count as u64 - 5);
+        assert_eq!(
+            ids(&store),
+            ["j02002", "j02003", "j02004", "j02005", "j02006"]
         );
     }
 }

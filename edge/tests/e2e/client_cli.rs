@@ -273,3 +273,60 @@ async fn reads_ports_jobs_and_tasks_over_http3() {
         "{tasks}"
     );
 }
+
+/// The format of the `accepted` event in `--json` output.
+fn accepted_format(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let first: serde_json::Value = stdout
+        .lines()
+        .next()
+        .and_then(|line| serde_json::from_str(line).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no event: {stdout} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    assert_eq!(first["event"], "accepted", "{stdout}");
+    first["format"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_file_extension_names_the_format_unless_format_is_given() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // One column: no comma on the first line, so sniffing alone would say `lines`.
+    let body = "price\n10\n20\n30\n";
+    let csv = dir.path().join("prices.CSV");
+    let unknown = dir.path().join("prices.dat");
+    std::fs::write(&csv, body).unwrap();
+    std::fs::write(&unknown, body).unwrap();
+    let run = |file: &Path, extra: &[&str]| {
+        let mut rest = vec!["--task", "stats", "--param", "column=price", "--json"];
+        rest.extend_from_slice(extra);
+        let file = file.display().to_string();
+        let mut all = args(&server, &rest);
+        all.push(file);
+        edge_client(all)
+    };
+
+    let out = run(&csv, &[]).await;
+    assert_eq!(accepted_format(&out), "csv", "from the extension");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let done: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (done["event"].as_str(), done["summary"]["mean"].as_f64()),
+        (Some("done"), Some(20.0)),
+        "{stdout}"
+    );
+
+    let out = run(&csv, &["--format", "lines"]).await;
+    assert_eq!(accepted_format(&out), "lines", "an explicit --format wins");
+
+    let out = run(&unknown, &[]).await;
+    assert_eq!(
+        accepted_format(&out),
+        "lines",
+        "no known extension: sniffed"
+    );
+}

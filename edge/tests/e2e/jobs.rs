@@ -563,3 +563,63 @@ async fn a_slow_loris_upload_is_cut_off_while_a_normal_one_beside_it_completes()
         "cut off after about one window, not when the client gives up"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_prunes_old_job_history_in_the_background() {
+    use edge_tasks::history::{self, JobRecord, Sync};
+    use std::time::{Duration, SystemTime};
+
+    // A store from a server that ran long ago: 5 jobs that ended 200 days ago, 3 recent ones.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    {
+        let store = edge_tasks::Store::open(
+            &dir.path().join("data/edge.redb"),
+            &edge_tasks::store::StoreOptions::default(),
+        )
+        .unwrap();
+        for i in 0..8 {
+            let days = if i < 5 { 200 } else { 1 };
+            let at = SystemTime::now() - Duration::from_secs(days * 86_400);
+            let at = humantime::format_rfc3339_millis(at).to_string();
+            let mut record =
+                JobRecord::start(&format!("j{i}"), Some("tester"), "ports", "h3", None, None);
+            (record.started, record.finished) = (at.clone(), Some(at));
+            record.outcome = "done".into();
+            history::submit(&store, &record, Sync::Now)
+                .answer()
+                .await
+                .unwrap();
+        }
+    }
+    let server = TestServer::start_in(dir, |config| {
+        config.jobs.history_keep_days = 30;
+    })
+    .await;
+    let mut api = edge_client::api::Api::connect(&server.client_config())
+        .await
+        .unwrap();
+    // The server prunes as it starts, in the background: watch the history until it has.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let kept = loop {
+        let answer = api.get("/v1/jobs?limit=100").await.unwrap();
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        let ids: Vec<String> = answer.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| item["job"].as_str().unwrap().to_owned())
+            .collect();
+        if ids.len() < 8 || tokio::time::Instant::now() > deadline {
+            break ids;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        kept,
+        ["j7", "j6", "j5"],
+        "the jobs of the last 30 days stay"
+    );
+    api.close().await;
+    server.stop().await;
+}
