@@ -2,9 +2,9 @@
 //! route needs; `404` for an unknown path, `405` for a method the route does not take.
 
 use super::read::{list_jobs, list_ports, read_job, read_port, tasks};
-use super::respond::{refuse, refuse_job, respond};
+use super::respond::{refuse, refuse_job, refuse_method, respond};
 use super::upload::upload;
-use super::Resolver;
+use super::{Resolver, Stream};
 use crate::server::Service;
 use edge_proto::ErrorCode;
 use http::{Method, Request, StatusCode};
@@ -12,25 +12,86 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-/// Answers one request: reads its headers, checks its token and scope, and routes it.
+/// A resource the server has, by path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route<'a> {
+    Health,
+    Tasks,
+    Ports,
+    Port(&'a str),
+    Jobs,
+    /// `GET` one job's record; `PUT`/`POST` a job of the task named.
+    Job(&'a str),
+}
+
+impl<'a> Route<'a> {
+    /// The route of a path's segments, `None` for a path the server does not have.
+    fn of(segments: &[&'a str]) -> Option<Route<'a>> {
+        Some(match segments {
+            ["healthz"] => Route::Health,
+            ["v1", "tasks"] => Route::Tasks,
+            ["v1", "ports"] => Route::Ports,
+            ["v1", "ports", code] => Route::Port(code),
+            ["v1", "jobs"] => Route::Jobs,
+            ["v1", "jobs", id_or_task] => Route::Job(id_or_task),
+            _ => return None,
+        })
+    }
+
+    /// The methods the route takes, as an `Allow` header says them.
+    fn allow(self) -> &'static str {
+        match self {
+            Route::Job(_) => "GET, HEAD, PUT, POST",
+            _ => "GET, HEAD",
+        }
+    }
+
+    fn allows(self, method: &Method) -> bool {
+        match self {
+            Route::Job(_) if method == Method::PUT || method == Method::POST => true,
+            _ => method == Method::GET || method == Method::HEAD,
+        }
+    }
+
+    /// The scope a read of this route needs beyond a valid token.
+    fn read_scope(self, method: &Method) -> Option<&'static str> {
+        match self {
+            Route::Ports | Route::Port(_) => Some("ports:read"),
+            Route::Jobs => Some("jobs:read"),
+            Route::Job(_) if method == Method::GET || method == Method::HEAD => Some("jobs:read"),
+            _ => None,
+        }
+    }
+}
+
+/// Answers one request: reads its headers, checks its token, method and scope, and routes
+/// it. `HEAD` is answered as `GET` without the body.
 pub(super) async fn handle(
     resolver: Resolver,
     service: Arc<Service>,
     authorised: CancellationToken,
     shutdown: CancellationToken,
 ) {
-    let (request, mut stream) = match resolver.resolve_request().await {
+    let (request, h3) = match resolver.resolve_request().await {
         Ok(resolved) => resolved,
         Err(e) => {
             debug!("unreadable request: {e}");
             return;
         }
     };
+    let method = request.method().clone();
+    let mut stream = Stream {
+        h3,
+        head: method == Method::HEAD,
+    };
     let path = request.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let method = request.method().clone();
     debug!(%method, %path, "request");
-    if (&method, segments.as_slice()) == (&Method::GET, ["healthz"].as_slice()) {
+    let route = Route::of(&segments);
+    if route == Some(Route::Health) {
+        if !Route::Health.allows(&method) {
+            return refuse_method(&mut stream, &method, Route::Health.allow()).await;
+        }
         let (healthy, body) = service.health(&shutdown);
         let status = if healthy {
             StatusCode::OK
@@ -45,12 +106,17 @@ pub(super) async fn handle(
         Err(e) => return refuse_job(&mut stream, &service, e.into()).await,
     };
     authorised.cancel();
-    let read_scope = match segments.as_slice() {
-        ["v1", "ports", ..] => Some("ports:read"),
-        ["v1", "jobs", ..] if method == Method::GET => Some("jobs:read"),
-        _ => None,
+    let Some(route) = route else {
+        let message = format!("no such resource: {path}");
+        return refuse(&mut stream, StatusCode::NOT_FOUND, "not_found", &message).await;
     };
-    if let Some(scope) = read_scope.filter(|scope| !grant.allows(scope)) {
+    if !route.allows(&method) {
+        return refuse_method(&mut stream, &method, route.allow()).await;
+    }
+    if let Some(scope) = route
+        .read_scope(&method)
+        .filter(|scope| !grant.allows(scope))
+    {
         let message = format!(
             "the token of `{}` does not hold the scope `{scope}`",
             grant.sub
@@ -58,44 +124,18 @@ pub(super) async fn handle(
         service.metrics.rejected(ErrorCode::Forbidden);
         return refuse(&mut stream, StatusCode::FORBIDDEN, "forbidden", &message).await;
     }
-    match (method, segments.as_slice()) {
-        (Method::GET, ["v1", "tasks"]) => respond(&mut stream, StatusCode::OK, &tasks()).await,
-        (Method::GET, ["v1", "ports", code]) => {
-            let code = percent_decode(code);
-            read_port(&mut stream, &service, code).await
-        }
-        (Method::GET, ["v1", "ports"]) => {
-            list_ports(&mut stream, &service, request.uri().query()).await
-        }
-        (Method::GET, ["v1", "jobs"]) => {
-            list_jobs(&mut stream, &service, request.uri().query(), &grant).await
-        }
-        (Method::GET, ["v1", "jobs", id]) => {
-            let id = percent_decode(id);
-            read_job(&mut stream, &service, id, &grant).await
-        }
-        (Method::PUT | Method::POST, ["v1", "jobs", task]) => {
+    let query = request.uri().query();
+    match route {
+        Route::Health => unreachable!("answered above"),
+        Route::Tasks => respond(&mut stream, StatusCode::OK, &tasks()).await,
+        Route::Ports => list_ports(&mut stream, &service, query).await,
+        Route::Port(code) => read_port(&mut stream, &service, percent_decode(code)).await,
+        Route::Jobs => list_jobs(&mut stream, &service, query, &grant).await,
+        Route::Job(task) if method == Method::PUT || method == Method::POST => {
             let task = percent_decode(task);
             upload(request, stream, task, grant, service, shutdown).await
         }
-        (_, ["v1", "jobs", _]) => {
-            refuse(
-                &mut stream,
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "use PUT or POST to upload a job",
-            )
-            .await
-        }
-        _ => {
-            refuse(
-                &mut stream,
-                StatusCode::NOT_FOUND,
-                "not_found",
-                &format!("no such resource: {path}"),
-            )
-            .await
-        }
+        Route::Job(id) => read_job(&mut stream, &service, percent_decode(id), &grant).await,
     }
 }
 
@@ -108,45 +148,19 @@ fn bearer(request: &Request<()>) -> Option<&str> {
         .then_some(token.trim())
 }
 
-/// `key=value` pairs of a query string, percent-decoded (`+` is a space).
+/// `key=value` pairs of a query string, decoded as `application/x-www-form-urlencoded`
+/// (`+` is a space, invalid escapes are kept as they are).
 pub(super) fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
-    query
-        .unwrap_or("")
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (
-                percent_decode(&key.replace('+', " ")),
-                percent_decode(&value.replace('+', " ")),
-            )
-        })
+    form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .into_owned()
         .collect()
 }
 
-/// Decodes `%XX` escapes; invalid escapes are kept as they are.
-pub(super) fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (
-            bytes[i],
-            bytes.get(i + 1).copied().and_then(hex),
-            bytes.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(hi), Some(lo)) => {
-                out.push((hi * 16 + lo) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// A path segment with its `%XX` escapes decoded (`+` stays `+`); invalid escapes are kept.
+pub(super) fn percent_decode(segment: &str) -> String {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 #[cfg(test)]
@@ -165,7 +179,30 @@ mod tests {
                 ("x".into(), "".into()),
             ]
         );
-        assert_eq!(percent_decode("a%2Fb%zz%"), "a/b%zz%");
+        assert_eq!(percent_decode("a%2Fb%zz%+c"), "a/b%zz%+c");
         assert!(parse_query(None).is_empty());
+    }
+
+    #[test]
+    fn every_route_says_which_methods_it_takes() {
+        let job = Route::of(&["v1", "jobs", "stats"]).unwrap();
+        assert_eq!(job, Route::Job("stats"));
+        for method in [Method::GET, Method::HEAD, Method::PUT, Method::POST] {
+            assert!(job.allows(&method), "{method}");
+        }
+        assert!(!job.allows(&Method::DELETE));
+        for segments in [
+            &["healthz"][..],
+            &["v1", "tasks"],
+            &["v1", "ports"],
+            &["v1", "jobs"],
+        ] {
+            let route = Route::of(segments).unwrap();
+            assert!(route.allows(&Method::HEAD) && !route.allows(&Method::PUT));
+            assert_eq!(route.allow(), "GET, HEAD");
+        }
+        assert_eq!(Route::of(&["v1", "nothing"]), None);
+        assert_eq!(job.read_scope(&Method::HEAD), Some("jobs:read"));
+        assert_eq!(job.read_scope(&Method::PUT), None);
     }
 }
