@@ -12,7 +12,9 @@
 //! - [`certs`]: the certificate in use, reloaded on SIGHUP and when its files change.
 //! - [`server`]: the QUIC endpoint, ALPN dispatch and shutdown.
 //! - `edge1`: the `edge/1` job protocol on one connection.
-//! - `h3guard`: cuts off HTTP/3 peers that declare oversized frames (h3 0.0.8 would buffer them).
+//! - `h3guard`: cuts off HTTP/3 peers that declare oversized frames (h3 0.0.8 would buffer them),
+//!   aborts malformed requests and refuses requests after GOAWAY.
+//! - `h3fields`: the pseudo-header rules of a request's field section (RFC 9114 §4.3).
 //! - `http3`: HTTP/3 on the same port: uploads as jobs, and the read API (`mod.rs` the
 //!   connection, `routes.rs` routing, `upload.rs` uploads, `read.rs` the read API,
 //!   `respond.rs` responses and refusals).
@@ -34,6 +36,7 @@ pub mod config;
 mod connections;
 pub mod control;
 mod edge1;
+mod h3fields;
 mod h3guard;
 mod http3;
 mod jobs;

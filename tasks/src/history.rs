@@ -381,10 +381,8 @@ impl Change for PruneBatch {
     fn apply(&mut self, txn: &redb::WriteTransaction) -> Result<Pruned, StoreError> {
         let mut table = txn
             .open_table(JOBS)
-            .map_err(|e| StoreError::redb("open jobs table")(e.into()))?;
-        let total = table
-            .len()
-            .map_err(|e| StoreError::redb("count jobs")(e.into()))?;
+            .map_err(StoreError::redb("open jobs table"))?;
+        let total = table.len().map_err(StoreError::redb("count jobs"))?;
         // Records beyond the count limit, oldest first (ids sort by start time).
         let mut excess = self
             .retention
@@ -399,10 +397,10 @@ impl Change for PruneBatch {
         let mut doomed = Vec::new();
         for entry in table
             .iter()
-            .map_err(|e| StoreError::redb("list jobs")(e.into()))?
+            .map_err(StoreError::redb("list jobs"))?
             .take(scan_limit)
         {
-            let (key, value) = entry.map_err(|e| StoreError::redb("list jobs")(e.into()))?;
+            let (key, value) = entry.map_err(StoreError::redb("list jobs"))?;
             let record = decode(key.value(), value.value())?;
             if record.outcome == "running" {
                 continue;
@@ -421,7 +419,7 @@ impl Change for PruneBatch {
         for job in &doomed {
             table
                 .remove(job.as_str())
-                .map_err(|e| StoreError::redb("delete job")(e.into()))?;
+                .map_err(StoreError::redb("delete job"))?;
         }
         Ok(Pruned {
             deleted: doomed.len() as u64,

@@ -31,11 +31,18 @@ use tracing::{debug, Instrument};
 const MAX_FIELD_SECTION: u64 = 16 * 1024;
 
 type Resolver = h3::server::RequestResolver<Guarded, Bytes>;
-type Stream = h3::server::RequestStream<GuardedBidi, Bytes>;
+type H3Stream = h3::server::RequestStream<GuardedBidi, Bytes>;
 type Guarded = crate::h3guard::Connection;
 type GuardedBidi = crate::h3guard::Guarded<h3_quinn::BidiStream<Bytes>>;
 type SendHalf = h3::server::RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
 type RecvHalf = h3::server::RequestStream<crate::h3guard::Guarded<h3_quinn::RecvStream>, Bytes>;
+
+/// A request's stream, with what its answer needs to know of the request.
+struct Stream {
+    h3: H3Stream,
+    /// A `HEAD` request: answered like `GET`, without the body.
+    head: bool,
+}
 
 /// Runs one HTTP/3 connection until the client closes it or the server shuts down.
 pub(crate) async fn serve(
@@ -45,9 +52,11 @@ pub(crate) async fn serve(
     shutdown: CancellationToken,
 ) {
     debug!("h3 connection");
+    let guarded = crate::h3guard::Connection::new(connection.clone());
+    let gate = guarded.gate();
     let built = h3::server::builder()
         .max_field_section_size(MAX_FIELD_SECTION)
-        .build(crate::h3guard::Connection::new(connection.clone()))
+        .build(guarded)
         .await;
     let mut h3 = match built {
         Ok(h3) => h3,
@@ -57,13 +66,26 @@ pub(crate) async fn serve(
         }
     };
     let requests = TaskTracker::new();
+    let mut draining = false;
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => {
-                // GOAWAY: no new requests; those running finish.
-                let _ = h3.shutdown(0).await;
-                break;
+            _ = shutdown.cancelled(), if !draining => {
+                draining = true;
+                requests.close();
+                // GOAWAY with the id above the last request accepted (RFC 9114 §5.2): those
+                // below it are answered; the gate refuses every later one with
+                // H3_REQUEST_REJECTED, unprocessed, so a client may retry them elsewhere.
+                let goaway = gate.close();
+                debug!(goaway, "draining: GOAWAY");
+                // h3 sends the id above its last accepted request (the same one: the gate
+                // sees each stream just before h3 accepts it), or 0 when there was none.
+                if let Err(e) = h3.shutdown(1).await {
+                    debug!("GOAWAY not sent: {e}");
+                    break;
+                }
             }
+            _ = requests.wait(), if draining => break,
+            // Accepting goes on while draining: it is what refuses late requests at once.
             accepted = h3.accept() => match accepted {
                 Ok(Some(resolver)) => {
                     requests.spawn(routes::handle(resolver, service.clone(), authorised.clone(), shutdown.clone()).in_current_span());

@@ -1,14 +1,18 @@
-//! Responses: whole JSON answers, refusals as `{"error":{"code","message"}}`, and the HTTP
-//! status of each refusal code.
+//! Responses: whole JSON answers, refusals as `{"error":{"code","message"}}`, the HTTP
+//! status of each refusal code, and lingering on a request body after its answer.
 
 use super::Stream;
 use crate::jobs::Refusal;
 use crate::server::Service;
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use edge_proto::ErrorCode;
-use http::{Response, StatusCode};
+use h3::error::Code;
+use h3::quic::RecvStream;
+use h3::server::RequestStream;
+use http::{Method, Response, StatusCode};
 use serde_json::{json, Value};
-use tracing::info;
+use std::time::Duration;
+use tracing::{debug, info};
 
 /// The HTTP status for a refusal code.
 pub(super) fn status_of(code: ErrorCode) -> StatusCode {
@@ -28,6 +32,13 @@ pub(super) fn status_of(code: ErrorCode) -> StatusCode {
     }
 }
 
+/// The most request body bytes read and dropped after an answer that came before the body
+/// ended.
+const LINGER_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The longest time spent reading and dropping them.
+const LINGER_TIME: Duration = Duration::from_secs(10);
+
 pub(super) async fn refuse_job(stream: &mut Stream, service: &Service, refusal: Refusal) {
     service.metrics.rejected(refusal.code);
     info!(code = %refusal.code, "HTTP/3 request refused: {}", refusal.message);
@@ -35,9 +46,8 @@ pub(super) async fn refuse_job(stream: &mut Stream, service: &Service, refusal: 
     if let Some(seconds) = refusal.retry_after {
         error["error"]["retry_after"] = json!(seconds);
     }
-    send_json(stream, status_of(refusal.code), &error, refusal.retry_after).await;
-    // The body is not wanted; nothing is reading it, so stopping is safe.
-    stream.stop_sending(h3::error::Code::H3_NO_ERROR);
+    let retry_after = refusal.retry_after.map(|s| ("retry-after", s.to_string()));
+    send_json(stream, status_of(refusal.code), &error, retry_after).await;
 }
 
 pub(super) async fn refuse(stream: &mut Stream, status: StatusCode, code: &str, message: &str) {
@@ -49,17 +59,26 @@ pub(super) async fn refuse(stream: &mut Stream, status: StatusCode, code: &str, 
     .await;
 }
 
+/// `405` for a method the route does not take, with the methods it does in `Allow`.
+pub(super) async fn refuse_method(stream: &mut Stream, method: &Method, allow: &str) {
+    let message = format!("`{method}` is not allowed here; use {allow}");
+    let error = json!({"error": {"code": "method_not_allowed", "message": message}});
+    let allow = Some(("allow", allow.to_owned()));
+    send_json(stream, StatusCode::METHOD_NOT_ALLOWED, &error, allow).await;
+}
+
 /// Sends a whole JSON response and finishes the stream.
 pub(super) async fn respond(stream: &mut Stream, status: StatusCode, body: &Value) {
     send_json(stream, status, body, None).await
 }
 
-/// Sends a whole JSON response (with `retry-after` when given) and finishes the stream.
+/// Sends a whole JSON response (with one more header when given; without the body for
+/// `HEAD`), finishes the stream, then lingers on what is left of the request body.
 async fn send_json(
     stream: &mut Stream,
     status: StatusCode,
     body: &Value,
-    retry_after: Option<u64>,
+    header: Option<(&'static str, String)>,
 ) {
     let mut bytes = serde_json::to_vec(body).expect("JSON values always serialize");
     bytes.push(b'\n');
@@ -67,16 +86,44 @@ async fn send_json(
         .status(status)
         .header("content-type", "application/json")
         .header("content-length", bytes.len());
-    if let Some(seconds) = retry_after {
-        response = response.header("retry-after", seconds);
+    if let Some((name, value)) = header {
+        response = response.header(name, value);
     }
     let response = response
         .body(())
         .expect("a response of static parts is valid");
-    if stream.send_response(response).await.is_ok()
-        && stream.send_data(Bytes::from(bytes)).await.is_ok()
-    {
-        let _ = stream.finish().await;
+    let sent = stream.h3.send_response(response).await.is_ok()
+        && (stream.head || stream.h3.send_data(Bytes::from(bytes)).await.is_ok())
+        && stream.h3.finish().await.is_ok();
+    if sent {
+        linger(&mut stream.h3).await;
+    }
+}
+
+/// Reads and drops what is left of a request body once the response is complete, like
+/// nginx's lingering close: a client still sending (`curl -T` of a large file refused
+/// early) reads the answer instead of a stream error. Past [`LINGER_BYTES`] or
+/// [`LINGER_TIME`] the body is stopped with H3_NO_ERROR (RFC 9114 §4.1.1).
+pub(super) async fn linger<S: RecvStream>(stream: &mut RequestStream<S, Bytes>) {
+    let drain = async {
+        let mut left = LINGER_BYTES;
+        loop {
+            match stream.recv_data().await {
+                Ok(Some(data)) => match left.checked_sub(data.remaining() as u64) {
+                    Some(rest) => left = rest,
+                    None => return false,
+                },
+                // Ended, or reset by the client: nothing to stop.
+                Ok(None) | Err(_) => return true,
+            }
+        }
+    };
+    let ended = tokio::time::timeout(LINGER_TIME, drain)
+        .await
+        .unwrap_or(false);
+    if !ended {
+        debug!("request body still coming after the response: stopped");
+        stream.stop_sending(Code::H3_NO_ERROR);
     }
 }
 

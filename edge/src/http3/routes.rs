@@ -2,35 +2,101 @@
 //! route needs; `404` for an unknown path, `405` for a method the route does not take.
 
 use super::read::{list_jobs, read_item, read_job, read_page, tasks};
-use super::respond::{refuse, refuse_job, respond};
+use super::respond::{refuse, refuse_job, refuse_method, respond};
 use super::upload::upload;
-use super::Resolver;
+use super::{Resolver, Stream};
 use crate::server::Service;
 use edge_proto::ErrorCode;
+use edge_tasks::reads::Reads;
+use edge_tasks::Registry;
 use http::{Method, Request, StatusCode};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-/// Answers one request: reads its headers, checks its token and scope, and routes it.
+/// A resource the server has, by path.
+#[derive(Debug, Clone, Copy)]
+enum Route<'a> {
+    Health,
+    Tasks,
+    /// A page of a plugin's items: `/v1/<task>`.
+    Items(Reads),
+    /// One item of a plugin: `/v1/<task>/{key}`.
+    Item(Reads, &'a str),
+    Jobs,
+    /// `GET` one job's record; `PUT`/`POST` a job of the task named.
+    Job(&'a str),
+}
+
+impl<'a> Route<'a> {
+    /// The route of a path's segments, `None` for a path the server does not have. A
+    /// plugin's read endpoints are routes when the plugin has them.
+    fn of(segments: &[&'a str], registry: &Registry) -> Option<Route<'a>> {
+        Some(match segments {
+            ["healthz"] => Route::Health,
+            ["v1", "tasks"] => Route::Tasks,
+            ["v1", "jobs"] => Route::Jobs,
+            ["v1", "jobs", id_or_task] => Route::Job(id_or_task),
+            ["v1", task] => Route::Items(registry.find(task)?.reads?),
+            ["v1", task, key] => Route::Item(registry.find(task)?.reads?, key),
+            _ => return None,
+        })
+    }
+
+    /// The methods the route takes, as an `Allow` header says them.
+    fn allow(self) -> &'static str {
+        match self {
+            Route::Job(_) => "GET, HEAD, PUT, POST",
+            _ => "GET, HEAD",
+        }
+    }
+
+    fn allows(self, method: &Method) -> bool {
+        match self {
+            Route::Job(_) if method == Method::PUT || method == Method::POST => true,
+            _ => method == Method::GET || method == Method::HEAD,
+        }
+    }
+
+    /// The scope a read of this route needs beyond a valid token.
+    fn read_scope(self, method: &Method) -> Option<&'static str> {
+        match self {
+            Route::Items(reads) | Route::Item(reads, _) => Some(reads.scope),
+            Route::Jobs => Some("jobs:read"),
+            Route::Job(_) if method == Method::GET || method == Method::HEAD => Some("jobs:read"),
+            _ => None,
+        }
+    }
+}
+
+/// Answers one request: reads its headers, checks its token, method and scope, and routes
+/// it. `HEAD` is answered as `GET` without the body.
 pub(super) async fn handle(
     resolver: Resolver,
     service: Arc<Service>,
     authorised: CancellationToken,
     shutdown: CancellationToken,
 ) {
-    let (request, mut stream) = match resolver.resolve_request().await {
+    let (request, h3) = match resolver.resolve_request().await {
         Ok(resolved) => resolved,
         Err(e) => {
             debug!("unreadable request: {e}");
             return;
         }
     };
+    let method = request.method().clone();
+    let mut stream = Stream {
+        h3,
+        head: method == Method::HEAD,
+    };
     let path = request.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let method = request.method().clone();
     debug!(%method, %path, "request");
-    if (&method, segments.as_slice()) == (&Method::GET, ["healthz"].as_slice()) {
+    let route = Route::of(&segments, service.store.registry());
+    if matches!(route, Some(Route::Health)) {
+        if !Route::Health.allows(&method) {
+            return refuse_method(&mut stream, &method, Route::Health.allow()).await;
+        }
         let (healthy, body) = service.health(&shutdown);
         let status = if healthy {
             StatusCode::OK
@@ -45,16 +111,17 @@ pub(super) async fn handle(
         Err(e) => return refuse_job(&mut stream, &service, e.into()).await,
     };
     authorised.cancel();
-    // A plugin's read endpoints: `/v1/<task>` and `/v1/<task>/{key}`.
-    let reads = match segments.as_slice() {
-        ["v1", task] | ["v1", task, _] => service.store.registry().find(task).and_then(|p| p.reads),
-        _ => None,
+    let Some(route) = route else {
+        let message = format!("no such resource: {path}");
+        return refuse(&mut stream, StatusCode::NOT_FOUND, "not_found", &message).await;
     };
-    let read_scope = match segments.as_slice() {
-        ["v1", "jobs", ..] if method == Method::GET => Some("jobs:read"),
-        _ => reads.map(|reads| reads.scope),
-    };
-    if let Some(scope) = read_scope.filter(|scope| !grant.allows(scope)) {
+    if !route.allows(&method) {
+        return refuse_method(&mut stream, &method, route.allow()).await;
+    }
+    if let Some(scope) = route
+        .read_scope(&method)
+        .filter(|scope| !grant.allows(scope))
+    {
         let message = format!(
             "the token of `{}` does not hold the scope `{scope}`",
             grant.sub
@@ -62,48 +129,23 @@ pub(super) async fn handle(
         service.metrics.rejected(ErrorCode::Forbidden);
         return refuse(&mut stream, StatusCode::FORBIDDEN, "forbidden", &message).await;
     }
-    match (method, segments.as_slice()) {
-        (Method::GET, ["v1", "tasks"]) => {
+    let query = request.uri().query();
+    match route {
+        Route::Health => unreachable!("answered above"),
+        Route::Tasks => {
             let tasks = tasks(service.store.registry());
             respond(&mut stream, StatusCode::OK, &tasks).await
         }
-        (Method::GET, ["v1", "jobs"]) => {
-            list_jobs(&mut stream, &service, request.uri().query(), &grant).await
+        Route::Items(reads) => read_page(&mut stream, &service, reads, query).await,
+        Route::Item(reads, key) => {
+            read_item(&mut stream, &service, reads, percent_decode(key)).await
         }
-        (Method::GET, ["v1", "jobs", id]) => {
-            let id = percent_decode(id);
-            read_job(&mut stream, &service, id, &grant).await
-        }
-        (Method::PUT | Method::POST, ["v1", "jobs", task]) => {
+        Route::Jobs => list_jobs(&mut stream, &service, query, &grant).await,
+        Route::Job(task) if method == Method::PUT || method == Method::POST => {
             let task = percent_decode(task);
             upload(request, stream, task, grant, service, shutdown).await
         }
-        (Method::GET, ["v1", _, key]) if reads.is_some() => {
-            let (reads, key) = (reads.expect("checked by the guard"), percent_decode(key));
-            read_item(&mut stream, &service, reads, key).await
-        }
-        (Method::GET, ["v1", _]) if reads.is_some() => {
-            let reads = reads.expect("checked by the guard");
-            read_page(&mut stream, &service, reads, request.uri().query()).await
-        }
-        (_, ["v1", "jobs", _]) => {
-            refuse(
-                &mut stream,
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "use PUT or POST to upload a job",
-            )
-            .await
-        }
-        _ => {
-            refuse(
-                &mut stream,
-                StatusCode::NOT_FOUND,
-                "not_found",
-                &format!("no such resource: {path}"),
-            )
-            .await
-        }
+        Route::Job(id) => read_job(&mut stream, &service, percent_decode(id), &grant).await,
     }
 }
 
@@ -116,45 +158,19 @@ fn bearer(request: &Request<()>) -> Option<&str> {
         .then_some(token.trim())
 }
 
-/// `key=value` pairs of a query string, percent-decoded (`+` is a space).
+/// `key=value` pairs of a query string, decoded as `application/x-www-form-urlencoded`
+/// (`+` is a space, invalid escapes are kept as they are).
 pub(super) fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
-    query
-        .unwrap_or("")
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (
-                percent_decode(&key.replace('+', " ")),
-                percent_decode(&value.replace('+', " ")),
-            )
-        })
+    form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .into_owned()
         .collect()
 }
 
-/// Decodes `%XX` escapes; invalid escapes are kept as they are.
-pub(super) fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (
-            bytes[i],
-            bytes.get(i + 1).copied().and_then(hex),
-            bytes.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(hi), Some(lo)) => {
-                out.push((hi * 16 + lo) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// A path segment with its `%XX` escapes decoded (`+` stays `+`); invalid escapes are kept.
+pub(super) fn percent_decode(segment: &str) -> String {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 #[cfg(test)]
@@ -173,7 +189,38 @@ mod tests {
                 ("x".into(), "".into()),
             ]
         );
-        assert_eq!(percent_decode("a%2Fb%zz%"), "a/b%zz%");
+        assert_eq!(percent_decode("a%2Fb%zz%+c"), "a/b%zz%+c");
         assert!(parse_query(None).is_empty());
+    }
+
+    #[test]
+    fn every_route_says_which_methods_it_takes() {
+        let registry = Registry::builtin();
+        let job = Route::of(&["v1", "jobs", "stats"], &registry).unwrap();
+        assert!(matches!(job, Route::Job("stats")));
+        for method in [Method::GET, Method::HEAD, Method::PUT, Method::POST] {
+            assert!(job.allows(&method), "{method}");
+        }
+        assert!(!job.allows(&Method::DELETE));
+        for segments in [
+            &["healthz"][..],
+            &["v1", "tasks"],
+            &["v1", "ports"],
+            &["v1", "ports", "AEAJM"],
+            &["v1", "jobs"],
+        ] {
+            let route = Route::of(segments, &registry).unwrap();
+            assert!(route.allows(&Method::HEAD) && !route.allows(&Method::PUT));
+            assert_eq!(route.allow(), "GET, HEAD");
+        }
+        assert!(Route::of(&["v1", "nothing"], &registry).is_none());
+        assert!(
+            Route::of(&["v1", "stats"], &registry).is_none(),
+            "a task with nothing to read has no read route"
+        );
+        let port = Route::of(&["v1", "ports", "AEAJM"], &registry).unwrap();
+        assert_eq!(port.read_scope(&Method::GET), Some("ports:read"));
+        assert_eq!(job.read_scope(&Method::HEAD), Some("jobs:read"));
+        assert_eq!(job.read_scope(&Method::PUT), None);
     }
 }

@@ -1,7 +1,7 @@
 //! Uploads: the request read into a job's settings, its body streamed into the job and the
 //! job's events streamed back as the response body.
 
-use super::respond::refuse_job;
+use super::respond::{linger, refuse_job};
 use super::routes::parse_query;
 use super::{RecvHalf, SendHalf, Stream};
 use crate::auth::Grant;
@@ -12,7 +12,6 @@ use edge_proto::{ErrorCode, Format};
 use edge_tasks::pipeline::JobSpec;
 use http::{Request, Response, StatusCode};
 use serde_json::{Map, Value};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, Instrument};
@@ -32,9 +31,12 @@ pub(super) async fn upload(
         Err(refusal) => return refuse_job(&mut stream, &service, refusal).await,
     };
     let started = jobs::start_task(&task, upload.format, &upload.params, &grant, &service)
-        .and_then(|started| Ok((started, service.limits.admit(&grant.sub)?)));
+        .and_then(|started| {
+            check_size(upload.size, service.limits.max_upload_bytes())?;
+            Ok((started, service.limits.admit(&grant.sub)?))
+        });
     // The admission is held until the job ends.
-    let ((plugin, job_task), _admission) = match started {
+    let ((plugin, job_task), admission) = match started {
         Ok(started) => started,
         Err(refusal) => return refuse_job(&mut stream, &service, refusal).await,
     };
@@ -43,7 +45,7 @@ pub(super) async fn upload(
         .header("content-type", "application/x-ndjson")
         .body(())
         .expect("a response of static parts is valid");
-    if stream.send_response(response).await.is_err() {
+    if stream.h3.send_response(response).await.is_err() {
         return;
     }
     let spec = JobSpec {
@@ -56,13 +58,12 @@ pub(super) async fn upload(
     };
     let span = tracing::info_span!("job", job = %spec.job, task = plugin.name, sub = %grant.sub);
     debug!(parent: &span, sub = %grant.sub, "HTTP/3 upload accepted");
-    let (send, recv) = stream.split();
-    let malformed = Arc::new(AtomicBool::new(false));
+    let (send, recv) = stream.h3.split();
     let mut body = RequestBody {
         recv,
         declared: upload.size,
         received: 0,
-        malformed: malformed.clone(),
+        malformed: false,
     };
     let run = jobs::run(
         "h3",
@@ -72,14 +73,36 @@ pub(super) async fn upload(
         job_task,
         &mut body,
         Bytes::new(),
-        ResponseBody { send, malformed },
+        ResponseBody { send },
         service,
         shutdown,
     );
     let ended = run.instrument(span).await;
+    drop(admission);
     if ended.pumped == Pumped::Unfinished {
-        // The job ended before the body did: no recv_data is pending, so stopping is safe.
-        body.recv.stop_sending(h3::error::Code::H3_NO_ERROR);
+        // The job ended before the body did (no recv_data is pending): a body longer than
+        // its content-length is stopped at once, any other is read to its end (bounded) so
+        // the client reads the final event instead of a stream error.
+        if body.malformed {
+            body.recv.stop_sending(h3::error::Code::H3_MESSAGE_ERROR);
+        } else {
+            linger(&mut body.recv).await;
+        }
+    }
+}
+
+/// `413` when the content-length announces more than `limits.max_upload_bytes`, before the
+/// job starts (without one, the job fails `limit_exceeded` where the body passes it).
+fn check_size(size: Option<u64>, max: Option<u64>) -> Result<(), Refusal> {
+    match (size, max) {
+        (Some(size), Some(max)) if size > max => Err(Refusal {
+            code: ErrorCode::LimitExceeded,
+            message: format!(
+                "the upload announces {size} bytes; one job may send at most {max} (limits.max_upload_bytes)"
+            ),
+            retry_after: None,
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -175,9 +198,9 @@ struct RequestBody {
     recv: RecvHalf,
     declared: Option<u64>,
     received: u64,
-    /// Set when the body and its content-length disagree: the response then ends with
-    /// H3_MESSAGE_ERROR instead of a clean finish (RFC 9114 §4.1.2).
-    malformed: Arc<AtomicBool>,
+    /// Set when the body and its content-length disagree (RFC 9114 §4.1.2): the job fails
+    /// `upload_aborted`, and a body still coming is stopped with H3_MESSAGE_ERROR.
+    malformed: bool,
 }
 
 impl Body for RequestBody {
@@ -188,7 +211,7 @@ impl Body for RequestBody {
                 self.received += chunk.len() as u64;
                 match self.declared {
                     Some(declared) if self.received > declared => {
-                        self.malformed.store(true, Ordering::Relaxed);
+                        self.malformed = true;
                         Err(format!(
                             "the body is longer than its content-length ({declared} bytes)"
                         ))
@@ -198,7 +221,7 @@ impl Body for RequestBody {
             }
             Ok(None) => match self.declared {
                 Some(declared) if declared != self.received => {
-                    self.malformed.store(true, Ordering::Relaxed);
+                    self.malformed = true;
                     Err(format!(
                     "the body ended after {} of the {declared} bytes its content-length announced",
                     self.received
@@ -211,10 +234,11 @@ impl Body for RequestBody {
     }
 }
 
-/// The response body: one event per line.
+/// The response body: one event per line, finished cleanly after the final event (also
+/// when the request was malformed: the `failed` event says so, and a reset could make the
+/// client discard it).
 struct ResponseBody {
     send: SendHalf,
-    malformed: Arc<AtomicBool>,
 }
 
 impl Notify for ResponseBody {
@@ -223,11 +247,7 @@ impl Notify for ResponseBody {
     }
 
     async fn close(mut self) {
-        if self.malformed.load(Ordering::Relaxed) {
-            self.send.stop_stream(h3::error::Code::H3_MESSAGE_ERROR);
-        } else {
-            let _ = self.send.finish().await;
-        }
+        let _ = self.send.finish().await;
     }
 }
 
