@@ -30,6 +30,9 @@ use tracing::{debug, Instrument};
 /// The largest request header block accepted (RFC 9114 §4.2.2, SETTINGS_MAX_FIELD_SECTION_SIZE).
 const MAX_FIELD_SECTION: u64 = 16 * 1024;
 
+/// How long a draining connection with no request left waits for the client to close it.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 type Resolver = h3::server::RequestResolver<Guarded, Bytes>;
 type H3Stream = h3::server::RequestStream<GuardedBidi, Bytes>;
 type Guarded = crate::h3guard::Connection;
@@ -101,6 +104,10 @@ pub(crate) async fn serve(
     requests.close();
     requests.wait().await;
     if shutdown.is_cancelled() {
+        // The last responses may still be in flight, and closing discards what is unsent:
+        // a client that has read its answers closes first (it has GOAWAY); wait for that a
+        // moment.
+        let _ = tokio::time::timeout(CLOSE_WAIT, connection.closed()).await;
         connection.close(AppCode::Shutdown.into_varint(), b"server shutting down");
     }
 }

@@ -8,6 +8,7 @@ mod auth;
 mod binary;
 mod client_cli;
 mod crash;
+mod h3_conformance;
 mod http3;
 mod jobs;
 mod plugin;

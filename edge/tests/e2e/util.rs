@@ -126,6 +126,11 @@ impl TestServer {
         mint(&self.dir.path().join("certs"), "tester", scope)
     }
 
+    /// Begins the shutdown (as on SIGTERM) without waiting for it: the server drains.
+    pub fn drain(&self) {
+        self.shutdown.cancel();
+    }
+
     /// Shuts the server down (as on SIGTERM) and waits until it has stopped; returns the temp
     /// dir so the store can be opened.
     pub async fn stop(self) -> tempfile::TempDir {
