@@ -296,11 +296,15 @@ async fn limits_hold_per_subject_across_connections() {
     writer.write_all(b"1\n").await.unwrap();
     let mut header = edge_proto::JobHeader::new("stats");
     header.format = Some(Format::Lines);
+    let events = Events::new();
+    let sink = events.sink();
     let running = tokio::spawn(async move {
         let job = edge_client::UploadJob::new(header, Box::new(reader));
-        first.upload(job, |_| {}).await.unwrap().last
+        first.upload(job, sink).await.unwrap().last
     });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    events
+        .until("accepted", |e| matches!(e, Event::Accepted { .. }))
+        .await;
 
     // Same subject, another connection: over the concurrency cap.
     let second = server.client().await;

@@ -319,8 +319,15 @@ async fn sighup_swaps_the_certificate_while_an_upload_goes_on() {
 
     install("b");
     server.signal("HUP");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let renewed = Client::connect(&trusting("b")).await;
+    // The reload has happened once a client that trusts only the new CA gets in.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let renewed = loop {
+        let attempt = Client::connect(&trusting("b")).await;
+        if attempt.is_ok() || tokio::time::Instant::now() > deadline {
+            break attempt;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert!(
         renewed.is_ok(),
         "a new connection gets the new certificate: {:?}",

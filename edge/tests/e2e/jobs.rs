@@ -370,21 +370,22 @@ async fn on_shutdown_running_jobs_finish_in_the_grace_period_and_new_ones_are_re
     writer.write_all(b"1\n").await.unwrap();
     let mut header = JobHeader::new("stats");
     header.format = Some(Format::Lines);
-    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let events = Events::new();
     let running = {
-        let (client, events) = (client.clone(), events.clone());
+        let (client, sink) = (client.clone(), events.sink());
         tokio::spawn(async move {
             let job = edge_client::UploadJob::new(header, Box::new(reader));
-            client
-                .upload(job, move |e: &Event| events.lock().unwrap().push(e.clone()))
-                .await
-                .unwrap()
+            client.upload(job, sink).await.unwrap()
         })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    events
+        .until("accepted", |e| matches!(e, Event::Accepted { .. }))
+        .await;
     let started = std::time::Instant::now();
     let stopping = tokio::spawn(server.stop());
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    events
+        .until("draining", |e| matches!(e, Event::Draining { .. }))
+        .await;
 
     // Draining: a new job is refused, the running one is told and goes on.
     let (result, _) = upload(&client, "stats", Some(Format::Lines), b"2\n".to_vec()).await;
@@ -407,10 +408,7 @@ async fn on_shutdown_running_jobs_finish_in_the_grace_period_and_new_ones_are_re
         "a job that ends within the grace period is done: {:?}",
         result.last
     );
-    assert!(events
-        .lock()
-        .unwrap()
-        .contains(&Event::Draining { grace_secs: 20 }));
+    assert!(events.all().contains(&Event::Draining { grace_secs: 20 }));
     stopping.await.unwrap();
     assert!(
         started.elapsed() < std::time::Duration::from_secs(10),

@@ -280,3 +280,44 @@ pub fn all_ports(store_path: &Path) -> Vec<(String, edge_tasks::ports::Port)> {
         }
     }
 }
+
+/// The events of an upload as they arrive, and a way to wait for one: tests wait on the event
+/// itself ("the job has started", "draining began"), never on a sleep.
+#[derive(Clone)]
+pub struct Events {
+    seen: Arc<Mutex<Vec<Event>>>,
+    count: Arc<tokio::sync::watch::Sender<usize>>,
+}
+
+impl Events {
+    pub fn new() -> Events {
+        Events {
+            seen: Arc::new(Mutex::new(Vec::new())),
+            count: Arc::new(tokio::sync::watch::Sender::new(0)),
+        }
+    }
+
+    /// The callback to hand `Client::upload`.
+    pub fn sink(&self) -> impl FnMut(&Event) + Send + 'static {
+        let events = self.clone();
+        move |event: &Event| {
+            events.seen.lock().unwrap().push(event.clone());
+            events.count.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Waits (at most 30 s) until an event matching `wanted` has arrived; `what` names it.
+    pub async fn until(&self, what: &str, wanted: impl Fn(&Event) -> bool) {
+        let mut count = self.count.subscribe();
+        let arrived = count.wait_for(|_| self.seen.lock().unwrap().iter().any(&wanted));
+        tokio::time::timeout(std::time::Duration::from_secs(30), arrived)
+            .await
+            .unwrap_or_else(|_| panic!("no {what} event within 30 s: {:?}", self.all()))
+            .expect("the sender lives in self");
+    }
+
+    /// Every event so far.
+    pub fn all(&self) -> Vec<Event> {
+        self.seen.lock().unwrap().clone()
+    }
+}
