@@ -14,7 +14,59 @@ use std::future::Future;
 use std::time::{Duration, SystemTime};
 
 /// Jobs by id (ids sort by start time), the value a JSON [`JobRecord`].
-pub(crate) const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
+pub(crate) const JOBS: TableDefinition<&str, StoredJob> = TableDefinition::new("jobs");
+
+/// A job record as the store holds it (its JSON), decoded when asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredJob<'a>(&'a [u8]);
+
+impl StoredJob<'_> {
+    /// The record, or a store error naming its key.
+    pub fn record(&self, key: &str) -> Result<JobRecord, StoreError> {
+        serde_json::from_slice(self.0).map_err(|e| StoreError::Corrupt {
+            key: key.to_owned(),
+            message: e.to_string(),
+        })
+    }
+}
+
+impl redb::Value for StoredJob<'_> {
+    type SelfType<'a>
+        = StoredJob<'a>
+    where
+        Self: 'a;
+    type AsBytes<'a>
+        = &'a [u8]
+    where
+        Self: 'a;
+
+    fn fixed_width() -> Option<usize> {
+        None
+    }
+
+    fn from_bytes<'a>(data: &'a [u8]) -> StoredJob<'a>
+    where
+        Self: 'a,
+    {
+        StoredJob(data)
+    }
+
+    fn as_bytes<'a, 'b: 'a>(value: &'a StoredJob<'b>) -> &'a [u8]
+    where
+        Self: 'b,
+    {
+        value.0
+    }
+
+    fn type_name() -> redb::TypeName {
+        redb::TypeName::new("edge::history::JobRecord")
+    }
+}
+
+/// A record's stored form.
+fn encode(record: &JobRecord) -> Vec<u8> {
+    serde_json::to_vec(record).expect("a job record always serializes")
+}
 
 /// The largest page [`list`] returns.
 pub const MAX_PAGE: usize = 1000;
@@ -143,7 +195,7 @@ pub use crate::store::Sync;
 /// with whatever other jobs are writing. The ticket answers once it is committed: await it
 /// with [`Ticket::answer`] from async code, or [`Ticket::wait`] on a thread.
 pub fn submit(store: &Store, record: &JobRecord, sync: Sync) -> Ticket<()> {
-    let value = serde_json::to_vec(record).expect("a job record always serializes");
+    let value = encode(record);
     store.submit(
         PutRecord {
             job: record.job.clone(),
@@ -167,7 +219,7 @@ impl Change for PutRecord {
             .open_table(JOBS)
             .map_err(StoreError::redb("open jobs table"))?;
         table
-            .insert(self.job.as_str(), self.value.as_slice())
+            .insert(self.job.as_str(), StoredJob(&self.value))
             .map_err(StoreError::redb("write job"))?;
         Ok(())
     }
@@ -180,7 +232,7 @@ pub fn get(store: &Store, job: &str) -> Result<Option<JobRecord>, StoreError> {
         .open_table(JOBS)
         .map_err(StoreError::redb("open jobs table"))?;
     let value = table.get(job).map_err(StoreError::redb("read job"))?;
-    value.map(|v| decode(job, v.value())).transpose()
+    value.map(|v| v.value().record(job)).transpose()
 }
 
 /// A page of job records, most recent first, strictly before the job id `before`; only
@@ -204,7 +256,7 @@ pub fn list(
     let mut records = Vec::new();
     for entry in range.rev() {
         let (key, value) = entry.map_err(StoreError::redb("list jobs"))?;
-        let record = decode(key.value(), value.value())?;
+        let record = value.value().record(key.value())?;
         if sub.is_some_and(|sub| record.sub.as_deref() != Some(sub)) {
             continue;
         }
@@ -229,7 +281,7 @@ pub fn mark_interrupted(store: &Store) -> Result<u64, StoreError> {
         let mut running = Vec::new();
         for entry in table.iter().map_err(StoreError::redb("list jobs"))? {
             let (key, value) = entry.map_err(StoreError::redb("list jobs"))?;
-            let record = decode(key.value(), value.value())?;
+            let record = value.value().record(key.value())?;
             if record.outcome == "running" {
                 running.push(record);
             }
@@ -237,9 +289,9 @@ pub fn mark_interrupted(store: &Store) -> Result<u64, StoreError> {
         for mut record in running {
             record.outcome = "interrupted".into();
             record.message = Some("the server stopped without a shutdown while this job ran; records reported as committed are stored".into());
-            let value = serde_json::to_vec(&record).expect("a job record always serializes");
+            let value = encode(&record);
             table
-                .insert(record.job.as_str(), value.as_slice())
+                .insert(record.job.as_str(), StoredJob(&value))
                 .map_err(StoreError::redb("write job"))?;
             marked += 1;
         }
@@ -401,7 +453,7 @@ impl Change for PruneBatch {
             .take(scan_limit)
         {
             let (key, value) = entry.map_err(StoreError::redb("list jobs"))?;
-            let record = decode(key.value(), value.value())?;
+            let record = value.value().record(key.value())?;
             if record.outcome == "running" {
                 continue;
             }
@@ -435,13 +487,6 @@ impl JobRecord {
         let at = self.finished.as_deref().unwrap_or(&self.started);
         humantime::parse_rfc3339(at).ok()
     }
-}
-
-fn decode(key: &str, bytes: &[u8]) -> Result<JobRecord, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-        key: key.to_owned(),
-        message: e.to_string(),
-    })
 }
 
 #[cfg(test)]

@@ -102,3 +102,69 @@ impl std::fmt::Debug for Storage {
             .finish_non_exhaustive()
     }
 }
+
+/// Entries moved per transaction by [`retype`], so that memory stays bounded on a huge store.
+const RETYPE_BATCH: usize = 10_000;
+
+/// Gives a table of raw bytes (`&[u8]` values) its record type `V`, whose stored form is those
+/// same bytes: renames it `<name>.untyped`, moves [`RETYPE_BATCH`] entries per transaction into
+/// a new table typed `V` under the old name, and deletes the untyped one once empty. A run cut
+/// off anywhere resumes at the next call; a table typed already is left alone. Returns how many
+/// entries it moved.
+pub(crate) fn retype<V: Value + 'static>(
+    store: &crate::Store,
+    typed: TableDefinition<'static, &'static str, V>,
+) -> Result<u64, crate::StoreError> {
+    use crate::StoreError;
+    use redb::{TableError, TableHandle};
+    let name = typed.name();
+    let untyped: TableDefinition<&str, &[u8]> = TableDefinition::new(name);
+    let moving_name = format!("{name}.untyped");
+    let moving: TableDefinition<&str, &[u8]> = TableDefinition::new(&moving_name);
+    let mut moved = 0u64;
+    loop {
+        let txn = store.write()?;
+        let moving_exists = txn
+            .list_tables()
+            .map_err(StoreError::redb("list tables"))?
+            .any(|t| t.name() == moving_name);
+        if !moving_exists {
+            match txn.open_table(untyped) {
+                Ok(table) => drop(table),
+                // Typed already: a run cut off after its last step, or nothing to do.
+                Err(TableError::TableTypeMismatch { .. }) => return Ok(moved),
+                Err(e) => return Err(StoreError::redb("open table to retype")(e)),
+            }
+            txn.rename_table(untyped, moving)
+                .map_err(StoreError::redb("rename table to retype"))?;
+        }
+        let done = {
+            let mut from = txn
+                .open_table(moving)
+                .map_err(StoreError::redb("open table to retype"))?;
+            let mut to = txn
+                .open_table(typed)
+                .map_err(StoreError::redb("open retyped table"))?;
+            let mut count = 0;
+            while count < RETYPE_BATCH {
+                let Some((key, value)) = from.pop_first().map_err(StoreError::redb("retype"))?
+                else {
+                    break;
+                };
+                to.insert(key.value(), V::from_bytes(value.value()))
+                    .map_err(StoreError::redb("retype"))?;
+                count += 1;
+            }
+            moved += count as u64;
+            count < RETYPE_BATCH
+        };
+        if done {
+            txn.delete_table(moving)
+                .map_err(StoreError::redb("delete the untyped table"))?;
+        }
+        txn.commit().map_err(StoreError::redb("commit"))?;
+        if done {
+            return Ok(moved);
+        }
+    }
+}

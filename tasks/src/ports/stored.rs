@@ -8,16 +8,13 @@
 use super::codec::{self, CodecError};
 use super::Port;
 use crate::store::{Store, StoreError};
-use redb::{TableDefinition, TableError, TypeName, Value};
+use redb::{TableDefinition, TypeName, Value};
 
 /// Ports by key (UN/LOCODE).
 pub(crate) const PORTS: TableDefinition<&str, StoredPort> = TableDefinition::new("ports");
 
 /// The `ports` table as layouts 1 and 2 typed it.
 pub(super) const UNTYPED: TableDefinition<&str, &[u8]> = TableDefinition::new("ports");
-
-/// Where an upgrade to layout 3 keeps the untyped table while it moves its entries.
-const MOVING: TableDefinition<&str, &[u8]> = TableDefinition::new("ports.v2");
 
 /// The layout version of this build.
 pub(super) const VERSION: u64 = 3;
@@ -95,62 +92,10 @@ pub(super) fn migrate(store: &Store, from: u64) -> Result<(), StoreError> {
         tracing::info!(converted, "ports converted from JSON to their binary form");
     }
     if from < 3 {
-        let moved = retype(store)?;
+        let moved = crate::table::retype(store, PORTS)?;
         tracing::info!(moved, "ports moved into their typed table");
     }
     Ok(())
-}
-
-/// Moves every entry of the untyped `ports` table into a typed one: renames it `ports.v2`,
-/// then moves [`UPGRADE_BATCH`] entries per transaction and deletes it once empty. A store
-/// whose `ports` table is typed already is left alone.
-fn retype(store: &Store) -> Result<u64, StoreError> {
-    let mut moved = 0u64;
-    loop {
-        let txn = store.write()?;
-        let moving_exists = txn
-            .list_tables()
-            .map_err(StoreError::redb("list tables"))?
-            .any(|t| redb::TableHandle::name(&t) == redb::TableHandle::name(&MOVING));
-        if !moving_exists {
-            match txn.open_table(UNTYPED) {
-                Ok(table) => drop(table),
-                // Typed already: a run cut off after its last step.
-                Err(TableError::TableTypeMismatch { .. }) => return Ok(moved),
-                Err(e) => return Err(StoreError::redb("open ports table")(e)),
-            }
-            txn.rename_table(UNTYPED, MOVING)
-                .map_err(StoreError::redb("rename ports table"))?;
-        }
-        let done = {
-            let mut from = txn
-                .open_table(MOVING)
-                .map_err(StoreError::redb("open ports table"))?;
-            let mut to = txn
-                .open_table(PORTS)
-                .map_err(StoreError::redb("open ports table"))?;
-            let mut count = 0;
-            while count < UPGRADE_BATCH {
-                let Some((key, value)) = from.pop_first().map_err(StoreError::redb("move port"))?
-                else {
-                    break;
-                };
-                to.insert(key.value(), StoredPort(value.value()))
-                    .map_err(StoreError::redb("move port"))?;
-                count += 1;
-            }
-            moved += count as u64;
-            count < UPGRADE_BATCH
-        };
-        if done {
-            txn.delete_table(MOVING)
-                .map_err(StoreError::redb("delete ports.v2 table"))?;
-        }
-        txn.commit().map_err(StoreError::redb("commit"))?;
-        if done {
-            return Ok(moved);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -158,6 +103,9 @@ mod tests {
     use super::*;
     use crate::store::{plugin_version, StoreOptions};
     use redb::{Database, ReadableTableMetadata};
+
+    /// Where an upgrade to layout 3 keeps the untyped table while it moves its entries.
+    const MOVING: TableDefinition<&str, &[u8]> = TableDefinition::new("ports.untyped");
 
     const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -204,7 +152,10 @@ mod tests {
         let txn = store.read().unwrap();
         let table = txn.open_table(PORTS).unwrap();
         assert_eq!(table.len().unwrap(), ports.len() as u64);
-        let moving = txn.list_tables().unwrap().any(|t| t.name() == "ports.v2");
+        let moving = txn
+            .list_tables()
+            .unwrap()
+            .any(|t| t.name() == "ports.untyped");
         assert!(!moving, "the untyped table is gone");
         for (key, port) in ports {
             assert_eq!(super::super::get(store, key).unwrap().as_ref(), Some(port));

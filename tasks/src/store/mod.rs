@@ -307,6 +307,39 @@ mod tests {
     }
 
     #[test]
+    fn the_job_history_of_an_older_store_reads_back_from_its_typed_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edge.redb");
+        let record = crate::history::JobRecord::start("j1", Some("me"), "ports", "h3", None, None);
+        // As edge wrote it before the history's table was typed: schema 3, JSON bytes.
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(schema::META)
+                .unwrap()
+                .insert("schema", 3)
+                .unwrap();
+            let untyped: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
+            let json = serde_json::to_vec(&record).unwrap();
+            txn.open_table(untyped)
+                .unwrap()
+                .insert("j1", json.as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let store = Store::open(&path, &StoreOptions::default()).unwrap();
+        assert_eq!(crate::history::get(&store, "j1").unwrap(), Some(record));
+        drop(store);
+        let tables = tables_in(&path);
+        assert!(
+            tables.iter().all(|(name, _)| name != "jobs.untyped"),
+            "{tables:?}"
+        );
+        let reopened = Store::open(&path, &StoreOptions::default()).unwrap();
+        assert!(crate::history::get(&reopened, "j1").unwrap().is_some());
+    }
+
+    #[test]
     fn a_file_that_is_not_a_store_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("edge.redb");

@@ -11,10 +11,11 @@ use redb::{ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 /// tables) and `schema.<plugin>` (the layout of each plugin's tables).
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
-/// The layout version of the store's own tables. 3: each plugin records its own version.
-/// Versions 1 and 2 numbered the whole file, and that number was the layout of the tables it
-/// held (the `ports` plugin's: its records in JSON, then in binary form).
-pub const SCHEMA_VERSION: u64 = 3;
+/// The layout version of the store's own tables. 4: the job history's table is typed
+/// (`StoredJob`); 3: each plugin records its own version. Versions 1 and 2 numbered the whole
+/// file, and that number was the layout of the tables it held (the `ports` plugin's: its
+/// records in JSON, then in binary form).
+pub const SCHEMA_VERSION: u64 = 4;
 
 /// The store's own tables: `meta`, the job history and the token deny-list.
 pub(crate) const CORE_TABLES: &[&dyn StoredTable] =
@@ -28,6 +29,7 @@ pub(super) fn prepare(store: &Store) -> Result<(), OpenError> {
         path: store.path().to_owned(),
         source: Box::new(source),
     };
+    upgrade_own_tables(store).map_err(setup)?;
     let found = read_versions(store)?;
     for (plugin, recorded) in &found {
         let Some(from) = recorded.filter(|v| *v < plugin.storage.version) else {
@@ -53,6 +55,27 @@ pub(super) fn prepare(store: &Store) -> Result<(), OpenError> {
     txn.commit()
         .map_err(StoreError::redb("commit"))
         .map_err(setup)
+}
+
+/// Brings the store's own tables to [`SCHEMA_VERSION`] (before they are opened typed): from
+/// version 3 or older, the job history's table is given its record type.
+fn upgrade_own_tables(store: &Store) -> Result<(), StoreError> {
+    let txn = store.write()?;
+    let found = {
+        let meta = txn
+            .open_table(META)
+            .map_err(StoreError::redb("open meta"))?;
+        let found = meta
+            .get("schema")
+            .map_err(StoreError::redb("read schema"))?;
+        found.map(|v| v.value())
+    };
+    txn.commit().map_err(StoreError::redb("commit"))?;
+    if found.is_some_and(|found| found < 4) {
+        let moved = crate::table::retype(store, crate::history::JOBS)?;
+        tracing::info!(moved, "job history moved into its typed table");
+    }
+    Ok(())
 }
 
 /// Creates the store's own tables and reads the layout each plugin's tables are in: `None`
