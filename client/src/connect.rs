@@ -1,13 +1,16 @@
 //! The server address, TLS trust and the QUIC connection.
 
-use crate::error::ClientError;
+use crate::error::{ClientError, Untrusted};
 use crate::router::Router;
 use quinn::crypto::rustls::QuicClientConfig;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// How long a connection attempt may take.
@@ -133,7 +136,7 @@ pub(crate) async fn open(
 ) -> Result<(quinn::Endpoint, quinn::Connection, Server), ClientError> {
     let server = Server::parse(&config.server)?;
     let addr = resolve(&server).await?;
-    let crypto = tls_config(config.ca.as_deref(), alpn)?;
+    let (crypto, refusal) = tls_config(&server, config.ca.as_deref(), alpn)?;
     let quic = QuicClientConfig::try_from(crypto)
         .expect("a TLS 1.3 config with the ring provider always suits QUIC");
     let mut client_config = quinn::ClientConfig::new(Arc::new(quic));
@@ -156,7 +159,7 @@ pub(crate) async fn open(
         .map_err(|e| unreachable(e.to_string()))?;
     let connection = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
         Ok(Ok(connection)) => connection,
-        Ok(Err(e)) => return Err(handshake_error(&server, &e)),
+        Ok(Err(e)) => return Err(handshake_error(&server, &e, refusal.get())),
         Err(_) => {
             return Err(unreachable(format!(
                 "no answer within {} s",
@@ -180,8 +183,13 @@ async fn resolve(server: &Server) -> Result<SocketAddr, ClientError> {
     })
 }
 
-/// TLS 1.3 with the given ALPN id, trusting `ca` or else the system's roots.
-fn tls_config(ca: Option<&Path>, alpn: &[u8]) -> Result<rustls::ClientConfig, ClientError> {
+/// TLS 1.3 with the given ALPN id, trusting `ca` or else the system's roots; with where the
+/// verifier leaves its error if it refuses the server's certificate.
+fn tls_config(
+    server: &Server,
+    ca: Option<&Path>,
+    alpn: &[u8],
+) -> Result<(rustls::ClientConfig, Refusal), ClientError> {
     let mut roots = rustls::RootCertStore::empty();
     match ca {
         Some(path) => {
@@ -207,14 +215,97 @@ fn tls_config(ca: Option<&Path>, alpn: &[u8]) -> Result<rustls::ClientConfig, Cl
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        // The only way it fails without revocation lists: no root at all (this system has
+        // none and no --ca was given), so no certificate could be trusted.
+        .map_err(|e| ClientError::NotTrusted {
+            server: server.to_string(),
+            detail: e.to_string(),
+            reason: Untrusted::UnknownIssuer,
+        })?;
+    let verifier = Arc::new(RecordingVerifier {
+        webpki,
+        refusal: Refusal::default(),
+    });
+    let refusal = verifier.refusal.clone();
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .expect("the ring provider supports TLS 1.3")
-        .with_root_certificates(roots)
+        // Not dangerous here: every check is rustls' own WebPKI verifier's, only its error
+        // is kept on the way out.
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     config.alpn_protocols = vec![alpn.to_vec()];
     config.enable_early_data = false;
-    Ok(config)
+    Ok((config, refusal))
+}
+
+/// The error the verifier refused the server's certificate with, if it did (one connection).
+type Refusal = Arc<OnceLock<rustls::Error>>;
+
+/// rustls' WebPKI verifier, keeping the error it refuses a certificate with: quinn hands back
+/// a failed handshake as a TLS alert code and a message, which would lose the error's type.
+#[derive(Debug)]
+struct RecordingVerifier {
+    webpki: Arc<WebPkiServerVerifier>,
+    refusal: Refusal,
+}
+
+impl RecordingVerifier {
+    fn keep<T>(&self, verdict: Result<T, rustls::Error>) -> Result<T, rustls::Error> {
+        if let Err(error) = &verdict {
+            // The first refusal ends the handshake; nothing follows it.
+            let _ = self.refusal.set(error.clone());
+        }
+        verdict
+    }
+}
+
+impl ServerCertVerifier for RecordingVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.keep(self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.keep(self.webpki.verify_tls12_signature(message, cert, dss))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.keep(self.webpki.verify_tls13_signature(message, cert, dss))
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+
+    fn root_hint_subjects(&self) -> Option<&[rustls::DistinguishedName]> {
+        self.webpki.root_hint_subjects()
+    }
 }
 
 fn transport() -> quinn::TransportConfig {
@@ -231,20 +322,23 @@ fn transport() -> quinn::TransportConfig {
     transport
 }
 
-fn handshake_error(server: &Server, e: &quinn::ConnectionError) -> ClientError {
-    let detail = e.to_string();
-    if detail.contains("invalid peer certificate")
-        || detail.contains("UnknownIssuer")
-        || detail.contains("certificate")
-    {
-        return ClientError::NotTrusted {
+/// A failed handshake: untrusted if the verifier refused the server's certificate (`refusal`),
+/// else the server is unreachable (no answer, or a handshake failure of another kind).
+fn handshake_error(
+    server: &Server,
+    e: &quinn::ConnectionError,
+    refusal: Option<&rustls::Error>,
+) -> ClientError {
+    match refusal {
+        Some(refusal) => ClientError::NotTrusted {
             server: server.to_string(),
-            detail,
-        };
-    }
-    ClientError::Unreachable {
-        server: server.to_string(),
-        detail,
+            detail: e.to_string(),
+            reason: Untrusted::from(refusal),
+        },
+        None => ClientError::Unreachable {
+            server: server.to_string(),
+            detail: e.to_string(),
+        },
     }
 }
 
@@ -288,7 +382,9 @@ mod tests {
 
     #[test]
     fn a_missing_ca_file_is_named() {
-        let err = tls_config(Some(Path::new("/nonexistent/ca.pem")), b"edge/1").unwrap_err();
+        let server = Server::parse("localhost").unwrap();
+        let ca = Path::new("/nonexistent/ca.pem");
+        let err = tls_config(&server, Some(ca), b"edge/1").unwrap_err();
         assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
         assert!(err.is_connect());
     }

@@ -31,8 +31,10 @@ pub enum ClientError {
     NotTrusted {
         /// The server.
         server: String,
-        /// What rustls said.
+        /// What the handshake said.
         detail: String,
+        /// Why, from the error the certificate verifier returned.
+        reason: Untrusted,
     },
     /// No answer, or the handshake failed for another reason.
     #[error("could not connect to {server}: {detail} (is `edge serve` running there? check --server / EDGE_SERVER)")]
@@ -57,6 +59,65 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Why the server's certificate was not trusted: the verifier's [`rustls::Error`], classified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Untrusted {
+    /// Not issued by a CA the client trusts: the wrong `--ca`, or none for a dev certificate.
+    UnknownIssuer,
+    /// The certificate is not for the host the client connected to.
+    NameMismatch {
+        /// The name the client asked for (the host of `--server`).
+        expected: String,
+        /// The names the certificate holds (empty when rustls did not say).
+        presented: Vec<String>,
+    },
+    /// The certificate has expired.
+    Expired,
+    /// The certificate is not valid yet (or this machine's clock is behind).
+    NotValidYet,
+    /// The certificate was revoked.
+    Revoked,
+    /// A signature (on the certificate or the handshake) is wrong or uses an algorithm the
+    /// client does not support; e.g. the certificate was signed by another CA of the same name
+    /// as the trusted one (a dev CA generated again).
+    BadSignature,
+    /// Anything else the verifier refused (a malformed certificate, a wrong key usage...).
+    Other,
+}
+
+impl From<&rustls::Error> for Untrusted {
+    fn from(error: &rustls::Error) -> Untrusted {
+        use rustls::CertificateError as E;
+        let rustls::Error::InvalidCertificate(error) = error else {
+            return Untrusted::Other;
+        };
+        match error {
+            E::UnknownIssuer => Untrusted::UnknownIssuer,
+            E::NotValidForName => Untrusted::NameMismatch {
+                expected: String::new(),
+                presented: Vec::new(),
+            },
+            E::NotValidForNameContext {
+                expected,
+                presented,
+            } => Untrusted::NameMismatch {
+                expected: expected.to_str().into_owned(),
+                presented: presented.clone(),
+            },
+            E::Expired | E::ExpiredContext { .. } => Untrusted::Expired,
+            E::NotValidYet | E::NotValidYetContext { .. } => Untrusted::NotValidYet,
+            E::Revoked => Untrusted::Revoked,
+            #[allow(deprecated)]
+            E::BadSignature
+            | E::UnsupportedSignatureAlgorithm
+            | E::UnsupportedSignatureAlgorithmContext { .. }
+            | E::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => Untrusted::BadSignature,
+            _ => Untrusted::Other,
+        }
+    }
 }
 
 impl ClientError {

@@ -40,5 +40,5 @@ mod router;
 pub mod upload;
 
 pub use connect::{Client, ClientConfig, Server};
-pub use error::ClientError;
+pub use error::{ClientError, Untrusted};
 pub use upload::{JobResult, UploadJob};

@@ -545,6 +545,7 @@ fn settings(config: &Config, metrics: &Arc<crate::metrics::Metrics>) -> Settings
         max_leading_errors: jobs.max_leading_errors,
         max_error_rate: jobs.max_error_rate,
         on_commit: CommitObserver::new(move |took| metrics.commit_took(took)),
+        clock: edge_tasks::pipeline::Clock::real(),
     }
 }
 

@@ -2,6 +2,9 @@
 //! them to the task, commits in groups (by count and by time) and emits the notification
 //! events. Synchronous and transport-free: the server runs it on a blocking thread, the tests
 //! and benchmarks run it directly.
+//!
+//! The job reads the time from [`Settings::clock`] (commit and progress intervals, its
+//! duration), so tests move a [`ManualClock`] instead of waiting.
 
 use crate::decode::sniff::{sniff, Sniff, SNIFF_LIMIT};
 use crate::decode::{self, Decoder, Item, Limits, SyntaxError};
@@ -10,7 +13,7 @@ use crate::task::{Plugin, Task};
 use bytes::Bytes;
 use edge_proto::{ErrorCode, ErrorSample, Event, Format, FIRST_ERRORS};
 use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,6 +43,101 @@ pub struct Settings {
     pub max_error_rate: f64,
     /// Told how long each successful commit took (e.g. for a latency histogram).
     pub on_commit: CommitObserver,
+    /// Where the job reads the time (commit and progress intervals, durations): the real
+    /// clock, or a [`ManualClock`] in tests.
+    pub clock: Clock,
+}
+
+/// Where a job reads the time. [`Clock::real`] (the default) is [`Instant::now`]; a test hands
+/// in a [`ManualClock`]'s, so time-based commits are tested without waiting for them.
+#[derive(Clone, Default)]
+pub struct Clock(Option<Arc<dyn Fn() -> Instant + Send + Sync>>);
+
+impl Clock {
+    /// The real clock.
+    pub fn real() -> Clock {
+        Clock(None)
+    }
+
+    /// A clock that reads the time from `now`.
+    pub fn new(now: impl Fn() -> Instant + Send + Sync + 'static) -> Clock {
+        Clock(Some(Arc::new(now)))
+    }
+
+    /// The time now.
+    pub fn now(&self) -> Instant {
+        match &self.0 {
+            Some(now) => now(),
+            None => Instant::now(),
+        }
+    }
+
+    /// The time since `earlier` (zero if the clock reads earlier still).
+    fn since(&self, earlier: Instant) -> Duration {
+        self.now().saturating_duration_since(earlier)
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Clock(custom)"
+        } else {
+            "Clock(real)"
+        })
+    }
+}
+
+impl PartialEq for Clock {
+    /// Clocks are equal when both are real or both read the same function.
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+/// A clock that stands still until told to move ([`ManualClock::advance`]): for tests of
+/// time-based behaviour. Clones share the time.
+#[derive(Debug, Clone)]
+pub struct ManualClock {
+    start: Instant,
+    elapsed_nanos: Arc<AtomicU64>,
+}
+
+impl Default for ManualClock {
+    fn default() -> Self {
+        ManualClock::new()
+    }
+}
+
+impl ManualClock {
+    /// A clock that reads the instant it was made until it is advanced.
+    pub fn new() -> ManualClock {
+        ManualClock {
+            start: Instant::now(),
+            elapsed_nanos: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Moves the time on by `by`.
+    pub fn advance(&self, by: Duration) {
+        let nanos = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
+        self.elapsed_nanos.fetch_add(nanos, Ordering::SeqCst);
+    }
+
+    /// The time now.
+    pub fn now(&self) -> Instant {
+        self.start + Duration::from_nanos(self.elapsed_nanos.load(Ordering::SeqCst))
+    }
+
+    /// This clock, for [`Settings::clock`].
+    pub fn clock(&self) -> Clock {
+        let me = self.clone();
+        Clock::new(move || me.now())
+    }
 }
 
 /// A callback told the duration of every successful commit.
@@ -92,6 +190,7 @@ impl Default for Settings {
             max_leading_errors: 1_000,
             max_error_rate: 0.5,
             on_commit: CommitObserver::default(),
+            clock: Clock::real(),
         }
     }
 }
@@ -395,7 +494,7 @@ impl<'a> Job<'a> {
         settings: &'a Settings,
         emit: &'a mut dyn FnMut(Event),
     ) -> Self {
-        let now = Instant::now();
+        let now = settings.clock.now();
         Job {
             spec,
             task,
@@ -477,7 +576,7 @@ impl<'a> Job<'a> {
             Some(since) => self
                 .settings
                 .commit_interval
-                .saturating_sub(since.elapsed())
+                .saturating_sub(self.settings.clock.since(since))
                 .max(Duration::from_millis(1)),
             None => self.settings.commit_interval.max(Duration::from_millis(1)),
         }
@@ -506,7 +605,7 @@ impl<'a> Job<'a> {
             records: self.records,
             committed: self.committed,
             errors: self.errors,
-            duration_ms: millis(self.started.elapsed()),
+            duration_ms: millis(self.settings.clock.since(self.started)),
             summary: self.task.summary(),
             first_errors: std::mem::take(&mut self.first_errors),
         };
@@ -552,7 +651,9 @@ impl<'a> Job<'a> {
         match self.task.record(record) {
             Ok(()) => {
                 self.pending += 1;
-                self.pending_since.get_or_insert_with(Instant::now);
+                if self.pending_since.is_none() {
+                    self.pending_since = Some(self.settings.clock.now());
+                }
                 if self.pending >= self.settings.commit_records as u64 {
                     if let Err(message) = self.advance() {
                         self.store_failure = Some(message);
@@ -655,14 +756,14 @@ impl<'a> Job<'a> {
     /// Whether the records waiting should go into a commit now.
     fn due(&self) -> bool {
         self.pending >= self.settings.commit_records as u64
-            || self
-                .pending_since
-                .is_some_and(|since| since.elapsed() >= self.settings.commit_interval)
+            || self.pending_since.is_some_and(|since| {
+                self.settings.clock.since(since) >= self.settings.commit_interval
+            })
     }
 
     /// Hands every pending record to a commit (no commit may be running).
     fn start_commit(&mut self) -> Result<(), String> {
-        self.commit_started = Some(Instant::now());
+        self.commit_started = Some(self.settings.clock.now());
         self.task.start_commit().map_err(|e| e.to_string())?;
         self.in_flight = std::mem::take(&mut self.pending);
         self.pending_since = None;
@@ -682,7 +783,9 @@ impl<'a> Job<'a> {
         let records = std::mem::take(&mut self.in_flight);
         result.map_err(|e| e.to_string())?;
         if let Some(started) = self.commit_started.take() {
-            self.settings.on_commit.observe(started.elapsed());
+            self.settings
+                .on_commit
+                .observe(self.settings.clock.since(started));
         }
         self.committed += records;
         Ok(())
@@ -702,10 +805,13 @@ impl<'a> Job<'a> {
     /// Sends `progress` (and the task's figures) and `committed` if the interval has passed,
     /// or always when `last`.
     fn send_progress(&mut self, last: bool) {
-        if !last && self.progress_sent.elapsed() < self.settings.progress_interval {
+        let now = self.settings.clock.now();
+        if !last
+            && now.saturating_duration_since(self.progress_sent) < self.settings.progress_interval
+        {
             return;
         }
-        self.progress_sent = Instant::now();
+        self.progress_sent = now;
         (self.emit)(Event::Progress {
             bytes: self.bytes,
             records: self.records,
@@ -798,22 +904,64 @@ mod tests {
     struct Script(VecDeque<Input>);
 
     impl Source for Script {
+        fn next(&mut self, _wait: Duration) -> Input {
+            self.0.pop_front().unwrap_or(Input::End)
+        }
+    }
+
+    /// A script whose idle pauses last 2 ms of real time, however long the pipeline would
+    /// wait: the real store's writer commits meanwhile.
+    struct Paced(Script);
+
+    impl Source for Paced {
         fn next(&mut self, wait: Duration) -> Input {
-            let input = self.0.pop_front().unwrap_or(Input::End);
+            let input = self.0.next(wait);
             if matches!(input, Input::Idle) {
-                // Like a real source: nothing came within the wait.
-                std::thread::sleep(wait);
+                std::thread::sleep(wait.min(Duration::from_millis(2)));
             }
             input
         }
     }
 
-    /// A script whose idle pauses last 2 ms, however long the pipeline would wait.
-    struct Paced(Script);
+    /// One step of a [`Timed`] upload.
+    enum Step {
+        /// These bytes arrive.
+        Send(&'static [u8]),
+        /// Nothing arrives for this long.
+        Pause(Duration),
+    }
 
-    impl Source for Paced {
+    /// An upload on a [`ManualClock`]: a pause moves the clock on instead of taking time. Like
+    /// a real source, it waits at most as long as the job asks, then says `Idle`. `step` counts
+    /// the steps begun, so a test can tell during which one an event came.
+    struct Timed {
+        steps: VecDeque<Step>,
+        clock: ManualClock,
+        step: std::rc::Rc<std::cell::Cell<usize>>,
+    }
+
+    impl Source for Timed {
         fn next(&mut self, wait: Duration) -> Input {
-            self.0.next(wait.min(Duration::from_millis(2)))
+            let Some(step) = self.steps.pop_front() else {
+                self.step.set(self.step.get() + 1);
+                return Input::End;
+            };
+            match step {
+                Step::Send(bytes) => {
+                    self.step.set(self.step.get() + 1);
+                    Input::Chunk(Bytes::from_static(bytes))
+                }
+                Step::Pause(pause) => {
+                    if pause > wait {
+                        // The rest of the pause is still to come.
+                        self.steps.push_front(Step::Pause(pause - wait));
+                    } else {
+                        self.step.set(self.step.get() + 1);
+                    }
+                    self.clock.advance(pause.min(wait));
+                    Input::Idle
+                }
+            }
         }
     }
 
@@ -1406,31 +1554,74 @@ mod tests {
     }
 
     #[test]
-    fn a_slow_upload_still_commits_on_time() {
+    fn a_slow_upload_commits_once_the_interval_has_passed_on_the_jobs_clock() {
         let (_dir, store) = store();
+        let clock = ManualClock::new();
+        let minute = Duration::from_secs(60);
         let settings = Settings {
-            commit_interval: Duration::from_millis(1),
-            progress_interval: Duration::ZERO,
+            commit_interval: 60 * minute,
+            progress_interval: minute,
+            clock: clock.clock(),
             ..Settings::default()
         };
-        let mut source = Script(VecDeque::from([
-            Input::Chunk(Bytes::from_static(b"1\n2\n")),
-            Input::Idle,
-            Input::Idle,
-        ]));
-        // Before the upload ends, the idle ticks commit the two records.
-        source.0.push_back(Input::Chunk(Bytes::from_static(b"3\n")));
-        let (report, events) =
-            run_job("stats", Some(Format::Lines), &mut source, &store, &settings);
-        let first_commit = events
-            .iter()
-            .position(|e| matches!(e, Event::Committed { .. }))
-            .unwrap();
-        assert!(
-            matches!(events[first_commit], Event::Committed { records: 2 }),
-            "{events:?}"
+        let step = std::rc::Rc::new(std::cell::Cell::new(0));
+        let mut source = Timed {
+            steps: VecDeque::from([
+                Step::Send(b"1\n2\n"),
+                Step::Pause(59 * minute),
+                Step::Pause(minute),
+                Step::Send(b"3\n"),
+            ]),
+            clock: clock.clone(),
+            step: step.clone(),
+        };
+        // Each event with the step (1-based; 5 is the end) during which it came.
+        let mut events = Vec::new();
+        let plugin = registry::find("stats").unwrap();
+        let context = Context {
+            store: store.clone(),
+        };
+        let task = (plugin.create)(&Default::default(), &context).unwrap();
+        let report = run(
+            &spec("stats", Some(Format::Lines)),
+            plugin,
+            task,
+            &mut source,
+            &settings,
+            &mut |e| events.push((step.get(), e)),
         );
-        assert!(matches!(report.last, Event::Done { committed: 3, .. }));
+        let during = |step: usize| -> Vec<&Event> {
+            events
+                .iter()
+                .filter(|(s, _)| *s == step)
+                .map(|(_, e)| e)
+                .collect()
+        };
+        assert!(
+            !during(1).iter().any(|e| e.name() == "progress"),
+            "progress waits its interval: {events:?}"
+        );
+        let names: Vec<&str> = during(2).iter().map(|e| e.name()).collect();
+        assert!(
+            names.contains(&"progress") && !names.contains(&"committed"),
+            "59 minutes: progress, but no commit yet: {events:?}"
+        );
+        assert!(
+            during(3).contains(&&Event::Committed { records: 2 }),
+            "the hour is up: the two records are committed before the upload goes on: {events:?}"
+        );
+        assert!(
+            matches!(
+                report.last,
+                Event::Done {
+                    committed: 3,
+                    duration_ms: 3_600_000,
+                    ..
+                }
+            ),
+            "{:?}",
+            report.last
+        );
     }
 
     fn real_ports() -> serde_json::Map<String, serde_json::Value> {

@@ -330,3 +330,66 @@ async fn the_file_extension_names_the_format_unless_format_is_given() {
         "no known extension: sniffed"
     );
 }
+
+/// Connects with the client library, trusting `ca`, and returns why the handshake failed.
+async fn refusal(server: &TestServer, host: &str, ca: PathBuf) -> edge_client::Untrusted {
+    let config = edge_client::ClientConfig {
+        server: format!("https://{host}:{}", server.addr.port()),
+        ca: Some(ca),
+        token: None,
+    };
+    match edge_client::Client::connect(&config).await {
+        Err(edge_client::ClientError::NotTrusted { reason, .. }) => reason,
+        Err(other) => panic!("not a certificate refusal: {other:?}"),
+        Ok(_) => panic!("the handshake succeeded"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_refusals_are_classified_by_the_verifiers_error() {
+    // A CA that did not sign the server's certificate.
+    let server = TestServer::start().await;
+    let other = tempfile::tempdir().unwrap();
+    let unrelated = other.path().join("unrelated.pem");
+    let stranger = rcgen::generate_simple_self_signed(vec!["stranger.invalid".to_owned()]).unwrap();
+    std::fs::write(&unrelated, stranger.cert.pem()).unwrap();
+    assert_eq!(
+        refusal(&server, "127.0.0.1", unrelated).await,
+        edge_client::Untrusted::UnknownIssuer
+    );
+    // Another dev CA (as after `edge certs` regenerated them elsewhere): the same name, another
+    // key, so the certificate's signature does not verify.
+    let paths = edge::tls::DevPaths::new(&other.path().join("certs"));
+    edge::tls::generate_dev(&paths, &[]).unwrap();
+    assert_eq!(
+        refusal(&server, "127.0.0.1", paths.ca_cert.clone()).await,
+        edge_client::Untrusted::BadSignature
+    );
+    server.stop().await;
+
+    // A trusted certificate for another name than the one connected to.
+    let dir = tempfile::tempdir().unwrap();
+    let issued = rcgen::generate_simple_self_signed(vec!["edge.invalid".to_owned()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, issued.cert.pem()).unwrap();
+    std::fs::write(&key, issued.signing_key.serialize_pem()).unwrap();
+    let server = TestServer::start_with(|config| {
+        config.tls.cert = Some(cert.clone());
+        config.tls.key = Some(key.clone());
+    })
+    .await;
+    let reason = refusal(&server, "127.0.0.1", cert).await;
+    let edge_client::Untrusted::NameMismatch {
+        expected,
+        presented,
+    } = reason
+    else {
+        panic!("{reason:?}")
+    };
+    assert_eq!(expected, "127.0.0.1");
+    assert!(
+        presented.iter().any(|name| name.contains("edge.invalid")),
+        "{presented:?}"
+    );
+    server.stop().await;
+}
