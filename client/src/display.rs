@@ -19,6 +19,17 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Says why connecting failed (on stderr) and how the command ends: 3 when the server
+    /// could not be reached or trusted, 2 otherwise.
+    pub fn not_connected(error: &crate::ClientError) -> Outcome {
+        eprintln!("edge-client: {error}");
+        if error.is_connect() {
+            Outcome::NoConnection
+        } else {
+            Outcome::Failed
+        }
+    }
+
     /// The outcome a final event stands for.
     pub fn of(last: &Event) -> Outcome {
         match last {

@@ -133,14 +133,7 @@ async fn upload(args: UploadArgs) -> Outcome {
     let config = args.server.config();
     let client = match Client::connect(&config).await {
         Ok(client) => client,
-        Err(e) => {
-            eprintln!("edge-client: {e}");
-            return if e.is_connect() {
-                Outcome::NoConnection
-            } else {
-                Outcome::Failed
-            };
-        }
+        Err(e) => return Outcome::not_connected(&e),
     };
     let show = if args.json {
         Show::Json

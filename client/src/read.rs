@@ -50,14 +50,7 @@ pub(crate) async fn task(args: Vec<String>) -> Outcome {
     };
     let mut api = match Api::connect(&server.config()).await {
         Ok(api) => api,
-        Err(e) => {
-            eprintln!("edge-client: {e}");
-            return if e.is_connect() {
-                Outcome::NoConnection
-            } else {
-                Outcome::Failed
-            };
-        }
+        Err(e) => return Outcome::not_connected(&e),
     };
     let outcome = read_task(&mut api, &task, &args).await;
     api.close().await;
@@ -212,14 +205,7 @@ async fn fetch(
 ) -> Outcome {
     let mut api = match Api::connect(&server.config()).await {
         Ok(api) => api,
-        Err(e) => {
-            eprintln!("edge-client: {e}");
-            return if e.is_connect() {
-                Outcome::NoConnection
-            } else {
-                Outcome::Failed
-            };
-        }
+        Err(e) => return Outcome::not_connected(&e),
     };
     let answer = api.get(path).await;
     api.close().await;

@@ -264,30 +264,15 @@ fn skip_string(block: &mut &[u8], bits: u32) -> Result<(), Malformed> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-
-    /// Encodes a prefix integer with `flags` in the bits above the `bits`-bit prefix.
-    fn int(flags: u8, bits: u32, value: usize) -> Vec<u8> {
-        let max = (1usize << bits) - 1;
-        if value < max {
-            return vec![flags | value as u8];
-        }
-        let mut out = vec![flags | max as u8];
-        let mut rest = value - max;
-        while rest >= 0x80 {
-            out.push((rest as u8 & 0x7f) | 0x80);
-            rest >>= 7;
-        }
-        out.push(rest as u8);
-        out
-    }
+    use crate::test_wire::prefix_int;
 
     /// A field section of literal names and values, no Huffman, no table.
     pub(crate) fn section(fields: &[(&str, &str)]) -> Vec<u8> {
         let mut out = vec![0, 0];
         for (name, value) in fields {
-            out.extend(int(0x20, 3, name.len()));
+            out.extend(prefix_int(0x20, 3, name.len()));
             out.extend(name.as_bytes());
-            out.extend(int(0, 7, value.len()));
+            out.extend(prefix_int(0, 7, value.len()));
             out.extend(value.as_bytes());
         }
         out
@@ -309,11 +294,11 @@ pub(crate) mod tests {
         // Static references: :method GET (17), :scheme https (23), :path / (1), then a
         // literal with a name reference to `user-agent` (95)... and :authority by name.
         let mut block = vec![0, 0, 0xc0 | 17, 0xc0 | 23, 0xc1];
-        block.extend(int(0x50, 4, 0)); // :authority, static name, literal value
-        block.extend(int(0, 7, 3));
+        block.extend(prefix_int(0x50, 4, 0)); // :authority, static name, literal value
+        block.extend(prefix_int(0, 7, 3));
         block.extend(b"a.b");
-        block.extend(int(0x50, 4, 95));
-        block.extend(int(0, 7, 1));
+        block.extend(prefix_int(0x50, 4, 95));
+        block.extend(prefix_int(0, 7, 1));
         block.push(b'x');
         assert_eq!(check_request(&block), Ok(()));
     }
@@ -374,9 +359,9 @@ pub(crate) mod tests {
         // Two :path fields, the second with a Huffman-coded name.
         let mut block = section(&GOOD);
         let coded = huffman(":path");
-        block.extend(int(0x28, 3, coded.len()));
+        block.extend(prefix_int(0x28, 3, coded.len()));
         block.extend(&coded);
-        block.extend(int(0, 7, 1));
+        block.extend(prefix_int(0, 7, 1));
         block.push(b'/');
         assert_eq!(
             check_request(&block),

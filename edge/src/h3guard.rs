@@ -468,19 +468,10 @@ impl Varint {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Encodes a varint in its shortest form.
-    fn varint(v: u64) -> Vec<u8> {
-        match v {
-            0..=63 => vec![v as u8],
-            64..=16383 => (v as u16 | 0x4000).to_be_bytes().to_vec(),
-            16384..=1_073_741_823 => (v as u32 | 0x8000_0000).to_be_bytes().to_vec(),
-            _ => (v | 0xc000_0000_0000_0000).to_be_bytes().to_vec(),
-        }
-    }
+    use crate::test_wire::{frame_header, varint};
 
     fn frame(frame_type: u64, payload_len: u64, payload: &[u8]) -> Vec<u8> {
-        [varint(frame_type), varint(payload_len), payload.to_vec()].concat()
+        [frame_header(frame_type, payload_len), payload.to_vec()].concat()
     }
 
     /// Feeds `bytes` in pieces of `piece` bytes.

@@ -47,3 +47,8 @@ pub mod tls;
 
 pub use config::Config;
 pub use server::{ServeError, Server};
+
+/// Wire encoders the HTTP/3 unit tests share with the end-to-end tests.
+#[cfg(test)]
+#[path = "../tests/e2e/wire.rs"]
+mod test_wire;

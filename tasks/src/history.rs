@@ -7,6 +7,7 @@
 //! long ago or are too many. A running job's record is never pruned.
 
 use crate::store::{Change, Store, StoreError, Ticket};
+use crate::table::{Encoded, Stored};
 use edge_proto::{ErrorCode, Event, Format};
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -16,50 +17,14 @@ use std::time::{Duration, SystemTime};
 /// Jobs by id (ids sort by start time), the value a JSON [`JobRecord`].
 pub(crate) const JOBS: TableDefinition<&str, StoredJob> = TableDefinition::new("jobs");
 
-/// A job record as the store holds it (its JSON), decoded when asked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StoredJob<'a>(&'a [u8]);
+/// A job record as the store holds it (its JSON), decoded when read.
+pub type StoredJob<'a> = Stored<'a, JobRecord>;
 
-impl StoredJob<'_> {
-    /// The record, or a store error naming its key.
-    pub fn record(&self, key: &str) -> Result<JobRecord, StoreError> {
-        serde_json::from_slice(self.0).map_err(|e| StoreError::Corrupt {
-            key: key.to_owned(),
-            message: e.to_string(),
-        })
-    }
-}
+impl Encoded for JobRecord {
+    const TYPE_NAME: &'static str = "edge::history::JobRecord";
 
-impl redb::Value for StoredJob<'_> {
-    type SelfType<'a>
-        = StoredJob<'a>
-    where
-        Self: 'a;
-    type AsBytes<'a>
-        = &'a [u8]
-    where
-        Self: 'a;
-
-    fn fixed_width() -> Option<usize> {
-        None
-    }
-
-    fn from_bytes<'a>(data: &'a [u8]) -> StoredJob<'a>
-    where
-        Self: 'a,
-    {
-        StoredJob(data)
-    }
-
-    fn as_bytes<'a, 'b: 'a>(value: &'a StoredJob<'b>) -> &'a [u8]
-    where
-        Self: 'b,
-    {
-        value.0
-    }
-
-    fn type_name() -> redb::TypeName {
-        redb::TypeName::new("edge::history::JobRecord")
+    fn decode(bytes: &[u8]) -> Result<JobRecord, String> {
+        serde_json::from_slice(bytes).map_err(|e| e.to_string())
     }
 }
 
@@ -219,7 +184,7 @@ impl Change for PutRecord {
             .open_table(JOBS)
             .map_err(StoreError::redb("open jobs table"))?;
         table
-            .insert(self.job.as_str(), StoredJob(&self.value))
+            .insert(self.job.as_str(), StoredJob::from_encoded(&self.value))
             .map_err(StoreError::redb("write job"))?;
         Ok(())
     }
@@ -232,7 +197,7 @@ pub fn get(store: &Store, job: &str) -> Result<Option<JobRecord>, StoreError> {
         .open_table(JOBS)
         .map_err(StoreError::redb("open jobs table"))?;
     let value = table.get(job).map_err(StoreError::redb("read job"))?;
-    value.map(|v| v.value().record(job)).transpose()
+    value.map(|v| v.value().decode(job)).transpose()
 }
 
 /// A page of job records, most recent first, strictly before the job id `before`; only
@@ -256,7 +221,7 @@ pub fn list(
     let mut records = Vec::new();
     for entry in range.rev() {
         let (key, value) = entry.map_err(StoreError::redb("list jobs"))?;
-        let record = value.value().record(key.value())?;
+        let record = value.value().decode(key.value())?;
         if sub.is_some_and(|sub| record.sub.as_deref() != Some(sub)) {
             continue;
         }
@@ -281,7 +246,7 @@ pub fn mark_interrupted(store: &Store) -> Result<u64, StoreError> {
         let mut running = Vec::new();
         for entry in table.iter().map_err(StoreError::redb("list jobs"))? {
             let (key, value) = entry.map_err(StoreError::redb("list jobs"))?;
-            let record = value.value().record(key.value())?;
+            let record = value.value().decode(key.value())?;
             if record.outcome == "running" {
                 running.push(record);
             }
@@ -291,7 +256,7 @@ pub fn mark_interrupted(store: &Store) -> Result<u64, StoreError> {
             record.message = Some("the server stopped without a shutdown while this job ran; records reported as committed are stored".into());
             let value = encode(&record);
             table
-                .insert(record.job.as_str(), StoredJob(&value))
+                .insert(record.job.as_str(), StoredJob::from_encoded(&value))
                 .map_err(StoreError::redb("write job"))?;
             marked += 1;
         }
@@ -453,7 +418,7 @@ impl Change for PruneBatch {
             .take(scan_limit)
         {
             let (key, value) = entry.map_err(StoreError::redb("list jobs"))?;
-            let record = value.value().record(key.value())?;
+            let record = value.value().decode(key.value())?;
             if record.outcome == "running" {
                 continue;
             }

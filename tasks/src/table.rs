@@ -4,11 +4,14 @@
 //! Every table of the store is declared once, as a typed `TableDefinition` const in the module
 //! that owns it (a plugin, the job history, the deny-list), and listed in that owner's
 //! `tables`. The store walks those lists; [`StoredTable`] is implemented for every
-//! `TableDefinition`, so a declaration is all a plugin writes.
+//! `TableDefinition`, so a declaration is all a plugin writes. A record type kept encoded
+//! implements [`Encoded`], and its table holds [`Stored`] values.
 
 use redb::{
-    Database, Key, ReadTransaction, ReadableTable, TableDefinition, Value, WriteTransaction,
+    Database, Key, ReadTransaction, ReadableTable, TableDefinition, TypeName, Value,
+    WriteTransaction,
 };
+use std::marker::PhantomData;
 
 /// A table the store creates when it opens and copies into every backup.
 pub trait StoredTable: Sync {
@@ -166,5 +169,95 @@ pub(crate) fn retype<V: Value + 'static>(
         if done {
             return Ok(moved);
         }
+    }
+}
+
+/// A record type a table keeps in an encoded form (a port's binary form, a job record's JSON).
+pub trait Encoded: Sized {
+    /// The name redb records for a table of these (it is written into every store file: never
+    /// change it without a layout version and an upgrade).
+    const TYPE_NAME: &'static str;
+
+    /// The record, from its encoded form; `Err` says why the bytes are not one.
+    fn decode(bytes: &[u8]) -> Result<Self, String>;
+}
+
+/// A record as the store holds it: its encoded bytes, decoded when asked. It is the
+/// `redb::Value` of a table of `T`s, so a read gets a record (or a [`StoreError::Corrupt`]
+/// naming its key), never bytes to decode by hand.
+///
+/// [`StoreError::Corrupt`]: crate::StoreError::Corrupt
+pub struct Stored<'a, T>(&'a [u8], PhantomData<fn() -> T>);
+
+impl<'a, T: Encoded> Stored<'a, T> {
+    /// A record already in its encoded form.
+    pub fn from_encoded(bytes: &'a [u8]) -> Stored<'a, T> {
+        Stored(bytes, PhantomData)
+    }
+
+    /// The encoded form.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.0
+    }
+
+    /// The record, or a store error naming its key.
+    pub fn decode(&self, key: &str) -> Result<T, crate::StoreError> {
+        T::decode(self.0).map_err(|message| crate::StoreError::Corrupt {
+            key: key.to_owned(),
+            message,
+        })
+    }
+}
+
+impl<T> Clone for Stored<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Stored<'_, T> {}
+
+impl<T> PartialEq for Stored<'_, T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl<T> std::fmt::Debug for Stored<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Stored({} bytes)", self.0.len())
+    }
+}
+
+impl<T: Encoded> Value for Stored<'_, T> {
+    type SelfType<'a>
+        = Stored<'a, T>
+    where
+        Self: 'a;
+    type AsBytes<'a>
+        = &'a [u8]
+    where
+        Self: 'a;
+
+    fn fixed_width() -> Option<usize> {
+        None
+    }
+
+    fn from_bytes<'a>(data: &'a [u8]) -> Stored<'a, T>
+    where
+        Self: 'a,
+    {
+        Stored(data, PhantomData)
+    }
+
+    fn as_bytes<'a, 'b: 'a>(value: &'a Stored<'b, T>) -> &'a [u8]
+    where
+        Self: 'b,
+    {
+        value.0
+    }
+
+    fn type_name() -> TypeName {
+        TypeName::new(T::TYPE_NAME)
     }
 }

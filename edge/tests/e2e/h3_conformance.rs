@@ -7,6 +7,7 @@
 
 use crate::http3::{curl_as, h3curl, raw_h3_connection, url};
 use crate::util::*;
+use crate::wire::{frame_header, prefix_int};
 use edge_proto::Event;
 use serde_json::Value;
 use std::time::Duration;
@@ -16,38 +17,12 @@ const H3_NO_ERROR: u64 = 0x100;
 const H3_REQUEST_REJECTED: u64 = 0x10b;
 const H3_MESSAGE_ERROR: u64 = 0x10e;
 
-fn varint(v: u64) -> Vec<u8> {
-    match v {
-        0..=63 => vec![v as u8],
-        64..=16383 => (v as u16 | 0x4000).to_be_bytes().to_vec(),
-        16384..=1_073_741_823 => (v as u32 | 0x8000_0000).to_be_bytes().to_vec(),
-        _ => (v | 0xc000_0000_0000_0000).to_be_bytes().to_vec(),
-    }
-}
-
 fn frame(frame_type: u64, payload: &[u8]) -> Vec<u8> {
     [
-        varint(frame_type),
-        varint(payload.len() as u64),
+        frame_header(frame_type, payload.len() as u64),
         payload.to_vec(),
     ]
     .concat()
-}
-
-/// A QPACK prefix integer with `flags` above a `bits`-bit prefix (RFC 7541 §5.1).
-fn prefix_int(flags: u8, bits: u32, value: usize) -> Vec<u8> {
-    let max = (1usize << bits) - 1;
-    if value < max {
-        return vec![flags | value as u8];
-    }
-    let mut out = vec![flags | max as u8];
-    let mut rest = value - max;
-    while rest >= 0x80 {
-        out.push((rest as u8 & 0x7f) | 0x80);
-        rest >>= 7;
-    }
-    out.push(rest as u8);
-    out
 }
 
 /// A HEADERS frame of literal field lines, in the order given (no table, no Huffman).
@@ -386,14 +361,7 @@ async fn early_refusals_reach_curl_still_uploading_a_large_file() {
         args
     };
     let server = TestServer::start_with(|config| config.limits.max_upload_bytes = 1_000_000).await;
-    let keys = edge::auth::KeyPair::load_or_generate(&server.dir.path().join("certs")).unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let expired = keys
-        .sign(&serde_json::json!({"sub": "old", "exp": now - 120, "nbf": now - 600, "iss": "edge", "aud": "edge", "scope": "stats:write"}))
-        .unwrap();
+    let expired = server.expired_token("stats:write");
     let all = Some(server.token(ALL_SCOPES));
     let cases: Vec<(Option<String>, Vec<String>, u16, &str)> = vec![
         (

@@ -820,14 +820,7 @@ async fn tokens_gate_every_request_but_the_health_check() {
             url(server, "/v1/jobs/stats"),
         ]
     };
-    let keys = edge::auth::KeyPair::load_or_generate(&server.dir.path().join("certs")).unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let expired = keys
-        .sign(&serde_json::json!({"sub": "old", "exp": now - 120, "nbf": now - 600, "iss": "edge", "aud": "edge", "scope": "stats:write"}))
-        .unwrap();
+    let expired = server.expired_token("stats:write");
 
     let cases: Vec<(Option<String>, Vec<String>, u16, &str)> = vec![
         (None, upload(&server), 401, "unauthorized"),

@@ -13,3 +13,4 @@ mod http3;
 mod jobs;
 mod plugin;
 mod util;
+mod wire;

@@ -131,6 +131,19 @@ impl TestServer {
         self.shutdown.cancel();
     }
 
+    /// A token for `old` with `scope`, signed with this server's key, that expired two minutes
+    /// ago (beyond the default leeway).
+    pub fn expired_token(&self, scope: &str) -> String {
+        let keys = edge::auth::KeyPair::load_or_generate(&self.dir.path().join("certs")).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims = serde_json::json!({"sub": "old", "exp": now - 120, "nbf": now - 600,
+            "iss": "edge", "aud": "edge", "scope": scope});
+        keys.sign(&claims).unwrap()
+    }
+
     /// Shuts the server down (as on SIGTERM) and waits until it has stopped; returns the temp
     /// dir so the store can be opened.
     pub async fn stop(self) -> tempfile::TempDir {

@@ -15,7 +15,7 @@ pub fn get(store: &Store, code: &str) -> Result<Option<Port>, StoreError> {
         .open_table(PORTS)
         .map_err(StoreError::redb("open ports table"))?;
     let value = table.get(code).map_err(StoreError::redb("read port"))?;
-    value.map(|v| v.value().port(code)).transpose()
+    value.map(|v| v.value().decode(code)).transpose()
 }
 
 /// `GET /v1/ports/{code}`: the port as JSON.
@@ -83,7 +83,7 @@ pub fn list(store: &Store, query: &ListQuery<'_>) -> Result<Page, StoreError> {
     for entry in range {
         let (key, value) = entry.map_err(StoreError::redb("list ports"))?;
         let key = key.value();
-        let port = value.value().port(key)?;
+        let port = value.value().decode(key)?;
         let wanted = query.country.is_none_or(|c| {
             port.country
                 .as_deref()

@@ -5,10 +5,11 @@
 //! untyped (`&[u8]`) table; 3 the same bytes in a table typed [`StoredPort`], so that a read
 //! gets a port, not bytes to decode by hand.
 
-use super::codec::{self, CodecError};
+use super::codec;
 use super::Port;
 use crate::store::{Store, StoreError};
-use redb::{TableDefinition, TypeName, Value};
+use crate::table::{Encoded, Stored};
+use redb::TableDefinition;
 
 /// Ports by key (UN/LOCODE).
 pub(crate) const PORTS: TableDefinition<&str, StoredPort> = TableDefinition::new("ports");
@@ -19,60 +20,14 @@ pub(super) const UNTYPED: TableDefinition<&str, &[u8]> = TableDefinition::new("p
 /// The layout version of this build.
 pub(super) const VERSION: u64 = 3;
 
-/// A port as the store holds it: its binary form, decoded when asked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StoredPort<'a>(&'a [u8]);
+/// A port as the store holds it: its binary form, decoded when read.
+pub type StoredPort<'a> = Stored<'a, Port>;
 
-impl<'a> StoredPort<'a> {
-    /// A port already in its binary form (see [`codec::encode`]).
-    pub(super) fn from_encoded(bytes: &'a [u8]) -> StoredPort<'a> {
-        StoredPort(bytes)
-    }
+impl Encoded for Port {
+    const TYPE_NAME: &'static str = "edge::ports::StoredPort";
 
-    /// The port.
-    pub(crate) fn decode(&self) -> Result<Port, CodecError> {
-        codec::decode(self.0)
-    }
-
-    /// The port, or a store error naming its key.
-    pub fn port(&self, key: &str) -> Result<Port, StoreError> {
-        self.decode().map_err(|e| StoreError::Corrupt {
-            key: key.to_owned(),
-            message: e.to_string(),
-        })
-    }
-}
-
-impl Value for StoredPort<'_> {
-    type SelfType<'a>
-        = StoredPort<'a>
-    where
-        Self: 'a;
-    type AsBytes<'a>
-        = &'a [u8]
-    where
-        Self: 'a;
-
-    fn fixed_width() -> Option<usize> {
-        None
-    }
-
-    fn from_bytes<'a>(data: &'a [u8]) -> StoredPort<'a>
-    where
-        Self: 'a,
-    {
-        StoredPort(data)
-    }
-
-    fn as_bytes<'a, 'b: 'a>(value: &'a StoredPort<'b>) -> &'a [u8]
-    where
-        Self: 'b,
-    {
-        value.0
-    }
-
-    fn type_name() -> TypeName {
-        TypeName::new("edge::ports::StoredPort")
+    fn decode(bytes: &[u8]) -> Result<Port, String> {
+        codec::decode(bytes).map_err(|e| e.to_string())
     }
 }
 
@@ -190,7 +145,8 @@ mod tests {
                 let mut to = txn.open_table(PORTS).unwrap();
                 for _ in 0..100 {
                     let (key, value) = from.pop_first().unwrap().unwrap();
-                    to.insert(key.value(), StoredPort(value.value())).unwrap();
+                    to.insert(key.value(), StoredPort::from_encoded(value.value()))
+                        .unwrap();
                 }
             }
             txn.commit().unwrap();
