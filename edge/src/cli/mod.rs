@@ -3,25 +3,27 @@
 //!
 //! # Layout
 //! - this module: the commands and their dispatch.
-//! - [`read`]: `edge <task> get|list`, made from the plugins' read endpoints.
+//! - `serve`: `edge serve`.
+//! - `token`, `certs`, `config`: `edge token ...`, `edge certs ...`, `edge config check`.
+//! - `control`: `edge backup`, `edge status`, and the control socket every store command uses.
+//! - `read`: `edge <task> get|list`, made from the plugins' read endpoints.
 
+mod certs;
+mod config;
+mod control;
 mod read;
+mod serve;
+mod token;
 
-use crate::auth::{self, KeyPair, SigningKey, Verifier};
 use crate::config::{Config, Overrides};
-use crate::control::{Reply, Request};
-use crate::server::Server;
-use anyhow::{bail, Context as _};
+use certs::CertsCommand;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use edge_tasks::store::StoreOptions;
-use edge_tasks::{Registry, Store};
-use std::io::{IsTerminal, Write};
+use config::ConfigCommand;
+use edge_tasks::Registry;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
-use tokio_util::sync::CancellationToken;
-use tracing::info;
+use token::TokenCommand;
 
 /// edge: a TLS-first QUIC ingest server.
 #[derive(Debug, Parser)]
@@ -109,74 +111,6 @@ enum Command {
     },
 }
 
-#[derive(Debug, Subcommand)]
-enum CertsCommand {
-    /// (Re)generate the dev server certificate in the certs dir for localhost, 127.0.0.1, ::1,
-    /// `tls.names` and every --name, signed by the dev CA (generated if missing, or anew with
-    /// --new-ca). A running server picks the new certificate up within seconds.
-    Dev {
-        /// An extra DNS name or IP address (repeatable), e.g. --name edge.home.arpa.
-        #[arg(long = "name")]
-        names: Vec<String>,
-        /// Also replace the CA (clients must then trust the new ca.pem).
-        #[arg(long)]
-        new_ca: bool,
-    },
-    /// Print the subject, names and expiry of the certificate the config uses (and of the
-    /// dev CA, for dev certificates).
-    Show,
-}
-
-#[derive(Debug, Subcommand)]
-enum ConfigCommand {
-    /// Load the file, the EDGE_* environment and the flags, validate the result (and the
-    /// configured certificate and token key files), and print the effective configuration.
-    Check,
-}
-
-#[derive(Debug, Subcommand)]
-enum TokenCommand {
-    /// Print a new token signed with the certs dir's key (generated if there is none).
-    Issue {
-        /// Who the token is for (its `sub`).
-        #[arg(long)]
-        sub: String,
-        /// Space-separated scopes: `<task>:write` (e.g. ports:write), ports:read, jobs:read, admin.
-        #[arg(long)]
-        scope: String,
-        /// How long it is valid, e.g. 1h, 30d.
-        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
-        ttl: std::time::Duration,
-        /// Its audience [default: the config's `auth.audience`].
-        #[arg(long)]
-        aud: Option<String>,
-        /// The key to sign with (a `kid` of `[auth] keys`) [default: the first that can sign].
-        #[arg(long)]
-        kid: Option<String>,
-    },
-    /// Revoke a token: its id (`jti`) goes on the store's deny-list, checked on every job and
-    /// request. Works whether or not `edge serve` runs on the data dir.
-    Revoke {
-        /// The token's `jti`, or the whole token (then its expiry is known and the entry is
-        /// pruned once the token has expired).
-        token_or_jti: String,
-    },
-    /// List revoked token ids.
-    ListRevoked {
-        /// Print JSON: [{"jti":..,"revoked_at":..,"expires":..}].
-        #[arg(long)]
-        json: bool,
-    },
-    /// Write a new Ed25519 key pair, PREFIX.pem (signing, 0600) and PREFIX.pub.pem, for
-    /// `[auth] keys` (e.g. to rotate keys), and print its config entry.
-    Keygen {
-        /// Path prefix of the two files, e.g. /etc/edge/jwt-2027.
-        prefix: PathBuf,
-    },
-    /// List the key ids the server trusts with this config.
-    Keys,
-}
-
 /// Parses the command line and runs the command.
 pub fn run() -> anyhow::Result<ExitCode> {
     let registry = Registry::builtin();
@@ -205,345 +139,11 @@ pub fn run() -> anyhow::Result<ExitCode> {
     let log_format = cli.global.log_format;
     let config = Config::load(&cli.global.overrides(listen, admin_listen))?;
     match cli.command {
-        Command::Serve { .. } => serve(&config, log_format),
-        Command::Token(command) => token(&config, command),
-        Command::Config(ConfigCommand::Check) => check_config(&config),
-        Command::Status { json } => status(&config, json),
-        Command::Certs(command) => certs(&config, command),
-        Command::Backup { path } => backup(&config, &path),
+        Command::Serve { .. } => serve::serve(&config, log_format),
+        Command::Token(command) => token::token(&config, command),
+        Command::Config(ConfigCommand::Check) => config::check_config(&config),
+        Command::Status { json } => control::status(&config, json),
+        Command::Certs(command) => certs::certs(&config, command),
+        Command::Backup { path } => control::backup(&config, &path),
     }
-}
-
-fn backup(config: &Config, path: &Path) -> anyhow::Result<ExitCode> {
-    if !config.store_path().is_file() {
-        bail!(
-            "no store at {}: nothing to back up (pass --data-dir)",
-            config.store_path().display()
-        );
-    }
-    // The server may run in another directory: it gets an absolute path.
-    let path = std::path::absolute(path)
-        .with_context(|| format!("cannot use the path {}", path.display()))?;
-    let reply = control(config, &Request::Backup { path })?;
-    let report = reply
-        .backup
-        .ok_or_else(|| anyhow::anyhow!("the backup did not say what it wrote"))?;
-    println!(
-        "wrote {} ({} entries, {:.1} MB)",
-        report.path.display(),
-        report.entries,
-        report.bytes as f64 / 1e6
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
-fn certs(config: &Config, command: CertsCommand) -> anyhow::Result<ExitCode> {
-    let dev = crate::tls::DevPaths::new(&config.certs_dir);
-    if let CertsCommand::Dev { names, new_ca } = command {
-        if config.tls.cert.is_some() {
-            eprintln!(
-                "edge: note: the config uses {} (tls.cert), not the dev certificate",
-                config
-                    .tls
-                    .cert
-                    .as_deref()
-                    .unwrap_or(Path::new(""))
-                    .display()
-            );
-        }
-        if new_ca {
-            for path in [&dev.ca_cert, &dev.ca_key] {
-                match std::fs::remove_file(path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => bail!("cannot remove {}: {e}", path.display()),
-                }
-            }
-        }
-        let mut all = config.tls.names.clone();
-        all.extend(names);
-        crate::tls::generate_dev(&dev, &all)?;
-        println!("wrote {}", dev.server_cert.display());
-    }
-    let mut out = std::io::stdout().lock();
-    let (cert, ca) = match &config.tls.cert {
-        Some(cert) => (cert.clone(), None),
-        None => (dev.server_cert.clone(), Some(dev.ca_cert.clone())),
-    };
-    for (what, path) in std::iter::once(("certificate", cert)).chain(ca.map(|ca| ("dev CA", ca))) {
-        let chain = crate::tls::load_chain(&path)?;
-        let info = crate::certs::CertInfo::of(&chain[0])
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        writeln!(out, "{what}: {}", path.display())?;
-        writeln!(out, "  subject  {}", info.subject)?;
-        writeln!(out, "  issuer   {}", info.issuer)?;
-        if !info.names.is_empty() {
-            writeln!(out, "  names    {}", info.names.join(", "))?;
-        }
-        writeln!(out, "  expires  {} ({} days)", info.expires, info.days_left)?;
-        if let Some(warning) = info.warning() {
-            writeln!(out, "  warning  {warning}")?;
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
-    let Some(reply) = crate::control::send(&config.data_dir, &Request::Status)? else {
-        eprintln!(
-            "edge: no server is running on {} (no answer on {})",
-            config.data_dir.display(),
-            crate::control::socket_path(&config.data_dir).display()
-        );
-        return Ok(ExitCode::from(1));
-    };
-    let Some(status) = reply.status else {
-        bail!(
-            "{}",
-            reply
-                .error
-                .unwrap_or_else(|| "the server sent no status".into())
-        );
-    };
-    if json {
-        println!("{}", serde_json::to_string(&status)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let uptime = humantime::format_duration(Duration::from_secs(status.uptime_secs));
-    println!("uptime        {uptime}");
-    println!("connections   {}", status.connections_open);
-    println!(
-        "jobs running  {} ({} started)",
-        status.jobs_running, status.jobs_started
-    );
-    println!(
-        "committed     {} records, {:.0} records/s now",
-        status.records_committed, status.records_per_sec
-    );
-    println!(
-        "received      {:.1} MB, {:.2} MB/s now",
-        status.bytes_received as f64 / 1e6,
-        status.bytes_per_sec / 1e6
-    );
-    println!("store         {:.1} MB", status.store_bytes as f64 / 1e6);
-    Ok(ExitCode::SUCCESS)
-}
-
-fn check_config(config: &Config) -> anyhow::Result<ExitCode> {
-    if config.tls.cert.is_some() {
-        crate::tls::load_identity(&config.tls, &config.certs_dir)?;
-    }
-    if !config.auth.keys.is_empty() {
-        Verifier::load(&config.auth, &config.certs_dir)?;
-    }
-    print!(
-        "{}",
-        toml::to_string(config).context("cannot print the configuration")?
-    );
-    eprintln!("edge: the configuration is valid");
-    Ok(ExitCode::SUCCESS)
-}
-
-fn token(config: &Config, command: TokenCommand) -> anyhow::Result<ExitCode> {
-    match command {
-        TokenCommand::Issue {
-            sub,
-            scope,
-            ttl,
-            aud,
-            kid,
-        } => {
-            if sub.trim().is_empty() {
-                bail!("--sub must not be empty");
-            }
-            let key = SigningKey::load(&config.auth, &config.certs_dir, kid.as_deref())?;
-            let token = key.issue(&config.auth, &sub, &scope, ttl, aud.as_deref())?;
-            println!("{token}");
-        }
-        TokenCommand::Revoke { token_or_jti } => {
-            let (jti, expires) = match auth::unverified_id(&token_or_jti) {
-                Some(id) => id,
-                None if token_or_jti.contains('.') => {
-                    bail!("that looks like a token but has no readable `jti` claim")
-                }
-                None => (token_or_jti.trim().to_owned(), None),
-            };
-            let reply = control(
-                config,
-                &Request::Revoke {
-                    jti: jti.clone(),
-                    expires,
-                },
-            )?;
-            if reply.added == Some(false) {
-                println!("{jti} was already revoked");
-            } else {
-                println!("revoked {jti}");
-            }
-        }
-        TokenCommand::ListRevoked { json } => {
-            let reply = control(config, &Request::ListRevoked)?;
-            let list = reply.revoked.unwrap_or_default();
-            let mut out = std::io::stdout().lock();
-            if json {
-                writeln!(out, "{}", serde_json::to_string(&list)?)?;
-            } else {
-                for entry in &list {
-                    let expires = entry
-                        .expires
-                        .map(|at| format!("expires {}", rfc3339(at)))
-                        .unwrap_or_else(|| "expiry unknown".into());
-                    writeln!(
-                        out,
-                        "{}\trevoked {}\t{expires}",
-                        entry.jti,
-                        rfc3339(entry.revoked_at)
-                    )?;
-                }
-                if list.is_empty() {
-                    eprintln!("no revoked tokens");
-                }
-            }
-        }
-        TokenCommand::Keygen { prefix } => {
-            let pair = KeyPair::generate_at(&prefix)?;
-            let public = format!("{}.pub.pem", prefix.display());
-            eprintln!(
-                "wrote {0}.pem (signing key, keep it secret) and {public}",
-                prefix.display()
-            );
-            println!(
-                "{{ kid = \"{}\", algorithm = \"EdDSA\", public_key = \"{public}\", private_key = \"{}.pem\" }}",
-                pair.kid,
-                prefix.display()
-            );
-            eprintln!(
-                "add that line to `keys = [...]` in [auth] (the server needs only public_key)"
-            );
-        }
-        TokenCommand::Keys => {
-            let verifier = Verifier::load(&config.auth, &config.certs_dir)?;
-            for kid in verifier.kids() {
-                println!("{kid}");
-            }
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Carries out a store request through the running server's control socket, or on the store
-/// directly when no server runs on the data dir.
-fn control(config: &Config, request: &Request) -> anyhow::Result<Reply> {
-    let reply = match crate::control::send(&config.data_dir, request)? {
-        Some(reply) => reply,
-        None => {
-            std::fs::create_dir_all(&config.data_dir).with_context(|| {
-                format!("cannot create the data dir {}", config.data_dir.display())
-            })?;
-            let store = Store::open(&config.store_path(), &StoreOptions::default()).map_err(
-                |e| match e {
-                    edge_tasks::OpenError::InUse { path } => anyhow::anyhow!(
-                        "the store {} is in use, but no server answers on {}: stop the process \
-                         holding the store and try again",
-                        path.display(),
-                        crate::control::socket_path(&config.data_dir).display()
-                    ),
-                    e => e.into(),
-                },
-            )?;
-            crate::control::execute(&store, request)
-        }
-    };
-    match reply.error {
-        Some(error) if !reply.ok => bail!("{error}"),
-        _ => Ok(reply),
-    }
-}
-
-fn rfc3339(secs: u64) -> String {
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
-    humantime::format_rfc3339_seconds(at).to_string()
-}
-
-fn serve(config: &Config, log_format: LogFormat) -> anyhow::Result<ExitCode> {
-    init_logging(log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("edge")
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        let server = Server::bind(config)?;
-        let addr = server.local_addr();
-        if let Some(ca) = server.dev_ca() {
-            info!(
-                "using dev certificates; clients trust them with the CA {} (edge-client --ca {0})",
-                ca.display()
-            );
-        }
-        info!(store = %config.store_path().display(), "store open");
-        if let Some(admin) = server.admin_addr() {
-            info!("admin listener on http://{admin} (/metrics, /healthz)");
-        }
-        let shutdown = CancellationToken::new();
-        tokio::spawn(on_signal(shutdown.clone()));
-        tokio::spawn(reload_on_sighup(server.certificates()));
-        announce(addr);
-        server.run(shutdown).await;
-        Ok::<_, anyhow::Error>(())
-    })?;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The one line scripts wait for.
-fn announce(addr: SocketAddr) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "edge listening on {addr}");
-    let _ = out.flush();
-}
-
-/// Cancels `shutdown` on Ctrl-C or SIGTERM.
-async fn on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let ctrl_c = tokio::signal::ctrl_c();
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = ctrl_c => {},
-                _ = term.recv() => {},
-            }
-        }
-        Err(_) => {
-            let _ = ctrl_c.await;
-        }
-    }
-    info!("signal received");
-    shutdown.cancel();
-}
-
-/// Reloads the certificate on every SIGHUP.
-async fn reload_on_sighup(certificates: std::sync::Arc<crate::certs::Certificates>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        return;
-    };
-    while hangups.recv().await.is_some() {
-        certificates.reload_and_log("SIGHUP");
-    }
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Human => logs.with_ansi(std::io::stderr().is_terminal()).try_init(),
-        LogFormat::Json => logs
-            .json()
-            .with_current_span(true)
-            .with_span_list(true)
-            .try_init(),
-    };
 }

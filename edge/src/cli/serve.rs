@@ -1,0 +1,95 @@
+//! `edge serve`: logging, the runtime, signals (Ctrl-C and SIGTERM drain, SIGHUP reloads the
+//! certificate), and the server until it stops.
+
+use super::LogFormat;
+use crate::config::Config;
+use crate::server::Server;
+use anyhow::Context as _;
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+pub(super) fn serve(config: &Config, log_format: LogFormat) -> anyhow::Result<ExitCode> {
+    init_logging(log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("edge")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let server = Server::bind(config)?;
+        let addr = server.local_addr();
+        if let Some(ca) = server.dev_ca() {
+            info!(
+                "using dev certificates; clients trust them with the CA {} (edge-client --ca {0})",
+                ca.display()
+            );
+        }
+        info!(store = %config.store_path().display(), "store open");
+        if let Some(admin) = server.admin_addr() {
+            info!("admin listener on http://{admin} (/metrics, /healthz)");
+        }
+        let shutdown = CancellationToken::new();
+        tokio::spawn(on_signal(shutdown.clone()));
+        tokio::spawn(reload_on_sighup(server.certificates()));
+        announce(addr);
+        server.run(shutdown).await;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The one line scripts wait for.
+fn announce(addr: SocketAddr) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "edge listening on {addr}");
+    let _ = out.flush();
+}
+
+/// Cancels `shutdown` on Ctrl-C or SIGTERM.
+async fn on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let ctrl_c = tokio::signal::ctrl_c();
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+    info!("signal received");
+    shutdown.cancel();
+}
+
+/// Reloads the certificate on every SIGHUP.
+async fn reload_on_sighup(certificates: std::sync::Arc<crate::certs::Certificates>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        certificates.reload_and_log("SIGHUP");
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => logs.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .try_init(),
+    };
+}
