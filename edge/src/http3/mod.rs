@@ -20,6 +20,7 @@ mod routes;
 mod upload;
 
 use crate::server::{IntoVarInt, Service};
+use crate::window::ConnectionWindow;
 use bytes::Bytes;
 use edge_proto::AppCode;
 use std::sync::Arc;
@@ -41,6 +42,7 @@ type RecvHalf = h3::server::RequestStream<crate::h3guard::Guarded<h3_quinn::Recv
 pub(crate) async fn serve(
     connection: quinn::Connection,
     service: Arc<Service>,
+    window: Arc<ConnectionWindow>,
     authorised: CancellationToken,
     shutdown: CancellationToken,
 ) {
@@ -66,7 +68,7 @@ pub(crate) async fn serve(
             }
             accepted = h3.accept() => match accepted {
                 Ok(Some(resolver)) => {
-                    requests.spawn(routes::handle(resolver, service.clone(), authorised.clone(), shutdown.clone()).in_current_span());
+                    requests.spawn(routes::handle(resolver, service.clone(), window.clone(), authorised.clone(), shutdown.clone()).in_current_span());
                 }
                 Ok(None) => break,
                 Err(e) => {

@@ -6,6 +6,7 @@ use super::respond::{refuse, refuse_job, respond};
 use super::upload::upload;
 use super::Resolver;
 use crate::server::Service;
+use crate::window::ConnectionWindow;
 use edge_proto::ErrorCode;
 use http::{Method, Request, StatusCode};
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use tracing::debug;
 pub(super) async fn handle(
     resolver: Resolver,
     service: Arc<Service>,
+    window: Arc<ConnectionWindow>,
     authorised: CancellationToken,
     shutdown: CancellationToken,
 ) {
@@ -76,7 +78,7 @@ pub(super) async fn handle(
         }
         (Method::PUT | Method::POST, ["v1", "jobs", task]) => {
             let task = percent_decode(task);
-            upload(request, stream, task, grant, service, shutdown).await
+            upload(request, stream, task, grant, service, window, shutdown).await
         }
         (Method::GET, ["v1", _, key]) if reads.is_some() => {
             let (reads, key) = (reads.expect("checked by the guard"), percent_decode(key));

@@ -7,6 +7,7 @@ use super::{RecvHalf, SendHalf, Stream};
 use crate::auth::Grant;
 use crate::jobs::{self, Body, Notify, Pumped, Refusal};
 use crate::server::Service;
+use crate::window::ConnectionWindow;
 use bytes::{Buf, Bytes};
 use edge_proto::{ErrorCode, Format};
 use edge_tasks::pipeline::JobSpec;
@@ -25,6 +26,7 @@ pub(super) async fn upload(
     task: String,
     grant: Grant,
     service: Arc<Service>,
+    window: Arc<ConnectionWindow>,
     shutdown: CancellationToken,
 ) {
     let upload = match UploadRequest::read(&request) {
@@ -63,6 +65,7 @@ pub(super) async fn upload(
         declared: upload.size,
         received: 0,
         malformed: malformed.clone(),
+        window,
     };
     let run = jobs::run(
         "h3",
@@ -178,6 +181,8 @@ struct RequestBody {
     /// Set when the body and its content-length disagree: the response then ends with
     /// H3_MESSAGE_ERROR instead of a clean finish (RFC 9114 §4.1.2).
     malformed: Arc<AtomicBool>,
+    /// What the body reads counts toward its connection's window.
+    window: Arc<ConnectionWindow>,
 }
 
 impl Body for RequestBody {
@@ -186,6 +191,7 @@ impl Body for RequestBody {
             Ok(Some(mut data)) => {
                 let chunk = data.copy_to_bytes(data.remaining());
                 self.received += chunk.len() as u64;
+                self.window.consumed(chunk.len());
                 match self.declared {
                     Some(declared) if self.received > declared => {
                         self.malformed.store(true, Ordering::Relaxed);
