@@ -52,6 +52,9 @@ pub struct RunArgs {
     /// Skip the small-jobs benchmark.
     #[arg(long)]
     no_jobs: bool,
+    /// Skip the long-path rows and small jobs beside a big upload (`edge-bench load`).
+    #[arg(long)]
+    no_load: bool,
     #[command(flatten)]
     jobs: JobCounts,
 }
@@ -274,6 +277,7 @@ struct Results {
     curl_beside_busy_threads: Vec<BusyFigure>,
     jobs: Vec<JobsFigures>,
     jobs_server_rss_mib: Option<f64>,
+    load: crate::load::LoadFigures,
     skipped: Vec<String>,
     failures: Vec<String>,
     small: bool,
@@ -355,7 +359,7 @@ fn repo_root() -> PathBuf {
 
 /// Builds edge and edge-client with the profile of this binary, so the figures are never
 /// those of stale binaries.
-fn build_binaries(no_build: bool) -> anyhow::Result<()> {
+pub(crate) fn build_binaries(no_build: bool) -> anyhow::Result<()> {
     if cfg!(debug_assertions) {
         eprintln!("edge-bench: WARNING: this is a debug build; measure with `cargo run --release -p edge-bench -- ...`");
     }
@@ -466,6 +470,16 @@ impl Bench {
 
     fn ca(&self) -> PathBuf {
         self.certs.join("ca.pem")
+    }
+
+    fn setup(&self) -> crate::server::Setup {
+        crate::server::Setup {
+            bins: self.bins.clone(),
+            config: self.config.clone(),
+            certs: self.certs.clone(),
+            tmp: self.tmp.clone(),
+            token: self.token.clone(),
+        }
     }
 
     /// Runs `edge-bench stage KIND` in a child and checks its counts.
@@ -970,6 +984,21 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    let load = match files.first() {
+        Some((_, f)) if !args.no_load => crate::load::run(
+            &bench.setup(),
+            crate::load::Upload {
+                file: &f.json,
+                bytes: f.json_bytes,
+                records,
+            },
+            repeat,
+            &crate::longpath::RTTS_MS,
+            true,
+            &mut bench.failures,
+        ),
+        _ => crate::load::LoadFigures::default(),
+    };
     // The data files are not needed any more.
     for (_, f) in &files {
         let _ = std::fs::remove_file(&f.json);
@@ -1031,6 +1060,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         curl_beside_busy_threads: busy,
         jobs,
         jobs_server_rss_mib,
+        load,
         skipped,
         failures: std::mem::take(&mut bench.failures),
         small: args.small,
@@ -1038,6 +1068,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         loadavg_after: loadavg(),
     };
     print_results(&results);
+    crate::load::print(&results.load);
     if let Some(path) = &args.json_out {
         std::fs::write(path, serde_json::to_vec_pretty(&results)?)
             .with_context(|| format!("cannot write {}", path.display()))?;

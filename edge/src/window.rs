@@ -390,7 +390,10 @@ mod tests {
         assert_eq!(tuner.next_check(), MIB);
         // Fast, but only half a window: too early to tell.
         assert_eq!(tuner.read(MIB, t0 + ms(1), ms(100), &budget), None);
-        assert_eq!(tuner.read(MIB + 1, t0 + ms(2), ms(100), &budget), Some(4 * MIB));
+        assert_eq!(
+            tuner.read(MIB + 1, t0 + ms(2), ms(100), &budget),
+            Some(4 * MIB)
+        );
         assert_eq!(tuner.next_check(), MIB + 1 + 2 * MIB);
     }
 
@@ -398,7 +401,10 @@ mod tests {
     fn without_an_rtt_the_window_never_grows() {
         let (mut tuner, t0) = tuner();
         let budget = Budget::new(64 * MIB);
-        assert_eq!(tuner.read(2 * MIB, t0 + ms(1), Duration::ZERO, &budget), None);
+        assert_eq!(
+            tuner.read(2 * MIB, t0 + ms(1), Duration::ZERO, &budget),
+            None
+        );
     }
 
     #[test]
@@ -426,17 +432,27 @@ mod tests {
         let (mut tuner, t0) = tuner();
         let budget = Budget::new(64 * MIB);
         let rtt = ms(20);
-        assert_eq!(tuner.read(2 * MIB, t0 + ms(10), rtt, &budget), Some(4 * MIB));
+        assert_eq!(
+            tuner.read(2 * MIB, t0 + ms(10), rtt, &budget),
+            Some(4 * MIB)
+        );
         // Reads moving: no shrink.
         assert_eq!(tuner.tick(3 * MIB, t0 + ms(500), rtt, &budget), None);
         // Less than IDLE since the last read: no shrink.
         assert_eq!(tuner.tick(3 * MIB, t0 + ms(1400), rtt, &budget), None);
         // A second without reads: back to the floor; the credit already announced stays
         // charged until it is read.
-        assert_eq!(tuner.tick(3 * MIB, t0 + ms(1600), rtt, &budget), Some(2 * MIB));
+        assert_eq!(
+            tuner.tick(3 * MIB, t0 + ms(1600), rtt, &budget),
+            Some(2 * MIB)
+        );
         assert_eq!(tuner.window(), BOUNDS.floor);
         assert_eq!(budget.held(), 2 * MIB);
-        assert_eq!(tuner.next_check(), 3 * MIB, "unpaid credit: every read counts");
+        assert_eq!(
+            tuner.next_check(),
+            3 * MIB,
+            "unpaid credit: every read counts"
+        );
         tuner.tick(3 * MIB + MIB / 2, t0 + ms(1700), rtt, &budget);
         assert_eq!(budget.held(), 3 * MIB / 2);
         assert_eq!(tuner.tick(6 * MIB, t0 + ms(1800), rtt, &budget), None);
@@ -449,10 +465,16 @@ mod tests {
         let (mut tuner, t0) = tuner();
         let budget = Budget::new(64 * MIB);
         let rtt = ms(100);
-        assert_eq!(tuner.read(2 * MIB, t0 + ms(10), rtt, &budget), Some(4 * MIB));
+        assert_eq!(
+            tuner.read(2 * MIB, t0 + ms(10), rtt, &budget),
+            Some(4 * MIB)
+        );
         // 16 round trips of 100 ms: 1.6 s.
         assert_eq!(tuner.tick(2 * MIB, t0 + ms(1500), rtt, &budget), None);
-        assert_eq!(tuner.tick(2 * MIB, t0 + ms(1700), rtt, &budget), Some(2 * MIB));
+        assert_eq!(
+            tuner.tick(2 * MIB, t0 + ms(1700), rtt, &budget),
+            Some(2 * MIB)
+        );
     }
 
     #[test]

@@ -12,3 +12,4 @@ mod http3;
 mod jobs;
 mod plugin;
 mod util;
+mod window;
