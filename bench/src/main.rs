@@ -7,12 +7,18 @@
 //!   into a discarding server), and `sqlite-utils insert`; then small jobs. Prints a table,
 //!   the ratios and the targets, and writes JSON with `--json-out`.
 //! - `edge-bench jobs`: only the small-jobs benchmark.
+//! - `edge-bench load`: only the upload at 0, 50 and 100 ms RTT (through a delay forwarder)
+//!   and small jobs beside a big upload (also part of `run`).
 //! - Hidden helpers run as child processes: `stage` (one in-process stage), `measure` (runs a
 //!   program and reports its CPU time and peak RSS) and `discard` (the HTTP/3 discard server).
 
 mod discard;
+mod forwarder;
 mod gen;
 mod jobs;
+mod latency;
+mod load;
+mod longpath;
 mod proc;
 mod run;
 mod server;
@@ -56,6 +62,8 @@ enum Command {
     Run(run::RunArgs),
     /// Only the small-jobs benchmark (one-record jobs, reused and new connections).
     Jobs(run::JobsArgs),
+    /// Only the upload over long paths (0, 50, 100 ms RTT) and small jobs beside it.
+    Load(load::LoadArgs),
     /// (internal) Run one in-process stage and print its report as JSON.
     #[command(hide = true)]
     Stage {
@@ -105,6 +113,10 @@ fn main() -> ExitCode {
         Command::Jobs(args) => {
             proc::install_interrupt_handler();
             run::jobs_only(args)
+        }
+        Command::Load(args) => {
+            proc::install_interrupt_handler();
+            load::load_only(args)
         }
         Command::Stage { kind, file, store } => {
             stage::stage_main(kind, &file, store.as_deref()).map(|()| ExitCode::SUCCESS)

@@ -256,3 +256,76 @@ impl DiscardServer {
         Ok(usage)
     }
 }
+
+/// What a benchmark needs to start its own servers and clients: the binaries, the shared
+/// config and certs, a directory for data and logs, and a token.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// The programs.
+    pub bins: Bins,
+    /// The config file ([`CONFIG`]).
+    pub config: PathBuf,
+    /// The certs dir (its `ca.pem` is the dev CA clients trust).
+    pub certs: PathBuf,
+    /// Where data dirs and logs go.
+    pub tmp: PathBuf,
+    /// A token with `ports:write`.
+    pub token: String,
+}
+
+impl Setup {
+    /// Fresh dirs for one server, named after `what`.
+    pub fn dirs(&self, what: &str) -> ServerDirs {
+        static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let base = self.tmp.join(format!("{what}-s{n}"));
+        ServerDirs {
+            config: self.config.clone(),
+            certs: self.certs.clone(),
+            data: base.join("data"),
+            log: base.with_extension("log"),
+        }
+    }
+
+    /// The dev CA.
+    pub fn ca(&self) -> PathBuf {
+        self.certs.join("ca.pem")
+    }
+
+    /// Uploads `file` to the server at `addr` with `edge-client upload --json`, its events to
+    /// `events`; returns the wall time and the last event. At most `limit`: then it is killed.
+    pub fn upload(
+        &self,
+        addr: SocketAddr,
+        file: &Path,
+        events: &Path,
+        limit: Duration,
+    ) -> anyhow::Result<(f64, edge_proto::Event)> {
+        let mut command = Command::new(&self.bins.client);
+        clear_edge_env(&mut command)
+            .arg("upload")
+            .arg(file)
+            .args(["--task", "ports", "--server"])
+            .arg(format!("https://{addr}"))
+            .arg("--ca")
+            .arg(self.ca())
+            .args(["--token", &self.token, "--json"])
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(events)?)
+            .stderr(Stdio::null());
+        let started = std::time::Instant::now();
+        let mut guard = Guard::spawn(&mut command, "edge-client upload")?;
+        let status = guard
+            .wait_for(limit)?
+            .with_context(|| format!("edge-client upload took longer than {limit:?}"))?;
+        let wall = started.elapsed().as_secs_f64();
+        let text = std::fs::read_to_string(events)?;
+        let last = text
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .with_context(|| format!("edge-client exited with {status} and printed no event"))?;
+        let event = serde_json::from_str(last).with_context(|| format!("not an event: {last}"))?;
+        Ok((wall, event))
+    }
+}

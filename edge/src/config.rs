@@ -278,14 +278,22 @@ impl Default for JobsConfig {
 }
 
 /// `[transport]`: QUIC limits. Worst-case buffered upload memory is about
-/// `connection_receive_window` per connection.
+/// `connection_receive_window` per connection plus `receive_window_budget` for the whole
+/// server (windows grown past their start on long paths).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TransportConfig {
-    /// Bytes a client may send on one upload stream ahead of what the server has read.
+    /// Bytes a client may send on one upload stream ahead of what the server has read (the
+    /// connection's window, smaller, is what bounds memory).
     pub stream_receive_window: u64,
-    /// Bytes a client may send on all its streams together ahead of what the server has read.
+    /// Bytes a client may send on all its streams together ahead of what the server has read,
+    /// when the connection starts; the window never goes below it.
     pub connection_receive_window: u64,
+    /// The most one connection's window grows to, while its jobs consume it at the rate of
+    /// its round trip (long paths).
+    pub connection_receive_window_max: u64,
+    /// Window bytes above `connection_receive_window` that all connections together may hold.
+    pub receive_window_budget: u64,
     /// Upload streams (jobs) one connection may have open at once.
     pub max_jobs_per_connection: u64,
     /// Close a connection after this many seconds without any packet.
@@ -310,8 +318,10 @@ pub struct TransportConfig {
 impl Default for TransportConfig {
     fn default() -> Self {
         TransportConfig {
-            stream_receive_window: 1024 * 1024,
-            connection_receive_window: 4 * 1024 * 1024,
+            stream_receive_window: 16 * 1024 * 1024,
+            connection_receive_window: 2 * 1024 * 1024,
+            connection_receive_window_max: 16 * 1024 * 1024,
+            receive_window_budget: 64 * 1024 * 1024,
             max_jobs_per_connection: 16,
             idle_timeout_secs: 30,
             max_connections: 256,
@@ -507,12 +517,16 @@ impl Config {
         if self.transport.max_jobs_per_connection == 0 {
             return invalid("transport.max_jobs_per_connection", "must be at least 1");
         }
-        if self.transport.stream_receive_window < 16 * 1024
-            || self.transport.connection_receive_window < self.transport.stream_receive_window
+        if self.transport.stream_receive_window < 16 * 1024 {
+            return invalid("transport.stream_receive_window", "must be at least 16384");
+        }
+        if self.transport.connection_receive_window < 16 * 1024
+            || self.transport.connection_receive_window_max
+                < self.transport.connection_receive_window
         {
             return invalid(
-                "transport.stream_receive_window",
-                "must be at least 16384 and at most `connection_receive_window`",
+                "transport.connection_receive_window",
+                "must be at least 16384 and at most `connection_receive_window_max`",
             );
         }
         Ok(())

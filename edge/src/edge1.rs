@@ -5,6 +5,7 @@ use crate::auth::Grant;
 use crate::jobs::{self, Body, Notify, Pumped, Refusal};
 use crate::limits::Admission;
 use crate::server::{IntoVarInt, Service};
+use crate::window::ConnectionWindow;
 use bytes::{Bytes, BytesMut};
 use edge_proto::header::MAX_HEADER_BYTES;
 use edge_proto::{AppCode, ErrorCode, Event, HeaderError, JobHeader};
@@ -26,6 +27,7 @@ const NOTIFY_ACK_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) async fn serve(
     connection: Connection,
     service: Arc<Service>,
+    window: Arc<ConnectionWindow>,
     authorised: CancellationToken,
     shutdown: CancellationToken,
 ) {
@@ -36,7 +38,7 @@ pub(crate) async fn serve(
             _ = shutdown.cancelled() => break,
             stream = connection.accept_uni() => match stream {
                 Ok(upload) => {
-                    let job = run_job(connection.clone(), upload, service.clone(), authorised.clone(), shutdown.clone());
+                    let job = run_job(connection.clone(), upload, service.clone(), window.clone(), authorised.clone(), shutdown.clone());
                     jobs.spawn(job.in_current_span());
                 }
                 Err(e) => {
@@ -86,6 +88,7 @@ async fn run_job(
     connection: Connection,
     mut upload: RecvStream,
     service: Arc<Service>,
+    window: Arc<ConnectionWindow>,
     authorised: CancellationToken,
     shutdown: CancellationToken,
 ) {
@@ -112,7 +115,10 @@ async fn run_job(
     };
     let span = tracing::info_span!("job", job = %spec.job, task = plugin.name, sub = %grant.sub);
     debug!(parent: &span, sub = %grant.sub, "job header accepted");
-    let mut body = Upload(&mut upload);
+    let mut body = Upload {
+        stream: &mut upload,
+        window: &window,
+    };
     let run = jobs::run(
         "edge/1",
         &grant.sub,
@@ -223,13 +229,19 @@ async fn reject(
     }
 }
 
-/// An upload stream as a job body.
-struct Upload<'a>(&'a mut RecvStream);
+/// An upload stream as a job body; what it reads counts toward its connection's window.
+struct Upload<'a> {
+    stream: &'a mut RecvStream,
+    window: &'a ConnectionWindow,
+}
 
 impl Body for Upload<'_> {
     async fn chunk(&mut self) -> Result<Option<Bytes>, String> {
-        match self.0.read_chunk(CHUNK_BYTES, true).await {
-            Ok(chunk) => Ok(chunk.map(|c| c.bytes)),
+        match self.stream.read_chunk(CHUNK_BYTES, true).await {
+            Ok(chunk) => Ok(chunk.map(|c| {
+                self.window.consumed(c.bytes.len());
+                c.bytes
+            })),
             Err(e) => Err(format!("the upload stopped before its end: {e}")),
         }
     }

@@ -25,6 +25,8 @@
 //!   that never present a valid token.
 //! - [`control`]: the Unix socket in the data dir through which `edge token revoke` reaches a
 //!   running server.
+//! - `window`: receive windows that follow each connection's round trip and rate, within a
+//!   server-wide budget.
 //! - `jobs`: one job, whatever carries it: task start, body pump, pipeline, events.
 //! - [`cli`]: the `edge` command line (`serve`, `ports`, `token`).
 
@@ -44,6 +46,7 @@ mod limits;
 pub mod metrics;
 pub mod server;
 pub mod tls;
+mod window;
 
 pub use config::Config;
 pub use server::{ServeError, Server};

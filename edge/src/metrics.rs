@@ -25,6 +25,8 @@ pub struct Metrics {
     store_path: PathBuf,
     /// The connection counts (open, refused), kept by the caps that decide them.
     connections: Arc<Connections>,
+    /// The receive-window budget (held bytes, growths), kept by the connections' tuners.
+    windows: Arc<crate::window::Budget>,
     jobs_started: AtomicU64,
     jobs_running: AtomicI64,
     /// Finished jobs by outcome and code (`done`/"", `failed`/`shutdown`, ...).
@@ -46,8 +48,12 @@ pub struct Metrics {
 
 impl Metrics {
     /// Fresh counters for a server whose store is `store_path` and whose connections are
-    /// counted by `connections`.
-    pub(crate) fn new(store_path: PathBuf, connections: Arc<Connections>) -> Metrics {
+    /// counted by `connections` and whose receive windows are charged to `windows`.
+    pub(crate) fn new(
+        store_path: PathBuf,
+        connections: Arc<Connections>,
+        windows: Arc<crate::window::Budget>,
+    ) -> Metrics {
         Metrics {
             started: Instant::now(),
             start_time: SystemTime::now()
@@ -56,6 +62,7 @@ impl Metrics {
                 .unwrap_or(0.0),
             store_path,
             connections,
+            windows,
             jobs_started: AtomicU64::new(0),
             jobs_running: AtomicI64::new(0),
             jobs_finished: Mutex::new(BTreeMap::new()),
@@ -226,6 +233,24 @@ impl Metrics {
             "Connections refused by the connection caps.",
             self.connections.refused(),
         );
+        gauge(
+            &mut out,
+            "edge_receive_window_held_bytes",
+            "Receive-window bytes above their start that connections hold now (of transport.receive_window_budget).",
+            self.windows.held() as f64,
+        );
+        gauge(
+            &mut out,
+            "edge_receive_window_budget_bytes",
+            "The server-wide budget of receive-window bytes above their start (transport.receive_window_budget).",
+            self.windows.limit() as f64,
+        );
+        counter(
+            &mut out,
+            "edge_receive_window_grown_total",
+            "Times a connection's receive window grew (its jobs consumed it at the rate of its round trip).",
+            self.windows.grown(),
+        );
         counter(
             &mut out,
             "edge_jobs_started_total",
@@ -364,7 +389,8 @@ mod tests {
     #[test]
     fn counters_count_only_what_is_new_and_render_as_prometheus_text() {
         let connections = Connections::new(&crate::config::TransportConfig::default());
-        let metrics = Metrics::new(PathBuf::from("/nonexistent"), connections);
+        let budget = Arc::new(crate::window::Budget::new(1 << 20));
+        let metrics = Metrics::new(PathBuf::from("/nonexistent"), connections, budget);
         let mut seen = JobSeen::default();
         metrics.job_started();
         metrics.observe(

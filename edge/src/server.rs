@@ -102,6 +102,10 @@ pub(crate) struct Service {
     pub certificates: Arc<crate::certs::Certificates>,
     /// The slowest upload the server waits for.
     pub pace: crate::jobs::Pace,
+    /// The range of every connection's receive window.
+    pub window_bounds: crate::window::Bounds,
+    /// The server-wide budget of receive-window bytes above the floors.
+    pub window_budget: Arc<crate::window::Budget>,
 }
 
 impl Service {
@@ -241,9 +245,13 @@ impl Server {
             source,
         })?;
         let connections = Connections::new(&config.transport);
+        let window_budget = Arc::new(crate::window::Budget::new(
+            config.transport.receive_window_budget,
+        ));
         let metrics = Arc::new(crate::metrics::Metrics::new(
             config.store_path(),
             connections.clone(),
+            window_budget.clone(),
         ));
         let service = Service {
             store,
@@ -261,6 +269,11 @@ impl Server {
                 min_bytes_per_sec: config.jobs.min_upload_bytes_per_sec,
                 window: Duration::from_secs(config.jobs.upload_rate_window_secs),
             },
+            window_bounds: crate::window::Bounds {
+                floor: config.transport.connection_receive_window,
+                ceiling: config.transport.connection_receive_window_max,
+            },
+            window_budget,
         };
         Ok(Server {
             endpoint,
@@ -440,9 +453,19 @@ async fn accept(
         authorised.clone(),
         service.auth_timeout,
     ));
+    let window = crate::window::ConnectionWindow::new(
+        connection.clone(),
+        service.window_bounds,
+        service.window_budget.clone(),
+    );
+    tokio::spawn(window.clone().watch().in_current_span());
     match alpn(&connection).as_deref() {
-        Some(ALPN_EDGE) => crate::edge1::serve(connection, service, authorised, shutdown).await,
-        Some(ALPN_H3) => crate::http3::serve(connection, service, authorised, shutdown).await,
+        Some(ALPN_EDGE) => {
+            crate::edge1::serve(connection, service, window, authorised, shutdown).await
+        }
+        Some(ALPN_H3) => {
+            crate::http3::serve(connection, service, window, authorised, shutdown).await
+        }
         _ => connection.close(AppCode::ProtocolError.into_varint(), b"unsupported ALPN"),
     }
 }
@@ -512,6 +535,7 @@ fn transport(config: &Config) -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
     transport
         .stream_receive_window(varint(t.stream_receive_window))
+        // Where every connection's window starts; `window::ConnectionWindow` steers it.
         .receive_window(varint(t.connection_receive_window))
         .max_concurrent_uni_streams(varint(t.max_jobs_per_connection))
         // HTTP/3 requests are bidirectional streams; `edge/1` refuses any.

@@ -192,6 +192,7 @@ pub(super) struct Results {
     pub(super) curl_beside_busy_threads: Vec<BusyFigure>,
     pub(super) jobs: Vec<JobsFigures>,
     pub(super) jobs_server_rss_mib: Option<f64>,
+    pub(super) load: crate::load::LoadFigures,
     pub(super) skipped: Vec<String>,
     pub(super) failures: Vec<String>,
     pub(super) small: bool,

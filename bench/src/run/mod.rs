@@ -21,7 +21,8 @@ use figures::{
     Row, Sample, StageId,
 };
 use report::{fmt_int, print_jobs, print_results};
-use setup::{build_binaries, generate_file, loadavg, temp_dir, BusyThreads};
+pub(crate) use setup::build_binaries;
+use setup::{generate_file, loadavg, temp_dir, BusyThreads};
 use stages::Bench;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,6 +67,9 @@ pub struct RunArgs {
     /// Skip the small-jobs benchmark.
     #[arg(long)]
     no_jobs: bool,
+    /// Skip the long-path rows and small jobs beside a big upload (`edge-bench load`).
+    #[arg(long)]
+    no_load: bool,
     #[command(flatten)]
     jobs: JobCounts,
 }
@@ -296,6 +300,21 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    let load = match files.first() {
+        Some((_, f)) if !args.no_load => crate::load::run(
+            &bench.setup(),
+            crate::load::Upload {
+                file: &f.json,
+                bytes: f.json_bytes,
+                records,
+            },
+            repeat,
+            &crate::longpath::RTTS_MS,
+            true,
+            &mut bench.failures,
+        ),
+        _ => crate::load::LoadFigures::default(),
+    };
     // The data files are not needed any more.
     for (_, f) in &files {
         let _ = std::fs::remove_file(&f.json);
@@ -357,6 +376,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         curl_beside_busy_threads: busy,
         jobs,
         jobs_server_rss_mib,
+        load,
         skipped,
         failures: std::mem::take(&mut bench.failures),
         small: args.small,
@@ -364,6 +384,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         loadavg_after: loadavg(),
     };
     print_results(&results);
+    crate::load::print(&results.load);
     if let Some(path) = &args.json_out {
         std::fs::write(path, serde_json::to_vec_pretty(&results)?)
             .with_context(|| format!("cannot write {}", path.display()))?;

@@ -53,7 +53,7 @@ pub(super) fn repo_root() -> PathBuf {
 
 /// Builds edge and edge-client with the profile of this binary, so the figures are never
 /// those of stale binaries.
-pub(super) fn build_binaries(no_build: bool) -> anyhow::Result<()> {
+pub(crate) fn build_binaries(no_build: bool) -> anyhow::Result<()> {
     if cfg!(debug_assertions) {
         eprintln!("edge-bench: WARNING: this is a debug build; measure with `cargo run --release -p edge-bench -- ...`");
     }

@@ -74,6 +74,16 @@ impl Bench {
         self.certs.join("ca.pem")
     }
 
+    pub(super) fn setup(&self) -> crate::server::Setup {
+        crate::server::Setup {
+            bins: self.bins.clone(),
+            config: self.config.clone(),
+            certs: self.certs.clone(),
+            tmp: self.tmp.clone(),
+            token: self.token.clone(),
+        }
+    }
+
     /// Runs `edge-bench stage KIND` in a child and checks its counts.
     pub(super) fn stage(
         &mut self,

@@ -20,6 +20,7 @@ mod routes;
 mod upload;
 
 use crate::server::{IntoVarInt, Service};
+use crate::window::ConnectionWindow;
 use bytes::Bytes;
 use edge_proto::AppCode;
 use std::sync::Arc;
@@ -51,6 +52,7 @@ struct Stream {
 pub(crate) async fn serve(
     connection: quinn::Connection,
     service: Arc<Service>,
+    window: Arc<ConnectionWindow>,
     authorised: CancellationToken,
     shutdown: CancellationToken,
 ) {
@@ -91,7 +93,7 @@ pub(crate) async fn serve(
             // Accepting goes on while draining: it is what refuses late requests at once.
             accepted = h3.accept() => match accepted {
                 Ok(Some(resolver)) => {
-                    requests.spawn(routes::handle(resolver, service.clone(), authorised.clone(), shutdown.clone()).in_current_span());
+                    requests.spawn(routes::handle(resolver, service.clone(), window.clone(), authorised.clone(), shutdown.clone()).in_current_span());
                 }
                 Ok(None) => break,
                 Err(e) => {

@@ -6,6 +6,7 @@ use super::respond::{refuse, refuse_job, refuse_method, respond};
 use super::upload::upload;
 use super::{Resolver, Stream};
 use crate::server::Service;
+use crate::window::ConnectionWindow;
 use edge_proto::ErrorCode;
 use edge_tasks::reads::Reads;
 use edge_tasks::Registry;
@@ -74,6 +75,7 @@ impl<'a> Route<'a> {
 pub(super) async fn handle(
     resolver: Resolver,
     service: Arc<Service>,
+    window: Arc<ConnectionWindow>,
     authorised: CancellationToken,
     shutdown: CancellationToken,
 ) {
@@ -143,7 +145,7 @@ pub(super) async fn handle(
         Route::Jobs => list_jobs(&mut stream, &service, query, &grant).await,
         Route::Job(task) if method == Method::PUT || method == Method::POST => {
             let task = percent_decode(task);
-            upload(request, stream, task, grant, service, shutdown).await
+            upload(request, stream, task, grant, service, window, shutdown).await
         }
         Route::Job(id) => read_job(&mut stream, &service, percent_decode(id), &grant).await,
     }

@@ -7,6 +7,7 @@ use super::{RecvHalf, SendHalf, Stream};
 use crate::auth::Grant;
 use crate::jobs::{self, Body, Notify, Pumped, Refusal};
 use crate::server::Service;
+use crate::window::ConnectionWindow;
 use bytes::{Buf, Bytes};
 use edge_proto::{ErrorCode, Format};
 use edge_tasks::pipeline::JobSpec;
@@ -24,6 +25,7 @@ pub(super) async fn upload(
     task: String,
     grant: Grant,
     service: Arc<Service>,
+    window: Arc<ConnectionWindow>,
     shutdown: CancellationToken,
 ) {
     let upload = match UploadRequest::read(&request) {
@@ -64,6 +66,7 @@ pub(super) async fn upload(
         declared: upload.size,
         received: 0,
         malformed: false,
+        window,
     };
     let run = jobs::run(
         "h3",
@@ -201,6 +204,8 @@ struct RequestBody {
     /// Set when the body and its content-length disagree (RFC 9114 §4.1.2): the job fails
     /// `upload_aborted`, and a body still coming is stopped with H3_MESSAGE_ERROR.
     malformed: bool,
+    /// What the body reads counts toward its connection's window.
+    window: Arc<ConnectionWindow>,
 }
 
 impl Body for RequestBody {
@@ -209,6 +214,7 @@ impl Body for RequestBody {
             Ok(Some(mut data)) => {
                 let chunk = data.copy_to_bytes(data.remaining());
                 self.received += chunk.len() as u64;
+                self.window.consumed(chunk.len());
                 match self.declared {
                     Some(declared) if self.received > declared => {
                         self.malformed = true;

@@ -13,4 +13,5 @@ mod http3;
 mod jobs;
 mod plugin;
 mod util;
+mod window;
 mod wire;
