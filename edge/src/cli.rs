@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use edge_tasks::ports::{self, ListQuery, Port};
 use edge_tasks::store::StoreOptions;
 use edge_tasks::Store;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -472,7 +472,7 @@ fn rfc3339(secs: u64) -> String {
 }
 
 fn serve(config: &Config, log_format: LogFormat) -> anyhow::Result<ExitCode> {
-    init_logging(log_format);
+    crate::logging::init(log_format == LogFormat::Json);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("edge")
@@ -536,22 +536,6 @@ async fn reload_on_sighup(certificates: std::sync::Arc<crate::certs::Certificate
     while hangups.recv().await.is_some() {
         certificates.reload_and_log("SIGHUP");
     }
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Human => logs.with_ansi(std::io::stderr().is_terminal()).try_init(),
-        LogFormat::Json => logs
-            .json()
-            .with_current_span(true)
-            .with_span_list(true)
-            .try_init(),
-    };
 }
 
 fn read_ports(config: &Config, command: PortsCommand) -> anyhow::Result<ExitCode> {

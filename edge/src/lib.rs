@@ -15,6 +15,7 @@
 //! - `h3guard`: cuts off HTTP/3 peers that declare oversized frames (h3 0.0.8 would buffer them).
 //! - `http3`: HTTP/3 on the same port: uploads as jobs, and the read API.
 //! - `limits`: per-subject job limits (concurrency, start rate).
+//! - `logging`: the log formats, escaping what peers sent so that it cannot forge log lines.
 //! - [`metrics`]: counters in the Prometheus text format.
 //! - `admin`: the optional plain-HTTP admin listener (`/metrics`, `/healthz`).
 //! - `connections`: connection caps (total, per IP), Retry under load, closing connections
@@ -36,6 +37,7 @@ mod h3guard;
 mod http3;
 mod jobs;
 mod limits;
+mod logging;
 pub mod metrics;
 pub mod server;
 pub mod tls;

@@ -10,4 +10,5 @@ mod client_cli;
 mod crash;
 mod http3;
 mod jobs;
+mod logs;
 mod util;
