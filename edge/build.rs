@@ -1,21 +1,33 @@
-//! Build-time probes for what the end-to-end tests need from the machine, so that tests that
-//! cannot run here are skipped visibly (`#[ignore]`, listed as skipped) instead of passing.
+//! Build-time probes for what some tests need from the machine, so that a test that cannot
+//! run here is skipped visibly (`#[ignore]` with the reason, counted as skipped by nextest)
+//! instead of passing without testing. With `EDGE_REQUIRE_TEST_TOOLS=1` (as `.ci/run` sets it)
+//! a missing tool fails the build instead. The probes run again when their variables change;
+//! after installing a tool, `touch edge/build.rs`.
 //!
 //! - `has_h3curl`: an HTTP/3 curl, from `EDGE_TEST_CURL` or `../shared/tools/h3curl` beside
-//!   the repository; its path reaches the tests as `EDGE_TEST_CURL_PATH`. Under CI
-//!   (`CI=true`) a missing curl fails the build.
+//!   the repository; its path reaches the tests as `EDGE_TEST_CURL_PATH`.
+//! - `has_pyjwt`: a Python with PyJWT and `cryptography` (`EDGE_TEST_PYTHON`, default
+//!   `python3`; the tests run it as `EDGE_TEST_PYTHON_BIN`).
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 fn main() {
+    println!("cargo::rerun-if-changed=build.rs");
+    println!("cargo::rerun-if-env-changed=EDGE_REQUIRE_TEST_TOOLS");
     probe_h3curl();
+    probe_pyjwt();
+}
+
+/// Whether a missing test tool fails the build (CI), rather than skipping its tests.
+fn required() -> bool {
+    std::env::var("EDGE_REQUIRE_TEST_TOOLS").is_ok_and(|v| v == "1" || v == "true")
 }
 
 /// Sets `cfg(has_h3curl)` and `EDGE_TEST_CURL_PATH` when an HTTP/3 curl is at hand.
 fn probe_h3curl() {
     println!("cargo::rustc-check-cfg=cfg(has_h3curl)");
     println!("cargo::rerun-if-env-changed=EDGE_TEST_CURL");
-    println!("cargo::rerun-if-env-changed=CI");
     let manifest = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
     // edge/ -> the repository -> its parent, where shared/ lies.
     let shared = manifest
@@ -35,13 +47,42 @@ fn probe_h3curl() {
             println!("cargo::rustc-cfg=has_h3curl");
             println!("cargo::rustc-env=EDGE_TEST_CURL_PATH={}", curl.display());
         }
-        None if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
-            panic!(
-                "no HTTP/3 curl: CI must run the HTTP/3 tests. Set EDGE_TEST_CURL or provide ../shared/tools/h3curl"
-            );
-        }
+        None if required() => panic!(
+            "no HTTP/3 curl, and EDGE_REQUIRE_TEST_TOOLS asks for the HTTP/3 tests: set \
+             EDGE_TEST_CURL or provide ../shared/tools/h3curl"
+        ),
         None => println!(
-            "cargo::warning=no HTTP/3 curl (EDGE_TEST_CURL or ../shared/tools/h3curl): the HTTP/3 curl tests are ignored"
+            "cargo::warning=no HTTP/3 curl (EDGE_TEST_CURL or ../shared/tools/h3curl): the HTTP/3 curl tests are skipped"
         ),
     }
+}
+
+/// Sets `cfg(has_pyjwt)` when a Python with PyJWT and `cryptography` is at hand, for the
+/// test that mints a token with a standard JWT library.
+fn probe_pyjwt() {
+    println!("cargo::rustc-check-cfg=cfg(has_pyjwt)");
+    println!("cargo::rerun-if-env-changed=EDGE_TEST_PYTHON");
+    let python = std::env::var("EDGE_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    println!("cargo::rustc-env=EDGE_TEST_PYTHON_BIN={python}");
+    let probe = Command::new(&python)
+        .args(["-c", "import jwt, cryptography"])
+        .output();
+    if probe.as_ref().is_ok_and(|out| out.status.success()) {
+        println!("cargo::rustc-cfg=has_pyjwt");
+        return;
+    }
+    if required() {
+        let why = match probe {
+            Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            Err(e) => format!("cannot run it: {e}"),
+        };
+        panic!(
+            "EDGE_REQUIRE_TEST_TOOLS asks for the PyJWT test, but `{python} -c \"import jwt, \
+             cryptography\"` failed: {why}\n(pip install pyjwt cryptography; .ci/run does; \
+             EDGE_TEST_PYTHON names another interpreter)"
+        );
+    }
+    println!(
+        "cargo::warning=no python3 with PyJWT and cryptography: the PyJWT token test is skipped"
+    );
 }

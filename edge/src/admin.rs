@@ -2,7 +2,10 @@
 //! to 127.0.0.1 unless configured otherwise. `GET /metrics` (Prometheus text), `GET /healthz`.
 //! Nothing else: the job and read API stay HTTP/3 only, behind tokens.
 //!
-//! Each request is read with a size cap and a timeout, answered, and the connection closed.
+//! Each request is read with a size cap and a timeout, answered (with a timeout too), and the
+//! connection closed. At most `admin.max_connections` connections are served at once: the
+//! listener accepts the next one only when one of them has ended, so a flood of connections
+//! waits in the kernel's backlog instead of each taking a task and a socket.
 
 use crate::server::Service;
 use std::net::SocketAddr;
@@ -10,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -17,20 +21,26 @@ use tracing::{debug, warn};
 const MAX_REQUEST_BYTES: usize = 8 * 1024;
 /// How long a client has to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client has to take the answer.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The bound admin listener.
 #[derive(Debug)]
 pub(crate) struct Admin {
     listener: TcpListener,
+    /// One permit per connection served at once.
+    slots: Arc<Semaphore>,
 }
 
 impl Admin {
-    /// Binds `addr`. Must be called inside a tokio runtime.
-    pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<Admin> {
+    /// Binds `addr`, to serve at most `max_connections` connections at once. Must be called
+    /// inside a tokio runtime.
+    pub(crate) fn bind(addr: SocketAddr, max_connections: usize) -> std::io::Result<Admin> {
         let listener = std::net::TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         Ok(Admin {
             listener: TcpListener::from_std(listener)?,
+            slots: Arc::new(Semaphore::new(max_connections.max(1))),
         })
     }
 
@@ -43,9 +53,18 @@ impl Admin {
     /// is cancelled.
     pub(crate) async fn serve(self, service: Arc<Service>, draining: CancellationToken) {
         loop {
+            // A slot first, then the connection (as mini-redis does): at the cap, no accept.
+            let Ok(slot) = self.slots.clone().acquire_owned().await else {
+                return;
+            };
             match self.listener.accept().await {
                 Ok((stream, _)) => {
-                    tokio::spawn(answer(stream, service.clone(), draining.clone()));
+                    let service = service.clone();
+                    let draining = draining.clone();
+                    tokio::spawn(async move {
+                        answer(stream, service, draining).await;
+                        drop(slot);
+                    });
                 }
                 Err(e) => {
                     warn!("admin listener: {e}");
@@ -88,10 +107,16 @@ async fn answer(mut stream: TcpStream, service: Arc<Service>, draining: Cancella
         "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
-    if let Err(e) = stream.write_all(response.as_bytes()).await {
-        debug!("admin response not sent: {e}");
+    let sent = tokio::time::timeout(WRITE_TIMEOUT, async {
+        stream.write_all(response.as_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await;
+    match sent {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => debug!("admin response not sent: {e}"),
+        Err(_) => debug!("admin response not taken within {WRITE_TIMEOUT:?}"),
     }
-    let _ = stream.shutdown().await;
 }
 
 /// Reads the request head; returns the path of a `GET` (or `None` for anything else).

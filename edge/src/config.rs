@@ -87,12 +87,23 @@ pub struct Config {
 }
 
 /// `[admin]`: an optional plain-HTTP listener for `/metrics` and `/healthz`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// TCP address to serve `/metrics` and `/healthz` on (plain HTTP). Unset: no listener.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
+    /// Connections the admin listener serves at once; more wait to be accepted.
+    pub max_connections: usize,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: None,
+            max_connections: 16,
+        }
+    }
 }
 
 /// `[limits]`: what one token subject may do, across all its connections.
@@ -510,6 +521,9 @@ impl Config {
         }
         if self.jobs.upload_rate_window_secs == 0 {
             return invalid("jobs.upload_rate_window_secs", "must be at least 1");
+        }
+        if self.admin.max_connections == 0 {
+            return invalid("admin.max_connections", "must be at least 1");
         }
         if self.auth.auth_timeout_secs == 0 {
             return invalid("auth.auth_timeout_secs", "must be at least 1");

@@ -6,6 +6,7 @@
 //! The protocol is one JSON line each way: a [`Request`], then a [`Reply`]. Only the user that
 //! owns the socket may use it (mode 0600, and the peer's uid is checked).
 
+use crate::auth::DenyList;
 use edge_tasks::revocations::{self, Revoked};
 use edge_tasks::Store;
 use serde::{Deserialize, Serialize};
@@ -143,6 +144,36 @@ pub fn execute(store: &Store, request: &Request) -> Reply {
     }
 }
 
+/// [`execute`] in the running server, which keeps the deny-list in memory too: a revocation
+/// is committed to the store (durable), then put on the list (in effect at once), and only
+/// then acknowledged; a listing first writes the expiries the server has learned.
+fn execute_in_server(store: &Store, revoked: &DenyList, request: &Request) -> Reply {
+    match request {
+        Request::Revoke { jti, expires } => {
+            let jti = jti.trim();
+            if revoked.refuses(jti) {
+                return Reply::failed(format!(
+                    "the deny-list holds {} revoked tokens, the most it keeps: revoke with whole \
+                     tokens (so that entries leave once their tokens expire) or rotate the key",
+                    crate::auth::MAX_REVOKED
+                ));
+            }
+            let reply = execute(store, request);
+            if reply.ok {
+                revoked.insert(jti, *expires);
+            }
+            reply
+        }
+        Request::ListRevoked => {
+            if let Err(e) = revoked.persist_learned(store) {
+                tracing::warn!("cannot update the deny-list in the store: {e}");
+            }
+            execute(store, request)
+        }
+        _ => execute(store, request),
+    }
+}
+
 /// A control socket that could not be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -236,11 +267,13 @@ impl Listener {
         &self.path
     }
 
-    /// Answers requests until `shutdown` is cancelled.
+    /// Answers requests until `shutdown` is cancelled. A revocation is committed to `store`
+    /// and then put on `revoked` (in effect at once) before it is acknowledged.
     pub async fn serve(
         self,
         store: Store,
         metrics: std::sync::Arc<crate::metrics::Metrics>,
+        revoked: std::sync::Arc<DenyList>,
         shutdown: tokio_util::sync::CancellationToken,
     ) {
         loop {
@@ -262,7 +295,12 @@ impl Listener {
                 tracing::warn!("control socket: refused a peer that is not the server's user");
                 continue;
             }
-            tokio::spawn(answer(stream, store.clone(), metrics.clone()));
+            tokio::spawn(answer(
+                stream,
+                store.clone(),
+                metrics.clone(),
+                revoked.clone(),
+            ));
         }
     }
 }
@@ -278,6 +316,7 @@ async fn answer(
     stream: tokio::net::UnixStream,
     store: Store,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
+    revoked: std::sync::Arc<DenyList>,
 ) {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     let (read, mut write) = stream.into_split();
@@ -292,7 +331,7 @@ async fn answer(
             },
             Ok(request) => {
                 tracing::info!(?request, "control request");
-                tokio::task::spawn_blocking(move || execute(&store, &request))
+                tokio::task::spawn_blocking(move || execute_in_server(&store, &revoked, &request))
                     .await
                     .unwrap_or_else(|e| Reply::failed(format!("the request failed: {e}")))
             }

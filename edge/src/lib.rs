@@ -19,6 +19,7 @@
 //!   connection, `routes.rs` routing, `upload.rs` uploads, `read.rs` the read API,
 //!   `respond.rs` responses and refusals).
 //! - `limits`: per-subject job limits (concurrency, start rate).
+//! - `logging`: the log formats, escaping what peers sent so that it cannot forge log lines.
 //! - [`metrics`]: counters in the Prometheus text format.
 //! - `admin`: the optional plain-HTTP admin listener (`/metrics`, `/healthz`).
 //! - `connections`: connection caps (total, per IP), Retry under load, closing connections
@@ -43,6 +44,7 @@ mod h3guard;
 mod http3;
 mod jobs;
 mod limits;
+mod logging;
 pub mod metrics;
 pub mod server;
 pub mod tls;

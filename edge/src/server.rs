@@ -1,7 +1,7 @@
 //! The QUIC endpoint: binds the UDP port, accepts connections, dispatches them by ALPN, and
 //! shuts everything down through one cancellation token.
 
-use crate::auth::{self, AuthError, Grant, KeyError, Verifier};
+use crate::auth::{self, AuthError, DenyList, Grant, KeyError, Verifier};
 use crate::config::Config;
 use crate::connections::{self, Admit, Connections};
 use crate::limits::Limits;
@@ -81,6 +81,8 @@ pub(crate) struct Service {
     pub store: Store,
     /// Checks every job's and request's token.
     pub auth: Verifier,
+    /// Revoked token ids (the store holds the durable copy).
+    pub revoked: Arc<DenyList>,
     /// Per-subject limits.
     pub limits: Arc<Limits>,
     /// Job slots: at most `jobs.max_running` pipelines run at once.
@@ -123,30 +125,14 @@ impl Service {
         (!draining.is_cancelled(), report)
     }
 
-    /// Verifies a token and checks its id against the deny-list; returns what it allows.
+    /// Verifies a token and checks its id against the deny-list (in memory: no I/O on the
+    /// runtime); returns what it allows.
     pub(crate) fn authorize(&self, token: Option<&str>) -> Result<Grant, AuthError> {
         let grant = self.auth.verify(token)?;
-        if grant.jti.is_empty() {
-            return Ok(grant);
+        if self.revoked.is_revoked(&grant.jti, grant.exp) {
+            return Err(AuthError::Revoked);
         }
-        let revoked = edge_tasks::revocations::lookup(&self.store, &grant.jti)
-            .map_err(|e| AuthError::Unavailable(e.to_string()))?;
-        match revoked {
-            None => Ok(grant),
-            Some(entry) => {
-                if entry.expires.is_none() {
-                    // Revoked by id alone: now that the expiry is known, the entry can be
-                    // pruned once the token has expired.
-                    let _ = edge_tasks::revocations::revoke(
-                        &self.store,
-                        &grant.jti,
-                        Some(grant.exp),
-                        auth::unix_now(),
-                    );
-                }
-                Err(AuthError::Revoked)
-            }
-        }
+        Ok(grant)
     }
 }
 
@@ -161,6 +147,8 @@ pub struct Server {
     admin_addr: Option<SocketAddr>,
     dev_ca: Option<PathBuf>,
     retention: edge_tasks::history::Retention,
+    /// `auth.leeway_secs`: revoked tokens leave the deny-list this long after they expire.
+    leeway: u64,
 }
 
 impl Server {
@@ -200,7 +188,7 @@ impl Server {
         };
         let admin = match config.admin.listen {
             Some(addr) => Some(
-                crate::admin::Admin::bind(addr)
+                crate::admin::Admin::bind(addr, config.admin.max_connections)
                     .map_err(|source| ServeError::Admin { addr, source })?,
             ),
             None => None,
@@ -224,6 +212,7 @@ impl Server {
                 "revoked tokens that have expired were removed from the deny-list"
             );
         }
+        let revoked = Arc::new(DenyList::load(&store)?);
         let dev_ca = certificates.dev_ca();
         let crypto = tls::server_crypto(certificates.clone(), &[ALPN_EDGE, ALPN_H3])?;
         let crypto = QuicServerConfig::try_from(crypto)
@@ -256,6 +245,7 @@ impl Server {
         let service = Service {
             store,
             auth,
+            revoked,
             limits: Limits::new(config.limits.clone()),
             job_slots: Semaphore::new(config.jobs.max_running),
             settings: settings(config, &metrics),
@@ -287,6 +277,7 @@ impl Server {
                 config.jobs.history_keep_days,
                 config.jobs.history_keep_count,
             ),
+            leeway: config.auth.leeway_secs,
         })
     }
 
@@ -322,12 +313,19 @@ impl Server {
         if let Some(control) = self.control.take() {
             let store = self.service.store.clone();
             let metrics = self.service.metrics.clone();
-            helpers.spawn(control.serve(store, metrics, shutdown.clone()));
+            let revoked = self.service.revoked.clone();
+            helpers.spawn(control.serve(store, metrics, revoked, shutdown.clone()));
         }
         helpers.spawn(edge_tasks::history::prune_periodically(
             self.service.store.clone(),
             self.retention,
             shutdown.clone().cancelled_owned(),
+        ));
+        helpers.spawn(crate::auth::keep_deny_list(
+            self.service.revoked.clone(),
+            self.service.store.clone(),
+            self.leeway,
+            shutdown.clone(),
         ));
         let admin = self.admin.take().map(|admin| {
             let service = self.service.clone();

@@ -56,6 +56,33 @@ pub fn revoke(
     Ok(added)
 }
 
+/// Records the expiries learned for entries revoked by id alone (`(jti, exp)`), in one
+/// transaction, so that they can be pruned. Entries gone or whose expiry is known are left as
+/// they are. Returns how many were updated.
+pub fn learn_expiries(store: &Store, learned: &[(String, u64)]) -> Result<usize, StoreError> {
+    let txn = store.write()?;
+    let mut updated = 0;
+    {
+        let mut table = txn
+            .open_table(REVOKED)
+            .map_err(StoreError::redb("open revoked_tokens table"))?;
+        for (jti, exp) in learned {
+            let existing = table
+                .get(jti.as_str())
+                .map_err(StoreError::redb("read revoked token"))?
+                .map(|v| v.value());
+            if let Some((at, 0)) = existing {
+                table
+                    .insert(jti.as_str(), (at, *exp))
+                    .map_err(StoreError::redb("write revoked token"))?;
+                updated += 1;
+            }
+        }
+    }
+    txn.commit().map_err(StoreError::redb("commit"))?;
+    Ok(updated)
+}
+
 /// The deny-list's entry for `jti`, if it is revoked.
 pub fn lookup(store: &Store, jti: &str) -> Result<Option<Revoked>, StoreError> {
     let txn = store.read()?;
@@ -164,7 +191,19 @@ mod tests {
             ]
         );
         // The expiry of an entry revoked by id alone is learned later, and then it is pruned.
-        revoke(&store, "unknown-expiry", Some(500), 90).unwrap();
+        let learned = [
+            ("unknown-expiry".to_owned(), 500),
+            ("current".to_owned(), 1),
+        ];
+        assert_eq!(
+            learn_expiries(&store, &learned).unwrap(),
+            1,
+            "a known expiry stays"
+        );
+        assert_eq!(
+            lookup(&store, "current").unwrap().unwrap().expires,
+            Some(10_000)
+        );
         assert_eq!(prune(&store, 1_000).unwrap(), 1);
         assert!(!is_revoked(&store, "unknown-expiry").unwrap());
     }

@@ -5,14 +5,14 @@ use super::LogFormat;
 use crate::config::Config;
 use crate::server::Server;
 use anyhow::Context as _;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 pub(super) fn serve(config: &Config, log_format: LogFormat) -> anyhow::Result<ExitCode> {
-    init_logging(log_format);
+    crate::logging::init(log_format == LogFormat::Json);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("edge")
@@ -76,20 +76,4 @@ async fn reload_on_sighup(certificates: std::sync::Arc<crate::certs::Certificate
     while hangups.recv().await.is_some() {
         certificates.reload_and_log("SIGHUP");
     }
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Human => logs.with_ansi(std::io::stderr().is_terminal()).try_init(),
-        LogFormat::Json => logs
-            .json()
-            .with_current_span(true)
-            .with_span_list(true)
-            .try_init(),
-    };
 }

@@ -636,3 +636,194 @@ async fn connections_are_capped_per_ip_and_closed_without_a_valid_token() {
         result.last
     );
 }
+
+/// Mints a token with PyJWT (`EDGE_TEST_PYTHON`, default python3): `key` is a PEM file
+/// (EdDSA) or a secret file (HS256).
+#[cfg(has_pyjwt)]
+fn pyjwt(algorithm: &str, key: &std::path::Path, kid: &str, claims: &Value) -> String {
+    const SCRIPT: &str = r#"
+import json, os, sys, jwt
+key = open(os.environ["KEY"], "rb").read()
+if os.environ["ALG"] == "HS256":
+    key = key.rstrip(b"\r\n")
+claims = json.loads(os.environ["CLAIMS"])
+sys.stdout.write(jwt.encode(claims, key, algorithm=os.environ["ALG"], headers={"kid": os.environ["KID"]}))
+"#;
+    let out = std::process::Command::new(env!("EDGE_TEST_PYTHON_BIN"))
+        .args(["-c", SCRIPT])
+        .env("KEY", key)
+        .env("ALG", algorithm)
+        .env("KID", kid)
+        .env("CLAIMS", claims.to_string())
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "PyJWT could not mint with {}: {}",
+        key.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[cfg(not(has_pyjwt))]
+fn pyjwt(_: &str, _: &std::path::Path, _: &str, _: &Value) -> String {
+    unreachable!("the test is ignored without PyJWT")
+}
+
+/// The claims an external token needs (docs/PROTOCOL.md, "Tokens"), and nothing else.
+fn required_claims() -> Value {
+    json!({"sub": "ext", "exp": now() + 300, "iss": "edge", "aud": "edge", "jti": "ext-1"})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(has_pyjwt),
+    ignore = "needs python3 with PyJWT + cryptography (pip install pyjwt cryptography)"
+)]
+async fn tokens_minted_with_pyjwt_are_accepted_with_the_required_claims_only() {
+    assert_eq!(
+        edge::auth::REQUIRED_CLAIMS,
+        ["sub", "exp", "iss", "aud", "jti"]
+    );
+    let server = TestServer::start().await;
+    let certs = server.dir.path().join("certs");
+    let kid = KeyPair::load_or_generate(&certs).unwrap().kid;
+    let signing = certs.join(edge::auth::SIGNING_KEY_FILE);
+    let with_scope = with(required_claims(), "scope", json!("ports:write stats:write"));
+
+    // PyJWT (through Python's cryptography) reads the generated signing key, and the server
+    // accepts what it signs.
+    let last = upload_as(&server, Some(pyjwt("EdDSA", &signing, &kid, &with_scope))).await;
+    assert!(matches!(last, Event::Done { committed: 1, .. }), "{last:?}");
+
+    // Only the required claims: a valid token that grants nothing (`forbidden`, not
+    // `unauthorized`).
+    let last = upload_as(
+        &server,
+        Some(pyjwt("EdDSA", &signing, &kid, &required_claims())),
+    )
+    .await;
+    assert!(
+        matches!(
+            &last,
+            Event::Rejected {
+                code: ErrorCode::Forbidden,
+                ..
+            }
+        ),
+        "{last:?}"
+    );
+
+    // Each required claim missing: refused, naming it and the whole list.
+    for claim in edge::auth::REQUIRED_CLAIMS {
+        let token = pyjwt("EdDSA", &signing, &kid, &without(with_scope.clone(), claim));
+        let last = upload_as(&server, Some(token)).await;
+        let Event::Rejected { code, message, .. } = &last else {
+            panic!("{claim}: {last:?}")
+        };
+        assert_eq!(*code, ErrorCode::Unauthorized, "{claim}: {message}");
+        assert!(
+            message.contains(&format!("`{claim}` is missing"))
+                && message.contains("every token needs `sub`, `exp`, `iss`, `aud`, `jti`"),
+            "{claim}: {message}"
+        );
+    }
+    drop(server);
+
+    // HS256 with a configured secret.
+    let keys_dir = tempfile::tempdir().unwrap();
+    let secret = keys_dir.path().join("hs256.secret");
+    std::fs::write(&secret, "a-shared-secret-of-more-than-32-bytes\n").unwrap();
+    let key = edge::config::KeyConfig {
+        kid: "ci".into(),
+        algorithm: edge::config::KeyAlgorithm::HS256,
+        public_key: None,
+        private_key: None,
+        secret_file: Some(secret.clone()),
+        secret_env: None,
+    };
+    let server = TestServer::start_with(move |config| config.auth.keys = vec![key]).await;
+    let config = ClientConfig {
+        token: Some(pyjwt("HS256", &secret, "ci", &with_scope)),
+        ..server.client_config()
+    };
+    let client = Client::connect(&config).await.unwrap();
+    let (result, _) = upload(&client, "stats", Some(Format::Lines), b"1\n".to_vec()).await;
+    assert!(
+        matches!(result.last, Event::Done { records: 1, .. }),
+        "{:?}",
+        result.last
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_is_on_disk_when_acknowledged_and_in_force_after_a_crash() {
+    use crate::binary::{edge, ServeProcess};
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServeProcess::start(dir.path());
+    let config = server.client_config(dir.path());
+    let token = config.token.clone().unwrap();
+    let client = Client::connect(&config).await.unwrap();
+    let (result, _) = upload(&client, "ports", Some(Format::Ndjson), b"{}\n".to_vec()).await;
+    assert!(
+        !matches!(result.last, Event::Rejected { .. }),
+        "{:?}",
+        result.last
+    );
+
+    let out = edge(dir.path(), &["token", "revoke", &token]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // In force at once, on the connection that was open before.
+    let (result, _) = upload(&client, "ports", Some(Format::Ndjson), b"{}\n".to_vec()).await;
+    assert!(
+        matches!(
+            result.last,
+            Event::Rejected {
+                code: ErrorCode::TokenRevoked,
+                ..
+            }
+        ),
+        "{:?}",
+        result.last
+    );
+    // The server dies without a chance to write anything more (SIGKILL).
+    drop(client);
+    drop(server);
+    let out = edge(dir.path(), &["token", "list-revoked", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let jti = edge::auth::unverified_id(&token).unwrap().0;
+    assert!(
+        listed.iter().any(|e| e["jti"] == jti.as_str()),
+        "the acknowledged revocation was committed: {listed:?}"
+    );
+
+    // The next server loads it.
+    let server = ServeProcess::start(dir.path());
+    let config = ClientConfig {
+        token: Some(token),
+        ..server.client_config(dir.path())
+    };
+    let client = Client::connect(&config).await.unwrap();
+    let (result, _) = upload(&client, "ports", Some(Format::Ndjson), b"{}\n".to_vec()).await;
+    assert!(
+        matches!(
+            result.last,
+            Event::Rejected {
+                code: ErrorCode::TokenRevoked,
+                ..
+            }
+        ),
+        "{:?}",
+        result.last
+    );
+}

@@ -490,6 +490,54 @@ async fn metrics_move_with_a_real_upload() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_serves_at_most_its_cap_of_connections_at_once() {
+    use std::io::{Read, Write};
+    let server = TestServer::start_with(|config| {
+        config.admin.listen = Some("127.0.0.1:0".parse().unwrap());
+        config.admin.max_connections = 2;
+    })
+    .await;
+    let admin = server.admin.expect("the admin listener is on");
+    tokio::task::spawn_blocking(move || {
+        // Two connections that send nothing take both slots.
+        let mut idle: Vec<std::net::TcpStream> = (0..2)
+            .map(|_| std::net::TcpStream::connect(admin).unwrap())
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        // A third is not served while they are open (the kernel queues it, unaccepted).
+        let mut third = std::net::TcpStream::connect(admin).unwrap();
+        write!(third, "GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n").unwrap();
+        third
+            .set_read_timeout(Some(std::time::Duration::from_millis(700)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        let waited = third.read(&mut byte);
+        assert!(
+            matches!(&waited, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+            "served beyond the cap: {waited:?}"
+        );
+        // Once one of them goes, the third is served.
+        drop(idle.remove(0));
+        third
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut response = String::new();
+        third.read_to_string(&mut response).unwrap();
+        assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+        // The other idle one is cut off after its read timeout (5 s), freeing its slot.
+        idle[0]
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut rest = Vec::new();
+        assert_eq!(idle[0].read_to_end(&mut rest).unwrap(), 0, "closed unanswered");
+        let (status, _) = admin_get(admin, "/healthz");
+        assert_eq!(status, "HTTP/1.1 200 OK");
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_loris_upload_is_cut_off_while_a_normal_one_beside_it_completes() {
     use tokio::io::AsyncWriteExt;
     let server = TestServer::start_with(|config| {
