@@ -7,14 +7,14 @@
 //! listener accepts the next one only when one of them has ended, so a flood of connections
 //! waits in the kernel's backlog instead of each taking a task and a socket.
 
-use crate::server::Service;
+use crate::service::Service;
+use crate::shutdown::Shutdown;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 /// The largest request head read.
@@ -49,9 +49,9 @@ impl Admin {
         self.listener.local_addr()
     }
 
-    /// Answers requests until the task is dropped; `/healthz` says `draining` once `draining`
-    /// is cancelled.
-    pub(crate) async fn serve(self, service: Arc<Service>, draining: CancellationToken) {
+    /// Answers requests until the task is dropped; `/healthz` says `draining` once the
+    /// server drains.
+    pub(crate) async fn serve(self, service: Arc<Service>, shutdown: Shutdown) {
         loop {
             // A slot first, then the connection (as mini-redis does): at the cap, no accept.
             let Ok(slot) = self.slots.clone().acquire_owned().await else {
@@ -60,9 +60,9 @@ impl Admin {
             match self.listener.accept().await {
                 Ok((stream, _)) => {
                     let service = service.clone();
-                    let draining = draining.clone();
+                    let shutdown = shutdown.clone();
                     tokio::spawn(async move {
-                        answer(stream, service, draining).await;
+                        answer(stream, service, shutdown).await;
                         drop(slot);
                     });
                 }
@@ -75,7 +75,7 @@ impl Admin {
     }
 }
 
-async fn answer(mut stream: TcpStream, service: Arc<Service>, draining: CancellationToken) {
+async fn answer(mut stream: TcpStream, service: Arc<Service>, shutdown: Shutdown) {
     let Ok(Some(path)) = tokio::time::timeout(READ_TIMEOUT, read_path(&mut stream))
         .await
         .unwrap_or(Ok(None))
@@ -89,7 +89,7 @@ async fn answer(mut stream: TcpStream, service: Arc<Service>, draining: Cancella
             service.metrics.render(),
         ),
         "/healthz" => {
-            let (healthy, body) = service.health(&draining);
+            let (healthy, body) = service.health(&shutdown);
             let status = if healthy {
                 "200 OK"
             } else {

@@ -4,7 +4,9 @@
 use crate::auth::Grant;
 use crate::jobs::{self, Body, Notify, Pumped, Refusal};
 use crate::limits::Admission;
-use crate::server::{IntoVarInt, Service};
+use crate::server::IntoVarInt;
+use crate::service::Service;
+use crate::shutdown::Shutdown;
 use crate::window::ConnectionWindow;
 use bytes::{Bytes, BytesMut};
 use edge_proto::header::MAX_HEADER_BYTES;
@@ -29,13 +31,13 @@ pub(crate) async fn serve(
     service: Arc<Service>,
     window: Arc<ConnectionWindow>,
     authorised: CancellationToken,
-    shutdown: CancellationToken,
+    shutdown: Shutdown,
 ) {
     debug!("edge/1 connection");
     let jobs = TaskTracker::new();
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.draining() => break,
             stream = connection.accept_uni() => match stream {
                 Ok(upload) => {
                     let job = run_job(connection.clone(), upload, service.clone(), window.clone(), authorised.clone(), shutdown.clone());
@@ -57,7 +59,7 @@ pub(crate) async fn serve(
         }
     }
     jobs.close();
-    if !shutdown.is_cancelled() {
+    if !shutdown.is_draining() {
         jobs.wait().await;
         return;
     }
@@ -90,7 +92,7 @@ async fn run_job(
     service: Arc<Service>,
     window: Arc<ConnectionWindow>,
     authorised: CancellationToken,
-    shutdown: CancellationToken,
+    shutdown: Shutdown,
 ) {
     let upload_stream = u64::from(upload.id());
     let started = start(&mut upload, &service, &authorised).await;

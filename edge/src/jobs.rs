@@ -10,7 +10,8 @@
 
 use crate::auth::{AuthError, Grant};
 use crate::metrics::{JobSeen, Metrics};
-use crate::server::Service;
+use crate::service::Service;
+use crate::shutdown::Shutdown;
 use bytes::Bytes;
 use edge_proto::{ErrorCode, Event, Format, HeaderError};
 use edge_tasks::history::{self, JobRecord};
@@ -23,7 +24,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 /// Chunks waiting between the body and the pipeline.
@@ -178,12 +178,12 @@ pub(crate) async fn run<B: Body, N: Notify>(
     leftover: Bytes,
     notify: N,
     service: Arc<Service>,
-    shutdown: CancellationToken,
+    shutdown: Shutdown,
 ) -> Ended {
     // Wait for a job slot: until then nothing is read, and QUIC flow control holds the upload.
     let slot = tokio::select! {
         slot = service.job_slots.acquire() => slot.ok(),
-        _ = shutdown.cancelled() => None,
+        _ = shutdown.draining() => None,
     };
     let (events, notifier) = spawn_notifier(notify, service.metrics.clone());
     let Some(_slot) = slot else {
@@ -222,7 +222,7 @@ pub(crate) async fn run<B: Body, N: Notify>(
     );
     let max_bytes = service.limits.max_upload_bytes();
     let pace = service.pace;
-    let pumped = pump(body, leftover, chunks, &service.abort, max_bytes, pace).await;
+    let pumped = pump(body, leftover, chunks, &shutdown, max_bytes, pace).await;
     let report = pipeline.await.ok();
     notice.abort();
     match &report {
@@ -248,13 +248,13 @@ pub(crate) async fn run<B: Body, N: Notify>(
 /// Tells the client when the server starts draining (it keeps running until the grace period
 /// ends).
 fn spawn_draining_notice(
-    draining: &CancellationToken,
+    shutdown: &Shutdown,
     events: &mpsc::Sender<Event>,
     grace: Duration,
 ) -> tokio::task::JoinHandle<()> {
-    let (draining, events) = (draining.clone(), events.clone());
+    let (shutdown, events) = (shutdown.clone(), events.clone());
     tokio::spawn(async move {
-        draining.cancelled().await;
+        shutdown.draining().await;
         let notice = Event::Draining {
             grace_secs: grace.as_secs(),
         };
@@ -343,7 +343,7 @@ async fn pump<B: Body>(
     body: &mut B,
     leftover: Bytes,
     chunks: mpsc::Sender<Input>,
-    shutdown: &CancellationToken,
+    shutdown: &Shutdown,
     max_bytes: Option<u64>,
     pace: Pace,
 ) -> Pumped {
@@ -356,7 +356,7 @@ async fn pump<B: Body>(
             None => {
                 let waiting = tokio::time::Instant::now();
                 let input = tokio::select! {
-                    _ = shutdown.cancelled() => shutdown_input(),
+                    _ = shutdown.aborted() => shutdown_input(),
                     _ = chunks.closed() => return Pumped::Unfinished,
                     _ = tokio::time::sleep(watch.left(pace)) => match watch.verdict(pace) {
                         Some(too_slow) => too_slow,
@@ -398,7 +398,7 @@ async fn pump<B: Body>(
         );
         let sent = tokio::select! {
             sent = chunks.send(input) => sent.is_ok(),
-            _ = shutdown.cancelled(), if !was_shutdown => {
+            _ = shutdown.aborted(), if !was_shutdown => {
                 next = Some(shutdown_input());
                 continue;
             }

@@ -10,7 +10,9 @@
 //! - [`config`]: `config/edge.toml`, flags and environment variables.
 //! - [`tls`]: configured certificates, or dev certificates generated with rcgen.
 //! - [`certs`]: the certificate in use, reloaded on SIGHUP and when its files change.
-//! - [`server`]: the QUIC endpoint, ALPN dispatch and shutdown.
+//! - [`server`]: the QUIC endpoint, ALPN dispatch and the steps of a shutdown.
+//! - `service`: what every connection, job and request shares (store, token gate, limits).
+//! - `shutdown`: the server's shutdown (draining, then abort) as one value every task holds.
 //! - `edge1`: the `edge/1` job protocol on one connection.
 //! - `h3guard`: cuts off HTTP/3 peers that declare oversized frames (h3 0.0.8 would buffer them),
 //!   aborts malformed requests and refuses requests after GOAWAY.
@@ -47,6 +49,8 @@ mod limits;
 mod logging;
 pub mod metrics;
 pub mod server;
+mod service;
+mod shutdown;
 pub mod tls;
 mod window;
 

@@ -1,10 +1,12 @@
 //! The QUIC endpoint: binds the UDP port, accepts connections, dispatches them by ALPN, and
 //! shuts everything down through one cancellation token.
 
-use crate::auth::{self, AuthError, DenyList, Grant, KeyError, Verifier};
+use crate::auth::{self, DenyList, KeyError, Verifier};
 use crate::config::Config;
 use crate::connections::{self, Admit, Connections};
 use crate::limits::Limits;
+use crate::service::Service;
+use crate::shutdown::Shutdown;
 use crate::tls::{self, TlsError};
 use edge_proto::{AppCode, ALPN_EDGE, ALPN_H3};
 use edge_tasks::pipeline::{CommitObserver, Settings};
@@ -72,68 +74,6 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// What every connection and job of the server shares.
-#[derive(Debug)]
-pub(crate) struct Service {
-    /// The store every task writes to.
-    pub store: Store,
-    /// Checks every job's and request's token.
-    pub auth: Verifier,
-    /// Revoked token ids (the store holds the durable copy).
-    pub revoked: Arc<DenyList>,
-    /// Per-subject limits.
-    pub limits: Arc<Limits>,
-    /// Job slots: at most `jobs.max_running` pipelines run at once.
-    pub job_slots: Semaphore,
-    /// How pipelines commit and report.
-    pub settings: Settings,
-    /// How long a client has to send its job header.
-    pub header_timeout: Duration,
-    /// How long a new connection has to present a valid token.
-    pub auth_timeout: Duration,
-    /// Cancelled when the shutdown's grace period ends: running jobs then commit what they
-    /// have and end `failed` with `shutdown`.
-    pub abort: CancellationToken,
-    /// How long running jobs may go on once the server starts shutting down.
-    pub grace: Duration,
-    /// The counters `/metrics` shows.
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// The server certificate (reloadable).
-    pub certificates: Arc<crate::certs::Certificates>,
-    /// The slowest upload the server waits for.
-    pub pace: crate::jobs::Pace,
-    /// The range of every connection's receive window.
-    pub window_bounds: crate::window::Bounds,
-    /// The server-wide budget of receive-window bytes above the floors.
-    pub window_budget: Arc<crate::window::Budget>,
-}
-
-impl Service {
-    /// The health check's answer (both listeners): healthy unless draining; the
-    /// certificate's expiry, with a warning within 14 days of it.
-    pub(crate) fn health(&self, draining: &CancellationToken) -> (bool, serde_json::Value) {
-        let certificate = self.certificates.info();
-        let mut report = serde_json::json!({
-            "status": if draining.is_cancelled() { "draining" } else { "ok" },
-            "certificate": {"expires": certificate.expires, "days_left": certificate.days_left},
-        });
-        if let Some(warning) = certificate.warning() {
-            report["certificate"]["warning"] = serde_json::Value::String(warning);
-        }
-        (!draining.is_cancelled(), report)
-    }
-
-    /// Verifies a token and checks its id against the deny-list (in memory: no I/O on the
-    /// runtime); returns what it allows.
-    pub(crate) fn authorize(&self, token: Option<&str>) -> Result<Grant, AuthError> {
-        let grant = self.auth.verify(token)?;
-        if self.revoked.is_revoked(&grant.jti, grant.exp) {
-            return Err(AuthError::Revoked);
-        }
-        Ok(grant)
-    }
 }
 
 /// A bound, ready server.
@@ -251,7 +191,6 @@ impl Server {
             settings: settings(config, &metrics),
             header_timeout: Duration::from_secs(config.jobs.header_timeout_secs),
             auth_timeout: Duration::from_secs(config.auth.auth_timeout_secs),
-            abort: CancellationToken::new(),
             grace: Duration::from_secs(config.jobs.shutdown_grace_secs),
             metrics,
             certificates,
@@ -309,23 +248,24 @@ impl Server {
     /// they have and end `failed` with `shutdown`. Every connection is closed with
     /// [`AppCode::Shutdown`] before it returns.
     pub async fn run(mut self, shutdown: CancellationToken) {
+        let shutdown = Shutdown::new(shutdown);
         let helpers = TaskTracker::new();
         if let Some(control) = self.control.take() {
             let store = self.service.store.clone();
             let metrics = self.service.metrics.clone();
             let revoked = self.service.revoked.clone();
-            helpers.spawn(control.serve(store, metrics, revoked, shutdown.clone()));
+            helpers.spawn(control.serve(store, metrics, revoked, shutdown.draining_token()));
         }
         helpers.spawn(edge_tasks::history::prune_periodically(
             self.service.store.clone(),
             self.retention,
-            shutdown.clone().cancelled_owned(),
+            shutdown.draining_token().cancelled_owned(),
         ));
         helpers.spawn(crate::auth::keep_deny_list(
             self.service.revoked.clone(),
             self.service.store.clone(),
             self.leeway,
-            shutdown.clone(),
+            shutdown.draining_token(),
         ));
         let admin = self.admin.take().map(|admin| {
             let service = self.service.clone();
@@ -335,7 +275,7 @@ impl Server {
         let connections = TaskTracker::new();
         loop {
             let incoming = tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = shutdown.draining() => break,
                 incoming = self.endpoint.accept() => incoming,
             };
             let Some(incoming) = incoming else { break };
@@ -375,7 +315,7 @@ impl Server {
             .is_err()
         {
             warn!("jobs still running after {grace:?}: they commit what they have and end");
-            self.service.abort.cancel();
+            shutdown.abort();
             if tokio::time::timeout(DRAIN_TIMEOUT, connections.wait())
                 .await
                 .is_err()
@@ -435,7 +375,7 @@ async fn accept(
     incoming: Incoming,
     handshake: connections::Handshake,
     service: Arc<Service>,
-    shutdown: CancellationToken,
+    shutdown: Shutdown,
 ) {
     let connection = match incoming.await {
         Ok(connection) => connection,

@@ -19,7 +19,9 @@ mod respond;
 mod routes;
 mod upload;
 
-use crate::server::{IntoVarInt, Service};
+use crate::server::IntoVarInt;
+use crate::service::Service;
+use crate::shutdown::Shutdown;
 use crate::window::ConnectionWindow;
 use bytes::Bytes;
 use edge_proto::AppCode;
@@ -54,7 +56,7 @@ pub(crate) async fn serve(
     service: Arc<Service>,
     window: Arc<ConnectionWindow>,
     authorised: CancellationToken,
-    shutdown: CancellationToken,
+    shutdown: Shutdown,
 ) {
     debug!("h3 connection");
     let guarded = crate::h3guard::Connection::new(connection.clone());
@@ -74,7 +76,7 @@ pub(crate) async fn serve(
     let mut draining = false;
     loop {
         tokio::select! {
-            _ = shutdown.cancelled(), if !draining => {
+            _ = shutdown.draining(), if !draining => {
                 draining = true;
                 requests.close();
                 // GOAWAY with the id above the last request accepted (RFC 9114 §5.2): those
@@ -105,7 +107,7 @@ pub(crate) async fn serve(
     }
     requests.close();
     requests.wait().await;
-    if shutdown.is_cancelled() {
+    if shutdown.is_draining() {
         // The last responses may still be in flight, and closing discards what is unsent:
         // a client that has read its answers closes first (it has GOAWAY); wait for that a
         // moment.

@@ -5,7 +5,7 @@ use super::respond::{refuse, respond};
 use super::routes::parse_query;
 use super::Stream;
 use crate::auth::Grant;
-use crate::server::Service;
+use crate::service::Service;
 use edge_tasks::reads::{ReadError, Reads};
 use edge_tasks::{history, Registry, Store};
 use http::StatusCode;

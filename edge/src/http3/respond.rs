@@ -3,7 +3,7 @@
 
 use super::Stream;
 use crate::jobs::Refusal;
-use crate::server::Service;
+use crate::service::Service;
 use bytes::{Buf, Bytes};
 use edge_proto::ErrorCode;
 use h3::error::Code;

@@ -5,7 +5,8 @@ use super::read::{list_jobs, read_item, read_job, read_page, tasks};
 use super::respond::{refuse, refuse_job, refuse_method, respond};
 use super::upload::upload;
 use super::{Resolver, Stream};
-use crate::server::Service;
+use crate::service::Service;
+use crate::shutdown::Shutdown;
 use crate::window::ConnectionWindow;
 use edge_proto::ErrorCode;
 use edge_tasks::reads::Reads;
@@ -77,7 +78,7 @@ pub(super) async fn handle(
     service: Arc<Service>,
     window: Arc<ConnectionWindow>,
     authorised: CancellationToken,
-    shutdown: CancellationToken,
+    shutdown: Shutdown,
 ) {
     let (request, h3) = match resolver.resolve_request().await {
         Ok(resolved) => resolved,

@@ -6,7 +6,8 @@ use super::routes::parse_query;
 use super::{RecvHalf, SendHalf, Stream};
 use crate::auth::Grant;
 use crate::jobs::{self, Body, Notify, Pumped, Refusal};
-use crate::server::Service;
+use crate::service::Service;
+use crate::shutdown::Shutdown;
 use crate::window::ConnectionWindow;
 use bytes::{Buf, Bytes};
 use edge_proto::{ErrorCode, Format};
@@ -14,7 +15,6 @@ use edge_tasks::pipeline::JobSpec;
 use http::{Request, Response, StatusCode};
 use serde_json::{Map, Value};
 use std::sync::Arc;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, Instrument};
 
 /// An upload: checks the request, answers 200 with NDJSON, and runs the job while the body
@@ -26,7 +26,7 @@ pub(super) async fn upload(
     grant: Grant,
     service: Arc<Service>,
     window: Arc<ConnectionWindow>,
-    shutdown: CancellationToken,
+    shutdown: Shutdown,
 ) {
     let upload = match UploadRequest::read(&request) {
         Ok(upload) => upload,
