@@ -87,10 +87,11 @@ fn measure(
         std::thread::spawn(move || setup.upload(addr, &file, &events, UPLOAD_LIMIT))
     };
     let (latencies, failed) = runtime.block_on(jobs(&client, &beside, || upload.is_finished()));
-    let (wall, last) = upload
+    let uploaded = upload
         .join()
         .map_err(|_| anyhow::anyhow!("the upload thread panicked"))??;
-    match last {
+    let wall = uploaded.wall_s;
+    match uploaded.last {
         Event::Done { committed, .. } if committed == records => {}
         other => bail!("the big upload: expected done with {records} committed, got {other:?}"),
     }

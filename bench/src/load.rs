@@ -46,9 +46,12 @@ pub struct LoadTarget {
 /// `edge-bench load`'s arguments.
 #[derive(Debug, clap::Args)]
 pub struct LoadArgs {
-    /// Records in the upload (shuffled) [default: 1000000; 20000 with --small].
+    /// Records of the big upload (shuffled JSON) [default: 1000000; 20000 with --small].
     #[arg(long)]
     records: Option<u64>,
+    /// Records of the long-path upload [default: 264000 (85 MB), at most --records].
+    #[arg(long)]
+    path_records: Option<u64>,
     /// Runs per RTT; the table shows medians [default: 3; 1 with --small].
     #[arg(long)]
     repeat: Option<usize>,
@@ -83,34 +86,92 @@ pub struct Upload<'a> {
     pub records: u64,
 }
 
-/// Measures both with `upload`, `repeat` runs at each of `rtts_ms` (and small jobs beside it
-/// if `latency`); what breaks goes to `failures`.
-pub fn run(
-    setup: &Setup,
-    upload: Upload<'_>,
-    repeat: usize,
-    rtts_ms: &[u64],
-    latency: bool,
-    failures: &mut Vec<String>,
-) -> LoadFigures {
-    let Upload {
-        file,
-        bytes,
-        records,
-    } = upload;
+/// What to measure besides the big upload.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Records of the long-path upload (shuffled JSON; [`PATH_RECORDS`] make the 85 MB of the
+    /// issue); the big upload itself when it has no more.
+    pub path_records: u64,
+    /// The data's seed.
+    pub seed: u64,
+    /// Runs per RTT.
+    pub repeat: usize,
+    /// Round trips, ms.
+    pub rtts_ms: Vec<u64>,
+    /// Also small jobs beside the big upload.
+    pub latency: bool,
+}
+
+/// Records of the long-path upload: 85 MB of pretty JSON.
+pub const PATH_RECORDS: u64 = 264_000;
+
+impl Plan {
+    /// The default plan for a run of `records` records.
+    pub fn new(records: u64, seed: u64, repeat: usize) -> Plan {
+        Plan {
+            path_records: records.min(PATH_RECORDS),
+            seed,
+            repeat,
+            rtts_ms: longpath::RTTS_MS.to_vec(),
+            latency: true,
+        }
+    }
+}
+
+/// Measures the long-path rows (with their own file, made in `setup.tmp`, unless `big` is
+/// small enough) and small jobs beside `big`; what breaks goes to `failures`.
+pub fn run(setup: &Setup, big: Upload<'_>, plan: &Plan, failures: &mut Vec<String>) -> LoadFigures {
     let mut figures = LoadFigures::default();
-    match longpath::run(setup, file, bytes, records, repeat, rtts_ms) {
+    let path_file = (plan.path_records < big.records)
+        .then(|| shuffled_json(&setup.tmp, plan.path_records, plan.seed));
+    let path = match &path_file {
+        Some(Ok((file, bytes))) => Ok(Upload {
+            file,
+            bytes: *bytes,
+            records: plan.path_records,
+        }),
+        Some(Err(e)) => Err(anyhow::anyhow!("{e:#}")),
+        None => Ok(big),
+    };
+    let rows = path.and_then(|p| {
+        longpath::run(
+            setup,
+            p.file,
+            p.bytes,
+            p.records,
+            plan.repeat,
+            &plan.rtts_ms,
+        )
+    });
+    match rows {
         Ok(rows) => figures.long_paths = rows,
         Err(e) => failures.push(format!("long paths: {e:#}")),
     }
-    if latency {
-        match latency::run(setup, file, records) {
+    if let Some(Ok((file, _))) = &path_file {
+        let _ = std::fs::remove_file(file);
+    }
+    if plan.latency {
+        match latency::run(setup, big.file, big.records) {
             Ok(f) => figures.small_jobs_beside_upload = f,
             Err(e) => failures.push(format!("small jobs beside an upload: {e:#}")),
         }
     }
     figures.targets = targets(&figures);
     figures
+}
+
+/// Writes `records` shuffled records as JSON in `dir`: the file and its size.
+fn shuffled_json(dir: &Path, records: u64, seed: u64) -> anyhow::Result<(PathBuf, u64)> {
+    let file = dir.join(format!("ports-shuffled-{records}.json"));
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&file)?);
+    let bytes = gen::write(
+        &Generator::new(records, seed)?,
+        Order::Shuffled,
+        FileFormat::Json,
+        &mut w,
+    )?;
+    w.flush()?;
+    Ok((file, bytes))
 }
 
 fn targets(figures: &LoadFigures) -> Vec<LoadTarget> {
@@ -183,33 +244,26 @@ pub fn load_only(args: LoadArgs) -> anyhow::Result<ExitCode> {
         .context("cannot create a temporary directory")?;
     crate::proc::remove_on_interrupt(tmp.path());
     let setup = setup(tmp.path())?;
-    let file = tmp.path().join("ports-shuffled.json");
-    let bytes = {
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&file)?);
-        let generator = Generator::new(records, args.seed)?;
-        let bytes = gen::write(&generator, Order::Shuffled, FileFormat::Json, &mut w)?;
-        w.flush()?;
-        bytes
+    let (file, bytes) = shuffled_json(tmp.path(), records, args.seed)?;
+    let plan = Plan {
+        path_records: args.path_records.unwrap_or(records.min(PATH_RECORDS)),
+        latency: !args.no_latency,
+        rtts_ms: args.rtt_ms.clone(),
+        ..Plan::new(records, args.seed, repeat)
     };
     eprintln!(
-        "edge-bench: {records} shuffled records, {:.1} MB; RTTs {:?} ms, {repeat} run(s) each",
+        "edge-bench: {records} shuffled records, {:.1} MB; long paths with {} records at RTTs {:?} ms, {repeat} run(s) each",
         bytes as f64 / 1e6,
-        args.rtt_ms
+        plan.path_records,
+        plan.rtts_ms
     );
     let mut failures = Vec::new();
-    let upload = Upload {
+    let big = Upload {
         file: &file,
         bytes,
         records,
     };
-    let figures = run(
-        &setup,
-        upload,
-        repeat,
-        &args.rtt_ms,
-        !args.no_latency,
-        &mut failures,
-    );
+    let figures = run(&setup, big, &plan, &mut failures);
     print(&figures);
     for f in &failures {
         println!("FAILED: {f}");

@@ -292,15 +292,18 @@ impl Setup {
         self.certs.join("ca.pem")
     }
 
-    /// Uploads `file` to the server at `addr` with `edge-client upload --json`, its events to
-    /// `events`; returns the wall time and the last event. At most `limit`: then it is killed.
+    /// Uploads `file` to the server at `addr` with `edge-client upload --json`, its events
+    /// also to `events`. Returns the time from starting the client to its final event (the
+    /// upload, without the connection's close, which waits 3 probe timeouts for the
+    /// server's acknowledgement: about half a second at 100 ms RTT), the client's wall time,
+    /// and the final event. At most `limit`: then it is killed.
     pub fn upload(
         &self,
         addr: SocketAddr,
         file: &Path,
         events: &Path,
         limit: Duration,
-    ) -> anyhow::Result<(f64, edge_proto::Event)> {
+    ) -> anyhow::Result<Uploaded> {
         let mut command = Command::new(&self.bins.client);
         clear_edge_env(&mut command)
             .arg("upload")
@@ -311,21 +314,57 @@ impl Setup {
             .arg(self.ca())
             .args(["--token", &self.token, "--json"])
             .stdin(Stdio::null())
-            .stdout(std::fs::File::create(events)?)
+            .stdout(Stdio::piped())
             .stderr(Stdio::null());
         let started = std::time::Instant::now();
         let mut guard = Guard::spawn(&mut command, "edge-client upload")?;
+        let stdout = guard.stdout().context("edge-client's stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send((std::time::Instant::now(), line)).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = started + limit;
+        let mut log = std::fs::File::create(events)?;
+        let mut last = None;
+        // Until the client closes its stdout (it exits) or the limit passes.
+        while let Ok((at, line)) =
+            rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+        {
+            use std::io::Write as _;
+            writeln!(log, "{line}")?;
+            if let Ok(event) = serde_json::from_str::<edge_proto::Event>(&line) {
+                if event.is_final() && last.is_none() {
+                    last = Some((at.duration_since(started).as_secs_f64(), event));
+                }
+            }
+        }
         let status = guard
-            .wait_for(limit)?
+            .wait_for(deadline.saturating_duration_since(std::time::Instant::now()))?
             .with_context(|| format!("edge-client upload took longer than {limit:?}"))?;
-        let wall = started.elapsed().as_secs_f64();
-        let text = std::fs::read_to_string(events)?;
-        let last = text
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .with_context(|| format!("edge-client exited with {status} and printed no event"))?;
-        let event = serde_json::from_str(last).with_context(|| format!("not an event: {last}"))?;
-        Ok((wall, event))
+        let wall_s = started.elapsed().as_secs_f64();
+        let (to_final_s, last) = last.with_context(|| {
+            format!("edge-client exited with {status} and printed no final event")
+        })?;
+        Ok(Uploaded {
+            to_final_s,
+            wall_s,
+            last,
+        })
     }
+}
+
+/// How one `edge-client upload` went.
+#[derive(Debug, Clone)]
+pub struct Uploaded {
+    /// Seconds from starting the client to its final event.
+    pub to_final_s: f64,
+    /// The client's wall time (with the connection's close), seconds.
+    pub wall_s: f64,
+    /// The final event.
+    pub last: edge_proto::Event,
 }

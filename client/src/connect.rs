@@ -25,8 +25,8 @@ const MTU_UPPER_BOUND: u16 = 8952;
 
 /// Bytes the client may have in flight per connection: bounds its memory whatever the file
 /// size. One upload runs at most this much per round trip: 16 MiB is 160 MB/s over a 100 ms
-/// path, and matches the most a server grows its receive window to
-/// (`transport.connection_receive_window_max`).
+/// path, and twice the most a server grows its receive window to by default
+/// (`transport.connection_receive_window_max`, 8 MiB).
 const SEND_WINDOW: u64 = 16 * 1024 * 1024;
 
 /// Where to connect and whom to trust.

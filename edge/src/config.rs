@@ -331,7 +331,7 @@ impl Default for TransportConfig {
         TransportConfig {
             stream_receive_window: 16 * 1024 * 1024,
             connection_receive_window: 2 * 1024 * 1024,
-            connection_receive_window_max: 16 * 1024 * 1024,
+            connection_receive_window_max: 8 * 1024 * 1024,
             receive_window_budget: 64 * 1024 * 1024,
             max_jobs_per_connection: 16,
             idle_timeout_secs: 30,
