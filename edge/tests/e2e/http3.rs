@@ -562,9 +562,17 @@ async fn an_oversized_header_block_gets_431_and_the_connection_lives() {
 
 /// A raw QUIC connection speaking ALPN `h3`, for peers that misbehave on purpose.
 pub(crate) async fn raw_h3_connection(server: &TestServer) -> (quinn::Endpoint, quinn::Connection) {
+    raw_h3_connection_to(&server.ca(), server.addr).await
+}
+
+/// A raw QUIC connection speaking ALPN `h3` to `addr`, trusting the CA in the file `ca`.
+pub(crate) async fn raw_h3_connection_to(
+    ca: &std::path::Path,
+    addr: std::net::SocketAddr,
+) -> (quinn::Endpoint, quinn::Connection) {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_file_iter(server.ca()).unwrap() {
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
         roots.add(cert.unwrap()).unwrap();
     }
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
@@ -577,11 +585,7 @@ pub(crate) async fn raw_h3_connection(server: &TestServer) -> (quinn::Endpoint, 
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(quic)));
-    let connection = endpoint
-        .connect(server.addr, "localhost")
-        .unwrap()
-        .await
-        .unwrap();
+    let connection = endpoint.connect(addr, "localhost").unwrap().await.unwrap();
     (endpoint, connection)
 }
 

@@ -147,23 +147,8 @@ async fn h3_connection(
     dir: &Path,
     addr: std::net::SocketAddr,
 ) -> (quinn::Endpoint, quinn::Connection, quinn::SendStream) {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_file_iter(dir.join("certs/ca.pem")).unwrap()
-    {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h3".to_vec()];
-    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(quic)));
-    let connection = endpoint.connect(addr, "localhost").unwrap().await.unwrap();
+    let (endpoint, connection) =
+        crate::http3::raw_h3_connection_to(&dir.join("certs/ca.pem"), addr).await;
     // The control stream: its type (0) and an empty SETTINGS frame.
     let mut control = connection.open_uni().await.unwrap();
     control.write_all(&[0x00, 0x04, 0x00]).await.unwrap();
