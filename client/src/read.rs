@@ -8,6 +8,7 @@ use edge_client::display::Outcome;
 use edge_proto::read_command::{self, ReadRequest};
 use edge_proto::reads::ReadsInfo;
 use serde_json::Value;
+use std::io::Write;
 
 #[derive(Debug, Args)]
 pub(crate) struct JobsArgs {
@@ -219,7 +220,8 @@ fn show(
 ) -> Outcome {
     match answer {
         Ok(Answer { status: 200, body }) => {
-            println!("{}", show_body(&body));
+            // A reader that went away (`| head`) is not an error of ours.
+            let _ = writeln!(std::io::stdout().lock(), "{}", show_body(&body));
             Outcome::Clean
         }
         Ok(answer) => {

@@ -10,6 +10,7 @@ use edge_proto::read_command::{self, ReadRequest};
 use edge_tasks::reads::ReadError;
 use edge_tasks::store::StoreOptions;
 use edge_tasks::{Registry, Store};
+use std::io::Write;
 use std::process::ExitCode;
 
 /// One subcommand per plugin of `registry` that has read endpoints.
@@ -64,7 +65,8 @@ pub(crate) fn run(
     };
     match answer {
         Ok(text) => {
-            println!("{text}");
+            // A reader that went away (`| head`) is not an error of ours.
+            let _ = writeln!(std::io::stdout().lock(), "{text}");
             Ok(ExitCode::SUCCESS)
         }
         Err(ReadError::NotFound(message)) => {
