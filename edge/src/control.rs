@@ -267,18 +267,18 @@ impl Listener {
         &self.path
     }
 
-    /// Answers requests until `shutdown` is cancelled. A revocation is committed to `store`
-    /// and then put on `revoked` (in effect at once) before it is acknowledged.
-    pub async fn serve(
+    /// Answers requests until the server drains. A revocation is committed to `store` and
+    /// then put on `revoked` (in effect at once) before it is acknowledged.
+    pub(crate) async fn serve(
         self,
         store: Store,
         metrics: std::sync::Arc<crate::metrics::Metrics>,
         revoked: std::sync::Arc<DenyList>,
-        shutdown: tokio_util::sync::CancellationToken,
+        shutdown: crate::shutdown::Shutdown,
     ) {
         loop {
             let stream = tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = shutdown.draining() => break,
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, _)) => stream,
                     Err(e) => {

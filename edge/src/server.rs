@@ -254,7 +254,7 @@ impl Server {
             let store = self.service.store.clone();
             let metrics = self.service.metrics.clone();
             let revoked = self.service.revoked.clone();
-            helpers.spawn(control.serve(store, metrics, revoked, shutdown.draining_token()));
+            helpers.spawn(control.serve(store, metrics, revoked, shutdown.clone()));
         }
         helpers.spawn(edge_tasks::history::prune_periodically(
             self.service.store.clone(),
@@ -265,7 +265,7 @@ impl Server {
             self.service.revoked.clone(),
             self.service.store.clone(),
             self.leeway,
-            shutdown.draining_token(),
+            shutdown.clone(),
         ));
         let admin = self.admin.take().map(|admin| {
             let service = self.service.clone();

@@ -52,8 +52,8 @@ impl Shutdown {
         self.abort.is_cancelled()
     }
 
-    /// Draining as a token, for the helpers that only stop with it (the control socket, the
-    /// deny-list's upkeep, the history's pruning loop in `edge-tasks`).
+    /// Draining as a token, for code outside this crate that stops with it (the history's
+    /// pruning loop in `edge-tasks`).
     pub(crate) fn draining_token(&self) -> CancellationToken {
         self.draining.clone()
     }

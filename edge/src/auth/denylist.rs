@@ -10,12 +10,12 @@
 //! until their token is presented (and its expiry learned). New revocations past
 //! [`MAX_REVOKED`] entries are refused.
 
+use crate::shutdown::Shutdown;
 use edge_tasks::revocations::{self, Revoked};
 use edge_tasks::{Store, StoreError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 /// The most revoked tokens the server keeps (beyond it, `edge token revoke` is refused).
 pub const MAX_REVOKED: usize = 100_000;
@@ -129,16 +129,16 @@ impl DenyList {
     }
 }
 
-/// Keeps the store's copy in step until `shutdown`: writes learned expiries (soon after they
+/// Keeps the store's copy in step until the server drains: writes learned expiries (soon after they
 /// are learned, and once more at shutdown) and drops expired entries (every minute), here and
 /// in the store. Store work runs on the blocking pool.
-pub async fn keep(list: Arc<DenyList>, store: Store, leeway: u64, shutdown: CancellationToken) {
+pub(crate) async fn keep(list: Arc<DenyList>, store: Store, leeway: u64, shutdown: Shutdown) {
     let mut prune = tokio::time::interval(PRUNE_INTERVAL);
     prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     prune.tick().await;
     loop {
         let pruning = tokio::select! {
-            _ = shutdown.cancelled() => {
+            _ = shutdown.draining() => {
                 sync(list.clone(), store.clone(), None).await;
                 return;
             }
