@@ -3,12 +3,9 @@
 //! offer them for every task with read endpoints, made from the task's [`ReadsInfo`]: one
 //! definition, so the two never differ. (Feature `cli`.)
 
-use crate::reads::{table, ReadsInfo};
+use crate::reads::{table, ReadsInfo, DEFAULT_PAGE};
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use serde_json::Value;
-
-/// The page size when a command gives no `--limit`.
-const DEFAULT_PAGE: usize = 100;
 
 /// What a read command asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]

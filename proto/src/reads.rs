@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::borrow::Cow;
 
+/// The page size when a request (or a read command) gives no `limit`.
+pub const DEFAULT_PAGE: usize = 100;
+
 /// The query parameters every list endpoint takes besides the task's own filters.
 pub const PAGE_PARAMS: [&str; 2] = ["limit", "after"];
 

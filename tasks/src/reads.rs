@@ -4,12 +4,9 @@
 //! offline) and, through the API, `edge-client <task> get|list` all answer through here.
 
 use crate::store::{Store, StoreError};
-use edge_proto::reads::{Column, Filter, ReadsInfo, PAGE_PARAMS};
+use edge_proto::reads::{Column, Filter, ReadsInfo, DEFAULT_PAGE, PAGE_PARAMS};
 use serde_json::{json, Value};
 use std::borrow::Cow;
-
-/// The page size when a request gives no `limit`.
-pub const DEFAULT_PAGE: usize = 100;
 
 /// Reads one item by key: `Ok(None)` when there is none.
 pub type ReadOne = fn(store: &Store, key: &str) -> Result<Option<Value>, StoreError>;
