@@ -22,17 +22,33 @@ impl ServeProcess {
 
     /// Starts `edge serve` with extra environment variables (settings `EDGE_<SECTION>_<KEY>`).
     pub(crate) fn start_with(dir: &Path, env: &[(&str, &Path)]) -> ServeProcess {
+        ServeProcess::spawn(dir, &[], env, "warn", Stdio::inherit())
+    }
+
+    /// Starts `edge serve --log-format FORMAT` logging at debug level into `log`.
+    pub(crate) fn start_logging(dir: &Path, format: &str, log: std::fs::File) -> ServeProcess {
+        ServeProcess::spawn(dir, &["--log-format", format], &[], "debug", log.into())
+    }
+
+    fn spawn(
+        dir: &Path,
+        args: &[&str],
+        env: &[(&str, &Path)],
+        rust_log: &str,
+        stderr: Stdio,
+    ) -> ServeProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_edge"))
             .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
             .envs(env.iter().copied())
             .env("EDGE_DATA_DIR", dir.join("data"))
             .env("EDGE_CERTS_DIR", dir.join("certs"))
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", rust_log)
             // Jobs still running a second after SIGTERM are stopped (the default is 30 s).
             .env("EDGE_JOBS_SHUTDOWN_GRACE_SECS", "1")
             .current_dir(dir)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("edge starts");
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -46,6 +62,11 @@ impl ServeProcess {
             .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
             .to_owned();
         ServeProcess { child, addr }
+    }
+
+    /// The address it listens on.
+    pub(crate) fn addr(&self) -> std::net::SocketAddr {
+        self.addr.parse().expect("edge prints a socket address")
     }
 
     pub(crate) fn client_config(&self, dir: &Path) -> ClientConfig {

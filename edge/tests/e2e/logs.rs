@@ -4,74 +4,17 @@
 //! params; a token's `kid` (read before any signature check) and a signed token's `sub`.
 //! Every line of the log must be one event, with the peers' text escaped in it.
 
+use crate::binary::ServeProcess;
 use crate::util::*;
 use edge_client::{Client, ClientConfig};
 use edge_proto::{Format, JobHeader};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// What peers put in every field: a line break and a forged line, a carriage return, a
 /// terminal escape, a NUL and a C1 control.
 const EVIL: &str = "\n2026-01-01T00:00:00.000000Z  INFO edge: FORGED line\r\u{1b}[2J\0\u{85}";
-
-/// `edge serve` with its log in `dir/edge.log`.
-struct Server {
-    child: Child,
-    addr: std::net::SocketAddr,
-}
-
-impl Server {
-    fn start(dir: &Path, format: &str) -> Server {
-        let log = std::fs::File::create(dir.join("edge.log")).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_edge"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", format])
-            .env("EDGE_DATA_DIR", dir.join("data"))
-            .env("EDGE_CERTS_DIR", dir.join("certs"))
-            .env("RUST_LOG", "debug")
-            .env("EDGE_JOBS_SHUTDOWN_GRACE_SECS", "1")
-            .current_dir(dir)
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("edge starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .expect("edge prints its ready line");
-        let addr = line
-            .trim()
-            .strip_prefix("edge listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .parse()
-            .unwrap();
-        Server { child, addr }
-    }
-
-    /// SIGTERM, and waits for the exit.
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(std::time::Instant::now() < deadline, "edge did not stop");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A token signed with the server's key (or, with `kid`, by a stranger), `claims` changed.
 fn token(dir: &Path, kid: Option<&str>, claims: Value) -> String {
@@ -298,10 +241,11 @@ fn starts_an_event(line: &str) -> bool {
 async fn peers_cannot_forge_log_lines_in_either_format() {
     for format in ["human", "json"] {
         let dir = tempfile::tempdir().unwrap();
-        let server = Server::start(dir.path(), format);
-        edge1_jobs(dir.path(), server.addr).await;
-        h3_requests(dir.path(), server.addr).await;
-        server.stop();
+        let log = std::fs::File::create(dir.path().join("edge.log")).unwrap();
+        let server = ServeProcess::start_logging(dir.path(), format, log);
+        edge1_jobs(dir.path(), server.addr()).await;
+        h3_requests(dir.path(), server.addr()).await;
+        assert!(server.terminate().success());
         let log = std::fs::read_to_string(dir.path().join("edge.log")).unwrap();
         assert!(
             log.ends_with('\n'),
