@@ -8,6 +8,15 @@
 //! small jobs share one fsync, and a big job decodes its next batch while the writer stores
 //! the last one.
 //!
+//! A big change (a job's batch of thousands of records: [`Change::weight`] of at least
+//! [`HEAVY`]) does not make small ones wait for it: small changes queued with it commit first,
+//! and a big change that can be applied in parts ([`Change::apply_part`]) stops every [`PART`]
+//! to let small changes in that arrived meanwhile. What it wrote so far is committed without an
+//! fsync (durable with the small changes' commit), the small changes commit, and the big one
+//! goes on in a new transaction. Alone, a big change still commits once, in one transaction:
+//! parts cost nothing unless someone is waiting. So a one-record job beside a 1M-record upload
+//! waits milliseconds, not the upload's batch commit (hundreds of ms).
+//!
 //! A change that fails is answered with its error and the group is retried without it, so one
 //! bad change never fails the others. A failed commit fails every change of the group. A panic
 //! (a bug) while applying a change or committing counts as such a failure: it is answered with
@@ -17,14 +26,23 @@
 
 use crate::store::StoreError;
 use redb::{Database, Durability, WriteTransaction};
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// Changes committed together, at most.
 const MAX_GROUP: usize = 1024;
+
+/// A change whose [`Change::weight`] is at least this is heavy: it never shares a transaction
+/// with small changes, which commit before it and, when it comes in parts, between its parts.
+pub const HEAVY: usize = 64 * 1024;
+
+/// How long a heavy change applies before the writer looks whether small changes wait.
+pub const PART: Duration = Duration::from_millis(3);
 
 /// A change to make in the writer's next transaction.
 pub trait Change: Send + 'static {
@@ -34,6 +52,39 @@ pub trait Change: Send + 'static {
     /// Makes the change in `txn`. It may be called again in a fresh transaction (when another
     /// change of the same group failed), so it must not use itself up.
     fn apply(&mut self, txn: &WriteTransaction) -> Result<Self::Output, StoreError>;
+
+    /// About how many bytes the change writes; from [`HEAVY`] on, it is applied alone, with
+    /// [`Change::apply_part`]. Most changes are small (the default, 0).
+    fn weight(&self) -> usize {
+        0
+    }
+
+    /// For a heavy change: makes the next part of it, going on where the last call stopped,
+    /// and stops soon after `deadline` (or when done). Between two calls the writer may commit
+    /// `txn` without an fsync and pass a new transaction to the next call. Returns the output
+    /// once the change is all applied.
+    ///
+    /// A call that fails ends the change: it is answered with the error and never called
+    /// again. The parts committed before it stay in the store (none of them was reported), so
+    /// a change in parts must be one whose parts may stand alone, such as records upserted by
+    /// key. The default applies the whole change at once.
+    fn apply_part(
+        &mut self,
+        txn: &WriteTransaction,
+        deadline: Instant,
+    ) -> Result<Part<Self::Output>, StoreError> {
+        let _ = deadline;
+        self.apply(txn).map(Part::Done)
+    }
+}
+
+/// What [`Change::apply_part`] got to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part<T> {
+    /// The change is all applied; its output.
+    Done(T),
+    /// More parts follow.
+    More,
 }
 
 /// When a change must be on disk.
@@ -80,6 +131,10 @@ impl<T> Ticket<T> {
 /// A change with its ticket's sending end, type-erased so one queue holds every kind.
 trait Queued: Send {
     fn apply(&mut self, txn: &WriteTransaction) -> Result<(), StoreError>;
+    /// Whether the change is all applied (its output kept for the answer).
+    fn apply_part(&mut self, txn: &WriteTransaction, deadline: Instant)
+        -> Result<bool, StoreError>;
+    fn heavy(&self) -> bool;
     fn sync(&self) -> Sync;
     fn answer(self: Box<Self>, result: Result<(), StoreError>);
 }
@@ -95,6 +150,24 @@ impl<C: Change> Queued for Entry<C> {
     fn apply(&mut self, txn: &WriteTransaction) -> Result<(), StoreError> {
         self.output = Some(self.change.apply(txn)?);
         Ok(())
+    }
+
+    fn apply_part(
+        &mut self,
+        txn: &WriteTransaction,
+        deadline: Instant,
+    ) -> Result<bool, StoreError> {
+        match self.change.apply_part(txn, deadline)? {
+            Part::Done(output) => {
+                self.output = Some(output);
+                Ok(true)
+            }
+            Part::More => Ok(false),
+        }
+    }
+
+    fn heavy(&self) -> bool {
+        self.change.weight() >= HEAVY
     }
 
     fn sync(&self) -> Sync {
@@ -167,38 +240,124 @@ impl Drop for Writer {
     }
 }
 
-/// The writer thread: takes what is queued, commits it as one group, repeats until every
+/// The writer thread: takes what is queued, commits the small changes as one group, then
+/// each heavy change alone (letting small changes in between its parts); repeats until every
 /// sender is gone.
 fn run(db: &Database, changes: &Receiver<Box<dyn Queued>>) {
-    while let Ok(first) = changes.recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match changes.try_recv() {
-                Ok(next) => group.push(next),
-                Err(_) => break,
+    let mut heavy = VecDeque::new();
+    loop {
+        if heavy.is_empty() {
+            match changes.recv() {
+                Ok(first) if first.heavy() => heavy.push_back(first),
+                Ok(first) => commit_small(db, vec![first], changes, &mut heavy),
+                Err(_) => return,
             }
         }
-        commit_group(db, group);
+        commit_small(db, Vec::new(), changes, &mut heavy);
+        if let Some(change) = heavy.pop_front() {
+            apply_heavy(db, change, changes, &mut heavy);
+        }
     }
+}
+
+/// Takes every change queued now: the small ones into `small` (in submission order), the heavy
+/// ones behind those already waiting.
+fn take_queued(
+    changes: &Receiver<Box<dyn Queued>>,
+    small: &mut Vec<Box<dyn Queued>>,
+    heavy: &mut VecDeque<Box<dyn Queued>>,
+) {
+    while small.len() < MAX_GROUP {
+        match changes.try_recv() {
+            Ok(next) if next.heavy() => heavy.push_back(next),
+            Ok(next) => small.push(next),
+            Err(_) => break,
+        }
+    }
+}
+
+/// Commits `small` and the small changes queued now as one group (nothing if there are none);
+/// heavy ones found in the queue wait in `heavy`.
+fn commit_small(
+    db: &Database,
+    mut small: Vec<Box<dyn Queued>>,
+    changes: &Receiver<Box<dyn Queued>>,
+    heavy: &mut VecDeque<Box<dyn Queued>>,
+) {
+    take_queued(changes, &mut small, heavy);
+    if !small.is_empty() {
+        commit_group(db, small);
+    }
+}
+
+/// Applies one heavy change in parts within one transaction, committing that transaction
+/// early (without an fsync) only when small changes wait, so that they commit next; then goes
+/// on in a new transaction. The last part's commit answers the change.
+fn apply_heavy(
+    db: &Database,
+    mut change: Box<dyn Queued>,
+    changes: &Receiver<Box<dyn Queued>>,
+    heavy: &mut VecDeque<Box<dyn Queued>>,
+) {
+    let mut open = None;
+    loop {
+        let txn = match open.take() {
+            Some(txn) => txn,
+            None => match guarded(|| begin(db, std::slice::from_ref(&change))) {
+                Ok(txn) => txn,
+                Err(e) => return change.answer(Err(e)),
+            },
+        };
+        match guarded(|| change.apply_part(&txn, Instant::now() + PART)) {
+            // Dropping the transaction aborts its part; earlier parts stay (see `apply_part`).
+            Err(e) => return change.answer(Err(e)),
+            Ok(true) => return change.answer(commit(txn)),
+            Ok(false) => {}
+        }
+        let mut small = Vec::new();
+        take_queued(changes, &mut small, heavy);
+        if small.is_empty() {
+            open = Some(txn);
+            continue;
+        }
+        // What the heavy change wrote so far becomes durable with the small changes' commit.
+        let parted = guarded(|| {
+            let mut txn = txn;
+            txn.set_durability(Durability::None)
+                .map_err(|e| StoreError::redb("set durability")(redb::Error::from(e)))?;
+            Ok(txn)
+        })
+        .and_then(commit);
+        commit_group(db, small);
+        if let Err(e) = parted {
+            return change.answer(Err(e));
+        }
+    }
+}
+
+/// Runs `f`, turning a panic (a bug) into an error.
+fn guarded<T>(f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    catch_unwind(AssertUnwindSafe(f))
+        .map_err(panicked)
+        .and_then(|result| result)
+}
+
+/// Commits `txn`.
+fn commit(txn: WriteTransaction) -> Result<(), StoreError> {
+    guarded(|| txn.commit().map_err(StoreError::redb("commit")))
 }
 
 /// Applies a group in one transaction and commits it; a change that fails is answered with
 /// its error and the rest are tried again without it.
 fn commit_group(db: &Database, mut group: Vec<Box<dyn Queued>>) {
     while !group.is_empty() {
-        let txn = match catch_unwind(AssertUnwindSafe(|| begin(db, &group)))
-            .map_err(panicked)
-            .and_then(|begun| begun)
-        {
+        let txn = match guarded(|| begin(db, &group)) {
             Ok(txn) => txn,
             Err(e) => return answer_all(group, &e),
         };
         match apply_all(&txn, &mut group) {
             Ok(()) => {
-                let committed = catch_unwind(AssertUnwindSafe(|| txn.commit()))
-                    .map_err(panicked)
-                    .and_then(|done| done.map_err(StoreError::redb("commit")));
-                return match committed {
+                return match commit(txn) {
                     Ok(()) => group.into_iter().for_each(|change| change.answer(Ok(()))),
                     Err(e) => answer_all(group, &e),
                 };
@@ -234,10 +393,7 @@ fn apply_all(
     for (index, change) in group.iter_mut().enumerate() {
         // A change that panicked is dropped from the group like one that failed; the
         // transaction it may have half-written is aborted by the caller.
-        catch_unwind(AssertUnwindSafe(|| change.apply(txn)))
-            .map_err(panicked)
-            .and_then(|applied| applied)
-            .map_err(|e| (index, e))?;
+        guarded(|| change.apply(txn)).map_err(|e| (index, e))?;
     }
     Ok(())
 }
@@ -329,7 +485,10 @@ mod tests {
 
     fn stored(store: &Store) -> Vec<(u64, u64)> {
         let txn = store.database().begin_read().unwrap();
-        let table = txn.open_table(TABLE).unwrap();
+        let table = match txn.open_table(TABLE) {
+            Err(redb::TableError::TableDoesNotExist(_)) => return Vec::new(),
+            table => table.unwrap(),
+        };
         table
             .iter()
             .unwrap()
@@ -454,6 +613,153 @@ mod tests {
             }
         });
         assert_eq!(stored(&store).len(), 400);
+    }
+
+    /// A heavy change that writes `key + i -> value` in part `i` of `parts`. Before each part
+    /// listed in `gates`, it says so and waits to be let through; part `fail_at` fails.
+    struct Parts {
+        key: u64,
+        value: u64,
+        parts: u64,
+        done: u64,
+        fail_at: Option<u64>,
+        gates: std::collections::HashMap<u64, (mpsc::Sender<()>, Receiver<()>)>,
+    }
+
+    impl Parts {
+        fn new(key: u64, parts: u64) -> Parts {
+            Parts {
+                key,
+                value: 1,
+                parts,
+                done: 0,
+                fail_at: None,
+                gates: Default::default(),
+            }
+        }
+
+        /// A gate before part `part`: the receiver hears when the part is about to run, the
+        /// sender lets it run.
+        fn gate(&mut self, part: u64) -> (Receiver<()>, mpsc::Sender<()>) {
+            let (entered_tx, entered) = mpsc::channel();
+            let (open, gate) = mpsc::channel();
+            self.gates.insert(part, (entered_tx, gate));
+            (entered, open)
+        }
+    }
+
+    impl Change for Parts {
+        type Output = u64;
+
+        fn apply(&mut self, _: &WriteTransaction) -> Result<u64, StoreError> {
+            unreachable!("a heavy change is applied in parts")
+        }
+
+        fn weight(&self) -> usize {
+            HEAVY
+        }
+
+        fn apply_part(
+            &mut self,
+            txn: &WriteTransaction,
+            _deadline: Instant,
+        ) -> Result<Part<u64>, StoreError> {
+            if let Some((entered, gate)) = self.gates.remove(&self.done) {
+                entered.send(()).unwrap();
+                gate.recv().unwrap();
+            }
+            if self.fail_at == Some(self.done) {
+                return Err(StoreError::Corrupt {
+                    key: self.done.to_string(),
+                    message: "planted failure".into(),
+                });
+            }
+            let mut table = txn.open_table(TABLE).map_err(StoreError::redb("open"))?;
+            table
+                .insert(self.key + self.done, self.value)
+                .map_err(StoreError::redb("insert"))?;
+            self.done += 1;
+            Ok(match self.done == self.parts {
+                true => Part::Done(self.done),
+                false => Part::More,
+            })
+        }
+    }
+
+    #[test]
+    fn a_small_change_commits_between_the_parts_of_a_heavy_one() {
+        let (_dir, store) = store();
+        let mut heavy = Parts::new(1000, 4);
+        let (at_1, open_1) = heavy.gate(1);
+        let (at_3, open_3) = heavy.gate(3);
+        let heavy = store.submit(heavy, Sync::Now);
+        at_1.recv().unwrap();
+        // Part 0 is written; the small change arrives while part 1 runs.
+        let small = store.submit(Put::new(1, 1), Sync::Now);
+        open_1.send(()).unwrap();
+        // Parts 0 and 1 were committed (without an fsync) to let the small change in; it is
+        // answered while the heavy change still waits before its part 3.
+        at_3.recv().unwrap();
+        assert_eq!(small.wait().unwrap(), 1);
+        assert_eq!(stored(&store), [(1, 1), (1000, 1), (1001, 1)]);
+        open_3.send(()).unwrap();
+        assert_eq!(heavy.wait().unwrap(), 4);
+        assert_eq!(
+            stored(&store),
+            [(1, 1), (1000, 1), (1001, 1), (1002, 1), (1003, 1)]
+        );
+    }
+
+    #[test]
+    fn a_heavy_change_alone_commits_once_at_its_end() {
+        let (_dir, store) = store();
+        let mut heavy = Parts::new(1000, 4);
+        let (at_3, open_3) = heavy.gate(3);
+        let heavy = store.submit(heavy, Sync::Now);
+        at_3.recv().unwrap();
+        // Nobody waited: its first three parts are in one open transaction, unseen.
+        assert_eq!(stored(&store), []);
+        open_3.send(()).unwrap();
+        assert_eq!(heavy.wait().unwrap(), 4);
+        assert_eq!(stored(&store).len(), 4);
+    }
+
+    #[test]
+    fn small_changes_queued_with_a_heavy_one_commit_first() {
+        let (_dir, store) = store();
+        let (blocker, open) = hold_writer(&store);
+        let mut heavy = Parts::new(1000, 2);
+        let (at_1, open_1) = heavy.gate(1);
+        let heavy = store.submit(heavy, Sync::Now);
+        let small = store.submit(Put::new(1, 1), Sync::Now);
+        open.send(()).unwrap();
+        blocker.wait().unwrap();
+        // Submitted after the heavy change, committed before it began.
+        assert_eq!(small.wait().unwrap(), 1);
+        at_1.recv().unwrap();
+        assert_eq!(stored(&store), [(1, 1), (100, 100)]);
+        open_1.send(()).unwrap();
+        heavy.wait().unwrap();
+    }
+
+    #[test]
+    fn a_heavy_change_that_fails_in_a_part_fails_alone_and_keeps_the_parts_committed() {
+        let (_dir, store) = store();
+        let mut heavy = Parts::new(1000, 4);
+        heavy.fail_at = Some(2);
+        let (at_1, open_1) = heavy.gate(1);
+        let heavy = store.submit(heavy, Sync::Now);
+        at_1.recv().unwrap();
+        let small = store.submit(Put::new(1, 1), Sync::Now);
+        open_1.send(()).unwrap();
+        let error = heavy.wait().unwrap_err();
+        assert!(error.to_string().contains("planted failure"), "{error}");
+        assert_eq!(small.wait().unwrap(), 1);
+        // Parts 0 and 1 were committed to let the small change in; part 2 failed, and part 3
+        // never ran. The heavy change reported none of it.
+        assert_eq!(stored(&store), [(1, 1), (1000, 1), (1001, 1)]);
+        store.submit(Put::new(2, 2), Sync::Now).wait().unwrap();
+        assert_eq!(stored(&store).len(), 4);
     }
 
     #[test]

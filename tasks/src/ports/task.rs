@@ -6,12 +6,13 @@ use super::csv::csv_to_json;
 use super::model::{validate, Port};
 use super::{codec, StoredPort, MAX_KEY_BYTES, PORTS};
 use crate::record::{Body, Record, Rejection};
-use crate::store::{Change, Store, StoreError, Sync, Ticket};
+use crate::store::{Change, Part, Store, StoreError, Sync, Ticket};
 use crate::task::{Context, ParamError, Task, TaskError};
 use edge_proto::{ErrorCode, Summary};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
+use std::time::Instant;
 
 pub(super) fn create(
     params: &Map<String, Value>,
@@ -98,7 +99,9 @@ impl Task for PortsTask {
         let mut batch = std::mem::replace(&mut self.batch, next);
         batch.sort();
         let batch = Arc::new(batch);
-        let ticket = self.store.submit(SharedBatch(batch.clone()), Sync::Now);
+        let ticket = self
+            .store
+            .submit(SharedBatch::new(batch.clone()), Sync::Now);
         self.in_flight = Some((ticket, batch));
         Ok(())
     }
@@ -251,32 +254,175 @@ impl Batch {
     }
 }
 
-/// A batch shared with the store's writer while it is written.
-struct SharedBatch(Arc<Batch>);
+/// A batch shared with the store's writer while it is written, with how far the writer got
+/// when it writes it in parts.
+struct SharedBatch {
+    batch: Arc<Batch>,
+    /// The first entry not yet written.
+    next: usize,
+    /// The counts of the entries written so far.
+    counts: Counts,
+}
 
-impl Change for SharedBatch {
-    type Output = Counts;
+impl SharedBatch {
+    fn new(batch: Arc<Batch>) -> SharedBatch {
+        SharedBatch {
+            batch,
+            next: 0,
+            counts: Counts::default(),
+        }
+    }
 
-    /// Writes the batch; the counts hold only once the writer's commit returned.
-    fn apply(&mut self, txn: &redb::WriteTransaction) -> Result<Counts, StoreError> {
-        let batch = &self.0;
+    /// Writes entries from `next` on, until all are written or `stop` says so (asked every
+    /// [`CHECK_EVERY`] entries).
+    fn write(
+        &mut self,
+        txn: &redb::WriteTransaction,
+        stop: impl Fn() -> bool,
+    ) -> Result<(), StoreError> {
+        /// Entries written between two looks at the clock.
+        const CHECK_EVERY: usize = 64;
+        let batch = &self.batch;
         let mut table = txn
             .open_table(PORTS)
             .map_err(StoreError::redb("open ports table"))?;
-        let mut counts = Counts::default();
-        for entry in &batch.entries {
+        for (n, entry) in batch.entries[self.next..].iter().enumerate() {
+            if n > 0 && n % CHECK_EVERY == 0 && stop() {
+                break;
+            }
             let value = batch.value(entry);
             let old = table
                 .insert(batch.key(entry), StoredPort::from_encoded(value))
                 .map_err(StoreError::redb("write port"))?;
             match old {
-                None => counts.inserted += 1,
+                None => self.counts.inserted += 1,
                 Some(old) if old.value() == StoredPort::from_encoded(value) => {
-                    counts.unchanged += 1
+                    self.counts.unchanged += 1
                 }
-                Some(_) => counts.updated += 1,
+                Some(_) => self.counts.updated += 1,
             }
+            self.next += 1;
         }
-        Ok(counts)
+        Ok(())
+    }
+}
+
+impl Change for SharedBatch {
+    type Output = Counts;
+
+    /// Writes the whole batch; the counts hold only once the writer's commit returned.
+    fn apply(&mut self, txn: &redb::WriteTransaction) -> Result<Counts, StoreError> {
+        // A group that failed elsewhere runs this again from the start.
+        self.next = 0;
+        self.counts = Counts::default();
+        self.write(txn, || false)?;
+        Ok(self.counts)
+    }
+
+    fn weight(&self) -> usize {
+        self.batch.bytes.len()
+    }
+
+    /// Writes the batch in key order, a part at a time: each part's keys come after the last
+    /// one's, so writing a batch in parts rewrites no more B-tree pages than writing it at once.
+    fn apply_part(
+        &mut self,
+        txn: &redb::WriteTransaction,
+        deadline: Instant,
+    ) -> Result<Part<Counts>, StoreError> {
+        self.write(txn, || Instant::now() >= deadline)?;
+        Ok(match self.next == self.batch.entries.len() {
+            true => Part::Done(self.counts),
+            false => Part::More,
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::store::StoreOptions;
+    use redb::ReadableDatabase;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("edge.redb"), &StoreOptions::default()).unwrap();
+        (dir, store)
+    }
+
+    /// A sorted batch of `(key, name)` ports.
+    fn batch(ports: &[(String, String)]) -> Arc<Batch> {
+        let mut batch = Batch::default();
+        for (key, name) in ports {
+            let port = parse(format!(r#"{{"name":"{name}"}}"#).as_bytes()).unwrap();
+            batch.push(Some(key), &port.fields()).unwrap();
+        }
+        batch.sort();
+        Arc::new(batch)
+    }
+
+    fn contents(store: &Store) -> Vec<(String, Vec<u8>)> {
+        let txn = store.database().begin_read().unwrap();
+        let table = txn.open_table(PORTS).unwrap();
+        redb::ReadableTable::iter(&table)
+            .unwrap()
+            .map(|e| {
+                let (k, v) = e.unwrap();
+                (k.value().to_owned(), v.value().bytes().to_vec())
+            })
+            .collect()
+    }
+
+    /// Writes `batch` in one transaction.
+    fn write_whole(store: &Store, batch: &Arc<Batch>) -> Counts {
+        let txn = store.write().unwrap();
+        let counts = SharedBatch::new(batch.clone()).apply(&txn).unwrap();
+        txn.commit().unwrap();
+        counts
+    }
+
+    #[test]
+    fn a_batch_written_in_parts_counts_and_stores_what_it_does_at_once() {
+        let key = |i: u32| format!("K{i:05}");
+        let before: Vec<_> = (0..1000).map(|i| (key(i), format!("p{i}"))).collect();
+        // 250 unchanged, 250 updated, 1,000 new, and one key three times (the last one wins).
+        let mut next: Vec<_> = (500..2000)
+            .map(|i| (key(i), format!("p{}", if i < 750 { i } else { i + 1 })))
+            .collect();
+        next.push((key(1500), "first repeat".into()));
+        next.push((key(1500), "last repeat".into()));
+        let (before, next) = (batch(&before), batch(&next));
+
+        let (_whole_dir, whole) = store();
+        write_whole(&whole, &before);
+        let at_once = write_whole(&whole, &next);
+
+        let (_parts_dir, parted) = store();
+        write_whole(&parted, &before);
+        let mut change = SharedBatch::new(next);
+        let mut parts = 0;
+        let in_parts = loop {
+            // A deadline already past: each part writes the fewest entries it may.
+            let mut txn = parted.write().unwrap();
+            let part = change.apply_part(&txn, Instant::now()).unwrap();
+            txn.set_durability(redb::Durability::None).unwrap();
+            txn.commit().unwrap();
+            parts += 1;
+            if let Part::Done(counts) = part {
+                break counts;
+            }
+        };
+        assert!(parts > 10, "{parts} parts");
+        assert_eq!(
+            at_once,
+            Counts {
+                inserted: 1000,
+                updated: 252,
+                unchanged: 250
+            }
+        );
+        assert_eq!(in_parts, at_once);
+        assert_eq!(contents(&parted), contents(&whole));
     }
 }

@@ -21,7 +21,7 @@ pub use schema::{plugin_version, SCHEMA_VERSION};
 
 use crate::registry::Registry;
 use crate::writer::Writer;
-pub use crate::writer::{Change, Sync, Ticket};
+pub use crate::writer::{Change, Part, Sync, Ticket, HEAVY, PART};
 use redb::{Database, ReadableDatabase};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
