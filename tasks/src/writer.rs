@@ -10,8 +10,9 @@
 //!
 //! A big change (a job's batch of thousands of records: [`Change::weight`] of at least
 //! [`HEAVY`]) does not make small ones wait for it: small changes queued with it commit first,
-//! and a big change that can be applied in parts ([`Change::apply_part`]) stops every [`PART`]
-//! to let small changes in that arrived meanwhile. What it wrote so far is committed without an
+//! and a big change that can be applied in parts ([`Change::apply_part`]) stops when small
+//! changes arrived (it asks [`Interrupt::requested`] every few records; each part runs at
+//! least [`MIN_PART`]) to let them in. What it wrote so far is committed without an
 //! fsync (durable with the small changes' commit), the small changes commit, and the big one
 //! goes on in a new transaction. Alone, a big change still commits once, in one transaction:
 //! parts cost nothing unless someone is waiting. So a one-record job beside a 1M-record upload
@@ -37,12 +38,15 @@ use tokio::sync::oneshot;
 /// Changes committed together, at most.
 const MAX_GROUP: usize = 1024;
 
+/// A heavy change applies at least this long before small changes may interrupt it, so that a
+/// stream of small jobs slows a big upload down but never stops it. (Each interruption costs
+/// the writer an fsync of what the part wrote; shorter parts make small jobs quicker and big
+/// uploads slower beside them.)
+pub const MIN_PART: Duration = Duration::from_millis(2);
+
 /// A change whose [`Change::weight`] is at least this is heavy: it never shares a transaction
 /// with small changes, which commit before it and, when it comes in parts, between its parts.
 pub const HEAVY: usize = 64 * 1024;
-
-/// How long a heavy change applies before the writer looks whether small changes wait.
-pub const PART: Duration = Duration::from_millis(3);
 
 /// A change to make in the writer's next transaction.
 pub trait Change: Send + 'static {
@@ -60,9 +64,9 @@ pub trait Change: Send + 'static {
     }
 
     /// For a heavy change: makes the next part of it, going on where the last call stopped,
-    /// and stops soon after `deadline` (or when done). Between two calls the writer may commit
-    /// `txn` without an fsync and pass a new transaction to the next call. Returns the output
-    /// once the change is all applied.
+    /// until it is done or `interrupt` asks it to stop (ask every few records: it is cheap).
+    /// Between two calls the writer commits `txn` without an fsync and passes a new
+    /// transaction to the next call. Returns the output once the change is all applied.
     ///
     /// A call that fails ends the change: it is answered with the error and never called
     /// again. The parts committed before it stay in the store (none of them was reported), so
@@ -71,10 +75,26 @@ pub trait Change: Send + 'static {
     fn apply_part(
         &mut self,
         txn: &WriteTransaction,
-        deadline: Instant,
+        interrupt: &mut Interrupt<'_>,
     ) -> Result<Part<Self::Output>, StoreError> {
-        let _ = deadline;
+        let _ = interrupt;
         self.apply(txn).map(Part::Done)
+    }
+}
+
+/// Asked by a heavy change while it applies: whether small changes wait for the writer, so
+/// the change should end its part there (see [`Change::apply_part`]).
+pub struct Interrupt<'a>(&'a mut dyn FnMut() -> bool);
+
+impl<'a> Interrupt<'a> {
+    /// An interrupt that asks `waiting` (used by the writer, and by tests).
+    pub fn new(waiting: &'a mut dyn FnMut() -> bool) -> Interrupt<'a> {
+        Interrupt(waiting)
+    }
+
+    /// Whether the change should stop here.
+    pub fn requested(&mut self) -> bool {
+        (self.0)()
     }
 }
 
@@ -132,8 +152,11 @@ impl<T> Ticket<T> {
 trait Queued: Send {
     fn apply(&mut self, txn: &WriteTransaction) -> Result<(), StoreError>;
     /// Whether the change is all applied (its output kept for the answer).
-    fn apply_part(&mut self, txn: &WriteTransaction, deadline: Instant)
-        -> Result<bool, StoreError>;
+    fn apply_part(
+        &mut self,
+        txn: &WriteTransaction,
+        interrupt: &mut Interrupt<'_>,
+    ) -> Result<bool, StoreError>;
     fn heavy(&self) -> bool;
     fn sync(&self) -> Sync;
     fn answer(self: Box<Self>, result: Result<(), StoreError>);
@@ -155,9 +178,9 @@ impl<C: Change> Queued for Entry<C> {
     fn apply_part(
         &mut self,
         txn: &WriteTransaction,
-        deadline: Instant,
+        interrupt: &mut Interrupt<'_>,
     ) -> Result<bool, StoreError> {
-        match self.change.apply_part(txn, deadline)? {
+        match self.change.apply_part(txn, interrupt)? {
             Part::Done(output) => {
                 self.output = Some(output);
                 Ok(true)
@@ -290,37 +313,45 @@ fn commit_small(
     }
 }
 
-/// Applies one heavy change in parts within one transaction, committing that transaction
-/// early (without an fsync) only when small changes wait, so that they commit next; then goes
-/// on in a new transaction. The last part's commit answers the change.
+/// Applies one heavy change in one transaction, unless small changes arrive meanwhile: then
+/// the change stops its part, the transaction so far is committed (without an fsync), the
+/// small changes commit, and the change goes on in a new transaction. The last part's commit
+/// answers the change.
 fn apply_heavy(
     db: &Database,
     mut change: Box<dyn Queued>,
     changes: &Receiver<Box<dyn Queued>>,
     heavy: &mut VecDeque<Box<dyn Queued>>,
 ) {
-    let mut open = None;
     loop {
-        let txn = match open.take() {
-            Some(txn) => txn,
-            None => match guarded(|| begin(db, std::slice::from_ref(&change))) {
-                Ok(txn) => txn,
-                Err(e) => return change.answer(Err(e)),
-            },
-        };
-        match guarded(|| change.apply_part(&txn, Instant::now() + PART)) {
-            // Dropping the transaction aborts its part; earlier parts stay (see `apply_part`).
+        let txn = match guarded(|| begin(db, std::slice::from_ref(&change))) {
+            Ok(txn) => txn,
             Err(e) => return change.answer(Err(e)),
-            Ok(true) => return change.answer(commit(txn)),
+        };
+        let mut small = Vec::new();
+        let earliest = Instant::now() + MIN_PART;
+        let mut waiting = || {
+            if Instant::now() < earliest {
+                return false;
+            }
+            take_queued(changes, &mut small, heavy);
+            !small.is_empty()
+        };
+        let applied = guarded(|| change.apply_part(&txn, &mut Interrupt::new(&mut waiting)));
+        match applied {
+            // Dropping the transaction aborts its part; earlier parts stay (see `apply_part`).
+            Err(e) => {
+                drop(txn);
+                change.answer(Err(e));
+                return commit_small(db, small, changes, heavy);
+            }
+            Ok(true) => {
+                change.answer(commit(txn));
+                return commit_small(db, small, changes, heavy);
+            }
             Ok(false) => {}
         }
-        let mut small = Vec::new();
-        take_queued(changes, &mut small, heavy);
-        if small.is_empty() {
-            open = Some(txn);
-            continue;
-        }
-        // What the heavy change wrote so far becomes durable with the small changes' commit.
+        // What the change wrote so far becomes durable with the small changes' commit.
         let parted = guarded(|| {
             let mut txn = txn;
             txn.set_durability(Durability::None)
@@ -328,7 +359,7 @@ fn apply_heavy(
             Ok(txn)
         })
         .and_then(commit);
-        commit_group(db, small);
+        commit_small(db, small, changes, heavy);
         if let Err(e) = parted {
             return change.answer(Err(e));
         }
@@ -662,27 +693,29 @@ mod tests {
         fn apply_part(
             &mut self,
             txn: &WriteTransaction,
-            _deadline: Instant,
+            interrupt: &mut Interrupt<'_>,
         ) -> Result<Part<u64>, StoreError> {
-            if let Some((entered, gate)) = self.gates.remove(&self.done) {
-                entered.send(()).unwrap();
-                gate.recv().unwrap();
+            while self.done < self.parts {
+                if let Some((entered, gate)) = self.gates.remove(&self.done) {
+                    entered.send(()).unwrap();
+                    gate.recv().unwrap();
+                }
+                if self.fail_at == Some(self.done) {
+                    return Err(StoreError::Corrupt {
+                        key: self.done.to_string(),
+                        message: "planted failure".into(),
+                    });
+                }
+                let mut table = txn.open_table(TABLE).map_err(StoreError::redb("open"))?;
+                table
+                    .insert(self.key + self.done, self.value)
+                    .map_err(StoreError::redb("insert"))?;
+                self.done += 1;
+                if self.done < self.parts && interrupt.requested() {
+                    return Ok(Part::More);
+                }
             }
-            if self.fail_at == Some(self.done) {
-                return Err(StoreError::Corrupt {
-                    key: self.done.to_string(),
-                    message: "planted failure".into(),
-                });
-            }
-            let mut table = txn.open_table(TABLE).map_err(StoreError::redb("open"))?;
-            table
-                .insert(self.key + self.done, self.value)
-                .map_err(StoreError::redb("insert"))?;
-            self.done += 1;
-            Ok(match self.done == self.parts {
-                true => Part::Done(self.done),
-                false => Part::More,
-            })
+            Ok(Part::Done(self.done))
         }
     }
 

@@ -6,13 +6,12 @@ use super::csv::csv_to_json;
 use super::model::{validate, Port};
 use super::{codec, StoredPort, MAX_KEY_BYTES, PORTS};
 use crate::record::{Body, Record, Rejection};
-use crate::store::{Change, Part, Store, StoreError, Sync, Ticket};
+use crate::store::{Change, Interrupt, Part, Store, StoreError, Sync, Ticket};
 use crate::task::{Context, ParamError, Task, TaskError};
 use edge_proto::{ErrorCode, Summary};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
-use std::time::Instant;
 
 pub(super) fn create(
     params: &Map<String, Value>,
@@ -278,9 +277,9 @@ impl SharedBatch {
     fn write(
         &mut self,
         txn: &redb::WriteTransaction,
-        stop: impl Fn() -> bool,
+        mut stop: impl FnMut() -> bool,
     ) -> Result<(), StoreError> {
-        /// Entries written between two looks at the clock.
+        /// Entries written between two questions to `stop`.
         const CHECK_EVERY: usize = 64;
         let batch = &self.batch;
         let mut table = txn
@@ -328,9 +327,9 @@ impl Change for SharedBatch {
     fn apply_part(
         &mut self,
         txn: &redb::WriteTransaction,
-        deadline: Instant,
+        interrupt: &mut Interrupt<'_>,
     ) -> Result<Part<Counts>, StoreError> {
-        self.write(txn, || Instant::now() >= deadline)?;
+        self.write(txn, || interrupt.requested())?;
         Ok(match self.next == self.batch.entries.len() {
             true => Part::Done(self.counts),
             false => Part::More,
@@ -403,9 +402,11 @@ mod tests {
         let mut change = SharedBatch::new(next);
         let mut parts = 0;
         let in_parts = loop {
-            // A deadline already past: each part writes the fewest entries it may.
+            // Interrupted whenever it asks: each part writes the fewest entries it may.
             let mut txn = parted.write().unwrap();
-            let part = change.apply_part(&txn, Instant::now()).unwrap();
+            let part = change
+                .apply_part(&txn, &mut Interrupt::new(&mut || true))
+                .unwrap();
             txn.set_durability(redb::Durability::None).unwrap();
             txn.commit().unwrap();
             parts += 1;

@@ -21,7 +21,7 @@ pub use schema::{plugin_version, SCHEMA_VERSION};
 
 use crate::registry::Registry;
 use crate::writer::Writer;
-pub use crate::writer::{Change, Part, Sync, Ticket, HEAVY, PART};
+pub use crate::writer::{Change, Interrupt, Part, Sync, Ticket, HEAVY};
 use redb::{Database, ReadableDatabase};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
