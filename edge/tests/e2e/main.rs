@@ -11,6 +11,7 @@ mod crash;
 mod h3_conformance;
 mod http3;
 mod jobs;
+mod listen;
 mod logs;
 mod plugin;
 mod util;
