@@ -201,8 +201,16 @@ impl Current {
         provider: &rustls::crypto::CryptoProvider,
     ) -> Result<Current, TlsError> {
         let files = files(tls, certs_dir);
-        let stamps = stamps(&files);
+        let before = stamps(&files);
         let Identity { chain, key, .. } = tls::load_identity(tls, certs_dir)?;
+        // Stamped before reading, so that a renewal landing while the files are read is
+        // picked up at the next check; but files that were missing have just been generated
+        // (the first start's dev certificate): their stamps are the ones now.
+        let stamps = if before.contains(&None) {
+            stamps(&files)
+        } else {
+            before
+        };
         let unreadable = |message: String| TlsError::Load {
             what: "certificate chain",
             path: files[0].clone(),
@@ -243,4 +251,39 @@ fn stamps(files: &[PathBuf]) -> Vec<Option<SystemTime>> {
         .iter()
         .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn generated_dev_files_do_not_count_as_a_change_but_a_rewrite_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().join("certs");
+        let certificates = Certificates::load(&TlsConfig::default(), &certs).unwrap();
+        assert!(
+            tls::DevPaths::new(&certs).server_cert.is_file(),
+            "the first load generates the dev certificate"
+        );
+        assert!(
+            !certificates.changed_on_disk(),
+            "the files it generated itself are not a change to reload"
+        );
+
+        // A renewal: the same path, a later modification time.
+        let cert = tls::DevPaths::new(&certs).server_cert;
+        let later = SystemTime::now() + Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(&cert)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        assert!(certificates.changed_on_disk());
+        certificates.reload().unwrap();
+        assert!(!certificates.changed_on_disk());
+    }
 }

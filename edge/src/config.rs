@@ -26,7 +26,7 @@ pub const STORE_FILE: &str = "edge.redb";
 #[non_exhaustive]
 pub enum ConfigError {
     /// The named config file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         /// The file.
         path: PathBuf,

@@ -107,7 +107,7 @@ pub(crate) fn start_task(
         message: format!("no task `{task}`; this server runs: {}", registry.names()),
         retry_after: None,
     })?;
-    let scope = format!("{}:write", plugin.name);
+    let scope = crate::auth::write_scope(plugin.name);
     if !grant.allows(&scope) {
         return Err(Refusal {
             code: ErrorCode::Forbidden,

@@ -14,6 +14,7 @@ use edge_tasks::store::StoreOptions;
 use edge_tasks::{OpenError, Registry, Store, StoreError};
 use quinn::crypto::rustls::{HandshakeData, QuicServerConfig};
 use quinn::{Connection, Endpoint, Incoming, VarInt};
+use std::future::Future as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,7 +30,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for closed connections to be acknowledged.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Why the server could not start.
+/// Why the server could not start. The messages leave the OS error out: it is the `source`,
+/// which `edge` prints after them (`{:#}`), once.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServeError {
@@ -46,7 +48,7 @@ pub enum ServeError {
     #[error(transparent)]
     Keys(#[from] KeyError),
     /// The data dir could not be created.
-    #[error("cannot create the data dir {path}: {source}")]
+    #[error("cannot create the data dir {path}")]
     DataDir {
         /// The dir.
         path: PathBuf,
@@ -55,9 +57,7 @@ pub enum ServeError {
         source: std::io::Error,
     },
     /// The admin listener's TCP port could not be bound.
-    #[error(
-        "cannot listen for admin requests on {addr}: {source} (set admin.listen / --admin-listen)"
-    )]
+    #[error("cannot listen for admin requests on {addr} (set admin.listen / --admin-listen)")]
     Admin {
         /// The address.
         addr: SocketAddr,
@@ -66,7 +66,7 @@ pub enum ServeError {
         source: std::io::Error,
     },
     /// The UDP socket could not be bound.
-    #[error("cannot listen on {addr}: {source} (is another server using the port? set --listen)")]
+    #[error("cannot listen on {addr} (is another server using the port? set --listen)")]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -79,7 +79,9 @@ pub enum ServeError {
 /// A bound, ready server.
 #[derive(Debug)]
 pub struct Server {
-    endpoint: Endpoint,
+    /// One endpoint per address: `listen`, and the other loopback address when `listen` is
+    /// a loopback one.
+    endpoints: Vec<Endpoint>,
     service: Arc<Service>,
     connections: Arc<Connections>,
     control: Option<crate::control::Listener>,
@@ -159,20 +161,18 @@ impl Server {
             .expect("a TLS 1.3 config with the ring provider always suits QUIC");
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         server_config.transport_config(Arc::new(transport(config)));
-        let socket = udp_socket(config).map_err(|source| ServeError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-        let endpoint = Endpoint::new(
-            quinn::EndpointConfig::default(),
-            Some(server_config),
-            socket,
-            Arc::new(quinn::TokioRuntime),
-        )
-        .map_err(|source| ServeError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+        let mut endpoints = Vec::new();
+        for socket in udp_sockets(config)? {
+            let addr = socket.local_addr().unwrap_or(config.listen);
+            let endpoint = Endpoint::new(
+                quinn::EndpointConfig::default(),
+                Some(server_config.clone()),
+                socket,
+                Arc::new(quinn::TokioRuntime),
+            )
+            .map_err(|source| ServeError::Bind { addr, source })?;
+            endpoints.push(endpoint);
+        }
         let connections = Connections::new(&config.transport);
         let window_budget = Arc::new(crate::window::Budget::new(
             config.transport.receive_window_budget,
@@ -205,7 +205,7 @@ impl Server {
             window_budget,
         };
         Ok(Server {
-            endpoint,
+            endpoints,
             service: Arc::new(service),
             connections,
             control,
@@ -220,11 +220,23 @@ impl Server {
         })
     }
 
-    /// The address the server listens on (with the real port when bound to port 0).
+    /// The address the server listens on (with the real port when bound to port 0): the
+    /// configured `listen`.
     pub fn local_addr(&self) -> SocketAddr {
-        self.endpoint
-            .local_addr()
-            .expect("a bound endpoint always has a local address")
+        self.local_addrs()[0]
+    }
+
+    /// Every address the server listens on: `listen` first, then the other loopback address
+    /// when `listen` is a loopback one (and the machine has it).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.endpoints
+            .iter()
+            .map(|endpoint| {
+                endpoint
+                    .local_addr()
+                    .expect("a bound endpoint always has a local address")
+            })
+            .collect()
     }
 
     /// The server certificate, to reload it (SIGHUP).
@@ -276,7 +288,7 @@ impl Server {
         loop {
             let incoming = tokio::select! {
                 _ = shutdown.draining() => break,
-                incoming = self.endpoint.accept() => incoming,
+                incoming = accept_any(&self.endpoints) => incoming,
             };
             let Some(incoming) = incoming else { break };
             let remote = incoming.remote_address();
@@ -308,7 +320,9 @@ impl Server {
         }
         let grace = self.service.grace;
         info!("shutting down: no new connections or jobs; running jobs have {grace:?} to finish");
-        self.endpoint.set_server_config(None);
+        for endpoint in &self.endpoints {
+            endpoint.set_server_config(None);
+        }
         connections.close();
         if tokio::time::timeout(grace, connections.wait())
             .await
@@ -323,9 +337,15 @@ impl Server {
                 warn!("jobs did not end within {DRAIN_TIMEOUT:?}; closing connections anyway");
             }
         }
-        self.endpoint
-            .close(AppCode::Shutdown.into_varint(), b"server shutting down");
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.endpoint.wait_idle()).await;
+        for endpoint in &self.endpoints {
+            endpoint.close(AppCode::Shutdown.into_varint(), b"server shutting down");
+        }
+        let idle = async {
+            for endpoint in &self.endpoints {
+                endpoint.wait_idle().await;
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, idle).await;
         if let Some(admin) = admin {
             admin.abort();
             let _ = admin.await;
@@ -337,6 +357,23 @@ impl Server {
         helpers.wait().await;
         info!("stopped");
     }
+}
+
+/// The next connection attempt on any of `endpoints`; `None` once one of them is closed.
+async fn accept_any(endpoints: &[Endpoint]) -> Option<Incoming> {
+    let mut accepts: Vec<_> = endpoints
+        .iter()
+        .map(|endpoint| Box::pin(endpoint.accept()))
+        .collect();
+    std::future::poll_fn(|cx| {
+        for accept in &mut accepts {
+            if let std::task::Poll::Ready(incoming) = accept.as_mut().poll(cx) {
+                return std::task::Poll::Ready(incoming);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 /// How often the certificate files are checked for changes (renewals).
@@ -413,17 +450,91 @@ fn alpn(connection: &Connection) -> Option<Vec<u8>> {
     data.downcast::<HandshakeData>().ok()?.protocol
 }
 
-/// The UDP socket, with the configured buffer sizes; warns when the kernel grants less (its
-/// `net.core.rmem_max` / `wmem_max` cap them).
-fn udp_socket(config: &Config) -> std::io::Result<std::net::UdpSocket> {
+/// How many times a pair of loopback sockets on an ephemeral port is tried when the port the
+/// first got is taken on the other address.
+const EPHEMERAL_PAIR_TRIES: usize = 8;
+
+/// The other loopback address on the same port, for a loopback `addr`: a client told
+/// `localhost` may try `::1` or `127.0.0.1` first (curl tries `::1`), and should reach the
+/// server either way.
+fn loopback_companion(addr: SocketAddr) -> Option<SocketAddr> {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    match addr {
+        SocketAddr::V4(v4) if v4.ip().is_loopback() => {
+            Some(SocketAddr::from((Ipv6Addr::LOCALHOST, v4.port())))
+        }
+        SocketAddr::V6(v6) if v6.ip().is_loopback() => {
+            Some(SocketAddr::from((Ipv4Addr::LOCALHOST, v6.port())))
+        }
+        _ => None,
+    }
+}
+
+/// The UDP sockets to serve on: `listen`, and for a loopback `listen` the other loopback
+/// address on the same port. A machine without that address (no IPv6) serves on `listen`
+/// alone; so does one where another program holds that port there, with a warning.
+fn udp_sockets(config: &Config) -> Result<Vec<std::net::UdpSocket>, ServeError> {
+    let listen = config.listen;
+    let bind = |addr: SocketAddr| {
+        udp_socket(addr, &config.transport).map_err(|source| ServeError::Bind { addr, source })
+    };
+    let Some(companion) = loopback_companion(listen) else {
+        return Ok(vec![bind(listen)?]);
+    };
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let first = bind(listen)?;
+        let port = first
+            .local_addr()
+            .map_err(|source| ServeError::Bind {
+                addr: listen,
+                source,
+            })?
+            .port();
+        let other = SocketAddr::new(companion.ip(), port);
+        match udp_socket(other, &config.transport) {
+            Ok(second) => {
+                info!(
+                    "also listening on {other}, so that `localhost` reaches the server whichever                      address a client tries first"
+                );
+                return Ok(vec![first, second]);
+            }
+            // An ephemeral port that happens to be taken on the other address: another pair.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && listen.port() == 0
+                    && tries < EPHEMERAL_PAIR_TRIES =>
+            {
+                continue
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                warn!(
+                    "not listening on {other} as well as {listen}: another program uses that                      port there ({e}); clients that try {} first for `localhost` reach it                      instead",
+                    other.ip()
+                );
+                return Ok(vec![first]);
+            }
+            Err(e) => {
+                debug!("not listening on {other} as well as {listen}: {e}");
+                return Ok(vec![first]);
+            }
+        }
+    }
+}
+
+/// A UDP socket on `addr`, with the configured buffer sizes; warns when the kernel grants less
+/// (its `net.core.rmem_max` / `wmem_max` cap them).
+fn udp_socket(
+    addr: SocketAddr,
+    t: &crate::config::TransportConfig,
+) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let addr = config.listen;
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    if addr.is_ipv6() {
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
         // `[::]` also takes IPv4, as the default std socket would.
         let _ = socket.set_only_v6(false);
     }
-    let t = &config.transport;
     ask_buffer(
         "receive",
         "rmem_max",
@@ -517,4 +628,30 @@ fn varint(value: u64) -> VarInt {
 
 fn mib(value: u64) -> usize {
     usize::try_from(value.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_loopback_address_gets_the_other_loopback_address() {
+        let addr = |text: &str| text.parse::<SocketAddr>().expect("a test address");
+        assert_eq!(
+            loopback_companion(addr("127.0.0.1:4433")),
+            Some(addr("[::1]:4433"))
+        );
+        assert_eq!(
+            loopback_companion(addr("[::1]:9")),
+            Some(addr("127.0.0.1:9"))
+        );
+        for public in [
+            "0.0.0.0:4433",
+            "[::]:4433",
+            "192.168.1.20:4433",
+            "[2001:db8::1]:4433",
+        ] {
+            assert_eq!(loopback_companion(addr(public)), None, "{public}");
+        }
+    }
 }

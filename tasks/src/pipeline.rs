@@ -353,7 +353,7 @@ pub fn run(
         );
     }
     job.accept(format);
-    let mut decoder = decode::decoder(format, settings.limits);
+    let mut decoder = decode::decoder_reading(format, settings.limits, plugin.csv_columns);
     job.drive(decoder.as_mut(), prefix, ended, source)
 }
 

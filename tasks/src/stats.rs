@@ -13,6 +13,8 @@ pub const PLUGIN: Plugin = Plugin {
     description: "Computes count, mean, sample variance (n-1), standard deviation, min and max of numbers, online; variance and stddev are null for fewer than two numbers. Stores nothing.",
     formats: &[Format::Lines, Format::Json, Format::Ndjson, Format::Csv],
     schema: r#"{"type": "number", "description": "one finite number per record: a line of text, an element of a top-level JSON array, an NDJSON value, or a CSV column (the only one, or the one named by the parameter column=NAME)"}"#,
+    // The parameter column=NAME picks a column of any header.
+    csv_columns: None,
     create,
     storage: Storage::NONE,
     reads: None,

@@ -95,6 +95,11 @@ pub struct Plugin {
     pub formats: &'static [Format],
     /// The record schema the task expects, as a JSON Schema document (for `GET /v1/tasks`).
     pub schema: &'static str,
+    /// The CSV columns the task reads, for a task whose records are named fields (`ports`):
+    /// a CSV upload whose header names any other column fails at once (`syntax_error` at
+    /// the header, naming the unknown and the known columns) instead of every row being
+    /// refused. `None`: any header is decoded.
+    pub csv_columns: Option<&'static [&'static str]>,
     /// Starts one job's instance. `params` are the job's task parameters.
     pub create: Create,
     /// What the plugin keeps in the store: its tables (created when the store opens, copied

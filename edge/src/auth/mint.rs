@@ -9,6 +9,17 @@ use serde::Serialize;
 use std::path::Path;
 use std::time::Duration;
 
+/// A token just minted, with what it says.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// The token (a JWT).
+    pub token: String,
+    /// The key it is signed with.
+    pub kid: String,
+    /// Its claims.
+    pub claims: Claims,
+}
+
 /// A key that mints tokens.
 pub struct SigningKey {
     kid: String,
@@ -92,6 +103,18 @@ impl SigningKey {
         ttl: Duration,
         audience: Option<&str>,
     ) -> Result<String, KeyError> {
+        Ok(self.mint(config, sub, scope, ttl, audience)?.token)
+    }
+
+    /// [`SigningKey::issue`], with the claims the token carries.
+    pub fn mint(
+        &self,
+        config: &AuthConfig,
+        sub: &str,
+        scope: &str,
+        ttl: Duration,
+        audience: Option<&str>,
+    ) -> Result<Issued, KeyError> {
         let now = unix_now();
         let claims = Claims {
             sub: sub.to_owned(),
@@ -103,7 +126,12 @@ impl SigningKey {
             aud: audience.unwrap_or(&config.audience).to_owned(),
             scope: scope.to_owned(),
         };
-        self.sign(&claims)
+        let token = self.sign(&claims)?;
+        Ok(Issued {
+            token,
+            kid: self.kid.clone(),
+            claims,
+        })
     }
 
     /// Signs any claims with this key (its algorithm, its `kid`).

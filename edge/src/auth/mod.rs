@@ -28,7 +28,7 @@ mod verify;
 pub(crate) use denylist::keep as keep_deny_list;
 pub use denylist::{DenyList, MAX_REVOKED};
 pub use keys::{KeyPair, MIN_SECRET_BYTES};
-pub use mint::SigningKey;
+pub use mint::{Issued, SigningKey};
 pub use verify::Verifier;
 
 use edge_proto::ErrorCode;
@@ -43,6 +43,32 @@ pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 pub const SIGNING_KEY_FILE: &str = "jwt-signing.pem";
 /// The verifying key's file in the certs dir.
 pub const VERIFY_KEY_FILE: &str = "jwt-verify.pem";
+
+/// The scope that allows everything, and every user's jobs.
+pub const ADMIN_SCOPE: &str = "admin";
+/// The scope of `GET /v1/jobs...` (the holder's own jobs).
+pub const JOBS_READ_SCOPE: &str = "jobs:read";
+
+/// The scope that runs `task`'s jobs: `<task>:write`.
+pub fn write_scope(task: &str) -> String {
+    format!("{task}:write")
+}
+
+/// Every scope a server with the plugins of `registry` checks: each task's `<task>:write`,
+/// the read scope each task with read endpoints names, [`JOBS_READ_SCOPE`] and
+/// [`ADMIN_SCOPE`]. A token's other scopes allow nothing.
+pub fn known_scopes(registry: &edge_tasks::Registry) -> Vec<String> {
+    let mut scopes = Vec::new();
+    for plugin in registry.plugins() {
+        scopes.push(write_scope(plugin.name));
+        if let Some(reads) = &plugin.reads {
+            scopes.push(reads.scope.to_owned());
+        }
+    }
+    scopes.push(JOBS_READ_SCOPE.to_owned());
+    scopes.push(ADMIN_SCOPE.to_owned());
+    scopes
+}
 
 /// The claims every token must carry, wherever it was minted: who (`sub`), until when
 /// (`exp`), for which server (`iss`, `aud`) and its id (`jti`, so that it can be revoked).
@@ -157,12 +183,12 @@ pub struct Grant {
 impl Grant {
     /// Whether the token holds `scope` (or `admin`).
     pub fn allows(&self, scope: &str) -> bool {
-        self.scopes.iter().any(|s| s == scope || s == "admin")
+        self.scopes.iter().any(|s| s == scope || s == ADMIN_SCOPE)
     }
 
     /// Whether the token is an administrator's.
     pub fn is_admin(&self) -> bool {
-        self.scopes.iter().any(|s| s == "admin")
+        self.scopes.iter().any(|s| s == ADMIN_SCOPE)
     }
 }
 

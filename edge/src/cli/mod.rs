@@ -140,7 +140,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     let config = Config::load(&cli.global.overrides(listen, admin_listen))?;
     match cli.command {
         Command::Serve { .. } => serve::serve(&config, log_format),
-        Command::Token(command) => token::token(&config, command),
+        Command::Token(command) => token::token(&config, &registry, command),
         Command::Config(ConfigCommand::Check) => config::check_config(&config),
         Command::Status { json } => control::status(&config, json),
         Command::Certs(command) => certs::certs(&config, command),

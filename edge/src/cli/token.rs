@@ -1,11 +1,12 @@
 //! `edge token issue|revoke|list-revoked|keygen|keys`: minting tokens, the deny-list, keys.
 
 use super::control::control;
-use crate::auth::{self, KeyPair, SigningKey, Verifier};
+use crate::auth::{self, Issued, KeyPair, SigningKey, Verifier};
 use crate::config::Config;
 use crate::control::Request;
 use anyhow::bail;
 use clap::Subcommand;
+use edge_tasks::Registry;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,8 +19,13 @@ pub(super) enum TokenCommand {
         #[arg(long)]
         sub: String,
         /// Space-separated scopes: `<task>:write` (e.g. ports:write), ports:read, jobs:read, admin.
+        /// A scope no task (and no endpoint) checks is refused, naming the known ones.
         #[arg(long)]
         scope: String,
+        /// Mint the token even with scopes this server does not know (e.g. for a task another
+        /// server runs).
+        #[arg(long)]
+        allow_unknown_scope: bool,
         /// How long it is valid, e.g. 1h, 30d.
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: std::time::Duration,
@@ -29,6 +35,10 @@ pub(super) enum TokenCommand {
         /// The key to sign with (a `kid` of `[auth] keys`) [default: the first that can sign].
         #[arg(long)]
         kid: Option<String>,
+        /// Print JSON: {"token", "jti", "sub", "scopes", "aud", "kid", "exp", "expires"}
+        /// (`exp` in seconds since the epoch, `expires` in RFC 3339).
+        #[arg(long)]
+        json: bool,
     },
     /// Revoke a token: its id (`jti`) goes on the store's deny-list, checked on every job and
     /// request. Works whether or not `edge serve` runs on the data dir.
@@ -53,21 +63,34 @@ pub(super) enum TokenCommand {
     Keys,
 }
 
-pub(super) fn token(config: &Config, command: TokenCommand) -> anyhow::Result<ExitCode> {
+pub(super) fn token(
+    config: &Config,
+    registry: &Registry,
+    command: TokenCommand,
+) -> anyhow::Result<ExitCode> {
     match command {
         TokenCommand::Issue {
             sub,
             scope,
+            allow_unknown_scope,
             ttl,
             aud,
             kid,
+            json,
         } => {
             if sub.trim().is_empty() {
                 bail!("--sub must not be empty");
             }
+            if !allow_unknown_scope {
+                check_scopes(&scope, registry)?;
+            }
             let key = SigningKey::load(&config.auth, &config.certs_dir, kid.as_deref())?;
-            let token = key.issue(&config.auth, &sub, &scope, ttl, aud.as_deref())?;
-            println!("{token}");
+            let issued = key.mint(&config.auth, &sub, &scope, ttl, aud.as_deref())?;
+            if json {
+                println!("{}", issued_json(&issued));
+            } else {
+                println!("{}", issued.token);
+            }
         }
         TokenCommand::Revoke { token_or_jti } => {
             let (jti, expires) = match auth::unverified_id(&token_or_jti) {
@@ -138,6 +161,46 @@ pub(super) fn token(config: &Config, command: TokenCommand) -> anyhow::Result<Ex
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses a scope that no plugin of `registry` and no endpoint checks (a typo such as
+/// `port:write` would make a token that allows nothing), naming the known ones.
+fn check_scopes(scope: &str, registry: &Registry) -> anyhow::Result<()> {
+    let known = auth::known_scopes(registry);
+    let unknown: Vec<&str> = scope
+        .split_whitespace()
+        .filter(|s| !known.iter().any(|k| k == s))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let quoted = |list: &mut dyn Iterator<Item = &str>| {
+        list.map(|s| format!("`{s}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    bail!(
+        "unknown scope{} {}: this server knows {} (pass --allow-unknown-scope to mint it anyway)",
+        if unknown.len() == 1 { "" } else { "s" },
+        quoted(&mut unknown.iter().copied()),
+        quoted(&mut known.iter().map(String::as_str)),
+    )
+}
+
+/// `edge token issue --json`: the token and what it says, for scripts and for a note of who
+/// got which `jti`.
+fn issued_json(issued: &Issued) -> serde_json::Value {
+    let claims = &issued.claims;
+    serde_json::json!({
+        "token": issued.token,
+        "jti": claims.jti,
+        "sub": claims.sub,
+        "scopes": claims.scope.split_whitespace().collect::<Vec<_>>(),
+        "aud": claims.aud,
+        "kid": issued.kid,
+        "exp": claims.exp,
+        "expires": rfc3339(claims.exp),
+    })
 }
 
 pub(super) fn rfc3339(secs: u64) -> String {

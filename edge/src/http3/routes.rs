@@ -5,6 +5,7 @@ use super::read::{list_jobs, read_item, read_job, read_page, tasks};
 use super::respond::{refuse, refuse_job, refuse_method, respond};
 use super::upload::upload;
 use super::{Resolver, Stream};
+use crate::auth::JOBS_READ_SCOPE;
 use crate::service::Service;
 use crate::shutdown::Shutdown;
 use crate::window::ConnectionWindow;
@@ -64,8 +65,10 @@ impl<'a> Route<'a> {
     fn read_scope(self, method: &Method) -> Option<&'static str> {
         match self {
             Route::Items(reads) | Route::Item(reads, _) => Some(reads.scope),
-            Route::Jobs => Some("jobs:read"),
-            Route::Job(_) if method == Method::GET || method == Method::HEAD => Some("jobs:read"),
+            Route::Jobs => Some(JOBS_READ_SCOPE),
+            Route::Job(_) if method == Method::GET || method == Method::HEAD => {
+                Some(JOBS_READ_SCOPE)
+            }
             _ => None,
         }
     }

@@ -231,6 +231,120 @@ async fn bad_tokens_are_refused_over_edge1_and_nothing_is_stored() {
     assert_eq!(stored.len(), 1, "only the valid token's record is stored");
 }
 
+/// `edge token issue ARGS` with the certs in `dir`.
+fn token_issue(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_edge"))
+        .args(["token", "issue"])
+        .args(args)
+        .env("EDGE_CERTS_DIR", dir.join("certs"))
+        .env("EDGE_DATA_DIR", dir.join("data"))
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn edge_token_issue_refuses_scopes_no_task_knows_unless_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = token_issue(
+        dir.path(),
+        &["--sub", "bob", "--scope", "port:write ports:read"],
+    );
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "no token is printed");
+    let message = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        message.contains("unknown scope `port:write`:")
+            && !message.contains("`ports:read`:")
+            && [
+                "ports:write",
+                "stats:write",
+                "ports:read",
+                "jobs:read",
+                "admin"
+            ]
+            .iter()
+            .all(|known| message.contains(&format!("`{known}`")))
+            && message.contains("--allow-unknown-scope"),
+        "names the unknown scope and the known ones: {message}"
+    );
+
+    let out = token_issue(
+        dir.path(),
+        &[
+            "--sub",
+            "bob",
+            "--scope",
+            "port:write",
+            "--allow-unknown-scope",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).matches('.').count(),
+        2,
+        "a JWT"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_token_issue_json_prints_the_token_with_its_id_subject_scopes_and_expiry() {
+    let server = TestServer::start().await;
+    let before = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let out = token_issue(
+        server.dir.path(),
+        &[
+            "--sub",
+            "carol",
+            "--scope",
+            "stats:write jobs:read",
+            "--ttl",
+            "2h",
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let issued: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(issued["sub"], "carol");
+    assert_eq!(issued["scopes"], json!(["stats:write", "jobs:read"]));
+    let exp = issued["exp"].as_u64().unwrap();
+    assert!((before + 7200..=before + 7260).contains(&exp), "{issued}");
+    assert!(
+        issued["expires"].as_str().unwrap().ends_with('Z'),
+        "{issued}"
+    );
+    let token = issued["token"].as_str().unwrap().to_owned();
+    let jti = issued["jti"].as_str().unwrap();
+    assert_eq!(jti.len(), 32, "{issued}");
+    // The jti printed is the token's own: revoking it refuses the token.
+    let claims = edge::auth::unverified_id(&token).expect("the token has a jti");
+    assert_eq!((claims.0.as_str(), claims.1), (jti, Some(exp)));
+    let config = ClientConfig {
+        token: Some(token),
+        ..server.client_config()
+    };
+    let client = Client::connect(&config).await.unwrap();
+    let (result, _) = upload(&client, "stats", Some(Format::Lines), b"3\n".to_vec()).await;
+    assert!(
+        matches!(result.last, Event::Done { records: 1, .. }),
+        "{:?}",
+        result.last
+    );
+    client.close().await;
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_token_issue_mints_tokens_the_server_accepts() {
     let server = TestServer::start().await;

@@ -3,31 +3,6 @@
 use crate::util::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
-
-/// The `edge-client` binary, brought up to date once per test process (cargo does nothing
-/// when it is; a test run builds only the `edge` package's binaries by itself). The same
-/// command as `.ci/run`'s, so that it finds everything built there.
-fn client_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "edge-client",
-                "--bin",
-                "edge-client",
-            ])
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building edge-client failed");
-        let path = Path::new(env!("CARGO_BIN_EXE_edge")).with_file_name("edge-client");
-        assert!(path.is_file(), "{} was not built", path.display());
-        path
-    })
-}
 
 async fn edge_client(args: Vec<String>) -> Output {
     tokio::task::spawn_blocking(move || {

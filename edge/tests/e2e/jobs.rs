@@ -104,6 +104,80 @@ async fn the_same_records_as_an_array_ndjson_and_csv_give_the_same_store() {
 }
 
 #[tokio::test]
+async fn the_csv_sample_holds_five_ports_of_the_json_sample_unchanged() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples");
+    let json = std::fs::read(samples.join("ports.json")).unwrap();
+    let (result, _) = upload(&client, "ports", Some(Format::Json), json).await;
+    assert!(
+        matches!(
+            result.last,
+            Event::Done {
+                committed: 1634,
+                ..
+            }
+        ),
+        "{:?}",
+        result.last
+    );
+    let csv = std::fs::read(samples.join("ports.csv")).unwrap();
+    let (result, _) = upload(&client, "ports", None, csv).await;
+    let Event::Done {
+        records,
+        errors,
+        summary,
+        ..
+    } = &result.last
+    else {
+        panic!("{:?}", result.last)
+    };
+    assert_eq!((*records, *errors), (5, 0));
+    assert_eq!(
+        serde_json::to_value(summary).unwrap(),
+        json!({"inserted": 0, "updated": 0, "unchanged": 5}),
+        "the CSV rows are the JSON's ports, every field the same"
+    );
+    client.close().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_ports_csv_with_unknown_columns_fails_once_naming_them_and_the_known_ones() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let mut body = String::from("name,colour,unlocs,harbour_depth\n");
+    for i in 0..500 {
+        body.push_str(&format!("Port {i},red,XX{i:03},12\n"));
+    }
+    let (result, events) = upload(&client, "ports", Some(Format::Csv), body.into_bytes()).await;
+    let Event::Failed {
+        code,
+        message,
+        committed,
+        ..
+    } = &result.last
+    else {
+        panic!("{:?}", result.last)
+    };
+    assert_eq!(*code, ErrorCode::SyntaxError);
+    assert_eq!(*committed, 0);
+    assert!(
+        message.contains("`colour`, `harbour_depth`")
+            && message.contains("name, city, country, alias, regions, coordinates, lon, lat"),
+        "{message}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::RecordError { .. })),
+        "one failure, not an error per row: {events:?}"
+    );
+    client.close().await;
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn stats_gives_exact_figures_for_a_known_series() {
     let server = TestServer::start().await;
     let client = server.client().await;

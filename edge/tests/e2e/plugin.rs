@@ -23,6 +23,7 @@ static PLUGIN: Plugin = Plugin {
     description: "Keeps short notes by key (a test plugin).",
     formats: &[Format::Json, Format::Ndjson],
     schema: r#"{"type": "object", "required": ["text"]}"#,
+    csv_columns: None,
     create,
     storage: Storage {
         version: 1,

@@ -38,6 +38,58 @@ pub fn ports_json() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/ports.json")
 }
 
+/// The `edge-client` binary that the workspace's build made, beside this package's `edge`
+/// (see [`workspace_binary`]).
+pub fn client_binary() -> PathBuf {
+    workspace_binary(
+        "edge-client",
+        &["client/src", "client/Cargo.toml", "proto/src"],
+    )
+}
+
+/// A binary of another package of the workspace, from the target dir this test's `edge` is
+/// in. Cargo gives a test only its own package's binaries (`CARGO_BIN_EXE_*`), and a test never
+/// builds one itself: `cargo nextest run --workspace` builds every package's binaries first
+/// (`edge-client` has integration tests of its own), and so does `cargo build --workspace
+/// --bins` (which `.ci/run` runs). A missing binary, or one older than its `sources` (paths
+/// relative to the workspace root), fails the test with the command that fixes it, so that a
+/// test never runs a stale binary.
+pub fn workspace_binary(name: &str, sources: &[&str]) -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_edge")).with_file_name(name);
+    let fix = "build it with `cargo build --workspace --bins` (or run the tests with `cargo \
+               nextest run --workspace`, which builds it)";
+    let built = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| panic!("{} is missing: {fix}", path.display()));
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = manifest.parent().unwrap_or(manifest);
+    for source in sources {
+        if let Some(newer) = newer_file(&root.join(source), built) {
+            panic!(
+                "{} is older than {}: {fix}",
+                path.display(),
+                newer.display()
+            );
+        }
+    }
+    path
+}
+
+/// A file at or under `path` modified after `than`, if any.
+fn newer_file(path: &Path, than: std::time::SystemTime) -> Option<PathBuf> {
+    let meta = std::fs::metadata(path).ok()?;
+    if meta.is_dir() {
+        let entries = std::fs::read_dir(path).ok()?;
+        return entries
+            .filter_map(Result::ok)
+            .find_map(|entry| newer_file(&entry.path(), than));
+    }
+    meta.modified()
+        .ok()
+        .filter(|modified| *modified > than)
+        .map(|_| path.to_owned())
+}
+
 /// A server running in this process, in its own temp dir.
 pub struct TestServer {
     pub addr: std::net::SocketAddr,

@@ -5,7 +5,9 @@
 //! being kept, and the row is reported as `record_too_large`. Blank lines are skipped; `\n`,
 //! `\r\n` and `\r` all end a row. A row whose field count differs from the header's, or whose
 //! bytes are not UTF-8, is reported and the job goes on. The header itself must be readable:
-//! an unreadable header (too large, not UTF-8, a column named twice) fails the job.
+//! an unreadable header (too large, not UTF-8, a column named twice) fails the job, and so does
+//! one naming a column the task does not read, when the task says which it reads
+//! ([`CsvDecoder::reading`]).
 //!
 //! csv_core accepts a quoted field left open at the end of the input as if it were closed; this
 //! decoder counts quotes and reports such a last row as `incomplete_record` instead.
@@ -34,6 +36,8 @@ pub struct CsvDecoder {
     ends_len: usize,
     /// The header's column names, once read.
     columns: Option<Vec<String>>,
+    /// The only columns the task reads, when it says.
+    known: Option<&'static [&'static str]>,
     /// Body bytes before the next unread byte.
     consumed: u64,
     /// Where the current row started, while one is being read.
@@ -69,12 +73,19 @@ impl CsvDecoder {
             ends: vec![0; 64],
             ends_len: 0,
             columns: None,
+            known: None,
             consumed: 0,
             row_start: None,
             open_quote: false,
             oversized: None,
             index: 0,
         }
+    }
+
+    /// Only these columns may appear in the header (any subset, in any order).
+    pub fn reading(mut self, known: Option<&'static [&'static str]>) -> CsvDecoder {
+        self.known = known;
+        self
     }
 
     /// Reads rows from `input`; `at_end` when `input` is the empty end-of-body marker.
@@ -241,6 +252,26 @@ impl CsvDecoder {
             }
             columns.push(name.to_owned());
         }
+        if let Some(known) = self.known {
+            let unknown: Vec<String> = columns
+                .iter()
+                .filter(|c| !known.contains(&c.as_str()))
+                .map(|c| format!("`{c}`"))
+                .collect();
+            if !unknown.is_empty() {
+                return Err(fail(format!(
+                    "the CSV header names {} the task does not read: {}; its columns are {} \
+                     (any of them, in any order)",
+                    if unknown.len() == 1 {
+                        "a column"
+                    } else {
+                        "columns"
+                    },
+                    unknown.join(", "),
+                    known.join(", ")
+                )));
+            }
+        }
         Ok(columns)
     }
 
@@ -387,6 +418,34 @@ mod tests {
             assert!(err.message.contains(says), "{}", err.message);
             assert_eq!(err.offset, 0);
         }
+    }
+
+    #[test]
+    fn a_header_naming_columns_the_task_does_not_read_fails_the_job_once() {
+        const KNOWN: &[&str] = &["name", "unlocs", "lon", "lat"];
+        let input = b"name,colour,unlocs,size\nA,red,XXAAA,1\nB,blue,XXBBB,2\n";
+        let mut decoder = CsvDecoder::new(Limits::default()).reading(Some(KNOWN));
+        let mut items = 0;
+        let mut sink = |_: Item<'_>| {
+            items += 1;
+            ControlFlow::Continue(())
+        };
+        let err = decoder.feed(input, &mut sink).unwrap_err();
+        assert_eq!(items, 0, "no row is handed on");
+        assert_eq!(err.offset, 0);
+        assert!(
+            err.message.contains("`colour`, `size`")
+                && err.message.contains("name, unlocs, lon, lat")
+                && !err.message.contains("`name`"),
+            "{}",
+            err.message
+        );
+        // Known columns, any subset in any order, decode as before.
+        let mut decoder = CsvDecoder::new(Limits::default()).reading(Some(KNOWN));
+        assert_eq!(
+            collect(&mut decoder, &[&b"unlocs,name\nXXAAA,A\n"[..]]),
+            ["record 0 @12 csv unlocs=XXAAA|name=A"]
+        );
     }
 
     #[test]

@@ -92,11 +92,21 @@ pub trait Decoder: Send {
 
 /// A decoder for `format` with the given limits.
 pub fn decoder(format: Format, limits: Limits) -> Box<dyn Decoder> {
+    decoder_reading(format, limits, None)
+}
+
+/// A decoder for `format` with the given limits, for a task that reads only `csv_columns`
+/// from a CSV upload (see [`crate::Plugin::csv_columns`]).
+pub fn decoder_reading(
+    format: Format,
+    limits: Limits,
+    csv_columns: Option<&'static [&'static str]>,
+) -> Box<dyn Decoder> {
     match format {
         Format::Json => Box::new(json::JsonDecoder::new(limits)),
         Format::Ndjson => Box::new(ndjson::NdjsonDecoder::new(limits)),
         Format::Lines => Box::new(lines::LinesDecoder::new(limits)),
-        Format::Csv => Box::new(csv::CsvDecoder::new(limits)),
+        Format::Csv => Box::new(csv::CsvDecoder::new(limits).reading(csv_columns)),
     }
 }
 
