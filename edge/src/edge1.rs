@@ -2,7 +2,7 @@
 //! opens is a job (a header line, then the body), answered on a new unidirectional stream.
 
 use crate::auth::Grant;
-use crate::jobs::{self, Body, Notify, Pumped, Refusal};
+use crate::jobs::{self, Body, Broken, Notify, Pumped, Refusal};
 use crate::limits::Admission;
 use crate::server::IntoVarInt;
 use crate::service::Service;
@@ -238,13 +238,20 @@ struct Upload<'a> {
 }
 
 impl Body for Upload<'_> {
-    async fn chunk(&mut self) -> Result<Option<Bytes>, String> {
+    async fn chunk(&mut self) -> Result<Option<Bytes>, Broken> {
         match self.stream.read_chunk(CHUNK_BYTES, true).await {
             Ok(chunk) => Ok(chunk.map(|c| {
                 self.window.consumed(c.bytes.len());
                 c.bytes
             })),
-            Err(e) => Err(format!("the upload stopped before its end: {e}")),
+            Err(quinn::ReadError::Reset(code))
+                if code.into_inner() == u64::from(AppCode::Cancelled.value()) =>
+            {
+                Err(Broken::cancelled())
+            }
+            Err(e) => Err(Broken::aborted(format!(
+                "the upload stopped before its end: {e}"
+            ))),
         }
     }
 }

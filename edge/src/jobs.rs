@@ -36,9 +36,37 @@ const EVENT_QUEUE: usize = 64;
 
 /// A job's body, as its transport delivers it.
 pub(crate) trait Body: Send {
-    /// The next chunk; `Ok(None)` at the body's normal end; `Err` with a reason when the body
-    /// broke off (reset, lost connection, length mismatch).
-    fn chunk(&mut self) -> impl Future<Output = Result<Option<Bytes>, String>> + Send;
+    /// The next chunk; `Ok(None)` at the body's normal end; `Err` when the body broke off
+    /// (reset, cancelled, lost connection, length mismatch).
+    fn chunk(&mut self) -> impl Future<Output = Result<Option<Bytes>, Broken>> + Send;
+}
+
+/// Why a body broke off: the code the job fails with, and the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Broken {
+    /// `upload_aborted`, or `cancelled` when the client said so.
+    pub code: ErrorCode,
+    /// What happened, for a person.
+    pub message: String,
+}
+
+impl Broken {
+    /// The body stopped before its end (reset, lost connection, a length mismatch).
+    pub(crate) fn aborted(message: String) -> Broken {
+        Broken {
+            code: ErrorCode::UploadAborted,
+            message,
+        }
+    }
+
+    /// The client cancelled the upload (RESET_STREAM with `cancelled`, 0x30).
+    pub(crate) fn cancelled() -> Broken {
+        Broken {
+            code: ErrorCode::Cancelled,
+            message: "the client cancelled the upload; records committed before it are kept"
+                .into(),
+        }
+    }
 }
 
 /// Where a job's events go, one NDJSON line at a time.
@@ -365,7 +393,7 @@ async fn pump<B: Body>(
                     read = body.chunk() => match read {
                         Ok(Some(chunk)) => Input::Chunk(gather(body, chunk, &mut next).await),
                         Ok(None) => Input::End,
-                        Err(reason) => aborted(reason),
+                        Err(broken) => aborted(broken),
                     },
                 };
                 // Only time spent waiting for the client counts against its pace (not time
@@ -417,10 +445,10 @@ async fn pump<B: Body>(
 }
 
 /// An upload that broke off.
-fn aborted(reason: String) -> Input {
+fn aborted(broken: Broken) -> Input {
     Input::Aborted {
-        code: ErrorCode::UploadAborted,
-        message: reason,
+        code: broken.code,
+        message: broken.message,
     }
 }
 
@@ -447,8 +475,8 @@ async fn gather<B: Body>(body: &mut B, first: Bytes, after: &mut Option<Input>) 
                 *after = Some(Input::End);
                 break;
             }
-            Some(Err(reason)) => {
-                *after = Some(aborted(reason));
+            Some(Err(broken)) => {
+                *after = Some(aborted(broken));
                 break;
             }
         }

@@ -5,7 +5,7 @@ use super::respond::{linger, refuse_job};
 use super::routes::parse_query;
 use super::{RecvHalf, SendHalf, Stream};
 use crate::auth::Grant;
-use crate::jobs::{self, Body, Notify, Pumped, Refusal};
+use crate::jobs::{self, Body, Broken, Notify, Pumped, Refusal};
 use crate::service::Service;
 use crate::shutdown::Shutdown;
 use crate::window::ConnectionWindow;
@@ -209,7 +209,14 @@ struct RequestBody {
 }
 
 impl Body for RequestBody {
-    async fn chunk(&mut self) -> Result<Option<Bytes>, String> {
+    async fn chunk(&mut self) -> Result<Option<Bytes>, Broken> {
+        self.read().await.map_err(Broken::aborted)
+    }
+}
+
+impl RequestBody {
+    /// The next chunk of the request body, or why it broke off.
+    async fn read(&mut self) -> Result<Option<Bytes>, String> {
         match self.recv.recv_data().await {
             Ok(Some(mut data)) => {
                 let chunk = data.copy_to_bytes(data.remaining());
