@@ -63,8 +63,7 @@ impl Broken {
     pub(crate) fn cancelled() -> Broken {
         Broken {
             code: ErrorCode::Cancelled,
-            message: "the client cancelled the upload; records committed before it are kept"
-                .into(),
+            message: "the client cancelled the upload; records committed before it are kept".into(),
         }
     }
 }
