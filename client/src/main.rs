@@ -122,6 +122,8 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Jobs(args) => runtime.block_on(read::jobs(args)),
         Command::Tasks(args) => runtime.block_on(read::tasks(args)),
     };
+    // Not waiting for a read of stdin that may never return (a cancelled upload of `-`).
+    runtime.shutdown_background();
     Ok(outcome.exit_code())
 }
 

@@ -232,7 +232,7 @@ async fn reads_ports_jobs_and_tasks_over_http3() {
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(
         table.starts_with(
-            "KEY\tNAME\tCOUNTRY\tCOORDINATES\nAEAJM\tAjman\tUnited Arab Emirates\t55.5136433,25.4052165\n"
+            "KEY    NAME   COUNTRY               COORDINATES\nAEAJM  Ajman  United Arab Emirates  55.5136433,25.4052165\n"
         ),
         "{table}"
     );
@@ -268,8 +268,8 @@ async fn reads_ports_jobs_and_tasks_over_http3() {
     assert_eq!(out.status.code(), Some(0));
     let tasks = String::from_utf8_lossy(&out.stdout);
     assert!(
-        tasks.contains("ports\tjson,ndjson,csv\t")
-            && tasks.contains("stats\tlines,json,ndjson,csv\t"),
+        tasks.contains("ports  json,ndjson,csv        ")
+            && tasks.contains("stats  lines,json,ndjson,csv  "),
         "{tasks}"
     );
 }
