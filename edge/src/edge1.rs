@@ -96,7 +96,7 @@ async fn run_job(
 ) {
     let upload_stream = u64::from(upload.id());
     let started = start(&mut upload, &service, &authorised).await;
-    let (header, leftover, grant, _admission, plugin, task) = match started {
+    let (header, leftover, grant, admission, plugin, task) = match started {
         Ok(started) => started,
         Err(refusal) => {
             service.metrics.rejected(refusal.code);
@@ -124,6 +124,7 @@ async fn run_job(
     let run = jobs::run(
         "edge/1",
         &grant.sub,
+        admission,
         spec,
         plugin,
         task,
