@@ -607,3 +607,69 @@ async fn tables_have_aligned_columns_under_headers_and_jobs_show_their_code() {
     }
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_prints_only_what_did_not_end_clean_and_json_survives_a_closed_pipe() {
+    let server = TestServer::start(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.txt");
+    let bad = dir.path().join("bad.txt");
+    std::fs::write(&good, "1\n2\n3\n").unwrap();
+    std::fs::write(&bad, "1\nx\n3\n").unwrap();
+    let upload = |extra: &[&str]| {
+        let mut args: Vec<String> = vec!["upload".into(), "--task".into(), "stats".into()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(server.args());
+        edge_client(&args)
+    };
+    let good = good.display().to_string();
+    let bad = bad.display().to_string();
+    let out = output(upload(&["--quiet", &good])).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        (out.stdout.as_slice(), out.stderr.as_slice()),
+        (&b""[..], &b""[..])
+    );
+    let out = output(upload(&["-q", &good, &bad])).await;
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = said.lines().collect();
+    assert_eq!(lines.len(), 1, "{said}");
+    assert!(
+        lines[0].starts_with("bad.txt: done: 3 records, 2 committed, 1 errors"),
+        "{said}"
+    );
+
+    // `| head -1`: the reader goes after the first event; the client ends quietly.
+    let mut big = Vec::new();
+    for i in 0..200_000 {
+        big.extend_from_slice(format!("{i}\n").as_bytes());
+    }
+    let file = dir.path().join("big.txt");
+    std::fs::write(&file, big).unwrap();
+    let mut command = upload(&["--json", &file.display().to_string()]);
+    command.stdin(Stdio::null());
+    let mut child = Running(command.spawn().unwrap());
+    let stdout = child.0.stdout.take().unwrap();
+    let mut first = String::new();
+    BufReader::new(stdout).read_line(&mut first).unwrap();
+    assert!(first.contains(r#""event":"accepted""#), "{first}");
+    // (stdout is dropped here: the pipe is closed)
+    let status = tokio::task::spawn_blocking(move || {
+        let status = child.wait(Duration::from_secs(30));
+        let mut said = String::new();
+        child
+            .0
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut said)
+            .unwrap();
+        (status, said)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.0.code(), Some(0), "{}", status.1);
+    assert!(!status.1.contains("panicked"), "{}", status.1);
+    server.stop().await;
+}
