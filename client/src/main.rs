@@ -651,7 +651,7 @@ fn bar_style(sized: bool, width: u16, name: usize) -> ProgressStyle {
     let mut room = usize::from(width).saturating_sub(name + 1 + 16);
     let mut chosen = Vec::new();
     for (part, columns) in parts {
-        if columns + 1 <= room {
+        if *columns < room {
             room -= columns + 1;
             chosen.push(*part);
         }
