@@ -173,7 +173,8 @@ fn advice(reason: &Untrusted, detail: &str, ca: Option<&std::path::Path>) -> Str
         (Untrusted::Expired, _) => "it has expired: renew it on the server (`edge certs dev` for the dev certificate)".into(),
         (Untrusted::NotValidYet, _) => "it is not valid yet: check this machine's clock".into(),
         (Untrusted::Revoked, _) => "it has been revoked: the server needs a new certificate".into(),
-        _ => format!("{detail}; for a dev certificate pass --ca certs/ca.pem or set EDGE_CA"),
+        (_, None) => format!("{detail}; for a dev certificate pass --ca certs/ca.pem or set EDGE_CA"),
+        (_, Some(ca)) => format!("{detail} (trusting the CA in {})", ca.display()),
     }
 }
 

@@ -143,6 +143,8 @@ async fn connection_problems_exit_3_and_say_what_to_do() {
         format!("https://127.0.0.1:{}", server.addr.port()),
         "--task".to_owned(),
         "stats".to_owned(),
+        "--token".to_owned(),
+        server.token(ALL_SCOPES),
         file.clone(),
     ];
     let out = edge_client(no_ca).await;
@@ -165,6 +167,8 @@ async fn connection_problems_exit_3_and_say_what_to_do() {
         server.ca().display().to_string(),
         "--task".to_owned(),
         "stats".to_owned(),
+        "--token".to_owned(),
+        server.token(ALL_SCOPES),
         file,
     ];
     let out = edge_client(nobody).await;
@@ -232,7 +236,7 @@ async fn reads_ports_jobs_and_tasks_over_http3() {
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(
         table.starts_with(
-            "KEY    NAME   COUNTRY               COORDINATES\nAEAJM  Ajman  United Arab Emirates  55.5136433,25.4052165\n"
+            "KEY    NAME       COUNTRY               COORDINATES\nAEAJM  Ajman      United Arab Emirates  55.5136433,25.4052165\nAEAUH  Abu Dhabi  "
         ),
         "{table}"
     );
