@@ -28,6 +28,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Upload files as jobs (several files run in parallel on one connection).
+    ///
+    /// Files past the number of jobs the server runs at once wait their turn. Ctrl-C cancels:
+    /// the jobs end `cancelled`, keeping what they committed (exit code 130).
     Upload(UploadArgs),
     /// Show the job history, or one job (HTTP/3).
     Jobs(read::JobsArgs),
