@@ -13,8 +13,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-/// How long a connection attempt may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection attempt may take: a server that answers at all does so within a
+/// round trip or two (QUIC resends a lost first packet after about a second, and again two
+/// seconds later); silence past that is nobody listening, or UDP blocked on the way.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The largest UDP payload path MTU discovery looks for: a jumbo frame (9,000-byte MTU, less
 /// the IPv6 and UDP headers). Over the internet discovery settles near 1,400; on a LAN with
@@ -162,11 +164,19 @@ pub(crate) async fn open(
         .map_err(|e| unreachable(e.to_string()))?;
     let connection = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
         Ok(Ok(connection)) => connection,
-        Ok(Err(e)) => return Err(handshake_error(&server, &e, refusal.get())),
+        Ok(Err(e)) => {
+            return Err(handshake_error(
+                &server,
+                &e,
+                refusal.get(),
+                config.ca.as_deref(),
+            ))
+        }
         Err(_) => {
             return Err(unreachable(format!(
-                "no answer within {} s",
-                CONNECT_TIMEOUT.as_secs()
+                "no answer within {} s on UDP port {} (a firewall that drops UDP looks the same)",
+                CONNECT_TIMEOUT.as_secs(),
+                server.port
             )))
         }
     };
@@ -226,6 +236,7 @@ fn tls_config(
             server: server.to_string(),
             detail: e.to_string(),
             reason: Untrusted::UnknownIssuer,
+            ca: ca.map(Path::to_owned),
         })?;
     let verifier = Arc::new(RecordingVerifier {
         webpki,
@@ -331,12 +342,14 @@ fn handshake_error(
     server: &Server,
     e: &quinn::ConnectionError,
     refusal: Option<&rustls::Error>,
+    ca: Option<&Path>,
 ) -> ClientError {
     match refusal {
         Some(refusal) => ClientError::NotTrusted {
             server: server.to_string(),
             detail: e.to_string(),
             reason: Untrusted::from(refusal),
+            ca: ca.map(Path::to_owned),
         },
         None => ClientError::Unreachable {
             server: server.to_string(),

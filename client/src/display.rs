@@ -1,7 +1,7 @@
 //! How `edge-client` shows jobs: a progress bar per file on a terminal, a clean line log
 //! otherwise, and the exit code that sums them up.
 
-use edge_proto::Event;
+use edge_proto::{ErrorCode, Event};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,9 @@ pub enum Outcome {
     Failed = 2,
     /// No connection (or TLS failure): 3.
     NoConnection = 3,
+    /// Cancelled with Ctrl-C: 130 (128 + SIGINT, as a shell reports a process it
+    /// interrupted).
+    Cancelled = 130,
 }
 
 impl Outcome {
@@ -35,6 +38,10 @@ impl Outcome {
         match last {
             Event::Done { errors: 0, .. } => Outcome::Clean,
             Event::Done { .. } => Outcome::RecordErrors,
+            Event::Failed {
+                code: ErrorCode::Cancelled,
+                ..
+            } => Outcome::Cancelled,
             _ => Outcome::Failed,
         }
     }
@@ -82,18 +89,7 @@ impl LineLog {
                     format!("{name}: {records} records committed")
                 })
             }
-            Event::RecordError {
-                index,
-                offset,
-                key,
-                code,
-                message,
-            } => {
-                let key = key.as_ref().map(|k| format!(" ({k})")).unwrap_or_default();
-                Some(format!(
-                    "{name}: record {index} at byte {offset}{key}: {code}: {message}"
-                ))
-            }
+            Event::RecordError { .. } => record_error(name, event),
             Event::Draining { grace_secs } => Some(format!(
                 "{name}: the server is shutting down; the job has {grace_secs} s to finish"
             )),
@@ -103,6 +99,24 @@ impl LineLog {
             _ => None,
         }
     }
+}
+
+/// The line for a `record_error` event (`None` for any other event).
+pub fn record_error(name: &str, event: &Event) -> Option<String> {
+    let Event::RecordError {
+        index,
+        offset,
+        key,
+        code,
+        message,
+    } = event
+    else {
+        return None;
+    };
+    let key = key.as_ref().map(|k| format!(" ({k})")).unwrap_or_default();
+    Some(format!(
+        "{name}: record {index} at byte {offset}{key}: {code}: {message}"
+    ))
 }
 
 /// The closing line for a job's final event.
@@ -129,6 +143,11 @@ pub fn summary(name: &str, last: &Event) -> String {
             format!("{name}: done: {records} records, {committed} committed, {errors} errors in {duration_ms} ms{figures}")
         }
         Event::Failed {
+            code: ErrorCode::Cancelled,
+            committed,
+            ..
+        } => format!("{name}: cancelled: {committed} records committed"),
+        Event::Failed {
             code,
             message,
             committed,
@@ -154,7 +173,7 @@ fn figure(v: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use edge_proto::{ErrorCode, Format};
+    use edge_proto::Format;
     use serde_json::json;
 
     fn done(errors: u64) -> Event {

@@ -27,7 +27,7 @@ pub enum ClientError {
         message: String,
     },
     /// The server's certificate did not verify.
-    #[error("the certificate of {server} is not trusted ({detail}): pass --ca certs/ca.pem (the dev CA `edge serve` generated) or set EDGE_CA")]
+    #[error("the certificate of {server} is not trusted: {}", advice(.reason, .detail, .ca.as_deref()))]
     NotTrusted {
         /// The server.
         server: String,
@@ -35,6 +35,8 @@ pub enum ClientError {
         detail: String,
         /// Why, from the error the certificate verifier returned.
         reason: Untrusted,
+        /// The CA file the client trusted (`--ca`), if one was given.
+        ca: Option<PathBuf>,
     },
     /// No answer, or the handshake failed for another reason.
     #[error("could not connect to {server}: {detail} (is `edge serve` running there? check --server / EDGE_SERVER)")]
@@ -50,6 +52,23 @@ pub enum ClientError {
     /// The server sent something that is not `edge/1`.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The job was cancelled and the server did not confirm its end in time.
+    #[error("cancelled; the server did not confirm the job's end, {committed} records were committed by its last count")]
+    Cancelled {
+        /// The last committed count the server sent.
+        committed: u64,
+    },
+    /// No token was given.
+    #[error("no token: pass --token or set EDGE_TOKEN (mint one on the server with `edge token issue --sub NAME --scope \"ports:write stats:write ports:read jobs:read\"`)")]
+    NoToken,
+    /// The token's `exp` has passed (read without verifying the token).
+    #[error("the token expired at {at} ({ago} ago): mint a new one (`edge token issue`) and pass it with --token or EDGE_TOKEN")]
+    TokenExpired {
+        /// When it expired (RFC 3339).
+        at: String,
+        /// How long ago.
+        ago: String,
+    },
     /// The input could not be read.
     #[error("cannot read {name}: {source}")]
     Input {
@@ -105,7 +124,7 @@ impl From<&rustls::Error> for Untrusted {
                 presented,
             } => Untrusted::NameMismatch {
                 expected: expected.to_str().into_owned(),
-                presented: presented.clone(),
+                presented: presented.iter().map(|name| plain_name(name)).collect(),
             },
             E::Expired | E::ExpiredContext { .. } => Untrusted::Expired,
             E::NotValidYet | E::NotValidYetContext { .. } => Untrusted::NotValidYet,
@@ -117,6 +136,45 @@ impl From<&rustls::Error> for Untrusted {
             | E::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => Untrusted::BadSignature,
             _ => Untrusted::Other,
         }
+    }
+}
+
+/// A name as the verifier reports it (`DnsName("localhost")`, `IpAddress(127.0.0.1)`), as a
+/// person writes it (`localhost`, `127.0.0.1`).
+fn plain_name(name: &str) -> String {
+    let inner = ["DnsName(", "IpAddress(", "UniformResourceIdentifier("]
+        .iter()
+        .find_map(|kind| name.strip_prefix(kind)?.strip_suffix(')'));
+    match inner {
+        Some(inner) => inner.trim_matches('"').to_owned(),
+        None => name.to_owned(),
+    }
+}
+
+/// What is wrong with the certificate, and what to do about it.
+fn advice(reason: &Untrusted, detail: &str, ca: Option<&std::path::Path>) -> String {
+    match (reason, ca) {
+        (Untrusted::UnknownIssuer, None) => "it is not signed by a CA this system trusts: pass --ca certs/ca.pem (the dev CA `edge serve` generated) or set EDGE_CA".into(),
+        (Untrusted::UnknownIssuer, Some(ca)) => format!(
+            "it is not signed by the CA in {}: pass the CA of this server (its certs/ca.pem for a dev certificate)",
+            ca.display()
+        ),
+        (Untrusted::BadSignature, Some(ca)) => format!(
+            "its signature does not verify with the CA in {} (a CA of the same name but another key, e.g. one generated again): pass this server's current certs/ca.pem",
+            ca.display()
+        ),
+        (Untrusted::NameMismatch { expected, presented }, _) if presented.is_empty() => format!(
+            "it is not for `{expected}`: connect with a name it holds (`edge certs show` on the server lists them), or add this one to the dev certificate with `edge certs dev --name {expected}` on the server"
+        ),
+        (Untrusted::NameMismatch { expected, presented }, _) => format!(
+            "it is for {} but not for `{expected}`: connect with one of those names in --server, or add `{expected}` to the dev certificate with `edge certs dev --name {expected}` on the server (a running server picks it up)",
+            presented.join(", ")
+        ),
+        (Untrusted::Expired, _) => "it has expired: renew it on the server (`edge certs dev` for the dev certificate)".into(),
+        (Untrusted::NotValidYet, _) => "it is not valid yet: check this machine's clock".into(),
+        (Untrusted::Revoked, _) => "it has been revoked: the server needs a new certificate".into(),
+        (_, None) => format!("{detail}; for a dev certificate pass --ca certs/ca.pem or set EDGE_CA"),
+        (_, Some(ca)) => format!("{detail} (trusting the CA in {})", ca.display()),
     }
 }
 

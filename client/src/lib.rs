@@ -31,12 +31,14 @@
 //! - `router`: pairs the server's notification streams with uploads.
 //! - [`display`]: how the `edge-client` binary shows jobs (progress bars, line log).
 //! - [`error`]: what can go wrong, with what to do about it.
+//! - [`token`]: what the client can tell of its token before connecting.
 
 pub mod api;
 pub mod connect;
 pub mod display;
 pub mod error;
 mod router;
+pub mod token;
 pub mod upload;
 
 pub use connect::{Client, ClientConfig, Server};

@@ -4,13 +4,16 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use edge_client::display::{self, LineLog, Outcome};
 use edge_client::{Client, ClientConfig, ClientError, UploadJob};
-use edge_proto::{Event, Format, JobHeader};
+use edge_proto::{ErrorCode, Event, Format, JobHeader};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 use tokio::io::AsyncRead;
+use tokio_util::sync::CancellationToken;
 
 mod read;
 
@@ -25,6 +28,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Upload files as jobs (several files run in parallel on one connection).
+    ///
+    /// Files past the number of jobs the server runs at once wait their turn. Ctrl-C cancels:
+    /// the jobs end `cancelled`, keeping what they committed (exit code 130).
     Upload(UploadArgs),
     /// Show the job history, or one job (HTTP/3).
     Jobs(read::JobsArgs),
@@ -83,6 +89,10 @@ struct UploadArgs {
     /// Print the raw events as NDJSON on stdout instead of progress.
     #[arg(long)]
     json: bool,
+    /// Print nothing but the closing line of a job that did not end clean (the exit code
+    /// says how it went).
+    #[arg(long, short, conflicts_with = "json")]
+    quiet: bool,
 }
 
 fn parse_param(text: &str) -> Result<(String, serde_json::Value), String> {
@@ -115,6 +125,8 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Jobs(args) => runtime.block_on(read::jobs(args)),
         Command::Tasks(args) => runtime.block_on(read::tasks(args)),
     };
+    // Not waiting for a read of stdin that may never return (a cancelled upload of `-`).
+    runtime.shutdown_background();
     Ok(outcome.exit_code())
 }
 
@@ -127,16 +139,34 @@ enum Show {
     Bars(MultiProgress),
     /// A line log on stderr.
     Log,
+    /// Only the closing line of a job that did not end clean (`--quiet`).
+    Quiet,
 }
 
+impl Show {
+    /// Prints a note on stderr (above the bars, if any).
+    fn note(&self, line: &str) {
+        match self {
+            Show::Bars(multi) => {
+                let _ = multi.println(line);
+            }
+            _ => eprintln!("{line}"),
+        }
+    }
+}
+
+/// How many times one file is sent again after a `rate_limited` refusal.
+const MAX_RETRIES: u32 = 60;
+
 async fn upload(args: UploadArgs) -> Outcome {
-    let config = args.server.config();
-    let client = match Client::connect(&config).await {
-        Ok(client) => client,
-        Err(e) => return Outcome::not_connected(&e),
-    };
+    if let Err(e) = edge_client::token::check(args.server.token.as_deref(), SystemTime::now()) {
+        eprintln!("edge-client: {e}");
+        return Outcome::Failed;
+    }
     let show = if args.json {
         Show::Json
+    } else if args.quiet {
+        Show::Quiet
     } else if std::io::stderr().is_terminal() {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
         multi.set_move_cursor(true);
@@ -144,19 +174,35 @@ async fn upload(args: UploadArgs) -> Outcome {
     } else {
         Show::Log
     };
-    // Open every file and lay out every bar before any job starts drawing.
+    let cancel = CancellationToken::new();
+    watch_ctrl_c(cancel.clone(), show.clone());
+    let config = args.server.config();
+    let client = tokio::select! {
+        client = Client::connect(&config) => match client {
+            Ok(client) => client,
+            Err(e) => return Outcome::not_connected(&e),
+        },
+        _ = cancel.cancelled() => return Outcome::Cancelled,
+    };
+    // Look at every file and lay out every bar before any job starts drawing.
     let mut outcomes = Vec::new();
-    let mut ready = Vec::new();
+    let mut queue = VecDeque::new();
+    let width = console::Term::stderr().size().1;
     for file in &args.files {
-        match open(file, &args).await {
-            Ok((header, body)) => {
+        match prepare(file, &args).await {
+            Ok((header, source)) => {
                 let bar = match &show {
                     Show::Bars(multi) => {
-                        Some(multi.add(progress_bar(&job_name(&header), header.size)))
+                        Some(multi.add(progress_bar(&job_name(&header), header.size, width)))
                     }
                     _ => None,
                 };
-                ready.push((header, body, bar));
+                queue.push_back(Queued {
+                    header,
+                    source,
+                    bar,
+                    retries: 0,
+                });
             }
             Err(e) => {
                 eprintln!("edge-client: {e}");
@@ -164,36 +210,174 @@ async fn upload(args: UploadArgs) -> Outcome {
             }
         }
     }
-    let mut jobs = tokio::task::JoinSet::new();
-    for (header, body, bar) in ready {
-        jobs.spawn(run_job(client.clone(), header, body, bar, show.clone()));
+    outcomes.extend(run_queue(&client, queue, &show, &cancel).await);
+    if cancel.is_cancelled() {
+        outcomes.push(Outcome::Cancelled);
     }
-    outcomes.extend(jobs.join_all().await);
     client.close().await;
     display::worst(outcomes)
 }
 
-/// The header and body for one file (or stdin).
-async fn open(
-    file: &PathBuf,
-    args: &UploadArgs,
-) -> Result<(JobHeader, Box<dyn AsyncRead + Send + Unpin>), ClientError> {
+/// The first Ctrl-C cancels (every running job is reset with `cancelled`; the final counts
+/// are awaited briefly); a second one quits at once.
+fn watch_ctrl_c(cancel: CancellationToken, show: Show) {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        show.note("edge-client: cancelling: waiting for the server's final counts (Ctrl-C again to quit at once)");
+        cancel.cancel();
+        if tokio::signal::ctrl_c().await.is_ok() {
+            std::process::exit(i32::from(Outcome::Cancelled as u8));
+        }
+    });
+}
+
+/// A file waiting to run as a job (again, after a `rate_limited` refusal).
+struct Queued {
+    header: JobHeader,
+    source: Source,
+    bar: Option<ProgressBar>,
+    retries: u32,
+}
+
+/// Where a job's body comes from.
+#[derive(Clone)]
+enum Source {
+    /// A file, opened when its job starts (again from its start on a retry).
+    File(PathBuf),
+    /// Standard input, whose first bytes are kept until the job is accepted, so that a
+    /// refused job can be sent again.
+    Stdin(Arc<Replay>),
+}
+
+impl Source {
+    fn open(&self) -> Result<Box<dyn AsyncRead + Send + Unpin>, ClientError> {
+        match self {
+            Source::File(path) => {
+                let file = std::fs::File::open(path).map_err(|source| ClientError::Input {
+                    name: path.display().to_string(),
+                    source,
+                })?;
+                Ok(Box::new(tokio::fs::File::from_std(file)))
+            }
+            Source::Stdin(replay) => {
+                replay.rewind();
+                Ok(Box::new(ReplayReader(replay.clone())))
+            }
+        }
+    }
+
+    /// Whether a job refused now can be sent again.
+    fn can_resend(&self) -> bool {
+        match self {
+            Source::File(_) => true,
+            Source::Stdin(replay) => replay.freeze(),
+        }
+    }
+
+    /// The job was accepted: nothing needs keeping for a retry.
+    fn accepted(&self) {
+        if let Source::Stdin(replay) = self {
+            replay.forget();
+        }
+    }
+}
+
+/// How a job ended, for the queue.
+enum Ended {
+    /// For good, with this outcome (already shown).
+    Outcome(Outcome),
+    /// Refused with `rate_limited`: to be sent again after `retry_after` seconds.
+    RateLimited { retry_after: u64, message: String },
+}
+
+/// Runs the queued files as jobs: all at once until the server refuses one with
+/// `rate_limited`; from then on at most as many as were running then, the next starting when
+/// one ends, and a refused one again after the server's `retry_after`.
+async fn run_queue(
+    client: &Client,
+    mut queue: VecDeque<Queued>,
+    show: &Show,
+    cancel: &CancellationToken,
+) -> Vec<Outcome> {
+    let mut outcomes = Vec::new();
+    let mut running = tokio::task::JoinSet::new();
+    let mut limit = usize::MAX;
+    let mut not_before = tokio::time::Instant::now();
+    loop {
+        if cancel.is_cancelled() {
+            for queued in queue.drain(..) {
+                if let Some(bar) = &queued.bar {
+                    bar.finish_and_clear();
+                }
+                show.note(&format!(
+                    "{}: not started (cancelled)",
+                    job_name(&queued.header)
+                ));
+            }
+        }
+        while running.len() < limit && tokio::time::Instant::now() >= not_before {
+            let Some(next) = queue.pop_front() else {
+                break;
+            };
+            running.spawn(run_job(client.clone(), next, show.clone(), cancel.clone()));
+        }
+        if running.is_empty() && queue.is_empty() {
+            return outcomes;
+        }
+        let may_start = !queue.is_empty() && running.len() < limit;
+        tokio::select! {
+            Some(joined) = running.join_next() => match joined {
+                Ok((_, Ended::Outcome(outcome))) => outcomes.push(outcome),
+                Ok((mut queued, Ended::RateLimited { retry_after, message })) => {
+                    // The server runs no more of this subject's jobs at once than those still
+                    // running (at least one, once they end).
+                    limit = limit.min(running.len().max(1));
+                    let retry_at = tokio::time::Instant::now() + Duration::from_secs(retry_after.max(1));
+                    not_before = not_before.max(retry_at);
+                    queued.retries += 1;
+                    let name = job_name(&queued.header);
+                    let wait = if running.is_empty() {
+                        format!("retrying in {} s", retry_after.max(1))
+                    } else {
+                        format!("starts when one of the {} running ends", running.len())
+                    };
+                    match &queued.bar {
+                        Some(bar) => {
+                            bar.reset();
+                            bar.set_message(format!("queued: {wait}"));
+                        }
+                        None => {
+                            if matches!(show, Show::Log) {
+                                show.note(&format!("{name}: queued ({message}): {wait}"));
+                            }
+                        }
+                    }
+                    queue.push_front(queued);
+                }
+                Err(e) => {
+                    eprintln!("edge-client: a job crashed: {e}");
+                    outcomes.push(Outcome::Failed);
+                }
+            },
+            _ = tokio::time::sleep_until(not_before), if may_start => {}
+            _ = cancel.cancelled(), if !queue.is_empty() => {}
+        }
+    }
+}
+
+/// The header for one file (or stdin), and where its body comes from.
+async fn prepare(file: &PathBuf, args: &UploadArgs) -> Result<(JobHeader, Source), ClientError> {
     let mut header = JobHeader::new(&args.task);
     header.format = args.format;
     header.params = args.params.iter().cloned().collect();
     if file.as_os_str() == "-" {
         header.name = Some("stdin".into());
-        return Ok((header, Box::new(tokio::io::stdin())));
+        return Ok((header, Source::Stdin(Arc::new(Replay::new()))));
     }
     let name = file.display().to_string();
-    let opened = tokio::fs::File::open(file)
-        .await
-        .map_err(|source| ClientError::Input {
-            name: name.clone(),
-            source,
-        })?;
-    let metadata = opened
-        .metadata()
+    let metadata = tokio::fs::metadata(file)
         .await
         .map_err(|source| ClientError::Input {
             name: name.clone(),
@@ -205,7 +389,7 @@ async fn open(
         .format
         .or_else(|| header.name.as_deref().and_then(Format::from_file_name));
     header.size = metadata.is_file().then_some(metadata.len());
-    Ok((header, Box::new(opened)))
+    Ok((header, Source::File(file.clone())))
 }
 
 fn job_name(header: &JobHeader) -> String {
@@ -214,78 +398,290 @@ fn job_name(header: &JobHeader) -> String {
 
 async fn run_job(
     client: Client,
-    header: JobHeader,
-    body: Box<dyn AsyncRead + Send + Unpin>,
-    bar: Option<ProgressBar>,
+    queued: Queued,
     show: Show,
-) -> Outcome {
-    let name = job_name(&header);
+    cancel: CancellationToken,
+) -> (Queued, Ended) {
+    let name = job_name(&queued.header);
+    let body = match queued.source.open() {
+        Ok(body) => body,
+        Err(e) => {
+            if let Some(bar) = &queued.bar {
+                bar.finish_and_clear();
+            }
+            eprintln!("edge-client: {e}");
+            return (queued, Ended::Outcome(Outcome::Failed));
+        }
+    };
+    if let Some(bar) = &queued.bar {
+        bar.set_message("");
+    }
     let log = Arc::new(Mutex::new(LineLog::new(name.clone())));
     let mut counts = BarCounts::default();
-    let job = UploadJob::new(header, body);
+    let may_retry = queued.retries < MAX_RETRIES;
+    // Decided once, when the refusal comes: whether it is sent again (then not shown).
+    let mut resend = false;
+    let job = UploadJob::new(queued.header.clone(), body);
     let result = client
-        .upload_lines(job, |event, line| match &show {
-            Show::Json => {
-                let mut out = std::io::stdout().lock();
-                let _ = out.write_all(line);
-                let _ = out.flush();
-            }
-            Show::Bars(_) => {
-                if let Some(bar) = &bar {
-                    counts.update(bar, event);
+        .upload_until(job, &cancel, |event, line| {
+            match event {
+                Event::Accepted { .. } => queued.source.accepted(),
+                Event::Rejected {
+                    code: ErrorCode::RateLimited,
+                    ..
+                } if may_retry && !cancel.is_cancelled() => {
+                    resend = queued.source.can_resend();
+                    if resend {
+                        return;
+                    }
                 }
+                _ => {}
             }
-            Show::Log => {
-                if let Some(line) = log.lock().ok().and_then(|mut log| log.line(event)) {
-                    eprintln!("{line}");
+            match &show {
+                Show::Json => {
+                    // A reader that went away (`| head`) is not an error of ours: the job
+                    // goes on, unseen.
+                    let mut out = std::io::stdout().lock();
+                    let _ = out.write_all(line);
+                    let _ = out.flush();
                 }
+                Show::Bars(_) => {
+                    if let Some(bar) = &queued.bar {
+                        counts.update(bar, event);
+                    }
+                }
+                Show::Log => {
+                    if let Some(line) = log.lock().ok().and_then(|mut log| log.line(event)) {
+                        eprintln!("{line}");
+                    }
+                }
+                Show::Quiet => {}
             }
         })
         .await;
-    match result {
+    let ended = match result {
         Ok(result) => {
-            if let Some(bar) = &bar {
-                // The bar's line becomes the job's summary.
-                bar.set_style(
-                    ProgressStyle::with_template("{msg}").expect("a valid progress template"),
+            if let (
+                true,
+                Event::Rejected {
+                    retry_after,
+                    message,
+                    ..
+                },
+            ) = (resend, &result.last)
+            {
+                let retry_after = retry_after.unwrap_or(1);
+                let message = message.clone();
+                return (
+                    queued,
+                    Ended::RateLimited {
+                        retry_after,
+                        message,
+                    },
                 );
-                bar.finish_with_message(display::summary(&name, &result.last));
             }
-            Outcome::of(&result.last)
+            let outcome = Outcome::of(&result.last);
+            let summary = display::summary(&name, &result.last);
+            match &show {
+                Show::Bars(_) => {
+                    if let Some(bar) = &queued.bar {
+                        // The bar's line becomes the job's summary.
+                        bar.set_style(
+                            ProgressStyle::with_template("{msg}")
+                                .expect("a valid progress template"),
+                        );
+                        bar.finish_with_message(summary);
+                    }
+                }
+                Show::Quiet if outcome != Outcome::Clean => eprintln!("{summary}"),
+                // The events on stdout are the output; a cancelled job's counts go to stderr too.
+                Show::Json if outcome == Outcome::Cancelled => eprintln!("{summary}"),
+                _ => {}
+            }
+            outcome
         }
         Err(e) => {
-            if let Some(bar) = &bar {
+            if let Some(bar) = &queued.bar {
                 bar.finish_and_clear();
             }
-            eprintln!("edge-client: {name}: {e}");
-            if e.is_connect() {
-                Outcome::NoConnection
-            } else {
-                Outcome::Failed
+            show.note(&format!("edge-client: {name}: {e}"));
+            match e {
+                ClientError::Cancelled { .. } => Outcome::Cancelled,
+                e if e.is_connect() => Outcome::NoConnection,
+                _ => Outcome::Failed,
             }
         }
+    };
+    (queued, Ended::Outcome(ended))
+}
+
+/// The most bytes of standard input kept for sending them again: a job refused with
+/// `rate_limited` is refused before the server reads its body, so what was sent by then is
+/// what QUIC flow control let through in a round trip or so.
+const REPLAY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Standard input, with its first bytes kept until its job is accepted.
+struct Replay {
+    state: Mutex<ReplayState>,
+}
+
+struct ReplayState {
+    stdin: tokio::io::Stdin,
+    /// The bytes read so far, while they are kept.
+    kept: Vec<u8>,
+    /// Where the reader is in `kept`.
+    at: usize,
+    /// Still keeping (not yet accepted, not past [`REPLAY_BYTES`]).
+    keeping: bool,
+    /// A refused job is over: the reader takes no more from stdin until it is rewound.
+    frozen: bool,
+}
+
+impl Replay {
+    fn new() -> Replay {
+        Replay {
+            state: Mutex::new(ReplayState {
+                stdin: tokio::io::stdin(),
+                kept: Vec::new(),
+                at: 0,
+                keeping: true,
+                frozen: false,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReplayState> {
+        // Plain buffers and flags: a panic while locked leaves them usable.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Reading starts again from the first byte.
+    fn rewind(&self) {
+        let mut state = self.lock();
+        state.at = 0;
+        state.frozen = false;
+    }
+
+    /// Stops reading stdin; whether everything read so far is kept (can be sent again).
+    fn freeze(&self) -> bool {
+        let mut state = self.lock();
+        state.frozen = true;
+        state.keeping
+    }
+
+    /// Drops what was kept: the job was accepted.
+    fn forget(&self) {
+        let mut state = self.lock();
+        state.keeping = false;
+        state.kept = Vec::new();
+        state.at = 0;
     }
 }
 
+struct ReplayReader(Arc<Replay>);
+
+impl AsyncRead for ReplayReader {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let mut state = self.0.lock();
+        let state = &mut *state;
+        if state.frozen {
+            return std::task::Poll::Ready(Ok(()));
+        }
+        if state.at < state.kept.len() {
+            let n = buf.remaining().min(state.kept.len() - state.at);
+            buf.put_slice(&state.kept[state.at..state.at + n]);
+            state.at += n;
+            return std::task::Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut state.stdin).poll_read(cx, buf);
+        if state.keeping {
+            let new = &buf.filled()[before..];
+            if state.kept.len() + new.len() > REPLAY_BYTES {
+                state.keeping = false;
+                state.kept = Vec::new();
+                state.at = 0;
+            } else {
+                state.kept.extend_from_slice(new);
+                state.at = state.kept.len();
+            }
+        }
+        polled
+    }
+}
+
+/// The longest file name a bar shows (longer ones are cut in the middle).
+const BAR_NAME: usize = 24;
+
 /// A bar drawn nowhere until a `MultiProgress` adopts it (drawing it first would leave a
-/// stray line on the terminal).
-fn progress_bar(name: &str, size: Option<u64>) -> ProgressBar {
-    let (bar, template) = match size {
-        Some(size) => (
-            ProgressBar::with_draw_target(Some(size), ProgressDrawTarget::hidden()),
-            "{prefix:.bold} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}",
-        ),
-        None => (
-            ProgressBar::no_length(),
-            "{prefix:.bold} {spinner} {bytes} {bytes_per_sec} {msg}",
-        ),
+/// stray line on the terminal). Its line fits `width` columns: the parts that do not fit are
+/// left out, and the counts (last) are cut short rather than wrapped.
+fn progress_bar(name: &str, size: Option<u64>, width: u16) -> ProgressBar {
+    let bar = match size {
+        Some(size) => ProgressBar::with_draw_target(Some(size), ProgressDrawTarget::hidden()),
+        None => ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden()),
     };
-    let style = ProgressStyle::with_template(template)
-        .expect("a valid progress template")
-        .progress_chars("=> ");
-    bar.set_style(style);
-    bar.set_prefix(name.to_owned());
+    let name = short_name(name);
+    bar.set_style(bar_style(size.is_some(), width, name.chars().count()));
+    bar.set_prefix(name);
     bar
+}
+
+/// The style of a bar on a terminal `width` columns wide, after a name `name` columns wide.
+fn bar_style(sized: bool, width: u16, name: usize) -> ProgressStyle {
+    // The parts after the name, with the most columns each takes, most wanted first.
+    let parts: &[(&str, usize)] = if sized {
+        &[
+            ("{bytes}/{total_bytes}", 21),
+            ("ETA {eta}", 8),
+            ("{binary_bytes_per_sec}", 13),
+            ("[{bar:20}]", 22),
+        ]
+    } else {
+        &[
+            ("{spinner}", 1),
+            ("{bytes}", 10),
+            ("{binary_bytes_per_sec}", 13),
+        ]
+    };
+    // Room is left for the counts (at least 16 columns).
+    let mut room = usize::from(width).saturating_sub(name + 1 + 16);
+    let mut chosen = Vec::new();
+    for (part, columns) in parts {
+        if *columns < room {
+            room -= columns + 1;
+            chosen.push(*part);
+        }
+    }
+    // The bar goes right after the name.
+    if let Some(at) = chosen.iter().position(|p| p.starts_with('[')) {
+        let bar = chosen.remove(at);
+        chosen.insert(0, bar);
+    }
+    let template = format!("{{prefix:.bold}} {} {{wide_msg}}", chosen.join(" "));
+    ProgressStyle::with_template(&template)
+        .expect("a valid progress template")
+        .progress_chars("=> ")
+}
+
+/// `name`, cut in the middle to at most [`BAR_NAME`] characters.
+fn short_name(name: &str) -> String {
+    let chars: Vec<char> = name.chars().collect();
+    if chars.len() <= BAR_NAME {
+        return name.to_owned();
+    }
+    let keep = (BAR_NAME - 1) / 2;
+    let head: String = chars[..keep].iter().collect();
+    let tail: String = chars[chars.len() - (BAR_NAME - 1 - keep)..]
+        .iter()
+        .collect();
+    format!("{head}…{tail}")
 }
 
 /// What a job's progress bar shows beside the bytes.
@@ -308,16 +704,10 @@ impl BarCounts {
                 (self.records, self.errors) = (*records, *errors);
             }
             Event::Committed { records } => self.committed = *records,
-            Event::RecordError {
-                index,
-                code,
-                message,
-                ..
-            } => {
-                bar.println(format!(
-                    "{}: record {index}: {code}: {message}",
-                    bar.prefix()
-                ));
+            Event::RecordError { .. } => {
+                if let Some(line) = display::record_error(&bar.prefix(), event) {
+                    bar.println(line);
+                }
                 return;
             }
             Event::Draining { grace_secs } => {
@@ -333,5 +723,153 @@ impl BarCounts {
             "{} records, {} committed, {} errors",
             self.records, self.committed, self.errors
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex as StdMutex;
+
+    /// A terminal `width` columns wide that keeps every line drawn.
+    #[derive(Debug)]
+    struct Screen {
+        width: u16,
+        lines: StdMutex<Vec<String>>,
+    }
+
+    impl indicatif::TermLike for Screen {
+        fn width(&self) -> u16 {
+            self.width
+        }
+        fn move_cursor_up(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_down(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_right(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_left(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn write_line(&self, s: &str) -> std::io::Result<()> {
+            self.lines.lock().unwrap().push(s.to_owned());
+            Ok(())
+        }
+        fn write_str(&self, s: &str) -> std::io::Result<()> {
+            self.write_line(s)
+        }
+        fn clear_line(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn flush(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Every line a bar draws for a big job with many records, on a terminal `width` wide.
+    fn drawn(width: u16, name: &str, sized: bool) -> Vec<String> {
+        let screen = std::sync::Arc::new(Screen {
+            width,
+            lines: StdMutex::new(Vec::new()),
+        });
+        let bar = progress_bar(name, sized.then_some(987_654_321_000), width);
+        bar.set_draw_target(ProgressDrawTarget::term_like(Box::new(ArcScreen(
+            screen.clone(),
+        ))));
+        let mut counts = BarCounts::default();
+        counts.update(
+            &bar,
+            &Event::Progress {
+                bytes: 123_456_789_000,
+                records: 123_456_789_012,
+                errors: 98_765,
+            },
+        );
+        counts.update(
+            &bar,
+            &Event::Committed {
+                records: 123_456_700_000,
+            },
+        );
+        bar.tick();
+        let lines = screen.lines.lock().unwrap().clone();
+        lines
+    }
+
+    #[derive(Debug)]
+    struct ArcScreen(std::sync::Arc<Screen>);
+
+    impl indicatif::TermLike for ArcScreen {
+        fn width(&self) -> u16 {
+            self.0.width()
+        }
+        fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
+            self.0.move_cursor_up(n)
+        }
+        fn move_cursor_down(&self, n: usize) -> std::io::Result<()> {
+            self.0.move_cursor_down(n)
+        }
+        fn move_cursor_right(&self, n: usize) -> std::io::Result<()> {
+            self.0.move_cursor_right(n)
+        }
+        fn move_cursor_left(&self, n: usize) -> std::io::Result<()> {
+            self.0.move_cursor_left(n)
+        }
+        fn write_line(&self, s: &str) -> std::io::Result<()> {
+            self.0.write_line(s)
+        }
+        fn write_str(&self, s: &str) -> std::io::Result<()> {
+            self.0.write_str(s)
+        }
+        fn clear_line(&self) -> std::io::Result<()> {
+            self.0.clear_line()
+        }
+        fn flush(&self) -> std::io::Result<()> {
+            self.0.flush()
+        }
+    }
+
+    fn columns(line: &str) -> usize {
+        console::measure_text_width(line)
+    }
+
+    #[test]
+    fn the_bar_fits_the_terminal_and_shows_an_eta() {
+        let long = "a-file-name-much-longer-than-a-bar-has-room-for.ndjson";
+        for width in [40u16, 60, 80, 100, 160] {
+            for (name, sized) in [("ports.json", true), (long, true), (long, false)] {
+                let lines = drawn(width, name, sized);
+                assert!(!lines.is_empty(), "nothing drawn at {width}");
+                for line in &lines {
+                    assert!(
+                        columns(line) <= usize::from(width),
+                        "{} columns on a terminal of {width}: {line:?}",
+                        columns(line)
+                    );
+                }
+            }
+        }
+        let wide = drawn(160, "ports.json", true).join("\n");
+        assert!(wide.contains("ETA "), "{wide}");
+        assert!(wide.contains("123456789012 records"), "{wide}");
+        let standard = drawn(80, "ports.json", true).join("\n");
+        assert!(
+            standard.contains("ETA "),
+            "an ETA on 80 columns: {standard}"
+        );
+    }
+
+    #[test]
+    fn long_names_are_cut_in_the_middle() {
+        let cut = short_name("a-file-name-much-longer-than-a-bar-has-room-for.ndjson");
+        assert_eq!(cut.chars().count(), BAR_NAME);
+        assert!(
+            cut.starts_with("a-file-name") && cut.ends_with("for.ndjson"),
+            "{cut}"
+        );
+        assert_eq!(short_name("ports.json"), "ports.json");
     }
 }

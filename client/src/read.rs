@@ -49,9 +49,9 @@ pub(crate) async fn task(args: Vec<String>) -> Outcome {
         Ok(server) => server,
         Err(e) => return usage_error(e),
     };
-    let mut api = match Api::connect(&server.config()).await {
+    let mut api = match connect(&server).await {
         Ok(api) => api,
-        Err(e) => return Outcome::not_connected(&e),
+        Err(outcome) => return outcome,
     };
     let outcome = read_task(&mut api, &task, &args).await;
     api.close().await;
@@ -204,13 +204,25 @@ async fn fetch(
     path: &str,
     show_body: impl FnOnce(&Value) -> String,
 ) -> Outcome {
-    let mut api = match Api::connect(&server.config()).await {
+    let mut api = match connect(server).await {
         Ok(api) => api,
-        Err(e) => return Outcome::not_connected(&e),
+        Err(outcome) => return outcome,
     };
     let answer = api.get(path).await;
     api.close().await;
     show(answer, show_body)
+}
+
+/// Checks the token as far as the client can, then connects; or says why not.
+async fn connect(server: &ServerArgs) -> Result<Api, Outcome> {
+    if let Err(e) = edge_client::token::check(server.token.as_deref(), std::time::SystemTime::now())
+    {
+        eprintln!("edge-client: {e}");
+        return Err(Outcome::Failed);
+    }
+    Api::connect(&server.config())
+        .await
+        .map_err(|e| Outcome::not_connected(&e))
 }
 
 /// Prints what `show_body` makes of a 200 answer; a refusal goes to stderr.
@@ -245,22 +257,34 @@ fn pretty(body: &Value) -> String {
 }
 
 fn job_table(page: &Value) -> String {
-    let mut lines =
-        vec!["JOB\tSTARTED\tTASK\tVIA\tOUTCOME\tRECORDS\tCOMMITTED\tERRORS\tNAME".to_owned()];
-    lines.extend(items(page).iter().map(|job| {
-        format!(
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
-            text(&job["job"]),
-            text(&job["started"]),
-            text(&job["task"]),
-            text(&job["transport"]),
-            text(&job["outcome"]),
-            job["records"],
-            job["committed"],
-            job["errors"],
-            text(&job["name"]),
-        )
+    let header = [
+        "JOB",
+        "STARTED",
+        "TASK",
+        "VIA",
+        "OUTCOME",
+        "CODE",
+        "RECORDS",
+        "COMMITTED",
+        "ERRORS",
+        "NAME",
+    ];
+    let mut rows = vec![header.map(str::to_owned).to_vec()];
+    rows.extend(items(page).iter().map(|job| {
+        vec![
+            text(&job["job"]).to_owned(),
+            text(&job["started"]).to_owned(),
+            text(&job["task"]).to_owned(),
+            text(&job["transport"]).to_owned(),
+            text(&job["outcome"]).to_owned(),
+            text(&job["code"]).to_owned(),
+            job["records"].to_string(),
+            job["committed"].to_string(),
+            job["errors"].to_string(),
+            text(&job["name"]).to_owned(),
+        ]
     }));
+    let mut lines = edge_proto::reads::align(rows);
     if let Some(next) = page["next"].as_str() {
         lines.push(format!("more: --before {next}"));
     }
@@ -268,27 +292,32 @@ fn job_table(page: &Value) -> String {
 }
 
 fn task_table(body: &Value) -> String {
-    body["tasks"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .map(|task| {
-            let formats: Vec<&str> = task["formats"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
-            format!(
-                "{}\t{}\t{}",
-                text(&task["name"]),
-                formats.join(","),
-                text(&task["description"])
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    let mut rows = vec![vec![
+        "TASK".to_owned(),
+        "FORMATS".to_owned(),
+        "DESCRIPTION".to_owned(),
+    ]];
+    rows.extend(
+        body["tasks"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|task| {
+                let formats: Vec<&str> = task["formats"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                vec![
+                    text(&task["name"]).to_owned(),
+                    formats.join(","),
+                    text(&task["description"]).to_owned(),
+                ]
+            }),
+    );
+    edge_proto::reads::align(rows).join("\n")
 }
 
 fn items(page: &Value) -> &[Value] {
@@ -330,6 +359,25 @@ mod tests {
     fn tables() {
         let tasks =
             json!({"tasks":[{"name":"stats","formats":["lines","json"],"description":"d"}]});
-        assert_eq!(task_table(&tasks), "stats\tlines,json\td");
+        assert_eq!(
+            task_table(&tasks),
+            "TASK   FORMATS     DESCRIPTION\nstats  lines,json  d"
+        );
+        let jobs = json!({"items": [
+            {"job": "j1", "started": "2026-12-01T09:00:00Z", "task": "ports", "transport": "edge/1",
+             "outcome": "failed", "code": "cancelled", "records": 12, "committed": 10, "errors": 0, "name": "a.json"},
+            {"job": "j0", "started": "2026-12-01T08:00:00Z", "task": "stats", "transport": "h3",
+             "outcome": "done", "records": 3, "committed": 3, "errors": 0, "name": null}
+        ], "next": "j0"});
+        assert_eq!(
+            job_table(&jobs),
+            [
+                "JOB  STARTED               TASK   VIA     OUTCOME  CODE       RECORDS  COMMITTED  ERRORS  NAME",
+                "j1   2026-12-01T09:00:00Z  ports  edge/1  failed   cancelled  12       10         0       a.json",
+                "j0   2026-12-01T08:00:00Z  stats  h3      done     -          3        3          0       -",
+                "more: --before j0",
+            ]
+            .join("\n")
+        );
     }
 }

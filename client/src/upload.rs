@@ -3,7 +3,10 @@
 use crate::connect::Client;
 use crate::error::ClientError;
 use edge_proto::{AppCode, Event, JobHeader};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio_util::sync::CancellationToken;
 
 /// The read buffer: the client holds at most this much of a file at once (plus QUIC's send
 /// window).
@@ -41,6 +44,10 @@ pub struct JobResult {
     pub bytes_sent: u64,
 }
 
+/// How long a cancelled job waits for the server's final event (the server ends a cancelled
+/// job at once; this bounds a server or network that does not answer).
+pub const CANCEL_WAIT: Duration = Duration::from_secs(2);
+
 impl Client {
     /// Uploads one job, calling `on_event` for every event as it arrives; returns once the
     /// final event has come.
@@ -55,7 +62,21 @@ impl Client {
     /// Like [`Client::upload`], also handing over each event's raw NDJSON line.
     pub async fn upload_lines(
         &self,
+        job: UploadJob,
+        on_event: impl FnMut(&Event, &[u8]) + Send,
+    ) -> Result<JobResult, ClientError> {
+        self.upload_until(job, &CancellationToken::new(), on_event)
+            .await
+    }
+
+    /// Like [`Client::upload_lines`], until `cancel` is cancelled: then the upload stream is
+    /// reset with `cancelled` (0x30), and the server's final event (`failed` / `cancelled`,
+    /// with the committed count) is awaited for at most [`CANCEL_WAIT`]. Without it the job
+    /// ends in [`ClientError::Cancelled`], with the last committed count the server sent.
+    pub async fn upload_until(
+        &self,
         mut job: UploadJob,
+        cancel: &CancellationToken,
         mut on_event: impl FnMut(&Event, &[u8]) + Send,
     ) -> Result<JobResult, ClientError> {
         if job.header.token.is_none() {
@@ -72,7 +93,20 @@ impl Client {
             .name
             .clone()
             .unwrap_or_else(|| "the upload".into());
-        let send = send_body(&mut stream, &job.header, &mut job.body, &name);
+        let send = async {
+            let sent = tokio::select! {
+                sent = send_body(&mut stream, &job.header, &mut job.body, &name) => Some(sent),
+                _ = cancel.cancelled() => None,
+            };
+            match sent {
+                Some(sent) => sent,
+                None => {
+                    let _ = stream.reset(quinn::VarInt::from_u32(AppCode::Cancelled.value()));
+                    Err(Sent::Cancelled)
+                }
+            }
+        };
+        let committed = AtomicU64::new(0);
         let receive = async {
             let mut notifications = delivery
                 .await
@@ -83,6 +117,9 @@ impl Client {
                 return Ok(first);
             }
             while let Some((event, line)) = notifications.next().await? {
+                if let Event::Committed { records } = &event {
+                    committed.store(*records, Ordering::Relaxed);
+                }
                 on_event(&event, &line);
                 if event.is_final() {
                     return Ok(event);
@@ -91,6 +128,18 @@ impl Client {
             Err(ClientError::Protocol(
                 "the notification stream ended without a final event".into(),
             ))
+        };
+        // Once cancelled, the final event has CANCEL_WAIT to come.
+        let receive = async {
+            tokio::select! {
+                last = receive => last,
+                _ = async {
+                    cancel.cancelled().await;
+                    tokio::time::sleep(CANCEL_WAIT).await;
+                } => Err(ClientError::Cancelled {
+                    committed: committed.load(Ordering::Relaxed),
+                }),
+            }
         };
         let (sent, last) = tokio::join!(send, receive);
         let bytes_sent = match sent {
@@ -104,6 +153,7 @@ impl Client {
                 Ok(_) => 0,
                 Err(_) => return Err(e),
             },
+            Err(Sent::Cancelled) => 0,
         };
         let last = last?;
         Ok(JobResult { last, bytes_sent })
@@ -116,6 +166,8 @@ enum Sent {
     Stopped(u64),
     /// Reading the input or the connection failed.
     Failed(ClientError),
+    /// The job was cancelled: the stream was reset.
+    Cancelled,
 }
 
 /// Writes the header, then the body through a fixed buffer, then FIN.

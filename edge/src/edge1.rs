@@ -2,7 +2,7 @@
 //! opens is a job (a header line, then the body), answered on a new unidirectional stream.
 
 use crate::auth::Grant;
-use crate::jobs::{self, Body, Notify, Pumped, Refusal};
+use crate::jobs::{self, Body, Broken, Notify, Pumped, Refusal};
 use crate::limits::Admission;
 use crate::server::IntoVarInt;
 use crate::service::Service;
@@ -96,7 +96,7 @@ async fn run_job(
 ) {
     let upload_stream = u64::from(upload.id());
     let started = start(&mut upload, &service, &authorised).await;
-    let (header, leftover, grant, _admission, plugin, task) = match started {
+    let (header, leftover, grant, admission, plugin, task) = match started {
         Ok(started) => started,
         Err(refusal) => {
             service.metrics.rejected(refusal.code);
@@ -124,6 +124,7 @@ async fn run_job(
     let run = jobs::run(
         "edge/1",
         &grant.sub,
+        admission,
         spec,
         plugin,
         task,
@@ -238,13 +239,20 @@ struct Upload<'a> {
 }
 
 impl Body for Upload<'_> {
-    async fn chunk(&mut self) -> Result<Option<Bytes>, String> {
+    async fn chunk(&mut self) -> Result<Option<Bytes>, Broken> {
         match self.stream.read_chunk(CHUNK_BYTES, true).await {
             Ok(chunk) => Ok(chunk.map(|c| {
                 self.window.consumed(c.bytes.len());
                 c.bytes
             })),
-            Err(e) => Err(format!("the upload stopped before its end: {e}")),
+            Err(quinn::ReadError::Reset(code))
+                if code.into_inner() == u64::from(AppCode::Cancelled.value()) =>
+            {
+                Err(Broken::cancelled())
+            }
+            Err(e) => Err(Broken::aborted(format!(
+                "the upload stopped before its end: {e}"
+            ))),
         }
     }
 }

@@ -9,6 +9,7 @@
 //! A transport supplies the body as a [`Body`] and the way out for events as a [`Notify`].
 
 use crate::auth::{AuthError, Grant};
+use crate::limits::Admission;
 use crate::metrics::{JobSeen, Metrics};
 use crate::service::Service;
 use crate::shutdown::Shutdown;
@@ -23,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::runtime::Handle;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn, Instrument};
 
 /// Chunks waiting between the body and the pipeline.
@@ -36,9 +37,36 @@ const EVENT_QUEUE: usize = 64;
 
 /// A job's body, as its transport delivers it.
 pub(crate) trait Body: Send {
-    /// The next chunk; `Ok(None)` at the body's normal end; `Err` with a reason when the body
-    /// broke off (reset, lost connection, length mismatch).
-    fn chunk(&mut self) -> impl Future<Output = Result<Option<Bytes>, String>> + Send;
+    /// The next chunk; `Ok(None)` at the body's normal end; `Err` when the body broke off
+    /// (reset, cancelled, lost connection, length mismatch).
+    fn chunk(&mut self) -> impl Future<Output = Result<Option<Bytes>, Broken>> + Send;
+}
+
+/// Why a body broke off: the code the job fails with, and the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Broken {
+    /// `upload_aborted`, or `cancelled` when the client said so.
+    pub code: ErrorCode,
+    /// What happened, for a person.
+    pub message: String,
+}
+
+impl Broken {
+    /// The body stopped before its end (reset, lost connection, a length mismatch).
+    pub(crate) fn aborted(message: String) -> Broken {
+        Broken {
+            code: ErrorCode::UploadAborted,
+            message,
+        }
+    }
+
+    /// The client cancelled the upload (RESET_STREAM with `cancelled`, 0x30).
+    pub(crate) fn cancelled() -> Broken {
+        Broken {
+            code: ErrorCode::Cancelled,
+            message: "the client cancelled the upload; records committed before it are kept".into(),
+        }
+    }
 }
 
 /// Where a job's events go, one NDJSON line at a time.
@@ -167,10 +195,13 @@ pub(crate) struct Ended {
 
 /// Runs a started job: waits for a job slot, then pumps `body` (after `leftover`, bytes that
 /// came with the header) into the pipeline and its events into `notify`, until the job ends.
+/// The job's place in its subject's limits (`admission`) is given back before its final event
+/// leaves, so that a client that starts its next job on that event is not refused.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn run<B: Body, N: Notify>(
     transport: &'static str,
     sub: &str,
+    admission: Admission,
     spec: JobSpec,
     plugin: &'static Plugin,
     task: Box<dyn Task>,
@@ -185,8 +216,11 @@ pub(crate) async fn run<B: Body, N: Notify>(
         slot = service.job_slots.acquire() => slot.ok(),
         _ = shutdown.draining() => None,
     };
-    let (events, notifier) = spawn_notifier(notify, service.metrics.clone());
+    let (release, released) = oneshot::channel();
+    let (events, notifier) = spawn_notifier(notify, service.metrics.clone(), released);
     let Some(_slot) = slot else {
+        drop(admission);
+        let _ = release.send(());
         let refusal = Refusal {
             code: ErrorCode::ShuttingDown,
             message: "the server is shutting down; retry once it is back".into(),
@@ -224,6 +258,8 @@ pub(crate) async fn run<B: Body, N: Notify>(
     let pace = service.pace;
     let pumped = pump(body, leftover, chunks, &shutdown, max_bytes, pace).await;
     let report = pipeline.await.ok();
+    drop(admission);
+    let _ = release.send(());
     notice.abort();
     match &report {
         Some(report) => service.metrics.job_finished(&report.last),
@@ -365,7 +401,7 @@ async fn pump<B: Body>(
                     read = body.chunk() => match read {
                         Ok(Some(chunk)) => Input::Chunk(gather(body, chunk, &mut next).await),
                         Ok(None) => Input::End,
-                        Err(reason) => aborted(reason),
+                        Err(broken) => aborted(broken),
                     },
                 };
                 // Only time spent waiting for the client counts against its pace (not time
@@ -417,10 +453,10 @@ async fn pump<B: Body>(
 }
 
 /// An upload that broke off.
-fn aborted(reason: String) -> Input {
+fn aborted(broken: Broken) -> Input {
     Input::Aborted {
-        code: ErrorCode::UploadAborted,
-        message: reason,
+        code: broken.code,
+        message: broken.message,
     }
 }
 
@@ -447,8 +483,8 @@ async fn gather<B: Body>(body: &mut B, first: Bytes, after: &mut Option<Input>) 
                 *after = Some(Input::End);
                 break;
             }
-            Some(Err(reason)) => {
-                *after = Some(aborted(reason));
+            Some(Err(broken)) => {
+                *after = Some(aborted(broken));
                 break;
             }
         }
@@ -544,13 +580,15 @@ impl Source for QueueSource {
     }
 }
 
-/// Starts the task that writes events, one NDJSON line each.
+/// Starts the task that writes events, one NDJSON line each; the final one once `released`
+/// fires (the job has given back its place in its subject's limits).
 fn spawn_notifier<N: Notify>(
     notify: N,
     metrics: Arc<Metrics>,
+    released: oneshot::Receiver<()>,
 ) -> (mpsc::Sender<Event>, tokio::task::JoinHandle<()>) {
     let (events, queue) = mpsc::channel(EVENT_QUEUE);
-    let task = tokio::spawn(write_events(notify, queue, metrics).in_current_span());
+    let task = tokio::spawn(write_events(notify, queue, metrics, released).in_current_span());
     (events, task)
 }
 
@@ -558,10 +596,12 @@ async fn write_events<N: Notify>(
     mut notify: N,
     mut queue: mpsc::Receiver<Event>,
     metrics: Arc<Metrics>,
+    released: oneshot::Receiver<()>,
 ) {
     let mut reachable = true;
     let mut ended = false;
     let mut seen = JobSeen::default();
+    let mut released = Some(released);
     while let Some(event) = queue.recv().await {
         metrics.observe(&event, &mut seen);
         // The final event is the last one: a notice racing it (`draining`) is dropped.
@@ -569,6 +609,12 @@ async fn write_events<N: Notify>(
             continue;
         }
         ended = event.is_final();
+        if ended {
+            if let Some(released) = released.take() {
+                // A dropped sender (the job's task ended) releases too.
+                let _ = released.await;
+            }
+        }
         // Keep draining after a failed send so that the pipeline never waits on a dead client.
         if reachable && !notify.send(Bytes::from(event.to_line())).await {
             debug!("the client stopped reading events");

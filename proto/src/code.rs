@@ -68,6 +68,9 @@ pub enum ErrorCode {
     LimitExceeded,
     /// The client sent the upload too slowly (below `jobs.min_upload_bytes_per_sec`).
     TooSlow,
+    /// The client cancelled the upload (RESET_STREAM with [`AppCode::Cancelled`], e.g. on
+    /// Ctrl-C).
+    Cancelled,
     /// A bug or an unexpected condition on the server.
     Internal,
 
@@ -105,6 +108,7 @@ impl ErrorCode {
             ErrorCode::TooManyErrors => "too_many_errors",
             ErrorCode::LimitExceeded => "limit_exceeded",
             ErrorCode::TooSlow => "too_slow",
+            ErrorCode::Cancelled => "cancelled",
             ErrorCode::Internal => "internal",
             ErrorCode::Other => "other",
         }

@@ -173,6 +173,12 @@ mod tests {
         let page = serde_json::json!({"items": [{"key": "A"}, {"key": "B"}], "next": "B"});
         let (out, more) = show_page(&reads(), &page, false);
         assert_eq!(out, "KEY\nA\nB");
+        let empty = serde_json::json!({"items": [], "next": null});
+        assert_eq!(
+            show_page(&reads(), &empty, false),
+            ("KEY".into(), None),
+            "the header alone"
+        );
         assert_eq!(more.as_deref(), Some("more: --after B"));
         let (out, _) = show_page(&reads(), &page, true);
         assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), page);

@@ -67,23 +67,49 @@ impl Column {
     }
 }
 
-/// A page of items as tab-separated lines: a header line, then one line per item. A missing
-/// or null value prints as `-`, a list of values as its items joined by `,`, text as it is
-/// (tabs and line breaks as spaces, so that one item stays one line).
+/// A page of items as a table: a header line, then one line per item, each column as wide as
+/// its widest cell. A missing or null value prints as `-`, a list of values as its items
+/// joined by `,`, text as it is (tabs and line breaks as spaces, so that one item stays one
+/// line).
 pub fn table(columns: &[Column], items: &[Value]) -> Vec<String> {
-    let header = columns
-        .iter()
-        .map(|c| c.header.as_ref())
-        .collect::<Vec<_>>()
-        .join("\t");
+    let header = columns.iter().map(|c| c.header.to_string()).collect();
     let rows = items.iter().map(|item| {
         columns
             .iter()
             .map(|column| cell(item.pointer(&column.pointer)))
-            .collect::<Vec<_>>()
-            .join("\t")
+            .collect()
     });
-    std::iter::once(header).chain(rows).collect()
+    align(std::iter::once(header).chain(rows).collect())
+}
+
+/// Rows of cells as lines whose columns line up: each column as wide as its widest cell, two
+/// spaces between columns, nothing after the last.
+pub fn align(rows: Vec<Vec<String>>) -> Vec<String> {
+    let mut widths: Vec<usize> = Vec::new();
+    for row in &rows {
+        for (i, cell) in row.iter().enumerate() {
+            let width = cell.chars().count();
+            match widths.get_mut(i) {
+                Some(w) => *w = (*w).max(width),
+                None => widths.push(width),
+            }
+        }
+    }
+    rows.iter()
+        .map(|row| {
+            let mut line = String::new();
+            for (i, cell) in row.iter().enumerate() {
+                if i + 1 == row.len() {
+                    line.push_str(cell);
+                } else {
+                    let pad = widths[i] - cell.chars().count();
+                    line.push_str(cell);
+                    line.extend(std::iter::repeat_n(' ', pad + 2));
+                }
+            }
+            line
+        })
+        .collect()
 }
 
 fn cell(value: Option<&Value>) -> String {
@@ -123,9 +149,9 @@ mod tests {
         assert_eq!(
             table(COLUMNS, &items),
             [
-                "KEY\tNAME\tCOUNTRY\tCOORDINATES",
-                "AEAJM\tAjman\tUAE\t55.5,25.4",
-                "X\ttwo lines here\t-\t-",
+                "KEY    NAME            COUNTRY  COORDINATES",
+                "AEAJM  Ajman           UAE      55.5,25.4",
+                "X      two lines here  -        -",
             ]
         );
     }

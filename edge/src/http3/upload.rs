@@ -5,7 +5,7 @@ use super::respond::{linger, refuse_job};
 use super::routes::parse_query;
 use super::{RecvHalf, SendHalf, Stream};
 use crate::auth::Grant;
-use crate::jobs::{self, Body, Notify, Pumped, Refusal};
+use crate::jobs::{self, Body, Broken, Notify, Pumped, Refusal};
 use crate::service::Service;
 use crate::shutdown::Shutdown;
 use crate::window::ConnectionWindow;
@@ -37,7 +37,7 @@ pub(super) async fn upload(
             check_size(upload.size, service.limits.max_upload_bytes())?;
             Ok((started, service.limits.admit(&grant.sub)?))
         });
-    // The admission is held until the job ends.
+    // The admission is held until the job's final event.
     let ((plugin, job_task), admission) = match started {
         Ok(started) => started,
         Err(refusal) => return refuse_job(&mut stream, &service, refusal).await,
@@ -71,6 +71,7 @@ pub(super) async fn upload(
     let run = jobs::run(
         "h3",
         &grant.sub,
+        admission,
         spec,
         plugin,
         job_task,
@@ -81,7 +82,6 @@ pub(super) async fn upload(
         shutdown,
     );
     let ended = run.instrument(span).await;
-    drop(admission);
     if ended.pumped == Pumped::Unfinished {
         // The job ended before the body did (no recv_data is pending): a body longer than
         // its content-length is stopped at once, any other is read to its end (bounded) so
@@ -209,7 +209,14 @@ struct RequestBody {
 }
 
 impl Body for RequestBody {
-    async fn chunk(&mut self) -> Result<Option<Bytes>, String> {
+    async fn chunk(&mut self) -> Result<Option<Bytes>, Broken> {
+        self.read().await.map_err(Broken::aborted)
+    }
+}
+
+impl RequestBody {
+    /// The next chunk of the request body, or why it broke off.
+    async fn read(&mut self) -> Result<Option<Bytes>, String> {
         match self.recv.recv_data().await {
             Ok(Some(mut data)) => {
                 let chunk = data.copy_to_bytes(data.remaining());

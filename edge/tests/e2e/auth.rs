@@ -456,17 +456,29 @@ async fn limits_hold_per_subject_across_connections() {
         result.last
     );
 
-    // The first job ends; its subject has used its burst of 2 starts: the rate applies.
+    // The first job ends, and its place is free as soon as its final event came: the refused
+    // job took no start, so the second of the burst of 2 starts runs.
     drop(writer);
     assert!(matches!(running.await.unwrap(), Event::Done { .. }));
     let (result, _) = upload(&second, "stats", Some(Format::Lines), b"4\n".to_vec()).await;
+    assert!(
+        matches!(result.last, Event::Done { .. }),
+        "{:?}",
+        result.last
+    );
+    // The burst is used up: the rate applies.
+    let (result, _) = upload(&second, "stats", Some(Format::Lines), b"5\n".to_vec()).await;
     let Event::Rejected {
-        code, retry_after, ..
+        code,
+        retry_after,
+        message,
+        ..
     } = &result.last
     else {
         panic!("{:?}", result.last)
     };
     assert_eq!(*code, ErrorCode::RateLimited);
+    assert!(message.contains("job_starts_per_sec"), "{message}");
     assert!(
         retry_after.is_some_and(|s| (1..=5).contains(&s)),
         "{retry_after:?}"

@@ -118,6 +118,8 @@ async fn connection_problems_exit_3_and_say_what_to_do() {
         format!("https://127.0.0.1:{}", server.addr.port()),
         "--task".to_owned(),
         "stats".to_owned(),
+        "--token".to_owned(),
+        server.token(ALL_SCOPES),
         file.clone(),
     ];
     let out = edge_client(no_ca).await;
@@ -140,6 +142,8 @@ async fn connection_problems_exit_3_and_say_what_to_do() {
         server.ca().display().to_string(),
         "--task".to_owned(),
         "stats".to_owned(),
+        "--token".to_owned(),
+        server.token(ALL_SCOPES),
         file,
     ];
     let out = edge_client(nobody).await;
@@ -207,7 +211,7 @@ async fn reads_ports_jobs_and_tasks_over_http3() {
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(
         table.starts_with(
-            "KEY\tNAME\tCOUNTRY\tCOORDINATES\nAEAJM\tAjman\tUnited Arab Emirates\t55.5136433,25.4052165\n"
+            "KEY    NAME       COUNTRY               COORDINATES\nAEAJM  Ajman      United Arab Emirates  55.5136433,25.4052165\nAEAUH  Abu Dhabi  "
         ),
         "{table}"
     );
@@ -243,8 +247,8 @@ async fn reads_ports_jobs_and_tasks_over_http3() {
     assert_eq!(out.status.code(), Some(0));
     let tasks = String::from_utf8_lossy(&out.stdout);
     assert!(
-        tasks.contains("ports\tjson,ndjson,csv\t")
-            && tasks.contains("stats\tlines,json,ndjson,csv\t"),
+        tasks.contains("ports  json,ndjson,csv        ")
+            && tasks.contains("stats  lines,json,ndjson,csv  "),
         "{tasks}"
     );
 }

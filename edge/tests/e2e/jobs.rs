@@ -726,3 +726,76 @@ async fn the_server_prunes_old_job_history_in_the_background() {
     api.close().await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_started_on_the_previous_ones_final_event_is_not_refused_by_the_limit() {
+    // One job at once per subject: the place is given back before the final event leaves, so
+    // a client that starts its next job on that event (as edge-client's queue does) gets in.
+    let server = TestServer::start_with(|config| config.limits.max_jobs_per_sub = 1).await;
+    let client = server.client().await;
+    for i in 0..20 {
+        let (result, events) =
+            upload(&client, "stats", Some(Format::Lines), b"1\n2\n".to_vec()).await;
+        assert_eq!(result.last.name(), "done", "job {i}: {events:?}");
+    }
+    client.close().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_reset_with_cancelled_ends_the_job_at_once_as_cancelled() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let (mut tx, rx) = tokio::io::duplex(64 * 1024);
+    let mut header = JobHeader::new("ports");
+    header.format = Some(Format::Ndjson);
+    let events = Events::new();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let job = {
+        let (client, sink, cancel) = (client.clone(), events.sink(), cancel.clone());
+        let mut sink = sink;
+        tokio::spawn(async move {
+            client
+                .upload_until(
+                    edge_client::UploadJob::new(header, Box::new(rx)),
+                    &cancel,
+                    |event, _| sink(event),
+                )
+                .await
+        })
+    };
+    tokio::io::AsyncWriteExt::write_all(&mut tx, &synthetic_ports_ndjson(500))
+        .await
+        .unwrap();
+    events
+        .until("committed 500", |e| {
+            matches!(e, Event::Committed { records: 500 })
+        })
+        .await;
+    let cancelled = std::time::Instant::now();
+    cancel.cancel();
+    let result = job.await.unwrap().expect("the final event came");
+    assert!(
+        cancelled.elapsed() < edge_client::upload::CANCEL_WAIT,
+        "at once: {:?}",
+        cancelled.elapsed()
+    );
+    let Event::Failed {
+        code, committed, ..
+    } = &result.last
+    else {
+        panic!("{:?}", result.last)
+    };
+    assert_eq!((*code, *committed), (ErrorCode::Cancelled, 500));
+    client.close().await;
+    let dir = server.stop().await;
+    let store =
+        edge_tasks::Store::open(&dir.path().join("data/edge.redb"), &Default::default()).unwrap();
+    let (jobs, _) = edge_tasks::history::list(&store, None, 10, None).unwrap();
+    let job = &jobs[0];
+    assert_eq!(
+        (job.outcome.as_str(), job.code, job.committed),
+        ("failed", Some(ErrorCode::Cancelled), 500),
+        "{job:?}"
+    );
+}
