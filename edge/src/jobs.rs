@@ -212,7 +212,9 @@ pub(crate) async fn run<B: Body, N: Notify>(
     shutdown: Shutdown,
 ) -> Ended {
     // Wait for a job slot: until then nothing is read, and QUIC flow control holds the upload.
+    // A free slot wins over draining: a job whose response began before the drain runs.
     let slot = tokio::select! {
+        biased;
         slot = service.job_slots.acquire() => slot.ok(),
         _ = shutdown.draining() => None,
     };
