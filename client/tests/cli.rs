@@ -16,10 +16,12 @@ fn upload_help_lists_every_format() {
         .expect("edge-client runs");
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    let format_line = help
-        .lines()
-        .find(|line| line.trim_start().starts_with("--format"))
+    // The option and its help, on its line or on the lines below it (clap picks by width).
+    let start = help
+        .find("--format")
         .unwrap_or_else(|| panic!("no --format in:\n{help}"));
+    let rest = &help[start + 2..];
+    let format_line = &rest[..rest.find("\n  -").unwrap_or(rest.len())];
     for format in edge_proto::Format::ALL {
         assert!(
             format_line.contains(format.as_str()),
