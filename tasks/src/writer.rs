@@ -729,6 +729,9 @@ mod tests {
         at_1.recv().unwrap();
         // Part 0 is written; the small change arrives while part 1 runs.
         let small = store.submit(Put::new(1, 1), Sync::Now);
+        // A part runs at least MIN_PART before it asks who waits; on a fast machine part 1
+        // would otherwise end before that and the heavy change would not stop for the small one.
+        std::thread::sleep(MIN_PART);
         open_1.send(()).unwrap();
         // Parts 0 and 1 were committed (without an fsync) to let the small change in; it is
         // answered while the heavy change still waits before its part 3.
@@ -784,6 +787,7 @@ mod tests {
         let heavy = store.submit(heavy, Sync::Now);
         at_1.recv().unwrap();
         let small = store.submit(Put::new(1, 1), Sync::Now);
+        std::thread::sleep(MIN_PART); // past the part's minimum run, as above
         open_1.send(()).unwrap();
         let error = heavy.wait().unwrap_err();
         assert!(error.to_string().contains("planted failure"), "{error}");
