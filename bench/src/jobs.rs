@@ -40,7 +40,7 @@ pub struct JobsFigures {
     /// Server CPU time during the run, seconds.
     pub server_cpu_s: f64,
     /// Mean time `Client::close` took (new connections only), milliseconds: it waits until
-    /// the connection has drained (quinn's `wait_idle`). Each close runs beside the worker's
+    /// its CONNECTION_CLOSE has been sent (not the draining period). Each close runs beside the worker's
     /// next job, as a process that uploads and exits would; the wall time ends when every
     /// close has returned.
     pub close_mean_ms: Option<f64>,

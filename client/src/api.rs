@@ -5,14 +5,12 @@ use crate::connect::{self, ClientConfig, Server};
 use crate::error::ClientError;
 use bytes::{Buf, Bytes};
 use serde_json::Value;
-use std::time::Duration;
 
 /// The largest response body read.
 const MAX_BODY: usize = 16 * 1024 * 1024;
 
 /// An HTTP/3 connection to the server's read API.
 pub struct Api {
-    endpoint: quinn::Endpoint,
     connection: quinn::Connection,
     requests: h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
     server: Server,
@@ -50,13 +48,12 @@ impl Answer {
 impl Api {
     /// Connects with ALPN `h3`, verifying the server's certificate.
     pub async fn connect(config: &ClientConfig) -> Result<Api, ClientError> {
-        let (endpoint, connection, server) = connect::open(config, edge_proto::ALPN_H3).await?;
+        let (connection, server) = connect::open(config, edge_proto::ALPN_H3).await?;
         let (mut driver, requests) = h3::client::new(h3_quinn::Connection::new(connection.clone()))
             .await
             .map_err(|e| ClientError::Protocol(format!("HTTP/3 setup failed: {e}")))?;
         tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
         Ok(Api {
-            endpoint,
             connection,
             requests,
             server,
@@ -96,9 +93,8 @@ impl Api {
         })
     }
 
-    /// Closes the connection (code 0).
+    /// Closes the connection (code 0) once the server has been told.
     pub async fn close(self) {
-        self.connection.close(quinn::VarInt::from_u32(0), b"done");
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        connect::close(&self.connection).await;
     }
 }

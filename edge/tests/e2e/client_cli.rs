@@ -372,3 +372,47 @@ async fn tls_refusals_are_classified_by_the_verifiers_error() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_exits_has_closed_its_connection() {
+    // The client no longer waits out QUIC's draining period before it exits (that cost every
+    // command 80-90 ms); it still must send its CONNECTION_CLOSE first, or the server would
+    // hold the connection until its idle timeout.
+    let server = TestServer::start_with(|config| {
+        config.admin.listen = Some("127.0.0.1:0".parse().unwrap());
+        config.transport.idle_timeout_secs = 60;
+    })
+    .await;
+    let admin = server.admin.expect("the admin listener is on");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("n.txt");
+    std::fs::write(&file, "1\n").unwrap();
+    let upload = args(&server, &["--task", "stats", &file.display().to_string()]);
+    let mut tasks = upload.clone();
+    tasks[0] = "tasks".to_owned();
+    tasks.truncate(7);
+    for command in [upload, tasks] {
+        let out = edge_client(command).await;
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, text) = tokio::task::spawn_blocking(move || admin_get(admin, "/metrics"))
+            .await
+            .unwrap();
+        let open = metric(&text, "edge_connections_open");
+        if open == 0.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{open} connections still open 10 s after their clients exited (idle timeout 60 s)"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
