@@ -153,13 +153,8 @@ fn store_only(path: &Path, dir: &Path) -> anyhow::Result<StageReport> {
     let mut lines = BufReader::with_capacity(CHUNK, open(path)?);
     let (store, store_path) = open_store(dir)?;
     let plugin = registry::find("ports").context("no `ports` task in the registry")?;
-    let mut task = (plugin.create)(
-        &Map::new(),
-        &Context {
-            store: store.clone(),
-        },
-    )
-    .map_err(|e| anyhow::anyhow!("ports task: {e}"))?;
+    let mut task = (plugin.create)(&Map::new(), &Context::new(store.clone()))
+        .map_err(|e| anyhow::anyhow!("ports task: {e}"))?;
     let batch_bytes = Settings::default().batch.bytes();
     let mut batch: Vec<Vec<u8>> = Vec::with_capacity(BATCH);
     let (mut records, mut errors, mut bytes, mut offset) = (0u64, 0u64, 0u64, 0u64);
@@ -308,13 +303,8 @@ fn pipeline(path: &Path, dir: &Path) -> anyhow::Result<StageReport> {
     let mut events = 0u64;
     let before = self_usage()?;
     let started = Instant::now();
-    let task = (plugin.create)(
-        &Map::new(),
-        &Context {
-            store: store.clone(),
-        },
-    )
-    .map_err(|e| anyhow::anyhow!("ports task: {e}"))?;
+    let task = (plugin.create)(&Map::new(), &Context::new(store.clone()))
+        .map_err(|e| anyhow::anyhow!("ports task: {e}"))?;
     let report = pipeline::run(
         &spec,
         plugin,

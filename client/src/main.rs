@@ -153,6 +153,21 @@ impl Show {
             _ => eprintln!("{line}"),
         }
     }
+
+    /// Prints a task's answer to a record (a `result` event's fields) as one JSON line on
+    /// stdout: the answers are the command's output, whatever shows the progress.
+    fn answer(&self, fields: &serde_json::Map<String, serde_json::Value>) {
+        let mut line = serde_json::to_vec(fields).unwrap_or_default();
+        line.push(b'\n');
+        let write = || {
+            // A reader that went away (`| head`) is not an error of ours.
+            let _ = std::io::stdout().lock().write_all(&line);
+        };
+        match self {
+            Show::Bars(multi) => multi.suspend(write),
+            _ => write(),
+        }
+    }
 }
 
 /// How many times one file is sent again after a `rate_limited` refusal.
@@ -436,6 +451,9 @@ async fn run_job(
                     }
                 }
                 _ => {}
+            }
+            if let (Event::Result { fields, .. }, false) = (event, matches!(show, Show::Json)) {
+                show.answer(fields);
             }
             match &show {
                 Show::Json => {

@@ -118,6 +118,15 @@ pub struct LimitsConfig {
     pub job_start_burst: u32,
     /// The most body bytes one job may send; 0 means no limit.
     pub max_upload_bytes: u64,
+    /// The largest `n` the `primes` task answers (a job's record, or `GET /v1/primes/{n}`).
+    pub max_prime_n: u64,
+}
+
+impl LimitsConfig {
+    /// The limits task plugins enforce.
+    pub fn task_limits(&self) -> edge_tasks::task::TaskLimits {
+        edge_tasks::task::TaskLimits::default().with_max_prime_n(self.max_prime_n)
+    }
 }
 
 impl Default for LimitsConfig {
@@ -127,6 +136,7 @@ impl Default for LimitsConfig {
             job_starts_per_sec: 10.0,
             job_start_burst: 20,
             max_upload_bytes: 0,
+            max_prime_n: edge_tasks::primes::DEFAULT_MAX_N,
         }
     }
 }
@@ -521,6 +531,16 @@ impl Config {
         }
         if self.jobs.upload_rate_window_secs == 0 {
             return invalid("jobs.upload_rate_window_secs", "must be at least 1");
+        }
+        if !(1..=edge_tasks::primes::LARGEST_MAX_N).contains(&self.limits.max_prime_n) {
+            return invalid(
+                "limits.max_prime_n",
+                &format!(
+                    "must be from 1 to {} (the {}th prime takes minutes to find)",
+                    edge_tasks::primes::LARGEST_MAX_N,
+                    edge_tasks::primes::LARGEST_MAX_N
+                ),
+            );
         }
         if self.admin.max_connections == 0 {
             return invalid("admin.max_connections", "must be at least 1");

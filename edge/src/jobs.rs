@@ -17,7 +17,7 @@ use bytes::Bytes;
 use edge_proto::{ErrorCode, Event, Format, HeaderError};
 use edge_tasks::history::{self, JobRecord};
 use edge_tasks::pipeline::{self, Input, JobSpec, Report, Source};
-use edge_tasks::{Context, Plugin, Task};
+use edge_tasks::{Plugin, Task};
 use serde_json::{Map, Value};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +34,8 @@ const CHUNK_QUEUE: usize = 8;
 const GATHER_BYTES: usize = 64 * 1024;
 /// Events waiting between the pipeline and the notifier.
 const EVENT_QUEUE: usize = 64;
+/// The notifier writes the events waiting in its queue together, up to about this many bytes.
+const COALESCE_BYTES: usize = 16 * 1024;
 
 /// A job's body, as its transport delivers it.
 pub(crate) trait Body: Send {
@@ -164,9 +166,7 @@ pub(crate) fn start_task(
             });
         }
     }
-    let context = Context {
-        store: service.store.clone(),
-    };
+    let context = service.context();
     let task = (plugin.create)(params, &context).map_err(|e| Refusal {
         code: ErrorCode::BadParams,
         message: e.0,
@@ -604,21 +604,30 @@ async fn write_events<N: Notify>(
     let mut ended = false;
     let mut seen = JobSeen::default();
     let mut released = Some(released);
-    while let Some(event) = queue.recv().await {
-        metrics.observe(&event, &mut seen);
-        // The final event is the last one: a notice racing it (`draining`) is dropped.
-        if ended {
-            continue;
-        }
-        ended = event.is_final();
-        if ended {
-            if let Some(released) = released.take() {
-                // A dropped sender (the job's task ended) releases too.
-                let _ = released.await;
+    while let Some(first) = queue.recv().await {
+        // Events already waiting go out in one write (a job that answers each record sends
+        // thousands a second), up to COALESCE_BYTES.
+        let mut lines = Vec::new();
+        let mut next = Some(first);
+        while let Some(event) = next.take() {
+            metrics.observe(&event, &mut seen);
+            // The final event is the last one: a notice racing it (`draining`) is dropped.
+            if !ended {
+                ended = event.is_final();
+                if ended {
+                    if let Some(released) = released.take() {
+                        // A dropped sender (the job's task ended) releases too.
+                        let _ = released.await;
+                    }
+                }
+                lines.extend_from_slice(&event.to_line());
+            }
+            if lines.len() < COALESCE_BYTES {
+                next = queue.try_recv().ok();
             }
         }
         // Keep draining after a failed send so that the pipeline never waits on a dead client.
-        if reachable && !notify.send(Bytes::from(event.to_line())).await {
+        if reachable && !lines.is_empty() && !notify.send(Bytes::from(lines)).await {
             debug!("the client stopped reading events");
             reachable = false;
         }

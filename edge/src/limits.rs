@@ -118,7 +118,7 @@ mod tests {
             max_jobs_per_sub: max_jobs,
             job_starts_per_sec: rate,
             job_start_burst: burst,
-            max_upload_bytes: 0,
+            ..LimitsConfig::default()
         })
     }
 

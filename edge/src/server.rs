@@ -184,6 +184,7 @@ impl Server {
         ));
         let service = Service {
             store,
+            task_limits: config.limits.task_limits(),
             auth,
             revoked,
             limits: Limits::new(config.limits.clone()),

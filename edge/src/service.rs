@@ -5,7 +5,8 @@ use crate::auth::{AuthError, DenyList, Grant, Verifier};
 use crate::limits::Limits;
 use crate::shutdown::Shutdown;
 use edge_tasks::pipeline::Settings;
-use edge_tasks::Store;
+use edge_tasks::task::TaskLimits;
+use edge_tasks::{Context, Store};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -15,6 +16,8 @@ use tokio::sync::Semaphore;
 pub(crate) struct Service {
     /// The store every task writes to.
     pub store: Store,
+    /// The limits task plugins enforce (`[limits]`).
+    pub task_limits: TaskLimits,
     /// Checks every job's and request's token.
     pub auth: Verifier,
     /// Revoked token ids (the store holds the durable copy).
@@ -56,6 +59,13 @@ impl Service {
             report["certificate"]["warning"] = serde_json::Value::String(warning);
         }
         (!shutdown.is_draining(), report)
+    }
+
+    /// What a task plugin gets to start a job or answer a read.
+    pub(crate) fn context(&self) -> Context {
+        let mut context = Context::new(self.store.clone());
+        context.limits = self.task_limits;
+        context
     }
 
     /// Verifies a token and checks its id against the deny-list (in memory: no I/O on the

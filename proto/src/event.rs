@@ -6,7 +6,7 @@
 
 use crate::{ErrorCode, Format};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// A task's end-of-job summary (e.g. `ports`: `inserted`, `updated`, `unchanged`; `stats`:
 /// `count`, `mean`, `variance`, `stddev`, `min`, `max`). Its shape belongs to the task.
@@ -91,6 +91,17 @@ pub enum Event {
         task: String,
         /// The figures; their shape belongs to the task.
         data: Value,
+    },
+    /// A task's answer to one record (e.g. `primes`: `{"index":4,"n":5,"prime":11}`), sent as
+    /// soon as it is ready, in record order. Only tasks that answer records send it; the
+    /// fields besides `event` and `index` belong to the task. An answer says nothing of
+    /// durability: `committed` does.
+    Result {
+        /// The record's index in the upload, from 0.
+        index: u64,
+        /// The task's answer.
+        #[serde(flatten)]
+        fields: Map<String, Value>,
     },
     /// The job finished: every record was stored or reported.
     Done {
@@ -194,6 +205,7 @@ impl Event {
             Event::Committed { .. } => "committed",
             Event::RecordError { .. } => "record_error",
             Event::Task { .. } => "task",
+            Event::Result { .. } => "result",
             Event::Done { .. } => "done",
             Event::Failed { .. } => "failed",
             Event::Rejected { .. } => "rejected",
@@ -251,6 +263,13 @@ mod tests {
                 task: "stats".into(),
                 data: json!({"count": 2}),
             },
+            Event::Result {
+                index: 4,
+                fields: json!({"n": 5, "prime": 11})
+                    .as_object()
+                    .cloned()
+                    .expect("an object"),
+            },
             Event::Done {
                 job: "j".into(),
                 bytes: 1,
@@ -280,6 +299,21 @@ mod tests {
             assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
             assert_eq!(Event::from_line(&line).unwrap(), ev);
         }
+    }
+
+    #[test]
+    fn a_result_is_flat_beside_its_index() {
+        let ev = Event::from_line(br#"{"event":"result","index":4,"n":5,"prime":11}"#).unwrap();
+        let Event::Result { index, fields } = &ev else {
+            panic!("not a result: {ev:?}");
+        };
+        assert_eq!(*index, 4);
+        assert_eq!(Value::Object(fields.clone()), json!({"n": 5, "prime": 11}));
+        let v: Value = serde_json::from_slice(&ev.to_line()).unwrap();
+        assert_eq!(
+            v,
+            json!({"event": "result", "index": 4, "n": 5, "prime": 11})
+        );
     }
 
     #[test]

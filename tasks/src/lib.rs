@@ -12,6 +12,7 @@
 //! - [`reads`]: a plugin's read endpoints ([`reads::Reads`]) and the requests for them.
 //! - [`ports`]: the `ports` plugin (sea ports upserted into redb) and its table.
 //! - [`stats`]: the `stats` plugin (online count, mean, variance, min, max).
+//! - [`primes`]: the `primes` plugin (the n-th prime for each record, sent back as results).
 //! - [`store`]: the redb database every plugin shares: its tables, layout versions, backups.
 //! - [`writer`]: the store's single writer thread, which commits jobs' changes in groups.
 //! - [`history`]: job records kept in the store.
@@ -22,6 +23,7 @@ pub mod decode;
 pub mod history;
 pub mod pipeline;
 pub mod ports;
+pub mod primes;
 pub mod reads;
 pub mod record;
 pub mod registry;

@@ -650,6 +650,12 @@ impl<'a> Job<'a> {
     fn take_record(&mut self, record: &Record<'_>) -> ControlFlow<()> {
         match self.task.record(record) {
             Ok(()) => {
+                if let Some(fields) = self.task.answer() {
+                    (self.emit)(Event::Result {
+                        index: record.index,
+                        fields,
+                    });
+                }
                 self.pending += 1;
                 if self.pending_since.is_none() {
                     self.pending_since = Some(self.settings.clock.now());
@@ -998,13 +1004,7 @@ mod tests {
         settings: &Settings,
     ) -> (Report, Vec<Event>) {
         let plugin = registry::find(task).unwrap();
-        let task_box = (plugin.create)(
-            &Default::default(),
-            &Context {
-                store: store.clone(),
-            },
-        )
-        .unwrap();
+        let task_box = (plugin.create)(&Default::default(), &Context::new(store.clone())).unwrap();
         let mut events = Vec::new();
         let report = run(
             &spec(task, format),
@@ -1446,13 +1446,7 @@ mod tests {
         let plugin = registry::find("stats").unwrap();
         let mut params = serde_json::Map::new();
         params.insert("column".into(), "price".into());
-        let task = (plugin.create)(
-            &params,
-            &Context {
-                store: store.clone(),
-            },
-        )
-        .unwrap();
+        let task = (plugin.create)(&params, &Context::new(store.clone())).unwrap();
         let mut events = Vec::new();
         let report = run(
             &spec("stats", Some(Format::Csv)),
@@ -1578,9 +1572,7 @@ mod tests {
         // Each event with the step (1-based; 5 is the end) during which it came.
         let mut events = Vec::new();
         let plugin = registry::find("stats").unwrap();
-        let context = Context {
-            store: store.clone(),
-        };
+        let context = Context::new(store.clone());
         let task = (plugin.create)(&Default::default(), &context).unwrap();
         let report = run(
             &spec("stats", Some(Format::Lines)),
@@ -1816,13 +1808,7 @@ mod tests {
             pulled: pulled.clone(),
         };
         let plugin = registry::find("ports").unwrap();
-        let task = (plugin.create)(
-            &Default::default(),
-            &Context {
-                store: store.clone(),
-            },
-        )
-        .unwrap();
+        let task = (plugin.create)(&Default::default(), &Context::new(store.clone())).unwrap();
         let mut accepted_after = None;
         let report = run(
             &spec("ports", None),

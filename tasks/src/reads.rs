@@ -3,16 +3,18 @@
 //! (`GET /v1/<task>/{key}`, `GET /v1/<task>?...`), `edge <task> get|list` (the store file,
 //! offline) and, through the API, `edge-client <task> get|list` all answer through here.
 
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
+use crate::task::Context;
 use edge_proto::reads::{Column, Filter, ReadsInfo, DEFAULT_PAGE, PAGE_PARAMS};
 use serde_json::{json, Value};
 use std::borrow::Cow;
 
-/// Reads one item by key: `Ok(None)` when there is none.
-pub type ReadOne = fn(store: &Store, key: &str) -> Result<Option<Value>, StoreError>;
+/// Reads one item by key: `Ok(None)` when there is none; [`ReadError::BadParams`] for a key
+/// that cannot name one.
+pub type ReadOne = fn(context: &Context, key: &str) -> Result<Option<Value>, ReadError>;
 
 /// Reads one page of items in key order.
-pub type ReadPage = fn(store: &Store, request: &PageRequest<'_>) -> Result<Page, StoreError>;
+pub type ReadPage = fn(context: &Context, request: &PageRequest<'_>) -> Result<Page, ReadError>;
 
 /// What a plugin offers to read back its items.
 #[derive(Debug, Clone, Copy)]
@@ -91,8 +93,8 @@ impl Reads {
     }
 
     /// One item by key, or [`ReadError::NotFound`] naming it.
-    pub fn read_one(&self, store: &Store, key: &str) -> Result<Value, ReadError> {
-        (self.one)(store, key)?
+    pub fn read_one(&self, context: &Context, key: &str) -> Result<Value, ReadError> {
+        (self.one)(context, key)?
             .ok_or_else(|| ReadError::NotFound(format!("no {} `{key}`", self.item)))
     }
 
@@ -101,7 +103,7 @@ impl Reads {
     /// with a message that lists what is taken.
     pub fn read_page(
         &self,
-        store: &Store,
+        context: &Context,
         params: &[(String, String)],
     ) -> Result<Value, ReadError> {
         let mut after = None;
@@ -124,7 +126,7 @@ impl Reads {
             after,
             limit,
         };
-        let page = (self.page)(store, &request)?;
+        let page = (self.page)(context, &request)?;
         Ok(json!({"items": page.items, "next": page.next}))
     }
 

@@ -9,7 +9,11 @@ use crate::task::Plugin;
 use std::sync::Arc;
 
 /// Every task plugin this build knows.
-pub const BUILTIN: &[&Plugin] = &[&crate::ports::PLUGIN, &crate::stats::PLUGIN];
+pub const BUILTIN: &[&Plugin] = &[
+    &crate::ports::PLUGIN,
+    &crate::stats::PLUGIN,
+    &crate::primes::PLUGIN,
+];
 
 /// Names a plugin may not take: the API's own paths under `/v1/` and the `edge` commands.
 pub const RESERVED_NAMES: &[&str] = &[
@@ -139,7 +143,7 @@ mod tests {
         for plugin in BUILTIN {
             registry = registry.with(plugin).unwrap();
         }
-        assert_eq!(registry.names(), "ports, stats");
+        assert_eq!(registry.names(), "ports, stats, primes");
     }
 
     #[test]

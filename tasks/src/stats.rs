@@ -297,14 +297,7 @@ mod tests {
         let store = crate::Store::open(&dir.path().join("s.redb"), &Default::default()).unwrap();
         let mut params = Map::new();
         params.insert("colum".into(), json!("x"));
-        let err = create(
-            &params,
-            &Context {
-                store: store.clone(),
-            },
-        )
-        .err()
-        .unwrap();
+        let err = create(&params, &Context::new(store.clone())).err().unwrap();
         assert!(
             err.0.contains("`colum`") && err.0.contains("`column`"),
             "{}",
@@ -312,7 +305,7 @@ mod tests {
         );
         let mut params = Map::new();
         params.insert("column".into(), json!(3));
-        let err = create(&params, &Context { store }).err().unwrap();
+        let err = create(&params, &Context::new(store)).err().unwrap();
         assert!(err.0.contains("column=price"), "{}", err.0);
     }
 

@@ -67,6 +67,14 @@ pub trait Task: Send {
         0
     }
 
+    /// The answer to the record [`Task::record`] just accepted, for a task that answers
+    /// records (`primes`): the pipeline asks right after each accepted record and sends it at
+    /// once as a `result` event with the record's index. Its fields must not be named `event`
+    /// or `index`. The default answers nothing.
+    fn answer(&mut self) -> Option<Map<String, Value>> {
+        None
+    }
+
     /// Running figures to send to the client as a `task` event, if the task has any. Called
     /// when the pipeline sends progress (a few times per second).
     fn progress(&self) -> Option<Value> {
@@ -77,11 +85,46 @@ pub trait Task: Send {
     fn summary(&self) -> Summary;
 }
 
-/// Everything a plugin may use to build a task.
+/// Everything a plugin may use to build a task or answer a read.
 #[derive(Debug, Clone)]
 pub struct Context {
     /// The store (redb). Cheap to clone.
     pub store: Store,
+    /// The limits plugins enforce, from the server's `[limits]`.
+    pub limits: TaskLimits,
+}
+
+impl Context {
+    /// A context on `store` with the default limits.
+    pub fn new(store: Store) -> Context {
+        Context {
+            store,
+            limits: TaskLimits::default(),
+        }
+    }
+}
+
+/// The limits plugins enforce (the server's `[limits]` section).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TaskLimits {
+    /// The largest `n` the `primes` task answers (`limits.max_prime_n`).
+    pub max_prime_n: u64,
+}
+
+impl Default for TaskLimits {
+    fn default() -> Self {
+        TaskLimits {
+            max_prime_n: crate::primes::DEFAULT_MAX_N,
+        }
+    }
+}
+
+impl TaskLimits {
+    /// These limits with `max_prime_n` set.
+    pub fn with_max_prime_n(self, max_prime_n: u64) -> TaskLimits {
+        TaskLimits { max_prime_n }
+    }
 }
 
 /// A task plugin: its description, and how to start one job of it.

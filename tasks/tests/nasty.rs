@@ -464,13 +464,8 @@ fn run_once(expect: &Expect, body: &[u8], chunk: usize) -> Outcome {
         .expect("a fresh store");
     let plugin = registry::find(&expect.task)
         .unwrap_or_else(|| panic!("{}: no task `{}`", expect.name, expect.task));
-    let task = (plugin.create)(
-        &Default::default(),
-        &Context {
-            store: store.clone(),
-        },
-    )
-    .expect("no parameters are fine");
+    let task = (plugin.create)(&Default::default(), &Context::new(store.clone()))
+        .expect("no parameters are fine");
     let spec = JobSpec {
         job: format!("nasty-{}", expect.name),
         upload_stream: Some(2),

@@ -114,13 +114,7 @@ fn store_of(body: &[u8], format: Format, cuts: &[usize]) -> Vec<(String, Port)> 
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("edge.redb"), &StoreOptions::default()).unwrap();
     let plugin = registry::find("ports").unwrap();
-    let task = (plugin.create)(
-        &Default::default(),
-        &Context {
-            store: store.clone(),
-        },
-    )
-    .unwrap();
+    let task = (plugin.create)(&Default::default(), &Context::new(store.clone())).unwrap();
     let mut points: Vec<usize> = cuts.iter().map(|c| c % (body.len() + 1)).collect();
     points.sort_unstable();
     let mut chunks = VecDeque::new();

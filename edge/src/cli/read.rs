@@ -9,7 +9,7 @@ use clap::{ArgMatches, Command};
 use edge_proto::read_command::{self, ReadRequest};
 use edge_tasks::reads::ReadError;
 use edge_tasks::store::StoreOptions;
-use edge_tasks::{Registry, Store};
+use edge_tasks::{Context, Registry, Store};
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -51,11 +51,13 @@ pub(crate) fn run(
         );
     }
     let store = Store::open_with(&path, &StoreOptions::default(), registry.clone())?;
+    let mut context = Context::new(store);
+    context.limits = config.limits.task_limits();
     let answer = match request {
         ReadRequest::Get { key } => reads
-            .read_one(&store, &key)
+            .read_one(&context, &key)
             .map(|item| serde_json::to_string_pretty(&item).unwrap_or_default()),
-        ReadRequest::List { params, json } => reads.read_page(&store, &params).map(|page| {
+        ReadRequest::List { params, json } => reads.read_page(&context, &params).map(|page| {
             let (out, more) = read_command::show_page(&info, &page, json);
             if let Some(more) = more {
                 eprintln!("{more}");

@@ -7,7 +7,7 @@ use super::Stream;
 use crate::auth::Grant;
 use crate::service::Service;
 use edge_tasks::reads::{ReadError, Reads};
-use edge_tasks::{history, Registry, Store};
+use edge_tasks::{history, Context, Registry};
 use http::StatusCode;
 use serde_json::{json, Value};
 
@@ -30,7 +30,10 @@ pub(super) fn tasks(registry: &Registry) -> Value {
 
 /// `GET /v1/<task>/{key}`: one item of a plugin.
 pub(super) async fn read_item(stream: &mut Stream, service: &Service, reads: Reads, key: String) {
-    answer(stream, service, move |store| reads.read_one(store, &key)).await
+    answer(stream, service, move |context| {
+        reads.read_one(context, &key)
+    })
+    .await
 }
 
 /// `GET /v1/<task>?...`: a page of a plugin's items.
@@ -41,8 +44,8 @@ pub(super) async fn read_page(
     query: Option<&str>,
 ) {
     let params = parse_query(query);
-    answer(stream, service, move |store| {
-        reads.read_page(store, &params)
+    answer(stream, service, move |context| {
+        reads.read_page(context, &params)
     })
     .await
 }
@@ -50,8 +53,8 @@ pub(super) async fn read_page(
 pub(super) async fn read_job(stream: &mut Stream, service: &Service, id: String, grant: &Grant) {
     // Others' jobs do not exist for a token that is not an administrator's.
     let sub = (!grant.is_admin()).then(|| grant.sub.clone());
-    let lookup = move |store: &Store| {
-        let record = history::get(store, &id)?;
+    let lookup = move |context: &Context| {
+        let record = history::get(&context.store, &id)?;
         let visible = record.filter(|r| sub.is_none() || r.sub == sub);
         visible
             .map(|record| json!(record))
@@ -81,8 +84,9 @@ pub(super) async fn list_jobs(
             return refuse(stream, StatusCode::BAD_REQUEST, "bad_params", &message).await;
         }
     }
-    let list = move |store: &Store| {
-        let (items, next) = history::list(store, before.as_deref(), limit, sub.as_deref())?;
+    let list = move |context: &Context| {
+        let (items, next) =
+            history::list(&context.store, before.as_deref(), limit, sub.as_deref())?;
         Ok(json!({"items": items, "next": next}))
     };
     answer(stream, service, list).await
@@ -100,10 +104,10 @@ fn parse_limit(value: &str, max: usize) -> Result<usize, String> {
 /// `404` when there is nothing, `400` for a bad parameter, `500` when the store fails.
 async fn answer<F>(stream: &mut Stream, service: &Service, read: F)
 where
-    F: FnOnce(&Store) -> Result<Value, ReadError> + Send + 'static,
+    F: FnOnce(&Context) -> Result<Value, ReadError> + Send + 'static,
 {
-    let store = service.store.clone();
-    let (status, code, message) = match tokio::task::spawn_blocking(move || read(&store)).await {
+    let context = service.context();
+    let (status, code, message) = match tokio::task::spawn_blocking(move || read(&context)).await {
         Ok(Ok(body)) => return respond(stream, StatusCode::OK, &body).await,
         Ok(Err(ReadError::NotFound(message))) => (StatusCode::NOT_FOUND, "not_found", message),
         Ok(Err(ReadError::BadParams(message))) => (StatusCode::BAD_REQUEST, "bad_params", message),

@@ -247,8 +247,9 @@ async fn reads_ports_jobs_and_tasks_over_http3() {
     assert_eq!(out.status.code(), Some(0));
     let tasks = String::from_utf8_lossy(&out.stdout);
     assert!(
-        tasks.contains("ports  json,ndjson,csv        ")
-            && tasks.contains("stats  lines,json,ndjson,csv  "),
+        tasks.contains("ports   json,ndjson,csv        ")
+            && tasks.contains("stats   lines,json,ndjson,csv  ")
+            && tasks.contains("primes  lines,json,ndjson,csv  "),
         "{tasks}"
     );
 }

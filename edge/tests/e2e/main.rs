@@ -14,6 +14,7 @@ mod jobs;
 mod listen;
 mod logs;
 mod plugin;
+mod primes;
 mod readme;
 mod util;
 mod window;

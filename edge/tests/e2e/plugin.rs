@@ -8,7 +8,7 @@ use edge_client::api::{Answer, Api};
 use edge_client::ClientConfig;
 use edge_proto::reads::{Column, Filter};
 use edge_proto::{Event, Format, Summary};
-use edge_tasks::reads::{Page, PageRequest, Reads};
+use edge_tasks::reads::{Page, PageRequest, ReadError, Reads};
 use edge_tasks::table::Storage;
 use edge_tasks::{Body, Context, ParamError, Plugin, Record, Registry, Rejection, Store};
 use edge_tasks::{StoreError, Task, TaskError};
@@ -100,8 +100,8 @@ impl Task for NotesTask {
     }
 }
 
-fn read_one(store: &Store, key: &str) -> Result<Option<Value>, StoreError> {
-    let txn = store.read()?;
+fn read_one(context: &Context, key: &str) -> Result<Option<Value>, ReadError> {
+    let txn = context.store.read()?;
     let table = txn
         .open_table(NOTES)
         .map_err(StoreError::redb("open notes"))?;
@@ -109,8 +109,8 @@ fn read_one(store: &Store, key: &str) -> Result<Option<Value>, StoreError> {
     Ok(text.map(|text| json!({ "text": text.value() })))
 }
 
-fn read_page(store: &Store, request: &PageRequest<'_>) -> Result<Page, StoreError> {
-    let txn = store.read()?;
+fn read_page(context: &Context, request: &PageRequest<'_>) -> Result<Page, ReadError> {
+    let txn = context.store.read()?;
     let table = txn
         .open_table(NOTES)
         .map_err(StoreError::redb("open notes"))?;

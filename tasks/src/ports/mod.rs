@@ -156,13 +156,7 @@ mod tests {
     }
 
     fn task(store: &Store) -> Box<dyn Task> {
-        create(
-            &Map::new(),
-            &Context {
-                store: store.clone(),
-            },
-        )
-        .unwrap()
+        create(&Map::new(), &Context::new(store.clone())).unwrap()
     }
 
     fn json_record<'a>(index: u64, key: Option<&'a str>, body: &'a str) -> Record<'a> {

@@ -3,8 +3,9 @@
 
 use super::model::Port;
 use super::{MAX_PAGE, PORTS};
-use crate::reads::{self, PageRequest};
+use crate::reads::{self, PageRequest, ReadError};
 use crate::store::{Store, StoreError};
+use crate::task::Context;
 use redb::ReadableTableMetadata;
 use serde_json::{json, Value};
 
@@ -19,21 +20,21 @@ pub fn get(store: &Store, code: &str) -> Result<Option<Port>, StoreError> {
 }
 
 /// `GET /v1/ports/{code}`: the port as JSON.
-pub(super) fn read_one(store: &Store, code: &str) -> Result<Option<Value>, StoreError> {
-    Ok(get(store, code)?.map(|port| json!(port)))
+pub(super) fn read_one(context: &Context, code: &str) -> Result<Option<Value>, ReadError> {
+    Ok(get(&context.store, code)?.map(|port| json!(port)))
 }
 
 /// `GET /v1/ports?country=&limit=&after=`: items `{"key", "port"}`.
 pub(super) fn read_page(
-    store: &Store,
+    context: &Context,
     request: &PageRequest<'_>,
-) -> Result<reads::Page, StoreError> {
+) -> Result<reads::Page, ReadError> {
     let query = ListQuery {
         country: request.filter("country"),
         after: request.after,
         limit: request.limit,
     };
-    let page = list(store, &query)?;
+    let page = list(&context.store, &query)?;
     let items = page
         .items
         .iter()

@@ -141,9 +141,7 @@ mod tests {
     /// Stores `count` ports through the `ports` task, as a job would.
     fn put_ports(store: &Store, count: u32) {
         let plugin = crate::registry::find("ports").unwrap();
-        let context = Context {
-            store: store.clone(),
-        };
+        let context = Context::new(store.clone());
         let mut task = (plugin.create)(&serde_json::Map::new(), &context).unwrap();
         for i in 0..count {
             let key = format!("K{i:06}");
