@@ -9,6 +9,7 @@
 //! - `edge-bench jobs`: only the small-jobs benchmark.
 //! - `edge-bench load`: only the upload at 0, 50 and 100 ms RTT (through a delay forwarder)
 //!   and small jobs beside a big upload (also part of `run`).
+//! - `edge-bench primes`: the `primes` task end to end beside the `primal` crate in process.
 //! - Hidden helpers run as child processes: `stage` (one in-process stage), `measure` (runs a
 //!   program and reports its CPU time and peak RSS) and `discard` (the HTTP/3 discard server).
 
@@ -19,6 +20,7 @@ mod jobs;
 mod latency;
 mod load;
 mod longpath;
+mod primes;
 mod proc;
 mod run;
 mod server;
@@ -64,6 +66,8 @@ enum Command {
     Jobs(run::JobsArgs),
     /// Only the upload over long paths (0, 50, 100 ms RTT) and small jobs beside it.
     Load(load::LoadArgs),
+    /// Only the `primes` task: the 10^7-th prime and a job of 100,000 small n, against primal.
+    Primes(primes::PrimesArgs),
     /// (internal) Run one in-process stage and print its report as JSON.
     #[command(hide = true)]
     Stage {
@@ -117,6 +121,10 @@ fn main() -> ExitCode {
         Command::Load(args) => {
             proc::install_interrupt_handler();
             load::load_only(args)
+        }
+        Command::Primes(args) => {
+            proc::install_interrupt_handler();
+            primes::primes_only(args)
         }
         Command::Stage { kind, file, store } => {
             stage::stage_main(kind, &file, store.as_deref()).map(|()| ExitCode::SUCCESS)

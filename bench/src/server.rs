@@ -199,7 +199,7 @@ pub fn mint_token(bins: &Bins, dirs: &ServerDirs) -> anyhow::Result<String> {
         "--sub",
         "bench",
         "--scope",
-        "ports:write stats:write",
+        "ports:write stats:write primes:write primes:read",
         "--ttl",
         "1h",
     ]);
@@ -269,7 +269,7 @@ pub struct Setup {
     pub certs: PathBuf,
     /// Where data dirs and logs go.
     pub tmp: PathBuf,
-    /// A token with `ports:write`.
+    /// A token with `ports:write stats:write primes:write primes:read`.
     pub token: String,
 }
 
