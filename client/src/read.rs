@@ -79,38 +79,60 @@ async fn read_task(api: &mut Api, task: &str, args: &[String]) -> Outcome {
             None => command,
         }
     };
-    let command = read_command::command(task, &reads, about)
+    let mut command = read_command::command(task, &reads, about)
         .bin_name(format!("edge-client {task}"))
         .mut_subcommand("get", with_server)
         .mut_subcommand("list", with_server);
+    if reads.history {
+        command = command.mut_subcommand("history", with_server);
+    }
     let matches = match command.try_get_matches_from(args) {
         Ok(matches) => matches,
         Err(e) => return usage_error(e),
     };
-    let (path, json) = match read_command::request(&reads, &matches) {
-        Some(ReadRequest::Get { key }) => (format!("/v1/{task}/{}", encode(&key)), None),
+    let query = |params: &[(String, String)]| {
+        params
+            .iter()
+            .map(|(key, value)| format!("{}={}", encode(key), encode(value)))
+            .collect::<Vec<_>>()
+            .join("&")
+    };
+    let (path, shown) = match read_command::request(&reads, &matches) {
+        Some(ReadRequest::Get { key }) => (format!("/v1/{task}/{}", encode(&key)), Shown::Item),
         Some(ReadRequest::List { params, json }) => {
-            let query: Vec<String> = params
-                .iter()
-                .map(|(key, value)| format!("{}={}", encode(key), encode(value)))
-                .collect();
-            (format!("/v1/{task}?{}", query.join("&")), Some(json))
+            (format!("/v1/{task}?{}", query(&params)), Shown::Page(json))
         }
+        Some(ReadRequest::History { key, params, json }) => (
+            format!("/v1/{task}/{}/history?{}", encode(&key), query(&params)),
+            Shown::History(json),
+        ),
         None => {
             eprintln!("edge-client: use `edge-client {task} get KEY` or `edge-client {task} list`");
             return Outcome::Failed;
         }
     };
-    show(api.get(&path).await, |body| match json {
-        None => pretty(body),
-        Some(json) => {
-            let (out, more) = read_command::show_page(&reads, body, json);
-            if let Some(more) = more {
-                eprintln!("{more}");
-            }
-            out
+    show(api.get(&path).await, |body| {
+        let (out, more) = match shown {
+            Shown::Item => return pretty(body),
+            Shown::Page(json) => read_command::show_page(&reads, body, json),
+            Shown::History(json) => read_command::show_history(body, json),
+        };
+        if let Some(more) = more {
+            eprintln!("{more}");
         }
+        out
     })
+}
+
+/// How a read's answer is printed.
+#[derive(Debug, Clone, Copy)]
+enum Shown {
+    /// One item, as pretty JSON.
+    Item,
+    /// A page: a table, or the API's JSON with `true`.
+    Page(bool),
+    /// A history page: a table, or the API's JSON with `true`.
+    History(bool),
 }
 
 /// What the server says of `task`'s read endpoints, or why there is nothing to read.

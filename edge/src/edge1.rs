@@ -96,7 +96,7 @@ async fn run_job(
 ) {
     let upload_stream = u64::from(upload.id());
     let started = start(&mut upload, &service, &authorised).await;
-    let (header, leftover, grant, admission, plugin, task) = match started {
+    let (job, header, leftover, grant, admission, plugin, task) = match started {
         Ok(started) => started,
         Err(refusal) => {
             service.metrics.rejected(refusal.code);
@@ -108,7 +108,7 @@ async fn run_job(
         return;
     };
     let spec = JobSpec {
-        job: jobs::new_job_id(),
+        job,
         upload_stream: Some(upload_stream),
         task: plugin.name.to_owned(),
         format: header.format,
@@ -147,6 +147,7 @@ async fn run_job(
 /// A job that may start: its header, the body bytes that came with it, its token's grant,
 /// its plugin and task.
 type Started = (
+    String,
     JobHeader,
     Bytes,
     Grant,
@@ -164,10 +165,17 @@ async fn start(
     let (header, leftover) = read_header(upload, service.header_timeout).await?;
     let grant = service.authorize(header.token.as_deref())?;
     authorised.cancel();
-    let (plugin, task) =
-        jobs::start_task(&header.task, header.format, &header.params, &grant, service)?;
+    let job = jobs::new_job_id();
+    let (plugin, task) = jobs::start_task(
+        &job,
+        &header.task,
+        header.format,
+        &header.params,
+        &grant,
+        service,
+    )?;
     let admission = service.limits.admit(&grant.sub)?;
-    Ok((header, leftover, grant, admission, plugin, task))
+    Ok((job, header, leftover, grant, admission, plugin, task))
 }
 
 /// Reads the header line; returns it and the body bytes that came after it in the same chunk.

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use edge_proto::{ErrorCode, Event, Format, HeaderError};
 use edge_tasks::history::{self, JobRecord};
 use edge_tasks::pipeline::{self, Input, JobSpec, Report, Source};
+use edge_tasks::task::JobRef;
 use edge_tasks::{Plugin, Task};
 use serde_json::{Map, Value};
 use std::future::Future;
@@ -123,8 +124,9 @@ impl Refusal {
     }
 }
 
-/// Finds the plugin for `task` and starts it with `params`, or says why not.
+/// Finds the plugin for `task` and starts it with `params` as job `job`, or says why not.
 pub(crate) fn start_task(
+    job: &str,
     task: &str,
     format: Option<Format>,
     params: &Map<String, Value>,
@@ -166,7 +168,10 @@ pub(crate) fn start_task(
             });
         }
     }
-    let context = service.context();
+    let context = service.context().for_job(JobRef {
+        id: job.to_owned(),
+        sub: grant.sub.clone(),
+    });
     let task = (plugin.create)(params, &context).map_err(|e| Refusal {
         code: ErrorCode::BadParams,
         message: e.0,

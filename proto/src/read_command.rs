@@ -3,7 +3,7 @@
 //! offer them for every task with read endpoints, made from the task's [`ReadsInfo`]: one
 //! definition, so the two never differ. (Feature `cli`.)
 
-use crate::reads::{table, ReadsInfo, DEFAULT_PAGE};
+use crate::reads::{table, Column, ReadsInfo, DEFAULT_PAGE};
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use serde_json::Value;
 
@@ -14,6 +14,15 @@ pub enum ReadRequest {
     Get {
         /// The key.
         key: String,
+    },
+    /// A page of an item's history (the versions jobs replaced), newest first.
+    History {
+        /// The item's key.
+        key: String,
+        /// The query: `limit`, and `after` when given.
+        params: Vec<(String, String)>,
+        /// Print the API's JSON rather than a table.
+        json: bool,
     },
     /// A page of items.
     List {
@@ -58,12 +67,48 @@ pub fn command(name: &str, reads: &ReadsInfo, about: String) -> Command {
     let get = Command::new("get")
         .about(format!("Print one {item} as JSON."))
         .arg(Arg::new("key").required(true).value_name("KEY"));
-    Command::new(name.to_owned())
+    let command = Command::new(name.to_owned())
         .about(about)
         .subcommand_required(true)
         .subcommand(get)
-        .subcommand(list)
+        .subcommand(list);
+    if !reads.history {
+        return command;
+    }
+    let history = Command::new("history")
+        .about(format!(
+            "Print the versions of one {item} that jobs replaced, newest first, with the job that replaced each, who ran it and when."
+        ))
+        .arg(Arg::new("key").required(true).value_name("KEY"))
+        .arg(
+            Arg::new("limit")
+                .long("limit")
+                .value_parser(clap::value_parser!(usize))
+                .default_value(DEFAULT_PAGE.min(reads.max_page).to_string())
+                .help(format!("versions per page (1-{})", reads.max_page)),
+        )
+        .arg(
+            Arg::new("after")
+                .long("after")
+                .value_name("JOB")
+                .help("Start after this job (the `next` of the previous page)"),
+        )
+        .arg(
+            Arg::new("json")
+                .long("json")
+                .action(ArgAction::SetTrue)
+                .help("Print the page as the API's JSON, with each replaced version whole"),
+        );
+    command.subcommand(history)
 }
+
+/// The columns a history page is printed with (every task's history has these fields).
+pub const HISTORY_COLUMNS: &[Column] = &[
+    Column::new("REPLACED BY JOB", "/job"),
+    Column::new("BY", "/sub"),
+    Column::new("AT", "/time"),
+    Column::new("WAS", "/was"),
+];
 
 /// What the matches of a [`command`] ask for (`None`: neither `get` nor `list`).
 pub fn request(reads: &ReadsInfo, matches: &ArgMatches) -> Option<ReadRequest> {
@@ -71,6 +116,20 @@ pub fn request(reads: &ReadsInfo, matches: &ArgMatches) -> Option<ReadRequest> {
         ("get", args) => Some(ReadRequest::Get {
             key: args.get_one::<String>("key")?.clone(),
         }),
+        ("history", args) => {
+            let mut params = Vec::new();
+            if let Some(limit) = args.get_one::<usize>("limit") {
+                params.push(("limit".into(), limit.to_string()));
+            }
+            if let Some(after) = args.get_one::<String>("after") {
+                params.push(("after".into(), after.clone()));
+            }
+            Some(ReadRequest::History {
+                key: args.get_one::<String>("key")?.clone(),
+                params,
+                json: args.get_flag("json"),
+            })
+        }
         ("list", args) => {
             let mut params: Vec<(String, String)> = reads
                 .filters
@@ -111,6 +170,22 @@ pub fn show_page(reads: &ReadsInfo, page: &Value, json: bool) -> (String, Option
     (table(&reads.columns, items).join("\n"), more)
 }
 
+/// A history page as the command prints it: the API's JSON, or a table of
+/// [`HISTORY_COLUMNS`]. The second part, for stderr, names the next page's cursor.
+pub fn show_history(page: &Value, json: bool) -> (String, Option<String>) {
+    let more = page["next"]
+        .as_str()
+        .map(|next| format!("more: --after {next}"));
+    if json {
+        return (page.to_string(), more);
+    }
+    let items = page["items"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    (table(HISTORY_COLUMNS, items).join("\n"), more)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +199,7 @@ mod tests {
             filters: Cow::Borrowed(FILTERS),
             max_page: 1000,
             columns: Cow::Borrowed(KEY_COLUMN),
+            history: true,
         }
     }
 

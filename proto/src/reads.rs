@@ -26,6 +26,10 @@ pub struct ReadsInfo {
     pub max_page: usize,
     /// The columns a list is printed with, for people.
     pub columns: Cow<'static, [Column]>,
+    /// Whether `GET /v1/<task>/{key}/history` serves the versions jobs replaced (items
+    /// `{"job","sub","time","replaced"}`, newest first).
+    #[serde(default)]
+    pub history: bool,
 }
 
 /// A filter of a list endpoint.
@@ -164,6 +168,7 @@ mod tests {
             filters: Cow::Borrowed(FILTERS),
             max_page: 1000,
             columns: Cow::Borrowed(KEY_COLUMN),
+            history: true,
         };
         let json = serde_json::to_string(&info).unwrap();
         assert_eq!(serde_json::from_str::<ReadsInfo>(&json).unwrap(), info);

@@ -454,6 +454,38 @@ impl JobRecord {
     }
 }
 
+/// Reverts job `job` through its task's plugin (see [`crate::task::Plugin::revert`]), as
+/// `by`: the job must exist, have ended, and be of a task that can revert.
+pub fn revert(
+    context: &crate::Context,
+    job: &str,
+    by: &crate::task::JobRef,
+) -> Result<serde_json::Value, crate::reads::ReadError> {
+    use crate::reads::ReadError;
+    let record =
+        get(&context.store, job)?.ok_or_else(|| ReadError::NotFound(format!("no job `{job}`")))?;
+    if record.outcome == "running" {
+        return Err(ReadError::Conflict(format!(
+            "job `{job}` is still running: revert it once it has ended"
+        )));
+    }
+    let revert = context
+        .store
+        .registry()
+        .find(&record.task)
+        .and_then(|plugin| plugin.revert)
+        .ok_or_else(|| {
+            ReadError::Conflict(format!(
+                "job `{job}` ran task `{}`, which keeps nothing to revert",
+                record.task
+            ))
+        })?;
+    revert(context, job, by).map_err(|e| match e {
+        crate::task::RevertError::NothingToRevert(message) => ReadError::Conflict(message),
+        crate::task::RevertError::Store(e) => ReadError::Store(e),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

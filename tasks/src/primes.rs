@@ -45,7 +45,9 @@ pub const PLUGIN: Plugin = Plugin {
         columns: &[Column::new("N", "/n"), Column::new("PRIME", "/prime")],
         one: read_one,
         page: read_page,
+        history: None,
     }),
+    revert: None,
 };
 
 fn create(params: &Map<String, Value>, context: &Context) -> Result<Box<dyn Task>, ParamError> {

@@ -16,6 +16,11 @@ pub type ReadOne = fn(context: &Context, key: &str) -> Result<Option<Value>, Rea
 /// Reads one page of items in key order.
 pub type ReadPage = fn(context: &Context, request: &PageRequest<'_>) -> Result<Page, ReadError>;
 
+/// Reads one page of an item's history, newest first: items `{"job","sub","time","replaced"}`
+/// (`request.after` is the `job` of the previous page's last item).
+pub type ReadHistory =
+    fn(context: &Context, key: &str, request: &PageRequest<'_>) -> Result<Page, ReadError>;
+
 /// What a plugin offers to read back its items.
 #[derive(Debug, Clone, Copy)]
 pub struct Reads {
@@ -33,6 +38,9 @@ pub struct Reads {
     pub one: ReadOne,
     /// `GET /v1/<task>?...`: a page of items as JSON, in key order.
     pub page: ReadPage,
+    /// `GET /v1/<task>/{key}/history?limit=&after=`: the versions of an item that jobs
+    /// replaced, newest first, if the task keeps them.
+    pub history: Option<ReadHistory>,
 }
 
 /// A request for a page, checked against the plugin's [`Reads`].
@@ -75,6 +83,10 @@ pub enum ReadError {
     /// A query parameter is unknown or out of range (HTTP 400 `bad_params`).
     #[error("{0}")]
     BadParams(String),
+    /// What was asked cannot be done in the present state, e.g. reverting a job that still
+    /// runs (HTTP 409 `conflict`).
+    #[error("{0}")]
+    Conflict(String),
     /// The store failed (HTTP 500 `store_error`).
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -89,7 +101,44 @@ impl Reads {
             filters: Cow::Borrowed(self.filters),
             max_page: self.max_page,
             columns: Cow::Borrowed(self.columns),
+            history: self.history.is_some(),
         }
+    }
+
+    /// A page of an item's history, `{"items":[...],"next":...}` (newest first), for query
+    /// parameters `limit` and `after`; [`ReadError::NotFound`] when the task keeps none.
+    pub fn read_history(
+        &self,
+        context: &Context,
+        key: &str,
+        params: &[(String, String)],
+    ) -> Result<Value, ReadError> {
+        let Some(history) = self.history else {
+            return Err(ReadError::NotFound(format!(
+                "{}s have no history",
+                self.item
+            )));
+        };
+        let mut after = None;
+        let mut limit = DEFAULT_PAGE.min(self.max_page);
+        for (name, value) in params {
+            match name.as_str() {
+                "after" => after = Some(value.as_str()),
+                "limit" => limit = self.limit(value)?,
+                other => {
+                    return Err(ReadError::BadParams(format!(
+                        "unknown parameter `{other}` (use limit, after)"
+                    )))
+                }
+            }
+        }
+        let request = PageRequest {
+            filters: &[],
+            after,
+            limit,
+        };
+        let page = history(context, key, &request)?;
+        Ok(json!({"items": page.items, "next": page.next}))
     }
 
     /// One item by key, or [`ReadError::NotFound`] naming it.

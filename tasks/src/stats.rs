@@ -18,6 +18,7 @@ pub const PLUGIN: Plugin = Plugin {
     create,
     storage: Storage::NONE,
     reads: None,
+    revert: None,
 };
 
 fn create(params: &Map<String, Value>, _context: &Context) -> Result<Box<dyn Task>, ParamError> {

@@ -92,16 +92,50 @@ pub struct Context {
     pub store: Store,
     /// The limits plugins enforce, from the server's `[limits]`.
     pub limits: TaskLimits,
+    /// The job the task runs for (and who runs it), so that what it changes can be traced
+    /// back to it (`ports` keeps the versions a job replaced). `None` outside a job.
+    pub job: Option<JobRef>,
 }
 
 impl Context {
-    /// A context on `store` with the default limits.
+    /// A context on `store` with the default limits, outside any job.
     pub fn new(store: Store) -> Context {
         Context {
             store,
             limits: TaskLimits::default(),
+            job: None,
         }
     }
+
+    /// This context for the job `job`.
+    pub fn for_job(mut self, job: JobRef) -> Context {
+        self.job = Some(job);
+        self
+    }
+}
+
+/// A job, as what it changed is recorded: its id and its token's subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRef {
+    /// The job id (ids sort by start time).
+    pub id: String,
+    /// Who ran it (the token's `sub`).
+    pub sub: String,
+}
+
+/// Undoes what job `job` changed, as the job (or command) `by`: see [`Plugin::revert`].
+pub type Revert = fn(context: &Context, job: &str, by: &JobRef) -> Result<Value, RevertError>;
+
+/// Why a revert could not be done.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RevertError {
+    /// The job changed nothing this plugin kept track of (or its record of it was pruned).
+    #[error("{0}")]
+    NothingToRevert(String),
+    /// The store failed; what was reverted before the failure stays reverted.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// The limits plugins enforce (the server's `[limits]` section).
@@ -152,6 +186,10 @@ pub struct Plugin {
     /// Its read endpoints (`GET /v1/<name>/{key}`, `GET /v1/<name>?...`, and the read
     /// commands `edge <name> get|list`, `edge-client <name> get|list`), if it has any.
     pub reads: Option<Reads>,
+    /// How to undo one of its jobs (`POST /v1/jobs/{id}/revert`, `edge <name> revert --job`),
+    /// if it can: restore what the job replaced and remove what it inserted, leaving alone
+    /// (and listing) what a later job changed again. Returns a JSON report.
+    pub revert: Option<Revert>,
 }
 
 impl Plugin {

@@ -9,7 +9,8 @@ use clap::{ArgMatches, Command};
 use edge_proto::read_command::{self, ReadRequest};
 use edge_tasks::reads::ReadError;
 use edge_tasks::store::StoreOptions;
-use edge_tasks::{Context, Registry, Store};
+use edge_tasks::task::JobRef;
+use edge_tasks::{history, Context, Registry, Store};
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -23,9 +24,28 @@ pub(crate) fn commands(registry: &Registry) -> Vec<Command> {
                 "Read the {}s of task `{}` from the store file (while the server is stopped).",
                 reads.item, plugin.name
             );
-            Some(read_command::command(plugin.name, &reads, about))
+            let command = read_command::command(plugin.name, &reads, about);
+            Some(match plugin.revert {
+                Some(_) => command.subcommand(revert_command(plugin.name)),
+                None => command,
+            })
         })
         .collect()
+}
+
+/// `edge <task> revert --job JOB`, for a plugin that can undo its jobs.
+fn revert_command(task: &str) -> Command {
+    Command::new("revert")
+        .about(format!(
+            "Undo a `{task}` job in the store file (while the server is stopped): restore what it replaced and remove what it inserted, leaving alone (and listing) what a later job changed again. With the server running: POST /v1/jobs/{{id}}/revert (scope admin)."
+        ))
+        .arg(
+            clap::Arg::new("job")
+                .long("job")
+                .required(true)
+                .value_name("JOB")
+                .help("The id of the job to undo (`edge-client jobs` lists them)"),
+        )
 }
 
 /// Runs `edge <task> get|list` for the plugin named `task`.
@@ -39,9 +59,11 @@ pub(crate) fn run(
         bail!("task `{task}` has nothing to read");
     };
     let info = reads.info();
-    let Some(request) = read_command::request(&info, matches) else {
-        bail!("use `edge {task} get KEY` or `edge {task} list`");
+    let revert = match matches.subcommand() {
+        Some(("revert", args)) => args.get_one::<String>("job").cloned(),
+        _ => None,
     };
+    let request = read_command::request(&info, matches);
     let path = config.store_path();
     if !path.is_file() {
         bail!(
@@ -53,17 +75,40 @@ pub(crate) fn run(
     let store = Store::open_with(&path, &StoreOptions::default(), registry.clone())?;
     let mut context = Context::new(store);
     context.limits = config.limits.task_limits();
-    let answer = match request {
-        ReadRequest::Get { key } => reads
+    let answer = match (request, revert) {
+        (_, Some(job)) => {
+            let by = JobRef {
+                id: crate::jobs::new_job_id(),
+                sub: format!(
+                    "edge {task} revert ({})",
+                    std::env::var("USER").unwrap_or_else(|_| "offline".into())
+                ),
+            };
+            history::revert(&context, &job, &by)
+                .map(|report| serde_json::to_string_pretty(&report).unwrap_or_default())
+        }
+        (Some(ReadRequest::History { key, params, json }), None) => {
+            reads.read_history(&context, &key, &params).map(|page| {
+                let (out, more) = read_command::show_history(&page, json);
+                if let Some(more) = more {
+                    eprintln!("{more}");
+                }
+                out
+            })
+        }
+        (Some(ReadRequest::Get { key }), None) => reads
             .read_one(&context, &key)
             .map(|item| serde_json::to_string_pretty(&item).unwrap_or_default()),
-        ReadRequest::List { params, json } => reads.read_page(&context, &params).map(|page| {
-            let (out, more) = read_command::show_page(&info, &page, json);
-            if let Some(more) = more {
-                eprintln!("{more}");
-            }
-            out
-        }),
+        (Some(ReadRequest::List { params, json }), None) => {
+            reads.read_page(&context, &params).map(|page| {
+                let (out, more) = read_command::show_page(&info, &page, json);
+                if let Some(more) = more {
+                    eprintln!("{more}");
+                }
+                out
+            })
+        }
+        (None, None) => bail!("use `edge {task} get KEY` or `edge {task} list`"),
     };
     match answer {
         Ok(text) => {

@@ -7,6 +7,7 @@ use super::Stream;
 use crate::auth::Grant;
 use crate::service::Service;
 use edge_tasks::reads::{ReadError, Reads};
+use edge_tasks::task::JobRef;
 use edge_tasks::{history, Context, Registry};
 use http::StatusCode;
 use serde_json::{json, Value};
@@ -46,6 +47,35 @@ pub(super) async fn read_page(
     let params = parse_query(query);
     answer(stream, service, move |context| {
         reads.read_page(context, &params)
+    })
+    .await
+}
+
+/// `GET /v1/<task>/{key}/history?...`: a page of an item's replaced versions, newest first.
+pub(super) async fn read_history(
+    stream: &mut Stream,
+    service: &Service,
+    reads: Reads,
+    key: String,
+    query: Option<&str>,
+) {
+    let params = parse_query(query);
+    answer(stream, service, move |context| {
+        reads.read_history(context, &key, &params)
+    })
+    .await
+}
+
+/// `POST /v1/jobs/{id}/revert` (scope `admin`): undoes the job through its task's plugin, as
+/// a new job id run by the token's subject; answers the plugin's report.
+pub(super) async fn revert_job(stream: &mut Stream, service: &Service, id: String, grant: &Grant) {
+    let by = JobRef {
+        id: crate::jobs::new_job_id(),
+        sub: grant.sub.clone(),
+    };
+    tracing::info!(job = %id, by = %by.id, sub = %by.sub, "reverting a job");
+    answer(stream, service, move |context| {
+        history::revert(context, &id, &by)
     })
     .await
 }
@@ -111,6 +141,7 @@ where
         Ok(Ok(body)) => return respond(stream, StatusCode::OK, &body).await,
         Ok(Err(ReadError::NotFound(message))) => (StatusCode::NOT_FOUND, "not_found", message),
         Ok(Err(ReadError::BadParams(message))) => (StatusCode::BAD_REQUEST, "bad_params", message),
+        Ok(Err(ReadError::Conflict(message))) => (StatusCode::CONFLICT, "conflict", message),
         Ok(Err(e)) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "store_error",

@@ -1,11 +1,11 @@
 //! Routing: a request's method and path to its handler, after the token and the scope the
 //! route needs; `404` for an unknown path, `405` for a method the route does not take.
 
-use super::read::{list_jobs, read_item, read_job, read_page, tasks};
+use super::read::{list_jobs, read_history, read_item, read_job, read_page, revert_job, tasks};
 use super::respond::{refuse, refuse_job, refuse_method, respond};
 use super::upload::upload;
 use super::{Resolver, Stream};
-use crate::auth::JOBS_READ_SCOPE;
+use crate::auth::{ADMIN_SCOPE, JOBS_READ_SCOPE};
 use crate::service::Service;
 use crate::shutdown::Shutdown;
 use crate::window::ConnectionWindow;
@@ -26,6 +26,10 @@ enum Route<'a> {
     Items(Reads),
     /// One item of a plugin: `/v1/<task>/{key}`.
     Item(Reads, &'a str),
+    /// The versions of an item that jobs replaced: `/v1/<task>/{key}/history`.
+    History(Reads, &'a str),
+    /// `POST /v1/jobs/{id}/revert`: undo a job.
+    Revert(&'a str),
     Jobs,
     /// `GET` one job's record; `PUT`/`POST` a job of the task named.
     Job(&'a str),
@@ -40,8 +44,14 @@ impl<'a> Route<'a> {
             ["v1", "tasks"] => Route::Tasks,
             ["v1", "jobs"] => Route::Jobs,
             ["v1", "jobs", id_or_task] => Route::Job(id_or_task),
+            ["v1", "jobs", id, "revert"] => Route::Revert(id),
             ["v1", task] => Route::Items(registry.find(task)?.reads?),
             ["v1", task, key] => Route::Item(registry.find(task)?.reads?, key),
+            ["v1", task, key, "history"] => {
+                let reads = registry.find(task)?.reads?;
+                reads.history?;
+                Route::History(reads, key)
+            }
             _ => return None,
         })
     }
@@ -50,6 +60,7 @@ impl<'a> Route<'a> {
     fn allow(self) -> &'static str {
         match self {
             Route::Job(_) => "GET, HEAD, PUT, POST",
+            Route::Revert(_) => "POST",
             _ => "GET, HEAD",
         }
     }
@@ -57,14 +68,19 @@ impl<'a> Route<'a> {
     fn allows(self, method: &Method) -> bool {
         match self {
             Route::Job(_) if method == Method::PUT || method == Method::POST => true,
+            Route::Revert(_) => method == Method::POST,
             _ => method == Method::GET || method == Method::HEAD,
         }
     }
 
-    /// The scope a read of this route needs beyond a valid token.
+    /// The scope this route needs beyond a valid token (an upload's is its task's, checked
+    /// when the job starts).
     fn read_scope(self, method: &Method) -> Option<&'static str> {
         match self {
-            Route::Items(reads) | Route::Item(reads, _) => Some(reads.scope),
+            Route::Items(reads) | Route::Item(reads, _) | Route::History(reads, _) => {
+                Some(reads.scope)
+            }
+            Route::Revert(_) => Some(ADMIN_SCOPE),
             Route::Jobs => Some(JOBS_READ_SCOPE),
             Route::Job(_) if method == Method::GET || method == Method::HEAD => {
                 Some(JOBS_READ_SCOPE)
@@ -146,6 +162,10 @@ pub(super) async fn handle(
         Route::Item(reads, key) => {
             read_item(&mut stream, &service, reads, percent_decode(key)).await
         }
+        Route::History(reads, key) => {
+            read_history(&mut stream, &service, reads, percent_decode(key), query).await
+        }
+        Route::Revert(id) => revert_job(&mut stream, &service, percent_decode(id), &grant).await,
         Route::Jobs => list_jobs(&mut stream, &service, query, &grant).await,
         Route::Job(task) if method == Method::PUT || method == Method::POST => {
             let task = percent_decode(task);

@@ -32,7 +32,8 @@ pub(super) async fn upload(
         Ok(upload) => upload,
         Err(refusal) => return refuse_job(&mut stream, &service, refusal).await,
     };
-    let started = jobs::start_task(&task, upload.format, &upload.params, &grant, &service)
+    let job = jobs::new_job_id();
+    let started = jobs::start_task(&job, &task, upload.format, &upload.params, &grant, &service)
         .and_then(|started| {
             check_size(upload.size, service.limits.max_upload_bytes())?;
             Ok((started, service.limits.admit(&grant.sub)?))
@@ -51,7 +52,7 @@ pub(super) async fn upload(
         return;
     }
     let spec = JobSpec {
-        job: jobs::new_job_id(),
+        job,
         upload_stream: None,
         task: plugin.name.to_owned(),
         format: upload.format,

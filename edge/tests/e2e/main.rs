@@ -9,6 +9,7 @@ mod binary;
 mod client_cli;
 mod crash;
 mod h3_conformance;
+mod history;
 mod http3;
 mod jobs;
 mod listen;

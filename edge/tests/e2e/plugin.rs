@@ -41,7 +41,9 @@ static PLUGIN: Plugin = Plugin {
         columns: &[Column::new("KEY", "/key"), Column::new("TEXT", "/text")],
         one: read_one,
         page: read_page,
+        history: None,
     }),
+    revert: None,
 };
 
 fn create(_params: &Map<String, Value>, context: &Context) -> Result<Box<dyn Task>, ParamError> {

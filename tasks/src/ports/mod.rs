@@ -14,6 +14,7 @@
 //! - `task`: one job (batches, commits, counts).
 //! - [`queries`]: reading ports back, and the read endpoints.
 //! - `codec`: the binary form, byte by byte; `stored`: the table and its layouts.
+//! - [`changes`]: the versions each job replaced, the history read and reverting a job.
 
 use crate::reads::Reads;
 use crate::table::Storage;
@@ -22,6 +23,7 @@ use edge_proto::reads::{Column, Filter};
 use edge_proto::Format;
 
 mod arriving;
+pub mod changes;
 mod codec;
 mod csv;
 pub mod model;
@@ -65,7 +67,7 @@ pub const PLUGIN: Plugin = Plugin {
     create,
     storage: Storage {
         version: stored::VERSION,
-        tables: &[&PORTS],
+        tables: &[&PORTS, &changes::VERSIONS, &changes::JOB_CHANGES],
         migrate: Some(stored::migrate),
     },
     reads: Some(Reads {
@@ -84,7 +86,9 @@ pub const PLUGIN: Plugin = Plugin {
         ],
         one: read_one,
         page: read_page,
+        history: Some(changes::read_history),
     }),
+    revert: Some(changes::revert),
 };
 
 const SCHEMA: &str = r#"{

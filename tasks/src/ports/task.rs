@@ -2,12 +2,13 @@
 //! and handed to the store's writer at each commit, and counted once that commit returned.
 
 use super::arriving::ArrivingPort;
+use super::changes::Recorder;
 use super::csv::csv_to_json;
 use super::model::{validate, Port};
 use super::{codec, StoredPort, MAX_KEY_BYTES, PORTS};
 use crate::record::{Body, Record, Rejection};
 use crate::store::{Change, Interrupt, Part, Store, StoreError, Sync, Ticket};
-use crate::task::{Context, ParamError, Task, TaskError};
+use crate::task::{Context, JobRef, ParamError, Task, TaskError};
 use edge_proto::{ErrorCode, Summary};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -24,6 +25,7 @@ pub(super) fn create(
     }
     Ok(Box::new(PortsTask {
         store: context.store.clone(),
+        job: context.job.clone().map(Arc::new),
         batch: Batch::default(),
         in_flight: None,
         spare: None,
@@ -41,6 +43,8 @@ pub(super) struct Counts {
 /// One `ports` job.
 struct PortsTask {
     store: Store,
+    /// The job, whose changes are recorded ([`super::changes`]); `None` outside a job.
+    job: Option<Arc<JobRef>>,
     /// Accepted records not yet handed to the store.
     batch: Batch,
     /// The commit running in the store's writer, if any, and the batch it writes.
@@ -100,7 +104,7 @@ impl Task for PortsTask {
         let batch = Arc::new(batch);
         let ticket = self
             .store
-            .submit(SharedBatch::new(batch.clone()), Sync::Now);
+            .submit(SharedBatch::new(batch.clone(), self.job.clone()), Sync::Now);
         self.in_flight = Some((ticket, batch));
         Ok(())
     }
@@ -257,6 +261,8 @@ impl Batch {
 /// when it writes it in parts.
 struct SharedBatch {
     batch: Arc<Batch>,
+    /// The job that writes it, whose changes are recorded.
+    job: Option<Arc<JobRef>>,
     /// The first entry not yet written.
     next: usize,
     /// The counts of the entries written so far.
@@ -264,9 +270,10 @@ struct SharedBatch {
 }
 
 impl SharedBatch {
-    fn new(batch: Arc<Batch>) -> SharedBatch {
+    fn new(batch: Arc<Batch>, job: Option<Arc<JobRef>>) -> SharedBatch {
         SharedBatch {
             batch,
+            job,
             next: 0,
             counts: Counts::default(),
         }
@@ -285,20 +292,35 @@ impl SharedBatch {
         let mut table = txn
             .open_table(PORTS)
             .map_err(StoreError::redb("open ports table"))?;
+        let mut recorder = match &self.job {
+            Some(job) => Some(Recorder::open(txn, job)?),
+            None => None,
+        };
         for (n, entry) in batch.entries[self.next..].iter().enumerate() {
             if n > 0 && n % CHECK_EVERY == 0 && stop() {
                 break;
             }
-            let value = batch.value(entry);
+            let (key, value) = (batch.key(entry), batch.value(entry));
             let old = table
-                .insert(batch.key(entry), StoredPort::from_encoded(value))
+                .insert(key, StoredPort::from_encoded(value))
                 .map_err(StoreError::redb("write port"))?;
-            match old {
-                None => self.counts.inserted += 1,
-                Some(old) if old.value() == StoredPort::from_encoded(value) => {
-                    self.counts.unchanged += 1
+            let replaced = match &old {
+                None => {
+                    self.counts.inserted += 1;
+                    None
                 }
-                Some(_) => self.counts.updated += 1,
+                Some(old) if old.value() == StoredPort::from_encoded(value) => {
+                    self.counts.unchanged += 1;
+                    self.next += 1;
+                    continue;
+                }
+                Some(old) => {
+                    self.counts.updated += 1;
+                    Some(old.value().bytes())
+                }
+            };
+            if let Some(recorder) = &mut recorder {
+                recorder.changed(key, replaced)?;
             }
             self.next += 1;
         }
@@ -376,7 +398,7 @@ mod tests {
     /// Writes `batch` in one transaction.
     fn write_whole(store: &Store, batch: &Arc<Batch>) -> Counts {
         let txn = store.write().unwrap();
-        let counts = SharedBatch::new(batch.clone()).apply(&txn).unwrap();
+        let counts = SharedBatch::new(batch.clone(), None).apply(&txn).unwrap();
         txn.commit().unwrap();
         counts
     }
@@ -399,7 +421,7 @@ mod tests {
 
         let (_parts_dir, parted) = store();
         write_whole(&parted, &before);
-        let mut change = SharedBatch::new(next);
+        let mut change = SharedBatch::new(next, None);
         let mut parts = 0;
         let in_parts = loop {
             // Interrupted whenever it asks: each part writes the fewest entries it may.

@@ -141,7 +141,10 @@ mod tests {
     /// Stores `count` ports through the `ports` task, as a job would.
     fn put_ports(store: &Store, count: u32) {
         let plugin = crate::registry::find("ports").unwrap();
-        let context = Context::new(store.clone());
+        let context = Context::new(store.clone()).for_job(crate::task::JobRef {
+            id: "0000000000000001".into(),
+            sub: "tester".into(),
+        });
         let mut task = (plugin.create)(&serde_json::Map::new(), &context).unwrap();
         for i in 0..count {
             let key = format!("K{i:06}");
@@ -190,7 +193,17 @@ mod tests {
         drop(store);
         let source = tables_in(&path);
         let names: Vec<&str> = source.iter().map(|(name, _)| name.as_str()).collect();
-        assert_eq!(names, ["jobs", "meta", "ports", "revoked_tokens"]);
+        assert_eq!(
+            names,
+            [
+                "jobs",
+                "meta",
+                "ports",
+                "ports_history",
+                "ports_job_changes",
+                "revoked_tokens"
+            ]
+        );
         assert_eq!(tables_in(&target), source, "every table, every entry");
         assert_eq!(
             report.entries,

@@ -1,0 +1,546 @@
+//! What each job changed in the `ports` table, so that a user can see how a port changed,
+//! which upload changed it, and undo a bad upload.
+//!
+//! Two tables, written in the same transaction as the ports themselves:
+//! - [`VERSIONS`], `(code, job) -> Version`: the version of port `code` that `job` replaced
+//!   (updated or, for a revert, removed), with who ran the job and when. An `unchanged` record
+//!   and an insert write none. Job ids sort by start time, so a port's versions are in the
+//!   order jobs started; [`read_history`] walks them newest first.
+//! - [`JOB_CHANGES`], `(job, code) -> ()`: every port `job` inserted, updated or removed, so
+//!   that [`revert`] finds them without scanning the history.
+//!
+//! A job that writes one key twice keeps the version it replaced first: reverting it restores
+//! what was there before the job.
+
+use super::codec;
+use super::{Port, PORTS};
+use crate::reads::{Page, PageRequest, ReadError};
+use crate::store::{Change, Store, StoreError, Sync};
+use crate::table::{Encoded, Stored};
+use crate::task::{Context, JobRef, RevertError};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use serde_json::{json, Value};
+use std::ops::Bound;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The versions jobs replaced: `(code, job) -> Version`.
+pub(crate) const VERSIONS: TableDefinition<(&str, &str), StoredVersion> =
+    TableDefinition::new("ports_history");
+
+/// The ports each job changed: `(job, code) -> ()`.
+pub(crate) const JOB_CHANGES: TableDefinition<(&str, &str), ()> =
+    TableDefinition::new("ports_job_changes");
+
+/// Ports a revert restores per transaction, so that memory stays bounded on a huge job.
+const REVERT_BATCH: usize = 10_000;
+
+/// Later changes a revert's report lists by code (it counts them all).
+const LEFT_ALONE_LISTED: usize = 100;
+
+/// A version of a port that a job replaced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Version {
+    /// When the job replaced it (milliseconds since the epoch).
+    pub time_ms: u64,
+    /// Who ran the job (its token's `sub`).
+    pub sub: String,
+    /// The port's binary form before the job ([`codec`]).
+    pub replaced: Vec<u8>,
+}
+
+/// A [`Version`] as the store holds it.
+pub type StoredVersion<'a> = Stored<'a, Version>;
+
+impl Version {
+    /// Its stored form: the time (8 bytes, little-endian), the sub's length (2) and bytes,
+    /// then the replaced port's binary form.
+    fn encode(time_ms: u64, sub: &str, replaced: &[u8]) -> Vec<u8> {
+        let sub = &sub.as_bytes()[..sub.len().min(usize::from(u16::MAX))];
+        let mut bytes = Vec::with_capacity(10 + sub.len() + replaced.len());
+        bytes.extend_from_slice(&time_ms.to_le_bytes());
+        bytes.extend_from_slice(&(sub.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(sub);
+        bytes.extend_from_slice(replaced);
+        bytes
+    }
+
+    /// The replaced port.
+    pub fn port(&self) -> Result<Port, String> {
+        codec::decode(&self.replaced).map_err(|e| e.to_string())
+    }
+}
+
+impl Encoded for Version {
+    const TYPE_NAME: &'static str = "edge::ports::Version";
+
+    fn decode(bytes: &[u8]) -> Result<Version, String> {
+        let short = || "a port version shorter than its header".to_owned();
+        let time = bytes.get(..8).ok_or_else(short)?;
+        let len = bytes.get(8..10).ok_or_else(short)?;
+        let len = usize::from(u16::from_le_bytes([len[0], len[1]]));
+        let sub = bytes.get(10..10 + len).ok_or_else(short)?;
+        Ok(Version {
+            time_ms: u64::from_le_bytes(time.try_into().map_err(|_| short())?),
+            sub: String::from_utf8_lossy(sub).into_owned(),
+            replaced: bytes[10 + len..].to_vec(),
+        })
+    }
+}
+
+/// Where a job's changes are recorded while its batch is written: the two tables, opened in
+/// the batch's transaction.
+pub(super) struct Recorder<'txn> {
+    job: &'txn JobRef,
+    time_ms: u64,
+    versions: redb::Table<'txn, (&'static str, &'static str), StoredVersion<'static>>,
+    changes: redb::Table<'txn, (&'static str, &'static str), ()>,
+}
+
+impl<'txn> Recorder<'txn> {
+    /// Opens the tables in `txn` for `job`'s changes, made now.
+    pub(super) fn open(txn: &'txn WriteTransaction, job: &'txn JobRef) -> Result<Self, StoreError> {
+        Ok(Recorder {
+            job,
+            time_ms: now_ms(),
+            versions: txn
+                .open_table(VERSIONS)
+                .map_err(StoreError::redb("open ports history"))?,
+            changes: txn
+                .open_table(JOB_CHANGES)
+                .map_err(StoreError::redb("open ports job changes"))?,
+        })
+    }
+
+    /// Records that the job wrote `code`, which held `replaced` before (`None`: it was new).
+    pub(super) fn changed(
+        &mut self,
+        code: &str,
+        replaced: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let first = self
+            .changes
+            .insert((self.job.id.as_str(), code), ())
+            .map_err(StoreError::redb("record a port change"))?
+            .is_none();
+        // A key the job writes again keeps the version the job replaced first.
+        if let (true, Some(replaced)) = (first, replaced) {
+            let version = Version::encode(self.time_ms, &self.job.sub, replaced);
+            self.versions
+                .insert(
+                    (code, self.job.id.as_str()),
+                    StoredVersion::from_encoded(&version),
+                )
+                .map_err(StoreError::redb("record a port version"))?;
+        }
+        Ok(())
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn rfc3339(time_ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(time_ms)).to_string()
+}
+
+/// `GET /v1/ports/{code}/history?limit=&after=`: the versions jobs replaced, newest first,
+/// as `{"job","sub","time","was","replaced"}` (`was`: the replaced port's name).
+pub(super) fn read_history(
+    context: &Context,
+    code: &str,
+    request: &PageRequest<'_>,
+) -> Result<Page, ReadError> {
+    let txn = context.store.read()?;
+    let versions = txn
+        .open_table(VERSIONS)
+        .map_err(StoreError::redb("open ports history"))?;
+    let upper = match request.after {
+        Some(after) => Bound::Excluded((code, after)),
+        None => Bound::Included((code, "\u{10ffff}")),
+    };
+    let range = versions
+        .range::<(&str, &str)>((Bound::Included((code, "")), upper))
+        .map_err(StoreError::redb("read ports history"))?;
+    let mut items = Vec::new();
+    let mut next = None;
+    for entry in range.rev() {
+        let (key, value) = entry.map_err(StoreError::redb("read ports history"))?;
+        let (_, job) = key.value();
+        if items.len() == request.limit {
+            next = items
+                .last()
+                .and_then(|item: &Value| item["job"].as_str().map(str::to_owned));
+            break;
+        }
+        let version = value.value().decode(code)?;
+        let replaced = version.port().map_err(|message| StoreError::Corrupt {
+            key: format!("{code} (history of job {job})"),
+            message,
+        })?;
+        items.push(json!({
+            "job": job,
+            "sub": version.sub,
+            "time": rfc3339(version.time_ms),
+            "was": replaced.name,
+            "replaced": replaced,
+        }));
+    }
+    if items.is_empty() && super::get(&context.store, code)?.is_none() {
+        return Err(ReadError::NotFound(format!(
+            "no port `{code}` and no history of one"
+        )));
+    }
+    Ok(Page { items, next })
+}
+
+/// Undoes job `job` (see [`crate::task::Plugin::revert`]) as `by`: every port it inserted is
+/// removed and every port it updated gets back the version it replaced, unless a later job
+/// changed that port again: those are left alone and listed. The revert is itself recorded as
+/// `by`'s changes, so it can be reverted in turn. Runs through the store's writer, at most
+/// [`REVERT_BATCH`] ports per transaction.
+pub(super) fn revert(context: &Context, job: &str, by: &JobRef) -> Result<Value, RevertError> {
+    let store = &context.store;
+    let mut report = Reverted::default();
+    let mut after: Option<String> = None;
+    loop {
+        let codes = changed_by(store, job, after.as_deref(), REVERT_BATCH)?;
+        let Some(last) = codes.last().cloned() else {
+            break;
+        };
+        let part = store
+            .submit(
+                RevertPart {
+                    job: job.to_owned(),
+                    by: by.clone(),
+                    codes,
+                },
+                Sync::Now,
+            )
+            .wait()?;
+        report.add(part);
+        after = Some(last);
+    }
+    if report.seen == 0 {
+        return Err(RevertError::NothingToRevert(format!(
+            "job `{job}` changed no port (no record of it in the ports history)"
+        )));
+    }
+    Ok(json!({
+        "job": job,
+        "reverted_by": by.id,
+        "restored": report.restored,
+        "removed": report.removed,
+        "left_alone": report.left_alone,
+        "left_alone_codes": report.listed,
+    }))
+}
+
+/// The codes job `job` changed, after `after`, at most `limit`.
+fn changed_by(
+    store: &Store,
+    job: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<String>, StoreError> {
+    let txn = store.read()?;
+    let changes = txn
+        .open_table(JOB_CHANGES)
+        .map_err(StoreError::redb("open ports job changes"))?;
+    let lower = match after {
+        Some(after) => Bound::Excluded((job, after)),
+        None => Bound::Included((job, "")),
+    };
+    let range = changes
+        .range::<(&str, &str)>((lower, Bound::Included((job, "\u{10ffff}"))))
+        .map_err(StoreError::redb("read ports job changes"))?;
+    range
+        .take(limit)
+        .map(|entry| {
+            let (key, _) = entry.map_err(StoreError::redb("read ports job changes"))?;
+            Ok(key.value().1.to_owned())
+        })
+        .collect()
+}
+
+/// What a revert did.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Reverted {
+    seen: u64,
+    restored: u64,
+    removed: u64,
+    left_alone: u64,
+    /// The first [`LEFT_ALONE_LISTED`] ports left alone: `{"code","changed_by":[jobs]}`.
+    listed: Vec<Value>,
+}
+
+impl Reverted {
+    fn add(&mut self, part: Reverted) {
+        self.seen += part.seen;
+        self.restored += part.restored;
+        self.removed += part.removed;
+        self.left_alone += part.left_alone;
+        let room = LEFT_ALONE_LISTED.saturating_sub(self.listed.len());
+        self.listed.extend(part.listed.into_iter().take(room));
+    }
+}
+
+/// One transaction of a revert: these codes of `job`.
+struct RevertPart {
+    job: String,
+    by: JobRef,
+    codes: Vec<String>,
+}
+
+impl Change for RevertPart {
+    type Output = Reverted;
+
+    fn apply(&mut self, txn: &WriteTransaction) -> Result<Reverted, StoreError> {
+        let mut done = Reverted::default();
+        let mut recorder = Recorder::open(txn, &self.by)?;
+        let mut ports = txn
+            .open_table(PORTS)
+            .map_err(StoreError::redb("open ports table"))?;
+        for code in &self.codes {
+            done.seen += 1;
+            let (later, left_by_job) = later_jobs(&recorder.versions, code, &self.job)?;
+            // What the job wrote is what the first later job replaced; a port that holds it
+            // again (the later changes were reverted) is the job's to undo.
+            let current = ports
+                .get(code.as_str())
+                .map_err(StoreError::redb("read port"))?
+                .map(|port| port.value().bytes().to_vec());
+            if left_by_job.is_some_and(|left| current.as_deref() != Some(left.as_slice())) {
+                done.left_alone += 1;
+                if done.listed.len() < LEFT_ALONE_LISTED {
+                    done.listed.push(json!({"code": code, "changed_by": later}));
+                }
+                continue;
+            }
+            let replaced = recorder
+                .versions
+                .get((code.as_str(), self.job.as_str()))
+                .map_err(StoreError::redb("read ports history"))?
+                .map(|v| v.value().decode(code))
+                .transpose()?;
+            match replaced {
+                Some(version) => {
+                    let port = super::StoredPort::from_encoded(&version.replaced);
+                    ports
+                        .insert(code.as_str(), port)
+                        .map_err(StoreError::redb("restore port"))?;
+                    done.restored += 1;
+                }
+                None => {
+                    ports
+                        .remove(code.as_str())
+                        .map_err(StoreError::redb("remove port"))?;
+                    done.removed += 1;
+                }
+            }
+            recorder.changed(code, current.as_deref())?;
+        }
+        Ok(done)
+    }
+}
+
+/// The jobs after `job` that replaced a version of `code`, and what the first of them
+/// replaced: the port as `job` left it (`None`: no later job changed it).
+fn later_jobs(
+    versions: &redb::Table<'_, (&'static str, &'static str), StoredVersion<'static>>,
+    code: &str,
+    job: &str,
+) -> Result<(Vec<String>, Option<Vec<u8>>), StoreError> {
+    let range = versions
+        .range::<(&str, &str)>((
+            Bound::Excluded((code, job)),
+            Bound::Included((code, "\u{10ffff}")),
+        ))
+        .map_err(StoreError::redb("read ports history"))?;
+    let mut jobs = Vec::new();
+    let mut left_by_job = None;
+    for entry in range {
+        let (key, value) = entry.map_err(StoreError::redb("read ports history"))?;
+        if left_by_job.is_none() {
+            left_by_job = Some(value.value().decode(code)?.replaced);
+        }
+        jobs.push(key.value().1.to_owned());
+    }
+    Ok((jobs, left_by_job))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::record::{Body, Record};
+    use crate::store::StoreOptions;
+
+    fn job(id: &str, sub: &str) -> JobRef {
+        JobRef {
+            id: id.into(),
+            sub: sub.into(),
+        }
+    }
+
+    /// Runs job `id` of `sub` storing `(code, name)` ports.
+    fn upload(store: &Store, id: &str, sub: &str, ports: &[(&str, &str)]) {
+        let context = Context::new(store.clone()).for_job(job(id, sub));
+        let mut task = (super::super::PLUGIN.create)(&serde_json::Map::new(), &context).unwrap();
+        for (i, (code, name)) in ports.iter().enumerate() {
+            let body = format!(r#"{{"name":"{name}"}}"#);
+            let record = Record {
+                index: i as u64,
+                offset: 0,
+                key: Some(code),
+                body: Body::Json(body.as_bytes()),
+            };
+            task.record(&record).unwrap();
+        }
+        task.commit().unwrap();
+    }
+
+    fn name(store: &Store, code: &str) -> Option<String> {
+        super::super::get(store, code).unwrap().map(|p| p.name)
+    }
+
+    /// A page of `code`'s history through the plugin's read endpoint.
+    fn page(store: &Store, code: &str, params: &[(&str, &str)]) -> Result<Value, ReadError> {
+        let reads = super::super::PLUGIN.reads.unwrap();
+        let params: Vec<(String, String)> = params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        reads.read_history(&Context::new(store.clone()), code, &params)
+    }
+
+    fn history(store: &Store, code: &str) -> Vec<(String, String, String)> {
+        page(store, code, &[("limit", "100")]).unwrap()["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| {
+                let field = |f: &str| item[f].as_str().unwrap().to_owned();
+                (field("job"), field("sub"), field("was"))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn updates_keep_what_they_replaced_and_a_revert_undoes_a_job_but_not_later_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"), &StoreOptions::default()).unwrap();
+        upload(
+            &store,
+            "j1",
+            "alice",
+            &[("X", "x1"), ("Y", "y1"), ("Z", "z1")],
+        );
+        // Job 2 updates X (twice: the first replaced version is kept) and Y, inserts W and
+        // leaves Z as it was.
+        upload(
+            &store,
+            "j2",
+            "bob",
+            &[
+                ("X", "x2"),
+                ("Y", "y2"),
+                ("Z", "z1"),
+                ("W", "w2"),
+                ("X", "x2b"),
+            ],
+        );
+        upload(&store, "j3", "carol", &[("Y", "y3")]);
+        // The same file again adds nothing.
+        upload(&store, "j4", "carol", &[("Y", "y3")]);
+
+        assert_eq!(
+            history(&store, "X"),
+            [("j2".into(), "bob".into(), "x1".into())]
+        );
+        assert_eq!(
+            history(&store, "Y"),
+            [
+                ("j3".into(), "carol".into(), "y2".into()),
+                ("j2".into(), "bob".into(), "y1".into())
+            ]
+        );
+        assert!(
+            history(&store, "Z").is_empty(),
+            "unchanged writes no history"
+        );
+        assert!(
+            history(&store, "W").is_empty(),
+            "an insert replaced nothing"
+        );
+
+        let context = Context::new(store.clone());
+        let report = revert(&context, "j2", &job("r1", "admin")).unwrap();
+        assert_eq!(report["restored"], 1, "{report}");
+        assert_eq!(report["removed"], 1, "{report}");
+        assert_eq!(report["left_alone"], 1, "{report}");
+        assert_eq!(
+            report["left_alone_codes"],
+            json!([{"code": "Y", "changed_by": ["j3"]}])
+        );
+        assert_eq!(name(&store, "X").as_deref(), Some("x1"));
+        assert_eq!(name(&store, "W"), None);
+        assert_eq!(
+            name(&store, "Y").as_deref(),
+            Some("y3"),
+            "a later change stays"
+        );
+        assert_eq!(name(&store, "Z").as_deref(), Some("z1"));
+        // The revert is a change like any other: in the history, and revertible.
+        assert_eq!(
+            history(&store, "X")[0],
+            ("r1".into(), "admin".into(), "x2b".into())
+        );
+        assert_eq!(
+            history(&store, "W"),
+            [("r1".into(), "admin".into(), "w2".into())]
+        );
+        revert(&context, "r1", &job("r2", "admin")).unwrap();
+        assert_eq!(name(&store, "X").as_deref(), Some("x2b"));
+        assert_eq!(name(&store, "W").as_deref(), Some("w2"));
+
+        assert!(matches!(
+            revert(&context, "nonesuch", &job("r3", "admin")),
+            Err(RevertError::NothingToRevert(_))
+        ));
+    }
+
+    #[test]
+    fn a_history_is_paged_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"), &StoreOptions::default()).unwrap();
+        for i in 0..5 {
+            upload(&store, &format!("j{i}"), "me", &[("X", &format!("v{i}"))]);
+        }
+        let jobs = |p: &Value| -> Vec<String> {
+            p["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["job"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let first = page(&store, "X", &[("limit", "2")]).unwrap();
+        assert_eq!(jobs(&first), ["j4", "j3"]);
+        assert_eq!(first["next"], "j3");
+        let second = page(&store, "X", &[("limit", "2"), ("after", "j3")]).unwrap();
+        assert_eq!(jobs(&second), ["j2", "j1"]);
+        let third = page(&store, "X", &[("limit", "2"), ("after", "j1")]).unwrap();
+        assert!(jobs(&third).is_empty() && third["next"].is_null());
+        assert!(matches!(
+            page(&store, "NOPE", &[]),
+            Err(ReadError::NotFound(_))
+        ));
+        assert!(matches!(
+            page(&store, "X", &[("country", "x")]),
+            Err(ReadError::BadParams(_))
+        ));
+    }
+}
