@@ -61,6 +61,9 @@ pub struct Generator {
     templates: Vec<(String, Map<String, Value>)>,
     records: u64,
     seed: u64,
+    /// Every this many records (by sorted position) gets another name: a second upload
+    /// that changes some records of the first.
+    changed_every: Option<u64>,
 }
 
 impl Generator {
@@ -87,7 +90,15 @@ impl Generator {
             templates,
             records,
             seed,
+            changed_every: None,
         })
+    }
+
+    /// The same records, but every `every`-th (sorted position 0, `every`, ...) renamed: the
+    /// file a second upload that changes `1/every` of the records sends.
+    pub fn with_changes(mut self, every: u64) -> Generator {
+        self.changed_every = Some(every.max(1));
+        self
     }
 
     /// How many records the generator makes.
@@ -118,7 +129,16 @@ impl Generator {
         let h = mix(self.seed ^ mix(c.wrapping_add(0x9e37)) ^ mix(j.wrapping_add(1) << 20));
         let suffix = j * stride + h % stride.max(1);
         let key = format!("{code}{suffix:06}");
-        (key.clone(), port_from(template, key, h))
+        let mut port = port_from(template, key.clone(), h);
+        if self
+            .changed_every
+            .is_some_and(|every| g.is_multiple_of(every))
+        {
+            let name = port.get("name").and_then(Value::as_str).unwrap_or("");
+            let renamed = format!("{name} (renamed)");
+            port.insert("name".into(), Value::String(renamed));
+        }
+        (key, port)
     }
 }
 

@@ -9,6 +9,7 @@
 //! - `edge-bench jobs`: only the small-jobs benchmark.
 //! - `edge-bench load`: only the upload at 0, 50 and 100 ms RTT (through a delay forwarder)
 //!   and small jobs beside a big upload (also part of `run`).
+//! - `edge-bench history`: the cost of the `ports` change history on a second upload.
 //! - `edge-bench primes`: the `primes` task end to end beside the `primal` crate in process.
 //! - Hidden helpers run as child processes: `stage` (one in-process stage), `measure` (runs a
 //!   program and reports its CPU time and peak RSS) and `discard` (the HTTP/3 discard server).
@@ -16,6 +17,7 @@
 mod discard;
 mod forwarder;
 mod gen;
+mod history;
 mod jobs;
 mod latency;
 mod load;
@@ -66,6 +68,8 @@ enum Command {
     Jobs(run::JobsArgs),
     /// Only the upload over long paths (0, 50, 100 ms RTT) and small jobs beside it.
     Load(load::LoadArgs),
+    /// Only the cost of the `ports` change history: two sorted uploads, the second changing 10%.
+    History(history::HistoryArgs),
     /// Only the `primes` task: the 10^7-th prime and a job of 100,000 small n, against primal.
     Primes(primes::PrimesArgs),
     /// (internal) Run one in-process stage and print its report as JSON.
@@ -121,6 +125,10 @@ fn main() -> ExitCode {
         Command::Load(args) => {
             proc::install_interrupt_handler();
             load::load_only(args)
+        }
+        Command::History(args) => {
+            proc::install_interrupt_handler();
+            history::history_only(args)
         }
         Command::Primes(args) => {
             proc::install_interrupt_handler();

@@ -33,6 +33,8 @@ pub enum StageKind {
     Store,
     /// `pipeline::run` on the file: decode, task, store, events.
     Pipeline,
+    /// The same as a job, so that `ports` keeps what it replaced (its change history).
+    PipelineHistory,
 }
 
 /// What a stage did and cost.
@@ -60,7 +62,8 @@ pub fn stage_main(kind: StageKind, file: &Path, store_dir: Option<&Path>) -> any
     let report = match kind {
         StageKind::Decode => decode_only(file)?,
         StageKind::Store => store_only(file, need(store_dir)?)?,
-        StageKind::Pipeline => pipeline(file, need(store_dir)?)?,
+        StageKind::Pipeline => pipeline(file, need(store_dir)?, false)?,
+        StageKind::PipelineHistory => pipeline(file, need(store_dir)?, true)?,
     };
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
@@ -286,7 +289,9 @@ impl Source for FileSource {
     }
 }
 
-fn pipeline(path: &Path, dir: &Path) -> anyhow::Result<StageReport> {
+/// Runs the file through the pipeline into the store in `dir`; with `history`, as a job (a
+/// new id, later than any before it), so that `ports` records what it replaced.
+fn pipeline(path: &Path, dir: &Path, history: bool) -> anyhow::Result<StageReport> {
     let file = open(path)?;
     let size = file.metadata()?.len();
     let (store, store_path) = open_store(dir)?;
@@ -303,8 +308,18 @@ fn pipeline(path: &Path, dir: &Path) -> anyhow::Result<StageReport> {
     let mut events = 0u64;
     let before = self_usage()?;
     let started = Instant::now();
-    let task = (plugin.create)(&Map::new(), &Context::new(store.clone()))
-        .map_err(|e| anyhow::anyhow!("ports task: {e}"))?;
+    let mut context = Context::new(store.clone());
+    if history {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        context = context.for_job(edge_tasks::task::JobRef {
+            id: format!("{nanos:032x}"),
+            sub: "bench".into(),
+        });
+    }
+    let task =
+        (plugin.create)(&Map::new(), &context).map_err(|e| anyhow::anyhow!("ports task: {e}"))?;
     let report = pipeline::run(
         &spec,
         plugin,

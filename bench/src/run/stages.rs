@@ -103,6 +103,7 @@ impl Bench {
                 StageKind::Decode => "decode",
                 StageKind::Store => "store",
                 StageKind::Pipeline => "pipeline",
+                StageKind::PipelineHistory => "pipeline-history",
             })
             .arg("--file")
             .arg(file)

@@ -6,8 +6,10 @@
 //!   (updated or, for a revert, removed), with who ran the job and when. An `unchanged` record
 //!   and an insert write none. Job ids sort by start time, so a port's versions are in the
 //!   order jobs started; [`read_history`] walks them newest first.
-//! - [`JOB_CHANGES`], `(job, code) -> ()`: every port `job` inserted, updated or removed, so
-//!   that [`revert`] finds them without scanning the history.
+//! - [`JOB_CHANGES`], `(job, part) -> codes`: the ports `job` changed, one entry per
+//!   transaction it wrote (each code marked inserted or replaced), so that [`revert`] finds
+//!   them without scanning the history, and an import of new ports costs one entry per commit,
+//!   not one per port.
 //!
 //! A job that writes one key twice keeps the version it replaced first: reverting it restores
 //! what was there before the job.
@@ -27,12 +29,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub(crate) const VERSIONS: TableDefinition<(&str, &str), StoredVersion> =
     TableDefinition::new("ports_history");
 
-/// The ports each job changed: `(job, code) -> ()`.
-pub(crate) const JOB_CHANGES: TableDefinition<(&str, &str), ()> =
+/// The ports each job changed: `(job, part) -> codes` (see [`ChangedCodes`]).
+pub(crate) const JOB_CHANGES: TableDefinition<(&str, u64), &[u8]> =
     TableDefinition::new("ports_job_changes");
-
-/// Ports a revert restores per transaction, so that memory stays bounded on a huge job.
-const REVERT_BATCH: usize = 10_000;
 
 /// Later changes a revert's report lists by code (it counts them all).
 const LEFT_ALONE_LISTED: usize = 100;
@@ -87,13 +86,42 @@ impl Encoded for Version {
     }
 }
 
-/// Where a job's changes are recorded while its batch is written: the two tables, opened in
-/// the batch's transaction.
+/// The codes of one [`JOB_CHANGES`] entry, back to back: for each, a mark (`I` inserted, `R`
+/// replaced: a [`VERSIONS`] entry holds what it was), its length (one byte: keys are at most
+/// 64 bytes) and its bytes.
+struct ChangedCodes<'a>(&'a [u8]);
+
+impl<'a> Iterator for ChangedCodes<'a> {
+    /// The code, and whether the job inserted it.
+    type Item = Result<(&'a str, bool), StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (&[mark, len], rest) = self.0.split_first_chunk::<2>()?;
+        let corrupt = |message: &str| StoreError::Corrupt {
+            key: "ports_job_changes".into(),
+            message: message.into(),
+        };
+        let Some((code, rest)) = rest.split_at_checked(usize::from(len)) else {
+            self.0 = &[];
+            return Some(Err(corrupt("a code runs past the entry's end")));
+        };
+        self.0 = rest;
+        Some(match std::str::from_utf8(code) {
+            Ok(code) => Ok((code, mark == b'I')),
+            Err(_) => Err(corrupt("a code that is not UTF-8")),
+        })
+    }
+}
+
+/// Where a job's changes are recorded while one transaction of it is written: the history,
+/// and the codes it changed, kept until [`Recorder::finish`] writes them as one entry.
 pub(super) struct Recorder<'txn> {
     job: &'txn JobRef,
     time_ms: u64,
     versions: redb::Table<'txn, (&'static str, &'static str), StoredVersion<'static>>,
-    changes: redb::Table<'txn, (&'static str, &'static str), ()>,
+    changes: redb::Table<'txn, (&'static str, u64), &'static [u8]>,
+    /// The codes changed in this transaction ([`ChangedCodes`]).
+    codes: Vec<u8>,
 }
 
 impl<'txn> Recorder<'txn> {
@@ -108,6 +136,7 @@ impl<'txn> Recorder<'txn> {
             changes: txn
                 .open_table(JOB_CHANGES)
                 .map_err(StoreError::redb("open ports job changes"))?,
+            codes: Vec::new(),
         })
     }
 
@@ -117,21 +146,50 @@ impl<'txn> Recorder<'txn> {
         code: &str,
         replaced: Option<&[u8]>,
     ) -> Result<(), StoreError> {
+        let len = u8::try_from(code.len()).map_err(|_| StoreError::Corrupt {
+            key: code.to_owned(),
+            message: "a port key longer than 255 bytes".into(),
+        })?;
+        self.codes
+            .extend_from_slice(&[if replaced.is_some() { b'R' } else { b'I' }, len]);
+        self.codes.extend_from_slice(code.as_bytes());
+        let Some(replaced) = replaced else {
+            return Ok(());
+        };
+        let key = (code, self.job.id.as_str());
+        let version = Version::encode(self.time_ms, &self.job.sub, replaced);
         let first = self
-            .changes
-            .insert((self.job.id.as_str(), code), ())
-            .map_err(StoreError::redb("record a port change"))?
-            .is_none();
+            .versions
+            .insert(key, StoredVersion::from_encoded(&version))
+            .map_err(StoreError::redb("record a port version"))?
+            .map(|earlier| earlier.value().bytes().to_vec());
         // A key the job writes again keeps the version the job replaced first.
-        if let (true, Some(replaced)) = (first, replaced) {
-            let version = Version::encode(self.time_ms, &self.job.sub, replaced);
+        if let Some(first) = first {
             self.versions
-                .insert(
-                    (code, self.job.id.as_str()),
-                    StoredVersion::from_encoded(&version),
-                )
+                .insert(key, StoredVersion::from_encoded(&first))
                 .map_err(StoreError::redb("record a port version"))?;
         }
+        Ok(())
+    }
+
+    /// Writes the codes changed in this transaction as the job's next [`JOB_CHANGES`] entry.
+    pub(super) fn finish(mut self) -> Result<(), StoreError> {
+        if self.codes.is_empty() {
+            return Ok(());
+        }
+        let job = self.job.id.as_str();
+        let last = self
+            .changes
+            .range::<(&str, u64)>((job, 0)..=(job, u64::MAX))
+            .map_err(StoreError::redb("read ports job changes"))?
+            .next_back()
+            .transpose()
+            .map_err(StoreError::redb("read ports job changes"))?
+            .map(|(key, _)| key.value().1);
+        let part = last.map_or(0, |last| last + 1);
+        self.changes
+            .insert((job, part), self.codes.as_slice())
+            .map_err(StoreError::redb("record port changes"))?;
         Ok(())
     }
 }
@@ -199,18 +257,14 @@ pub(super) fn read_history(
 /// Undoes job `job` (see [`crate::task::Plugin::revert`]) as `by`: every port it inserted is
 /// removed and every port it updated gets back the version it replaced, unless a later job
 /// changed that port again: those are left alone and listed. The revert is itself recorded as
-/// `by`'s changes, so it can be reverted in turn. Runs through the store's writer, at most
-/// [`REVERT_BATCH`] ports per transaction.
+/// `by`'s changes, so it can be reverted in turn. Runs through the store's writer, one
+/// transaction per transaction of the job.
 pub(super) fn revert(context: &Context, job: &str, by: &JobRef) -> Result<Value, RevertError> {
     let store = &context.store;
     let mut report = Reverted::default();
-    let mut after: Option<String> = None;
-    loop {
-        let codes = changed_by(store, job, after.as_deref(), REVERT_BATCH)?;
-        let Some(last) = codes.last().cloned() else {
-            break;
-        };
-        let part = store
+    let mut part = 0;
+    while let Some(codes) = changed_by(store, job, part)? {
+        let done = store
             .submit(
                 RevertPart {
                     job: job.to_owned(),
@@ -220,10 +274,10 @@ pub(super) fn revert(context: &Context, job: &str, by: &JobRef) -> Result<Value,
                 Sync::Now,
             )
             .wait()?;
-        report.add(part);
-        after = Some(last);
+        report.add(done);
+        part += 1;
     }
-    if report.seen == 0 {
+    if part == 0 {
         return Err(RevertError::NothingToRevert(format!(
             "job `{job}` changed no port (no record of it in the ports history)"
         )));
@@ -238,37 +292,21 @@ pub(super) fn revert(context: &Context, job: &str, by: &JobRef) -> Result<Value,
     }))
 }
 
-/// The codes job `job` changed, after `after`, at most `limit`.
-fn changed_by(
-    store: &Store,
-    job: &str,
-    after: Option<&str>,
-    limit: usize,
-) -> Result<Vec<String>, StoreError> {
+/// The [`JOB_CHANGES`] entry `part` of job `job`, if it has one.
+fn changed_by(store: &Store, job: &str, part: u64) -> Result<Option<Vec<u8>>, StoreError> {
     let txn = store.read()?;
     let changes = txn
         .open_table(JOB_CHANGES)
         .map_err(StoreError::redb("open ports job changes"))?;
-    let lower = match after {
-        Some(after) => Bound::Excluded((job, after)),
-        None => Bound::Included((job, "")),
-    };
-    let range = changes
-        .range::<(&str, &str)>((lower, Bound::Included((job, "\u{10ffff}"))))
+    let codes = changes
+        .get((job, part))
         .map_err(StoreError::redb("read ports job changes"))?;
-    range
-        .take(limit)
-        .map(|entry| {
-            let (key, _) = entry.map_err(StoreError::redb("read ports job changes"))?;
-            Ok(key.value().1.to_owned())
-        })
-        .collect()
+    Ok(codes.map(|codes| codes.value().to_vec()))
 }
 
 /// What a revert did.
 #[derive(Debug, Default, Clone, PartialEq)]
 struct Reverted {
-    seen: u64,
     restored: u64,
     removed: u64,
     left_alone: u64,
@@ -278,7 +316,6 @@ struct Reverted {
 
 impl Reverted {
     fn add(&mut self, part: Reverted) {
-        self.seen += part.seen;
         self.restored += part.restored;
         self.removed += part.removed;
         self.left_alone += part.left_alone;
@@ -287,11 +324,11 @@ impl Reverted {
     }
 }
 
-/// One transaction of a revert: these codes of `job`.
+/// One transaction of a revert: the codes of one [`JOB_CHANGES`] entry of `job`.
 struct RevertPart {
     job: String,
     by: JobRef,
-    codes: Vec<String>,
+    codes: Vec<u8>,
 }
 
 impl Change for RevertPart {
@@ -303,13 +340,17 @@ impl Change for RevertPart {
         let mut ports = txn
             .open_table(PORTS)
             .map_err(StoreError::redb("open ports table"))?;
-        for code in &self.codes {
-            done.seen += 1;
+        for changed in ChangedCodes(&self.codes) {
+            let (code, inserted) = changed?;
             let (later, left_by_job) = later_jobs(&recorder.versions, code, &self.job)?;
+            if later == [self.by.id.as_str()] {
+                // Written twice by the job: undone at its first change, in this revert.
+                continue;
+            }
             // What the job wrote is what the first later job replaced; a port that holds it
             // again (the later changes were reverted) is the job's to undo.
             let current = ports
-                .get(code.as_str())
+                .get(code)
                 .map_err(StoreError::redb("read port"))?
                 .map(|port| port.value().bytes().to_vec());
             if left_by_job.is_some_and(|left| current.as_deref() != Some(left.as_slice())) {
@@ -319,29 +360,33 @@ impl Change for RevertPart {
                 }
                 continue;
             }
-            let replaced = recorder
-                .versions
-                .get((code.as_str(), self.job.as_str()))
-                .map_err(StoreError::redb("read ports history"))?
-                .map(|v| v.value().decode(code))
-                .transpose()?;
+            let replaced = match inserted {
+                true => None,
+                false => recorder
+                    .versions
+                    .get((code, self.job.as_str()))
+                    .map_err(StoreError::redb("read ports history"))?
+                    .map(|v| v.value().decode(code))
+                    .transpose()?,
+            };
             match replaced {
                 Some(version) => {
                     let port = super::StoredPort::from_encoded(&version.replaced);
                     ports
-                        .insert(code.as_str(), port)
+                        .insert(code, port)
                         .map_err(StoreError::redb("restore port"))?;
                     done.restored += 1;
                 }
                 None => {
                     ports
-                        .remove(code.as_str())
+                        .remove(code)
                         .map_err(StoreError::redb("remove port"))?;
                     done.removed += 1;
                 }
             }
             recorder.changed(code, current.as_deref())?;
         }
+        recorder.finish()?;
         Ok(done)
     }
 }
@@ -510,6 +555,54 @@ mod tests {
             revert(&context, "nonesuch", &job("r3", "admin")),
             Err(RevertError::NothingToRevert(_))
         ));
+    }
+
+    #[test]
+    fn a_job_that_writes_a_key_in_two_commits_is_undone_to_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"), &StoreOptions::default()).unwrap();
+        upload(&store, "j1", "alice", &[("Y", "y1")]);
+        let context = Context::new(store.clone()).for_job(job("j2", "bob"));
+        let mut task = (super::super::PLUGIN.create)(&serde_json::Map::new(), &context).unwrap();
+        for (code, name) in [
+            ("X", "x-first"),
+            ("Y", "y-first"),
+            ("X", "x-again"),
+            ("Y", "y-again"),
+        ] {
+            let body = format!(r#"{{"name":"{name}"}}"#);
+            let record = Record {
+                index: 0,
+                offset: 0,
+                key: Some(code),
+                body: Body::Json(body.as_bytes()),
+            };
+            task.record(&record).unwrap();
+            // Each record in a commit of its own: the job's changes span four transactions.
+            task.commit().unwrap();
+        }
+        assert_eq!(name(&store, "X").as_deref(), Some("x-again"));
+        assert_eq!(
+            history(&store, "Y"),
+            [("j2".into(), "bob".into(), "y1".into())]
+        );
+
+        let report = revert(&Context::new(store.clone()), "j2", &job("r1", "admin")).unwrap();
+        assert_eq!(
+            (
+                &report["removed"],
+                &report["restored"],
+                &report["left_alone"]
+            ),
+            (&json!(1), &json!(1), &json!(0)),
+            "{report}"
+        );
+        assert_eq!(
+            name(&store, "X"),
+            None,
+            "inserted by the job, then updated by it"
+        );
+        assert_eq!(name(&store, "Y").as_deref(), Some("y1"));
     }
 
     #[test]

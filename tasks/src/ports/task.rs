@@ -324,7 +324,10 @@ impl SharedBatch {
             }
             self.next += 1;
         }
-        Ok(())
+        match recorder {
+            Some(recorder) => recorder.finish(),
+            None => Ok(()),
+        }
     }
 }
 
