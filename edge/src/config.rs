@@ -84,6 +84,35 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// The plain-HTTP admin listener.
     pub admin: AdminConfig,
+    /// The `ports` task.
+    pub ports: PortsConfig,
+}
+
+/// `[ports]`: the `ports` task.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PortsConfig {
+    /// How many of the versions jobs replaced are kept (`[ports.history_keep]`).
+    pub history_keep: HistoryKeepConfig,
+}
+
+/// `[ports.history_keep]`: the change history kept per port, pruned hourly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryKeepConfig {
+    /// The newest versions kept per port (0: no count limit).
+    pub versions: u64,
+    /// Versions replaced longer ago than this many days go (0: no age limit).
+    pub days: u64,
+}
+
+impl Default for HistoryKeepConfig {
+    fn default() -> Self {
+        HistoryKeepConfig {
+            versions: 20,
+            days: 0,
+        }
+    }
 }
 
 /// `[admin]`: an optional plain-HTTP listener for `/metrics` and `/healthz`.
@@ -122,10 +151,16 @@ pub struct LimitsConfig {
     pub max_prime_n: u64,
 }
 
-impl LimitsConfig {
-    /// The limits task plugins enforce.
+impl Config {
+    /// The limits task plugins enforce: `limits.max_prime_n`, `[ports.history_keep]`.
     pub fn task_limits(&self) -> edge_tasks::task::TaskLimits {
-        edge_tasks::task::TaskLimits::default().with_max_prime_n(self.max_prime_n)
+        let keep = &self.ports.history_keep;
+        edge_tasks::task::TaskLimits::default()
+            .with_max_prime_n(self.limits.max_prime_n)
+            .with_ports_history(edge_tasks::task::HistoryKeep {
+                versions: keep.versions,
+                days: keep.days,
+            })
     }
 }
 
@@ -369,6 +404,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
             admin: AdminConfig::default(),
+            ports: PortsConfig::default(),
         }
     }
 }

@@ -31,6 +31,7 @@
 //! - `window`: receive windows that follow each connection's round trip and rate, within a
 //!   server-wide budget.
 //! - `jobs`: one job, whatever carries it: task start, body pump, pipeline, events.
+//! - `prune`: hourly pruning of what plugins keep beyond their retention.
 //! - [`cli`]: the `edge` command line (`serve`, `ports`, `token`).
 
 mod admin;
@@ -48,6 +49,7 @@ mod jobs;
 mod limits;
 mod logging;
 pub mod metrics;
+mod prune;
 pub mod server;
 mod service;
 mod shutdown;

@@ -184,7 +184,7 @@ impl Server {
         ));
         let service = Service {
             store,
-            task_limits: config.limits.task_limits(),
+            task_limits: config.task_limits(),
             auth,
             revoked,
             limits: Limits::new(config.limits.clone()),
@@ -273,6 +273,10 @@ impl Server {
             self.service.store.clone(),
             self.retention,
             shutdown.draining_token().cancelled_owned(),
+        ));
+        helpers.spawn(crate::prune::prune_plugins_periodically(
+            self.service.context(),
+            shutdown.draining_token(),
         ));
         helpers.spawn(crate::auth::keep_deny_list(
             self.service.revoked.clone(),

@@ -480,10 +480,29 @@ pub fn revert(
                 record.task
             ))
         })?;
-    revert(context, job, by).map_err(|e| match e {
+    let report = revert(context, job, by).map_err(|e| match e {
         crate::task::RevertError::NothingToRevert(message) => ReadError::Conflict(message),
         crate::task::RevertError::Store(e) => ReadError::Store(e),
-    })
+    })?;
+    // The revert is a job of its own (transport `revert`), so that the job history lists it
+    // and it can be reverted in turn.
+    let mut reverting = JobRecord::start(
+        &by.id,
+        Some(&by.sub),
+        &record.task,
+        "revert",
+        None,
+        Some(format!("revert of {job}")),
+    );
+    let changed = ["restored", "removed"]
+        .iter()
+        .filter_map(|field| report[*field].as_u64())
+        .sum();
+    reverting.finished = Some(now());
+    reverting.outcome = "done".into();
+    (reverting.records, reverting.committed) = (changed, changed);
+    submit(&context.store, &reverting, Sync::Now).wait()?;
+    Ok(report)
 }
 
 #[cfg(test)]

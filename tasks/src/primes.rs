@@ -48,6 +48,7 @@ pub const PLUGIN: Plugin = Plugin {
         history: None,
     }),
     revert: None,
+    prune: None,
 };
 
 fn create(params: &Map<String, Value>, context: &Context) -> Result<Box<dyn Task>, ParamError> {

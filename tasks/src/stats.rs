@@ -19,6 +19,7 @@ pub const PLUGIN: Plugin = Plugin {
     storage: Storage::NONE,
     reads: None,
     revert: None,
+    prune: None,
 };
 
 fn create(params: &Map<String, Value>, _context: &Context) -> Result<Box<dyn Task>, ParamError> {

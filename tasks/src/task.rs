@@ -138,18 +138,34 @@ pub enum RevertError {
     Store(#[from] crate::store::StoreError),
 }
 
-/// The limits plugins enforce (the server's `[limits]` section).
+/// The limits plugins enforce: how large a request may be, how much history they keep (the
+/// server's `limits.max_prime_n` and `[ports.history_keep]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TaskLimits {
     /// The largest `n` the `primes` task answers (`limits.max_prime_n`).
     pub max_prime_n: u64,
+    /// The versions of each port that `ports` keeps (`[ports.history_keep]`).
+    pub ports_history: HistoryKeep,
+}
+
+/// How much of a change history is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryKeep {
+    /// The newest versions kept per item (0: no count limit).
+    pub versions: u64,
+    /// Versions replaced longer ago than this many days go (0: no age limit).
+    pub days: u64,
 }
 
 impl Default for TaskLimits {
     fn default() -> Self {
         TaskLimits {
             max_prime_n: crate::primes::DEFAULT_MAX_N,
+            ports_history: HistoryKeep {
+                versions: 20,
+                days: 0,
+            },
         }
     }
 }
@@ -157,9 +173,28 @@ impl Default for TaskLimits {
 impl TaskLimits {
     /// These limits with `max_prime_n` set.
     pub fn with_max_prime_n(self, max_prime_n: u64) -> TaskLimits {
-        TaskLimits { max_prime_n }
+        TaskLimits {
+            max_prime_n,
+            ..self
+        }
+    }
+
+    /// These limits with the ports history's retention set.
+    pub fn with_ports_history(self, ports_history: HistoryKeep) -> TaskLimits {
+        TaskLimits {
+            ports_history,
+            ..self
+        }
     }
 }
+
+/// Prunes what a plugin keeps beyond its retention, in bounded transactions, until nothing
+/// is due or `stop` says so; returns how many entries went. Run hourly by the server.
+pub type Prune = fn(
+    context: &Context,
+    now: std::time::SystemTime,
+    stop: &dyn Fn() -> bool,
+) -> Result<u64, crate::store::StoreError>;
 
 /// A task plugin: its description, and how to start one job of it.
 #[derive(Debug, Clone, Copy)]
@@ -190,6 +225,9 @@ pub struct Plugin {
     /// if it can: restore what the job replaced and remove what it inserted, leaving alone
     /// (and listing) what a later job changed again. Returns a JSON report.
     pub revert: Option<Revert>,
+    /// How to prune what it keeps beyond its retention, if it keeps anything that grows
+    /// (`ports`: its change history).
+    pub prune: Option<Prune>,
 }
 
 impl Plugin {

@@ -74,7 +74,7 @@ pub(crate) fn run(
     }
     let store = Store::open_with(&path, &StoreOptions::default(), registry.clone())?;
     let mut context = Context::new(store);
-    context.limits = config.limits.task_limits();
+    context.limits = config.task_limits();
     let answer = match (request, revert) {
         (_, Some(job)) => {
             let by = JobRef {

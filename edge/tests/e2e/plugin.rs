@@ -44,6 +44,7 @@ static PLUGIN: Plugin = Plugin {
         history: None,
     }),
     revert: None,
+    prune: None,
 };
 
 fn create(_params: &Map<String, Value>, context: &Context) -> Result<Box<dyn Task>, ParamError> {

@@ -289,6 +289,7 @@ pub(super) fn revert(context: &Context, job: &str, by: &JobRef) -> Result<Value,
         "removed": report.removed,
         "left_alone": report.left_alone,
         "left_alone_codes": report.listed,
+        "pruned": report.pruned,
     }))
 }
 
@@ -308,6 +309,8 @@ fn changed_by(store: &Store, job: &str, part: u64) -> Result<Option<Vec<u8>>, St
 #[derive(Debug, Default, Clone, PartialEq)]
 struct Reverted {
     restored: u64,
+    /// Ports the job replaced whose replaced version was pruned: left as they are.
+    pruned: u64,
     removed: u64,
     left_alone: u64,
     /// The first [`LEFT_ALONE_LISTED`] ports left alone: `{"code","changed_by":[jobs]}`.
@@ -317,6 +320,7 @@ struct Reverted {
 impl Reverted {
     fn add(&mut self, part: Reverted) {
         self.restored += part.restored;
+        self.pruned += part.pruned;
         self.removed += part.removed;
         self.left_alone += part.left_alone;
         let room = LEFT_ALONE_LISTED.saturating_sub(self.listed.len());
@@ -362,12 +366,21 @@ impl Change for RevertPart {
             }
             let replaced = match inserted {
                 true => None,
-                false => recorder
-                    .versions
-                    .get((code, self.job.as_str()))
-                    .map_err(StoreError::redb("read ports history"))?
-                    .map(|v| v.value().decode(code))
-                    .transpose()?,
+                false => {
+                    let version = recorder
+                        .versions
+                        .get((code, self.job.as_str()))
+                        .map_err(StoreError::redb("read ports history"))?
+                        .map(|v| v.value().decode(code))
+                        .transpose()?;
+                    if version.is_none() {
+                        // The version it replaced was pruned ([ports.history_keep]): there is
+                        // nothing to restore, and removing the port would lose it.
+                        done.pruned += 1;
+                        continue;
+                    }
+                    version
+                }
             };
             match replaced {
                 Some(version) => {
@@ -388,6 +401,181 @@ impl Change for RevertPart {
         }
         recorder.finish()?;
         Ok(done)
+    }
+}
+
+/// Entries one prune transaction deletes at most.
+pub const PRUNE_BATCH: usize = 1000;
+
+/// Prunes the history beyond `[ports.history_keep]` (the newest `versions` per port, those
+/// replaced within `days`) and the change lists of jobs the job history no longer has (a job
+/// without a record cannot be reverted), [`PRUNE_BATCH`] entries per transaction.
+pub(super) fn prune(
+    context: &Context,
+    now: SystemTime,
+    stop: &dyn Fn() -> bool,
+) -> Result<u64, StoreError> {
+    let keep = context.limits.ports_history;
+    let store = &context.store;
+    let cutoff_ms = (keep.days > 0).then(|| {
+        let age = Duration::from_secs(keep.days.saturating_mul(86_400));
+        let cutoff = now.checked_sub(age).unwrap_or(UNIX_EPOCH);
+        cutoff
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    });
+    let mut deleted = 0;
+    let mut after: Option<String> = None;
+    while (keep.versions > 0 || cutoff_ms.is_some()) && !stop() {
+        let (doomed, next) = doomed_versions(store, after.as_deref(), keep.versions, cutoff_ms)?;
+        deleted += store.submit(Delete::Versions(doomed), Sync::Now).wait()?;
+        match next {
+            Some(code) => after = Some(code),
+            None => break,
+        }
+    }
+    let mut after: Option<String> = None;
+    while !stop() {
+        let (doomed, next) = orphaned_changes(store, after.as_deref())?;
+        deleted += store.submit(Delete::Changes(doomed), Sync::Now).wait()?;
+        match next {
+            Some(job) => after = Some(job),
+            None => break,
+        }
+    }
+    Ok(deleted)
+}
+
+/// The versions past the retention among the ports after `after`, whole ports at a time,
+/// until about [`PRUNE_BATCH`]; and the last port looked at when more follow.
+#[allow(clippy::type_complexity)]
+fn doomed_versions(
+    store: &Store,
+    after: Option<&str>,
+    versions: u64,
+    cutoff_ms: Option<u64>,
+) -> Result<(Vec<(String, String)>, Option<String>), StoreError> {
+    let txn = store.read()?;
+    let table = txn
+        .open_table(VERSIONS)
+        .map_err(StoreError::redb("open ports history"))?;
+    let lower = match after {
+        Some(after) => Bound::Excluded((after, "\u{10ffff}")),
+        None => Bound::Unbounded,
+    };
+    let mut doomed = Vec::new();
+    // One port's versions, oldest first: (job, time).
+    let mut group: Vec<(String, u64)> = Vec::new();
+    let mut code = String::new();
+    let judge = |code: &str, group: &mut Vec<(String, u64)>, doomed: &mut Vec<(String, String)>| {
+        let over = match versions {
+            0 => 0,
+            keep => group
+                .len()
+                .saturating_sub(usize::try_from(keep).unwrap_or(usize::MAX)),
+        };
+        for (i, (job, time)) in group.drain(..).enumerate() {
+            if i < over || cutoff_ms.is_some_and(|cutoff| time < cutoff) {
+                doomed.push((code.to_owned(), job));
+            }
+        }
+    };
+    let range = table
+        .range::<(&str, &str)>((lower, Bound::Unbounded))
+        .map_err(StoreError::redb("read ports history"))?;
+    for entry in range {
+        let (key, value) = entry.map_err(StoreError::redb("read ports history"))?;
+        let (entry_code, job) = key.value();
+        if entry_code != code {
+            judge(&code, &mut group, &mut doomed);
+            if doomed.len() >= PRUNE_BATCH {
+                return Ok((doomed, Some(code)));
+            }
+            code = entry_code.to_owned();
+        }
+        let time = value.value().decode(entry_code)?.time_ms;
+        group.push((job.to_owned(), time));
+    }
+    judge(&code, &mut group, &mut doomed);
+    Ok((doomed, None))
+}
+
+/// The change lists of jobs after `after` that the job history no longer has, until about
+/// [`PRUNE_BATCH`]; and the last job looked at when more follow.
+#[allow(clippy::type_complexity)]
+fn orphaned_changes(
+    store: &Store,
+    after: Option<&str>,
+) -> Result<(Vec<(String, u64)>, Option<String>), StoreError> {
+    let txn = store.read()?;
+    let table = txn
+        .open_table(JOB_CHANGES)
+        .map_err(StoreError::redb("open ports job changes"))?;
+    let lower = match after {
+        Some(after) => Bound::Excluded((after, u64::MAX)),
+        None => Bound::Unbounded,
+    };
+    let mut doomed = Vec::new();
+    let mut job = String::new();
+    let mut orphaned = false;
+    let range = table
+        .range::<(&str, u64)>((lower, Bound::Unbounded))
+        .map_err(StoreError::redb("read ports job changes"))?;
+    for entry in range {
+        let (key, _) = entry.map_err(StoreError::redb("read ports job changes"))?;
+        let (entry_job, part) = key.value();
+        if entry_job != job {
+            if doomed.len() >= PRUNE_BATCH {
+                return Ok((doomed, Some(job)));
+            }
+            job = entry_job.to_owned();
+            orphaned = crate::history::get(store, &job)?.is_none();
+        }
+        if orphaned {
+            doomed.push((job.clone(), part));
+        }
+    }
+    Ok((doomed, None))
+}
+
+/// Entries a prune deletes in one transaction.
+enum Delete {
+    /// History entries `(code, job)`.
+    Versions(Vec<(String, String)>),
+    /// Change lists `(job, part)`.
+    Changes(Vec<(String, u64)>),
+}
+
+impl Change for Delete {
+    type Output = u64;
+
+    fn apply(&mut self, txn: &WriteTransaction) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        match self {
+            Delete::Versions(keys) => {
+                let mut table = txn
+                    .open_table(VERSIONS)
+                    .map_err(StoreError::redb("open ports history"))?;
+                for (code, job) in keys.iter() {
+                    let gone = table
+                        .remove((code.as_str(), job.as_str()))
+                        .map_err(StoreError::redb("prune ports history"))?;
+                    deleted += u64::from(gone.is_some());
+                }
+            }
+            Delete::Changes(keys) => {
+                let mut table = txn
+                    .open_table(JOB_CHANGES)
+                    .map_err(StoreError::redb("open ports job changes"))?;
+                for (job, part) in keys.iter() {
+                    let gone = table
+                        .remove((job.as_str(), *part))
+                        .map_err(StoreError::redb("prune ports job changes"))?;
+                    deleted += u64::from(gone.is_some());
+                }
+            }
+        }
+        Ok(deleted)
     }
 }
 
@@ -603,6 +791,76 @@ mod tests {
             "inserted by the job, then updated by it"
         );
         assert_eq!(name(&store, "Y").as_deref(), Some("y1"));
+    }
+
+    /// Runs job `id` as [`upload`] does, with a record in the job history.
+    fn recorded_upload(store: &Store, id: &str, ports: &[(&str, &str)]) {
+        let record = crate::history::JobRecord::start(id, Some("me"), "ports", "h3", None, None);
+        crate::history::submit(store, &record, Sync::Now)
+            .wait()
+            .unwrap();
+        upload(store, id, "me", ports);
+    }
+
+    fn count<K: redb::Key + 'static, V: redb::Value + 'static>(
+        store: &Store,
+        table: TableDefinition<K, V>,
+    ) -> u64 {
+        use redb::ReadableTableMetadata;
+        store
+            .read()
+            .unwrap()
+            .open_table(table)
+            .unwrap()
+            .len()
+            .unwrap()
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_versions_and_the_changes_of_jobs_still_on_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"), &StoreOptions::default()).unwrap();
+        for i in 1..=5 {
+            recorded_upload(
+                &store,
+                &format!("j{i}"),
+                &[("X", &format!("x{i}")), ("Y", "y")],
+            );
+        }
+        // A job the job history no longer has (pruned by jobs.history_keep_*).
+        upload(&store, "j6", "me", &[("Z", "z")]);
+        assert_eq!(count(&store, VERSIONS), 4);
+        assert_eq!(count(&store, JOB_CHANGES), 6);
+
+        let mut context = Context::new(store.clone());
+        context.limits = context.limits.with_ports_history(crate::task::HistoryKeep {
+            versions: 2,
+            days: 0,
+        });
+        let deleted = prune(&context, SystemTime::now(), &|| false).unwrap();
+        assert_eq!(deleted, 2 + 1, "two versions, the orphaned change list");
+        let jobs: Vec<String> = history(&store, "X").into_iter().map(|v| v.0).collect();
+        assert_eq!(jobs, ["j5", "j4"]);
+        assert_eq!(count(&store, JOB_CHANGES), 5);
+        assert_eq!(prune(&context, SystemTime::now(), &|| false).unwrap(), 0);
+
+        // By age: a day later, with one day kept, every version goes.
+        context.limits = context.limits.with_ports_history(crate::task::HistoryKeep {
+            versions: 0,
+            days: 1,
+        });
+        let later = SystemTime::now() + Duration::from_secs(2 * 86_400);
+        assert_eq!(prune(&context, later, &|| false).unwrap(), 2);
+        assert!(history(&store, "X").is_empty());
+
+        // A job whose replaced version was pruned leaves the port as it is.
+        let report = revert(&context, "j5", &job("r1", "admin")).unwrap();
+        assert_eq!(
+            (&report["pruned"], &report["restored"]),
+            (&json!(1), &json!(0)),
+            "{report}"
+        );
+        assert_eq!(name(&store, "X").as_deref(), Some("x5"));
     }
 
     #[test]

@@ -89,6 +89,7 @@ pub const PLUGIN: Plugin = Plugin {
         history: Some(changes::read_history),
     }),
     revert: Some(changes::revert),
+    prune: Some(changes::prune),
 };
 
 const SCHEMA: &str = r#"{
