@@ -42,28 +42,14 @@ pub fn command(name: &str, reads: &ReadsInfo, about: String) -> Command {
             .value_name("VALUE")
             .help(filter.help.to_string())
     });
-    let list = Command::new("list")
-        .about(format!("List {item}s in key order, one page at a time."))
-        .args(filters)
-        .arg(
-            Arg::new("limit")
-                .long("limit")
-                .value_parser(clap::value_parser!(usize))
-                .default_value(DEFAULT_PAGE.min(reads.max_page).to_string())
-                .help(format!("{item}s per page (1-{})", reads.max_page)),
-        )
-        .arg(
-            Arg::new("after")
-                .long("after")
-                .value_name("KEY")
-                .help("Start after this key (the `next` of the previous page)"),
-        )
-        .arg(
-            Arg::new("json")
-                .long("json")
-                .action(ArgAction::SetTrue)
-                .help("Print the page as the API's JSON: {\"items\":[..],\"next\":..}"),
-        );
+    let list = page_args(
+        Command::new("list")
+            .about(format!("List {item}s in key order, one page at a time."))
+            .args(filters),
+        reads.max_page,
+        &format!("{item}s"),
+        "KEY",
+    );
     let get = Command::new("get")
         .about(format!("Print one {item} as JSON."))
         .arg(Arg::new("key").required(true).value_name("KEY"));
@@ -75,31 +61,45 @@ pub fn command(name: &str, reads: &ReadsInfo, about: String) -> Command {
     if !reads.history {
         return command;
     }
-    let history = Command::new("history")
-        .about(format!(
-            "Print the versions of one {item} that jobs replaced, newest first, with the job that replaced each, who ran it and when."
-        ))
-        .arg(Arg::new("key").required(true).value_name("KEY"))
+    let history = page_args(
+        Command::new("history")
+            .about(format!(
+                "Print the versions of one {item} that jobs replaced, newest first, with the job that replaced each, who ran it and when."
+            ))
+            .arg(Arg::new("key").required(true).value_name("KEY")),
+        reads.max_page,
+        "versions",
+        "JOB",
+    );
+    command.subcommand(history)
+}
+
+/// `command` with the options of a paged read: `--limit` (`what` per page), `--after CURSOR`
+/// and `--json`.
+fn page_args(command: Command, max_page: usize, what: &str, cursor: &'static str) -> Command {
+    command
         .arg(
             Arg::new("limit")
                 .long("limit")
                 .value_parser(clap::value_parser!(usize))
-                .default_value(DEFAULT_PAGE.min(reads.max_page).to_string())
-                .help(format!("versions per page (1-{})", reads.max_page)),
+                .default_value(DEFAULT_PAGE.min(max_page).to_string())
+                .help(format!("{what} per page (1-{max_page})")),
         )
         .arg(
             Arg::new("after")
                 .long("after")
-                .value_name("JOB")
-                .help("Start after this job (the `next` of the previous page)"),
+                .value_name(cursor)
+                .help(format!(
+                    "Start after this {} (the `next` of the previous page)",
+                    cursor.to_ascii_lowercase()
+                )),
         )
         .arg(
             Arg::new("json")
                 .long("json")
                 .action(ArgAction::SetTrue)
-                .help("Print the page as the API's JSON, with each replaced version whole"),
-        );
-    command.subcommand(history)
+                .help("Print the page as the API's JSON: {\"items\":[..],\"next\":..}"),
+        )
 }
 
 /// The columns a history page is printed with (every task's history has these fields).
@@ -116,22 +116,13 @@ pub fn request(reads: &ReadsInfo, matches: &ArgMatches) -> Option<ReadRequest> {
         ("get", args) => Some(ReadRequest::Get {
             key: args.get_one::<String>("key")?.clone(),
         }),
-        ("history", args) => {
-            let mut params = Vec::new();
-            if let Some(limit) = args.get_one::<usize>("limit") {
-                params.push(("limit".into(), limit.to_string()));
-            }
-            if let Some(after) = args.get_one::<String>("after") {
-                params.push(("after".into(), after.clone()));
-            }
-            Some(ReadRequest::History {
-                key: args.get_one::<String>("key")?.clone(),
-                params,
-                json: args.get_flag("json"),
-            })
-        }
+        ("history", args) => Some(ReadRequest::History {
+            key: args.get_one::<String>("key")?.clone(),
+            params: page_params(args, Vec::new()),
+            json: args.get_flag("json"),
+        }),
         ("list", args) => {
-            let mut params: Vec<(String, String)> = reads
+            let filters: Vec<(String, String)> = reads
                 .filters
                 .iter()
                 .filter_map(|filter| {
@@ -139,19 +130,24 @@ pub fn request(reads: &ReadsInfo, matches: &ArgMatches) -> Option<ReadRequest> {
                     Some((filter.name.to_string(), value.clone()))
                 })
                 .collect();
-            if let Some(limit) = args.get_one::<usize>("limit") {
-                params.push(("limit".into(), limit.to_string()));
-            }
-            if let Some(after) = args.get_one::<String>("after") {
-                params.push(("after".into(), after.clone()));
-            }
             Some(ReadRequest::List {
-                params,
+                params: page_params(args, filters),
                 json: args.get_flag("json"),
             })
         }
         _ => None,
     }
+}
+
+/// `params` and the `--limit` and `--after` of a paged read's `args`.
+fn page_params(args: &ArgMatches, mut params: Vec<(String, String)>) -> Vec<(String, String)> {
+    if let Some(limit) = args.get_one::<usize>("limit") {
+        params.push(("limit".into(), limit.to_string()));
+    }
+    if let Some(after) = args.get_one::<String>("after") {
+        params.push(("after".into(), after.clone()));
+    }
+    params
 }
 
 /// A page as the command prints it: the API's JSON, or the task's table. The second part,

@@ -7,11 +7,11 @@
 //! process so that many large `n` cannot take every core from other jobs. Nothing is stored.
 
 use crate::reads::{Page, PageRequest, ReadError, Reads};
-use crate::record::{Body, CsvRow, Record, Rejection};
+use crate::record::{shorten, Body, CsvRow, Record, Rejection};
 use crate::table::Storage;
 use crate::task::{Context, ParamError, Plugin, Task};
 use edge_proto::reads::Column;
-use edge_proto::{ErrorCode, Format, Summary};
+use edge_proto::{Format, Summary};
 use serde_json::{json, Map, Value};
 use std::sync::{Condvar, Mutex, OnceLock};
 
@@ -185,24 +185,10 @@ fn parse_text(text: &str) -> Result<u64, Rejection> {
 }
 
 fn parse_json(bytes: &[u8]) -> Result<u64, Rejection> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| Rejection {
-        key: None,
-        code: ErrorCode::InvalidJson,
-        message: crate::record::json_reason(&e, bytes),
-    })?;
-    match value {
-        Value::Number(n) => n
-            .as_u64()
-            .ok_or_else(|| not_a_whole_number(&format!("{n}"))),
-        Value::String(s) => Err(not_a_whole_number(&format!(
-            "the string \"{}\"",
-            shorten(&s)
-        ))),
-        Value::Bool(_) => Err(not_a_whole_number("a boolean")),
-        Value::Null => Err(not_a_whole_number("null")),
-        Value::Array(_) => Err(not_a_whole_number("an array")),
-        Value::Object(_) => Err(not_a_whole_number("an object")),
-    }
+    let value = crate::record::json_value(bytes)?;
+    value
+        .as_u64()
+        .ok_or_else(|| not_a_whole_number(&crate::record::found(&value)))
 }
 
 fn only_cell<'a>(row: &CsvRow<'a>) -> Result<&'a str, Rejection> {
@@ -217,13 +203,6 @@ fn only_cell<'a>(row: &CsvRow<'a>) -> Result<&'a str, Rejection> {
 
 fn not_a_whole_number(found: &str) -> Rejection {
     Rejection::invalid(format!("expected a whole number n >= 1, found {found}"))
-}
-
-fn shorten(text: &str) -> &str {
-    match text.char_indices().nth(40) {
-        Some((at, _)) => &text[..at],
-        None => text,
-    }
 }
 
 /// `GET /v1/primes/{n}`: `{"n", "prime"}`.
@@ -278,6 +257,7 @@ fn next_prime(p: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use edge_proto::ErrorCode;
 
     fn context() -> (tempfile::TempDir, Context) {
         let dir = tempfile::tempdir().expect("a temp dir");

@@ -119,24 +119,7 @@ impl Reads {
                 self.item
             )));
         };
-        let mut after = None;
-        let mut limit = DEFAULT_PAGE.min(self.max_page);
-        for (name, value) in params {
-            match name.as_str() {
-                "after" => after = Some(value.as_str()),
-                "limit" => limit = self.limit(value)?,
-                other => {
-                    return Err(ReadError::BadParams(format!(
-                        "unknown parameter `{other}` (use limit, after)"
-                    )))
-                }
-            }
-        }
-        let request = PageRequest {
-            filters: &[],
-            after,
-            limit,
-        };
+        let request = self.request(params, &[])?;
         let page = history(context, key, &request)?;
         Ok(json!({"items": page.items, "next": page.next}))
     }
@@ -155,28 +138,43 @@ impl Reads {
         context: &Context,
         params: &[(String, String)],
     ) -> Result<Value, ReadError> {
+        let request = self.request(params, self.filters)?;
+        let page = (self.page)(context, &request)?;
+        Ok(json!({"items": page.items, "next": page.next}))
+    }
+
+    /// The page `params` ask for: `limit`, `after` and `filters`; anything else is refused
+    /// with a message that lists what is taken.
+    fn request<'p>(
+        &self,
+        params: &'p [(String, String)],
+        filters: &[Filter],
+    ) -> Result<PageRequest<'p>, ReadError> {
         let mut after = None;
         let mut limit = DEFAULT_PAGE.min(self.max_page);
         for (key, value) in params {
             match key.as_str() {
                 "after" => after = Some(value.as_str()),
                 "limit" => limit = self.limit(value)?,
-                name if self.filters.iter().any(|f| f.name == name) => {}
+                name if filters.iter().any(|f| f.name == name) => {}
                 other => {
+                    let taken: Vec<&str> = filters
+                        .iter()
+                        .map(|f| f.name.as_ref())
+                        .chain(PAGE_PARAMS)
+                        .collect();
                     return Err(ReadError::BadParams(format!(
                         "unknown parameter `{other}` (use {})",
-                        self.param_names()
-                    )))
+                        taken.join(", ")
+                    )));
                 }
             }
         }
-        let request = PageRequest {
+        Ok(PageRequest {
             filters: params,
             after,
             limit,
-        };
-        let page = (self.page)(context, &request)?;
-        Ok(json!({"items": page.items, "next": page.next}))
+        })
     }
 
     fn limit(&self, value: &str) -> Result<usize, ReadError> {
@@ -187,15 +185,5 @@ impl Reads {
                 self.max_page
             ))),
         }
-    }
-
-    /// The query parameters the list takes, for messages: `country, limit, after`.
-    fn param_names(&self) -> String {
-        self.filters
-            .iter()
-            .map(|f| f.name.as_ref())
-            .chain(PAGE_PARAMS)
-            .collect::<Vec<_>>()
-            .join(", ")
     }
 }

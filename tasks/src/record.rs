@@ -141,3 +141,33 @@ pub fn json_reason(e: &serde_json::Error, bytes: &[u8]) -> String {
         text
     }
 }
+/// One JSON value from a record's bytes, or the record's `invalid_json` rejection.
+pub(crate) fn json_value(bytes: &[u8]) -> Result<serde_json::Value, Rejection> {
+    serde_json::from_slice(bytes).map_err(|e| Rejection {
+        key: None,
+        code: ErrorCode::InvalidJson,
+        message: json_reason(&e, bytes),
+    })
+}
+
+/// What a JSON value that is not the number a task wanted is, for its message: `the string
+/// "abc"`, `a boolean`, `null`, `an array`, `an object` (a number as it is written).
+pub(crate) fn found(value: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => format!("the string \"{}\"", shorten(s)),
+        Value::Bool(_) => "a boolean".into(),
+        Value::Null => "null".into(),
+        Value::Array(_) => "an array".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}
+
+/// At most the first 40 characters of `text`, for messages that quote a record.
+pub(crate) fn shorten(text: &str) -> &str {
+    match text.char_indices().nth(40) {
+        Some((at, _)) => &text[..at],
+        None => text,
+    }
+}

@@ -1,10 +1,10 @@
 //! The `stats` plugin: online count, mean, sample variance, standard deviation, min and max
 //! of a stream of numbers (Welford's algorithm: one pass, constant memory, numerically stable).
 
-use crate::record::{Body, CsvRow, Record, Rejection};
+use crate::record::{shorten, Body, CsvRow, Record, Rejection};
 use crate::table::Storage;
 use crate::task::{Context, ParamError, Plugin, Task};
-use edge_proto::{ErrorCode, Format, Summary};
+use edge_proto::{Format, Summary};
 use serde_json::{json, Map, Value};
 
 /// The plugin's registration.
@@ -162,20 +162,11 @@ fn parse_text(text: &str) -> Result<f64, Rejection> {
 }
 
 fn parse_json(bytes: &[u8]) -> Result<f64, Rejection> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| Rejection {
-        key: None,
-        code: ErrorCode::InvalidJson,
-        message: crate::record::json_reason(&e, bytes),
-    })?;
-    match value {
+    match crate::record::json_value(bytes)? {
         Value::Number(n) => n
             .as_f64()
             .ok_or_else(|| not_a_number("a number out of range")),
-        Value::String(s) => Err(not_a_number(&format!("the string \"{}\"", shorten(&s)))),
-        Value::Bool(_) => Err(not_a_number("a boolean")),
-        Value::Null => Err(not_a_number("null")),
-        Value::Array(_) => Err(not_a_number("an array")),
-        Value::Object(_) => Err(not_a_number("an object")),
+        other => Err(not_a_number(&crate::record::found(&other))),
     }
 }
 
@@ -194,16 +185,10 @@ fn not_a_number(found: &str) -> Rejection {
     Rejection::invalid(format!("expected a number, found {found}"))
 }
 
-fn shorten(text: &str) -> &str {
-    match text.char_indices().nth(40) {
-        Some((at, _)) => &text[..at],
-        None => text,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use edge_proto::ErrorCode;
     use proptest::prelude::*;
 
     fn close(got: f64, want: f64) {
