@@ -153,22 +153,16 @@ fn page_params(args: &ArgMatches, mut params: Vec<(String, String)>) -> Vec<(Str
 /// A page as the command prints it: the API's JSON, or the task's table. The second part,
 /// for stderr, names the cursor of the next page when there is one.
 pub fn show_page(reads: &ReadsInfo, page: &Value, json: bool) -> (String, Option<String>) {
-    let more = page["next"]
-        .as_str()
-        .map(|next| format!("more: --after {next}"));
-    if json {
-        return (page.to_string(), more);
-    }
-    let items = page["items"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    (table(&reads.columns, items).join("\n"), more)
+    show(&reads.columns, page, json)
 }
 
 /// A history page as the command prints it: the API's JSON, or a table of
 /// [`HISTORY_COLUMNS`]. The second part, for stderr, names the next page's cursor.
 pub fn show_history(page: &Value, json: bool) -> (String, Option<String>) {
+    show(HISTORY_COLUMNS, page, json)
+}
+
+fn show(columns: &[Column], page: &Value, json: bool) -> (String, Option<String>) {
     let more = page["next"]
         .as_str()
         .map(|next| format!("more: --after {next}"));
@@ -179,7 +173,7 @@ pub fn show_history(page: &Value, json: bool) -> (String, Option<String>) {
         .as_array()
         .map(Vec::as_slice)
         .unwrap_or_default();
-    (table(HISTORY_COLUMNS, items).join("\n"), more)
+    (table(columns, items).join("\n"), more)
 }
 
 #[cfg(test)]
