@@ -122,6 +122,9 @@ pub(super) struct Recorder<'txn> {
     changes: redb::Table<'txn, (&'static str, u64), &'static [u8]>,
     /// The codes changed in this transaction ([`ChangedCodes`]).
     codes: Vec<u8>,
+    /// Where the last code in `codes` starts (a batch is sorted: a key written twice in it
+    /// comes twice in a row, and is listed once).
+    last: Option<usize>,
 }
 
 impl<'txn> Recorder<'txn> {
@@ -137,6 +140,7 @@ impl<'txn> Recorder<'txn> {
                 .open_table(JOB_CHANGES)
                 .map_err(StoreError::redb("open ports job changes"))?,
             codes: Vec::new(),
+            last: None,
         })
     }
 
@@ -150,9 +154,15 @@ impl<'txn> Recorder<'txn> {
             key: code.to_owned(),
             message: "a port key longer than 255 bytes".into(),
         })?;
-        self.codes
-            .extend_from_slice(&[if replaced.is_some() { b'R' } else { b'I' }, len]);
-        self.codes.extend_from_slice(code.as_bytes());
+        let again = self
+            .last
+            .is_some_and(|at| self.codes.get(at + 2..) == Some(code.as_bytes()));
+        if !again {
+            self.last = Some(self.codes.len());
+            self.codes
+                .extend_from_slice(&[if replaced.is_some() { b'R' } else { b'I' }, len]);
+            self.codes.extend_from_slice(code.as_bytes());
+        }
         let Some(replaced) = replaced else {
             return Ok(());
         };
@@ -861,6 +871,19 @@ mod tests {
             "{report}"
         );
         assert_eq!(name(&store, "X").as_deref(), Some("x5"));
+    }
+
+    #[test]
+    fn a_key_written_twice_in_one_commit_and_changed_later_is_left_alone_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"), &StoreOptions::default()).unwrap();
+        upload(&store, "j1", "me", &[("X", "x1")]);
+        upload(&store, "j2", "me", &[("X", "x2"), ("X", "x2b")]);
+        upload(&store, "j3", "me", &[("X", "x3")]);
+        let report = revert(&Context::new(store.clone()), "j2", &job("r1", "me")).unwrap();
+        assert_eq!(report["left_alone"], 1, "{report}");
+        assert_eq!(report["restored"], 0, "{report}");
+        assert_eq!(name(&store, "X").as_deref(), Some("x3"));
     }
 
     #[test]
