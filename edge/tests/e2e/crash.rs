@@ -1,7 +1,8 @@
 //! Crash safety of the real `edge` binary: upload a large file, `kill -9` the server at a
 //! random moment, and check the store after every crash. It must open, pass redb's integrity
 //! check, hold every record a `committed` event reported, and hold nothing that was never
-//! sent. Also prints how long reopening the store after a crash takes (never asserted).
+//! sent; and every stored port must be in its job's list of changes (the change history is
+//! written in the same transaction). Also prints how long reopening the store after a crash takes (never asserted).
 //!
 //! Each kill comes at a random share of the time a full upload takes on this machine (timed
 //! in a first round). The shares come from a small PRNG whose seed is printed;
@@ -209,6 +210,13 @@ fn check_after_crash(path: &Path, round: u32, committed: u64, earlier: &[u64]) -
         ports::count(&store).unwrap(),
         total,
         "round {round}: the store holds records other than the ones committed"
+    );
+    // Every round inserts keys of its own: each stored port is in exactly one job's list of
+    // changes, written in the same transaction (or the revert of a crashed job would miss it).
+    assert_eq!(
+        ports::changes::count_changes(&store).unwrap(),
+        total,
+        "round {round}: the jobs' lists of changed ports disagree with the ports stored"
     );
     Outcome {
         stored,

@@ -414,6 +414,28 @@ impl Change for RevertPart {
     }
 }
 
+/// How many port changes every job's change lists hold, together (inserts and replacements;
+/// a port written twice in one commit counts once): the crash test checks it against the
+/// ports a sequence of imports stored, since both are written in one transaction.
+pub fn count_changes(store: &Store) -> Result<u64, StoreError> {
+    let txn = store.read()?;
+    let table = txn
+        .open_table(JOB_CHANGES)
+        .map_err(StoreError::redb("open ports job changes"))?;
+    let mut count = 0;
+    for entry in table
+        .iter()
+        .map_err(StoreError::redb("read ports job changes"))?
+    {
+        let (_, codes) = entry.map_err(StoreError::redb("read ports job changes"))?;
+        for code in ChangedCodes(codes.value()) {
+            code?;
+            count += 1;
+        }
+    }
+    Ok(count)
+}
+
 /// Entries one prune transaction deletes at most.
 pub const PRUNE_BATCH: usize = 1000;
 
