@@ -460,7 +460,9 @@ pub(super) fn prune(
     let mut after: Option<String> = None;
     while (keep.versions > 0 || cutoff_ms.is_some()) && !stop() {
         let (doomed, next) = doomed_versions(store, after.as_deref(), keep.versions, cutoff_ms)?;
-        deleted += store.submit(Delete::Versions(doomed), Sync::Now).wait()?;
+        if !doomed.is_empty() {
+            deleted += store.submit(Delete::Versions(doomed), Sync::Now).wait()?;
+        }
         match next {
             Some(code) => after = Some(code),
             None => break,
@@ -469,7 +471,9 @@ pub(super) fn prune(
     let mut after: Option<String> = None;
     while !stop() {
         let (doomed, next) = orphaned_changes(store, after.as_deref())?;
-        deleted += store.submit(Delete::Changes(doomed), Sync::Now).wait()?;
+        if !doomed.is_empty() {
+            deleted += store.submit(Delete::Changes(doomed), Sync::Now).wait()?;
+        }
         match next {
             Some(job) => after = Some(job),
             None => break,
