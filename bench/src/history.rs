@@ -6,13 +6,12 @@
 //! upload's throughput.
 
 use crate::gen::{self, FileFormat, Generator, Order};
-use crate::proc::Guard;
-use crate::stage::StageReport;
-use anyhow::{bail, Context as _};
+use crate::stage::{run_child, StageKind};
+use anyhow::Context as _;
 use serde::Serialize;
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 
 /// The largest share of throughput the history may cost.
 const COST_TARGET: f64 = 0.15;
@@ -82,10 +81,14 @@ pub fn history_only(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     let mut runs: [Vec<(f64, f64, u64)>; 2] = [Vec::new(), Vec::new()];
     for run in 0..args.repeat.max(1) {
         // The two ways take turns, so that a busy moment does not fall on one of them.
-        for (way, kind) in ["pipeline", "pipeline-history"].iter().enumerate() {
+        for (way, kind) in [StageKind::Pipeline, StageKind::PipelineHistory]
+            .into_iter()
+            .enumerate()
+        {
             let store = tmp.path().join(format!("store-{run}-{way}"));
-            let one = stage(&me, kind, &first, &store, args.records)?;
-            let two = stage(&me, kind, &second, &store, args.records)?;
+            let log = tmp.path().join(format!("stage-{run}-{way}.log"));
+            let stage = |file| run_child(&me, kind, file, &store, &log, args.records);
+            let (one, two) = (stage(&first)?, stage(&second)?);
             runs[way].push((
                 one.usage.wall_s,
                 two.usage.wall_s,
@@ -129,47 +132,8 @@ fn write(dir: &Path, name: &str, generator: Generator) -> anyhow::Result<PathBuf
     Ok(file)
 }
 
-/// Runs `edge-bench stage KIND` on `file` into the store in `store` (kept between calls).
-fn stage(
-    me: &Path,
-    kind: &str,
-    file: &Path,
-    store: &Path,
-    records: u64,
-) -> anyhow::Result<StageReport> {
-    let mut command = Command::new(me);
-    command
-        .args(["stage", kind, "--file"])
-        .arg(file)
-        .arg("--store")
-        .arg(store)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped());
-    let mut guard = Guard::spawn(&mut command, "edge-bench stage")?;
-    let mut out = String::new();
-    guard
-        .stdout()
-        .context("stage stdout")?
-        .read_to_string(&mut out)?;
-    let status = guard.wait()?;
-    if !status.success() {
-        bail!("edge-bench stage {kind} exited with {status}");
-    }
-    let report: StageReport = serde_json::from_str(out.trim())
-        .with_context(|| format!("unreadable stage report `{}`", out.trim()))?;
-    if report.committed != records || report.errors != 0 {
-        bail!(
-            "stage {kind}: expected {records} records, got {} ({} errors)",
-            report.committed,
-            report.errors
-        );
-    }
-    Ok(report)
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(0.0)
+fn median(values: Vec<f64>) -> f64 {
+    crate::run::median(values).unwrap_or(0.0)
 }
 
 /// Prints the rows and the target.

@@ -6,7 +6,7 @@
 use crate::jobs::bodies;
 use crate::server::{EdgeServer, Setup};
 use anyhow::{bail, Context as _};
-use edge_client::{Client, ClientConfig, UploadJob};
+use edge_client::{Client, UploadJob};
 use edge_proto::{Event, Format, JobHeader};
 use serde::Serialize;
 use std::path::Path;
@@ -68,11 +68,7 @@ fn measure(
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let config = ClientConfig {
-        server: format!("https://{}", server.addr),
-        ca: Some(setup.ca()),
-        token: Some(setup.token.clone()),
-    };
+    let config = setup.client_config(server.addr);
     let client = runtime
         .block_on(Client::connect(&config))
         .context("connect")?;

@@ -8,7 +8,7 @@
 use crate::server::{EdgeServer, Setup};
 use anyhow::{bail, Context as _};
 use edge_client::api::Api;
-use edge_client::{Client, ClientConfig, UploadJob};
+use edge_client::{Client, UploadJob};
 use edge_proto::{Event, Format, JobHeader};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -104,11 +104,7 @@ fn measure(setup: &Setup, server: &EdgeServer, repeat: usize) -> anyhow::Result<
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let config = ClientConfig {
-        server: format!("https://{}", server.addr),
-        ca: Some(setup.ca()),
-        token: Some(setup.token.clone()),
-    };
+    let config = setup.client_config(server.addr);
     let mut rows = Vec::new();
 
     eprintln!("edge-bench: the {LARGE_N}th prime, {repeat} time(s) each way");
@@ -262,6 +258,7 @@ fn check_large(prime: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The median wall time of `repeat` runs, seconds.
 fn median(repeat: usize, mut run: impl FnMut() -> anyhow::Result<Duration>) -> anyhow::Result<f64> {
     let walls = (0..repeat)
         .map(|_| run())
@@ -269,11 +266,9 @@ fn median(repeat: usize, mut run: impl FnMut() -> anyhow::Result<Duration>) -> a
     Ok(median_of(walls))
 }
 
-fn median_of(mut walls: Vec<Duration>) -> f64 {
-    walls.sort();
-    walls
-        .get(walls.len() / 2)
-        .map_or(0.0, Duration::as_secs_f64)
+fn median_of(walls: Vec<Duration>) -> f64 {
+    let seconds = walls.iter().map(Duration::as_secs_f64).collect();
+    crate::run::median(seconds).unwrap_or(0.0)
 }
 
 /// Prints the rows and the targets.

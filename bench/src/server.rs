@@ -292,6 +292,15 @@ impl Setup {
         self.certs.join("ca.pem")
     }
 
+    /// What a client of the server at `addr` connects with: the dev CA and the token.
+    pub fn client_config(&self, addr: SocketAddr) -> edge_client::ClientConfig {
+        edge_client::ClientConfig {
+            server: format!("https://{addr}"),
+            ca: Some(self.ca()),
+            token: Some(self.token.clone()),
+        }
+    }
+
     /// Uploads `file` to the server at `addr` with `edge-client upload --json`, its events
     /// also to `events`. Returns the time from starting the client to its final event (the
     /// upload, without the connection's close, which waits 3 probe timeouts for the

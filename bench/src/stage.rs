@@ -37,6 +37,64 @@ pub enum StageKind {
     PipelineHistory,
 }
 
+impl StageKind {
+    /// Its name on the command line (`edge-bench stage NAME`).
+    pub fn name(self) -> &'static str {
+        match self {
+            StageKind::Decode => "decode",
+            StageKind::Store => "store",
+            StageKind::Pipeline => "pipeline",
+            StageKind::PipelineHistory => "pipeline-history",
+        }
+    }
+}
+
+/// Runs `me stage KIND --file FILE --store STORE` as a child process (its stderr to `log`)
+/// and returns its report, checking that it committed `expect` records and no errors.
+pub fn run_child(
+    me: &Path,
+    kind: StageKind,
+    file: &Path,
+    store: &Path,
+    log: &Path,
+    expect: u64,
+) -> anyhow::Result<StageReport> {
+    let mut command = std::process::Command::new(me);
+    command
+        .args(["stage", kind.name(), "--file"])
+        .arg(file)
+        .arg("--store")
+        .arg(store)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(File::create(log)?);
+    let mut guard = crate::proc::Guard::spawn(&mut command, "edge-bench stage")?;
+    let mut out = String::new();
+    guard
+        .stdout()
+        .context("stage stdout")?
+        .read_to_string(&mut out)?;
+    let status = guard.wait()?;
+    if !status.success() {
+        bail!(
+            "stage {} exited with {status}: {}",
+            kind.name(),
+            crate::server::tail(log)
+        );
+    }
+    let report: StageReport = serde_json::from_str(out.trim())
+        .with_context(|| format!("unreadable stage report `{}`", out.trim()))?;
+    if report.committed != expect || report.errors != 0 {
+        bail!(
+            "stage {}: expected {expect} records, got {} good ({} errors)",
+            kind.name(),
+            report.committed,
+            report.errors
+        );
+    }
+    Ok(report)
+}
+
 /// What a stage did and cost.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StageReport {

@@ -87,7 +87,8 @@ pub struct Row {
     pub(super) samples: Vec<Sample>,
 }
 
-pub(super) fn median(mut values: Vec<f64>) -> Option<f64> {
+/// The median of the finite `values` (the mean of the middle two for an even count).
+pub(crate) fn median(mut values: Vec<f64>) -> Option<f64> {
     values.retain(|v| v.is_finite());
     if values.is_empty() {
         return None;

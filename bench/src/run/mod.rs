@@ -16,9 +16,10 @@ use crate::jobs::{self, JobsFigures};
 use crate::server::{self, EdgeServer};
 use crate::stage::StageKind;
 use anyhow::{bail, Context as _};
+pub(crate) use figures::median;
 use figures::{
-    median, memory_and_jobs_targets, ratios, targets, BusyFigure, FileInfo, MemoryFigure, Results,
-    Row, Sample, StageId,
+    memory_and_jobs_targets, ratios, targets, BusyFigure, FileInfo, MemoryFigure, Results, Row,
+    Sample, StageId,
 };
 use report::{fmt_int, print_jobs, print_results};
 pub(crate) use setup::build_binaries;

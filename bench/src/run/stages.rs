@@ -5,10 +5,9 @@ use super::figures::Sample;
 use super::setup::{find_curl, on_path};
 use crate::proc::{clear_edge_env, Guard, Measured, Usage};
 use crate::server::{self, Bins, DiscardServer, EdgeServer, ServerDirs};
-use crate::stage::{StageKind, StageReport};
+use crate::stage::StageKind;
 use anyhow::{bail, Context as _};
 use edge_proto::Event;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -96,42 +95,9 @@ impl Bench {
             "{}.log",
             dir.file_name().unwrap_or_default().to_string_lossy()
         ));
-        let mut command = Command::new(&self.bins.me);
-        command
-            .arg("stage")
-            .arg(match kind {
-                StageKind::Decode => "decode",
-                StageKind::Store => "store",
-                StageKind::Pipeline => "pipeline",
-                StageKind::PipelineHistory => "pipeline-history",
-            })
-            .arg("--file")
-            .arg(file)
-            .arg("--store")
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log)?);
-        let mut guard = Guard::spawn(&mut command, "edge-bench stage")?;
-        let mut out = String::new();
-        guard
-            .stdout()
-            .context("stage stdout")?
-            .read_to_string(&mut out)?;
-        let status = guard.wait()?;
+        let report = crate::stage::run_child(&self.bins.me, kind, file, &dir, &log, expect);
         let _ = std::fs::remove_dir_all(&dir);
-        if !status.success() {
-            bail!("exited with {status}: {}", server::tail(&log));
-        }
-        let report: StageReport = serde_json::from_str(out.trim())
-            .with_context(|| format!("unreadable stage report `{}`", out.trim()))?;
-        if report.committed != expect || report.errors != 0 {
-            bail!(
-                "expected {expect} records, got {} good ({} errors)",
-                report.committed,
-                report.errors
-            );
-        }
+        let report = report?;
         let stage_usage = report.usage;
         Ok(Sample {
             wall_s: report.usage.wall_s,
