@@ -183,23 +183,31 @@ pub(crate) struct Guarded<S> {
     inner: S,
     watch: FrameWatch,
     quic: quinn::Connection,
+    /// The inner stream's last read was left pending. h3 may return buffered data while a
+    /// read is in flight, and h3-quinn's `stop_sending` then finds no stream and panics; a
+    /// stop asked for meanwhile waits in `stop` until the read is back.
+    reading: bool,
+    /// A STOP_SENDING code to send once the read in flight is back.
+    stop: Option<u64>,
 }
 
 impl<S> Guarded<S> {
-    fn uni(inner: S, quic: quinn::Connection) -> Guarded<S> {
+    fn new(inner: S, watch: FrameWatch, quic: quinn::Connection) -> Guarded<S> {
         Guarded {
             inner,
-            watch: FrameWatch::uni(),
+            watch,
             quic,
+            reading: false,
+            stop: None,
         }
     }
 
+    fn uni(inner: S, quic: quinn::Connection) -> Guarded<S> {
+        Guarded::new(inner, FrameWatch::uni(), quic)
+    }
+
     fn bidi(inner: S, quic: quinn::Connection) -> Guarded<S> {
-        Guarded {
-            inner,
-            watch: FrameWatch::request(),
-            quic,
-        }
+        Guarded::new(inner, FrameWatch::request(), quic)
     }
 }
 
@@ -228,7 +236,14 @@ impl<S: quic::RecvStream<Buf = Bytes> + Abort> quic::RecvStream for Guarded<S> {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Option<Bytes>, StreamErrorIncoming>> {
-        let data = ready!(self.inner.poll_data(cx))?;
+        let polled = self.inner.poll_data(cx);
+        self.reading = polled.is_pending();
+        if !self.reading {
+            if let Some(code) = self.stop.take() {
+                self.inner.stop_sending(code);
+            }
+        }
+        let data = ready!(polled)?;
         if let Some(bytes) = &data {
             match self.watch.feed(bytes) {
                 Ok(()) => {}
@@ -262,7 +277,10 @@ impl<S: quic::RecvStream<Buf = Bytes> + Abort> quic::RecvStream for Guarded<S> {
     }
 
     fn stop_sending(&mut self, error_code: u64) {
-        self.inner.stop_sending(error_code)
+        match self.reading {
+            true => self.stop = Some(error_code),
+            false => self.inner.stop_sending(error_code),
+        }
     }
 
     fn recv_id(&self) -> StreamId {
@@ -298,14 +316,7 @@ impl<B: Buf> quic::BidiStream<B> for Guarded<h3_quinn::BidiStream<B>> {
 
     fn split(self) -> (Self::SendStream, Self::RecvStream) {
         let (send, recv) = self.inner.split();
-        (
-            send,
-            Guarded {
-                inner: recv,
-                watch: self.watch,
-                quic: self.quic,
-            },
-        )
+        (send, Guarded::new(recv, self.watch, self.quic))
     }
 }
 

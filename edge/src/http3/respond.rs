@@ -38,6 +38,8 @@ const LINGER_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The longest time spent reading and dropping them.
 const LINGER_TIME: Duration = Duration::from_secs(10);
+/// How long a stop waits for a read in flight to come back (the client is still sending).
+const STOP_WAIT: Duration = Duration::from_secs(1);
 
 pub(super) async fn refuse_job(stream: &mut Stream, service: &Service, refusal: Refusal) {
     service.metrics.rejected(refusal.code);
@@ -123,8 +125,16 @@ pub(super) async fn linger<S: RecvStream>(stream: &mut RequestStream<S, Bytes>) 
         .unwrap_or(false);
     if !ended {
         debug!("request body still coming after the response: stopped");
-        stream.stop_sending(Code::H3_NO_ERROR);
+        stop(stream, Code::H3_NO_ERROR).await;
     }
+}
+
+/// Stops a request body the client is still sending with STOP_SENDING `code`. A read may
+/// still be in flight (h3 returns buffered data without waiting for it): the stop then goes
+/// out once that read is back (see `h3guard::Guarded`), with the client's next bytes.
+pub(super) async fn stop<S: RecvStream>(stream: &mut RequestStream<S, Bytes>, code: Code) {
+    stream.stop_sending(code);
+    let _ = tokio::time::timeout(STOP_WAIT, stream.recv_data()).await;
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Uploads: the request read into a job's settings, its body streamed into the job and the
 //! job's events streamed back as the response body.
 
-use super::respond::{linger, refuse_job};
+use super::respond::{linger, refuse_job, stop};
 use super::routes::parse_query;
 use super::{RecvHalf, SendHalf, Stream};
 use crate::auth::Grant;
@@ -84,11 +84,11 @@ pub(super) async fn upload(
     );
     let ended = run.instrument(span).await;
     if ended.pumped == Pumped::Unfinished {
-        // The job ended before the body did (no recv_data is pending): a body longer than
-        // its content-length is stopped at once, any other is read to its end (bounded) so
-        // the client reads the final event instead of a stream error.
+        // The job ended before the body did: a body longer than its content-length is
+        // stopped at once, any other is read to its end (bounded) so the client reads the
+        // final event instead of a stream error.
         if body.malformed {
-            body.recv.stop_sending(h3::error::Code::H3_MESSAGE_ERROR);
+            stop(&mut body.recv, h3::error::Code::H3_MESSAGE_ERROR).await;
         } else {
             linger(&mut body.recv).await;
         }
