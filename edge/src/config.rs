@@ -108,9 +108,10 @@ pub struct HistoryKeepConfig {
 
 impl Default for HistoryKeepConfig {
     fn default() -> Self {
+        let keep = edge_tasks::task::TaskLimits::default().ports_history;
         HistoryKeepConfig {
-            versions: 20,
-            days: 0,
+            versions: keep.versions,
+            days: keep.days,
         }
     }
 }

@@ -625,7 +625,7 @@ async fn write_events<N: Notify>(
                         let _ = released.await;
                     }
                 }
-                lines.extend_from_slice(&event.to_line());
+                event.write_line(&mut lines);
             }
             if lines.len() < COALESCE_BYTES {
                 next = queue.try_recv().ok();

@@ -178,10 +178,17 @@ pub enum Event {
 impl Event {
     /// The event as one NDJSON line, `\n` included.
     pub fn to_line(&self) -> Vec<u8> {
-        let mut line =
-            serde_json::to_vec(self).expect("events hold only strings, numbers and JSON values");
-        line.push(b'\n');
+        let mut line = Vec::new();
+        self.write_line(&mut line);
         line
+    }
+
+    /// Appends the event to `out` as one NDJSON line, `\n` included (for writing many events
+    /// at once without a buffer each).
+    pub fn write_line(&self, out: &mut Vec<u8>) {
+        serde_json::to_writer(&mut *out, self)
+            .expect("events hold only strings, numbers and JSON values");
+        out.push(b'\n');
     }
 
     /// Parses one NDJSON line.

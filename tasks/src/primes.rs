@@ -135,9 +135,11 @@ fn table() -> &'static [u32] {
     })
 }
 
-/// How many large `n` may be sieved at once in the process: one core in two (at least one).
+/// How many large `n` may be sieved at once in the process: one core in two (at least one),
+/// counted once.
 pub fn heavy_slots() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+    static SLOTS: OnceLock<usize> = OnceLock::new();
+    *SLOTS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)))
 }
 
 /// A place among the [`heavy_slots`] sieving at once, given back on drop.

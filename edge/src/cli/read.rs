@@ -87,27 +87,15 @@ pub(crate) fn run(
             history::revert(&context, &job, &by)
                 .map(|report| serde_json::to_string_pretty(&report).unwrap_or_default())
         }
-        (Some(ReadRequest::History { key, params, json }), None) => {
-            reads.read_history(&context, &key, &params).map(|page| {
-                let (out, more) = read_command::show_history(&page, json);
-                if let Some(more) = more {
-                    eprintln!("{more}");
-                }
-                out
-            })
-        }
+        (Some(ReadRequest::History { key, params, json }), None) => reads
+            .read_history(&context, &key, &params)
+            .map(|page| with_more(read_command::show_history(&page, json))),
         (Some(ReadRequest::Get { key }), None) => reads
             .read_one(&context, &key)
             .map(|item| serde_json::to_string_pretty(&item).unwrap_or_default()),
-        (Some(ReadRequest::List { params, json }), None) => {
-            reads.read_page(&context, &params).map(|page| {
-                let (out, more) = read_command::show_page(&info, &page, json);
-                if let Some(more) = more {
-                    eprintln!("{more}");
-                }
-                out
-            })
-        }
+        (Some(ReadRequest::List { params, json }), None) => reads
+            .read_page(&context, &params)
+            .map(|page| with_more(read_command::show_page(&info, &page, json))),
         (None, None) => bail!("use `edge {task} get KEY` or `edge {task} list`"),
     };
     match answer {
@@ -122,4 +110,12 @@ pub(crate) fn run(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// A page's text, after telling stderr where the next page starts (if one does).
+fn with_more((out, more): (String, Option<String>)) -> String {
+    if let Some(more) = more {
+        eprintln!("{more}");
+    }
+    out
 }

@@ -154,15 +154,18 @@ impl<'txn> Recorder<'txn> {
             key: code.to_owned(),
             message: "a port key longer than 255 bytes".into(),
         })?;
-        let again = self
+        // Written again in this transaction (a batch is sorted, so right after): its first
+        // write is recorded, with what it replaced or that it was new.
+        if self
             .last
-            .is_some_and(|at| self.codes.get(at + 2..) == Some(code.as_bytes()));
-        if !again {
-            self.last = Some(self.codes.len());
-            self.codes
-                .extend_from_slice(&[if replaced.is_some() { b'R' } else { b'I' }, len]);
-            self.codes.extend_from_slice(code.as_bytes());
+            .is_some_and(|at| self.codes.get(at + 2..) == Some(code.as_bytes()))
+        {
+            return Ok(());
         }
+        self.last = Some(self.codes.len());
+        self.codes
+            .extend_from_slice(&[if replaced.is_some() { b'R' } else { b'I' }, len]);
+        self.codes.extend_from_slice(code.as_bytes());
         let Some(replaced) = replaced else {
             return Ok(());
         };
@@ -173,7 +176,7 @@ impl<'txn> Recorder<'txn> {
             .insert(key, StoredVersion::from_encoded(&version))
             .map_err(StoreError::redb("record a port version"))?
             .map(|earlier| earlier.value().bytes().to_vec());
-        // A key the job writes again keeps the version the job replaced first.
+        // A key the job wrote in an earlier transaction keeps the version it replaced first.
         if let Some(first) = first {
             self.versions
                 .insert(key, StoredVersion::from_encoded(&first))
