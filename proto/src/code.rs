@@ -73,6 +73,11 @@ pub enum ErrorCode {
     Cancelled,
     /// A bug or an unexpected condition on the server.
     Internal,
+    /// The body's digest is not the one the client said it would be: nothing of the job was
+    /// kept (`blobs`: the old version stays).
+    DigestMismatch,
+    /// The job would replace what exists, and the client asked it not to (`if_absent`).
+    AlreadyExists,
 
     /// A code this version of the contract does not know (from a newer peer).
     #[serde(other)]
@@ -110,6 +115,8 @@ impl ErrorCode {
             ErrorCode::TooSlow => "too_slow",
             ErrorCode::Cancelled => "cancelled",
             ErrorCode::Internal => "internal",
+            ErrorCode::DigestMismatch => "digest_mismatch",
+            ErrorCode::AlreadyExists => "already_exists",
             ErrorCode::Other => "other",
         }
     }

@@ -17,11 +17,20 @@ pub enum Format {
     Lines,
     /// Comma-separated values with a header row naming the columns (RFC 4180 quoting).
     Csv,
+    /// The body as it is, not cut into records: for a task that stores files (`blobs`).
+    /// Never sniffed: a task that reads it takes every body this way.
+    Raw,
 }
 
 impl Format {
     /// Every format, in the order they are documented.
-    pub const ALL: [Format; 4] = [Format::Json, Format::Ndjson, Format::Lines, Format::Csv];
+    pub const ALL: [Format; 5] = [
+        Format::Json,
+        Format::Ndjson,
+        Format::Lines,
+        Format::Csv,
+        Format::Raw,
+    ];
 
     /// The name used in headers, query strings and events.
     pub fn as_str(self) -> &'static str {
@@ -30,6 +39,7 @@ impl Format {
             Format::Ndjson => "ndjson",
             Format::Lines => "lines",
             Format::Csv => "csv",
+            Format::Raw => "raw",
         }
     }
 
@@ -54,7 +64,7 @@ impl fmt::Display for Format {
 
 /// A format name that is not one of [`Format::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown format `{0}` (expected one of: json, ndjson, lines, csv)")]
+#[error("unknown format `{0}` (expected one of: json, ndjson, lines, csv, raw)")]
 pub struct UnknownFormat(pub String);
 
 impl FromStr for Format {
@@ -66,6 +76,7 @@ impl FromStr for Format {
             "ndjson" | "jsonl" => Ok(Format::Ndjson),
             "lines" => Ok(Format::Lines),
             "csv" => Ok(Format::Csv),
+            "raw" => Ok(Format::Raw),
             other => Err(UnknownFormat(other.to_owned())),
         }
     }

@@ -190,6 +190,8 @@ mod tests {
             max_page: 1000,
             columns: Cow::Borrowed(KEY_COLUMN),
             history: true,
+            content: false,
+            delete: false,
         }
     }
 

@@ -30,6 +30,15 @@ pub struct ReadsInfo {
     /// `{"job","sub","time","replaced"}`, newest first).
     #[serde(default)]
     pub history: bool,
+    /// Whether items are files: `GET /v1/<task>/{key}` streams an item's bytes (with its
+    /// `Content-Type`, `ETag`, `Last-Modified`; `Range` and `If-None-Match` honoured), and the
+    /// read commands' `get KEY -o FILE` saves them.
+    #[serde(default)]
+    pub content: bool,
+    /// Whether `DELETE /v1/<task>/{key}` (scope `<task>:delete`) removes an item, and the read
+    /// commands have `rm KEY`.
+    #[serde(default)]
+    pub delete: bool,
 }
 
 /// A filter of a list endpoint.
@@ -169,6 +178,8 @@ mod tests {
             max_page: 1000,
             columns: Cow::Borrowed(KEY_COLUMN),
             history: true,
+            content: false,
+            delete: false,
         };
         let json = serde_json::to_string(&info).unwrap();
         assert_eq!(serde_json::from_str::<ReadsInfo>(&json).unwrap(), info);

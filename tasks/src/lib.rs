@@ -12,6 +12,7 @@
 //! - [`reads`]: a plugin's read endpoints ([`reads::Reads`]) and the requests for them.
 //! - [`ports`]: the `ports` plugin (sea ports upserted into redb) and its table.
 //! - [`stats`]: the `stats` plugin (online count, mean, variance, min, max).
+//! - [`blobs`]: the `blobs` plugin (files stored as they are, in chunks, and served back).
 //! - [`primes`]: the `primes` plugin (the n-th prime for each record, sent back as results).
 //! - [`store`]: the redb database every plugin shares: its tables, layout versions, backups.
 //! - [`writer`]: the store's single writer thread, which commits jobs' changes in groups.
@@ -19,6 +20,7 @@
 //! - [`revocations`]: revoked token ids (the deny-list) kept in the store.
 //! - [`pipeline`]: runs one job: decoder -> task -> commits, emitting notification events.
 
+pub mod blobs;
 pub mod decode;
 pub mod history;
 pub mod pipeline;
@@ -32,6 +34,7 @@ pub mod stats;
 pub mod store;
 pub mod table;
 pub mod task;
+mod time;
 pub mod writer;
 
 pub use record::{Body, CsvRow, Record, RecordFault, Rejection};

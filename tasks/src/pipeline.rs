@@ -327,6 +327,12 @@ pub fn run(
     emit: &mut dyn FnMut(Event),
 ) -> Report {
     let mut job = Job::new(spec, task, settings, emit);
+    if plugin.reads_raw() {
+        job.raw = true;
+        job.accept(Format::Raw);
+        let mut decoder = decode::raw::RawDecoder::new();
+        return job.drive(&mut decoder, Vec::new(), false, source);
+    }
     let (format, prefix, ended) = match choose_format(spec, plugin, source, settings) {
         Chosen::Format {
             format,
@@ -485,6 +491,11 @@ struct Job<'a> {
     too_many_errors: Option<(String, u64)>,
     /// The first few record errors, for the final event.
     first_errors: Vec<ErrorSample>,
+    /// The body is raw ([`Format::Raw`]): what is pending and in flight are parts of it,
+    /// not records, and nothing counts as committed before [`Task::finish`].
+    raw: bool,
+    /// The task refused the job while taking bytes.
+    refused: Option<crate::TaskError>,
 }
 
 impl<'a> Job<'a> {
@@ -516,6 +527,8 @@ impl<'a> Job<'a> {
             store_failure: None,
             too_many_errors: None,
             first_errors: Vec::new(),
+            raw: false,
+            refused: None,
         }
     }
 
@@ -598,6 +611,13 @@ impl<'a> Job<'a> {
         if let Err(message) = self.commit_all() {
             return self.fail(ErrorCode::StoreError, message, None);
         }
+        match self.task.finish() {
+            Ok(records) => {
+                self.records += records;
+                self.committed += records;
+            }
+            Err(e) => return self.fail(e.code(), e.to_string(), None),
+        }
         self.send_progress(true);
         let last = Event::Done {
             job: self.spec.job.clone(),
@@ -617,6 +637,9 @@ impl<'a> Job<'a> {
     fn after_decoding(&mut self, result: Result<ControlFlow<()>, SyntaxError>) -> Option<Report> {
         if let Some(message) = self.store_failure.take() {
             return Some(self.fail_in_place(ErrorCode::StoreError, message, None));
+        }
+        if let Some(refused) = self.refused.take() {
+            return Some(self.fail_in_place(refused.code(), refused.to_string(), None));
         }
         if let Some((message, offset)) = self.too_many_errors.take() {
             return Some(self.fail_in_place(ErrorCode::TooManyErrors, message, Some(offset)));
@@ -640,11 +663,31 @@ impl<'a> Job<'a> {
 
     /// Takes one decoded item.
     fn take(&mut self, item: Item<'_>) -> ControlFlow<()> {
-        self.records += 1;
         match item {
-            Item::Record(record) => self.take_record(&record),
-            Item::Fault(fault) => self.report(fault),
+            Item::Record(record) => {
+                self.records += 1;
+                self.take_record(&record)
+            }
+            Item::Fault(fault) => {
+                self.records += 1;
+                self.report(fault)
+            }
+            Item::Bytes { bytes, .. } => self.take_bytes(bytes),
         }
+    }
+
+    /// Hands the next bytes of a raw body to the task; they go into the next commit (which
+    /// [`Job::tick`] starts by time or once the job's batch is full).
+    fn take_bytes(&mut self, bytes: &[u8]) -> ControlFlow<()> {
+        if let Err(refused) = self.task.bytes(bytes) {
+            self.refused = Some(refused);
+            return ControlFlow::Break(());
+        }
+        self.pending += 1;
+        if self.pending_since.is_none() {
+            self.pending_since = Some(self.settings.clock.now());
+        }
+        ControlFlow::Continue(())
     }
 
     fn take_record(&mut self, record: &Record<'_>) -> ControlFlow<()> {
@@ -793,7 +836,9 @@ impl<'a> Job<'a> {
                 .on_commit
                 .observe(self.settings.clock.since(started));
         }
-        self.committed += records;
+        if !self.raw {
+            self.committed += records;
+        }
         Ok(())
     }
 
@@ -851,6 +896,7 @@ impl<'a> Job<'a> {
     }
 
     fn failure(&mut self, code: ErrorCode, mut message: String, offset: Option<u64>) -> Event {
+        self.task.abandon();
         if code != ErrorCode::StoreError {
             if let Err(store) = self.commit_all() {
                 message = format!("{message}; and the last commit failed: {store}");

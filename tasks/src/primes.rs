@@ -46,6 +46,8 @@ pub const PLUGIN: Plugin = Plugin {
         one: read_one,
         page: read_page,
         history: None,
+        content: None,
+        delete: None,
     }),
     revert: None,
     prune: None,

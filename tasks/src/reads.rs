@@ -4,10 +4,13 @@
 //! offline) and, through the API, `edge-client <task> get|list` all answer through here.
 
 use crate::store::StoreError;
-use crate::task::Context;
+use crate::task::{Context, JobRef};
+use bytes::Bytes;
 use edge_proto::reads::{Column, Filter, ReadsInfo, DEFAULT_PAGE, PAGE_PARAMS};
 use serde_json::{json, Value};
 use std::borrow::Cow;
+use std::ops::Range;
+use std::time::SystemTime;
 
 /// Reads one item by key: `Ok(None)` when there is none; [`ReadError::BadParams`] for a key
 /// that cannot name one.
@@ -20,6 +23,44 @@ pub type ReadPage = fn(context: &Context, request: &PageRequest<'_>) -> Result<P
 /// (`request.after` is the `job` of the previous page's last item).
 pub type ReadHistory =
     fn(context: &Context, key: &str, request: &PageRequest<'_>) -> Result<Page, ReadError>;
+
+/// Opens an item's bytes, for a plugin whose items are files: `Ok(None)` when there is none.
+/// What it returns reads one snapshot: a replacement stored meanwhile is not mixed in.
+pub type OpenContent =
+    fn(context: &Context, key: &str) -> Result<Option<Box<dyn Content>>, ReadError>;
+
+/// Deletes one item as `by` (`DELETE /v1/<task>/{key}`, scope `<task>:delete`): its report,
+/// or `Ok(None)` when there is none.
+pub type DeleteItem =
+    fn(context: &Context, key: &str, by: &JobRef) -> Result<Option<Value>, ReadError>;
+
+/// The bytes of one stored file and what HTTP says of them.
+pub trait Content: Send {
+    /// Its size, type, entity tag and time.
+    fn info(&self) -> &ContentInfo;
+
+    /// Reads the bytes in `range` (within `0..size`) in order, in pieces of any size, handing
+    /// each to `out`; stops early when `out` returns `false` (the reader went away).
+    fn read(
+        &mut self,
+        range: Range<u64>,
+        out: &mut dyn FnMut(Bytes) -> bool,
+    ) -> Result<(), ReadError>;
+}
+
+/// What HTTP says of a stored file: `Content-Length`, `Content-Type`, `ETag`,
+/// `Last-Modified`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContentInfo {
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its media type, e.g. `image/jpeg`.
+    pub content_type: String,
+    /// A strong entity tag, without the quotes (the digest of its bytes).
+    pub etag: String,
+    /// When it was stored.
+    pub modified: SystemTime,
+}
 
 /// What a plugin offers to read back its items.
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +82,13 @@ pub struct Reads {
     /// `GET /v1/<task>/{key}/history?limit=&after=`: the versions of an item that jobs
     /// replaced, newest first, if the task keeps them.
     pub history: Option<ReadHistory>,
+    /// For items that are files: `GET /v1/<task>/{key}` streams the item's bytes (with
+    /// `Range` and `If-None-Match`) instead of answering JSON, and `get KEY -o FILE` saves
+    /// them; [`Reads::one`] then answers the item's description (the list's items).
+    pub content: Option<OpenContent>,
+    /// `DELETE /v1/<task>/{key}` (scope `<task>:delete`) and `rm KEY`, if items can be
+    /// deleted one by one.
+    pub delete: Option<DeleteItem>,
 }
 
 /// A request for a page, checked against the plugin's [`Reads`].
@@ -102,6 +150,8 @@ impl Reads {
             max_page: self.max_page,
             columns: Cow::Borrowed(self.columns),
             history: self.history.is_some(),
+            content: self.content.is_some(),
+            delete: self.delete.is_some(),
         }
     }
 

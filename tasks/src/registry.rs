@@ -13,6 +13,7 @@ pub const BUILTIN: &[&Plugin] = &[
     &crate::ports::PLUGIN,
     &crate::stats::PLUGIN,
     &crate::primes::PLUGIN,
+    &crate::blobs::PLUGIN,
 ];
 
 /// Names a plugin may not take: the API's own paths under `/v1/` and the `edge` commands.
@@ -143,7 +144,7 @@ mod tests {
         for plugin in BUILTIN {
             registry = registry.with(plugin).unwrap();
         }
-        assert_eq!(registry.names(), "ports, stats, primes");
+        assert_eq!(registry.names(), "ports, stats, primes, blobs");
     }
 
     #[test]

@@ -13,6 +13,10 @@ use redb::{
 };
 use std::marker::PhantomData;
 
+/// The value bytes one copying transaction writes at most (plus one value): a table of big
+/// values (`blob_chunks`) is copied in transactions of a bounded size too.
+pub const COPY_BATCH_BYTES: usize = 64 * 1024 * 1024;
+
 /// A table the store creates when it opens and copies into every backup.
 pub trait StoredTable: Sync {
     /// The table's name in the redb file.
@@ -21,8 +25,9 @@ pub trait StoredTable: Sync {
     /// Creates the table in `txn` if it does not exist yet.
     fn create(&self, txn: &WriteTransaction) -> Result<(), redb::Error>;
 
-    /// Copies every entry of the table in the snapshot `from` into `to`, `batch` entries per
-    /// write transaction (so that memory stays bounded), and returns how many it copied.
+    /// Copies every entry of the table in the snapshot `from` into `to`, `batch` entries (and
+    /// at most about [`COPY_BATCH_BYTES`]) per write transaction, so that memory stays
+    /// bounded, and returns how many it copied.
     fn copy(&self, from: &ReadTransaction, to: &Database, batch: usize)
         -> Result<u64, redb::Error>;
 }
@@ -50,19 +55,24 @@ impl<K: Key + Sync + 'static, V: Value + Sync + 'static> StoredTable
         let mut copied = 0u64;
         loop {
             let txn = to.begin_write()?;
-            let mut written = 0;
+            let (mut written, mut bytes, mut ended) = (0, 0, false);
             {
                 let mut out = txn.open_table(*self)?;
-                while written < batch {
-                    let Some(row) = rows.next() else { break };
+                while written < batch && bytes < COPY_BATCH_BYTES {
+                    let Some(row) = rows.next() else {
+                        ended = true;
+                        break;
+                    };
                     let (key, value) = row?;
-                    out.insert(key.value(), value.value())?;
+                    let value = value.value();
+                    bytes += V::as_bytes(&value).as_ref().len();
+                    out.insert(key.value(), value)?;
                     written += 1;
                 }
             }
             txn.commit()?;
             copied += written as u64;
-            if written < batch {
+            if ended {
                 return Ok(copied);
             }
         }

@@ -11,7 +11,7 @@ use crate::reads::Reads;
 use crate::record::{Record, Rejection};
 use crate::store::Store;
 use crate::table::Storage;
-use edge_proto::{Format, Summary};
+use edge_proto::{ErrorCode, Format, Summary};
 use serde_json::{Map, Value};
 
 /// A failure that ends the job (the store could not commit, a bug).
@@ -21,6 +21,25 @@ pub enum TaskError {
     /// The store failed; nothing since the last successful commit is durable.
     #[error("store error: {0}")]
     Store(#[from] crate::store::StoreError),
+    /// The task refuses the job (a digest that does not match, a quota passed): the job fails
+    /// with `code`, and [`Task::abandon`] drops what the task staged for it.
+    #[error("{message}")]
+    Refused {
+        /// Why, as a stable code (e.g. `digest_mismatch`, `limit_exceeded`).
+        code: ErrorCode,
+        /// Why, for a person: what was expected, what came, and what to do.
+        message: String,
+    },
+}
+
+impl TaskError {
+    /// The code the job fails with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            TaskError::Store(_) => ErrorCode::StoreError,
+            TaskError::Refused { code, .. } => *code,
+        }
+    }
 }
 
 /// Invalid task parameters (the header's `params`, or HTTP query parameters).
@@ -67,6 +86,31 @@ pub trait Task: Send {
         0
     }
 
+    /// Takes the next bytes of a body the task reads as it is ([`Format::Raw`]): they become
+    /// durable (staged, not yet visible) at the next commit, and visible at [`Task::finish`].
+    /// `Err` fails the job. Only a plugin whose formats are `[Raw]` is handed bytes; the
+    /// default refuses them.
+    fn bytes(&mut self, bytes: &[u8]) -> Result<(), TaskError> {
+        let _ = bytes;
+        Err(TaskError::Refused {
+            code: ErrorCode::Internal,
+            message: "this task reads records, not a raw body".into(),
+        })
+    }
+
+    /// Called once when the upload ended and everything accepted is committed, before
+    /// `done`: a task that makes its job visible all at once (`blobs`) does it here, durably,
+    /// and returns how many records that made visible (counted as records and committed).
+    /// `Err` fails the job (and [`Task::abandon`] follows). The default has nothing to do.
+    fn finish(&mut self) -> Result<u64, TaskError> {
+        Ok(0)
+    }
+
+    /// Called once when the job fails, before what is pending is committed: a task drops
+    /// here what must not outlive a failed job (`blobs`: the staged chunks). Records other
+    /// tasks committed stay committed. The default keeps everything.
+    fn abandon(&mut self) {}
+
     /// The answer to the record [`Task::record`] just accepted, for a task that answers
     /// records (`primes`): the pipeline asks right after each accepted record and sends it at
     /// once as a `result` event with the record's index. Its fields must not be named `event`
@@ -95,6 +139,21 @@ pub struct Context {
     /// The job the task runs for (and who runs it), so that what it changes can be traced
     /// back to it (`ports` keeps the versions a job replaced). `None` outside a job.
     pub job: Option<JobRef>,
+    /// What the transport says of the job's body (its file name, size, content type).
+    pub upload: UploadInfo,
+}
+
+/// What the transport says of a job's body, before any byte of it: the file name (`edge/1`'s
+/// `name`, HTTP's `?name=`), the size it announced, the HTTP `Content-Type`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UploadInfo {
+    /// The file name, if the client gave one.
+    pub name: Option<String>,
+    /// The body's size, if the client announced it.
+    pub size: Option<u64>,
+    /// The HTTP `Content-Type` of the body, if any (for a task that stores bodies as they
+    /// are; a task of records takes its format from it instead).
+    pub content_type: Option<String>,
 }
 
 impl Context {
@@ -104,12 +163,19 @@ impl Context {
             store,
             limits: TaskLimits::default(),
             job: None,
+            upload: UploadInfo::default(),
         }
     }
 
     /// This context for the job `job`.
     pub fn for_job(mut self, job: JobRef) -> Context {
         self.job = Some(job);
+        self
+    }
+
+    /// This context for a body the transport described as `upload`.
+    pub fn with_upload(mut self, upload: UploadInfo) -> Context {
+        self.upload = upload;
         self
     }
 }
@@ -138,8 +204,9 @@ pub enum RevertError {
     Store(#[from] crate::store::StoreError),
 }
 
-/// The limits plugins enforce: how large a request may be, how much history they keep (the
-/// server's `limits.max_prime_n` and `[ports.history_keep]`).
+/// The limits plugins enforce: how large a request may be, how much they may store, how much
+/// history they keep (the server's `limits.max_prime_n`, `limits.blob_bytes_per_sub` and
+/// `[ports.history_keep]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TaskLimits {
@@ -147,6 +214,9 @@ pub struct TaskLimits {
     pub max_prime_n: u64,
     /// The versions of each port that `ports` keeps (`[ports.history_keep]`).
     pub ports_history: HistoryKeep,
+    /// The bytes of blobs one token subject may keep stored (`limits.blob_bytes_per_sub`;
+    /// 0: no limit).
+    pub blob_bytes_per_sub: u64,
 }
 
 /// How much of a change history is kept.
@@ -166,6 +236,7 @@ impl Default for TaskLimits {
                 versions: 20,
                 days: 0,
             },
+            blob_bytes_per_sub: crate::blobs::DEFAULT_BYTES_PER_SUB,
         }
     }
 }
@@ -175,6 +246,14 @@ impl TaskLimits {
     pub fn with_max_prime_n(self, max_prime_n: u64) -> TaskLimits {
         TaskLimits {
             max_prime_n,
+            ..self
+        }
+    }
+
+    /// These limits with the blob quota per token subject set (0: no limit).
+    pub fn with_blob_bytes_per_sub(self, blob_bytes_per_sub: u64) -> TaskLimits {
+        TaskLimits {
+            blob_bytes_per_sub,
             ..self
         }
     }
@@ -204,6 +283,8 @@ pub struct Plugin {
     /// One sentence on what the task does with records.
     pub description: &'static str,
     /// The formats the task accepts; the first is the default when sniffing cannot decide.
+    /// A task that stores bodies as they are has `[Format::Raw]` alone: it is handed every
+    /// body that way ([`Task::bytes`]), whatever format the client names.
     pub formats: &'static [Format],
     /// The record schema the task expects, as a JSON Schema document (for `GET /v1/tasks`).
     pub schema: &'static str,
@@ -234,5 +315,10 @@ impl Plugin {
     /// Whether the task reads this format.
     pub fn accepts(&self, format: Format) -> bool {
         self.formats.contains(&format)
+    }
+
+    /// Whether the task takes bodies as they are ([`Format::Raw`]), not cut into records.
+    pub fn reads_raw(&self) -> bool {
+        self.accepts(Format::Raw)
     }
 }

@@ -105,7 +105,7 @@ fn encode(ports: &[Port], format: Format) -> Vec<u8> {
             }
             csv.into_bytes()
         }
-        Format::Lines => unreachable!("ports do not come as lines"),
+        Format::Lines | Format::Raw => unreachable!("ports come as json, ndjson or csv"),
     }
 }
 

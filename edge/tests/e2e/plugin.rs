@@ -42,6 +42,8 @@ static PLUGIN: Plugin = Plugin {
         one: read_one,
         page: read_page,
         history: None,
+        content: None,
+        delete: None,
     }),
     revert: None,
     prune: None,

@@ -12,6 +12,7 @@
 //! - [`ndjson`]: one JSON value per line.
 //! - [`lines`]: one text value per line.
 //! - [`csv`]: comma-separated values under a header row.
+//! - [`raw`]: the body as it is, not cut into records (for a task that stores files).
 //! - [`sniff`]: guesses the format from the first bytes when the client did not name one.
 
 mod bom;
@@ -20,6 +21,7 @@ pub mod json;
 pub mod lines;
 mod lines_split;
 pub mod ndjson;
+pub mod raw;
 pub mod sniff;
 
 use crate::record::{Record, RecordFault};
@@ -34,6 +36,14 @@ pub enum Item<'a> {
     /// A record the decoder could not frame or read (too large, too deep, invalid UTF-8,
     /// a syntax error inside one line, or cut off by the end of the upload).
     Fault(RecordFault),
+    /// The next bytes of a body that is not cut into records ([`Format::Raw`]), starting at
+    /// `offset` of the body.
+    Bytes {
+        /// Where these bytes start in the body.
+        offset: u64,
+        /// The bytes, as they arrived.
+        bytes: &'a [u8],
+    },
 }
 
 /// The sink a decoder pushes items into. `ControlFlow::Break` stops decoding: the decoder
@@ -107,6 +117,7 @@ pub fn decoder_reading(
         Format::Ndjson => Box::new(ndjson::NdjsonDecoder::new(limits)),
         Format::Lines => Box::new(lines::LinesDecoder::new(limits)),
         Format::Csv => Box::new(csv::CsvDecoder::new(limits).reading(csv_columns)),
+        Format::Raw => Box::new(raw::RawDecoder::new()),
     }
 }
 
@@ -165,6 +176,7 @@ pub(crate) mod tests {
                     .unwrap_or_default();
                 format!("fault {} @{} {key}{}", f.index, f.offset, f.code)
             }
+            Item::Bytes { offset, bytes } => format!("bytes @{offset} {}", bytes.len()),
         }
     }
 

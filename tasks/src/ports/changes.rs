@@ -20,6 +20,7 @@ use crate::reads::{Page, PageRequest, ReadError};
 use crate::store::{Change, Store, StoreError, Sync};
 use crate::table::{Encoded, Stored};
 use crate::task::{Context, JobRef, RevertError};
+use crate::time::{ms_of, now_ms, rfc3339};
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde_json::{json, Value};
 use std::ops::Bound;
@@ -205,16 +206,6 @@ impl<'txn> Recorder<'txn> {
             .map_err(StoreError::redb("record port changes"))?;
         Ok(())
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn rfc3339(time_ms: u64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(time_ms)).to_string()
 }
 
 /// `GET /v1/ports/{code}/history?limit=&after=`: the versions jobs replaced, newest first,
@@ -454,10 +445,7 @@ pub(super) fn prune(
     let store = &context.store;
     let cutoff_ms = (keep.days > 0).then(|| {
         let age = Duration::from_secs(keep.days.saturating_mul(86_400));
-        let cutoff = now.checked_sub(age).unwrap_or(UNIX_EPOCH);
-        cutoff
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        ms_of(now.checked_sub(age).unwrap_or(UNIX_EPOCH))
     });
     let mut deleted = 0;
     let mut after: Option<String> = None;

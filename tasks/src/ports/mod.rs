@@ -87,6 +87,8 @@ pub const PLUGIN: Plugin = Plugin {
         one: read_one,
         page: read_page,
         history: Some(changes::read_history),
+        content: None,
+        delete: None,
     }),
     revert: Some(changes::revert),
     prune: Some(changes::prune),

@@ -196,6 +196,10 @@ mod tests {
         assert_eq!(
             names,
             [
+                "blob_chunks",
+                "blob_staging",
+                "blob_usage",
+                "blobs",
                 "jobs",
                 "meta",
                 "ports",

@@ -1,0 +1,549 @@
+//! The `blobs` plugin: files stored as they are (pictures, documents) under a name, and served
+//! back. A job's body is hashed (BLAKE3) and staged in chunks as it arrives, never held whole;
+//! the blob becomes visible, or replaces the old version, in one transaction once the upload
+//! completed and its digest is known (see [`stored`]).
+//!
+//! Parameters: `name` (default: the upload's file name, made safe), `content_type` (default:
+//! the HTTP `Content-Type`, else sniffed), `encoding=base64`, `if_absent`, `digest` (the
+//! BLAKE3 the client expects).
+
+mod base64;
+pub mod media;
+pub mod stored;
+
+use crate::reads::{Content, Page, PageRequest, ReadError, Reads};
+use crate::record::{Record, Rejection};
+use crate::store::{Store, Sync, Ticket};
+use crate::table::Storage;
+use crate::task::{Context, JobRef, ParamError, Plugin, Task, TaskError};
+use base64::{Base64Decoder, NotBase64};
+use bytes::Bytes;
+use edge_proto::reads::{Column, Filter};
+use edge_proto::{ErrorCode, Format, Summary};
+use serde_json::{json, Map, Value};
+use stored::{Meta, Publish, Published, Stage, Staged, CHUNK_BYTES};
+
+/// The default of `limits.blob_bytes_per_sub`: 10 GiB per token subject.
+pub const DEFAULT_BYTES_PER_SUB: u64 = 10 * 1024 * 1024 * 1024;
+
+/// The largest page of the list.
+pub const MAX_PAGE: usize = 1000;
+
+/// The plugin's registration.
+pub const PLUGIN: Plugin = Plugin {
+    name: "blobs",
+    description: "Stores the body as it is (a picture, a document) under a name, with its size, media type and BLAKE3 digest; visible once the upload completed, served back by GET /v1/blobs/{name}. Parameters: name, content_type, encoding=base64, if_absent, digest.",
+    formats: &[Format::Raw],
+    schema: SCHEMA,
+    csv_columns: None,
+    create,
+    storage: Storage {
+        version: 1,
+        tables: &[&stored::BLOBS, &stored::CHUNKS, &stored::STAGING, &stored::USAGE],
+        migrate: None,
+    },
+    reads: Some(Reads {
+        scope: "blobs:read",
+        item: "blob",
+        filters: &[Filter::new("prefix", "only blobs whose name starts with this")],
+        max_page: MAX_PAGE,
+        columns: &[
+            Column::new("NAME", "/name"),
+            Column::new("SIZE", "/size"),
+            Column::new("TYPE", "/content_type"),
+            Column::new("CREATED", "/created"),
+            Column::new("BY", "/sub"),
+        ],
+        one: read_one,
+        page: read_page,
+        history: None,
+        content: Some(open_content),
+        delete: Some(delete),
+    }),
+    revert: None,
+    prune: Some(prune),
+};
+
+const SCHEMA: &str = r#"{
+  "description": "Any bytes: the body is stored as it is, not cut into records. Parameters (edge/1 `params`, or the query string): name (A-Z a-z 0-9 . _ -, default: the file name), content_type (default: the Content-Type header, else sniffed), encoding (`base64`: the body is base64 text, or a data: URL), if_absent (true: fail `already_exists` rather than replace), digest (the BLAKE3 hex the body must have, else `digest_mismatch`).",
+  "type": "string",
+  "contentEncoding": "binary"
+}"#;
+
+/// What a job asked for, from its parameters and its upload.
+#[derive(Debug)]
+struct Params {
+    name: String,
+    content_type: Option<String>,
+    base64: bool,
+    if_absent: bool,
+    digest: Option<String>,
+}
+
+fn params(params: &Map<String, Value>, context: &Context) -> Result<Params, ParamError> {
+    let text = |key: &str| -> Result<Option<&str>, ParamError> {
+        match params.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.as_str())),
+            Some(other) => Err(ParamError(format!(
+                "`{key}` must be a string (got {other})"
+            ))),
+        }
+    };
+    if let Some(unknown) = params.keys().find(|k| {
+        !["name", "content_type", "encoding", "if_absent", "digest"].contains(&k.as_str())
+    }) {
+        return Err(ParamError(format!(
+            "task `blobs` takes name, content_type, encoding, if_absent and digest (got `{unknown}`)"
+        )));
+    }
+    let name = match text("name")?.or(context.upload.name.as_deref()) {
+        Some(given) if text("name")?.is_some() => {
+            media::check_name(given).map_err(|e| ParamError(e.0))?;
+            given.to_owned()
+        }
+        Some(file) => media::name_from_file(file).ok_or_else(|| {
+            ParamError(format!(
+                "the file name `{}` makes no blob name; pass name=... (A-Z a-z 0-9 . _ -)",
+                file.escape_debug()
+            ))
+        })?,
+        None => {
+            return Err(ParamError(
+                "name the blob: `?name=photo.jpg` (or params.name, or upload a named file)".into(),
+            ))
+        }
+    };
+    let mut base64 = match text("encoding")? {
+        None | Some("identity" | "binary") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(ParamError(format!(
+                "`encoding` is `base64` or `identity` (got `{other}`)"
+            )))
+        }
+    };
+    // The HTTP Content-Type counts unless it says nothing (curl's defaults).
+    let header_type = context.upload.content_type.as_deref().filter(|t| {
+        let essence = t
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        !matches!(
+            essence.as_str(),
+            "" | "application/octet-stream" | "application/x-www-form-urlencoded"
+        )
+    });
+    let content_type = match text("content_type")?.or(header_type) {
+        Some(given) => {
+            let (kind, is_base64) = media::check_type(given).map_err(|e| ParamError(e.0))?;
+            base64 |= is_base64;
+            Some(kind)
+        }
+        None => None,
+    };
+    let if_absent = match params.get("if_absent") {
+        None | Some(Value::Bool(false)) => false,
+        Some(Value::Bool(true)) => true,
+        Some(Value::String(s)) if matches!(s.as_str(), "true" | "1" | "yes" | "") => true,
+        Some(Value::String(s)) if matches!(s.as_str(), "false" | "0" | "no") => false,
+        Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n <= 1) => n.as_u64() == Some(1),
+        Some(other) => {
+            return Err(ParamError(format!(
+                "`if_absent` is true or false (got {other})"
+            )))
+        }
+    };
+    let digest = match text("digest")? {
+        None => None,
+        Some(given) => {
+            let hex = given.strip_prefix("blake3:").unwrap_or(given);
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ParamError(format!(
+                    "`digest` is the body's BLAKE3 as 64 hex digits (`b3sum FILE` prints it); got `{}`",
+                    given.escape_debug()
+                )));
+            }
+            Some(hex.to_ascii_lowercase())
+        }
+    };
+    Ok(Params {
+        name,
+        content_type,
+        base64,
+        if_absent,
+        digest,
+    })
+}
+
+fn create(
+    params_given: &Map<String, Value>,
+    context: &Context,
+) -> Result<Box<dyn Task>, ParamError> {
+    let params = params(params_given, context)?;
+    let job = context.job.clone().unwrap_or_else(|| JobRef {
+        id: String::new(),
+        sub: String::new(),
+    });
+    let store = &context.store;
+    let store_error = |e: crate::StoreError| ParamError(format!("the store cannot be read: {e}"));
+    let existing = stored::meta(store, &params.name).map_err(store_error)?;
+    let mut used = stored::usage(store, &job.sub).map_err(store_error)?;
+    if let Some(old) = existing.as_ref().filter(|old| old.sub == job.sub) {
+        used = used.saturating_sub(old.size);
+    }
+    let quota = context.limits.blob_bytes_per_sub;
+    // Refusals known before the body: the job fails at its first byte, having stored nothing.
+    let early = if params.if_absent && existing.is_some() {
+        Some(TaskError::Refused {
+            code: ErrorCode::AlreadyExists,
+            message: format!(
+                "a blob named `{}` exists and the job asked not to replace it (if_absent); delete it first, or upload without if_absent",
+                params.name
+            ),
+        })
+    } else {
+        match context.upload.size {
+            Some(size) if quota > 0 && used.saturating_add(size) > quota => {
+                Some(TaskError::Refused {
+                    code: ErrorCode::LimitExceeded,
+                    message: stored::quota_message(&job.sub, used, size, quota),
+                })
+            }
+            _ => None,
+        }
+    };
+    Ok(Box::new(BlobTask {
+        store: store.clone(),
+        id: stored::new_id(),
+        decoder: params.base64.then(Base64Decoder::new),
+        params,
+        job,
+        quota,
+        used,
+        early,
+        hasher: blake3::Hasher::new(),
+        size: 0,
+        head: Vec::new(),
+        filling: Vec::new(),
+        ready: Vec::new(),
+        next_index: 0,
+        staged: false,
+        in_flight: None,
+        started_ms: crate::time::now_ms(),
+        published: None,
+        abandoned: false,
+    }))
+}
+
+/// One `blobs` job.
+struct BlobTask {
+    store: Store,
+    params: Params,
+    job: JobRef,
+    /// Where its chunks go.
+    id: u64,
+    decoder: Option<Base64Decoder>,
+    /// The subject's quota (0: none), and what it uses besides this blob.
+    quota: u64,
+    used: u64,
+    /// A refusal known before the body.
+    early: Option<TaskError>,
+    hasher: blake3::Hasher,
+    /// Bytes taken so far (decoded).
+    size: u64,
+    /// The first bytes, for sniffing the media type.
+    head: Vec<u8>,
+    /// The chunk being filled.
+    filling: Vec<u8>,
+    /// Full chunks for the next commit.
+    ready: Vec<(u64, Bytes)>,
+    next_index: u64,
+    /// Whether its staging entry went to the store.
+    staged: bool,
+    in_flight: Option<Ticket<()>>,
+    started_ms: u64,
+    /// The summary, once published.
+    published: Option<Value>,
+    /// The job failed: nothing more is staged.
+    abandoned: bool,
+}
+
+impl From<NotBase64> for TaskError {
+    fn from(e: NotBase64) -> TaskError {
+        TaskError::Refused {
+            code: ErrorCode::SyntaxError,
+            message: format!("{e} (encoding=base64)"),
+        }
+    }
+}
+
+impl BlobTask {
+    /// Takes decoded bytes: hashes them and cuts them into chunks.
+    fn take(&mut self, mut bytes: &[u8]) -> Result<(), TaskError> {
+        self.size += bytes.len() as u64;
+        if self.quota > 0 && self.used.saturating_add(self.size) > self.quota {
+            return Err(TaskError::Refused {
+                code: ErrorCode::LimitExceeded,
+                message: stored::quota_message(&self.job.sub, self.used, self.size, self.quota),
+            });
+        }
+        self.hasher.update(bytes);
+        if self.head.len() < media::SNIFF_BYTES {
+            let room = media::SNIFF_BYTES - self.head.len();
+            self.head.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        }
+        while !bytes.is_empty() {
+            if self.filling.capacity() == 0 {
+                self.filling.reserve_exact(CHUNK_BYTES);
+            }
+            let room = CHUNK_BYTES - self.filling.len();
+            let (now, rest) = bytes.split_at(bytes.len().min(room));
+            self.filling.extend_from_slice(now);
+            bytes = rest;
+            if self.filling.len() == CHUNK_BYTES {
+                self.seal();
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the chunk being filled to the next commit.
+    fn seal(&mut self) {
+        if self.filling.is_empty() {
+            return;
+        }
+        let chunk = Bytes::from(std::mem::take(&mut self.filling));
+        self.ready.push((self.next_index, chunk));
+        self.next_index += 1;
+    }
+
+    fn staging_entry(&mut self) -> Option<Staged> {
+        if self.staged {
+            return None;
+        }
+        self.staged = true;
+        Some(Staged {
+            name: self.params.name.clone(),
+            job: self.job.id.clone(),
+            sub: self.job.sub.clone(),
+            started_ms: self.started_ms,
+        })
+    }
+
+    fn wait_in_flight(&mut self) -> Result<(), TaskError> {
+        match self.in_flight.take() {
+            Some(ticket) => ticket.wait().map_err(TaskError::from),
+            None => Ok(()),
+        }
+    }
+
+    /// The media type: the client's, a `data:` URL's, else sniffed.
+    fn content_type(&self) -> String {
+        if let Some(given) = &self.params.content_type {
+            return given.clone();
+        }
+        let from_data_url = self
+            .decoder
+            .as_ref()
+            .and_then(Base64Decoder::data_type)
+            .and_then(|t| media::check_type(t).ok())
+            .map(|(kind, _)| kind);
+        from_data_url.unwrap_or_else(|| media::sniff(&self.head, &self.params.name).to_owned())
+    }
+}
+
+impl Task for BlobTask {
+    fn record(&mut self, _record: &Record<'_>) -> Result<(), Rejection> {
+        Err(Rejection::invalid(
+            "task `blobs` stores bodies as they are; it takes no records",
+        ))
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) -> Result<(), TaskError> {
+        if let Some(refused) = self.early.take() {
+            return Err(refused);
+        }
+        match self.decoder.take() {
+            Some(mut decoder) => {
+                let fed = decoder.feed(bytes, &mut |decoded| self.take(decoded));
+                self.decoder = Some(decoder);
+                fed
+            }
+            None => self.take(bytes),
+        }
+    }
+
+    fn start_commit(&mut self) -> Result<(), TaskError> {
+        self.wait_in_flight()?;
+        if self.abandoned || (self.ready.is_empty() && self.staged) {
+            return Ok(());
+        }
+        let change = Stage {
+            id: self.id,
+            staged: self.staging_entry(),
+            chunks: std::mem::take(&mut self.ready),
+        };
+        // Staged chunks need not reach the disk before the blob is published: publishing
+        // commits durably, which makes every earlier commit durable too.
+        self.in_flight = Some(self.store.submit(change, Sync::WithNextCommit));
+        Ok(())
+    }
+
+    fn finish_commit(&mut self, wait: bool) -> Option<Result<(), TaskError>> {
+        let ticket = self.in_flight.as_mut()?;
+        let answer = if wait { None } else { Some(ticket.try_wait()?) };
+        let ticket = self.in_flight.take()?;
+        Some(
+            answer
+                .unwrap_or_else(|| ticket.wait())
+                .map_err(TaskError::from),
+        )
+    }
+
+    fn pending_bytes(&self) -> usize {
+        self.ready.iter().map(|(_, c)| c.len()).sum::<usize>() + self.filling.len()
+    }
+
+    fn finish(&mut self) -> Result<u64, TaskError> {
+        if let Some(refused) = self.early.take() {
+            return Err(refused);
+        }
+        if let Some(mut decoder) = self.decoder.take() {
+            let finished = decoder.finish(&mut |decoded| self.take(decoded));
+            self.decoder = Some(decoder);
+            finished?;
+        }
+        self.seal();
+        self.wait_in_flight()?;
+        let digest = self.hasher.finalize().to_hex().to_string();
+        if let Some(expected) = &self.params.digest {
+            if *expected != digest {
+                return Err(TaskError::Refused {
+                    code: ErrorCode::DigestMismatch,
+                    message: format!(
+                        "the body's BLAKE3 digest is {digest}, not the {expected} the job expected; nothing was stored{}",
+                        if stored::meta(&self.store, &self.params.name).ok().flatten().is_some() {
+                            " (the old version stays)"
+                        } else {
+                            ""
+                        }
+                    ),
+                });
+            }
+        }
+        let meta = Meta {
+            id: self.id,
+            size: self.size,
+            content_type: self.content_type(),
+            digest,
+            created_ms: crate::time::now_ms(),
+            sub: self.job.sub.clone(),
+            job: self.job.id.clone(),
+        };
+        let publish = Publish {
+            name: self.params.name.clone(),
+            meta: meta.clone(),
+            chunks: std::mem::take(&mut self.ready),
+            if_absent: self.params.if_absent,
+            quota: self.quota,
+        };
+        match self.store.submit(publish, Sync::Now).wait()? {
+            Published::Stored { replaced } => {
+                let mut summary = meta.describe(&self.params.name);
+                summary["replaced"] = json!(replaced.is_some());
+                self.published = Some(summary);
+                Ok(1)
+            }
+            Published::Refused { code, message } => Err(TaskError::Refused { code, message }),
+        }
+    }
+
+    fn abandon(&mut self) {
+        if self.published.is_some() {
+            return;
+        }
+        self.abandoned = true;
+        self.ready.clear();
+        self.filling = Vec::new();
+        let _ = self.wait_in_flight();
+        if self.staged {
+            if let Err(e) = self
+                .store
+                .submit(stored::Discard(self.id), Sync::WithNextCommit)
+                .wait()
+            {
+                tracing::warn!("cannot drop a cut-off blob upload (pruned at the next start): {e}");
+            }
+        }
+    }
+
+    fn progress(&self) -> Option<Value> {
+        Some(json!({"stored_bytes": self.size}))
+    }
+
+    fn summary(&self) -> Summary {
+        self.published.clone().unwrap_or(Value::Null)
+    }
+}
+
+impl Drop for BlobTask {
+    fn drop(&mut self) {
+        stored::release(self.id);
+    }
+}
+
+fn read_one(context: &Context, name: &str) -> Result<Option<Value>, ReadError> {
+    Ok(stored::meta(&context.store, name)?.map(|meta| meta.describe(name)))
+}
+
+fn read_page(context: &Context, request: &PageRequest<'_>) -> Result<Page, ReadError> {
+    let prefix = request.filter("prefix").unwrap_or("");
+    let (items, more) = stored::list(&context.store, prefix, request.after, request.limit)?;
+    let next = more
+        .then(|| items.last().map(|(name, _)| name.clone()))
+        .flatten();
+    Ok(Page {
+        items: items
+            .iter()
+            .map(|(name, meta)| meta.describe(name))
+            .collect(),
+        next,
+    })
+}
+
+fn open_content(context: &Context, name: &str) -> Result<Option<Box<dyn Content>>, ReadError> {
+    Ok(stored::open(&context.store, name)?.map(|c| Box::new(c) as Box<dyn Content>))
+}
+
+fn delete(context: &Context, name: &str, by: &JobRef) -> Result<Option<Value>, ReadError> {
+    let removed = context
+        .store
+        .submit(stored::Remove(name.to_owned()), Sync::Now)
+        .wait()?;
+    Ok(removed.map(|meta| {
+        tracing::info!(blob = name, size = meta.size, by = %by.sub, "blob deleted");
+        json!({"deleted": name, "size": meta.size, "digest": meta.digest})
+    }))
+}
+
+fn prune(
+    context: &Context,
+    _now: std::time::SystemTime,
+    stop: &dyn Fn() -> bool,
+) -> Result<u64, crate::StoreError> {
+    stored::prune_orphans(&context.store, stop)
+}
+
+/// A chunk as the store holds it, for tests.
+#[cfg(test)]
+fn chunk_count(store: &Store) -> u64 {
+    use redb::ReadableTableMetadata;
+    let txn = store.read().unwrap();
+    txn.open_table(stored::CHUNKS).unwrap().len().unwrap()
+}
+
+#[cfg(test)]
+mod tests;
