@@ -1,5 +1,6 @@
-//! The read API over HTTP/3 (`GET /v1/ports/...`, `/v1/jobs/...`, `/v1/tasks`): what the
-//! `edge-client ports`, `jobs` and `tasks` commands call.
+//! The read API over HTTP/3 (`GET /v1/ports/...`, `/v1/jobs/...`, `/v1/tasks`, a stored
+//! file's bytes, `DELETE` of an item): what the `edge-client <task>`, `jobs` and `tasks`
+//! commands call.
 
 use crate::connect::{self, ClientConfig, Server};
 use crate::error::ClientError;
@@ -63,38 +64,91 @@ impl Api {
 
     /// `GET path` (with its query), read as JSON.
     pub async fn get(&mut self, path: &str) -> Result<Answer, ClientError> {
+        self.json(http::Method::GET, path).await
+    }
+
+    /// `DELETE path`, answered as JSON.
+    pub async fn delete(&mut self, path: &str) -> Result<Answer, ClientError> {
+        self.json(http::Method::DELETE, path).await
+    }
+
+    /// `GET path` of a stored file, its bytes handed to `save` as they arrive: `Ok(Ok(etag))`
+    /// (the entity tag, unquoted: the file's digest) once all came, `Ok(Err(answer))` for a
+    /// refusal.
+    pub async fn download(
+        &mut self,
+        path: &str,
+        save: &mut (dyn FnMut(&[u8]) -> Result<(), String> + Send),
+    ) -> Result<Result<String, Answer>, ClientError> {
+        let (response, mut stream) = self.send(http::Method::GET, path).await?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            return Ok(Err(read_answer(status, &mut stream).await?));
+        }
+        let etag = response
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim_matches('"').to_owned())
+            .ok_or_else(|| ClientError::Protocol("the file came without an ETag".into()))?;
+        while let Some(mut chunk) = stream.recv_data().await.map_err(lost)? {
+            let bytes = chunk.copy_to_bytes(chunk.remaining());
+            save(&bytes).map_err(ClientError::Protocol)?;
+        }
+        Ok(Ok(etag))
+    }
+
+    /// Sends a request without a body; returns its response head and stream.
+    async fn send(
+        &mut self,
+        method: http::Method,
+        path: &str,
+    ) -> Result<(http::Response<()>, ResponseStream), ClientError> {
         let uri = format!("https://{}{path}", self.server);
-        let mut request = http::Request::get(uri);
+        let mut request = http::Request::builder().method(method).uri(uri);
         if let Some(token) = &self.token {
             request = request.header("authorization", format!("Bearer {token}"));
         }
         let request = request
             .body(())
             .map_err(|e| ClientError::Protocol(format!("bad request `{path}`: {e}")))?;
-        let lost = |e: h3::error::StreamError| ClientError::ConnectionLost(e.to_string());
         let mut stream = self.requests.send_request(request).await.map_err(lost)?;
         stream.finish().await.map_err(lost)?;
         let response = stream.recv_response().await.map_err(lost)?;
-        let mut body = Vec::new();
-        while let Some(mut chunk) = stream.recv_data().await.map_err(lost)? {
-            if body.len() + chunk.remaining() > MAX_BODY {
-                return Err(ClientError::Protocol(
-                    "the response is larger than 16 MiB".into(),
-                ));
-            }
-            let bytes = chunk.copy_to_bytes(chunk.remaining());
-            body.extend_from_slice(&bytes);
-        }
-        let body = serde_json::from_slice(&body)
-            .map_err(|e| ClientError::Protocol(format!("the server's answer is not JSON: {e}")))?;
-        Ok(Answer {
-            status: response.status().as_u16(),
-            body,
-        })
+        Ok((response, stream))
+    }
+
+    /// A request without a body, answered as JSON.
+    async fn json(&mut self, method: http::Method, path: &str) -> Result<Answer, ClientError> {
+        let (response, mut stream) = self.send(method, path).await?;
+        read_answer(response.status().as_u16(), &mut stream).await
     }
 
     /// Closes the connection (code 0) once the server has been told.
     pub async fn close(self) {
         connect::close(&self.connection).await;
     }
+}
+
+type ResponseStream = h3::client::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
+
+fn lost(e: h3::error::StreamError) -> ClientError {
+    ClientError::ConnectionLost(e.to_string())
+}
+
+/// A JSON response body (at most [`MAX_BODY`]).
+async fn read_answer(status: u16, stream: &mut ResponseStream) -> Result<Answer, ClientError> {
+    let mut body = Vec::new();
+    while let Some(mut chunk) = stream.recv_data().await.map_err(lost)? {
+        if body.len() + chunk.remaining() > MAX_BODY {
+            return Err(ClientError::Protocol(
+                "the response is larger than 16 MiB".into(),
+            ));
+        }
+        let bytes = chunk.copy_to_bytes(chunk.remaining());
+        body.extend_from_slice(&bytes);
+    }
+    let body = serde_json::from_slice(&body)
+        .map_err(|e| ClientError::Protocol(format!("the server's answer is not JSON: {e}")))?;
+    Ok(Answer { status, body })
 }

@@ -7,6 +7,7 @@ use edge_client::api::{Answer, Api};
 use edge_client::display::Outcome;
 use edge_proto::read_command::{self, ReadRequest};
 use edge_proto::reads::ReadsInfo;
+use edge_proto::save::Download;
 use serde_json::Value;
 use std::io::Write;
 
@@ -86,6 +87,9 @@ async fn read_task(api: &mut Api, task: &str, args: &[String]) -> Outcome {
     if reads.history {
         command = command.mut_subcommand("history", with_server);
     }
+    if reads.delete {
+        command = command.mut_subcommand("rm", with_server);
+    }
     let matches = match command.try_get_matches_from(args) {
         Ok(matches) => matches,
         Err(e) => return usage_error(e),
@@ -106,6 +110,14 @@ async fn read_task(api: &mut Api, task: &str, args: &[String]) -> Outcome {
             format!("/v1/{task}/{}/history?{}", encode(&key), query(&params)),
             Shown::History(json),
         ),
+        Some(ReadRequest::Download { key, output }) => {
+            let path = format!("/v1/{task}/{}", encode(&key));
+            return download(api, &path, output.as_deref()).await;
+        }
+        Some(ReadRequest::Remove { key }) => {
+            let answer = api.delete(&format!("/v1/{task}/{}", encode(&key))).await;
+            return show(answer, pretty);
+        }
         None => {
             eprintln!("edge-client: use `edge-client {task} get KEY` or `edge-client {task} list`");
             return Outcome::Failed;
@@ -122,6 +134,43 @@ async fn read_task(api: &mut Api, task: &str, args: &[String]) -> Outcome {
         }
         out
     })
+}
+
+/// Saves a stored file's bytes to `output` (or standard output), checked against the digest
+/// the server sends as its `ETag`.
+async fn download(api: &mut Api, path: &str, output: Option<&std::path::Path>) -> Outcome {
+    let mut saving = match Download::create(output) {
+        Ok(saving) => saving,
+        Err(e) => {
+            eprintln!("edge-client: {e}");
+            return Outcome::Failed;
+        }
+    };
+    let answer = api
+        .download(path, &mut |bytes| {
+            saving.write(bytes).map_err(|e| e.to_string())
+        })
+        .await;
+    let etag = match answer {
+        Ok(Ok(etag)) => etag,
+        Ok(Err(refusal)) => return show(Ok(refusal), pretty),
+        Err(e) => {
+            eprintln!("edge-client: {e}");
+            return Outcome::Failed;
+        }
+    };
+    match saving.finish(&etag) {
+        Ok(size) => {
+            if let Some(output) = output {
+                eprintln!("saved {size} bytes to {} (BLAKE3 {etag})", output.display());
+            }
+            Outcome::Clean
+        }
+        Err(e) => {
+            eprintln!("edge-client: {e}");
+            Outcome::Failed
+        }
+    }
 }
 
 /// How a read's answer is printed.

@@ -150,14 +150,19 @@ pub struct LimitsConfig {
     pub max_upload_bytes: u64,
     /// The largest `n` the `primes` task answers (a job's record, or `GET /v1/primes/{n}`).
     pub max_prime_n: u64,
+    /// The bytes of blobs one token subject may keep stored (0: no limit); an upload that
+    /// would pass it fails `limit_exceeded` and leaves nothing.
+    pub blob_bytes_per_sub: u64,
 }
 
 impl Config {
-    /// The limits task plugins enforce: `limits.max_prime_n`, `[ports.history_keep]`.
+    /// The limits task plugins enforce: `limits.max_prime_n`, `limits.blob_bytes_per_sub`,
+    /// `[ports.history_keep]`.
     pub fn task_limits(&self) -> edge_tasks::task::TaskLimits {
         let keep = &self.ports.history_keep;
         edge_tasks::task::TaskLimits::default()
             .with_max_prime_n(self.limits.max_prime_n)
+            .with_blob_bytes_per_sub(self.limits.blob_bytes_per_sub)
             .with_ports_history(edge_tasks::task::HistoryKeep {
                 versions: keep.versions,
                 days: keep.days,
@@ -173,6 +178,7 @@ impl Default for LimitsConfig {
             job_start_burst: 20,
             max_upload_bytes: 0,
             max_prime_n: edge_tasks::primes::DEFAULT_MAX_N,
+            blob_bytes_per_sub: edge_tasks::blobs::DEFAULT_BYTES_PER_SUB,
         }
     }
 }

@@ -12,6 +12,7 @@ use bytes::{Bytes, BytesMut};
 use edge_proto::header::MAX_HEADER_BYTES;
 use edge_proto::{AppCode, ErrorCode, Event, HeaderError, JobHeader};
 use edge_tasks::pipeline::JobSpec;
+use edge_tasks::task::UploadInfo;
 use edge_tasks::{Plugin, Task};
 use quinn::{Connection, RecvStream, SendStream};
 use std::sync::Arc;
@@ -171,6 +172,11 @@ async fn start(
         &header.task,
         header.format,
         &header.params,
+        UploadInfo {
+            name: header.name.clone(),
+            size: header.size,
+            content_type: None,
+        },
         &grant,
         service,
     )?;

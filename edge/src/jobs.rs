@@ -17,7 +17,7 @@ use bytes::Bytes;
 use edge_proto::{ErrorCode, Event, Format, HeaderError};
 use edge_tasks::history::{self, JobRecord};
 use edge_tasks::pipeline::{self, Input, JobSpec, Report, Source};
-use edge_tasks::task::JobRef;
+use edge_tasks::task::{JobRef, UploadInfo};
 use edge_tasks::{Plugin, Task};
 use serde_json::{Map, Value};
 use std::future::Future;
@@ -124,12 +124,14 @@ impl Refusal {
     }
 }
 
-/// Finds the plugin for `task` and starts it with `params` as job `job`, or says why not.
+/// Finds the plugin for `task` and starts it with `params` as job `job` on a body described
+/// by `upload`, or says why not.
 pub(crate) fn start_task(
     job: &str,
     task: &str,
     format: Option<Format>,
     params: &Map<String, Value>,
+    upload: UploadInfo,
     grant: &Grant,
     service: &Service,
 ) -> Result<(&'static Plugin, Box<dyn Task>), Refusal> {
@@ -150,7 +152,8 @@ pub(crate) fn start_task(
             retry_after: None,
         });
     }
-    if let Some(format) = format {
+    // A task that stores bodies as they are takes any body, whatever format it is named.
+    if let Some(format) = format.filter(|_| !plugin.reads_raw()) {
         if !plugin.accepts(format) {
             return Err(Refusal {
                 code: ErrorCode::UnknownFormat,
@@ -168,10 +171,13 @@ pub(crate) fn start_task(
             });
         }
     }
-    let context = service.context().for_job(JobRef {
-        id: job.to_owned(),
-        sub: grant.sub.clone(),
-    });
+    let context = service
+        .context()
+        .for_job(JobRef {
+            id: job.to_owned(),
+            sub: grant.sub.clone(),
+        })
+        .with_upload(upload);
     let task = (plugin.create)(params, &context).map_err(|e| Refusal {
         code: ErrorCode::BadParams,
         message: e.0,

@@ -9,11 +9,13 @@
 //! - [`header`]: the one-line JSON job header (`v`, `token`, `task`, `format`, `name`, `size`, `params`).
 //! - [`event`]: the NDJSON notification events (`accepted`, `progress`, `committed`, ...).
 //! - [`code`]: error codes carried in `record_error`, `failed` and `rejected` events.
-//! - [`format`]: the upload formats (`json`, `ndjson`, `lines`, `csv`).
+//! - [`format`]: the upload formats (`json`, `ndjson`, `lines`, `csv`, `raw`).
 //! - [`reads`]: a task's read endpoints as `GET /v1/tasks` describes them, and the table the
 //!   read commands print.
 //! - [`read_command`] (feature `cli`): the read commands `<task> get|list` that `edge` and
 //!   `edge-client` both offer.
+//! - [`save`] (feature `cli`): how those commands save a stored file (`get KEY -o FILE`): the
+//!   one place here that does I/O.
 
 pub mod code;
 pub mod event;
@@ -22,6 +24,8 @@ pub mod header;
 #[cfg(feature = "cli")]
 pub mod read_command;
 pub mod reads;
+#[cfg(feature = "cli")]
+pub mod save;
 
 pub use code::{AppCode, ErrorCode};
 pub use event::{ErrorSample, Event, Summary, FIRST_ERRORS};

@@ -1,5 +1,6 @@
 //! The read commands, `<task> get KEY` and `<task> list [--FILTER VALUE].. [--limit N]
-//! [--after KEY] [--json]`, as `edge` (on the store file) and `edge-client` (over HTTP/3) both
+//! [--after KEY] [--json]` (and `history KEY`, `get KEY -o FILE` for files, `rm KEY` where
+//! the task has them), as `edge` (on the store file) and `edge-client` (over HTTP/3) both
 //! offer them for every task with read endpoints, made from the task's [`ReadsInfo`]: one
 //! definition, so the two never differ. (Feature `cli`.)
 
@@ -23,6 +24,19 @@ pub enum ReadRequest {
         params: Vec<(String, String)>,
         /// Print the API's JSON rather than a table.
         json: bool,
+    },
+    /// One item's bytes, for items that are files ([`ReadsInfo::content`]): written to
+    /// `output`, or to standard output.
+    Download {
+        /// The key.
+        key: String,
+        /// The file to write (`-o`), or `None` for standard output.
+        output: Option<std::path::PathBuf>,
+    },
+    /// Delete one item ([`ReadsInfo::delete`]).
+    Remove {
+        /// The key.
+        key: String,
     },
     /// A page of items.
     List {
@@ -50,14 +64,37 @@ pub fn command(name: &str, reads: &ReadsInfo, about: String) -> Command {
         &format!("{item}s"),
         "KEY",
     );
-    let get = Command::new("get")
-        .about(format!("Print one {item} as JSON."))
-        .arg(Arg::new("key").required(true).value_name("KEY"));
-    let command = Command::new(name.to_owned())
+    let get = if reads.content {
+        Command::new("get")
+            .about(format!(
+                "Write one {item}'s bytes to standard output, or to FILE with -o (its BLAKE3 digest checked)."
+            ))
+            .arg(Arg::new("key").required(true).value_name("KEY"))
+            .arg(
+                Arg::new("output")
+                    .short('o')
+                    .long("output")
+                    .value_name("FILE")
+                    .value_parser(clap::value_parser!(std::path::PathBuf))
+                    .help("Write the bytes to FILE (written whole, then renamed into place)"),
+            )
+    } else {
+        Command::new("get")
+            .about(format!("Print one {item} as JSON."))
+            .arg(Arg::new("key").required(true).value_name("KEY"))
+    };
+    let mut command = Command::new(name.to_owned())
         .about(about)
         .subcommand_required(true)
         .subcommand(get)
         .subcommand(list);
+    if reads.delete {
+        command = command.subcommand(
+            Command::new("rm")
+                .about(format!("Delete one {item}."))
+                .arg(Arg::new("key").required(true).value_name("KEY")),
+        );
+    }
     if !reads.history {
         return command;
     }
@@ -110,10 +147,17 @@ pub const HISTORY_COLUMNS: &[Column] = &[
     Column::new("WAS", "/was"),
 ];
 
-/// What the matches of a [`command`] ask for (`None`: neither `get` nor `list`).
+/// What the matches of a [`command`] ask for (`None`: no subcommand it knows).
 pub fn request(reads: &ReadsInfo, matches: &ArgMatches) -> Option<ReadRequest> {
     match matches.subcommand()? {
+        ("get", args) if reads.content => Some(ReadRequest::Download {
+            key: args.get_one::<String>("key")?.clone(),
+            output: args.get_one::<std::path::PathBuf>("output").cloned(),
+        }),
         ("get", args) => Some(ReadRequest::Get {
+            key: args.get_one::<String>("key")?.clone(),
+        }),
+        ("rm", args) => Some(ReadRequest::Remove {
             key: args.get_one::<String>("key")?.clone(),
         }),
         ("history", args) => Some(ReadRequest::History {
@@ -234,6 +278,43 @@ mod tests {
         );
         let unknown = command.try_get_matches_from(["ports", "list", "--colour", "red"]);
         assert!(unknown.is_err(), "an option the task does not have");
+    }
+
+    #[test]
+    fn files_are_saved_and_removed() {
+        let mut files = reads();
+        files.content = true;
+        files.delete = true;
+        let command = command("blobs", &files, "blobs".into());
+        let matches = command
+            .clone()
+            .try_get_matches_from(["blobs", "get", "cat.jpg", "-o", "out.jpg"])
+            .unwrap();
+        assert_eq!(
+            request(&files, &matches),
+            Some(ReadRequest::Download {
+                key: "cat.jpg".into(),
+                output: Some("out.jpg".into())
+            })
+        );
+        let matches = command
+            .clone()
+            .try_get_matches_from(["blobs", "rm", "cat.jpg"])
+            .unwrap();
+        assert_eq!(
+            request(&files, &matches),
+            Some(ReadRequest::Remove {
+                key: "cat.jpg".into()
+            })
+        );
+        let plain = super::command("ports", &reads(), "ports".into());
+        assert!(plain
+            .clone()
+            .try_get_matches_from(["ports", "rm", "X"])
+            .is_err());
+        assert!(plain
+            .try_get_matches_from(["ports", "get", "X", "-o", "f"])
+            .is_err());
     }
 
     #[test]

@@ -54,15 +54,24 @@ pub fn write_scope(task: &str) -> String {
     format!("{task}:write")
 }
 
+/// The scope that deletes `task`'s items one by one: `<task>:delete`.
+pub fn delete_scope(task: &str) -> String {
+    format!("{task}:delete")
+}
+
 /// Every scope a server with the plugins of `registry` checks: each task's `<task>:write`,
-/// the read scope each task with read endpoints names, [`JOBS_READ_SCOPE`] and
-/// [`ADMIN_SCOPE`]. A token's other scopes allow nothing.
+/// the read scope each task with read endpoints names, `<task>:delete` for a task whose
+/// items can be deleted, [`JOBS_READ_SCOPE`] and [`ADMIN_SCOPE`]. A token's other scopes
+/// allow nothing.
 pub fn known_scopes(registry: &edge_tasks::Registry) -> Vec<String> {
     let mut scopes = Vec::new();
     for plugin in registry.plugins() {
         scopes.push(write_scope(plugin.name));
         if let Some(reads) = &plugin.reads {
             scopes.push(reads.scope.to_owned());
+            if reads.delete.is_some() {
+                scopes.push(delete_scope(plugin.name));
+            }
         }
     }
     scopes.push(JOBS_READ_SCOPE.to_owned());

@@ -7,6 +7,7 @@ use crate::config::Config;
 use anyhow::bail;
 use clap::{ArgMatches, Command};
 use edge_proto::read_command::{self, ReadRequest};
+use edge_proto::save::Download;
 use edge_tasks::reads::ReadError;
 use edge_tasks::store::StoreOptions;
 use edge_tasks::task::JobRef;
@@ -77,13 +78,7 @@ pub(crate) fn run(
     context.limits = config.task_limits();
     let answer = match (request, revert) {
         (_, Some(job)) => {
-            let by = JobRef {
-                id: crate::jobs::new_job_id(),
-                sub: format!(
-                    "edge {task} revert ({})",
-                    std::env::var("USER").unwrap_or_else(|_| "offline".into())
-                ),
-            };
+            let by = offline_job(task, "revert");
             history::revert(&context, &job, &by)
                 .map(|report| serde_json::to_string_pretty(&report).unwrap_or_default())
         }
@@ -93,6 +88,20 @@ pub(crate) fn run(
         (Some(ReadRequest::Get { key }), None) => reads
             .read_one(&context, &key)
             .map(|item| serde_json::to_string_pretty(&item).unwrap_or_default()),
+        (Some(ReadRequest::Download { key, output }), None) => {
+            return save(&context, &reads, &key, output.as_deref(), &path);
+        }
+        (Some(ReadRequest::Remove { key }), None) => {
+            let by = offline_job(task, "rm");
+            let delete = reads
+                .delete
+                .ok_or_else(|| anyhow::anyhow!("{task} keeps no files"))?;
+            delete(&context, &key, &by)
+                .and_then(|found| {
+                    found.ok_or_else(|| ReadError::NotFound(format!("no {} `{key}`", reads.item)))
+                })
+                .map(|report| serde_json::to_string_pretty(&report).unwrap_or_default())
+        }
         (Some(ReadRequest::List { params, json }), None) => reads
             .read_page(&context, &params)
             .map(|page| with_more(read_command::show_page(&info, &page, json))),
@@ -110,6 +119,59 @@ pub(crate) fn run(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Who changes the store offline: `edge <task> <command> (<user>)`, as a job of its own.
+fn offline_job(task: &str, command: &str) -> JobRef {
+    JobRef {
+        id: crate::jobs::new_job_id(),
+        sub: format!(
+            "edge {task} {command} ({})",
+            std::env::var("USER").unwrap_or_else(|_| "offline".into())
+        ),
+    }
+}
+
+/// `edge <task> get KEY [-o FILE]` for items that are files: their bytes, checked against
+/// their digest, to FILE or standard output.
+fn save(
+    context: &Context,
+    reads: &edge_tasks::reads::Reads,
+    key: &str,
+    output: Option<&std::path::Path>,
+    store: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    let open = reads
+        .content
+        .ok_or_else(|| anyhow::anyhow!("these items are not files"))?;
+    let Some(mut content) = open(context, key)? else {
+        eprintln!("edge: no {} `{key}` in {}", reads.item, store.display());
+        return Ok(ExitCode::from(1));
+    };
+    let digest = content.info().etag.clone();
+    let mut download = Download::create(output)?;
+    let mut failed = None;
+    content.read(
+        0..content.info().size,
+        &mut |piece| match download.write(&piece) {
+            Ok(()) => true,
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        },
+    )?;
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    let size = download.finish(&digest)?;
+    if let Some(output) = output {
+        eprintln!(
+            "saved {size} bytes to {} (BLAKE3 {digest})",
+            output.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A page's text, after telling stderr where the next page starts (if one does).

@@ -5,7 +5,8 @@
 //! | request | answer |
 //! |---|---|
 //! | `PUT` or `POST /v1/jobs/{task}` | `200`, `application/x-ndjson`: the job's events |
-//! | `GET /v1/<task>/{key}` | one item of a plugin with read endpoints (`ports`: a port), or `404` |
+//! | `GET /v1/<task>/{key}` | one item of a plugin with read endpoints (`ports`: a port), or `404`; for items that are files (`blobs`), the file's bytes (`Range`, `If-None-Match`) |
+//! | `DELETE /v1/<task>/{key}` | deletes an item, for a plugin whose items can be (`blobs`; scope `<task>:delete`) |
 //! | `GET /v1/<task>?<filters>&limit=&after=` | a page of its items, `{"items":[..],"next"}` |
 //! | `GET /v1/jobs?limit=&before=` | job history, most recent first |
 //! | `GET /v1/jobs/{id}` | one job's record, or `404` |
@@ -14,6 +15,7 @@
 //!
 //! Refusals are plain statuses with `{"error":{"code","message"}}`.
 
+mod content;
 mod read;
 mod respond;
 mod routes;

@@ -131,22 +131,15 @@ fn parse_limit(value: &str, max: usize) -> Result<usize, String> {
 }
 
 /// Answers with what `read` finds in the store (run off the async runtime): `200` with it,
-/// `404` when there is nothing, `400` for a bad parameter, `500` when the store fails.
-async fn answer<F>(stream: &mut Stream, service: &Service, read: F)
+/// or the refusal [`read_failure`] gives.
+pub(super) async fn answer<F>(stream: &mut Stream, service: &Service, read: F)
 where
     F: FnOnce(&Context) -> Result<Value, ReadError> + Send + 'static,
 {
     let context = service.context();
     let (status, code, message) = match tokio::task::spawn_blocking(move || read(&context)).await {
         Ok(Ok(body)) => return respond(stream, StatusCode::OK, &body).await,
-        Ok(Err(ReadError::NotFound(message))) => (StatusCode::NOT_FOUND, "not_found", message),
-        Ok(Err(ReadError::BadParams(message))) => (StatusCode::BAD_REQUEST, "bad_params", message),
-        Ok(Err(ReadError::Conflict(message))) => (StatusCode::CONFLICT, "conflict", message),
-        Ok(Err(e)) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "store_error",
-            e.to_string(),
-        ),
+        Ok(Err(e)) => read_failure(e),
         Err(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -154,4 +147,19 @@ where
         ),
     };
     refuse(stream, status, code, &message).await
+}
+
+/// The refusal for a read that failed: `404` when there is nothing, `400` for a bad
+/// parameter, `409` for a conflict, `500` when the store fails.
+pub(super) fn read_failure(e: ReadError) -> (StatusCode, &'static str, String) {
+    match e {
+        ReadError::NotFound(message) => (StatusCode::NOT_FOUND, "not_found", message),
+        ReadError::BadParams(message) => (StatusCode::BAD_REQUEST, "bad_params", message),
+        ReadError::Conflict(message) => (StatusCode::CONFLICT, "conflict", message),
+        e => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store_error",
+            e.to_string(),
+        ),
+    }
 }

@@ -1,18 +1,20 @@
 //! Routing: a request's method and path to its handler, after the token and the scope the
 //! route needs; `404` for an unknown path, `405` for a method the route does not take.
 
+use super::content;
 use super::read::{list_jobs, read_history, read_item, read_job, read_page, revert_job, tasks};
 use super::respond::{refuse, refuse_job, refuse_method, respond};
 use super::upload::upload;
 use super::{Resolver, Stream};
-use crate::auth::{ADMIN_SCOPE, JOBS_READ_SCOPE};
+use crate::auth::{delete_scope, ADMIN_SCOPE, JOBS_READ_SCOPE};
 use crate::service::Service;
 use crate::shutdown::Shutdown;
 use crate::window::ConnectionWindow;
 use edge_proto::ErrorCode;
 use edge_tasks::reads::Reads;
-use edge_tasks::Registry;
+use edge_tasks::{Plugin, Registry};
 use http::{Method, Request, StatusCode};
+use std::borrow::Cow;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -24,8 +26,8 @@ enum Route<'a> {
     Tasks,
     /// A page of a plugin's items: `/v1/<task>`.
     Items(Reads),
-    /// One item of a plugin: `/v1/<task>/{key}`.
-    Item(Reads, &'a str),
+    /// One item of a plugin: `/v1/<task>/{key}` (`DELETE` too, where items can be deleted).
+    Item(&'static Plugin, Reads, &'a str),
     /// The versions of an item that jobs replaced: `/v1/<task>/{key}/history`.
     History(Reads, &'a str),
     /// `POST /v1/jobs/{id}/revert`: undo a job.
@@ -46,7 +48,10 @@ impl<'a> Route<'a> {
             ["v1", "jobs", id_or_task] => Route::Job(id_or_task),
             ["v1", "jobs", id, "revert"] => Route::Revert(id),
             ["v1", task] => Route::Items(registry.find(task)?.reads?),
-            ["v1", task, key] => Route::Item(registry.find(task)?.reads?, key),
+            ["v1", task, key] => {
+                let plugin = registry.find(task)?;
+                Route::Item(plugin, plugin.reads?, key)
+            }
             ["v1", task, key, "history"] => {
                 let reads = registry.find(task)?.reads?;
                 reads.history?;
@@ -61,6 +66,7 @@ impl<'a> Route<'a> {
         match self {
             Route::Job(_) => "GET, HEAD, PUT, POST",
             Route::Revert(_) => "POST",
+            Route::Item(_, reads, _) if reads.delete.is_some() => "GET, HEAD, DELETE",
             _ => "GET, HEAD",
         }
     }
@@ -69,21 +75,25 @@ impl<'a> Route<'a> {
         match self {
             Route::Job(_) if method == Method::PUT || method == Method::POST => true,
             Route::Revert(_) => method == Method::POST,
+            Route::Item(_, reads, _) if method == Method::DELETE => reads.delete.is_some(),
             _ => method == Method::GET || method == Method::HEAD,
         }
     }
 
     /// The scope this route needs beyond a valid token (an upload's is its task's, checked
     /// when the job starts).
-    fn read_scope(self, method: &Method) -> Option<&'static str> {
+    fn scope(self, method: &Method) -> Option<Cow<'static, str>> {
         match self {
-            Route::Items(reads) | Route::Item(reads, _) | Route::History(reads, _) => {
-                Some(reads.scope)
+            Route::Item(plugin, _, _) if method == Method::DELETE => {
+                Some(Cow::Owned(delete_scope(plugin.name)))
             }
-            Route::Revert(_) => Some(ADMIN_SCOPE),
-            Route::Jobs => Some(JOBS_READ_SCOPE),
+            Route::Items(reads) | Route::Item(_, reads, _) | Route::History(reads, _) => {
+                Some(Cow::Borrowed(reads.scope))
+            }
+            Route::Revert(_) => Some(Cow::Borrowed(ADMIN_SCOPE)),
+            Route::Jobs => Some(Cow::Borrowed(JOBS_READ_SCOPE)),
             Route::Job(_) if method == Method::GET || method == Method::HEAD => {
-                Some(JOBS_READ_SCOPE)
+                Some(Cow::Borrowed(JOBS_READ_SCOPE))
             }
             _ => None,
         }
@@ -140,10 +150,7 @@ pub(super) async fn handle(
     if !route.allows(&method) {
         return refuse_method(&mut stream, &method, route.allow()).await;
     }
-    if let Some(scope) = route
-        .read_scope(&method)
-        .filter(|scope| !grant.allows(scope))
-    {
+    if let Some(scope) = route.scope(&method).filter(|scope| !grant.allows(scope)) {
         let message = format!(
             "the token of `{}` does not hold the scope `{scope}`",
             grant.sub
@@ -159,7 +166,14 @@ pub(super) async fn handle(
             respond(&mut stream, StatusCode::OK, &tasks).await
         }
         Route::Items(reads) => read_page(&mut stream, &service, reads, query).await,
-        Route::Item(reads, key) => {
+        Route::Item(_, reads, key) if method == Method::DELETE => {
+            content::delete(&mut stream, &service, reads, percent_decode(key), &grant).await
+        }
+        Route::Item(_, reads, key) if reads.content.is_some() => {
+            let headers = request.headers();
+            content::serve(&mut stream, &service, reads, percent_decode(key), headers).await
+        }
+        Route::Item(_, reads, key) => {
             read_item(&mut stream, &service, reads, percent_decode(key)).await
         }
         Route::History(reads, key) => {
@@ -245,8 +259,17 @@ mod tests {
             "a task with nothing to read has no read route"
         );
         let port = Route::of(&["v1", "ports", "AEAJM"], &registry).unwrap();
-        assert_eq!(port.read_scope(&Method::GET), Some("ports:read"));
-        assert_eq!(job.read_scope(&Method::HEAD), Some("jobs:read"));
-        assert_eq!(job.read_scope(&Method::PUT), None);
+        assert_eq!(port.scope(&Method::GET).as_deref(), Some("ports:read"));
+        assert!(
+            !port.allows(&Method::DELETE),
+            "ports are not deleted one by one"
+        );
+        assert_eq!(job.scope(&Method::HEAD).as_deref(), Some("jobs:read"));
+        assert_eq!(job.scope(&Method::PUT), None);
+        let blob = Route::of(&["v1", "blobs", "cat.jpg"], &registry).unwrap();
+        assert!(blob.allows(&Method::DELETE));
+        assert_eq!(blob.allow(), "GET, HEAD, DELETE");
+        assert_eq!(blob.scope(&Method::DELETE).as_deref(), Some("blobs:delete"));
+        assert_eq!(blob.scope(&Method::GET).as_deref(), Some("blobs:read"));
     }
 }

@@ -12,6 +12,7 @@ use crate::window::ConnectionWindow;
 use bytes::{Buf, Bytes};
 use edge_proto::{ErrorCode, Format};
 use edge_tasks::pipeline::JobSpec;
+use edge_tasks::task::UploadInfo;
 use http::{Request, Response, StatusCode};
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -28,16 +29,36 @@ pub(super) async fn upload(
     window: Arc<ConnectionWindow>,
     shutdown: Shutdown,
 ) {
-    let upload = match UploadRequest::read(&request) {
+    // A task that stores bodies as they are keeps the Content-Type; others read a format
+    // in it.
+    let raw = service
+        .store
+        .registry()
+        .find(&task)
+        .is_some_and(|plugin| plugin.reads_raw());
+    let upload = match UploadRequest::read(&request, raw) {
         Ok(upload) => upload,
         Err(refusal) => return refuse_job(&mut stream, &service, refusal).await,
     };
     let job = jobs::new_job_id();
-    let started = jobs::start_task(&job, &task, upload.format, &upload.params, &grant, &service)
-        .and_then(|started| {
-            check_size(upload.size, service.limits.max_upload_bytes())?;
-            Ok((started, service.limits.admit(&grant.sub)?))
-        });
+    let info = UploadInfo {
+        name: upload.name.clone(),
+        size: upload.size,
+        content_type: upload.content_type.clone(),
+    };
+    let started = jobs::start_task(
+        &job,
+        &task,
+        upload.format,
+        &upload.params,
+        info,
+        &grant,
+        &service,
+    )
+    .and_then(|started| {
+        check_size(upload.size, service.limits.max_upload_bytes())?;
+        Ok((started, service.limits.admit(&grant.sub)?))
+    });
     // The admission is held until the job's final event.
     let ((plugin, job_task), admission) = match started {
         Ok(started) => started,
@@ -116,16 +137,22 @@ struct UploadRequest {
     format: Option<Format>,
     name: Option<String>,
     size: Option<u64>,
+    /// The Content-Type, for a task that stores bodies as they are (`raw`).
+    content_type: Option<String>,
     params: Map<String, Value>,
 }
 
 impl UploadRequest {
-    fn read(request: &Request<()>) -> Result<UploadRequest, Refusal> {
+    /// The job a request asks for; `raw`: for a task that takes bodies as they are, whose
+    /// Content-Type names no format.
+    fn read(request: &Request<()>, raw: bool) -> Result<UploadRequest, Refusal> {
         let headers = request.headers();
+        let content_type = headers.get("content-type").and_then(|v| v.to_str().ok());
         let mut upload = UploadRequest {
             format: None,
             name: None,
             size: None,
+            content_type: raw.then(|| content_type.map(str::to_owned)).flatten(),
             params: Map::new(),
         };
         for (key, value) in parse_query(request.uri().query()) {
@@ -144,9 +171,8 @@ impl UploadRequest {
                 }
             }
         }
-        if upload.format.is_none() {
-            upload.format =
-                format_of_content_type(headers.get("content-type").and_then(|v| v.to_str().ok()))?;
+        if upload.format.is_none() && !raw {
+            upload.format = format_of_content_type(content_type)?;
         }
         if let Some(length) = headers.get("content-length") {
             let length = length

@@ -6,6 +6,7 @@
 
 mod auth;
 mod binary;
+mod blobs;
 mod client_cli;
 mod crash;
 mod h3_conformance;

@@ -13,8 +13,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// Every scope the tests' tasks need.
-pub const ALL_SCOPES: &str =
-    "ports:write stats:write primes:write ports:read primes:read jobs:read";
+pub const ALL_SCOPES: &str = "ports:write stats:write primes:write blobs:write ports:read \
+     primes:read blobs:read blobs:delete jobs:read";
 
 /// A one-hour token for `sub` with `scope`, signed with the key in `certs`.
 pub fn mint(certs: &Path, sub: &str, scope: &str) -> String {
