@@ -70,18 +70,16 @@ impl ServeProcess {
     }
 
     pub(crate) fn client_config(&self, dir: &Path) -> ClientConfig {
+        self.client_config_for(dir, "ports:write")
+    }
+
+    /// A client of this server whose token holds `scope`.
+    pub(crate) fn client_config_for(&self, dir: &Path, scope: &str) -> ClientConfig {
         // The token comes from `edge token issue`, as a user mints one.
         let out = edge(
             dir,
             &[
-                "token",
-                "issue",
-                "--sub",
-                "ops",
-                "--scope",
-                "ports:write",
-                "--ttl",
-                "10m",
+                "token", "issue", "--sub", "ops", "--scope", scope, "--ttl", "10m",
             ],
         );
         assert!(

@@ -1,5 +1,5 @@
-//! Crash safety of the real `edge` binary: upload a large file, `kill -9` the server at a
-//! random moment, and check the store after every crash. It must open, pass redb's integrity
+//! Crash safety of the real `edge` binary: upload a large file (a ports file, or a blob),
+//! `kill -9` the server at a random moment, and check the store after every crash. It must open, pass redb's integrity
 //! check, hold every record a `committed` event reported, and hold nothing that was never
 //! sent; and every stored port must be in its job's list of changes (the change history is
 //! written in the same transaction). Also prints how long reopening the store after a crash takes (never asserted).
@@ -328,4 +328,212 @@ async fn kill_9_at_random_moments_keeps_every_committed_record_and_a_sound_store
         ms(*reopen.last().unwrap()),
         kept.iter().sum::<u64>()
     );
+}
+
+/// Rounds of the blob crash test (after one calibration round).
+const BLOB_ROUNDS: u32 = 8;
+
+/// The size of each round's blob: many chunks, so that a kill lands between two of them.
+const BLOB_BYTES: usize = 24 * 1024 * 1024;
+
+/// Round `round`'s blob: bytes of its own.
+fn blob_body(round: u32) -> Vec<u8> {
+    let mut rng = Rng(u64::from(round) + 1);
+    let mut body = Vec::with_capacity(BLOB_BYTES);
+    while body.len() < BLOB_BYTES {
+        body.extend_from_slice(&rng.next().to_le_bytes());
+    }
+    body.truncate(BLOB_BYTES);
+    body
+}
+
+/// Starts uploading `body` as blob `name`; the task owns the client.
+fn start_blob_upload(
+    client: Client,
+    name: String,
+    body: Vec<u8>,
+) -> JoinHandle<Result<JobResult, ClientError>> {
+    let mut header = JobHeader::new("blobs");
+    header.name = Some(name);
+    header.size = Some(body.len() as u64);
+    let job = UploadJob::new(header, Box::new(std::io::Cursor::new(body)));
+    tokio::spawn(async move {
+        let result = client.upload(job, |_: &Event| {}).await;
+        drop(client);
+        result
+    })
+}
+
+/// One-record `ports` jobs, one after another, until aborted.
+fn start_small_jobs(client: Client) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        for i in 0u64.. {
+            let mut header = JobHeader::new("ports");
+            header.format = Some(Format::Ndjson);
+            let body = format!(r#"{{"name":"tick {i}","unlocs":["TICK{}"]}}"#, i % 10);
+            let job = UploadJob::new(header, Box::new(std::io::Cursor::new(body.into_bytes())));
+            if client.upload(job, |_: &Event| {}).await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// The blob `name` in `store`: `None`, or its size and the BLAKE3 of the bytes read back.
+fn stored_blob(store: &Store, name: &str) -> Option<(u64, String)> {
+    let reads = edge_tasks::blobs::PLUGIN.reads.expect("blobs has reads");
+    let open = reads.content.expect("blobs are files");
+    let context = edge_tasks::Context::new(store.clone());
+    let mut content = open(&context, name).expect("the store reads")?;
+    let mut hasher = blake3::Hasher::new();
+    let size = content.info().size;
+    content
+        .read(0..size, &mut |piece| {
+            hasher.update(&piece);
+            true
+        })
+        .expect("a stored blob reads whole");
+    assert_eq!(
+        content.info().etag,
+        hasher.finalize().to_hex().to_string(),
+        "blob {name}: its bytes are not the digest it was stored with"
+    );
+    Some((size, hasher.finalize().to_hex().to_string()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_blob_uploads_leaves_each_blob_whole_or_absent_and_no_orphans() {
+    let seed = match std::env::var("EDGE_CRASH_SEED") {
+        Ok(seed) => seed.parse().expect("EDGE_CRASH_SEED is a number"),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64,
+    };
+    eprintln!("blob crash: seed {seed} (EDGE_CRASH_SEED={seed} replays these kill moments)");
+    let mut rng = Rng(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data/edge.redb");
+    // (name, digest, whether its job reported done) of every round so far.
+    let mut rounds: Vec<(String, String, bool)> = Vec::new();
+    let mut window = Duration::ZERO;
+    for round in 0..=BLOB_ROUNDS {
+        let body = blob_body(round);
+        let name = format!("crash-{round}.bin");
+        let digest = blake3::hash(&body).to_hex().to_string();
+        let server = ServeProcess::start(dir.path());
+        let config = server.client_config_for(dir.path(), "blobs:write ports:write");
+        let client = Client::connect(&config)
+            .await
+            .expect("the client connects after a restart");
+        // Small jobs beside the upload commit durably, as on a busy server: the staged
+        // chunks committed before each of them are then on disk too, and a kill leaves
+        // them behind for the prune.
+        let ticker = start_small_jobs(
+            Client::connect(&config)
+                .await
+                .expect("a second client connects"),
+        );
+        let upload = start_blob_upload(client, name.clone(), body);
+        let started = Instant::now();
+        let delay = if round == 0 {
+            let finished = tokio::time::timeout(Duration::from_secs(120), async {
+                while !upload.is_finished() {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await;
+            assert!(finished.is_ok(), "a blob upload takes over 120 s");
+            window = started.elapsed();
+            window
+        } else {
+            let delay = window * rng.below(1001) as u32 / 1000;
+            tokio::time::sleep(delay).await;
+            delay
+        };
+        drop(server);
+        upload.abort();
+        ticker.abort();
+        let _ = ticker.await;
+        let done = match upload.await {
+            Ok(Ok(JobResult {
+                last: Event::Done { summary, .. },
+                ..
+            })) => {
+                assert_eq!(summary["digest"], digest.as_str(), "round {round}");
+                true
+            }
+            Ok(Ok(other)) => panic!("round {round}: unexpected end of the job: {other:?}"),
+            Ok(Err(_)) | Err(_) => false,
+        };
+        if round == 0 {
+            assert!(done, "the calibration upload completes");
+        }
+        rounds.push((name, digest, done));
+
+        assert!(
+            matches!(Store::check_integrity(&path), Ok(true)),
+            "round {round}: the store fails its integrity check after a crash"
+        );
+        let store = Store::open(&path, &StoreOptions::default()).unwrap();
+        let mut present = 0;
+        for (j, (name, digest, done)) in rounds.iter().enumerate() {
+            match stored_blob(&store, name) {
+                Some((size, got)) => {
+                    assert_eq!(
+                        size, BLOB_BYTES as u64,
+                        "round {round}: blob of round {j} is partial"
+                    );
+                    assert_eq!(&got, digest, "round {round}: blob of round {j} differs");
+                    present += 1;
+                }
+                None => assert!(
+                    !done,
+                    "round {round}: blob of round {j} was reported done, yet is gone"
+                ),
+            }
+        }
+        eprintln!(
+            "blob crash: round {round}: kill -9 after {:.0} ms ({}); {present} of {} blobs whole, the rest absent",
+            ms(delay),
+            if done { "job done" } else { "mid-job" },
+            rounds.len()
+        );
+    }
+    // What cut-off uploads staged goes at the next start (the prune); nothing else is left.
+    let store = Store::open(&path, &StoreOptions::default()).unwrap();
+    let (staged, loose) = edge_tasks::blobs::stored::unpublished(&store).unwrap();
+    drop(store);
+    eprintln!("blob crash: before the last start: {staged} staged uploads, {loose} loose chunks");
+    let log_path = dir.path().join("last-start.log");
+    let server = ServeProcess::start_logging(
+        dir.path(),
+        "human",
+        std::fs::File::create(&log_path).unwrap(),
+    );
+    if staged > 0 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .contains("pruned what the task keeps")
+        {
+            assert!(Instant::now() < deadline, "no prune at start within 60 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert!(server.terminate().success());
+    let store = Store::open(&path, &StoreOptions::default()).unwrap();
+    assert_eq!(
+        edge_tasks::blobs::stored::unpublished(&store).unwrap(),
+        (0, 0),
+        "orphans are left after the start's prune"
+    );
+    for (name, digest, done) in &rounds {
+        if *done {
+            assert_eq!(
+                stored_blob(&store, name).map(|b| b.1).as_ref(),
+                Some(digest)
+            );
+        }
+    }
 }

@@ -298,7 +298,7 @@ async fn refusals_are_statuses_with_json_errors() {
         .iter()
         .map(|t| t["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["ports", "stats", "primes"]);
+    assert_eq!(names, ["ports", "stats", "primes", "blobs"]);
     assert_eq!(
         tasks["tasks"][0]["schema"]["required"],
         serde_json::json!(["name"])
