@@ -1,6 +1,7 @@
 //! `edge-bench discard`: an HTTP/3 server that reads every request body and drops it, then
-//! answers `200` with `{"bytes":N}`. It shows what curl alone can push over QUIC on this
-//! machine: the HTTP/3 upload row is compared with it.
+//! answers `200` with `{"bytes":N}`; and answers `GET /bytes/{n}` with `n` bytes from memory.
+//! It shows what curl alone can push and pull over QUIC on this machine: the HTTP/3 upload
+//! and download rows are compared with it.
 //!
 //! Same stack as the server (quinn, h3 0.0.8, rustls with ring, TLS 1.3) and the same
 //! flow-control windows as edge's defaults (1 MiB per stream, 4 MiB per connection), with
@@ -80,9 +81,17 @@ async fn connection_loop(connection: quinn::Connection) {
     };
     while let Ok(Some(resolver)) = h3.accept().await {
         tokio::spawn(async move {
-            let Ok((_request, mut stream)) = resolver.resolve_request().await else {
+            let Ok((request, mut stream)) = resolver.resolve_request().await else {
                 return;
             };
+            if let Some(size) = request
+                .uri()
+                .path()
+                .strip_prefix("/bytes/")
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                return send_bytes(&mut stream, size).await;
+            }
             let mut bytes = 0u64;
             while let Ok(Some(chunk)) = stream.recv_data().await {
                 bytes += chunk.remaining() as u64;
@@ -99,4 +108,32 @@ async fn connection_loop(connection: quinn::Connection) {
             }
         });
     }
+}
+
+/// `GET /bytes/{n}`: `n` bytes from memory (one 1 MiB buffer sent again and again), so that
+/// a download from edge is compared with what curl alone can pull over QUIC.
+async fn send_bytes<S: h3::quic::BidiStream<Bytes>>(
+    stream: &mut h3::server::RequestStream<S, Bytes>,
+    size: u64,
+) {
+    const PIECE: usize = 1024 * 1024;
+    let piece = Bytes::from((0..PIECE).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+    let response = http::Response::builder()
+        .status(http::StatusCode::OK)
+        .header("content-type", "application/octet-stream")
+        .header("content-length", size)
+        .body(())
+        .expect("a static response");
+    if stream.send_response(response).await.is_err() {
+        return;
+    }
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(PIECE as u64) as usize;
+        if stream.send_data(piece.slice(..n)).await.is_err() {
+            return;
+        }
+        left -= n as u64;
+    }
+    let _ = stream.finish().await;
 }

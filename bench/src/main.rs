@@ -11,9 +11,12 @@
 //!   and small jobs beside a big upload (also part of `run`).
 //! - `edge-bench history`: the cost of the `ports` change history on a second upload.
 //! - `edge-bench primes`: the `primes` task end to end beside the `primal` crate in process.
+//! - `edge-bench blobs`: a 1 GiB file up and down through the `blobs` task with curl over
+//!   HTTP/3, beside the discard server.
 //! - Hidden helpers run as child processes: `stage` (one in-process stage), `measure` (runs a
 //!   program and reports its CPU time and peak RSS) and `discard` (the HTTP/3 discard server).
 
+mod blobs;
 mod discard;
 mod forwarder;
 mod gen;
@@ -72,6 +75,8 @@ enum Command {
     History(history::HistoryArgs),
     /// Only the `primes` task: the 10^7-th prime and a job of 100,000 small n, against primal.
     Primes(primes::PrimesArgs),
+    /// Only the `blobs` task: a 1 GiB file up and down, against the discard server.
+    Blobs(blobs::BlobsArgs),
     /// (internal) Run one in-process stage and print its report as JSON.
     #[command(hide = true)]
     Stage {
@@ -133,6 +138,10 @@ fn main() -> ExitCode {
         Command::Primes(args) => {
             proc::install_interrupt_handler();
             primes::primes_only(args)
+        }
+        Command::Blobs(args) => {
+            proc::install_interrupt_handler();
+            blobs::blobs_only(args)
         }
         Command::Stage { kind, file, store } => {
             stage::stage_main(kind, &file, store.as_deref()).map(|()| ExitCode::SUCCESS)

@@ -131,6 +131,18 @@ impl EdgeServer {
         proc_usage(self.guard.pid())
     }
 
+    /// Starts its peak RSS over from what it holds now (Linux `clear_refs` 5), so that the
+    /// next [`EdgeServer::usage`] gives the peak of what follows.
+    pub fn reset_peak_rss(&self) -> anyhow::Result<()> {
+        let path = format!("/proc/{}/clear_refs", self.guard.pid());
+        std::fs::write(&path, "5").with_context(|| format!("cannot write {path}"))
+    }
+
+    /// The store file.
+    pub fn store_path(&self) -> PathBuf {
+        self.dirs.data.join("edge.redb")
+    }
+
     /// Reads its usage, sends SIGTERM and waits for a clean exit. Returns the usage and the
     /// store file's size after the exit.
     pub fn stop(mut self) -> anyhow::Result<(Usage, u64)> {
@@ -147,7 +159,7 @@ impl EdgeServer {
                 self.dirs.log.display()
             ),
         }
-        let store = crate::stage::file_size(&self.dirs.data.join("edge.redb"));
+        let store = crate::stage::file_size(&self.store_path());
         Ok((usage, store))
     }
 }
@@ -199,7 +211,7 @@ pub fn mint_token(bins: &Bins, dirs: &ServerDirs) -> anyhow::Result<String> {
         "--sub",
         "bench",
         "--scope",
-        "ports:write stats:write primes:write primes:read",
+        "ports:write stats:write primes:write primes:read blobs:write blobs:read",
         "--ttl",
         "1h",
     ]);
@@ -269,7 +281,7 @@ pub struct Setup {
     pub certs: PathBuf,
     /// Where data dirs and logs go.
     pub tmp: PathBuf,
-    /// A token with `ports:write stats:write primes:write primes:read`.
+    /// A token with `ports:write stats:write primes:write primes:read blobs:write blobs:read`.
     pub token: String,
 }
 

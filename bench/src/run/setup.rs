@@ -86,7 +86,7 @@ pub(super) fn on_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-pub(super) fn find_curl() -> Option<PathBuf> {
+pub(crate) fn find_curl() -> Option<PathBuf> {
     if let Some(curl) = std::env::var_os("EDGE_BENCH_CURL") {
         return Some(PathBuf::from(curl));
     }
