@@ -1,15 +1,15 @@
-//! `edge-bench blobs`: one large file through the `blobs` task with curl over HTTP/3, beside
-//! the same bytes to and from the discard server, with the targets of issue 15 §1:
+//! `edge-bench blobs`: one large file through the `blobs` task, beside the same bytes to and
+//! from the discard server, client for client, with the targets of issue 15 §1:
 //!
-//! - the upload (`curl -T FILE .../v1/jobs/blobs?name=...`, to its `done`) at >= 0.8x the
-//!   rate of `curl -T FILE` into the discard server;
-//! - the download (`curl .../v1/blobs/NAME`) at >= 0.8x the rate of `curl .../bytes/N` from
-//!   the discard server (bytes from memory);
+//! - the upload (`edge-client upload FILE --task blobs`, to its `done`) at >= 0.8x the rate
+//!   of the same command into the discard server (which reads `edge/1` and drops the body);
+//! - the download (`edge-client blobs get NAME`, its digest checked) at >= 0.8x the rate of
+//!   the same command from the discard server (which serves the bytes from memory);
 //! - the server's peak RSS <= 64 MiB during either (measured over each phase alone);
 //! - the store file <= 1.05x the bytes stored.
 //!
-//! Each upload goes to a fresh server (so the store holds one version); the downloads read
-//! the last one.
+//! The same with curl over HTTP/3 (`curl -T`, `curl GET`) is measured and printed too. Each
+//! upload goes to a fresh server (so the store holds one version).
 
 use crate::server::{DiscardServer, EdgeServer, Setup};
 use anyhow::{bail, Context as _};
@@ -79,6 +79,8 @@ pub struct BlobsFigures {
     pub rows: Vec<BlobsRow>,
     /// The targets, checked.
     pub targets: Vec<BlobsTarget>,
+    /// With curl (HTTP/3) instead: upload and download rate against the discard server's.
+    pub curl_ratios: (f64, f64),
 }
 
 /// `edge-bench blobs`: generates the file, then measures every row.
@@ -140,144 +142,129 @@ fn measure(
     digest: &str,
     repeat: usize,
 ) -> anyhow::Result<BlobsFigures> {
-    let auth = format!("authorization: Bearer {}", setup.token);
-    let ca = setup.ca();
-    let curl_run = |args: &[&std::ffi::OsStr], out: &Path| -> anyhow::Result<f64> {
-        let started = Instant::now();
-        let status = Command::new(curl)
-            .args(["--http3-only", "-sS", "--cacert"])
-            .arg(&ca)
-            .args(args)
-            .arg("-o")
-            .arg(out)
-            .stdin(Stdio::null())
-            .status()
-            .context("cannot run curl")?;
-        let wall = started.elapsed().as_secs_f64();
-        if !status.success() {
-            bail!("curl exited with {status}");
-        }
-        Ok(wall)
+    let run = Runner {
+        setup,
+        curl,
+        answer: setup.tmp.join("answer.out"),
     };
-    let answer = setup.tmp.join("answer.out");
+    let discard = DiscardServer::start_serving(
+        &setup.bins,
+        &setup.certs,
+        &setup.tmp.join("discard.log"),
+        Some(bytes),
+    )?;
     let mut rows = Vec::new();
-
-    eprintln!("edge-bench: upload into the discard server, {repeat} time(s)");
-    let discard = DiscardServer::start(&setup.bins, &setup.certs, &setup.tmp.join("discard.log"))?;
-    let discard_url = format!("https://{}/discard", discard.addr);
+    eprintln!("edge-bench: into and from the discard server, {repeat} time(s) each");
     let mut walls = Vec::new();
     for _ in 0..repeat {
-        walls.push(curl_run(
-            &["-T".as_ref(), file.as_os_str(), discard_url.as_ref()],
-            &answer,
-        )?);
-        let read: serde_json::Value = serde_json::from_slice(&std::fs::read(&answer)?)?;
+        walls.push(run.client_upload(discard.addr, file)?);
+    }
+    rows.push(row(ROW_CLIENT_UP_DISCARD, walls, bytes, None));
+    let mut walls = Vec::new();
+    for _ in 0..repeat {
+        walls.push(run.client_get(discard.addr, &bytes.to_string())?);
+    }
+    rows.push(row(ROW_CLIENT_DOWN_DISCARD, walls, bytes, None));
+    let mut walls = Vec::new();
+    for _ in 0..repeat {
+        walls.push(run.curl_upload(&format!("https://{}/discard", discard.addr), file)?);
+        let read: serde_json::Value = serde_json::from_slice(&std::fs::read(&run.answer)?)?;
         if read["bytes"].as_u64() != Some(bytes) {
             bail!("the discard server read {read}, not {bytes} bytes");
         }
     }
-    rows.push(row(
-        "curl -T FILE into the discard server (upload)",
-        walls,
-        bytes,
-        None,
-    ));
-    eprintln!("edge-bench: download from the discard server, {repeat} time(s)");
-    let bytes_url = format!("https://{}/bytes/{bytes}", discard.addr);
+    rows.push(row(ROW_CURL_UP_DISCARD, walls, bytes, None));
     let mut walls = Vec::new();
     for _ in 0..repeat {
-        walls.push(curl_run(&[bytes_url.as_ref()], Path::new("/dev/null"))?);
+        walls.push(run.curl_get(&format!("https://{}/bytes/{bytes}", discard.addr))?);
     }
+    rows.push(row(ROW_CURL_DOWN_DISCARD, walls, bytes, None));
     discard.stop()?;
-    rows.push(row(
-        "curl GET /bytes/N from the discard server (download)",
-        walls,
-        bytes,
-        None,
-    ));
 
-    eprintln!("edge-bench: upload as a blob, {repeat} time(s), each into a fresh server");
-    let upload_url = "/v1/jobs/blobs?name=bench.bin";
+    eprintln!("edge-bench: into and from edge's blobs task, {repeat} time(s) each");
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let (mut walls, mut rss, mut store_bytes) = (Vec::new(), 0f64, 0u64);
-    let mut last_server = None;
-    for run in 0..repeat {
-        if let Some(server) = last_server.take() {
-            let server: EdgeServer = server;
-            server.stop()?;
-        }
+    for run_index in 0..repeat {
         let server = EdgeServer::start(&setup.bins, &setup.dirs("blobs"))?;
         server.reset_peak_rss()?;
-        let url = format!("https://{}{upload_url}", server.addr);
-        walls.push(curl_run(
-            &[
-                "-H".as_ref(),
-                auth.as_ref(),
-                "-T".as_ref(),
-                file.as_os_str(),
-                url.as_ref(),
-            ],
-            &answer,
-        )?);
+        walls.push(run.client_upload(server.addr, file)?);
         rss = rss.max(mib(server.usage()?.max_rss_kib));
-        check_done(&answer, digest)?;
-        if run == 0 {
+        if run_index == 0 {
             store_bytes = crate::stage::file_size(&server.store_path());
         }
-        last_server = Some(server);
+        server.stop()?;
     }
-    let server = last_server.context("at least one run")?;
-    rows.push(row(
-        "curl -T FILE .../v1/jobs/blobs (upload, to done)",
-        walls,
-        bytes,
-        Some(rss),
-    ));
+    rows.push(row(ROW_CLIENT_UP_EDGE, walls, bytes, Some(rss)));
+    let (mut walls, mut rss) = (Vec::new(), 0f64);
+    for _ in 0..repeat {
+        let server = EdgeServer::start(&setup.bins, &setup.dirs("blobs-curl"))?;
+        server.reset_peak_rss()?;
+        let url = format!("https://{}/v1/jobs/blobs?name={name}", server.addr);
+        walls.push(run.curl_upload(&url, file)?);
+        rss = rss.max(mib(server.usage()?.max_rss_kib));
+        check_done(&run.answer, digest)?;
+        server.stop()?;
+    }
+    rows.push(row(ROW_CURL_UP_EDGE, walls, bytes, Some(rss)));
 
-    eprintln!("edge-bench: download the blob, {repeat} time(s)");
+    // Downloads: one server holding the file (uploaded once more, not timed).
+    let server = EdgeServer::start(&setup.bins, &setup.dirs("blobs-get"))?;
+    run.client_upload(server.addr, file)?;
     server.reset_peak_rss()?;
-    let blob_url = format!("https://{}/v1/blobs/bench.bin", server.addr);
     let mut walls = Vec::new();
     for _ in 0..repeat {
-        walls.push(curl_run(
-            &["-H".as_ref(), auth.as_ref(), blob_url.as_ref()],
-            Path::new("/dev/null"),
-        )?);
+        walls.push(run.client_get(server.addr, &name)?);
     }
-    let rss = mib(server.usage()?.max_rss_kib);
+    let client_rss = mib(server.usage()?.max_rss_kib);
+    server.reset_peak_rss()?;
+    let mut walls_curl = Vec::new();
+    for _ in 0..repeat {
+        walls_curl.push(run.curl_get(&format!("https://{}/v1/blobs/{name}", server.addr))?);
+    }
+    let curl_rss = mib(server.usage()?.max_rss_kib);
     server.stop()?;
-    rows.push(row(
-        "curl GET .../v1/blobs/NAME (download)",
-        walls,
-        bytes,
-        Some(rss),
-    ));
+    rows.push(row(ROW_CLIENT_DOWN_EDGE, walls, bytes, Some(client_rss)));
+    rows.push(row(ROW_CURL_DOWN_EDGE, walls_curl, bytes, Some(curl_rss)));
 
-    let ratio = |edge: usize, discard: usize| rows[edge].mb_per_s / rows[discard].mb_per_s;
-    let (up, down) = (ratio(2, 0), ratio(3, 1));
-    let up_rss = rows[2].server_rss_mib;
-    let down_rss = rows[3].server_rss_mib;
+    let rate = |what: &str| {
+        rows.iter()
+            .find(|r| r.what == what)
+            .map_or(f64::NAN, |r| r.mb_per_s)
+    };
+    let rss_of = |what: &str| {
+        rows.iter()
+            .find(|r| r.what == what)
+            .map_or(f64::NAN, |r| r.server_rss_mib)
+    };
+    let up = rate(ROW_CLIENT_UP_EDGE) / rate(ROW_CLIENT_UP_DISCARD);
+    let down = rate(ROW_CLIENT_DOWN_EDGE) / rate(ROW_CLIENT_DOWN_DISCARD);
+    let up_rss = rss_of(ROW_CLIENT_UP_EDGE).max(rss_of(ROW_CURL_UP_EDGE));
+    let down_rss = rss_of(ROW_CLIENT_DOWN_EDGE).max(rss_of(ROW_CURL_DOWN_EDGE));
     let store = store_bytes as f64 / bytes as f64;
     let targets = vec![
         target(
-            "upload rate / discard server's",
+            "upload rate / discard server's (edge-client)",
             format!(">= {RATE_TARGET}"),
             up,
             up >= RATE_TARGET,
         ),
         target(
-            "download rate / discard server's",
+            "download rate / discard server's (edge-client)",
             format!(">= {RATE_TARGET}"),
             down,
             down >= RATE_TARGET,
         ),
         target(
-            "server peak RSS during the upload, MiB",
+            "server peak RSS during an upload, MiB",
             format!("<= {RSS_TARGET_MIB}"),
             up_rss,
             up_rss <= RSS_TARGET_MIB,
         ),
         target(
-            "server peak RSS during the download, MiB",
+            "server peak RSS during a download, MiB",
             format!("<= {RSS_TARGET_MIB}"),
             down_rss,
             down_rss <= RSS_TARGET_MIB,
@@ -289,12 +276,102 @@ fn measure(
             store <= STORE_TARGET,
         ),
     ];
+    let curl_ratios = (
+        rate(ROW_CURL_UP_EDGE) / rate(ROW_CURL_UP_DISCARD),
+        rate(ROW_CURL_DOWN_EDGE) / rate(ROW_CURL_DOWN_DISCARD),
+    );
     Ok(BlobsFigures {
         bytes,
         store_bytes,
         rows,
         targets,
+        curl_ratios,
     })
+}
+
+const ROW_CLIENT_UP_DISCARD: &str = "edge-client upload FILE into the discard server (edge/1)";
+const ROW_CLIENT_UP_EDGE: &str = "edge-client upload FILE --task blobs (edge/1, to done)";
+const ROW_CLIENT_DOWN_DISCARD: &str = "edge-client blobs get N from the discard server";
+const ROW_CLIENT_DOWN_EDGE: &str = "edge-client blobs get NAME from edge";
+const ROW_CURL_UP_DISCARD: &str = "curl -T FILE into the discard server (HTTP/3)";
+const ROW_CURL_UP_EDGE: &str = "curl -T FILE .../v1/jobs/blobs (HTTP/3, to done)";
+const ROW_CURL_DOWN_DISCARD: &str = "curl GET /bytes/N from the discard server";
+const ROW_CURL_DOWN_EDGE: &str = "curl GET .../v1/blobs/NAME from edge";
+
+/// Runs the clients, each timed from its start to its exit.
+struct Runner<'a> {
+    setup: &'a Setup,
+    curl: &'a Path,
+    /// Where curl writes an upload's answer.
+    answer: PathBuf,
+}
+
+impl Runner<'_> {
+    /// `edge-client ARGS.. --server .. --ca .. --token ..`.
+    fn client(&self, addr: std::net::SocketAddr, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.setup.bins.client);
+        crate::proc::clear_edge_env(&mut command)
+            .args(args)
+            .arg("--server")
+            .arg(format!("https://{addr}"))
+            .arg("--ca")
+            .arg(self.setup.ca())
+            .args(["--token", &self.setup.token])
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn client_upload(&self, addr: std::net::SocketAddr, file: &Path) -> anyhow::Result<f64> {
+        let mut command = self.client(addr, &["upload", "--task", "blobs", "-q"]);
+        command.arg(file).stdout(Stdio::null());
+        timed(&mut command, "edge-client upload")
+    }
+
+    fn client_get(&self, addr: std::net::SocketAddr, name: &str) -> anyhow::Result<f64> {
+        let mut command = self.client(addr, &["blobs", "get", name]);
+        command.stdout(Stdio::null());
+        timed(&mut command, "edge-client blobs get")
+    }
+
+    fn curl(&self) -> Command {
+        let mut command = Command::new(self.curl);
+        command
+            .args(["--http3-only", "-sS", "--cacert"])
+            .arg(self.setup.ca())
+            .args(["-H", &format!("authorization: Bearer {}", self.setup.token)])
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn curl_upload(&self, url: &str, file: &Path) -> anyhow::Result<f64> {
+        let mut command = self.curl();
+        command
+            .arg("-T")
+            .arg(file)
+            .arg(url)
+            .arg("-o")
+            .arg(&self.answer);
+        timed(&mut command, "curl -T")
+    }
+
+    fn curl_get(&self, url: &str) -> anyhow::Result<f64> {
+        let mut command = self.curl();
+        command.arg(url).args(["-o", "/dev/null"]);
+        timed(&mut command, "curl GET")
+    }
+}
+
+/// Runs `command` to its end; its wall time, or why it failed.
+fn timed(command: &mut Command, what: &str) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let status = command
+        .status()
+        .with_context(|| format!("cannot run {what}"))?;
+    let wall = started.elapsed().as_secs_f64();
+    if !status.success() {
+        bail!("{what} exited with {status}");
+    }
+    Ok(wall)
 }
 
 /// Checks that a blob upload's last event is `done` with the file's digest.
@@ -354,6 +431,10 @@ pub fn print(figures: &BlobsFigures) {
             row.what, row.wall_s, row.mb_per_s, rss
         );
     }
+    println!(
+        "\nWith curl over HTTP/3 instead (curl needs a core of its own; see docs/BENCHMARKS.md): upload {:.3}, download {:.3} of the discard server's rate",
+        figures.curl_ratios.0, figures.curl_ratios.1
+    );
     println!("\nTargets (issue 15 §1)");
     for t in &figures.targets {
         let verdict = if t.pass { "PASS" } else { "MISS" };

@@ -100,12 +100,15 @@ enum Command {
         #[arg(last = true, required = true)]
         program: Vec<String>,
     },
-    /// (internal) An HTTP/3 server that drops request bodies.
+    /// (internal) An HTTP/3 and edge/1 server that drops uploads and serves bytes.
     #[command(hide = true)]
     Discard {
         /// The certs dir holding server.pem and server.key.
         #[arg(long)]
         certs: PathBuf,
+        /// Serve this many bytes as blob `N` (`GET /v1/blobs/N`).
+        #[arg(long)]
+        file_bytes: Option<u64>,
     },
 }
 
@@ -149,7 +152,9 @@ fn main() -> ExitCode {
         Command::Measure { report, program } => {
             proc::measure_main(&report, &program).map(|()| ExitCode::SUCCESS)
         }
-        Command::Discard { certs } => discard::discard_main(&certs).map(|()| ExitCode::SUCCESS),
+        Command::Discard { certs, file_bytes } => {
+            discard::discard_main(&certs, file_bytes).map(|()| ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

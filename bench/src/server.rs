@@ -246,12 +246,23 @@ pub struct DiscardServer {
 impl DiscardServer {
     /// Starts it with the dev certificate in `certs`.
     pub fn start(bins: &Bins, certs: &Path, log: &Path) -> anyhow::Result<DiscardServer> {
+        DiscardServer::start_serving(bins, certs, log, None)
+    }
+
+    /// Starts it, serving `file_bytes` bytes as blob `N` when given.
+    pub fn start_serving(
+        bins: &Bins,
+        certs: &Path,
+        log: &Path,
+        file_bytes: Option<u64>,
+    ) -> anyhow::Result<DiscardServer> {
         let log_file = std::fs::File::create(log)?;
         let mut command = Command::new(&bins.me);
+        command.arg("discard").arg("--certs").arg(certs);
+        if let Some(bytes) = file_bytes {
+            command.arg("--file-bytes").arg(bytes.to_string());
+        }
         command
-            .arg("discard")
-            .arg("--certs")
-            .arg(certs)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log_file);
