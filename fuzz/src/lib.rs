@@ -49,6 +49,13 @@ pub enum Owned {
     Fault(RecordFault),
     /// The final syntax error.
     Syntax(SyntaxError),
+    /// Bytes of a raw body ([`Item::Bytes`]).
+    Bytes {
+        /// Where they start.
+        offset: u64,
+        /// The bytes.
+        bytes: Vec<u8>,
+    },
 }
 
 /// A record's body, owned.
@@ -125,6 +132,10 @@ pub fn collect(format: Format, limits: Limits, chunks: &[&[u8]]) -> Vec<Owned> {
                 },
             },
             Item::Fault(f) => Owned::Fault(f),
+            Item::Bytes { offset, bytes } => Owned::Bytes {
+                offset,
+                bytes: bytes.to_vec(),
+            },
         });
         ControlFlow::Continue(())
     };
@@ -235,6 +246,14 @@ fn check_promises(format: Format, limits: Limits, body: &[u8], items: &[Owned]) 
                     fault.code
                 );
                 (fault.index, fault.offset)
+            }
+            Owned::Bytes { offset, bytes } => {
+                let start = usize::try_from(*offset).expect("offset fits");
+                assert!(
+                    body[start..].starts_with(bytes),
+                    "raw bytes at {offset} are not the body's"
+                );
+                continue;
             }
             Owned::Syntax(e) => {
                 assert_eq!(at, items.len() - 1, "a syntax error is the last item");

@@ -29,6 +29,9 @@ pub const DEFAULT_BYTES_PER_SUB: u64 = 10 * 1024 * 1024 * 1024;
 /// The largest page of the list.
 pub const MAX_PAGE: usize = 1000;
 
+/// Ready chunks are staged once this many bytes of them wait (see `BlobTask::stage_if_due`).
+const STAGE_BYTES: usize = 4 * 1024 * 1024;
+
 /// The plugin's registration.
 pub const PLUGIN: Plugin = Plugin {
     name: "blobs",
@@ -305,6 +308,7 @@ impl BlobTask {
             bytes = rest;
             if self.filling.len() == CHUNK_BYTES {
                 self.seal();
+                self.stage_if_due()?;
             }
         }
         Ok(())
@@ -331,6 +335,45 @@ impl BlobTask {
             sub: self.job.sub.clone(),
             started_ms: self.started_ms,
         })
+    }
+
+    /// Stages the full chunks once [`STAGE_BYTES`] of them are ready, one write at a time:
+    /// while the last write runs, the next batch grows to twice that, then waits for it. So
+    /// a blob job holds a few MiB whatever the size of the upload, and the store writes
+    /// while the body arrives.
+    fn stage_if_due(&mut self) -> Result<(), TaskError> {
+        let ready: usize = self.ready.iter().map(|(_, c)| c.len()).sum();
+        if ready < STAGE_BYTES {
+            return Ok(());
+        }
+        if let Some(ticket) = &mut self.in_flight {
+            match ticket.try_wait() {
+                Some(answer) => {
+                    self.in_flight = None;
+                    answer?;
+                }
+                None if ready < 2 * STAGE_BYTES => return Ok(()),
+                None => self.wait_in_flight()?,
+            }
+        }
+        self.stage_ready()
+    }
+
+    /// Hands the full chunks (and the staging entry, the first time) to the store's writer;
+    /// no write may be running.
+    fn stage_ready(&mut self) -> Result<(), TaskError> {
+        if self.abandoned || (self.ready.is_empty() && self.staged) {
+            return Ok(());
+        }
+        let change = Stage {
+            id: self.id,
+            staged: self.staging_entry(),
+            chunks: std::mem::take(&mut self.ready),
+        };
+        // Staged chunks need not reach the disk before the blob is published: publishing
+        // commits durably, which makes every earlier commit durable too.
+        self.in_flight = Some(self.store.submit(change, Sync::WithNextCommit));
+        Ok(())
     }
 
     fn wait_in_flight(&mut self) -> Result<(), TaskError> {
@@ -378,22 +421,13 @@ impl Task for BlobTask {
 
     fn start_commit(&mut self) -> Result<(), TaskError> {
         self.wait_in_flight()?;
-        if self.abandoned || (self.ready.is_empty() && self.staged) {
-            return Ok(());
-        }
-        let change = Stage {
-            id: self.id,
-            staged: self.staging_entry(),
-            chunks: std::mem::take(&mut self.ready),
-        };
-        // Staged chunks need not reach the disk before the blob is published: publishing
-        // commits durably, which makes every earlier commit durable too.
-        self.in_flight = Some(self.store.submit(change, Sync::WithNextCommit));
-        Ok(())
+        self.stage_ready()
     }
 
     fn finish_commit(&mut self, wait: bool) -> Option<Result<(), TaskError>> {
-        let ticket = self.in_flight.as_mut()?;
+        let Some(ticket) = self.in_flight.as_mut() else {
+            return Some(Ok(()));
+        };
         let answer = if wait { None } else { Some(ticket.try_wait()?) };
         let ticket = self.in_flight.take()?;
         Some(
