@@ -53,6 +53,8 @@ pub struct BlobsRow {
     pub mb_per_s: f64,
     /// The server's peak RSS over the row's runs, MiB.
     pub server_rss_mib: f64,
+    /// The server's CPU time (user + system) per run, seconds (mean).
+    pub server_cpu_s: f64,
 }
 
 /// One target and whether the figures meet it.
@@ -155,30 +157,35 @@ fn measure(
     )?;
     let mut rows = Vec::new();
     eprintln!("edge-bench: into and from the discard server, {repeat} time(s) each");
-    let mut walls = Vec::new();
+    let discard_cpu = || discard.usage().map(|u| u.cpu_s());
+    let mut sample = Sample::default();
     for _ in 0..repeat {
-        walls.push(run.client_upload(discard.addr, file)?);
+        sample.time(discard_cpu, || run.client_upload(discard.addr, file))?;
     }
-    rows.push(row(ROW_CLIENT_UP_DISCARD, walls, bytes, None));
-    let mut walls = Vec::new();
+    rows.push(sample.row(ROW_CLIENT_UP_DISCARD, bytes, repeat));
+    let mut sample = Sample::default();
     for _ in 0..repeat {
-        walls.push(run.client_get(discard.addr, &bytes.to_string())?);
+        sample.time(discard_cpu, || {
+            run.client_get(discard.addr, &bytes.to_string())
+        })?;
     }
-    rows.push(row(ROW_CLIENT_DOWN_DISCARD, walls, bytes, None));
-    let mut walls = Vec::new();
+    rows.push(sample.row(ROW_CLIENT_DOWN_DISCARD, bytes, repeat));
+    let mut sample = Sample::default();
     for _ in 0..repeat {
-        walls.push(run.curl_upload(&format!("https://{}/discard", discard.addr), file)?);
+        let url = format!("https://{}/discard", discard.addr);
+        sample.time(discard_cpu, || run.curl_upload(&url, file))?;
         let read: serde_json::Value = serde_json::from_slice(&std::fs::read(&run.answer)?)?;
         if read["bytes"].as_u64() != Some(bytes) {
             bail!("the discard server read {read}, not {bytes} bytes");
         }
     }
-    rows.push(row(ROW_CURL_UP_DISCARD, walls, bytes, None));
-    let mut walls = Vec::new();
+    rows.push(sample.row(ROW_CURL_UP_DISCARD, bytes, repeat));
+    let mut sample = Sample::default();
     for _ in 0..repeat {
-        walls.push(run.curl_get(&format!("https://{}/bytes/{bytes}", discard.addr))?);
+        let url = format!("https://{}/bytes/{bytes}", discard.addr);
+        sample.time(discard_cpu, || run.curl_get(&url))?;
     }
-    rows.push(row(ROW_CURL_DOWN_DISCARD, walls, bytes, None));
+    rows.push(sample.row(ROW_CURL_DOWN_DISCARD, bytes, repeat));
     discard.stop()?;
 
     eprintln!("edge-bench: into and from edge's blobs task, {repeat} time(s) each");
@@ -186,48 +193,56 @@ fn measure(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let (mut walls, mut rss, mut store_bytes) = (Vec::new(), 0f64, 0u64);
+    let (mut sample, mut store_bytes) = (Sample::default(), 0u64);
     for run_index in 0..repeat {
         let server = EdgeServer::start(&setup.bins, &setup.dirs("blobs"))?;
         server.reset_peak_rss()?;
-        walls.push(run.client_upload(server.addr, file)?);
-        rss = rss.max(mib(server.usage()?.max_rss_kib));
+        let cpu = || server.usage().map(|u| u.cpu_s());
+        sample.time(cpu, || run.client_upload(server.addr, file))?;
+        sample.rss(&server)?;
         if run_index == 0 {
             store_bytes = crate::stage::file_size(&server.store_path());
         }
         server.stop()?;
     }
-    rows.push(row(ROW_CLIENT_UP_EDGE, walls, bytes, Some(rss)));
-    let (mut walls, mut rss) = (Vec::new(), 0f64);
+    rows.push(sample.row(ROW_CLIENT_UP_EDGE, bytes, repeat));
+    let mut sample = Sample::default();
     for _ in 0..repeat {
         let server = EdgeServer::start(&setup.bins, &setup.dirs("blobs-curl"))?;
         server.reset_peak_rss()?;
         let url = format!("https://{}/v1/jobs/blobs?name={name}", server.addr);
-        walls.push(run.curl_upload(&url, file)?);
-        rss = rss.max(mib(server.usage()?.max_rss_kib));
+        let cpu = || server.usage().map(|u| u.cpu_s());
+        sample.time(cpu, || run.curl_upload(&url, file))?;
+        sample.rss(&server)?;
         check_done(&run.answer, digest)?;
         server.stop()?;
     }
-    rows.push(row(ROW_CURL_UP_EDGE, walls, bytes, Some(rss)));
+    rows.push(sample.row(ROW_CURL_UP_EDGE, bytes, repeat));
 
-    // Downloads: one server holding the file (uploaded once more, not timed).
-    let server = EdgeServer::start(&setup.bins, &setup.dirs("blobs-get"))?;
+    // Downloads: the file uploaded once more (not timed), then a fresh server on that store,
+    // so that its memory is the download's alone.
+    let dirs = setup.dirs("blobs-get");
+    let server = EdgeServer::start(&setup.bins, &dirs)?;
     run.client_upload(server.addr, file)?;
-    server.reset_peak_rss()?;
-    let mut walls = Vec::new();
-    for _ in 0..repeat {
-        walls.push(run.client_get(server.addr, &name)?);
-    }
-    let client_rss = mib(server.usage()?.max_rss_kib);
-    server.reset_peak_rss()?;
-    let mut walls_curl = Vec::new();
-    for _ in 0..repeat {
-        walls_curl.push(run.curl_get(&format!("https://{}/v1/blobs/{name}", server.addr))?);
-    }
-    let curl_rss = mib(server.usage()?.max_rss_kib);
     server.stop()?;
-    rows.push(row(ROW_CLIENT_DOWN_EDGE, walls, bytes, Some(client_rss)));
-    rows.push(row(ROW_CURL_DOWN_EDGE, walls_curl, bytes, Some(curl_rss)));
+    let server = EdgeServer::start(&setup.bins, &dirs)?;
+    let cpu = || server.usage().map(|u| u.cpu_s());
+    server.reset_peak_rss()?;
+    let mut sample = Sample::default();
+    for _ in 0..repeat {
+        sample.time(cpu, || run.client_get(server.addr, &name))?;
+    }
+    sample.rss(&server)?;
+    rows.push(sample.row(ROW_CLIENT_DOWN_EDGE, bytes, repeat));
+    server.reset_peak_rss()?;
+    let mut sample = Sample::default();
+    for _ in 0..repeat {
+        let url = format!("https://{}/v1/blobs/{name}", server.addr);
+        sample.time(cpu, || run.curl_get(&url))?;
+    }
+    sample.rss(&server)?;
+    rows.push(sample.row(ROW_CURL_DOWN_EDGE, bytes, repeat));
+    server.stop()?;
 
     let rate = |what: &str| {
         rows.iter()
@@ -386,13 +401,43 @@ fn check_done(answer: &Path, digest: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn row(what: &str, walls: Vec<f64>, bytes: u64, rss: Option<f64>) -> BlobsRow {
-    let wall_s = crate::run::median(walls).unwrap_or(f64::NAN);
-    BlobsRow {
-        what: what.into(),
-        wall_s,
-        mb_per_s: bytes as f64 / wall_s / 1e6,
-        server_rss_mib: rss.unwrap_or(f64::NAN),
+/// The runs of one row: their wall times, the server's CPU time over them and its peak RSS.
+#[derive(Debug, Default)]
+struct Sample {
+    walls: Vec<f64>,
+    cpu_s: f64,
+    rss_mib: Option<f64>,
+}
+
+impl Sample {
+    /// Runs `run` once, timing it and counting the server's CPU time (from `cpu`) over it.
+    fn time(
+        &mut self,
+        cpu: impl Fn() -> anyhow::Result<f64>,
+        run: impl FnOnce() -> anyhow::Result<f64>,
+    ) -> anyhow::Result<()> {
+        let before = cpu()?;
+        self.walls.push(run()?);
+        self.cpu_s += cpu()? - before;
+        Ok(())
+    }
+
+    /// Takes in the server's peak RSS since its last reset.
+    fn rss(&mut self, server: &EdgeServer) -> anyhow::Result<()> {
+        let rss = mib(server.usage()?.max_rss_kib);
+        self.rss_mib = Some(self.rss_mib.map_or(rss, |r| r.max(rss)));
+        Ok(())
+    }
+
+    fn row(self, what: &str, bytes: u64, repeat: usize) -> BlobsRow {
+        let wall_s = crate::run::median(self.walls).unwrap_or(f64::NAN);
+        BlobsRow {
+            what: what.into(),
+            wall_s,
+            mb_per_s: bytes as f64 / wall_s / 1e6,
+            server_rss_mib: self.rss_mib.unwrap_or(f64::NAN),
+            server_cpu_s: self.cpu_s / repeat as f64,
+        }
     }
 }
 
@@ -417,8 +462,8 @@ pub fn print(figures: &BlobsFigures) {
         figures.store_bytes
     );
     println!(
-        "  {:<56} {:>8} {:>9} {:>16}",
-        "what", "wall s", "MB/s", "server RSS MiB"
+        "  {:<56} {:>8} {:>9} {:>12} {:>16}",
+        "what", "wall s", "MB/s", "server CPU s", "server RSS MiB"
     );
     for row in &figures.rows {
         let rss = if row.server_rss_mib.is_nan() {
@@ -427,8 +472,8 @@ pub fn print(figures: &BlobsFigures) {
             format!("{:.1}", row.server_rss_mib)
         };
         println!(
-            "  {:<56} {:>8.3} {:>9.1} {:>16}",
-            row.what, row.wall_s, row.mb_per_s, rss
+            "  {:<56} {:>8.3} {:>9.1} {:>12.2} {:>16}",
+            row.what, row.wall_s, row.mb_per_s, row.server_cpu_s, rss
         );
     }
     println!(

@@ -6,8 +6,9 @@
 //! edge are compared with it, client for client.
 //!
 //! Same stack as the server (quinn, h3 0.0.8, rustls with ring, TLS 1.3) and the same
-//! flow-control windows as edge's defaults (1 MiB per stream, 4 MiB per connection), with
-//! the dev certificate edge generated in the certs dir.
+//! flow-control windows as edge's defaults (16 MiB per stream; 8 MiB per connection, the most
+//! edge grows a connection's window to), with the dev certificate edge generated in the certs
+//! dir.
 
 use anyhow::Context as _;
 use bytes::{Buf, Bytes};
@@ -81,9 +82,11 @@ async fn serve(certs_dir: &Path, served: Option<Served>) -> anyhow::Result<()> {
     let quic = QuicServerConfig::try_from(crypto)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     let mut transport = quinn::TransportConfig::default();
+    // edge's default windows: `transport.stream_receive_window` 16 MiB, and a connection's
+    // window as far as edge lets it grow (`transport.connection_receive_window_max`, 8 MiB).
     transport
-        .stream_receive_window(quinn::VarInt::from_u32(1024 * 1024))
-        .receive_window(quinn::VarInt::from_u32(4 * 1024 * 1024))
+        .stream_receive_window(quinn::VarInt::from_u32(16 * 1024 * 1024))
+        .receive_window(quinn::VarInt::from_u32(8 * 1024 * 1024))
         .max_concurrent_bidi_streams(quinn::VarInt::from_u32(16))
         .max_concurrent_uni_streams(quinn::VarInt::from_u32(16));
     config.transport_config(Arc::new(transport));

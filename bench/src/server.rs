@@ -272,6 +272,11 @@ impl DiscardServer {
         Ok(DiscardServer { guard, addr })
     }
 
+    /// Its CPU time so far and peak RSS, from /proc.
+    pub fn usage(&self) -> anyhow::Result<Usage> {
+        proc_usage(self.guard.pid())
+    }
+
     /// Its usage, then it is killed.
     pub fn stop(self) -> anyhow::Result<Usage> {
         let usage = proc_usage(self.guard.pid())?;

@@ -74,11 +74,12 @@ struct UploadArgs {
     /// Files to upload; `-` reads standard input.
     #[arg(required = true)]
     files: Vec<PathBuf>,
-    /// The task to run: ports, stats.
+    /// The task to run: ports, stats, primes, blobs (`edge-client tasks` lists the server's).
     #[arg(long)]
     task: String,
     /// json, ndjson, lines or csv [default: from the file's extension (.json, .ndjson/.jsonl,
-    /// .txt/.lines, .csv); else, and for stdin, the server sniffs the first bytes].
+    /// .txt/.lines, .csv); else, and for stdin, the server sniffs the first bytes]. A task
+    /// that stores files as they are (blobs) ignores it.
     #[arg(long)]
     format: Option<Format>,
     #[command(flatten)]

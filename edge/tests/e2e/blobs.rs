@@ -463,3 +463,37 @@ async fn curl_uploads_reads_ranges_revalidates_and_deletes_a_file() {
     .await;
     assert_eq!(status, 404, "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_binary_saves_lists_and_removes_files_in_the_store_file() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let body = picture(2_500_000, 11);
+    put(&client, "offline.jpg", json!({}), body.clone()).await;
+    drop(client);
+    let dir = server.stop().await;
+    let saved = dir.path().join("saved.jpg");
+    let run = |args: &[&str]| crate::binary::edge(dir.path(), args);
+    let get = run(&["blobs", "get", "offline.jpg", "-o", saved.to_str().unwrap()]);
+    assert!(
+        get.status.success(),
+        "{}",
+        String::from_utf8_lossy(&get.stderr)
+    );
+    assert!(std::fs::read(&saved).unwrap() == body, "saved whole");
+    let list = run(&["blobs", "list", "--prefix", "off"]);
+    let table = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        table.contains("offline.jpg") && table.contains("2500004"),
+        "{table}"
+    );
+    let rm = run(&["blobs", "rm", "offline.jpg"]);
+    assert!(
+        rm.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rm.stderr)
+    );
+    let gone = run(&["blobs", "get", "offline.jpg"]);
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("no blob `offline.jpg`"));
+}

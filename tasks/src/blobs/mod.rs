@@ -17,7 +17,6 @@ use crate::store::{Store, Sync, Ticket};
 use crate::table::Storage;
 use crate::task::{Context, JobRef, ParamError, Plugin, Task, TaskError};
 use base64::{Base64Decoder, NotBase64};
-use bytes::Bytes;
 use edge_proto::reads::{Column, Filter};
 use edge_proto::{ErrorCode, Format, Summary};
 use serde_json::{json, Map, Value};
@@ -218,6 +217,8 @@ fn create(
             _ => None,
         }
     };
+    // Enough buffers for the chunks of two stage writes (see `stage_if_due`).
+    let (recycle, spare) = std::sync::mpsc::sync_channel(2 * STAGE_BYTES / CHUNK_BYTES + 2);
     Ok(Box::new(BlobTask {
         store: store.clone(),
         id: stored::new_id(),
@@ -228,6 +229,8 @@ fn create(
         used,
         early,
         hasher: blake3::Hasher::new(),
+        spare,
+        recycle,
         size: 0,
         head: Vec::new(),
         filling: Vec::new(),
@@ -262,7 +265,11 @@ struct BlobTask {
     /// The chunk being filled.
     filling: Vec<u8>,
     /// Full chunks for the next commit.
-    ready: Vec<(u64, Bytes)>,
+    ready: Vec<stored::Chunk>,
+    /// Chunk buffers the store's writer is done with, to fill again (see [`Stage`]), and
+    /// their way back.
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
+    recycle: std::sync::mpsc::SyncSender<Vec<u8>>,
     next_index: u64,
     /// Whether its staging entry went to the store.
     staged: bool,
@@ -300,7 +307,13 @@ impl BlobTask {
         }
         while !bytes.is_empty() {
             if self.filling.capacity() == 0 {
-                self.filling.reserve_exact(CHUNK_BYTES);
+                self.filling = match self.spare.try_recv() {
+                    Ok(mut buffer) => {
+                        buffer.clear();
+                        buffer
+                    }
+                    Err(_) => Vec::with_capacity(CHUNK_BYTES),
+                };
             }
             let room = CHUNK_BYTES - self.filling.len();
             let (now, rest) = bytes.split_at(bytes.len().min(room));
@@ -319,7 +332,7 @@ impl BlobTask {
         if self.filling.is_empty() {
             return;
         }
-        let chunk = Bytes::from(std::mem::take(&mut self.filling));
+        let chunk = std::mem::take(&mut self.filling);
         self.ready.push((self.next_index, chunk));
         self.next_index += 1;
     }
@@ -369,6 +382,7 @@ impl BlobTask {
             id: self.id,
             staged: self.staging_entry(),
             chunks: std::mem::take(&mut self.ready),
+            recycle: Some(self.recycle.clone()),
         };
         // Staged chunks need not reach the disk before the blob is published: publishing
         // commits durably, which makes every earlier commit durable too.

@@ -133,11 +133,30 @@ fn is_live(id: u64) -> bool {
     live.as_ref().is_some_and(|live| live.contains(&id))
 }
 
-/// Writes staged chunks of an upload (with its staging entry the first time).
+/// A chunk of a blob: its index (its offset / [`CHUNK_BYTES`]) and its bytes.
+pub(crate) type Chunk = (u64, Vec<u8>);
+
+/// Writes staged chunks of an upload (with its staging entry the first time). Once the writer
+/// is done with it, its chunks' buffers go back to the job through `recycle` (a job fills the
+/// same few buffers again instead of allocating 1 MiB per chunk, which the allocator would
+/// keep, spread over its per-thread arenas).
 pub(crate) struct Stage {
     pub id: u64,
     pub staged: Option<Staged>,
-    pub chunks: Vec<(u64, Bytes)>,
+    pub chunks: Vec<Chunk>,
+    pub recycle: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+}
+
+impl Drop for Stage {
+    fn drop(&mut self) {
+        if let Some(recycle) = &self.recycle {
+            for (_, buffer) in self.chunks.drain(..) {
+                if recycle.try_send(buffer).is_err() {
+                    break;
+                }
+            }
+        }
+    }
 }
 
 impl Change for Stage {
@@ -159,17 +178,13 @@ impl Change for Stage {
     }
 }
 
-fn write_chunks(
-    txn: &WriteTransaction,
-    id: u64,
-    chunks: &[(u64, Bytes)],
-) -> Result<(), StoreError> {
+fn write_chunks(txn: &WriteTransaction, id: u64, chunks: &[Chunk]) -> Result<(), StoreError> {
     let mut table = txn
         .open_table(CHUNKS)
         .map_err(StoreError::redb("open blob chunks"))?;
     for (index, chunk) in chunks {
         table
-            .insert((id, *index), chunk.as_ref())
+            .insert((id, *index), chunk.as_slice())
             .map_err(StoreError::redb("write a blob chunk"))?;
     }
     Ok(())
@@ -205,7 +220,7 @@ impl Change for Discard {
 pub(crate) struct Publish {
     pub name: String,
     pub meta: Meta,
-    pub chunks: Vec<(u64, Bytes)>,
+    pub chunks: Vec<Chunk>,
     /// Refuse to replace a blob of that name.
     pub if_absent: bool,
     /// The subject's quota in bytes (0: none).

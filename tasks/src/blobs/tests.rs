@@ -4,6 +4,7 @@
 use super::*;
 use crate::pipeline::{run, Input, JobSpec, Report, Settings, Source};
 use crate::store::StoreOptions;
+use bytes::Bytes;
 use edge_proto::Event;
 use std::collections::VecDeque;
 use std::time::Duration;
