@@ -31,15 +31,8 @@ pub struct BlobsArgs {
     /// The file's size, MiB.
     #[arg(long, default_value_t = 1024)]
     size_mib: u64,
-    /// Runs of each row; the table shows medians.
-    #[arg(long, default_value_t = 3)]
-    repeat: usize,
-    /// Also write every figure as JSON to this file.
-    #[arg(long)]
-    json_out: Option<PathBuf>,
-    /// Do not run `cargo build` for edge and edge-client first.
-    #[arg(long)]
-    no_build: bool,
+    #[command(flatten)]
+    runs: crate::runs::RunsArgs,
 }
 
 /// One row: what, its median wall time and rate, and the server's peak RSS.
@@ -87,7 +80,7 @@ pub struct BlobsFigures {
 
 /// `edge-bench blobs`: generates the file, then measures every row.
 pub fn blobs_only(args: BlobsArgs) -> anyhow::Result<ExitCode> {
-    crate::run::build_binaries(args.no_build)?;
+    crate::run::build_binaries(args.runs.no_build)?;
     let Some(curl) = crate::run::find_curl() else {
         bail!("no HTTP/3 curl: set EDGE_BENCH_CURL (../shared/tools/h3curl is used when present)");
     };
@@ -101,12 +94,9 @@ pub fn blobs_only(args: BlobsArgs) -> anyhow::Result<ExitCode> {
     let bytes = args.size_mib * 1024 * 1024;
     eprintln!("edge-bench: writing a {} MiB file", args.size_mib);
     let digest = write_file(&file, bytes)?;
-    let figures = measure(&setup, &curl, &file, bytes, &digest, args.repeat.max(1))?;
+    let figures = measure(&setup, &curl, &file, bytes, &digest, args.runs.repeat())?;
     print(&figures);
-    if let Some(path) = &args.json_out {
-        std::fs::write(path, serde_json::to_vec_pretty(&figures)?)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
+    args.runs.write_json(&figures)?;
     Ok(ExitCode::SUCCESS)
 }
 

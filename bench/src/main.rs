@@ -28,6 +28,7 @@ mod longpath;
 mod primes;
 mod proc;
 mod run;
+mod runs;
 mod server;
 mod stage;
 

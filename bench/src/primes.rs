@@ -11,7 +11,6 @@ use edge_client::api::Api;
 use edge_client::{Client, UploadJob};
 use edge_proto::{Event, Format, JobHeader};
 use serde::Serialize;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,15 +31,8 @@ const SMALL_TARGET_PER_S: f64 = 200_000.0;
 /// `edge-bench primes`'s arguments.
 #[derive(Debug, clap::Args)]
 pub struct PrimesArgs {
-    /// Runs of each row; the table shows medians.
-    #[arg(long, default_value_t = 3)]
-    repeat: usize,
-    /// Also write every figure as JSON to this file.
-    #[arg(long)]
-    json_out: Option<PathBuf>,
-    /// Do not run `cargo build` for edge and edge-client first.
-    #[arg(long)]
-    no_build: bool,
+    #[command(flatten)]
+    runs: crate::runs::RunsArgs,
 }
 
 /// One row: what, how long (median), and the rate where it has one.
@@ -78,8 +70,8 @@ pub struct PrimesFigures {
 
 /// `edge-bench primes`: starts a server in a temporary directory and measures every row.
 pub fn primes_only(args: PrimesArgs) -> anyhow::Result<ExitCode> {
-    crate::run::build_binaries(args.no_build)?;
-    let repeat = args.repeat.max(1);
+    crate::run::build_binaries(args.runs.no_build)?;
+    let repeat = args.runs.repeat();
     let tmp = tempfile::Builder::new()
         .prefix("edge-bench-")
         .tempdir()
@@ -91,10 +83,7 @@ pub fn primes_only(args: PrimesArgs) -> anyhow::Result<ExitCode> {
     server.stop()?;
     let figures = figures?;
     print(&figures);
-    if let Some(path) = &args.json_out {
-        std::fs::write(path, serde_json::to_vec_pretty(&figures)?)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
+    args.runs.write_json(&figures)?;
     Ok(ExitCode::SUCCESS)
 }
 

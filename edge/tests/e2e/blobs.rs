@@ -3,7 +3,7 @@
 //! ranges and entity tags, replaced atomically for a reader, refused by digest, name and
 //! quota, and deleted under their own scope.
 
-use crate::http3::{curl, curl_as, url};
+use crate::http3::{curl_as, url};
 use crate::util::*;
 use edge_client::api::Api;
 use edge_proto::{ErrorCode, Event, JobHeader};
@@ -307,18 +307,18 @@ async fn edge_client_uploads_saves_lists_and_removes_a_file() {
 )]
 async fn curl_uploads_reads_ranges_revalidates_and_deletes_a_file() {
     let server = TestServer::start().await;
+    let all = Some(server.token(ALL_SCOPES));
+    // curl ARGS.. URL(path), with `token`; (status, body).
+    let at = |token: &Option<String>, args: &[&str], path: &str| {
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        args.push(url(&server, path));
+        curl_as(&server, token.clone(), args)
+    };
     let file = server.dir.path().join("notes.txt");
     let text = "line one\nline two\nline three\n".repeat(1000);
     std::fs::write(&file, &text).unwrap();
-    let (status, body) = curl(
-        &server,
-        vec![
-            "-T".into(),
-            file.display().to_string(),
-            url(&server, "/v1/jobs/blobs?name=notes.txt"),
-        ],
-    )
-    .await;
+    let file = file.display().to_string();
+    let (status, body) = at(&all, &["-T", &file], "/v1/jobs/blobs?name=notes.txt").await;
     assert_eq!(status, 200, "{body}");
     let done: Value = serde_json::from_str(body.lines().last().unwrap()).unwrap();
     assert_eq!(done["event"], "done", "{body}");
@@ -327,25 +327,20 @@ async fn curl_uploads_reads_ranges_revalidates_and_deletes_a_file() {
     assert_eq!(done["summary"]["content_type"], "text/plain; charset=utf-8");
 
     // The whole file, with its headers.
-    let (status, out) = curl(
-        &server,
-        vec!["-i".into(), url(&server, "/v1/blobs/notes.txt")],
-    )
-    .await;
+    let blob = "/v1/blobs/notes.txt";
+    let (status, out) = at(&all, &["-i"], blob).await;
     assert_eq!(status, 200);
     let (head, content) = out.split_once("\r\n\r\n").unwrap();
     let head = head.to_ascii_lowercase();
-    assert!(
-        head.contains("content-type: text/plain; charset=utf-8"),
-        "{head}"
-    );
-    assert!(
-        head.contains(&format!("content-length: {}", text.len())),
-        "{head}"
-    );
-    assert!(head.contains(&format!("etag: \"{digest}\"")), "{head}");
-    assert!(head.contains("last-modified: "), "{head}");
-    assert!(head.contains("x-content-type-options: nosniff"), "{head}");
+    for header in [
+        "content-type: text/plain; charset=utf-8".to_owned(),
+        format!("content-length: {}", text.len()),
+        format!("etag: \"{digest}\""),
+        "last-modified: ".to_owned(),
+        "x-content-type-options: nosniff".to_owned(),
+    ] {
+        assert!(head.contains(&header), "{header} in {head}");
+    }
     assert!(
         content == text,
         "the body is the file ({} bytes of {})",
@@ -353,51 +348,18 @@ async fn curl_uploads_reads_ranges_revalidates_and_deletes_a_file() {
         text.len()
     );
 
-    // One range.
-    let (status, out) = curl(
-        &server,
-        vec![
-            "-i".into(),
-            "-r".into(),
-            "5-12".into(),
-            url(&server, "/v1/blobs/notes.txt"),
-        ],
-    )
-    .await;
+    // One range, and one past the end.
+    let (status, out) = at(&all, &["-i", "-r", "5-12"], blob).await;
     assert_eq!(status, 206, "{out}");
-    assert!(
-        out.to_ascii_lowercase()
-            .contains(&format!("content-range: bytes 5-12/{}", text.len())),
-        "{out}"
-    );
+    let range = format!("content-range: bytes 5-12/{}", text.len());
+    assert!(out.to_ascii_lowercase().contains(&range), "{out}");
     assert!(out.ends_with("\r\n\r\none\nline"), "{out}");
-    let (status, _) = curl(
-        &server,
-        vec![
-            "-r".into(),
-            "99999999-".into(),
-            url(&server, "/v1/blobs/notes.txt"),
-        ],
-    )
-    .await;
-    assert_eq!(status, 416);
+    assert_eq!(at(&all, &["-r", "99999999-"], blob).await.0, 416);
 
     // Revalidation, and HEAD.
-    let (status, out) = curl(
-        &server,
-        vec![
-            "-H".into(),
-            format!("if-none-match: \"{digest}\""),
-            url(&server, "/v1/blobs/notes.txt"),
-        ],
-    )
-    .await;
-    assert_eq!((status, out.as_str()), (304, ""));
-    let (status, out) = curl(
-        &server,
-        vec!["-I".into(), url(&server, "/v1/blobs/notes.txt")],
-    )
-    .await;
+    let tag = format!("if-none-match: \"{digest}\"");
+    assert_eq!(at(&all, &["-H", &tag], blob).await, (304, String::new()));
+    let (status, out) = at(&all, &["-I"], blob).await;
     assert_eq!(status, 200);
     assert!(out.to_ascii_lowercase().contains("etag:"), "{out}");
 
@@ -410,57 +372,23 @@ async fn curl_uploads_reads_ranges_revalidates_and_deletes_a_file() {
         base64::engine::general_purpose::STANDARD.encode(&png),
     )
     .unwrap();
-    let (status, body) = curl(
-        &server,
-        vec![
-            "-H".into(),
-            "content-type: image/png;base64".into(),
-            "-T".into(),
-            encoded.display().to_string(),
-            url(&server, "/v1/jobs/blobs?name=dot.png"),
-        ],
-    )
-    .await;
+    let encoded = encoded.display().to_string();
+    let base64_png = ["-H", "content-type: image/png;base64", "-T", &encoded];
+    let (status, body) = at(&all, &base64_png, "/v1/jobs/blobs?name=dot.png").await;
     assert_eq!(status, 200, "{body}");
     let done: Value = serde_json::from_str(body.lines().last().unwrap()).unwrap();
     assert_eq!(done["summary"]["content_type"], "image/png", "{body}");
     assert_eq!(done["summary"]["digest"], blake3_hex(&png).as_str());
 
     // Deleting takes its own scope.
-    let reader = Some(server.token("blobs:read"));
-    let (status, out) = curl_as(
-        &server,
-        reader,
-        vec![
-            "-X".into(),
-            "DELETE".into(),
-            url(&server, "/v1/blobs/notes.txt"),
-        ],
-    )
-    .await;
+    let delete = ["-X", "DELETE"];
+    let (status, out) = at(&Some(server.token("blobs:read")), &delete, blob).await;
     assert_eq!(status, 403, "{out}");
     assert!(out.contains("blobs:delete"), "{out}");
-    let (status, out) = curl(
-        &server,
-        vec![
-            "-X".into(),
-            "DELETE".into(),
-            url(&server, "/v1/blobs/notes.txt"),
-        ],
-    )
-    .await;
+    let (status, out) = at(&all, &delete, blob).await;
     assert_eq!(status, 200, "{out}");
-    let (status, _) = curl(&server, vec![url(&server, "/v1/blobs/notes.txt")]).await;
-    assert_eq!(status, 404);
-    let (status, out) = curl(
-        &server,
-        vec![
-            "-X".into(),
-            "DELETE".into(),
-            url(&server, "/v1/blobs/notes.txt"),
-        ],
-    )
-    .await;
+    assert_eq!(at(&all, &[], blob).await.0, 404);
+    let (status, out) = at(&all, &delete, blob).await;
     assert_eq!(status, 404, "{out}");
 }
 

@@ -70,6 +70,20 @@ fn round_ndjson(round: u32, n: u64) -> Vec<u8> {
 struct Rng(u64);
 
 impl Rng {
+    /// A generator seeded from `EDGE_CRASH_SEED`, else from the clock; the seed is printed
+    /// (after `label`) so that a run can be replayed.
+    fn seeded(label: &str) -> Rng {
+        let seed = match std::env::var("EDGE_CRASH_SEED") {
+            Ok(seed) => seed.parse().expect("EDGE_CRASH_SEED is a number"),
+            Err(_) => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64,
+        };
+        eprintln!("{label}: seed {seed} (EDGE_CRASH_SEED={seed} replays these kill moments)");
+        Rng(seed)
+    }
+
     fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -231,15 +245,7 @@ fn ms(d: Duration) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_moments_keeps_every_committed_record_and_a_sound_store() {
-    let seed = match std::env::var("EDGE_CRASH_SEED") {
-        Ok(seed) => seed.parse().expect("EDGE_CRASH_SEED is a number"),
-        Err(_) => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64,
-    };
-    eprintln!("crash: seed {seed} (EDGE_CRASH_SEED={seed} replays these kill moments)");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::seeded("crash");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data/edge.redb");
     let mut kept: Vec<u64> = Vec::new();
@@ -403,15 +409,7 @@ fn stored_blob(store: &Store, name: &str) -> Option<(u64, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_blob_uploads_leaves_each_blob_whole_or_absent_and_no_orphans() {
-    let seed = match std::env::var("EDGE_CRASH_SEED") {
-        Ok(seed) => seed.parse().expect("EDGE_CRASH_SEED is a number"),
-        Err(_) => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64,
-    };
-    eprintln!("blob crash: seed {seed} (EDGE_CRASH_SEED={seed} replays these kill moments)");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::seeded("blob crash");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data/edge.redb");
     // (name, digest, whether its job reported done) of every round so far.
