@@ -98,6 +98,34 @@ impl Api {
         Ok(Ok(etag))
     }
 
+    /// `GET path` of a stream of NDJSON lines (a job's events), each line handed to `line` as
+    /// it arrives, until the server ends it: `Ok(Ok(()))`, or `Ok(Err(answer))` for a refusal.
+    pub async fn follow(
+        &mut self,
+        path: &str,
+        line: &mut (dyn FnMut(&[u8]) + Send),
+    ) -> Result<Result<(), Answer>, ClientError> {
+        let (response, mut stream) = self.send(http::Method::GET, path).await?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            return Ok(Err(read_answer(status, &mut stream).await?));
+        }
+        let mut pending: Vec<u8> = Vec::new();
+        while let Some(mut chunk) = stream.recv_data().await.map_err(lost)? {
+            pending.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+            while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                line(&pending[..end]);
+                pending.drain(..=end);
+            }
+            if pending.len() > MAX_BODY {
+                return Err(ClientError::Protocol(
+                    "an event line is longer than 16 MiB".into(),
+                ));
+            }
+        }
+        Ok(Ok(()))
+    }
+
     /// Sends a request without a body; returns its response head and stream.
     async fn send(
         &mut self,

@@ -4,7 +4,7 @@
 use crate::ServerArgs;
 use clap::{Args, FromArgMatches};
 use edge_client::api::{Answer, Api};
-use edge_client::display::Outcome;
+use edge_client::display::{LineLog, Outcome};
 use edge_proto::read_command::{self, ReadRequest};
 use edge_proto::reads::ReadsInfo;
 use edge_proto::save::Download;
@@ -12,7 +12,10 @@ use serde_json::Value;
 use std::io::Write;
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub(crate) struct JobsArgs {
+    #[command(subcommand)]
+    watch: Option<JobsCommand>,
     /// One job's id: print its record as JSON.
     id: Option<String>,
     /// Jobs per page (1-1000).
@@ -22,6 +25,27 @@ pub(crate) struct JobsArgs {
     #[arg(long)]
     before: Option<String>,
     /// Print the page as the API's JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum JobsCommand {
+    /// Follow a job's events (its own, or any with `admin`): those already sent, then the
+    /// rest as they happen, until its final event (exit code as for `upload`).
+    Watch(WatchArgs),
+}
+
+#[derive(Debug, Args)]
+struct WatchArgs {
+    /// The job's id (`edge-client jobs` lists them; an upload's `accepted` event says it).
+    id: String,
+    /// Start after this event number (the events are numbered from 1).
+    #[arg(long, default_value_t = 0)]
+    after: u64,
+    /// Print the raw events as NDJSON on stdout.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -239,6 +263,9 @@ fn usage_error(e: clap::Error) -> Outcome {
 }
 
 pub(crate) async fn jobs(args: JobsArgs) -> Outcome {
+    if let Some(JobsCommand::Watch(watch)) = args.watch {
+        return watch_job(watch).await;
+    }
     if let Some(id) = &args.id {
         return fetch(&args.server, &format!("/v1/jobs/{}", encode(id)), pretty).await;
     }
@@ -282,6 +309,48 @@ async fn fetch(
     let answer = api.get(path).await;
     api.close().await;
     show(answer, show_body)
+}
+
+/// `edge-client jobs watch ID`: prints the job's events as they come (a line each for
+/// people, or the raw NDJSON), and ends with the job's outcome.
+async fn watch_job(args: WatchArgs) -> Outcome {
+    let mut api = match connect(&args.server).await {
+        Ok(api) => api,
+        Err(outcome) => return outcome,
+    };
+    let path = format!("/v1/jobs/{}/events?after={}", encode(&args.id), args.after);
+    let mut log = LineLog::new(format!("job {}", args.id));
+    let mut last = None;
+    let json = args.json;
+    let answer = api
+        .follow(&path, &mut |line| {
+            let event = edge_proto::Event::from_line(line).ok();
+            let mut out = std::io::stdout().lock();
+            if json {
+                let _ = out.write_all(line);
+                let _ = out.write_all(b"\n");
+                let _ = out.flush();
+            } else if let Some(text) = event.as_ref().and_then(|e| log.line(e)) {
+                eprintln!("{text}");
+            }
+            if let Some(event) = event.filter(edge_proto::Event::is_final) {
+                last = Some(event);
+            }
+        })
+        .await;
+    api.close().await;
+    match (answer, last) {
+        (Ok(Ok(())), Some(last)) => Outcome::of(&last),
+        (Ok(Ok(())), None) => {
+            eprintln!("edge-client: the server stopped sending the job's events before its end (is it shutting down?)");
+            Outcome::Failed
+        }
+        (Ok(Err(refusal)), _) => show(Ok(refusal), pretty),
+        (Err(e), _) => {
+            eprintln!("edge-client: {e}");
+            Outcome::Failed
+        }
+    }
 }
 
 /// Checks the token as far as the client can, then connects; or says why not.

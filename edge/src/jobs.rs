@@ -13,6 +13,7 @@ use crate::limits::Admission;
 use crate::metrics::{JobSeen, Metrics};
 use crate::service::Service;
 use crate::shutdown::Shutdown;
+use crate::watch::Publisher;
 use bytes::Bytes;
 use edge_proto::{ErrorCode, Event, Format, HeaderError};
 use edge_tasks::history::{self, JobRecord};
@@ -230,7 +231,8 @@ pub(crate) async fn run<B: Body, N: Notify>(
         _ = shutdown.draining() => None,
     };
     let (release, released) = oneshot::channel();
-    let (events, notifier) = spawn_notifier(notify, service.metrics.clone(), released);
+    let publisher = slot.is_some().then(|| service.feeds.open(&spec.job, sub));
+    let (events, notifier) = spawn_notifier(notify, service.metrics.clone(), released, publisher);
     let Some(_slot) = slot else {
         drop(admission);
         let _ = release.send(());
@@ -599,9 +601,11 @@ fn spawn_notifier<N: Notify>(
     notify: N,
     metrics: Arc<Metrics>,
     released: oneshot::Receiver<()>,
+    publisher: Option<Publisher>,
 ) -> (mpsc::Sender<Event>, tokio::task::JoinHandle<()>) {
     let (events, queue) = mpsc::channel(EVENT_QUEUE);
-    let task = tokio::spawn(write_events(notify, queue, metrics, released).in_current_span());
+    let write = write_events(notify, queue, metrics, released, publisher);
+    let task = tokio::spawn(write.in_current_span());
     (events, task)
 }
 
@@ -610,6 +614,7 @@ async fn write_events<N: Notify>(
     mut queue: mpsc::Receiver<Event>,
     metrics: Arc<Metrics>,
     released: oneshot::Receiver<()>,
+    mut publisher: Option<Publisher>,
 ) {
     let mut reachable = true;
     let mut ended = false;
@@ -631,7 +636,12 @@ async fn write_events<N: Notify>(
                         let _ = released.await;
                     }
                 }
+                let start = lines.len();
                 event.write_line(&mut lines);
+                // Watchers (`GET /v1/jobs/{id}/events`) see each event as the client does.
+                if let Some(publisher) = &mut publisher {
+                    publisher.publish(&event, &lines[start..]);
+                }
             }
             if lines.len() < COALESCE_BYTES {
                 next = queue.try_recv().ok();

@@ -32,6 +32,7 @@
 //!   server-wide budget.
 //! - `jobs`: one job, whatever carries it: task start, body pump, pipeline, events.
 //! - `prune`: hourly pruning of what plugins keep beyond their retention.
+//! - `watch`: each job's events, kept for watchers (`GET /v1/jobs/{id}/events`).
 //! - [`cli`]: the `edge` command line (`serve`, `ports`, `token`).
 
 mod admin;
@@ -54,6 +55,7 @@ pub mod server;
 mod service;
 mod shutdown;
 pub mod tls;
+mod watch;
 mod window;
 
 pub use config::Config;

@@ -204,6 +204,7 @@ impl Server {
                 ceiling: config.transport.connection_receive_window_max,
             },
             window_budget,
+            feeds: Arc::new(crate::watch::Feeds::default()),
         };
         Ok(Server {
             endpoints,

@@ -44,6 +44,8 @@ pub(crate) struct Service {
     pub window_bounds: crate::window::Bounds,
     /// The server-wide budget of receive-window bytes above the floors.
     pub window_budget: Arc<crate::window::Budget>,
+    /// The events of running and recently finished jobs, for watchers.
+    pub feeds: Arc<crate::watch::Feeds>,
 }
 
 impl Service {

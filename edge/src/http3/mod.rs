@@ -10,12 +10,14 @@
 //! | `GET /v1/<task>?<filters>&limit=&after=` | a page of its items, `{"items":[..],"next"}` |
 //! | `GET /v1/jobs?limit=&before=` | job history, most recent first |
 //! | `GET /v1/jobs/{id}` | one job's record, or `404` |
+//! | `GET /v1/jobs/{id}/events?after=N` | the job's events, replayed then live (NDJSON, or SSE by `Accept`) |
 //! | `GET /v1/tasks` | every task with its formats and record schema |
 //! | `GET /healthz` | `200 {"status":"ok"}`, `503` while draining |
 //!
 //! Refusals are plain statuses with `{"error":{"code","message"}}`.
 
 mod content;
+mod events;
 mod read;
 mod respond;
 mod routes;

@@ -1,10 +1,10 @@
 //! Routing: a request's method and path to its handler, after the token and the scope the
 //! route needs; `404` for an unknown path, `405` for a method the route does not take.
 
-use super::content;
 use super::read::{list_jobs, read_history, read_item, read_job, read_page, revert_job, tasks};
 use super::respond::{refuse, refuse_job, refuse_method, respond};
 use super::upload::upload;
+use super::{content, events};
 use super::{Resolver, Stream};
 use crate::auth::{delete_scope, ADMIN_SCOPE, JOBS_READ_SCOPE};
 use crate::service::Service;
@@ -32,6 +32,8 @@ enum Route<'a> {
     History(Reads, &'a str),
     /// `POST /v1/jobs/{id}/revert`: undo a job.
     Revert(&'a str),
+    /// `GET /v1/jobs/{id}/events`: a job's events, replayed then live.
+    JobEvents(&'a str),
     Jobs,
     /// `GET` one job's record; `PUT`/`POST` a job of the task named.
     Job(&'a str),
@@ -47,6 +49,7 @@ impl<'a> Route<'a> {
             ["v1", "jobs"] => Route::Jobs,
             ["v1", "jobs", id_or_task] => Route::Job(id_or_task),
             ["v1", "jobs", id, "revert"] => Route::Revert(id),
+            ["v1", "jobs", id, "events"] => Route::JobEvents(id),
             ["v1", task] => Route::Items(registry.find(task)?.reads?),
             ["v1", task, key] => {
                 let plugin = registry.find(task)?;
@@ -91,7 +94,7 @@ impl<'a> Route<'a> {
                 Some(Cow::Borrowed(reads.scope))
             }
             Route::Revert(_) => Some(Cow::Borrowed(ADMIN_SCOPE)),
-            Route::Jobs => Some(Cow::Borrowed(JOBS_READ_SCOPE)),
+            Route::Jobs | Route::JobEvents(_) => Some(Cow::Borrowed(JOBS_READ_SCOPE)),
             Route::Job(_) if method == Method::GET || method == Method::HEAD => {
                 Some(Cow::Borrowed(JOBS_READ_SCOPE))
             }
@@ -180,6 +183,10 @@ pub(super) async fn handle(
             read_history(&mut stream, &service, reads, percent_decode(key), query).await
         }
         Route::Revert(id) => revert_job(&mut stream, &service, percent_decode(id), &grant).await,
+        Route::JobEvents(id) => {
+            let (id, headers) = (percent_decode(id), request.headers());
+            events::watch(&mut stream, &service, id, &grant, headers, query, &shutdown).await
+        }
         Route::Jobs => list_jobs(&mut stream, &service, query, &grant).await,
         Route::Job(task) if method == Method::PUT || method == Method::POST => {
             let task = percent_decode(task);

@@ -19,5 +19,6 @@ mod plugin;
 mod primes;
 mod readme;
 mod util;
+mod watch;
 mod window;
 mod wire;
