@@ -35,6 +35,12 @@ pub enum RegistryError {
     /// The name is one of [`RESERVED_NAMES`], or not a lowercase word.
     #[error("a task plugin cannot be named `{0}`: use lowercase letters, digits, `-` and `_`, and none of: {list}", list = RESERVED_NAMES.join(", "))]
     BadName(String),
+    /// A task that reads bodies as they are (`raw`) and also names record formats: it would be
+    /// handed every body raw, so the others could never apply.
+    #[error(
+        "task plugin `{0}` reads `raw` bodies, so it can read no other format: give it `raw` alone"
+    )]
+    RawAndRecords(String),
     /// Two owners of one table.
     #[error("the table `{table}` of task plugin `{plugin}` is already the table of {owner}")]
     DuplicateTable {
@@ -79,6 +85,9 @@ impl Registry {
         }
         if self.find(plugin.name).is_some() {
             return Err(RegistryError::DuplicateName(plugin.name.to_owned()));
+        }
+        if plugin.reads_raw() && plugin.formats.len() > 1 {
+            return Err(RegistryError::RawAndRecords(plugin.name.to_owned()));
         }
         for table in plugin.storage.tables {
             let owner = if CORE_TABLES.contains(&table.name()) {
@@ -169,6 +178,16 @@ mod tests {
             registry.with(&UPPER),
             Err(RegistryError::BadName(_))
         ));
+
+        static MIXED: Plugin = Plugin {
+            name: "mixed",
+            formats: &[edge_proto::Format::Json, edge_proto::Format::Raw],
+            ..crate::stats::PLUGIN
+        };
+        assert_eq!(
+            registry.with(&MIXED).unwrap_err(),
+            RegistryError::RawAndRecords("mixed".into())
+        );
 
         static THIEF: Plugin = Plugin {
             name: "thief",
