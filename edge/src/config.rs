@@ -84,8 +84,31 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// The plain-HTTP admin listener.
     pub admin: AdminConfig,
+    /// HTTP/1.1 and HTTP/2 over TCP + TLS on the same port.
+    pub tcp: TcpConfig,
     /// The `ports` task.
     pub ports: PortsConfig,
+}
+
+/// `[tcp]`: HTTP/1.1 and HTTP/2 over TCP + TLS on the same address and port as QUIC, for
+/// clients without HTTP/3 and networks that block UDP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpConfig {
+    /// Serve TCP too.
+    pub enabled: bool,
+    /// The UDP port clients reach HTTP/3 on, as every TCP response's `Alt-Svc` says it
+    /// (behind a router that forwards another port); 0: the port the server listens on.
+    pub public_port: u16,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        TcpConfig {
+            enabled: true,
+            public_port: 0,
+        }
+    }
 }
 
 /// `[ports]`: the `ports` task.
@@ -411,6 +434,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
             admin: AdminConfig::default(),
+            tcp: TcpConfig::default(),
             ports: PortsConfig::default(),
         }
     }

@@ -56,6 +56,15 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    /// The TCP port (HTTP/1.1 and HTTP/2) could not be bound beside the UDP one.
+    #[error("cannot listen on TCP {addr} beside QUIC (free the port, or set tcp.enabled = false)")]
+    Tcp {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The admin listener's TCP port could not be bound.
     #[error("cannot listen for admin requests on {addr} (set admin.listen / --admin-listen)")]
     Admin {
@@ -87,6 +96,8 @@ pub struct Server {
     control: Option<crate::control::Listener>,
     admin: Option<crate::admin::Admin>,
     admin_addr: Option<SocketAddr>,
+    /// HTTP/1.1 and HTTP/2 over TCP + TLS on the same port, unless `tcp.enabled` is off.
+    tcp: Option<crate::tcp::TcpServer>,
     dev_ca: Option<PathBuf>,
     retention: edge_tasks::history::Retention,
     /// `auth.leeway_secs`: revoked tokens leave the deny-list this long after they expire.
@@ -161,8 +172,11 @@ impl Server {
             .expect("a TLS 1.3 config with the ring provider always suits QUIC");
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         server_config.transport_config(Arc::new(transport(config)));
+        // TCP takes the same port as UDP: with an ephemeral port, a port free on UDP but
+        // taken on TCP is given up and another one tried.
+        let (sockets, tcp_listener) = bind_both(config)?;
         let mut endpoints = Vec::new();
-        for socket in udp_sockets(config)? {
+        for socket in sockets {
             let addr = socket.local_addr().unwrap_or(config.listen);
             let endpoint = Endpoint::new(
                 quinn::EndpointConfig::default(),
@@ -206,6 +220,31 @@ impl Server {
             window_budget,
             feeds: Arc::new(crate::watch::Feeds::default()),
         };
+        let tcp = match tcp_listener {
+            Some(listener) => {
+                let port = match config.tcp.public_port {
+                    0 => endpoints
+                        .first()
+                        .and_then(|e| e.local_addr().ok())
+                        .map_or(config.listen.port(), |a| a.port()),
+                    port => port,
+                };
+                let tls = crate::tcp::tls_config(service.certificates.clone())
+                    .map_err(|e| ServeError::Tls(TlsError::from(e)))?;
+                Some(crate::tcp::TcpServer {
+                    listener: tokio::net::TcpListener::from_std(listener).map_err(|source| {
+                        ServeError::Tcp {
+                            addr: config.listen,
+                            source,
+                        }
+                    })?,
+                    tls: Arc::new(tls),
+                    alt_svc: http::HeaderValue::from_str(&format!("h3=\":{port}\"; ma=86400"))
+                        .expect("a port makes a valid header value"),
+                })
+            }
+            None => None,
+        };
         Ok(Server {
             endpoints,
             service: Arc::new(service),
@@ -213,6 +252,7 @@ impl Server {
             control,
             admin,
             admin_addr,
+            tcp,
             dev_ca,
             retention: edge_tasks::history::Retention::new(
                 config.jobs.history_keep_days,
@@ -289,8 +329,13 @@ impl Server {
             let service = self.service.clone();
             tokio::spawn(admin.serve(service, shutdown.clone()))
         });
+
         let watcher = tokio::spawn(watch_certificates(self.service.certificates.clone()));
         let connections = TaskTracker::new();
+        // TCP's requests drain like QUIC's: its task ends once their jobs have.
+        if let Some(tcp) = self.tcp.take() {
+            connections.spawn(tcp.serve(self.service.clone(), shutdown.clone()));
+        }
         loop {
             let incoming = tokio::select! {
                 _ = shutdown.draining() => break,
@@ -473,6 +518,30 @@ fn loopback_companion(addr: SocketAddr) -> Option<SocketAddr> {
             Some(SocketAddr::from((Ipv4Addr::LOCALHOST, v6.port())))
         }
         _ => None,
+    }
+}
+
+/// The UDP sockets to serve on, and the TCP listener on the first one's address and port
+/// (when `tcp.enabled`).
+fn bind_both(
+    config: &Config,
+) -> Result<(Vec<std::net::UdpSocket>, Option<std::net::TcpListener>), ServeError> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let sockets = udp_sockets(config)?;
+        if !config.tcp.enabled {
+            return Ok((sockets, None));
+        }
+        let addr = sockets
+            .first()
+            .and_then(|s| s.local_addr().ok())
+            .unwrap_or(config.listen);
+        match crate::tcp::bind(addr) {
+            Ok(listener) => return Ok((sockets, Some(listener))),
+            Err(_) if config.listen.port() == 0 && tries < 16 => continue,
+            Err(source) => return Err(ServeError::Tcp { addr, source }),
+        }
     }
 }
 

@@ -72,8 +72,8 @@ pub(super) async fn serve(
                 .status(StatusCode::NOT_MODIFIED)
                 .body(())
                 .expect("a response of valid parts");
-            let _ = stream.h3.send_response(response).await;
-            let _ = stream.h3.finish().await;
+            let _ = stream.send_response(response).await;
+            let _ = stream.finish().await;
             return;
         }
     }
@@ -92,8 +92,8 @@ pub(super) async fn serve(
                 .header("content-length", 0)
                 .body(())
                 .expect("a response of valid parts");
-            let _ = stream.h3.send_response(response).await;
-            let _ = stream.h3.finish().await;
+            let _ = stream.send_response(response).await;
+            let _ = stream.finish().await;
             return;
         }
     };
@@ -103,17 +103,17 @@ pub(super) async fn serve(
         .header("content-length", range.end - range.start)
         .body(())
         .expect("a response of valid parts");
-    if stream.h3.send_response(response).await.is_err() {
+    if stream.send_response(response).await.is_err() {
         return;
     }
     if !stream.head {
         if let Err(e) = send_bytes(stream, content, range).await {
             debug!("a file's bytes stopped: {e}");
-            stream.h3.stop_stream(h3::error::Code::H3_INTERNAL_ERROR);
+            stream.abort().await;
             return;
         }
     }
-    let _ = stream.h3.finish().await;
+    let _ = stream.finish().await;
 }
 
 /// Streams `range` of `content` to the client.
@@ -131,11 +131,11 @@ async fn send_bytes(
     });
     while let Some(piece) = received.recv().await {
         let piece = piece?;
-        if let Err(e) = stream.h3.send_data(piece).await {
+        if stream.send_data(piece).await.is_err() {
             // The client went away: dropping the receiver stops the reader.
             drop(received);
             let _ = reader.await;
-            return Err(format!("the client stopped reading: {e}"));
+            return Err("the client stopped reading".into());
         }
     }
     let _ = reader.await;

@@ -65,20 +65,20 @@ pub(super) async fn watch(
         .header("cache-control", "no-cache")
         .body(())
         .expect("a response of static parts is valid");
-    if stream.h3.send_response(response).await.is_err() || stream.head {
-        let _ = stream.h3.finish().await;
+    if stream.send_response(response).await.is_err() || stream.head {
+        let _ = stream.finish().await;
         return;
     }
     match source {
         Source::Live(feed) => follow(stream, &feed, after, sse, shutdown).await,
         Source::Final(line) => {
             if after < 1 {
-                let _ = stream.h3.send_data(encode(sse, 1, line)).await;
+                let _ = stream.send_data(encode(sse, 1, line)).await;
             }
         }
         Source::None => {}
     }
-    let _ = stream.h3.finish().await;
+    let _ = stream.finish().await;
 }
 
 /// Where a watcher's events come from.
@@ -112,12 +112,7 @@ async fn follow(stream: &mut Stream, feed: &Feed, mut after: u64, sse: bool, shu
         let batch = feed.after(after);
         for (number, line) in batch.events {
             after = number;
-            if stream
-                .h3
-                .send_data(encode(sse, number, line))
-                .await
-                .is_err()
-            {
+            if stream.send_data(encode(sse, number, line)).await.is_err() {
                 return;
             }
         }
@@ -128,7 +123,7 @@ async fn follow(stream: &mut Stream, feed: &Feed, mut after: u64, sse: bool, shu
             () = feed.changed_since(after) => {}
             () = shutdown.draining() => return,
             () = tokio::time::sleep(KEEPALIVE), if sse => {
-                if stream.h3.send_data(Bytes::from_static(b":\n\n")).await.is_err() {
+                if stream.send_data(Bytes::from_static(b":\n\n")).await.is_err() {
                     return;
                 }
             }

@@ -18,6 +18,7 @@
 
 mod content;
 mod events;
+mod exchange;
 mod read;
 mod respond;
 mod routes;
@@ -40,19 +41,16 @@ const MAX_FIELD_SECTION: u64 = 16 * 1024;
 /// How long a draining connection with no request left waits for the client to close it.
 const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
+pub(crate) use exchange::Stream;
+pub(crate) use exchange::{TcpExchange, TcpFrame};
+pub(crate) use routes::{route, Connection};
+
 type Resolver = h3::server::RequestResolver<Guarded, Bytes>;
 type H3Stream = h3::server::RequestStream<GuardedBidi, Bytes>;
 type Guarded = crate::h3guard::Connection;
 type GuardedBidi = crate::h3guard::Guarded<h3_quinn::BidiStream<Bytes>>;
 type SendHalf = h3::server::RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
 type RecvHalf = h3::server::RequestStream<crate::h3guard::Guarded<h3_quinn::RecvStream>, Bytes>;
-
-/// A request's stream, with what its answer needs to know of the request.
-struct Stream {
-    h3: H3Stream,
-    /// A `HEAD` request: answered like `GET`, without the body.
-    head: bool,
-}
 
 /// Runs one HTTP/3 connection until the client closes it or the server shuts down.
 pub(crate) async fn serve(
@@ -99,7 +97,13 @@ pub(crate) async fn serve(
             // Accepting goes on while draining: it is what refuses late requests at once.
             accepted = h3.accept() => match accepted {
                 Ok(Some(resolver)) => {
-                    requests.spawn(routes::handle(resolver, service.clone(), window.clone(), authorised.clone(), shutdown.clone()).in_current_span());
+                    let connection = routes::Connection {
+                        service: service.clone(),
+                        window: Some(window.clone()),
+                        authorised: authorised.clone(),
+                        shutdown: shutdown.clone(),
+                    };
+                    requests.spawn(routes::handle(resolver, connection).in_current_span());
                 }
                 Ok(None) => break,
                 Err(e) => {

@@ -1,18 +1,14 @@
-//! Responses: whole JSON answers, refusals as `{"error":{"code","message"}}`, the HTTP
-//! status of each refusal code, and lingering on a request body after its answer.
+//! Responses: whole JSON answers, refusals as `{"error":{"code","message"}}`, and the HTTP
+//! status of each refusal code.
 
 use super::Stream;
 use crate::jobs::Refusal;
 use crate::service::Service;
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use edge_proto::ErrorCode;
-use h3::error::Code;
-use h3::quic::RecvStream;
-use h3::server::RequestStream;
 use http::{Method, Response, StatusCode};
 use serde_json::{json, Value};
-use std::time::Duration;
-use tracing::{debug, info};
+use tracing::info;
 
 /// The HTTP status for a refusal code.
 pub(super) fn status_of(code: ErrorCode) -> StatusCode {
@@ -31,15 +27,6 @@ pub(super) fn status_of(code: ErrorCode) -> StatusCode {
         _ => StatusCode::BAD_REQUEST,
     }
 }
-
-/// The most request body bytes read and dropped after an answer that came before the body
-/// ended.
-const LINGER_BYTES: u64 = 16 * 1024 * 1024;
-
-/// The longest time spent reading and dropping them.
-const LINGER_TIME: Duration = Duration::from_secs(10);
-/// How long a stop waits for a read in flight to come back (the client is still sending).
-const STOP_WAIT: Duration = Duration::from_secs(1);
 
 pub(super) async fn refuse_job(stream: &mut Stream, service: &Service, refusal: Refusal) {
     service.metrics.rejected(refusal.code);
@@ -94,47 +81,12 @@ async fn send_json(
     let response = response
         .body(())
         .expect("a response of static parts is valid");
-    let sent = stream.h3.send_response(response).await.is_ok()
-        && (stream.head || stream.h3.send_data(Bytes::from(bytes)).await.is_ok())
-        && stream.h3.finish().await.is_ok();
+    let sent = stream.send_response(response).await.is_ok()
+        && (stream.head || stream.send_data(Bytes::from(bytes)).await.is_ok())
+        && stream.finish().await.is_ok();
     if sent {
-        linger(&mut stream.h3).await;
+        stream.linger().await;
     }
-}
-
-/// Reads and drops what is left of a request body once the response is complete, like
-/// nginx's lingering close: a client still sending (`curl -T` of a large file refused
-/// early) reads the answer instead of a stream error. Past [`LINGER_BYTES`] or
-/// [`LINGER_TIME`] the body is stopped with H3_NO_ERROR (RFC 9114 §4.1.1).
-pub(super) async fn linger<S: RecvStream>(stream: &mut RequestStream<S, Bytes>) {
-    let drain = async {
-        let mut left = LINGER_BYTES;
-        loop {
-            match stream.recv_data().await {
-                Ok(Some(data)) => match left.checked_sub(data.remaining() as u64) {
-                    Some(rest) => left = rest,
-                    None => return false,
-                },
-                // Ended, or reset by the client: nothing to stop.
-                Ok(None) | Err(_) => return true,
-            }
-        }
-    };
-    let ended = tokio::time::timeout(LINGER_TIME, drain)
-        .await
-        .unwrap_or(false);
-    if !ended {
-        debug!("request body still coming after the response: stopped");
-        stop(stream, Code::H3_NO_ERROR).await;
-    }
-}
-
-/// Stops a request body the client is still sending with STOP_SENDING `code`. A read may
-/// still be in flight (h3 returns buffered data without waiting for it): the stop then goes
-/// out once that read is back (see `h3guard::Guarded`), with the client's next bytes.
-pub(super) async fn stop<S: RecvStream>(stream: &mut RequestStream<S, Bytes>, code: Code) {
-    stream.stop_sending(code);
-    let _ = tokio::time::timeout(STOP_WAIT, stream.recv_data()).await;
 }
 
 #[cfg(test)]

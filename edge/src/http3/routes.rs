@@ -103,15 +103,21 @@ impl<'a> Route<'a> {
     }
 }
 
-/// Answers one request: reads its headers, checks its token, method and scope, and routes
-/// it. `HEAD` is answered as `GET` without the body.
-pub(super) async fn handle(
-    resolver: Resolver,
-    service: Arc<Service>,
-    window: Arc<ConnectionWindow>,
-    authorised: CancellationToken,
-    shutdown: Shutdown,
-) {
+/// What a request's connection gives its handlers.
+#[derive(Clone)]
+pub(crate) struct Connection {
+    /// The server.
+    pub service: Arc<Service>,
+    /// A QUIC connection's receive window, which an upload's body counts toward (HTTP/3).
+    pub window: Option<Arc<ConnectionWindow>>,
+    /// Cancelled once a request of the connection held a valid token.
+    pub authorised: CancellationToken,
+    /// The server's shutdown.
+    pub shutdown: Shutdown,
+}
+
+/// Answers one HTTP/3 request: reads its headers, then [`route`]s it.
+pub(super) async fn handle(resolver: Resolver, connection: Connection) {
     let (request, h3) = match resolver.resolve_request().await {
         Ok(resolved) => resolved,
         Err(e) => {
@@ -119,11 +125,20 @@ pub(super) async fn handle(
             return;
         }
     };
+    let head = request.method() == Method::HEAD;
+    route(request, Stream::h3(h3, head), connection).await
+}
+
+/// Answers one request, over any transport: checks its token, method and scope, and routes
+/// it. `HEAD` is answered as `GET` without the body.
+pub(crate) async fn route(request: Request<()>, mut stream: Stream, connection: Connection) {
+    let Connection {
+        service,
+        window,
+        authorised,
+        shutdown,
+    } = connection;
     let method = request.method().clone();
-    let mut stream = Stream {
-        h3,
-        head: method == Method::HEAD,
-    };
     let path = request.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     debug!(%method, %path, "request");

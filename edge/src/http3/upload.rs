@@ -1,15 +1,16 @@
 //! Uploads: the request read into a job's settings, its body streamed into the job and the
 //! job's events streamed back as the response body.
 
-use super::respond::{linger, refuse_job, stop};
+use super::exchange::{RecvHalf, SendHalf};
+use super::respond::refuse_job;
 use super::routes::parse_query;
-use super::{RecvHalf, SendHalf, Stream};
+use super::Stream;
 use crate::auth::Grant;
 use crate::jobs::{self, Body, Broken, Notify, Pumped, Refusal};
 use crate::service::Service;
 use crate::shutdown::Shutdown;
 use crate::window::ConnectionWindow;
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use edge_proto::{ErrorCode, Format};
 use edge_tasks::pipeline::JobSpec;
 use edge_tasks::task::UploadInfo;
@@ -26,7 +27,7 @@ pub(super) async fn upload(
     task: String,
     grant: Grant,
     service: Arc<Service>,
-    window: Arc<ConnectionWindow>,
+    window: Option<Arc<ConnectionWindow>>,
     shutdown: Shutdown,
 ) {
     // A task that stores bodies as they are keeps the Content-Type; others read a format
@@ -69,7 +70,8 @@ pub(super) async fn upload(
         .header("content-type", "application/x-ndjson")
         .body(())
         .expect("a response of static parts is valid");
-    if stream.h3.send_response(response).await.is_err() {
+    stream.take_body().await;
+    if stream.send_response(response).await.is_err() {
         return;
     }
     let spec = JobSpec {
@@ -81,8 +83,9 @@ pub(super) async fn upload(
         size: upload.size,
     };
     let span = tracing::info_span!("job", job = %spec.job, task = plugin.name, sub = %grant.sub);
-    debug!(parent: &span, sub = %grant.sub, "HTTP/3 upload accepted");
-    let (send, recv) = stream.h3.split();
+    debug!(parent: &span, sub = %grant.sub, transport = stream.transport, "HTTP upload accepted");
+    let transport = stream.transport;
+    let (send, recv) = stream.split();
     let mut body = RequestBody {
         recv,
         declared: upload.size,
@@ -91,7 +94,7 @@ pub(super) async fn upload(
         window,
     };
     let run = jobs::run(
-        "h3",
+        transport,
         &grant.sub,
         admission,
         spec,
@@ -109,9 +112,9 @@ pub(super) async fn upload(
         // stopped at once, any other is read to its end (bounded) so the client reads the
         // final event instead of a stream error.
         if body.malformed {
-            stop(&mut body.recv, h3::error::Code::H3_MESSAGE_ERROR).await;
+            body.recv.stop_malformed().await;
         } else {
-            linger(&mut body.recv).await;
+            body.recv.linger().await;
         }
     }
 }
@@ -231,8 +234,8 @@ struct RequestBody {
     /// Set when the body and its content-length disagree (RFC 9114 §4.1.2): the job fails
     /// `upload_aborted`, and a body still coming is stopped with H3_MESSAGE_ERROR.
     malformed: bool,
-    /// What the body reads counts toward its connection's window.
-    window: Arc<ConnectionWindow>,
+    /// What the body reads counts toward its QUIC connection's window (HTTP/3).
+    window: Option<Arc<ConnectionWindow>>,
 }
 
 impl Body for RequestBody {
@@ -245,10 +248,11 @@ impl RequestBody {
     /// The next chunk of the request body, or why it broke off.
     async fn read(&mut self) -> Result<Option<Bytes>, String> {
         match self.recv.recv_data().await {
-            Ok(Some(mut data)) => {
-                let chunk = data.copy_to_bytes(data.remaining());
+            Ok(Some(chunk)) => {
                 self.received += chunk.len() as u64;
-                self.window.consumed(chunk.len());
+                if let Some(window) = &self.window {
+                    window.consumed(chunk.len());
+                }
                 match self.declared {
                     Some(declared) if self.received > declared => {
                         self.malformed = true;
@@ -287,7 +291,7 @@ impl Notify for ResponseBody {
     }
 
     async fn close(mut self) {
-        let _ = self.send.finish().await;
+        self.send.finish().await;
     }
 }
 

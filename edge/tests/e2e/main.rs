@@ -18,6 +18,7 @@ mod logs;
 mod plugin;
 mod primes;
 mod readme;
+mod tcp;
 mod util;
 mod watch;
 mod window;

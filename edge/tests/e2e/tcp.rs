@@ -1,0 +1,205 @@
+//! HTTP/1.1 and HTTP/2 over TCP + TLS on the QUIC port, with this machine's own curl (7.88,
+//! which has no HTTP/3): the same router as HTTP/3, uploads whose events stream back while
+//! the body is still going up (no second lost to `Expect: 100-continue`), `Alt-Svc` on every
+//! response, and `tcp.enabled = false` turning it off.
+
+use crate::util::*;
+use edge_proto::Event;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The machine's curl (not the HTTP/3 one the HTTP/3 tests use).
+fn curl() -> Command {
+    let mut command = Command::new("curl");
+    command.args(["-sS", "--max-time", "60"]);
+    command
+}
+
+fn https(server: &TestServer, path: &str) -> String {
+    format!("https://localhost:{}{path}", server.addr.port())
+}
+
+fn port_line(i: u32) -> String {
+    format!("{{\"name\":\"Tcp {i}\",\"unlocs\":[\"TCPAA{i:03}\"]}}\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_uploads_over_http2_and_http1_1_and_reads_events_before_the_body_ends() {
+    let server = TestServer::start().await;
+    let (ca, token) = (server.ca(), server.token(ALL_SCOPES));
+    // About 1.3 MB, sent at 400 kB/s: the upload lasts over 3 s.
+    let file = server.dir.path().join("slow.ndjson");
+    let lines = 30_000;
+    std::fs::write(&file, (0..lines).map(port_line).collect::<String>()).unwrap();
+    for version in ["--http2", "--http1.1"] {
+        let url = https(&server, "/v1/jobs/ports");
+        let (ca, token, file) = (ca.clone(), token.clone(), file.clone());
+        let (first_commit, ended, events) = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let mut child = curl()
+                .arg(version)
+                .args(["-N", "--limit-rate", "400k", "--cacert"])
+                .arg(&ca)
+                .args(["-H", &format!("authorization: Bearer {token}")])
+                .arg("-T")
+                .arg(&file)
+                .arg(&url)
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("curl runs");
+            let stdout = BufReader::new(child.stdout.take().unwrap());
+            let mut first_commit = None;
+            let mut events = Vec::new();
+            for line in stdout.lines() {
+                let event = Event::from_line(line.unwrap().as_bytes()).unwrap();
+                if matches!(event, Event::Committed { .. }) && first_commit.is_none() {
+                    first_commit = Some(started.elapsed());
+                }
+                events.push(event);
+            }
+            assert!(child.wait().unwrap().success(), "{version}");
+            (first_commit, started.elapsed(), events)
+        })
+        .await
+        .unwrap();
+        assert!(
+            matches!(events.first(), Some(Event::Accepted { .. })),
+            "{version}: {events:?}"
+        );
+        assert!(
+            matches!(events.last(), Some(Event::Done { committed, .. }) if *committed == u64::from(lines)),
+            "{version}: {:?}",
+            events.last()
+        );
+        let first_commit = first_commit.expect("a committed event");
+        assert!(
+            ended.saturating_sub(first_commit) > Duration::from_secs(1),
+            "{version}: the first commit's event came at {first_commit:?}, the upload ended at {ended:?}: it should have come while the body was still going up"
+        );
+    }
+    // The job history says how each came.
+    let dir = server.stop().await;
+    let store = edge_tasks::Store::open(
+        &dir.path().join("data/edge.redb"),
+        &edge_tasks::store::StoreOptions::default(),
+    )
+    .unwrap();
+    let (jobs, _) = edge_tasks::history::list(&store, None, 10, None).unwrap();
+    let transports: Vec<&str> = jobs.iter().map(|j| j.transport.as_str()).collect();
+    assert_eq!(transports, ["http/1.1", "h2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_answers_over_tcp_as_over_http3_and_says_where_http3_is() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    upload(
+        &client,
+        "ports",
+        Some(edge_proto::Format::Ndjson),
+        port_line(1).into_bytes(),
+    )
+    .await;
+    let (ca, token, port) = (server.ca(), server.token(ALL_SCOPES), server.addr.port());
+    let (port_item, health, refused, big) = {
+        let urls = [
+            https(&server, "/v1/ports/TCPAA001"),
+            https(&server, "/healthz"),
+            https(&server, "/v1/jobs"),
+        ];
+        let file = server.dir.path().join("big.ndjson");
+        let body: String = (0..30_000).map(port_line).collect();
+        std::fs::write(&file, body).unwrap();
+        let upload_url = https(&server, "/v1/jobs/ports");
+        tokio::task::spawn_blocking(move || {
+            let run = |args: &[&str]| {
+                let out = curl()
+                    .arg("--cacert")
+                    .arg(&ca)
+                    .args(["-i", "-w", "\n%{time_total}"])
+                    .args(args)
+                    .output()
+                    .expect("curl runs");
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            };
+            let auth = format!("authorization: Bearer {token}");
+            (
+                run(&["-H", &auth, &urls[0]]),
+                run(&["--http1.1", &urls[1]]),
+                run(&[&urls[2]]),
+                // Above 1 MiB curl asks `Expect: 100-continue` over HTTP/1.1.
+                run(&[
+                    "--http1.1",
+                    "-H",
+                    &auth,
+                    "-T",
+                    file.to_str().unwrap(),
+                    &upload_url,
+                ]),
+            )
+        })
+        .await
+        .unwrap()
+    };
+    let alt_svc = format!("alt-svc: h3=\":{port}\"; ma=86400");
+    for answer in [&port_item, &health, &refused] {
+        assert!(answer.to_ascii_lowercase().contains(&alt_svc), "{answer}");
+    }
+    assert!(port_item.starts_with("HTTP/2 200"), "{port_item}");
+    assert!(port_item.contains("\"name\":\"Tcp 1\""), "{port_item}");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(refused.starts_with("HTTP/2 401"), "{refused}");
+    assert!(refused.contains("\"code\":\"unauthorized\""), "{refused}");
+    assert!(big.contains("HTTP/1.1 100 Continue"), "{big}");
+    let seconds: f64 = big.lines().last().unwrap().parse().unwrap();
+    assert!(
+        seconds < 0.9,
+        "curl waited for 100 Continue instead of getting it at once: {seconds} s"
+    );
+    let done = big
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["event"] == "done")
+        .unwrap_or_else(|| panic!("no done event: {big}"));
+    assert_eq!(done["committed"], 30_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alt_svc_names_the_public_port_and_tcp_can_be_turned_off() {
+    let behind_router = TestServer::start_with(|config| config.tcp.public_port = 443).await;
+    let ca = behind_router.ca();
+    let url = https(&behind_router, "/healthz");
+    let head = tokio::task::spawn_blocking(move || {
+        curl()
+            .arg("--cacert")
+            .arg(&ca)
+            .args(["-I", &url])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let head = String::from_utf8_lossy(&head.stdout).to_ascii_lowercase();
+    assert!(head.contains("alt-svc: h3=\":443\"; ma=86400"), "{head}");
+
+    let quic_only = TestServer::start_with(|config| config.tcp.enabled = false).await;
+    let (ca, url) = (quic_only.ca(), https(&quic_only, "/healthz"));
+    let refused = tokio::task::spawn_blocking(move || {
+        curl().arg("--cacert").arg(&ca).arg(&url).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(refused.status.code(), Some(7), "curl cannot connect");
+    // QUIC still serves.
+    let client = quic_only.client().await;
+    let (result, _) = upload(
+        &client,
+        "stats",
+        Some(edge_proto::Format::Lines),
+        b"1\n2\n".to_vec(),
+    )
+    .await;
+    assert!(matches!(result.last, Event::Done { .. }));
+}
