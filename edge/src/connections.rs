@@ -60,23 +60,31 @@ impl Connections {
         if incoming.may_retry() && self.handshaking.load(Ordering::Relaxed) >= self.retry_above {
             return Admit::Retry;
         }
-        let ip = incoming.remote_address().ip().to_canonical();
+        match self.admit_ip(incoming.remote_address().ip()) {
+            Ok(slot) => Admit::Accept(slot),
+            Err(reason) => Admit::Refuse(reason),
+        }
+    }
+
+    /// Counts a connection from `ip` in (QUIC or TCP alike), or says which cap refuses it.
+    pub(crate) fn admit_ip(self: &Arc<Self>, ip: std::net::IpAddr) -> Result<Slot, &'static str> {
+        let ip = ip.to_canonical();
         let mut open = self
             .open
             .lock()
             .expect("the connection counts' lock is never poisoned");
         if open.total >= self.max_total {
             self.refused.fetch_add(1, Ordering::Relaxed);
-            return Admit::Refuse("the server's connection cap is reached");
+            return Err("the server's connection cap is reached");
         }
         let from_ip = open.per_ip.entry(ip).or_insert(0);
         if *from_ip >= self.max_per_ip {
             self.refused.fetch_add(1, Ordering::Relaxed);
-            return Admit::Refuse("this address's connection cap is reached");
+            return Err("this address's connection cap is reached");
         }
         *from_ip += 1;
         open.total += 1;
-        Admit::Accept(Slot {
+        Ok(Slot {
             connections: self.clone(),
             ip,
         })

@@ -334,7 +334,8 @@ impl Server {
         let connections = TaskTracker::new();
         // TCP's requests drain like QUIC's: its task ends once their jobs have.
         if let Some(tcp) = self.tcp.take() {
-            connections.spawn(tcp.serve(self.service.clone(), shutdown.clone()));
+            let caps = self.connections.clone();
+            connections.spawn(tcp.serve(self.service.clone(), caps, shutdown.clone()));
         }
         loop {
             let incoming = tokio::select! {

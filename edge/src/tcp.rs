@@ -4,9 +4,12 @@
 //! `/healthz`, plugins' routes. Every response says where HTTP/3 is (`Alt-Svc`).
 //!
 //! TLS 1.3 and 1.2 (modern suites only, rustls' defaults), ALPN `h2` and `http/1.1`, the
-//! server's certificate (reloaded with it). A connection gets [`HANDSHAKE_TIMEOUT`] to finish
-//! its TLS handshake and, over HTTP/1.1, [`HEADER_TIMEOUT`] to send a request head.
+//! server's certificate (reloaded with it). A connection counts toward the same caps as
+//! QUIC's before any TLS work, gets [`HANDSHAKE_TIMEOUT`] to finish its TLS handshake, over
+//! HTTP/1.1 [`HEADER_TIMEOUT`] to send a request head, and is closed unless a request with a
+//! valid token arrives within `auth.auth_timeout_secs` (as over QUIC).
 
+use crate::connections::Connections;
 use crate::http3::{route, Connection, TcpExchange, TcpFrame};
 use crate::service::Service;
 use crate::shutdown::Shutdown;
@@ -43,8 +46,15 @@ pub(crate) struct TcpServer {
 }
 
 impl TcpServer {
-    /// Serves connections until the server drains, then lets running requests end.
-    pub(crate) async fn serve(self, service: Arc<Service>, shutdown: Shutdown) {
+    /// Serves connections until the server drains, then lets running requests end. TCP
+    /// connections count toward the same caps as QUIC's (`transport.max_connections`,
+    /// `transport.max_connections_per_ip`), checked before any TLS work.
+    pub(crate) async fn serve(
+        self,
+        service: Arc<Service>,
+        caps: Arc<Connections>,
+        shutdown: Shutdown,
+    ) {
         let acceptor = tokio_rustls::TlsAcceptor::from(self.tls.clone());
         let connections = TaskTracker::new();
         loop {
@@ -57,6 +67,13 @@ impl TcpServer {
                 Err(e) => {
                     debug!("TCP accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let slot = match caps.admit_ip(remote.ip()) {
+                Ok(slot) => slot,
+                Err(reason) => {
+                    debug!(%remote, "TCP connection refused: {reason}");
                     continue;
                 }
             };
@@ -82,6 +99,7 @@ impl TcpServer {
                         _ => "http/1.1",
                     };
                     serve_connection(tls, transport, service, shutdown, alt_svc).await;
+                    drop(slot);
                 }
                 .instrument(span),
             );
@@ -100,10 +118,12 @@ async fn serve_connection(
     shutdown: Shutdown,
     alt_svc: HeaderValue,
 ) {
+    let authorised = CancellationToken::new();
+    let auth_timeout = service.auth_timeout;
     let connection = Connection {
         service,
         window: None,
-        authorised: CancellationToken::new(),
+        authorised: authorised.clone(),
         shutdown: shutdown.clone(),
     };
     let handler = hyper::service::service_fn(move |request| {
@@ -131,6 +151,18 @@ async fn serve_connection(
             served.as_mut().graceful_shutdown();
             let _ = served.await;
         }
+        // As over QUIC: a connection that brought no valid token in time is closed.
+        () = unauthorised_for(auth_timeout, &authorised) => {
+            debug!("no valid token within {auth_timeout:?}: connection closed");
+        }
+    }
+}
+
+/// Ends after `timeout` unless `authorised` is cancelled first (then never).
+async fn unauthorised_for(timeout: Duration, authorised: &CancellationToken) {
+    tokio::select! {
+        () = tokio::time::sleep(timeout) => {}
+        () = authorised.cancelled() => std::future::pending().await,
     }
 }
 

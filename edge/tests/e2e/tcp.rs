@@ -203,3 +203,74 @@ async fn alt_svc_names_the_public_port_and_tcp_can_be_turned_off() {
     .await;
     assert!(matches!(result.last, Event::Done { .. }));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_connections_count_toward_the_per_address_cap_before_tls() {
+    let server = TestServer::start_with(|config| config.transport.max_connections_per_ip = 1).await;
+    let (ca, url) = (server.ca(), https(&server, "/healthz"));
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], server.addr.port()));
+    let health = move || {
+        curl()
+            .arg("--cacert")
+            .arg(&ca)
+            .args(["--max-time", "5", &url])
+            .output()
+            .unwrap()
+    };
+    // A connection that never starts TLS holds this address's one place.
+    let holder = std::net::TcpStream::connect(addr).unwrap();
+    let check = health.clone();
+    let refused = tokio::task::spawn_blocking(check).await.unwrap();
+    assert!(
+        !refused.status.success(),
+        "the second connection is refused"
+    );
+    drop(holder);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let check = health.clone();
+        let answer = tokio::task::spawn_blocking(check).await.unwrap();
+        if answer.status.success() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the place is never given back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_connection_without_a_valid_token_is_closed_after_the_auth_timeout() {
+    use rustls::pki_types::pem::PemObject;
+    use tokio::io::AsyncReadExt;
+    let server = TestServer::start_with(|config| config.auth.auth_timeout_secs = 1).await;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(server.ca()).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls));
+    let socket = tokio::net::TcpStream::connect(("127.0.0.1", server.addr.port()))
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut stream = connector.connect(name, socket).await.unwrap();
+    // An idle connection: closed after the 1 s auth timeout (the header timeout is 10 s).
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(8), stream.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the server closed the connection: {read:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "closed after {:?}",
+        started.elapsed()
+    );
+}
