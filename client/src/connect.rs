@@ -16,7 +16,7 @@ use std::time::Duration;
 /// How long a connection attempt may take: a server that answers at all does so within a
 /// round trip or two (QUIC resends a lost first packet after about a second, and again two
 /// seconds later); silence past that is nobody listening, or UDP blocked on the way.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The largest UDP payload path MTU discovery looks for: a jumbo frame (9,000-byte MTU, less
 /// the IPv6 and UDP headers). Over the internet discovery settles near 1,400; on a LAN with
@@ -105,26 +105,64 @@ impl std::fmt::Display for Server {
 /// A connection to an edge server; cheap to clone, jobs run concurrently on it.
 #[derive(Debug, Clone)]
 pub struct Client {
-    pub(crate) connection: quinn::Connection,
-    pub(crate) router: Arc<Router>,
+    pub(crate) transport: Transport,
     pub(crate) token: Option<String>,
 }
 
+/// What a [`Client`] talks over.
+#[derive(Debug, Clone)]
+pub(crate) enum Transport {
+    /// `edge/1` over QUIC.
+    Quic {
+        connection: quinn::Connection,
+        router: Arc<Router>,
+    },
+    /// HTTP/2 over TCP + TLS, on the same port.
+    Tcp(crate::tcp::TcpClient),
+}
+
 impl Client {
-    /// Connects, verifying the server's certificate.
+    /// Connects over QUIC, verifying the server's certificate; when UDP gets no answer
+    /// (nobody listening, or UDP blocked on the way), over TCP (HTTP/2) on the same port
+    /// instead. [`Client::transport`] says which.
     pub async fn connect(config: &ClientConfig) -> Result<Client, ClientError> {
-        let (connection, _) = open(config, edge_proto::ALPN_EDGE).await?;
-        let router = Router::start(connection.clone());
+        match open(config, edge_proto::ALPN_EDGE).await {
+            Ok((connection, _)) => {
+                let router = Router::start(connection.clone());
+                Ok(Client {
+                    transport: Transport::Quic { connection, router },
+                    token: config.token.clone(),
+                })
+            }
+            Err(quic @ ClientError::Unreachable { .. }) => {
+                // Only when TCP answers is it the way: else the QUIC error says more.
+                Client::connect_tcp(config).await.map_err(|_| quic)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Connects over TCP + TLS (HTTP/2) only, on the server's port.
+    pub async fn connect_tcp(config: &ClientConfig) -> Result<Client, ClientError> {
         Ok(Client {
-            connection,
-            router,
+            transport: Transport::Tcp(crate::tcp::connect(config).await?),
             token: config.token.clone(),
         })
     }
 
+    /// What the client talks over, for people: `QUIC` or `TCP (HTTP/2)`.
+    pub fn transport(&self) -> &'static str {
+        match self.transport {
+            Transport::Quic { .. } => "QUIC",
+            Transport::Tcp(_) => "TCP (HTTP/2)",
+        }
+    }
+
     /// Closes the connection (code 0) once the server has been told; see [`close`].
     pub async fn close(self) {
-        close(&self.connection).await;
+        if let Transport::Quic { connection, .. } = &self.transport {
+            close(connection).await;
+        }
     }
 }
 
@@ -208,7 +246,7 @@ pub(crate) async fn open(
     Ok((connection, server))
 }
 
-async fn resolve(server: &Server) -> Result<SocketAddr, ClientError> {
+pub(crate) async fn resolve(server: &Server) -> Result<SocketAddr, ClientError> {
     let mut addrs = tokio::net::lookup_host((server.host.as_str(), server.port))
         .await
         .map_err(|source| ClientError::Resolve {
@@ -223,7 +261,7 @@ async fn resolve(server: &Server) -> Result<SocketAddr, ClientError> {
 
 /// TLS 1.3 with the given ALPN id, trusting `ca` or else the system's roots; with where the
 /// verifier leaves its error if it refuses the server's certificate.
-fn tls_config(
+pub(crate) fn tls_config(
     server: &Server,
     ca: Option<&Path>,
     alpn: &[u8],
@@ -282,7 +320,7 @@ fn tls_config(
 }
 
 /// The error the verifier refused the server's certificate with, if it did (one connection).
-type Refusal = Arc<OnceLock<rustls::Error>>;
+pub(crate) type Refusal = Arc<OnceLock<rustls::Error>>;
 
 /// rustls' WebPKI verifier, keeping the error it refuses a certificate with: quinn hands back
 /// a failed handshake as a TLS alert code and a message, which would lose the error's type.
@@ -363,9 +401,9 @@ fn transport() -> quinn::TransportConfig {
 
 /// A failed handshake: untrusted if the verifier refused the server's certificate (`refusal`),
 /// else the server is unreachable (no answer, or a handshake failure of another kind).
-fn handshake_error(
+pub(crate) fn handshake_error(
     server: &Server,
-    e: &quinn::ConnectionError,
+    e: &dyn std::fmt::Display,
     refusal: Option<&rustls::Error>,
     ca: Option<&Path>,
 ) -> ClientError {

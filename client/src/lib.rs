@@ -38,6 +38,7 @@ pub mod connect;
 pub mod display;
 pub mod error;
 mod router;
+mod tcp;
 pub mod token;
 pub mod upload;
 

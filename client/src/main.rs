@@ -90,6 +90,10 @@ struct UploadArgs {
     /// Print the raw events as NDJSON on stdout instead of progress.
     #[arg(long)]
     json: bool,
+    /// Upload over TCP (HTTP/2) on the server's port instead of QUIC. Without it the client
+    /// tries QUIC, and falls back to TCP by itself when UDP gets no answer within 3 s.
+    #[arg(long)]
+    tcp: bool,
     /// Print nothing but the closing line of a job that did not end clean (the exit code
     /// says how it went).
     #[arg(long, short, conflicts_with = "json")]
@@ -193,13 +197,26 @@ async fn upload(args: UploadArgs) -> Outcome {
     let cancel = CancellationToken::new();
     watch_ctrl_c(cancel.clone(), show.clone());
     let config = args.server.config();
+    let connect = async {
+        if args.tcp {
+            Client::connect_tcp(&config).await
+        } else {
+            Client::connect(&config).await
+        }
+    };
     let client = tokio::select! {
-        client = Client::connect(&config) => match client {
+        client = connect => match client {
             Ok(client) => client,
             Err(e) => return Outcome::not_connected(&e),
         },
         _ = cancel.cancelled() => return Outcome::Cancelled,
     };
+    if client.transport() != "QUIC" && !args.tcp && !args.quiet {
+        eprintln!(
+            "edge-client: QUIC got no answer (UDP blocked?): uploading over {} instead",
+            client.transport()
+        );
+    }
     // Look at every file and lay out every bar before any job starts drawing.
     let mut outcomes = Vec::new();
     let mut queue = VecDeque::new();

@@ -1,6 +1,6 @@
 //! One job: the header and the body out on a new unidirectional stream, the events back.
 
-use crate::connect::Client;
+use crate::connect::{Client, Transport};
 use crate::error::ClientError;
 use edge_proto::{AppCode, Event, JobHeader};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -82,12 +82,19 @@ impl Client {
         if job.header.token.is_none() {
             job.header.token = self.token.clone();
         }
-        let mut stream = self
-            .connection
+        let (connection, router) = match &self.transport {
+            Transport::Quic { connection, router } => (connection, router),
+            Transport::Tcp(tcp) => {
+                return tcp
+                    .upload(job, self.token.as_deref(), cancel, &mut on_event)
+                    .await
+            }
+        };
+        let mut stream = connection
             .open_uni()
             .await
             .map_err(|e| crate::error::lost(&e))?;
-        let delivery = self.router.expect(u64::from(stream.id()));
+        let delivery = router.expect(u64::from(stream.id()));
         let name = job
             .header
             .name

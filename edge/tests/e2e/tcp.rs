@@ -274,3 +274,64 @@ async fn a_tcp_connection_without_a_valid_token_is_closed_after_the_auth_timeout
         started.elapsed()
     );
 }
+
+/// `edge-client upload FILE --task ports` against `server_url`, with extra arguments.
+fn client_upload(server: &TestServer, server_url: String, extra: &[&str]) -> std::process::Output {
+    Command::new(client_binary())
+        .args(["upload", "--task", "ports"])
+        .arg(ports_json())
+        .args(["--server", &server_url])
+        .arg("--ca")
+        .arg(server.ca())
+        .args(["--token", &server.token(ALL_SCOPES)])
+        .args(extra)
+        .env_remove("EDGE_SERVER")
+        .env_remove("EDGE_CA")
+        .env_remove("EDGE_TOKEN")
+        .output()
+        .expect("edge-client runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_client_uploads_over_tcp_when_asked_and_when_udp_gets_no_answer() {
+    let server = TestServer::start().await;
+    // A port with nothing on UDP, whose TCP goes to the server's: as behind a firewall that
+    // drops UDP.
+    let forwarder = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let forwarded = forwarder.local_addr().unwrap().port();
+    let target = ("127.0.0.1", server.addr.port());
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = forwarder.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    let direct = format!("https://localhost:{}", server.addr.port());
+    let blocked = format!("https://localhost:{forwarded}");
+    let server = std::sync::Arc::new(server);
+    let (forced, fallback) = {
+        let server = server.clone();
+        tokio::task::spawn_blocking(move || {
+            (
+                client_upload(&server, direct, &["--tcp"]),
+                client_upload(&server, blocked, &[]),
+            )
+        })
+        .await
+        .unwrap()
+    };
+    for (what, out) in [("--tcp", &forced), ("fallback", &fallback)] {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{what}: {stderr}");
+        assert!(stderr.contains("done: 1634 records"), "{what}: {stderr}");
+    }
+    let stderr = String::from_utf8_lossy(&fallback.stderr);
+    assert!(
+        stderr.contains("QUIC got no answer") && stderr.contains("over TCP (HTTP/2)"),
+        "the client says which it used: {stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&forced.stderr).contains("QUIC got no answer"));
+}
