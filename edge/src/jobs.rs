@@ -258,7 +258,7 @@ pub(crate) async fn run<B: Body, N: Notify>(
         spec.name.clone(),
     );
     remember(&service, record.clone(), history::Sync::WithNextCommit).await;
-    service.metrics.job_started();
+    service.metrics.job_started(transport);
     let notice = spawn_draining_notice(&shutdown, &events, service.grace);
     let (chunks, queue) = mpsc::channel(CHUNK_QUEUE);
     let pipeline = spawn_pipeline(

@@ -28,6 +28,8 @@ pub struct Metrics {
     /// The receive-window budget (held bytes, growths), kept by the connections' tuners.
     windows: Arc<crate::window::Budget>,
     jobs_started: AtomicU64,
+    /// Jobs started, by what carried them (`edge/1`, `h3`, `h2`, `http/1.1`).
+    jobs_by_transport: Mutex<BTreeMap<&'static str, u64>>,
     jobs_running: AtomicI64,
     /// Finished jobs by outcome and code (`done`/"", `failed`/`shutdown`, ...).
     jobs_finished: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
@@ -64,6 +66,7 @@ impl Metrics {
             connections,
             windows,
             jobs_started: AtomicU64::new(0),
+            jobs_by_transport: Mutex::new(BTreeMap::new()),
             jobs_running: AtomicI64::new(0),
             jobs_finished: Mutex::new(BTreeMap::new()),
             rejections: Mutex::new(BTreeMap::new()),
@@ -90,8 +93,9 @@ impl Metrics {
     }
 
     /// A job started (got its slot).
-    pub(crate) fn job_started(&self) {
+    pub(crate) fn job_started(&self, transport: &'static str) {
         self.jobs_started.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.jobs_by_transport).entry(transport).or_insert(0) += 1;
         self.jobs_running.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -257,6 +261,18 @@ impl Metrics {
             "Jobs that started running.",
             load(&self.jobs_started),
         );
+        header(
+            &mut out,
+            "edge_jobs_by_transport_total",
+            "Jobs that started running, by what carried them: edge/1, h3 (HTTP/3), h2 or http/1.1 (over TCP).",
+            "counter",
+        );
+        for (transport, n) in lock(&self.jobs_by_transport).iter() {
+            let _ = writeln!(
+                out,
+                "edge_jobs_by_transport_total{{transport=\"{transport}\"}} {n}"
+            );
+        }
         gauge(
             &mut out,
             "edge_jobs_running",
@@ -392,7 +408,7 @@ mod tests {
         let budget = Arc::new(crate::window::Budget::new(1 << 20));
         let metrics = Metrics::new(PathBuf::from("/nonexistent"), connections, budget);
         let mut seen = JobSeen::default();
-        metrics.job_started();
+        metrics.job_started("h2");
         metrics.observe(
             &Event::Progress {
                 bytes: 100,
@@ -431,6 +447,7 @@ mod tests {
             "edge_records_committed_total 11",
             "edge_record_errors_total 1",
             "edge_jobs_running 0",
+            "edge_jobs_by_transport_total{transport=\"h2\"} 1",
             "edge_jobs_finished_total{outcome=\"done\",code=\"\"} 1",
             "edge_auth_failures_total{reason=\"token_revoked\"} 1",
             "edge_commit_duration_seconds_bucket{le=\"0.0025\"} 0",
