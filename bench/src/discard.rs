@@ -73,6 +73,11 @@ async fn serve(certs_dir: &Path, served: Option<Served>) -> anyhow::Result<()> {
     let key = PrivateKeyDer::from_pem_file(&key_path)
         .with_context(|| format!("cannot read {}", key_path.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tcp_tls = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_single_cert(chain.clone(), key.clone_key())?;
+    tcp_tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let mut crypto = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
@@ -91,7 +96,18 @@ async fn serve(certs_dir: &Path, served: Option<Served>) -> anyhow::Result<()> {
         .max_concurrent_uni_streams(quinn::VarInt::from_u32(16));
     config.transport_config(Arc::new(transport));
     let listen: SocketAddr = "127.0.0.1:0".parse().expect("a literal socket address");
-    let endpoint = quinn::Endpoint::server(config, listen).context("cannot bind")?;
+    // TCP on the UDP port too, as edge does (another port when that one is taken on TCP).
+    let mut tries = 0;
+    let (endpoint, tcp) = loop {
+        tries += 1;
+        let endpoint = quinn::Endpoint::server(config.clone(), listen).context("cannot bind")?;
+        match tokio::net::TcpListener::bind(endpoint.local_addr()?).await {
+            Ok(tcp) => break (endpoint, tcp),
+            Err(e) if tries > 16 => return Err(e).context("cannot bind TCP beside UDP"),
+            Err(_) => continue,
+        }
+    };
+    tokio::spawn(tcp_loop(tcp, Arc::new(tcp_tls)));
     let addr = endpoint.local_addr()?;
     {
         let mut out = std::io::stdout().lock();
@@ -283,5 +299,37 @@ async fn send_tasks<S: h3::quic::BidiStream<Bytes>>(
     if stream.send_response(response).await.is_ok() {
         let _ = stream.send_data(Bytes::from(body.to_string())).await;
         let _ = stream.finish().await;
+    }
+}
+
+/// HTTP/2 and HTTP/1.1 over TCP + TLS: every request body is read to its end and dropped,
+/// answered `200 {"bytes":N}` (what curl alone can push over TCP).
+async fn tcp_loop(listener: tokio::net::TcpListener, tls: Arc<rustls::ServerConfig>) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    while let Ok((socket, _)) = listener.accept().await {
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let Ok(tls) = acceptor.accept(socket).await else {
+                return;
+            };
+            let service = hyper::service::service_fn(
+                |request: http::Request<hyper::body::Incoming>| async move {
+                    use http_body_util::BodyExt;
+                    let mut body = request.into_body();
+                    let mut bytes = 0u64;
+                    while let Some(Ok(frame)) = body.frame().await {
+                        bytes += frame.data_ref().map_or(0, |d| d.len() as u64);
+                    }
+                    let answer =
+                        http_body_util::Full::new(Bytes::from(format!("{{\"bytes\":{bytes}}}\n")));
+                    Ok::<_, std::convert::Infallible>(http::Response::new(answer))
+                },
+            );
+            let builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let _ = builder
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await;
+        });
     }
 }

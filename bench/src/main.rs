@@ -13,6 +13,8 @@
 //! - `edge-bench primes`: the `primes` task end to end beside the `primal` crate in process.
 //! - `edge-bench blobs`: a 1 GiB file up and down through the `blobs` task with curl over
 //!   HTTP/3, beside the discard server.
+//! - `edge-bench tcp`: the sorted 1M upload over HTTP/2 (TCP) beside the same over `edge/1`,
+//!   and curl over HTTP/2 into edge and into the discard server's TCP side.
 //! - Hidden helpers run as child processes: `stage` (one in-process stage), `measure` (runs a
 //!   program and reports its CPU time and peak RSS) and `discard` (the HTTP/3 discard server).
 
@@ -31,6 +33,7 @@ mod run;
 mod runs;
 mod server;
 mod stage;
+mod tcp;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -78,6 +81,8 @@ enum Command {
     Primes(primes::PrimesArgs),
     /// Only the `blobs` task: a 1 GiB file up and down, against the discard server.
     Blobs(blobs::BlobsArgs),
+    /// Only the upload over TCP (HTTP/2) beside the same over QUIC, and curl over HTTP/2.
+    Tcp(tcp::TcpArgs),
     /// (internal) Run one in-process stage and print its report as JSON.
     #[command(hide = true)]
     Stage {
@@ -146,6 +151,10 @@ fn main() -> ExitCode {
         Command::Blobs(args) => {
             proc::install_interrupt_handler();
             blobs::blobs_only(args)
+        }
+        Command::Tcp(args) => {
+            proc::install_interrupt_handler();
+            tcp::tcp_only(args)
         }
         Command::Stage { kind, file, store } => {
             stage::stage_main(kind, &file, store.as_deref()).map(|()| ExitCode::SUCCESS)

@@ -341,9 +341,22 @@ impl Setup {
         events: &Path,
         limit: Duration,
     ) -> anyhow::Result<Uploaded> {
+        self.upload_with(addr, file, events, limit, &[])
+    }
+
+    /// [`Setup::upload`] with more `edge-client upload` arguments (e.g. `--tcp`).
+    pub fn upload_with(
+        &self,
+        addr: SocketAddr,
+        file: &Path,
+        events: &Path,
+        limit: Duration,
+        extra: &[&str],
+    ) -> anyhow::Result<Uploaded> {
         let mut command = Command::new(&self.bins.client);
         clear_edge_env(&mut command)
             .arg("upload")
+            .args(extra)
             .arg(file)
             .args(["--task", "ports", "--server"])
             .arg(format!("https://{addr}"))

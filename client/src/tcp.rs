@@ -17,8 +17,8 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// The read buffer for a body.
-const BUFFER_BYTES: usize = 64 * 1024;
+/// The read buffer for a body (the server takes HTTP/2 frames of up to 256 KiB).
+const BUFFER_BYTES: usize = 256 * 1024;
 
 /// An HTTP/2 connection to the server's TCP port.
 #[derive(Debug, Clone)]
@@ -175,11 +175,11 @@ async fn read_events(
         };
         pending.extend_from_slice(&data);
         while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+            // The line goes on with its newline, as over edge/1.
             let line: Vec<u8> = pending.drain(..=end).collect();
-            let line = &line[..line.len() - 1];
-            let event = Event::from_line(line)
+            let event = Event::from_line(&line[..line.len() - 1])
                 .map_err(|e| ClientError::Protocol(format!("an event is not JSON: {e}")))?;
-            on_event(&event, line);
+            on_event(&event, &line);
             if event.is_final() {
                 return Ok(event);
             }

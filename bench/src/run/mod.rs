@@ -22,8 +22,8 @@ use figures::{
     Sample, StageId,
 };
 use report::{fmt_int, print_jobs, print_results};
-pub(crate) use setup::{build_binaries, find_curl};
-use setup::{generate_file, loadavg, temp_dir, BusyThreads};
+pub(crate) use setup::{build_binaries, find_curl, generate_file, on_path};
+use setup::{loadavg, temp_dir, BusyThreads};
 use stages::Bench;
 use std::path::PathBuf;
 use std::process::ExitCode;

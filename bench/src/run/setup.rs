@@ -79,7 +79,7 @@ pub(crate) fn build_binaries(no_build: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(super) fn on_path(name: &str) -> Option<PathBuf> {
+pub(crate) fn on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))
@@ -94,7 +94,7 @@ pub(crate) fn find_curl() -> Option<PathBuf> {
     h3curl.is_file().then_some(h3curl)
 }
 
-pub(super) fn generate_file(
+pub(crate) fn generate_file(
     generator: &Generator,
     order: Order,
     format: FileFormat,

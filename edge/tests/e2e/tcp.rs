@@ -334,4 +334,25 @@ async fn edge_client_uploads_over_tcp_when_asked_and_when_udp_gets_no_answer() {
         "the client says which it used: {stderr}"
     );
     assert!(!String::from_utf8_lossy(&forced.stderr).contains("QUIC got no answer"));
+    // --json prints the events one per line, as over QUIC.
+    let json = {
+        let server = server.clone();
+        let url = format!("https://localhost:{}", server.addr.port());
+        tokio::task::spawn_blocking(move || client_upload(&server, url, &["--tcp", "--json"]))
+            .await
+            .unwrap()
+    };
+    let stdout = String::from_utf8_lossy(&json.stdout);
+    let events: Vec<Event> = stdout
+        .lines()
+        .map(|l| Event::from_line(l.as_bytes()).unwrap())
+        .collect();
+    assert!(
+        matches!(events.first(), Some(Event::Accepted { .. })),
+        "{stdout}"
+    );
+    assert!(
+        matches!(events.last(), Some(Event::Done { .. })),
+        "{stdout}"
+    );
 }
