@@ -80,16 +80,10 @@ pub struct BlobsFigures {
 
 /// `edge-bench blobs`: generates the file, then measures every row.
 pub fn blobs_only(args: BlobsArgs) -> anyhow::Result<ExitCode> {
-    crate::run::build_binaries(args.runs.no_build)?;
     let Some(curl) = crate::run::find_curl() else {
         bail!("no HTTP/3 curl: set EDGE_BENCH_CURL (../shared/tools/h3curl is used when present)");
     };
-    let tmp = tempfile::Builder::new()
-        .prefix("edge-bench-")
-        .tempdir()
-        .context("cannot create a temporary directory")?;
-    crate::proc::remove_on_interrupt(tmp.path());
-    let setup = crate::load::setup(tmp.path())?;
+    let (tmp, setup) = args.runs.prepare()?;
     let file = tmp.path().join("blob.bin");
     let bytes = args.size_mib * 1024 * 1024;
     eprintln!("edge-bench: writing a {} MiB file", args.size_mib);

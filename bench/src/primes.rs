@@ -70,14 +70,8 @@ pub struct PrimesFigures {
 
 /// `edge-bench primes`: starts a server in a temporary directory and measures every row.
 pub fn primes_only(args: PrimesArgs) -> anyhow::Result<ExitCode> {
-    crate::run::build_binaries(args.runs.no_build)?;
     let repeat = args.runs.repeat();
-    let tmp = tempfile::Builder::new()
-        .prefix("edge-bench-")
-        .tempdir()
-        .context("cannot create a temporary directory")?;
-    crate::proc::remove_on_interrupt(tmp.path());
-    let setup = crate::load::setup(tmp.path())?;
+    let (_tmp, setup) = args.runs.prepare()?;
     let server = EdgeServer::start(&setup.bins, &setup.dirs("primes"))?;
     let figures = measure(&setup, &server, repeat);
     server.stop()?;

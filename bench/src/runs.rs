@@ -19,6 +19,20 @@ pub struct RunsArgs {
 }
 
 impl RunsArgs {
+    /// What every such command does first: builds the binaries (unless `--no-build`), makes
+    /// a temporary directory (removed on Ctrl-C too), and the servers' setup in it (config,
+    /// dev certificate, token). The directory lives as long as the returned value.
+    pub fn prepare(&self) -> anyhow::Result<(tempfile::TempDir, crate::server::Setup)> {
+        crate::run::build_binaries(self.no_build)?;
+        let tmp = tempfile::Builder::new()
+            .prefix("edge-bench-")
+            .tempdir()
+            .context("cannot create a temporary directory")?;
+        crate::proc::remove_on_interrupt(tmp.path());
+        let setup = crate::load::setup(tmp.path())?;
+        Ok((tmp, setup))
+    }
+
     /// How many runs: `--repeat`, at least one.
     pub fn repeat(&self) -> usize {
         self.repeat.max(1)

@@ -57,14 +57,8 @@ pub struct TcpFigures {
 
 /// `edge-bench tcp`: generates the file, then measures every row.
 pub fn tcp_only(args: TcpArgs) -> anyhow::Result<ExitCode> {
-    crate::run::build_binaries(args.runs.no_build)?;
     let repeat = args.runs.repeat();
-    let tmp = tempfile::Builder::new()
-        .prefix("edge-bench-")
-        .tempdir()
-        .context("cannot create a temporary directory")?;
-    crate::proc::remove_on_interrupt(tmp.path());
-    let setup = crate::load::setup(tmp.path())?;
+    let (tmp, setup) = args.runs.prepare()?;
     let file = tmp.path().join("sorted.json");
     eprintln!("edge-bench: writing {} sorted records", args.records);
     let generator = Generator::new(args.records, 1)?;

@@ -8,7 +8,6 @@ use crate::util::*;
 use edge_client::api::Api;
 use edge_proto::{ErrorCode, Event, JobHeader};
 use serde_json::{json, Value};
-use std::process::Command;
 
 /// A picture-like body: a JPEG signature, then `len` bytes that differ by `seed`.
 fn picture(len: usize, seed: u8) -> Vec<u8> {
@@ -240,19 +239,7 @@ async fn edge_client_uploads_saves_lists_and_removes_a_file() {
         server.ca(),
         server.token("blobs:write blobs:read blobs:delete"),
     );
-    let run = move |args: Vec<std::ffi::OsString>| {
-        Command::new(client_binary())
-            .args(args)
-            .args(["--server", &address])
-            .arg("--ca")
-            .arg(&ca)
-            .args(["--token", &token])
-            .env_remove("EDGE_SERVER")
-            .env_remove("EDGE_CA")
-            .env_remove("EDGE_TOKEN")
-            .output()
-            .expect("edge-client runs")
-    };
+    let run = move |args: Vec<std::ffi::OsString>| run_client(&address, &ca, &token, args);
     let os = |args: &[&str]| {
         args.iter()
             .map(std::ffi::OsString::from)

@@ -277,19 +277,10 @@ async fn a_tcp_connection_without_a_valid_token_is_closed_after_the_auth_timeout
 
 /// `edge-client upload FILE --task ports` against `server_url`, with extra arguments.
 fn client_upload(server: &TestServer, server_url: String, extra: &[&str]) -> std::process::Output {
-    Command::new(client_binary())
-        .args(["upload", "--task", "ports"])
-        .arg(ports_json())
-        .args(["--server", &server_url])
-        .arg("--ca")
-        .arg(server.ca())
-        .args(["--token", &server.token(ALL_SCOPES)])
-        .args(extra)
-        .env_remove("EDGE_SERVER")
-        .env_remove("EDGE_CA")
-        .env_remove("EDGE_TOKEN")
-        .output()
-        .expect("edge-client runs")
+    let mut args: Vec<std::ffi::OsString> = vec!["upload".into(), "--task".into(), "ports".into()];
+    args.push(ports_json().into());
+    args.extend(extra.iter().map(std::ffi::OsString::from));
+    run_client(&server_url, &server.ca(), &server.token(ALL_SCOPES), args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,6 +41,27 @@ pub fn ports_json() -> PathBuf {
 
 /// The `edge-client` binary that the workspace's build made, beside this package's `edge`
 /// (see [`workspace_binary`]).
+/// Runs the `edge-client` binary with `args`, then `--server SERVER --ca CA --token TOKEN`,
+/// without the environment's `EDGE_*` settings; waits for it and returns its output.
+pub fn run_client<A: AsRef<std::ffi::OsStr>>(
+    server: &str,
+    ca: &Path,
+    token: &str,
+    args: impl IntoIterator<Item = A>,
+) -> std::process::Output {
+    std::process::Command::new(client_binary())
+        .args(args)
+        .args(["--server", server])
+        .arg("--ca")
+        .arg(ca)
+        .args(["--token", token])
+        .env_remove("EDGE_SERVER")
+        .env_remove("EDGE_CA")
+        .env_remove("EDGE_TOKEN")
+        .output()
+        .expect("edge-client runs")
+}
+
 pub fn client_binary() -> PathBuf {
     workspace_binary(
         "edge-client",

@@ -6,7 +6,6 @@ use crate::http3::{curl_as, url};
 use crate::util::*;
 use edge_client::api::Api;
 use edge_proto::{Event, Format, JobHeader};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use tokio::io::AsyncWriteExt;
 
@@ -169,19 +168,7 @@ async fn edge_client_watches_a_job_to_its_end() {
         server.ca(),
         server.token("jobs:read"),
     );
-    let run = move |args: &[&str]| {
-        Command::new(client_binary())
-            .args(args)
-            .args(["--server", &address])
-            .arg("--ca")
-            .arg(&ca)
-            .args(["--token", &token])
-            .env_remove("EDGE_SERVER")
-            .env_remove("EDGE_CA")
-            .env_remove("EDGE_TOKEN")
-            .output()
-            .expect("edge-client runs")
-    };
+    let run = move |args: &[&str]| run_client(&address, &ca, &token, args);
     let (plain, json, missing) = {
         let job = job.clone();
         tokio::task::spawn_blocking(move || {
