@@ -189,6 +189,9 @@ pub(crate) struct Guarded<S> {
     reading: bool,
     /// A STOP_SENDING code to send once the read in flight is back.
     stop: Option<u64>,
+    /// The code of the STOP_SENDING sent: later reads end at once with it, without reading
+    /// the stopped stream (h3 would take its end for a frame cut short, a connection error).
+    stopped: Option<u64>,
 }
 
 impl<S> Guarded<S> {
@@ -199,6 +202,7 @@ impl<S> Guarded<S> {
             quic,
             reading: false,
             stop: None,
+            stopped: None,
         }
     }
 
@@ -236,11 +240,15 @@ impl<S: quic::RecvStream<Buf = Bytes> + Abort> quic::RecvStream for Guarded<S> {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Option<Bytes>, StreamErrorIncoming>> {
+        if let Some(error_code) = self.stopped {
+            return Poll::Ready(Err(StreamErrorIncoming::StreamTerminated { error_code }));
+        }
         let polled = self.inner.poll_data(cx);
         self.reading = polled.is_pending();
         if !self.reading {
             if let Some(code) = self.stop.take() {
                 self.inner.stop_sending(code);
+                self.stopped = Some(code);
             }
         }
         let data = ready!(polled)?;
@@ -279,7 +287,10 @@ impl<S: quic::RecvStream<Buf = Bytes> + Abort> quic::RecvStream for Guarded<S> {
     fn stop_sending(&mut self, error_code: u64) {
         match self.reading {
             true => self.stop = Some(error_code),
-            false => self.inner.stop_sending(error_code),
+            false => {
+                self.inner.stop_sending(error_code);
+                self.stopped = Some(error_code);
+            }
         }
     }
 

@@ -282,11 +282,15 @@ async fn linger_tcp(body: &mut Incoming) {
 
 /// Stops a request body the client is still sending with STOP_SENDING `code`. A read may
 /// still be in flight (h3 returns buffered data without waiting for it): the stop then goes
-/// out once that read is back (see `h3guard::Guarded`), with the client's next bytes.
+/// out once that read is back (see `h3guard::Guarded`). So the body is read on (what h3 had
+/// buffered, then the read in flight) until the stop is out, when reads end with an error
+/// (`Guarded` reads nothing more), for at most [`STOP_WAIT`]: a stream dropped before its
+/// stop went out would be stopped with code 0.
 async fn stop<S: h3::quic::RecvStream>(
     stream: &mut h3::server::RequestStream<S, Bytes>,
     code: Code,
 ) {
     stream.stop_sending(code);
-    let _ = tokio::time::timeout(STOP_WAIT, stream.recv_data()).await;
+    let until_stopped = async { while let Ok(Some(_)) = stream.recv_data().await {} };
+    let _ = tokio::time::timeout(STOP_WAIT, until_stopped).await;
 }
