@@ -1,6 +1,6 @@
-//! The read API over HTTP/3 (`GET /v1/ports/...`, `/v1/jobs/...`, `/v1/tasks`, a stored
-//! file's bytes, `DELETE` of an item): what the `edge-client <task>`, `jobs` and `tasks`
-//! commands call.
+//! The read API over HTTP/3, or over HTTP/2 on TCP when UDP gets no answer (`GET
+//! /v1/ports/...`, `/v1/jobs/...`, `/v1/tasks`, a stored file's bytes, `DELETE` of an item):
+//! what the `edge-client <task>`, `jobs` and `tasks` commands call.
 
 use crate::connect::{self, ClientConfig, Server};
 use crate::error::ClientError;
@@ -10,12 +10,52 @@ use serde_json::Value;
 /// The largest response body read.
 const MAX_BODY: usize = 16 * 1024 * 1024;
 
-/// An HTTP/3 connection to the server's read API.
+/// A connection to the server's read API.
 pub struct Api {
-    connection: quinn::Connection,
-    requests: h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
+    transport: Transport,
     server: Server,
     token: Option<String>,
+}
+
+enum Transport {
+    H3 {
+        connection: quinn::Connection,
+        requests: h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
+    },
+    Tcp(crate::tcp::TcpClient),
+}
+
+/// A response's body, over either transport.
+enum ResponseStream {
+    H3(Box<H3Stream>),
+    Tcp(hyper::body::Incoming),
+}
+
+impl ResponseStream {
+    /// The next piece of the body, `None` at its end.
+    async fn chunk(&mut self) -> Result<Option<Bytes>, ClientError> {
+        match self {
+            ResponseStream::H3(stream) => Ok(stream
+                .recv_data()
+                .await
+                .map_err(lost)?
+                .map(|mut data| data.copy_to_bytes(data.remaining()))),
+            ResponseStream::Tcp(body) => {
+                use http_body_util::BodyExt;
+                loop {
+                    match body.frame().await {
+                        None => return Ok(None),
+                        Some(Err(e)) => return Err(ClientError::ConnectionLost(e.to_string())),
+                        Some(Ok(frame)) => {
+                            if let Ok(data) = frame.into_data() {
+                                return Ok(Some(data));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Api {
@@ -47,16 +87,30 @@ impl Answer {
 }
 
 impl Api {
-    /// Connects with ALPN `h3`, verifying the server's certificate.
+    /// Connects with ALPN `h3`, verifying the server's certificate; when UDP gets no answer,
+    /// over HTTP/2 on TCP instead (as [`crate::Client::connect`] does).
     pub async fn connect(config: &ClientConfig) -> Result<Api, ClientError> {
-        let (connection, server) = connect::open(config, edge_proto::ALPN_H3).await?;
+        let (connection, server) = match connect::open(config, edge_proto::ALPN_H3).await {
+            Ok(opened) => opened,
+            Err(quic @ ClientError::Unreachable { .. }) => {
+                let tcp = crate::tcp::connect(config).await.map_err(|_| quic)?;
+                return Ok(Api {
+                    server: tcp.server().clone(),
+                    transport: Transport::Tcp(tcp),
+                    token: config.token.clone(),
+                });
+            }
+            Err(e) => return Err(e),
+        };
         let (mut driver, requests) = h3::client::new(h3_quinn::Connection::new(connection.clone()))
             .await
             .map_err(|e| ClientError::Protocol(format!("HTTP/3 setup failed: {e}")))?;
         tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
         Ok(Api {
-            connection,
-            requests,
+            transport: Transport::H3 {
+                connection,
+                requests,
+            },
             server,
             token: config.token.clone(),
         })
@@ -91,8 +145,7 @@ impl Api {
             .and_then(|v| v.to_str().ok())
             .map(|v| v.trim_matches('"').to_owned())
             .ok_or_else(|| ClientError::Protocol("the file came without an ETag".into()))?;
-        while let Some(mut chunk) = stream.recv_data().await.map_err(lost)? {
-            let bytes = chunk.copy_to_bytes(chunk.remaining());
+        while let Some(bytes) = stream.chunk().await? {
             save(&bytes).map_err(ClientError::Protocol)?;
         }
         Ok(Ok(etag))
@@ -111,8 +164,8 @@ impl Api {
             return Ok(Err(read_answer(status, &mut stream).await?));
         }
         let mut pending: Vec<u8> = Vec::new();
-        while let Some(mut chunk) = stream.recv_data().await.map_err(lost)? {
-            pending.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+        while let Some(chunk) = stream.chunk().await? {
+            pending.extend_from_slice(&chunk);
             while let Some(end) = pending.iter().position(|&b| b == b'\n') {
                 line(&pending[..end]);
                 pending.drain(..=end);
@@ -137,13 +190,31 @@ impl Api {
         if let Some(token) = &self.token {
             request = request.header("authorization", format!("Bearer {token}"));
         }
-        let request = request
-            .body(())
-            .map_err(|e| ClientError::Protocol(format!("bad request `{path}`: {e}")))?;
-        let mut stream = self.requests.send_request(request).await.map_err(lost)?;
-        stream.finish().await.map_err(lost)?;
-        let response = stream.recv_response().await.map_err(lost)?;
-        Ok((response, stream))
+        let bad = |e: http::Error| ClientError::Protocol(format!("bad request `{path}`: {e}"));
+        match &mut self.transport {
+            Transport::H3 { requests, .. } => {
+                let request = request.body(()).map_err(bad)?;
+                let mut stream = requests.send_request(request).await.map_err(lost)?;
+                stream.finish().await.map_err(lost)?;
+                let response = stream.recv_response().await.map_err(lost)?;
+                Ok((response, ResponseStream::H3(Box::new(stream))))
+            }
+            Transport::Tcp(tcp) => {
+                let request = request
+                    .body(crate::tcp::ChannelBody::empty())
+                    .map_err(bad)?;
+                let response = tcp
+                    .sender()
+                    .send_request(request)
+                    .await
+                    .map_err(|e| ClientError::ConnectionLost(e.to_string()))?;
+                let (parts, body) = response.into_parts();
+                Ok((
+                    http::Response::from_parts(parts, ()),
+                    ResponseStream::Tcp(body),
+                ))
+            }
+        }
     }
 
     /// A request without a body, answered as JSON.
@@ -154,11 +225,13 @@ impl Api {
 
     /// Closes the connection (code 0) once the server has been told.
     pub async fn close(self) {
-        connect::close(&self.connection).await;
+        if let Transport::H3 { connection, .. } = &self.transport {
+            connect::close(connection).await;
+        }
     }
 }
 
-type ResponseStream = h3::client::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
+type H3Stream = h3::client::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
 
 fn lost(e: h3::error::StreamError) -> ClientError {
     ClientError::ConnectionLost(e.to_string())
@@ -167,14 +240,13 @@ fn lost(e: h3::error::StreamError) -> ClientError {
 /// A JSON response body (at most [`MAX_BODY`]).
 async fn read_answer(status: u16, stream: &mut ResponseStream) -> Result<Answer, ClientError> {
     let mut body = Vec::new();
-    while let Some(mut chunk) = stream.recv_data().await.map_err(lost)? {
-        if body.len() + chunk.remaining() > MAX_BODY {
+    while let Some(chunk) = stream.chunk().await? {
+        if body.len() + chunk.len() > MAX_BODY {
             return Err(ClientError::Protocol(
                 "the response is larger than 16 MiB".into(),
             ));
         }
-        let bytes = chunk.copy_to_bytes(chunk.remaining());
-        body.extend_from_slice(&bytes);
+        body.extend_from_slice(&chunk);
     }
     let body = serde_json::from_slice(&body)
         .map_err(|e| ClientError::Protocol(format!("the server's answer is not JSON: {e}")))?;

@@ -69,6 +69,16 @@ pub(crate) async fn connect(config: &ClientConfig) -> Result<TcpClient, ClientEr
 }
 
 impl TcpClient {
+    /// The server it is connected to.
+    pub(crate) fn server(&self) -> &Server {
+        &self.server
+    }
+
+    /// A handle to send requests on the connection.
+    pub(crate) fn sender(&self) -> hyper::client::conn::http2::SendRequest<ChannelBody> {
+        self.sender.clone()
+    }
+
     /// Uploads one job (`PUT /v1/jobs/{task}`, the header's fields in the query), calling
     /// `on_event` for every event of the response; until `cancel` (then the request is
     /// dropped: the server ends the job, keeping what it committed).
@@ -213,6 +223,13 @@ async fn refusal(status: u16, body: &mut Incoming) -> Result<Event, ClientError>
 /// A request body fed through a bounded channel.
 #[derive(Debug)]
 pub(crate) struct ChannelBody(mpsc::Receiver<Result<Frame<Bytes>, std::io::Error>>);
+
+impl ChannelBody {
+    /// No body.
+    pub(crate) fn empty() -> ChannelBody {
+        ChannelBody(mpsc::channel(1).1)
+    }
+}
 
 impl hyper::body::Body for ChannelBody {
     type Data = Bytes;

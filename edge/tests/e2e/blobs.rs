@@ -136,18 +136,17 @@ async fn a_reader_keeps_the_version_it_started_while_a_replacement_is_published(
     let (etag, got) = reader.await.unwrap();
     assert_eq!(etag, blake3_hex(&old));
     assert!(got == old, "the download is the old version, whole");
+    // What a later reader finds: the new version's description.
+    let later = client_description(&server, "swap.jpg").await;
+    assert_eq!(later["digest"], blake3_hex(&new));
+}
 
+/// Blob `name`'s description, through the read API.
+async fn client_description(server: &TestServer, name: &str) -> Value {
     let mut api = Api::connect(&server.client_config()).await.unwrap();
-    let mut again = Vec::new();
-    api.download("/v1/blobs/swap.jpg", &mut |bytes| {
-        again.extend_from_slice(bytes);
-        Ok(())
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    assert!(again == new, "a later download is the new version");
+    let answer = api.get(&format!("/v1/blobs?prefix={name}")).await.unwrap();
     api.close().await;
+    answer.body["items"][0].clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

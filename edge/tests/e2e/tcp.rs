@@ -284,7 +284,7 @@ fn client_upload(server: &TestServer, server_url: String, extra: &[&str]) -> std
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn edge_client_uploads_over_tcp_when_asked_and_when_udp_gets_no_answer() {
+async fn edge_client_uploads_and_reads_over_tcp_when_asked_and_when_udp_gets_no_answer() {
     let server = TestServer::start().await;
     // A port with nothing on UDP, whose TCP goes to the server's: as behind a firewall that
     // drops UDP.
@@ -303,17 +303,27 @@ async fn edge_client_uploads_over_tcp_when_asked_and_when_udp_gets_no_answer() {
     let direct = format!("https://localhost:{}", server.addr.port());
     let blocked = format!("https://localhost:{forwarded}");
     let server = std::sync::Arc::new(server);
-    let (forced, fallback) = {
+    let (forced, fallback, read) = {
         let server = server.clone();
         tokio::task::spawn_blocking(move || {
+            let (ca, token) = (server.ca(), server.token(ALL_SCOPES));
             (
                 client_upload(&server, direct, &["--tcp"]),
-                client_upload(&server, blocked, &[]),
+                client_upload(&server, blocked.clone(), &[]),
+                run_client(&blocked, &ca, &token, ["ports", "get", "AEAJM"]),
             )
         })
         .await
         .unwrap()
     };
+    // The read commands fall back too.
+    assert_eq!(
+        read.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    assert!(String::from_utf8_lossy(&read.stdout).contains("\"Ajman\""));
     for (what, out) in [("--tcp", &forced), ("fallback", &fallback)] {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "{what}: {stderr}");
