@@ -356,7 +356,12 @@ async fn files_past_the_servers_job_limit_are_queued_and_all_run() {
         .unwrap();
     // Wait until it holds the place: a job of the same subject is refused meanwhile.
     let probe = Client::connect(&server.config()).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the holder never held the subject's one place"
+        );
         let mut header = JobHeader::new("stats");
         header.format = Some(edge_proto::Format::Lines);
         let body = Box::new(std::io::Cursor::new(b"1\n".to_vec()));

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -32,8 +33,11 @@ pub(super) fn serve(config: &Config, log_format: LogFormat) -> anyhow::Result<Ex
             info!("admin listener on http://{admin} (/metrics, /healthz)");
         }
         let shutdown = CancellationToken::new();
-        tokio::spawn(on_signal(shutdown.clone()));
-        tokio::spawn(reload_on_sighup(server.certificates()));
+        // The handlers are in place before the ready line: a SIGTERM right after it drains
+        // the server instead of killing it.
+        let (stops, hangups) = (stop_signals()?, hangups()?);
+        tokio::spawn(on_signal(stops, shutdown.clone()));
+        tokio::spawn(reload_on_sighup(hangups, server.certificates()));
         announce(addr);
         server.run(shutdown).await;
         Ok::<_, anyhow::Error>(())
@@ -48,31 +52,35 @@ fn announce(addr: SocketAddr) {
     let _ = out.flush();
 }
 
+/// SIGINT (Ctrl-C) and SIGTERM, caught from now on.
+fn stop_signals() -> anyhow::Result<(Signal, Signal)> {
+    let catch = |kind| signal(kind).context("cannot catch SIGINT and SIGTERM");
+    Ok((
+        catch(SignalKind::interrupt())?,
+        catch(SignalKind::terminate())?,
+    ))
+}
+
+/// SIGHUP, caught from now on.
+fn hangups() -> anyhow::Result<Signal> {
+    signal(SignalKind::hangup()).context("cannot catch SIGHUP")
+}
+
 /// Cancels `shutdown` on Ctrl-C or SIGTERM.
-async fn on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let ctrl_c = tokio::signal::ctrl_c();
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = ctrl_c => {},
-                _ = term.recv() => {},
-            }
-        }
-        Err(_) => {
-            let _ = ctrl_c.await;
-        }
+async fn on_signal((mut interrupt, mut terminate): (Signal, Signal), shutdown: CancellationToken) {
+    tokio::select! {
+        _ = interrupt.recv() => {},
+        _ = terminate.recv() => {},
     }
     info!("signal received");
     shutdown.cancel();
 }
 
 /// Reloads the certificate on every SIGHUP.
-async fn reload_on_sighup(certificates: std::sync::Arc<crate::certs::Certificates>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        return;
-    };
+async fn reload_on_sighup(
+    mut hangups: Signal,
+    certificates: std::sync::Arc<crate::certs::Certificates>,
+) {
     while hangups.recv().await.is_some() {
         certificates.reload_and_log("SIGHUP");
     }
