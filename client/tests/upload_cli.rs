@@ -343,37 +343,44 @@ async fn files_past_the_servers_job_limit_are_queued_and_all_run() {
     let (mut holder_tx, holder_rx) = tokio::io::duplex(64 * 1024);
     let mut header = JobHeader::new("stats");
     header.format = Some(edge_proto::Format::Lines);
+    let (accepted, mut holding) = tokio::sync::mpsc::unbounded_channel();
     let holder = {
         let client = client.clone();
         tokio::spawn(async move {
             client
-                .upload(UploadJob::new(header, Box::new(holder_rx)), |_| {})
+                .upload(
+                    UploadJob::new(header, Box::new(holder_rx)),
+                    move |event: &Event| {
+                        let _ = accepted.send(event.clone());
+                    },
+                )
                 .await
         })
     };
     tokio::io::AsyncWriteExt::write_all(&mut holder_tx, b"1\n")
         .await
         .unwrap();
-    // Wait until it holds the place: a job of the same subject is refused meanwhile.
+    // It holds the place once the server accepted it (a job is accepted only once admitted).
+    let first = tokio::time::timeout(std::time::Duration::from_secs(30), holding.recv())
+        .await
+        .expect("the holder's first event within 30 s");
+    assert!(
+        matches!(first, Some(Event::Accepted { .. })),
+        "the holder was not accepted: {first:?}"
+    );
+    // A job of the same subject is refused meanwhile.
     let probe = Client::connect(&server.config()).await.unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the holder never held the subject's one place"
-        );
-        let mut header = JobHeader::new("stats");
-        header.format = Some(edge_proto::Format::Lines);
-        let body = Box::new(std::io::Cursor::new(b"1\n".to_vec()));
-        let result = probe
-            .upload(UploadJob::new(header, body), |_| {})
-            .await
-            .unwrap();
-        if let Event::Rejected { message, .. } = &result.last {
-            assert!(message.contains("max_jobs_per_sub"), "{message}");
-            break;
-        }
-    }
+    let mut header = JobHeader::new("stats");
+    header.format = Some(edge_proto::Format::Lines);
+    let body = Box::new(std::io::Cursor::new(b"1\n".to_vec()));
+    let result = probe
+        .upload(UploadJob::new(header, body), |_| {})
+        .await
+        .unwrap();
+    let Event::Rejected { message, .. } = &result.last else {
+        panic!("a job beside the holder was not refused: {:?}", result.last)
+    };
+    assert!(message.contains("max_jobs_per_sub"), "{message}");
     probe.close().await;
 
     let dir = tempfile::tempdir().unwrap();
