@@ -83,8 +83,8 @@ pub(crate) struct Feed {
 
 #[derive(Debug, Default)]
 struct FeedState {
-    /// The kept events: their number (from 1) and their NDJSON line.
-    events: VecDeque<(u64, Bytes)>,
+    /// The kept events: their number (from 1), their name and their NDJSON line.
+    events: VecDeque<(u64, &'static str, Bytes)>,
     bytes: usize,
     /// The number the next event gets, less one.
     last: u64,
@@ -96,7 +96,7 @@ struct FeedState {
 #[derive(Debug)]
 pub(crate) struct Batch {
     /// Events numbered after the one asked for (from the oldest kept), in order.
-    pub events: Vec<(u64, Bytes)>,
+    pub events: Vec<(u64, &'static str, Bytes)>,
     /// Whether the job's final event is among what was ever published (nothing follows).
     pub ended: bool,
 }
@@ -109,7 +109,7 @@ impl Feed {
             events: state
                 .events
                 .iter()
-                .filter(|(n, _)| *n > after)
+                .filter(|(n, _, _)| *n > after)
                 .cloned()
                 .collect(),
             ended: state.ended,
@@ -155,11 +155,11 @@ impl Publisher {
             state.bytes += line.len();
             state
                 .events
-                .push_back((number, Bytes::copy_from_slice(line)));
+                .push_back((number, event.name(), Bytes::copy_from_slice(line)));
             while state.events.len() > MAX_EVENTS
                 || (state.bytes > MAX_BYTES && state.events.len() > 1)
             {
-                if let Some((_, old)) = state.events.pop_front() {
+                if let Some((_, _, old)) = state.events.pop_front() {
                     state.bytes -= old.len();
                 }
             }
@@ -239,12 +239,10 @@ pub(crate) fn final_event(record: &edge_tasks::history::JobRecord) -> Option<Eve
     })
 }
 
-/// One event as Server-Sent Events (`id`, `event`, `data`) from its NDJSON line.
-pub(crate) fn sse(number: u64, line: &[u8]) -> Bytes {
+/// Event `number`, named `name`, as Server-Sent Events (`id`, `event`, `data`) from its
+/// NDJSON line.
+pub(crate) fn sse(number: u64, name: &str, line: &[u8]) -> Bytes {
     let json = line.strip_suffix(b"\n").unwrap_or(line);
-    let name = Event::from_line(json)
-        .map(|event| event.name())
-        .unwrap_or("event");
     let mut out = format!("id: {number}\nevent: {name}\ndata: ").into_bytes();
     out.extend_from_slice(json);
     out.extend_from_slice(b"\n\n");
@@ -324,7 +322,7 @@ mod tests {
     fn events_read_as_server_sent_events() {
         let line = progress(5).to_line();
         assert_eq!(
-            sse(7, &line),
+            sse(7, "progress", &line),
             Bytes::from(
                 "id: 7\nevent: progress\ndata: {\"event\":\"progress\",\"bytes\":5,\"records\":0,\"errors\":0}\n\n"
             )

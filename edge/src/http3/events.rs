@@ -71,9 +71,9 @@ pub(super) async fn watch(
     }
     match source {
         Source::Live(feed) => follow(stream, &feed, after, sse, shutdown).await,
-        Source::Final(line) => {
+        Source::Final(name, line) => {
             if after < 1 {
-                let _ = stream.send_data(encode(sse, 1, line)).await;
+                let _ = stream.send_data(encode(sse, 1, name, line)).await;
             }
         }
         Source::None => {}
@@ -86,7 +86,7 @@ enum Source {
     /// The job's feed (running, or recently finished).
     Live(Arc<Feed>),
     /// Only its final event (as event 1), rebuilt from the job history.
-    Final(Bytes),
+    Final(&'static str, Bytes),
     /// No job the watcher may see.
     None,
 }
@@ -100,7 +100,7 @@ async fn from_history(service: &Service, id: &str, grant: &Grant) -> Source {
     };
     let visible = grant.is_admin() || record.sub.as_deref() == Some(grant.sub.as_str());
     match watch::final_event(&record) {
-        Some(event) if visible => Source::Final(Bytes::from(event.to_line())),
+        Some(event) if visible => Source::Final(event.name(), Bytes::from(event.to_line())),
         _ => Source::None,
     }
 }
@@ -110,9 +110,13 @@ async fn from_history(service: &Service, id: &str, grant: &Grant) -> Source {
 async fn follow(stream: &mut Stream, feed: &Feed, mut after: u64, sse: bool, shutdown: &Shutdown) {
     loop {
         let batch = feed.after(after);
-        for (number, line) in batch.events {
+        for (number, name, line) in batch.events {
             after = number;
-            if stream.send_data(encode(sse, number, line)).await.is_err() {
+            if stream
+                .send_data(encode(sse, number, name, line))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -132,9 +136,9 @@ async fn follow(stream: &mut Stream, feed: &Feed, mut after: u64, sse: bool, shu
 }
 
 /// Event `number` (its NDJSON line) as the watcher reads it: the line, or an SSE event.
-fn encode(sse: bool, number: u64, line: Bytes) -> Bytes {
+fn encode(sse: bool, number: u64, name: &str, line: Bytes) -> Bytes {
     if sse {
-        watch::sse(number, &line)
+        watch::sse(number, name, &line)
     } else {
         line
     }

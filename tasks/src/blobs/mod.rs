@@ -585,7 +585,7 @@ fn prune(
     stored::prune_orphans(&context.store, stop)
 }
 
-/// A chunk as the store holds it, for tests.
+/// How many chunks the store holds, for tests.
 #[cfg(test)]
 fn chunk_count(store: &Store) -> u64 {
     use redb::ReadableTableMetadata;
