@@ -1,6 +1,7 @@
 //! The optional admin listener: plain HTTP/1.1 on TCP (Prometheus cannot scrape HTTP/3), bound
 //! to 127.0.0.1 unless configured otherwise. `GET /metrics` (Prometheus text), `GET /healthz`.
-//! Nothing else: the job and read API stay HTTP/3 only, behind tokens.
+//! Nothing else: the job and read API are on the main port (HTTP/3, or HTTP/2 and HTTP/1.1
+//! over TCP), behind tokens.
 //!
 //! Each request is read with a size cap and a timeout, answered (with a timeout too), and the
 //! connection closed. At most `admin.max_connections` connections are served at once: the
