@@ -88,6 +88,43 @@ pub struct Config {
     pub tcp: TcpConfig,
     /// The `ports` task.
     pub ports: PortsConfig,
+    /// Signing in with a name and a password.
+    pub login: LoginConfig,
+}
+
+/// `[login]`: users who sign in with a name and a password (`POST /v1/login`, `edge user`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginConfig {
+    /// Serve `POST /v1/login`.
+    pub enabled: bool,
+    /// How long a token from a sign-in is valid, in seconds.
+    pub token_ttl_secs: u64,
+    /// Failed sign-ins for one name within `failure_window_secs` that lock the name.
+    pub max_failures_per_name: u32,
+    /// Failed sign-ins from one address (an IPv6 /64) within `failure_window_secs` that lock
+    /// the address.
+    pub max_failures_per_address: u32,
+    /// The window failures are counted in, in seconds.
+    pub failure_window_secs: u64,
+    /// How long a locked name or address is refused, in seconds.
+    pub lockout_secs: u64,
+    /// How long a failed sign-in waits before it is answered, in milliseconds.
+    pub failure_delay_ms: u64,
+}
+
+impl Default for LoginConfig {
+    fn default() -> Self {
+        LoginConfig {
+            enabled: true,
+            token_ttl_secs: 12 * 3600,
+            max_failures_per_name: 5,
+            max_failures_per_address: 20,
+            failure_window_secs: 900,
+            lockout_secs: 900,
+            failure_delay_ms: 1000,
+        }
+    }
 }
 
 /// `[tcp]`: HTTP/1.1 and HTTP/2 over TCP + TLS on the same address and port as QUIC, for
@@ -435,6 +472,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             admin: AdminConfig::default(),
             tcp: TcpConfig::default(),
+            login: LoginConfig::default(),
             ports: PortsConfig::default(),
         }
     }
@@ -611,6 +649,15 @@ impl Config {
         }
         if self.admin.max_connections == 0 {
             return invalid("admin.max_connections", "must be at least 1");
+        }
+        if self.login.max_failures_per_name == 0 || self.login.max_failures_per_address == 0 {
+            return invalid(
+                "login.max_failures_per_name",
+                "`max_failures_per_name` and `max_failures_per_address` must be at least 1",
+            );
+        }
+        if self.login.token_ttl_secs == 0 {
+            return invalid("login.token_ttl_secs", "must be at least 1");
         }
         if self.auth.auth_timeout_secs == 0 {
             return invalid("auth.auth_timeout_secs", "must be at least 1");

@@ -1,5 +1,6 @@
-//! The local control socket: `<data_dir>/edge.sock`, through which `edge token revoke` and
-//! `edge token list-revoked` reach a running server. redb admits one process per file, so
+//! The local control socket: `<data_dir>/edge.sock`, through which `edge token revoke`,
+//! `edge token list-revoked`, `edge user ...`, `edge backup` and `edge status` reach a running
+//! server. redb admits one process per file, so
 //! while `edge serve` holds the store, commands that change it ask the server to do it; when
 //! no server runs, the command opens the store itself and runs the same [`execute`].
 //!
@@ -8,6 +9,7 @@
 
 use crate::auth::DenyList;
 use edge_tasks::revocations::{self, Revoked};
+use edge_tasks::users::{self, Change, UserInfo};
 use edge_tasks::Store;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -42,6 +44,37 @@ pub enum Request {
         /// The backup file.
         path: PathBuf,
     },
+    /// Add a user who signs in with a password (hashed by the command: the password itself
+    /// never reaches the socket).
+    UserAdd {
+        /// The name.
+        name: String,
+        /// The password's Argon2id hash (a PHC string).
+        hash: String,
+        /// The scopes, space-separated.
+        scope: String,
+    },
+    /// Set a user's password hash; ends the tokens issued to the name before.
+    UserPasswd {
+        /// The name.
+        name: String,
+        /// The new hash.
+        hash: String,
+    },
+    /// Set a user's scopes; ends the tokens issued to the name before.
+    UserScope {
+        /// The name.
+        name: String,
+        /// The scopes, space-separated.
+        scope: String,
+    },
+    /// Remove a user; ends the tokens issued to the name before.
+    UserRemove {
+        /// The name.
+        name: String,
+    },
+    /// List the users.
+    UserList,
 }
 
 /// What `edge status` shows.
@@ -81,6 +114,9 @@ pub struct Reply {
     /// For `status`: the figures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
+    /// For `user_list`: the users.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<Vec<UserInfo>>,
     /// For `backup`: what was written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<edge_tasks::store::BackupReport>,
@@ -105,7 +141,11 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
 
 /// Carries out `request` on `store` (in the server, or in the command when no server runs).
 pub fn execute(store: &Store, request: &Request) -> Reply {
-    let now = crate::auth::unix_now();
+    execute_at(store, request, crate::auth::unix_now())
+}
+
+/// [`execute`] at time `now` (seconds since the epoch).
+fn execute_at(store: &Store, request: &Request, now: u64) -> Reply {
     match request {
         Request::Revoke { jti, expires } => {
             let jti = jti.trim();
@@ -141,6 +181,44 @@ pub fn execute(store: &Store, request: &Request) -> Reply {
             },
             Err(e) => Reply::failed(e.to_string()),
         },
+        Request::UserAdd { name, hash, scope } => {
+            if let Err(why) = users::check_name(name) {
+                return Reply::failed(why);
+            }
+            user_change(name, users::add(store, name, hash, scope, now))
+        }
+        Request::UserPasswd { name, hash } => {
+            user_change(name, users::set_password(store, name, hash, now))
+        }
+        Request::UserScope { name, scope } => {
+            user_change(name, users::set_scope(store, name, scope, now))
+        }
+        Request::UserRemove { name } => user_change(name, users::remove(store, name, now)),
+        Request::UserList => match users::list(store) {
+            Ok(list) => Reply {
+                ok: true,
+                users: Some(list),
+                ..Reply::default()
+            },
+            Err(e) => Reply::failed(e.to_string()),
+        },
+    }
+}
+
+/// The reply to a change of user `name`.
+fn user_change(name: &str, change: Result<Change, edge_tasks::StoreError>) -> Reply {
+    match change {
+        Ok(Change::Done) => Reply {
+            ok: true,
+            ..Reply::default()
+        },
+        Ok(Change::Exists) => Reply::failed(format!(
+            "there is a user `{name}` already (`edge user passwd {name}` changes the password)"
+        )),
+        Ok(Change::Missing) => Reply::failed(format!(
+            "there is no user `{name}` (`edge user list` lists them)"
+        )),
+        Err(e) => Reply::failed(e.to_string()),
     }
 }
 
@@ -169,6 +247,17 @@ fn execute_in_server(store: &Store, revoked: &DenyList, request: &Request) -> Re
                 tracing::warn!("cannot update the deny-list in the store: {e}");
             }
             execute(store, request)
+        }
+        // The name's tokens end in memory too, once the store holds the change.
+        Request::UserPasswd { name, .. }
+        | Request::UserScope { name, .. }
+        | Request::UserRemove { name } => {
+            let now = crate::auth::unix_now();
+            let reply = execute_at(store, request, now);
+            if reply.ok {
+                revoked.revoke_subject(name, now);
+            }
+            reply
         }
         _ => execute(store, request),
     }

@@ -21,6 +21,8 @@
 //!   connection, `routes.rs` routing, `upload.rs` uploads, `read.rs` the read API,
 //!   `respond.rs` responses and refusals).
 //! - `limits`: per-subject job limits (concurrency, start rate).
+//! - `login`: signing in with a name and a password (`POST /v1/login`), slowed and locked
+//!   out per name and per address.
 //! - `logging`: the log formats, escaping what peers sent so that it cannot forge log lines.
 //! - [`metrics`]: counters in the Prometheus text format.
 //! - `admin`: the optional plain-HTTP admin listener (`/metrics`, `/healthz`).
@@ -50,6 +52,7 @@ mod http3;
 mod jobs;
 mod limits;
 mod logging;
+mod login;
 pub mod metrics;
 mod prune;
 pub mod server;

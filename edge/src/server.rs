@@ -219,6 +219,7 @@ impl Server {
             },
             window_budget,
             feeds: Arc::new(crate::watch::Feeds::default()),
+            login: login_desk(config),
         };
         let tcp = match tcp_listener {
             Some(listener) => {
@@ -704,6 +705,17 @@ fn varint(value: u64) -> VarInt {
 
 fn mib(value: u64) -> usize {
     usize::try_from(value.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX)
+}
+
+/// The sign-in desk, with the key tokens are minted with (the same `edge token issue` uses),
+/// or why there is none (then `POST /v1/login` says so).
+fn login_desk(config: &Config) -> crate::login::Login {
+    let key = crate::auth::SigningKey::load(&config.auth, &config.certs_dir, None)
+        .map_err(|e| e.to_string());
+    if let (true, Err(why)) = (config.login.enabled, &key) {
+        warn!("signing in with a password is unavailable: {why}");
+    }
+    crate::login::Login::new(config.login.clone(), config.auth.clone(), key)
 }
 
 #[cfg(test)]

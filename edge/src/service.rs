@@ -46,6 +46,8 @@ pub(crate) struct Service {
     pub window_budget: Arc<crate::window::Budget>,
     /// The events of running and recently finished jobs, for watchers.
     pub feeds: Arc<crate::watch::Feeds>,
+    /// Signing in with a name and a password.
+    pub login: crate::login::Login,
 }
 
 impl Service {
@@ -74,7 +76,9 @@ impl Service {
     /// runtime); returns what it allows.
     pub(crate) fn authorize(&self, token: Option<&str>) -> Result<Grant, AuthError> {
         let grant = self.auth.verify(token)?;
-        if self.revoked.is_revoked(&grant.jti, grant.exp) {
+        if self.revoked.is_revoked(&grant.jti, grant.exp)
+            || self.revoked.is_subject_revoked(&grant.sub, grant.iat)
+        {
             return Err(AuthError::Revoked);
         }
         Ok(grant)

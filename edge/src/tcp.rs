@@ -98,7 +98,8 @@ impl TcpServer {
                         Some(b"h2") => "h2",
                         _ => "http/1.1",
                     };
-                    serve_connection(tls, transport, service, shutdown, alt_svc).await;
+                    let peer = remote.ip();
+                    serve_connection(tls, transport, service, shutdown, alt_svc, peer).await;
                     drop(slot);
                 }
                 .instrument(span),
@@ -117,6 +118,7 @@ async fn serve_connection(
     service: Arc<Service>,
     shutdown: Shutdown,
     alt_svc: HeaderValue,
+    peer: std::net::IpAddr,
 ) {
     let authorised = CancellationToken::new();
     let auth_timeout = service.auth_timeout;
@@ -125,6 +127,7 @@ async fn serve_connection(
         window: None,
         authorised: authorised.clone(),
         shutdown: shutdown.clone(),
+        peer,
     };
     let handler = hyper::service::service_fn(move |request| {
         serve_request(request, connection.clone(), transport, alt_svc.clone())

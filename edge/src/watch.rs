@@ -15,6 +15,8 @@ pub(crate) const MAX_EVENTS: usize = 1024;
 pub(crate) const MAX_BYTES: usize = 1024 * 1024;
 /// Finished jobs whose events are kept (the newest).
 pub(crate) const KEEP_FINISHED: usize = 64;
+/// Client references (`?ref=` of an upload) kept, the newest, to find their jobs by.
+pub(crate) const KEEP_REFERENCES: usize = 1024;
 
 /// The events of the running and recently finished jobs.
 #[derive(Debug, Default)]
@@ -26,6 +28,8 @@ pub(crate) struct Feeds {
 struct FeedsInner {
     running: HashMap<String, Arc<Feed>>,
     finished: VecDeque<(String, Arc<Feed>)>,
+    /// `(sub, reference, job)`: the jobs that uploads named with a reference of their own.
+    references: VecDeque<(String, String, String)>,
 }
 
 impl Feeds {
@@ -43,6 +47,29 @@ impl Feeds {
             feed,
             ended: false,
         }
+    }
+
+    /// Remembers that `sub`'s upload named `reference` is job `job` (a client that cannot
+    /// read its upload's response before its body is sent, a browser, follows the job by it).
+    pub(crate) fn refer(&self, sub: &str, reference: &str, job: &str) {
+        let mut inner = self.lock();
+        if inner.references.len() == KEEP_REFERENCES {
+            inner.references.pop_front();
+        }
+        inner
+            .references
+            .push_back((sub.to_owned(), reference.to_owned(), job.to_owned()));
+    }
+
+    /// The job of `sub`'s newest upload named `reference` (any subject's for `sub` `None`).
+    pub(crate) fn resolve(&self, sub: Option<&str>, reference: &str) -> Option<String> {
+        let inner = self.lock();
+        inner
+            .references
+            .iter()
+            .rev()
+            .find(|(s, r, _)| r == reference && sub.is_none_or(|sub| sub == s))
+            .map(|(_, _, job)| job.clone())
     }
 
     /// The feed of job `job`, running or recently finished.

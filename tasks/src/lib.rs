@@ -35,6 +35,7 @@ pub mod store;
 pub mod table;
 pub mod task;
 mod time;
+pub mod users;
 pub mod writer;
 
 pub use record::{Body, CsvRow, Record, RecordFault, Rejection};

@@ -37,6 +37,9 @@ struct Inner {
     entries: HashMap<String, u64>,
     /// Expiries learned for entries revoked by id alone, not yet in the store.
     pending: Vec<(String, u64)>,
+    /// Subjects (users whose password changed, or who were removed) -> the second up to which
+    /// their tokens' `iat` is refused.
+    subjects: HashMap<String, u64>,
 }
 
 impl DenyList {
@@ -50,6 +53,9 @@ impl DenyList {
         let list = DenyList::new();
         for Revoked { jti, expires, .. } in revocations::list(store)? {
             list.lock().entries.insert(jti, expires.unwrap_or(0));
+        }
+        for (sub, at) in edge_tasks::users::revoked_subjects(store)? {
+            list.revoke_subject(&sub, at);
         }
         Ok(list)
     }
@@ -75,6 +81,20 @@ impl DenyList {
             self.learned.notify_one();
         }
         true
+    }
+
+    /// Whether the tokens of `sub` issued at `iat` are revoked: the user changed their
+    /// password, or was removed, in that second or after. (`iat` counts whole seconds, so a
+    /// token of the very second of a change is refused too; a sign-in waits for the next.)
+    pub fn is_subject_revoked(&self, sub: &str, iat: u64) -> bool {
+        self.lock().subjects.get(sub).is_some_and(|at| iat <= *at)
+    }
+
+    /// Refuses the tokens of `sub` issued up to `at`, in seconds (call once the store has it).
+    pub fn revoke_subject(&self, sub: &str, at: u64) {
+        let mut inner = self.lock();
+        let entry = inner.subjects.entry(sub.to_owned()).or_insert(0);
+        *entry = (*entry).max(at);
     }
 
     /// Adds `jti` (call once the store has it, so that it is durable first).

@@ -17,12 +17,15 @@
 //! - `keys`: the keys: configured (`[auth] keys`) or the generated pair ([`KeyPair`]).
 //! - `keyfile`: Ed25519 key files in the standard PEM forms (and edge's old one).
 //! - `mint`: [`SigningKey`], minting tokens (`edge token issue`).
-//! - `denylist`: [`DenyList`], revoked token ids in memory, with the store as its durable copy.
+//! - `denylist`: [`DenyList`], revoked token ids (and subjects) in memory, with the store as
+//!   its durable copy.
+//! - `password`: users' password hashes (Argon2id).
 
 mod denylist;
 mod keyfile;
 mod keys;
 mod mint;
+pub mod password;
 mod verify;
 
 pub(crate) use denylist::keep as keep_deny_list;
@@ -113,7 +116,7 @@ pub enum AuthError {
     #[error("the token's claims are not accepted: {0}")]
     Claims(String),
     /// Its `jti` is on the deny-list (`edge token revoke`).
-    #[error("the token has been revoked; ask for a new one")]
+    #[error("the token has been revoked; sign in again, or ask for a new one")]
     Revoked,
 }
 
@@ -186,6 +189,8 @@ pub struct Grant {
     pub jti: String,
     /// When the token expires (seconds since the epoch).
     pub exp: u64,
+    /// When it was issued (seconds since the epoch; 0 when it does not say).
+    pub iat: u64,
     scopes: Vec<String>,
 }
 

@@ -125,6 +125,7 @@ impl Verifier {
             sub: claims.sub,
             jti: claims.jti,
             exp: claims.exp,
+            iat: claims.iat,
             scopes: claims.scope.split_whitespace().map(str::to_owned).collect(),
         })
     }

@@ -5,6 +5,7 @@
 //! - this module: the commands and their dispatch.
 //! - `serve`: `edge serve`.
 //! - `token`, `certs`, `config`: `edge token ...`, `edge certs ...`, `edge config check`.
+//! - `user`: `edge user ...`, the users who sign in with a password.
 //! - `control`: `edge backup`, `edge status`, and the control socket every store command uses.
 //! - `read`: `edge <task> get|list`, made from the plugins' read endpoints.
 
@@ -14,6 +15,7 @@ mod control;
 mod read;
 mod serve;
 mod token;
+mod user;
 
 use crate::config::{Config, Overrides};
 use certs::CertsCommand;
@@ -24,6 +26,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use token::TokenCommand;
+use user::UserCommand;
 
 /// edge: a TLS-first QUIC ingest server.
 #[derive(Debug, Parser)]
@@ -90,6 +93,9 @@ enum Command {
     /// Mint, revoke and manage tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage the users who sign in with a name and a password (the web page, POST /v1/login).
+    #[command(subcommand)]
+    User(UserCommand),
     /// Check the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -131,6 +137,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
             admin_listen,
         } => (*listen, *admin_listen),
         Command::Token(_)
+        | Command::User(_)
         | Command::Config(_)
         | Command::Certs(_)
         | Command::Backup { .. }
@@ -141,6 +148,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { .. } => serve::serve(&config, log_format),
         Command::Token(command) => token::token(&config, &registry, command),
+        Command::User(command) => user::user(&config, &registry, command),
         Command::Config(ConfigCommand::Check) => config::check_config(&config),
         Command::Status { json } => control::status(&config, json),
         Command::Certs(command) => certs::certs(&config, command),

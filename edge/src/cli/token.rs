@@ -165,7 +165,7 @@ pub(super) fn token(
 
 /// Refuses a scope that no plugin of `registry` and no endpoint checks (a typo such as
 /// `port:write` would make a token that allows nothing), naming the known ones.
-fn check_scopes(scope: &str, registry: &Registry) -> anyhow::Result<()> {
+pub(super) fn check_scopes(scope: &str, registry: &Registry) -> anyhow::Result<()> {
     let known = auth::known_scopes(registry);
     let unknown: Vec<&str> = scope
         .split_whitespace()

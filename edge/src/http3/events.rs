@@ -16,6 +16,9 @@ use http::{HeaderMap, Response, StatusCode};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Names a job by the reference its upload gave (`?ref=`) in place of its id.
+const REFERENCE_PREFIX: &str = "ref:";
+
 /// How often an idle Server-Sent Events stream gets a comment, so that proxies keep it open.
 const KEEPALIVE: Duration = Duration::from_secs(15);
 
@@ -42,6 +45,20 @@ pub(super) async fn watch(
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("text/event-stream"));
     let visible = |sub: &str| grant.is_admin() || grant.sub == sub;
+    // `ref:<reference>`: the job an upload of the watcher's named with `?ref=`.
+    let id = match id.strip_prefix(REFERENCE_PREFIX) {
+        Some(reference) => {
+            let sub = (!grant.is_admin()).then_some(grant.sub.as_str());
+            match service.feeds.resolve(sub, reference) {
+                Some(job) => job,
+                None => {
+                    let message = format!("no job with the reference `{reference}` (yet)");
+                    return refuse(stream, StatusCode::NOT_FOUND, "not_found", &message).await;
+                }
+            }
+        }
+        None => id,
+    };
     let source = match service.feeds.find(&id) {
         Some(feed) if visible(&feed.sub) => Source::Live(feed),
         Some(_) => Source::None,

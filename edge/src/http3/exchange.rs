@@ -142,6 +142,42 @@ impl Stream {
         }
     }
 
+    /// The whole request body of a small request (a sign-in): `Err` with why when it is
+    /// longer than `max` bytes, or broke off.
+    pub(crate) async fn read_body(&mut self, max: usize) -> Result<Bytes, String> {
+        let mut body = Vec::new();
+        loop {
+            let chunk = match &mut self.inner {
+                Inner::H3(h3) => match h3.recv_data().await {
+                    Ok(Some(mut data)) => Some(data.copy_to_bytes(data.remaining())),
+                    Ok(None) => None,
+                    Err(e) => return Err(e.to_string()),
+                },
+                Inner::Tcp(tcp) => match tcp.early.take() {
+                    Some(early) => Some(early),
+                    None => loop {
+                        match tcp.request.frame().await {
+                            None => break None,
+                            Some(Err(e)) => return Err(e.to_string()),
+                            Some(Ok(frame)) => {
+                                if let Ok(data) = frame.into_data() {
+                                    break Some(data);
+                                }
+                            }
+                        }
+                    },
+                },
+            };
+            let Some(chunk) = chunk else {
+                return Ok(Bytes::from(body));
+            };
+            if body.len() + chunk.len() > max {
+                return Err(format!("the body is longer than {max} bytes"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+    }
+
     /// The response's and the request body's halves, for an upload.
     pub(crate) fn split(self) -> (SendHalf, RecvHalf) {
         match self.inner {

@@ -12,6 +12,7 @@
 //! | `GET /v1/jobs/{id}` | one job's record, or `404` |
 //! | `GET /v1/jobs/{id}/events?after=N` | the job's events, replayed then live (NDJSON, or SSE by `Accept`) |
 //! | `GET /v1/tasks` | every task with its formats and record schema |
+//! | `POST /v1/login` | a name and a password (JSON or form) for a token with the user's scopes |
 //! | `GET /healthz` | `200 {"status":"ok"}`, `503` while draining |
 //!
 //! Refusals are plain statuses with `{"error":{"code","message"}}`.
@@ -19,6 +20,7 @@
 mod content;
 mod events;
 mod exchange;
+mod login;
 mod read;
 mod respond;
 mod routes;
@@ -102,6 +104,7 @@ pub(crate) async fn serve(
                         window: Some(window.clone()),
                         authorised: authorised.clone(),
                         shutdown: shutdown.clone(),
+                        peer: connection.remote_address().ip(),
                     };
                     requests.spawn(routes::handle(resolver, connection).in_current_span());
                 }

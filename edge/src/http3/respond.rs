@@ -61,6 +61,16 @@ pub(super) async fn respond(stream: &mut Stream, status: StatusCode, body: &Valu
     send_json(stream, status, body, None).await
 }
 
+/// [`respond`] with one more header.
+pub(super) async fn respond_with(
+    stream: &mut Stream,
+    status: StatusCode,
+    body: &Value,
+    header: Option<(&'static str, String)>,
+) {
+    send_json(stream, status, body, header).await
+}
+
 /// Sends a whole JSON response (with one more header when given; without the body for
 /// `HEAD`), finishes the stream, then lingers on what is left of the request body.
 async fn send_json(

@@ -4,7 +4,7 @@
 use super::read::{list_jobs, read_history, read_item, read_job, read_page, revert_job, tasks};
 use super::respond::{refuse, refuse_job, refuse_method, respond};
 use super::upload::upload;
-use super::{content, events};
+use super::{content, events, login};
 use super::{Resolver, Stream};
 use crate::auth::{delete_scope, ADMIN_SCOPE, JOBS_READ_SCOPE};
 use crate::service::Service;
@@ -15,6 +15,7 @@ use edge_tasks::reads::Reads;
 use edge_tasks::{Plugin, Registry};
 use http::{Method, Request, StatusCode};
 use std::borrow::Cow;
+use std::net::IpAddr;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -23,6 +24,8 @@ use tracing::debug;
 #[derive(Debug, Clone, Copy)]
 enum Route<'a> {
     Health,
+    /// `POST /v1/login`: a name and a password for a token.
+    Login,
     Tasks,
     /// A page of a plugin's items: `/v1/<task>`.
     Items(Reads),
@@ -45,6 +48,7 @@ impl<'a> Route<'a> {
     fn of(segments: &[&'a str], registry: &Registry) -> Option<Route<'a>> {
         Some(match segments {
             ["healthz"] => Route::Health,
+            ["v1", "login"] => Route::Login,
             ["v1", "tasks"] => Route::Tasks,
             ["v1", "jobs"] => Route::Jobs,
             ["v1", "jobs", id_or_task] => Route::Job(id_or_task),
@@ -68,6 +72,7 @@ impl<'a> Route<'a> {
     fn allow(self) -> &'static str {
         match self {
             Route::Job(_) => "GET, HEAD, PUT, POST",
+            Route::Login => "POST",
             Route::Revert(_) => "POST",
             Route::Item(_, reads, _) if reads.delete.is_some() => "GET, HEAD, DELETE",
             _ => "GET, HEAD",
@@ -77,7 +82,7 @@ impl<'a> Route<'a> {
     fn allows(self, method: &Method) -> bool {
         match self {
             Route::Job(_) if method == Method::PUT || method == Method::POST => true,
-            Route::Revert(_) => method == Method::POST,
+            Route::Revert(_) | Route::Login => method == Method::POST,
             Route::Item(_, reads, _) if method == Method::DELETE => reads.delete.is_some(),
             _ => method == Method::GET || method == Method::HEAD,
         }
@@ -114,6 +119,8 @@ pub(crate) struct Connection {
     pub authorised: CancellationToken,
     /// The server's shutdown.
     pub shutdown: Shutdown,
+    /// The client's address.
+    pub peer: IpAddr,
 }
 
 /// Answers one HTTP/3 request: reads its headers, then [`route`]s it.
@@ -137,6 +144,7 @@ pub(crate) async fn route(request: Request<()>, mut stream: Stream, connection: 
         window,
         authorised,
         shutdown,
+        peer,
     } = connection;
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
@@ -155,7 +163,16 @@ pub(crate) async fn route(request: Request<()>, mut stream: Stream, connection: 
         };
         return respond(&mut stream, status, &body).await;
     }
-    // Everything but the health check needs a valid token, checked before any body byte.
+    if matches!(route, Some(Route::Login)) {
+        if !Route::Login.allows(&method) {
+            return refuse_method(&mut stream, &method, Route::Login.allow()).await;
+        }
+        let content_type = request.headers().get("content-type");
+        let content_type = content_type.and_then(|v| v.to_str().ok());
+        return login::login(&mut stream, &service, content_type, peer).await;
+    }
+    // Everything but the health check and signing in needs a valid token, checked before
+    // any body byte.
     let grant = match service.authorize(bearer(&request)) {
         Ok(grant) => grant,
         Err(e) => return refuse_job(&mut stream, &service, e.into()).await,
@@ -178,7 +195,7 @@ pub(crate) async fn route(request: Request<()>, mut stream: Stream, connection: 
     }
     let query = request.uri().query();
     match route {
-        Route::Health => unreachable!("answered above"),
+        Route::Health | Route::Login => unreachable!("answered above"),
         Route::Tasks => {
             let tasks = tasks(service.store.registry());
             respond(&mut stream, StatusCode::OK, &tasks).await

@@ -42,6 +42,9 @@ pub(super) async fn upload(
         Err(refusal) => return refuse_job(&mut stream, &service, refusal).await,
     };
     let job = jobs::new_job_id();
+    if let Some(reference) = &upload.reference {
+        service.feeds.refer(&grant.sub, reference, &job);
+    }
     let info = UploadInfo {
         name: upload.name.clone(),
         size: upload.size,
@@ -143,6 +146,8 @@ struct UploadRequest {
     /// The Content-Type, for a task that stores bodies as they are (`raw`).
     content_type: Option<String>,
     params: Map<String, Value>,
+    /// The client's reference for the job (`?ref=`), to watch it by before the response.
+    reference: Option<String>,
 }
 
 impl UploadRequest {
@@ -157,6 +162,7 @@ impl UploadRequest {
             size: None,
             content_type: raw.then(|| content_type.map(str::to_owned)).flatten(),
             params: Map::new(),
+            reference: None,
         };
         for (key, value) in parse_query(request.uri().query()) {
             match key.as_str() {
@@ -168,6 +174,7 @@ impl UploadRequest {
                     )
                 }
                 "name" => upload.name = Some(value),
+                "ref" => upload.reference = Some(check_reference(value)?),
                 _ => {
                     let value = serde_json::from_str(&value).unwrap_or(Value::String(value));
                     upload.params.insert(key, value);
@@ -191,6 +198,24 @@ impl UploadRequest {
         }
         Ok(upload)
     }
+}
+
+/// A client's reference for its job: 8 to 64 of `A-Z a-z 0-9 _ -`.
+fn check_reference(reference: String) -> Result<String, Refusal> {
+    let valid = (8..=64).contains(&reference.len())
+        && reference
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if valid {
+        return Ok(reference);
+    }
+    Err(Refusal {
+        code: ErrorCode::BadParams,
+        message: "`ref` must be 8 to 64 characters of A-Z, a-z, 0-9, `_` and `-` (a random id \
+                  of the client's, to follow the job at /v1/jobs/ref:<ref>/events)"
+            .into(),
+        retry_after: None,
+    })
 }
 
 /// The format a Content-Type names; `None` (sniff) for types that name none.

@@ -14,6 +14,7 @@ mod history;
 mod http3;
 mod jobs;
 mod listen;
+mod login;
 mod logs;
 mod plugin;
 mod primes;

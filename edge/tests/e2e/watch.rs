@@ -196,3 +196,115 @@ async fn edge_client_watches_a_job_to_its_end() {
     assert_ne!(missing.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("not_found"));
 }
+
+/// The machine's curl over HTTP/2 (as a browser would use the server), with `token`.
+fn h2_curl(server: &TestServer, token: &str) -> std::process::Command {
+    let mut command = std::process::Command::new("curl");
+    command
+        .args(["-sS", "--http2", "--max-time", "60", "--cacert"])
+        .arg(server.ca())
+        .args(["-H", &format!("authorization: Bearer {token}")]);
+    command
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_named_by_a_reference_is_watched_before_its_response_is_read() {
+    // A browser cannot read an upload's response before its body is sent: it names the job
+    // with `?ref=` and watches `/v1/jobs/ref:<ref>/events` meanwhile.
+    let server = TestServer::start().await;
+    let token = server.token(ALL_SCOPES);
+    let file = server.dir.path().join("slow.ndjson");
+    let lines = 12_000u32;
+    std::fs::write(&file, (0..lines).map(port_line).collect::<String>()).unwrap();
+    let reference = "page-0123456789abcdef";
+    let base = format!("https://127.0.0.1:{}", server.addr.port());
+    let uploading = h2_curl(&server, &token)
+        .args(["--limit-rate", "200k", "-T"])
+        .arg(&file)
+        .arg(format!("{base}/v1/jobs/ports?ref={reference}"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("curl runs");
+    let watch_url = format!("{base}/v1/jobs/ref:{reference}/events");
+    let (server, watched) = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let out = h2_curl(&server, &token)
+                .args(["-w", "\n%{http_code}"])
+                .arg(&watch_url)
+                .output()
+                .unwrap();
+            let text = String::from_utf8(out.stdout).unwrap();
+            let (body, status) = text.rsplit_once('\n').unwrap();
+            if status == "200" {
+                return (server, body.to_owned());
+            }
+            assert_eq!(status, "404", "{body}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the job never appeared"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    })
+    .await
+    .unwrap();
+    let output = tokio::task::spawn_blocking(move || uploading.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let uploaded: Vec<Event> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| Event::from_line(l.as_bytes()).unwrap())
+        .collect();
+    let watched: Vec<Event> = watched
+        .lines()
+        .map(|l| Event::from_line(l.as_bytes()).unwrap())
+        .collect();
+    assert_eq!(job_of(&watched), job_of(&uploaded));
+    assert!(
+        matches!(watched.last(), Some(Event::Done { committed, .. }) if *committed == u64::from(lines)),
+        "{:?}",
+        watched.last()
+    );
+    assert!(
+        watched.iter().any(|e| matches!(e, Event::Committed { .. })),
+        "the watcher saw the commits as they came"
+    );
+
+    // Another subject's reference is not found; a malformed one is refused.
+    let other = mint(
+        &server.dir.path().join("certs"),
+        "someone-else",
+        "jobs:read",
+    );
+    let (server, status) = tokio::task::spawn_blocking(move || {
+        let out = h2_curl(&server, &other)
+            .args(["-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!(
+                "https://127.0.0.1:{}/v1/jobs/ref:{reference}/events",
+                server.addr.port()
+            ))
+            .output()
+            .unwrap();
+        (server, String::from_utf8(out.stdout).unwrap())
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, "404");
+    let token = server.token(ALL_SCOPES);
+    let out = tokio::task::spawn_blocking(move || {
+        h2_curl(&server, &token)
+            .args(["-d", "1", "-w", "\n%{http_code}"])
+            .arg(format!(
+                "https://127.0.0.1:{}/v1/jobs/stats?ref=a%20b",
+                server.addr.port()
+            ))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.ends_with("\n400") && text.contains("`ref`"), "{text}");
+}

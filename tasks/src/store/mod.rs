@@ -205,7 +205,9 @@ mod tests {
                 "ports",
                 "ports_history",
                 "ports_job_changes",
-                "revoked_tokens"
+                "revoked_subjects",
+                "revoked_tokens",
+                "users"
             ]
         );
         assert_eq!(tables_in(&target), source, "every table, every entry");
