@@ -169,6 +169,7 @@ async fn edge1_loop(connection: quinn::Connection) {
                 format: header.format.unwrap_or(edge_proto::Format::Raw),
                 name: header.name.clone(),
                 size: header.size,
+                source: None,
             };
             if notify.write_all(&accepted.to_line()).await.is_err() {
                 return;

@@ -362,6 +362,7 @@ fn pipeline(path: &Path, dir: &Path, history: bool) -> anyhow::Result<StageRepor
         format: Some(Format::Json),
         name: path.file_name().map(|n| n.to_string_lossy().into_owned()),
         size: Some(size),
+        source: None,
     };
     let mut source = FileSource { file };
     let mut events = 0u64;

@@ -230,6 +230,7 @@ mod tests {
             format: Format::Json,
             name: None,
             size: None,
+            source: None,
         };
         assert_eq!(
             log.line(&accepted).unwrap(),

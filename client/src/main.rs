@@ -32,6 +32,9 @@ enum Command {
     /// Files past the number of jobs the server runs at once wait their turn. Ctrl-C cancels:
     /// the jobs end `cancelled`, keeping what they committed (exit code 130).
     Upload(UploadArgs),
+    /// Run a job on a file the server already has (`--server-file`), in a folder its
+    /// `[sources] dirs` allows; the token needs `sources:read` besides the task's scope.
+    Run(RunArgs),
     /// Show the job history, or one job (HTTP/3).
     Jobs(read::JobsArgs),
     /// Show the tasks the server runs, with their formats (HTTP/3).
@@ -74,6 +77,22 @@ struct UploadArgs {
     /// Files to upload; `-` reads standard input.
     #[arg(required = true)]
     files: Vec<PathBuf>,
+    #[command(flatten)]
+    job: JobArgs,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The file on the server, as `<folder>/<path>` (`GET /v1/sources/files` lists them).
+    #[arg(long, required = true)]
+    server_file: String,
+    #[command(flatten)]
+    job: JobArgs,
+}
+
+/// What every job takes, wherever its body comes from.
+#[derive(Debug, Args)]
+struct JobArgs {
     /// The task to run: ports, stats, primes, blobs (`edge-client tasks` lists the server's).
     #[arg(long)]
     task: String,
@@ -126,6 +145,7 @@ fn run() -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     let outcome = match cli.command {
         Command::Upload(args) => runtime.block_on(upload(args)),
+        Command::Run(args) => runtime.block_on(run_on_server(args)),
         Command::Read(args) => runtime.block_on(read::task(args)),
         Command::Jobs(args) => runtime.block_on(read::jobs(args)),
         Command::Tasks(args) => runtime.block_on(read::tasks(args)),
@@ -179,6 +199,34 @@ impl Show {
 const MAX_RETRIES: u32 = 60;
 
 async fn upload(args: UploadArgs) -> Outcome {
+    let mut prepared = Vec::new();
+    for file in &args.files {
+        prepared.push(prepare(file, &args.job).await);
+    }
+    run_jobs(prepared, &args.job).await
+}
+
+/// `edge-client run`: one job whose body the server reads itself.
+async fn run_on_server(args: RunArgs) -> Outcome {
+    let mut header = JobHeader::new(&args.job.task);
+    header.format = args.job.format;
+    header.params = args.job.params.iter().cloned().collect();
+    header.source = Some(format!("file:{}", args.server_file));
+    header.name = args
+        .server_file
+        .rsplit('/')
+        .next()
+        .map(str::to_owned)
+        .filter(|n| !n.is_empty());
+    run_jobs(vec![Ok((header, Source::Server))], &args.job).await
+}
+
+/// Runs the jobs of `prepared` (each a header and where its body comes from, or why it
+/// cannot run), showing them as `args` asks.
+async fn run_jobs(
+    prepared: Vec<Result<(JobHeader, Source), ClientError>>,
+    args: &JobArgs,
+) -> Outcome {
     if let Err(e) = edge_client::token::check(args.server.token.as_deref(), SystemTime::now()) {
         eprintln!("edge-client: {e}");
         return Outcome::Failed;
@@ -221,8 +269,8 @@ async fn upload(args: UploadArgs) -> Outcome {
     let mut outcomes = Vec::new();
     let mut queue = VecDeque::new();
     let width = console::Term::stderr().size().1;
-    for file in &args.files {
-        match prepare(file, &args).await {
+    for prepared in prepared {
+        match prepared {
             Ok((header, source)) => {
                 let bar = match &show {
                     Show::Bars(multi) => {
@@ -282,6 +330,8 @@ enum Source {
     /// Standard input, whose first bytes are kept until the job is accepted, so that a
     /// refused job can be sent again.
     Stdin(Arc<Replay>),
+    /// None: the server reads the body itself (the header's `source`).
+    Server,
 }
 
 impl Source {
@@ -298,13 +348,14 @@ impl Source {
                 replay.rewind();
                 Ok(Box::new(ReplayReader(replay.clone())))
             }
+            Source::Server => Ok(Box::new(tokio::io::empty())),
         }
     }
 
     /// Whether a job refused now can be sent again.
     fn can_resend(&self) -> bool {
         match self {
-            Source::File(_) => true,
+            Source::File(_) | Source::Server => true,
             Source::Stdin(replay) => replay.freeze(),
         }
     }
@@ -401,7 +452,7 @@ async fn run_queue(
 }
 
 /// The header for one file (or stdin), and where its body comes from.
-async fn prepare(file: &PathBuf, args: &UploadArgs) -> Result<(JobHeader, Source), ClientError> {
+async fn prepare(file: &PathBuf, args: &JobArgs) -> Result<(JobHeader, Source), ClientError> {
     let mut header = JobHeader::new(&args.task);
     header.format = args.format;
     header.params = args.params.iter().cloned().collect();

@@ -98,6 +98,9 @@ impl TcpClient {
             if let Some(name) = &header.name {
                 query.append_pair("name", name);
             }
+            if let Some(source) = &header.source {
+                query.append_pair("source", source);
+            }
             for (key, value) in &header.params {
                 let value = match value {
                     serde_json::Value::String(text) => text.clone(),

@@ -90,6 +90,109 @@ pub struct Config {
     pub ports: PortsConfig,
     /// Signing in with a name and a password.
     pub login: LoginConfig,
+    /// Job bodies read by the server: files in allowed folders, and URLs.
+    pub sources: SourcesConfig,
+}
+
+/// `[sources]`: jobs whose body the server reads itself, from a file in an allowed folder or
+/// from a URL, instead of the upload.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourcesConfig {
+    /// The folders jobs may read files from (none by default): a path, or a table with
+    /// `path`, `name` and `watch`. A job names a file as `<name>/<path inside>`.
+    pub dirs: Vec<SourceDir>,
+}
+
+/// One folder jobs may read files from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "SourceDirForm", into = "SourceDirTable")]
+pub struct SourceDir {
+    /// Where it is.
+    pub path: PathBuf,
+    /// The name jobs use for it: the folder's own name unless given.
+    pub name: String,
+    /// Files that land in it become jobs by themselves.
+    pub watch: Option<WatchConfig>,
+}
+
+/// A folder as the config may give it: its path alone, or a table.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SourceDirForm {
+    Path(PathBuf),
+    Table(SourceDirTable),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceDirTable {
+    path: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    watch: Option<WatchConfig>,
+}
+
+impl From<SourceDirForm> for SourceDir {
+    fn from(form: SourceDirForm) -> SourceDir {
+        let table = match form {
+            SourceDirForm::Path(path) => SourceDirTable {
+                path,
+                name: None,
+                watch: None,
+            },
+            SourceDirForm::Table(table) => table,
+        };
+        let name = table.name.unwrap_or_else(|| {
+            table
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        });
+        SourceDir {
+            path: table.path,
+            name,
+            watch: table.watch,
+        }
+    }
+}
+
+impl From<SourceDir> for SourceDirTable {
+    fn from(dir: SourceDir) -> SourceDirTable {
+        SourceDirTable {
+            path: dir.path,
+            name: Some(dir.name),
+            watch: dir.watch,
+        }
+    }
+}
+
+/// A watched folder: each file that lands in it and stays unchanged for `settle_secs` becomes
+/// a job of `task`, then moves to `done/` or `failed/` inside the folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchConfig {
+    /// The task its files run.
+    pub task: String,
+    /// How long a file must stay unchanged (size and time) before it is taken, in seconds.
+    #[serde(default = "default_settle_secs")]
+    pub settle_secs: u64,
+    /// The format of its files (default: from each file's extension, else sniffed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<edge_proto::Format>,
+    /// Task parameters for its jobs.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub params: serde_json::Map<String, serde_json::Value>,
+    /// The subject its jobs run as (their owner in the job history, and the limits they count
+    /// toward) [default: `watch:<folder name>`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+}
+
+fn default_settle_secs() -> u64 {
+    5
 }
 
 /// `[login]`: users who sign in with a name and a password (`POST /v1/login`, `edge user`).
@@ -473,6 +576,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             tcp: TcpConfig::default(),
             login: LoginConfig::default(),
+            sources: SourcesConfig::default(),
             ports: PortsConfig::default(),
         }
     }
@@ -655,6 +759,33 @@ impl Config {
                 "login.max_failures_per_name",
                 "`max_failures_per_name` and `max_failures_per_address` must be at least 1",
             );
+        }
+        for (i, dir) in self.sources.dirs.iter().enumerate() {
+            let valid = !dir.name.is_empty()
+                && !dir.name.contains('/')
+                && dir.name != "."
+                && dir.name != "..";
+            if !valid {
+                return invalid(
+                    "sources.dirs",
+                    &format!(
+                        "the folder {} needs a `name` (one path segment) that jobs call it by",
+                        dir.path.display()
+                    ),
+                );
+            }
+            if !dir.path.is_absolute() {
+                return invalid(
+                    "sources.dirs",
+                    &format!("{} must be an absolute path", dir.path.display()),
+                );
+            }
+            if self.sources.dirs[..i].iter().any(|d| d.name == dir.name) {
+                return invalid(
+                    "sources.dirs",
+                    &format!("two folders are named `{}`; give one a `name`", dir.name),
+                );
+            }
         }
         if self.login.token_ttl_secs == 0 {
             return invalid("login.token_ttl_secs", "must be at least 1");

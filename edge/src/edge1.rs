@@ -2,11 +2,12 @@
 //! opens is a job (a header line, then the body), answered on a new unidirectional stream.
 
 use crate::auth::Grant;
-use crate::jobs::{self, Body, Broken, Notify, Pumped, Refusal};
+use crate::jobs::{self, Body, Broken, Either, Notify, Pumped, Refusal};
 use crate::limits::Admission;
 use crate::server::IntoVarInt;
 use crate::service::Service;
 use crate::shutdown::Shutdown;
+use crate::sources::Opened;
 use crate::window::ConnectionWindow;
 use bytes::{Bytes, BytesMut};
 use edge_proto::header::MAX_HEADER_BYTES;
@@ -97,7 +98,7 @@ async fn run_job(
 ) {
     let upload_stream = u64::from(upload.id());
     let started = start(&mut upload, &service, &authorised).await;
-    let (job, header, leftover, grant, admission, plugin, task) = match started {
+    let (job, header, leftover, grant, admission, plugin, task, source) = match started {
         Ok(started) => started,
         Err(refusal) => {
             service.metrics.rejected(refusal.code);
@@ -112,15 +113,26 @@ async fn run_job(
         job,
         upload_stream: Some(upload_stream),
         task: plugin.name.to_owned(),
-        format: header.format,
-        name: header.name,
-        size: header.size,
+        format: header.format.or(source.as_ref().and_then(|s| s.format)),
+        name: header
+            .name
+            .or_else(|| source.as_ref().map(|s| s.name.clone())),
+        size: source.as_ref().map_or(header.size, |s| s.size),
+        source: source.as_ref().map(|s| s.record.clone()),
     };
     let span = tracing::info_span!("job", job = %spec.job, task = plugin.name, sub = %grant.sub);
     debug!(parent: &span, sub = %grant.sub, "job header accepted");
-    let mut body = Upload {
+    let mut upload_body = Upload {
         stream: &mut upload,
         window: &window,
+    };
+    // A job whose body the server reads itself: the stream ends after the header (anything
+    // after it is not read).
+    let from_source = source.is_some();
+    let leftover = if from_source { Bytes::new() } else { leftover };
+    let mut body = match source {
+        Some(opened) => Either::Source(opened.body),
+        None => Either::Upload(&mut upload_body),
     };
     let run = jobs::run(
         "edge/1",
@@ -136,7 +148,9 @@ async fn run_job(
         shutdown,
     );
     let ended = run.instrument(span).await;
-    if ended.pumped == Pumped::Unfinished {
+    if from_source {
+        let _ = upload.stop(AppCode::NoError.into_varint());
+    } else if ended.pumped == Pumped::Unfinished {
         let code = match ended.report.as_ref().map(|r| &r.last) {
             Some(Event::Rejected { .. }) | None => AppCode::Rejected,
             _ => AppCode::JobFailed,
@@ -146,7 +160,7 @@ async fn run_job(
 }
 
 /// A job that may start: its header, the body bytes that came with it, its token's grant,
-/// its plugin and task.
+/// its plugin and task, and the source its body comes from when not the stream.
 type Started = (
     String,
     JobHeader,
@@ -155,6 +169,7 @@ type Started = (
     Admission,
     &'static Plugin,
     Box<dyn Task>,
+    Option<Opened>,
 );
 
 /// Reads the header, checks the token (before any body byte is decoded), starts the task.
@@ -166,22 +181,38 @@ async fn start(
     let (header, leftover) = read_header(upload, service.header_timeout).await?;
     let grant = service.authorize(header.token.as_deref())?;
     authorised.cancel();
+    let source = match &header.source {
+        Some(spec) => Some(service.sources.open(spec, &grant).await?),
+        None => None,
+    };
+    let (info, format) = match &source {
+        Some(opened) => (
+            opened.upload_info(header.name.clone()),
+            header.format.or(opened.format),
+        ),
+        None => (
+            UploadInfo {
+                name: header.name.clone(),
+                size: header.size,
+                content_type: None,
+            },
+            header.format,
+        ),
+    };
     let job = jobs::new_job_id();
     let (plugin, task) = jobs::start_task(
         &job,
         &header.task,
-        header.format,
+        format,
         &header.params,
-        UploadInfo {
-            name: header.name.clone(),
-            size: header.size,
-            content_type: None,
-        },
+        info,
         &grant,
         service,
     )?;
     let admission = service.limits.admit(&grant.sub)?;
-    Ok((job, header, leftover, grant, admission, plugin, task))
+    Ok((
+        job, header, leftover, grant, admission, plugin, task, source,
+    ))
 }
 
 /// Reads the header line; returns it and the body bytes that came after it in the same chunk.

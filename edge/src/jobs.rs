@@ -46,6 +46,29 @@ pub(crate) trait Body: Send {
     fn chunk(&mut self) -> impl Future<Output = Result<Option<Bytes>, Broken>> + Send;
 }
 
+/// A job's body: the transport's own (`Upload`), or one the server reads from a source.
+pub(crate) enum Either<A, B> {
+    /// The upload.
+    Upload(A),
+    /// A file or URL (`sources`).
+    Source(B),
+}
+
+impl<A: Body, B: Body> Body for Either<A, B> {
+    async fn chunk(&mut self) -> Result<Option<Bytes>, Broken> {
+        match self {
+            Either::Upload(body) => body.chunk().await,
+            Either::Source(body) => body.chunk().await,
+        }
+    }
+}
+
+impl<T: Body> Body for &mut T {
+    async fn chunk(&mut self) -> Result<Option<Bytes>, Broken> {
+        (**self).chunk().await
+    }
+}
+
 /// Why a body broke off: the code the job fails with, and the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Broken {
@@ -249,7 +272,7 @@ pub(crate) async fn run<B: Body, N: Notify>(
             report: None,
         };
     };
-    let record = JobRecord::start(
+    let mut record = JobRecord::start(
         &spec.job,
         Some(sub),
         plugin.name,
@@ -257,6 +280,7 @@ pub(crate) async fn run<B: Body, N: Notify>(
         spec.format,
         spec.name.clone(),
     );
+    record.source = spec.source.clone();
     remember(&service, record.clone(), history::Sync::WithNextCommit).await;
     service.metrics.job_started(transport);
     let notice = spawn_draining_notice(&shutdown, &events, service.grace);

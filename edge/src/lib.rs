@@ -34,6 +34,7 @@
 //!   server-wide budget.
 //! - `jobs`: one job, whatever carries it: task start, body pump, pipeline, events.
 //! - `prune`: hourly pruning of what plugins keep beyond their retention.
+//! - `sources`: job bodies the server reads itself: files in allowed folders.
 //! - `tcp`: HTTP/1.1 and HTTP/2 over TCP + TLS on the same port, through the same router.
 //! - `watch`: each job's events, kept for watchers (`GET /v1/jobs/{id}/events`).
 //! - [`cli`]: the `edge` command line (`serve`, `ports`, `token`).
@@ -58,6 +59,7 @@ mod prune;
 pub mod server;
 mod service;
 mod shutdown;
+mod sources;
 mod tcp;
 pub mod tls;
 mod watch;

@@ -220,6 +220,7 @@ impl Server {
             window_budget,
             feeds: Arc::new(crate::watch::Feeds::default()),
             login: login_desk(config),
+            sources: crate::sources::Sources::new(&config.sources),
         };
         let tcp = match tcp_listener {
             Some(listener) => {

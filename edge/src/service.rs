@@ -48,6 +48,8 @@ pub(crate) struct Service {
     pub feeds: Arc<crate::watch::Feeds>,
     /// Signing in with a name and a password.
     pub login: crate::login::Login,
+    /// What jobs may read their bodies from besides their uploads.
+    pub sources: crate::sources::Sources,
 }
 
 impl Service {

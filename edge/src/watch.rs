@@ -289,6 +289,7 @@ mod tests {
             format: Format::Json,
             name: None,
             size: None,
+            source: None,
         }
     }
 

@@ -54,6 +54,10 @@ pub enum Event {
         /// The upload size from the header, if any.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         size: Option<u64>,
+        /// Where the server read the body from, for a job whose body is not the upload's
+        /// (`{"file": "exports/ports.json"}`, or a URL with what its origin answered).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<Value>,
     },
     /// How far decoding has got (coalesced: a few per second).
     Progress {
@@ -236,6 +240,7 @@ mod tests {
             format: Format::Json,
             name: None,
             size: Some(10),
+            source: None,
         };
         let v: Value = serde_json::from_slice(&ev.to_line()).unwrap();
         assert_eq!(

@@ -33,6 +33,11 @@ pub struct JobHeader {
     /// Task parameters.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub params: Map<String, Value>,
+    /// Where the server reads the body from instead of this stream: `file:<dir>/<path>` (a
+    /// file in a folder the server allows) or an `https://` URL. The stream then ends after
+    /// the header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// Why a header line was refused. [`HeaderError::code`] gives the code for the `rejected` event.
@@ -79,6 +84,7 @@ impl JobHeader {
             name: None,
             size: None,
             params: Map::new(),
+            source: None,
         }
     }
 

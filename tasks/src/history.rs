@@ -75,6 +75,9 @@ pub struct JobRecord {
     /// Why, for a person.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Where the body came from when it was not the upload's (a server file, a URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<serde_json::Value>,
 }
 
 impl JobRecord {
@@ -103,6 +106,7 @@ impl JobRecord {
             outcome: "running".into(),
             code: None,
             message: None,
+            source: None,
         }
     }
 

@@ -297,6 +297,8 @@ pub struct JobSpec {
     pub name: Option<String>,
     /// The body size, if the client gave it.
     pub size: Option<u64>,
+    /// Where the body comes from when it is not the upload's, for the `accepted` event.
+    pub source: Option<serde_json::Value>,
 }
 
 /// What a job did, for logs and job history.
@@ -541,6 +543,7 @@ impl<'a> Job<'a> {
             format,
             name: self.spec.name.clone(),
             size: self.spec.size,
+            source: self.spec.source.clone(),
         });
     }
 
@@ -1033,6 +1036,7 @@ mod tests {
             format,
             name: None,
             size: None,
+            source: None,
         }
     }
 

@@ -473,6 +473,7 @@ fn run_once(expect: &Expect, body: &[u8], chunk: usize) -> Outcome {
         format: expect.format,
         name: None,
         size: Some(body.len() as u64),
+        source: None,
     };
     let settings = Settings {
         // Small batches: records before a failure must have been committed for real.

@@ -132,6 +132,7 @@ fn store_of(body: &[u8], format: Format, cuts: &[usize]) -> Vec<(String, Port)> 
         format: Some(format),
         name: None,
         size: None,
+        source: None,
     };
     let settings = Settings {
         commit_records: 3,

@@ -51,6 +51,9 @@ pub const VERIFY_KEY_FILE: &str = "jwt-verify.pem";
 pub const ADMIN_SCOPE: &str = "admin";
 /// The scope of `GET /v1/jobs...` (the holder's own jobs).
 pub const JOBS_READ_SCOPE: &str = "jobs:read";
+/// The scope a job needs, beside its task's, to read its body from a file on the server or a
+/// URL (`source=`), and to list the files it may read.
+pub const SOURCES_READ_SCOPE: &str = "sources:read";
 
 /// The scope that runs `task`'s jobs: `<task>:write`.
 pub fn write_scope(task: &str) -> String {
@@ -78,6 +81,7 @@ pub fn known_scopes(registry: &edge_tasks::Registry) -> Vec<String> {
         }
     }
     scopes.push(JOBS_READ_SCOPE.to_owned());
+    scopes.push(SOURCES_READ_SCOPE.to_owned());
     scopes.push(ADMIN_SCOPE.to_owned());
     scopes
 }

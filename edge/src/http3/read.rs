@@ -122,6 +122,49 @@ pub(super) async fn list_jobs(
     answer(stream, service, list).await
 }
 
+/// `GET /v1/sources/files?dir=&limit=&after=` (scope `sources:read`): the files and folders
+/// in an allowed folder that jobs may read (`source=file:<name>`), in name order; without
+/// `dir`, the allowed folders.
+pub(super) async fn list_source_files(stream: &mut Stream, service: &Service, query: Option<&str>) {
+    let (mut dir, mut after, mut limit) = (String::new(), None, 100);
+    for (key, value) in parse_query(query) {
+        let parsed = match key.as_str() {
+            "dir" => {
+                dir = value;
+                Ok(())
+            }
+            "after" => {
+                after = Some(value).filter(|a| !a.is_empty());
+                Ok(())
+            }
+            "limit" => parse_limit(&value, 1000).map(|n| limit = n),
+            other => Err(format!(
+                "unknown parameter `{other}` (use dir, limit, after)"
+            )),
+        };
+        if let Err(message) = parsed {
+            return refuse(stream, StatusCode::BAD_REQUEST, "bad_params", &message).await;
+        }
+    }
+    let folders = service.sources.folders.clone();
+    let list = move |_: &Context| {
+        let entries = folders
+            .list(&dir)
+            .map_err(|e| ReadError::NotFound(e.to_string()))?;
+        let mut items: Vec<_> = entries
+            .into_iter()
+            .filter(|e| after.as_ref().is_none_or(|after| e.name > *after))
+            .take(limit + 1)
+            .collect();
+        let next = (items.len() > limit).then(|| {
+            items.truncate(limit);
+            items.last().map(|e| e.name.clone())
+        });
+        Ok(json!({"items": items, "next": next.flatten()}))
+    };
+    answer(stream, service, list).await
+}
+
 /// A page size from 1 to `max`.
 fn parse_limit(value: &str, max: usize) -> Result<usize, String> {
     match value.parse::<usize>() {

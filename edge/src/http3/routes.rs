@@ -1,12 +1,14 @@
 //! Routing: a request's method and path to its handler, after the token and the scope the
 //! route needs; `404` for an unknown path, `405` for a method the route does not take.
 
-use super::read::{list_jobs, read_history, read_item, read_job, read_page, revert_job, tasks};
+use super::read::{
+    list_jobs, list_source_files, read_history, read_item, read_job, read_page, revert_job, tasks,
+};
 use super::respond::{refuse, refuse_job, refuse_method, respond};
 use super::upload::upload;
 use super::{content, events, login};
 use super::{Resolver, Stream};
-use crate::auth::{delete_scope, ADMIN_SCOPE, JOBS_READ_SCOPE};
+use crate::auth::{delete_scope, ADMIN_SCOPE, JOBS_READ_SCOPE, SOURCES_READ_SCOPE};
 use crate::service::Service;
 use crate::shutdown::Shutdown;
 use crate::window::ConnectionWindow;
@@ -26,6 +28,8 @@ enum Route<'a> {
     Health,
     /// `POST /v1/login`: a name and a password for a token.
     Login,
+    /// `GET /v1/sources/files`: the server files jobs may read.
+    SourceFiles,
     Tasks,
     /// A page of a plugin's items: `/v1/<task>`.
     Items(Reads),
@@ -49,6 +53,7 @@ impl<'a> Route<'a> {
         Some(match segments {
             ["healthz"] => Route::Health,
             ["v1", "login"] => Route::Login,
+            ["v1", "sources", "files"] => Route::SourceFiles,
             ["v1", "tasks"] => Route::Tasks,
             ["v1", "jobs"] => Route::Jobs,
             ["v1", "jobs", id_or_task] => Route::Job(id_or_task),
@@ -100,6 +105,7 @@ impl<'a> Route<'a> {
             }
             Route::Revert(_) => Some(Cow::Borrowed(ADMIN_SCOPE)),
             Route::Jobs | Route::JobEvents(_) => Some(Cow::Borrowed(JOBS_READ_SCOPE)),
+            Route::SourceFiles => Some(Cow::Borrowed(SOURCES_READ_SCOPE)),
             Route::Job(_) if method == Method::GET || method == Method::HEAD => {
                 Some(Cow::Borrowed(JOBS_READ_SCOPE))
             }
@@ -220,6 +226,7 @@ pub(crate) async fn route(request: Request<()>, mut stream: Stream, connection: 
             events::watch(&mut stream, &service, id, &grant, headers, query, &shutdown).await
         }
         Route::Jobs => list_jobs(&mut stream, &service, query, &grant).await,
+        Route::SourceFiles => list_source_files(&mut stream, &service, query).await,
         Route::Job(task) if method == Method::PUT || method == Method::POST => {
             let task = percent_decode(task);
             upload(request, stream, task, grant, service, window, shutdown).await

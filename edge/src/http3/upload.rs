@@ -6,7 +6,7 @@ use super::respond::refuse_job;
 use super::routes::parse_query;
 use super::Stream;
 use crate::auth::Grant;
-use crate::jobs::{self, Body, Broken, Notify, Pumped, Refusal};
+use crate::jobs::{self, Body, Broken, Either, Notify, Pumped, Refusal};
 use crate::service::Service;
 use crate::shutdown::Shutdown;
 use crate::window::ConnectionWindow;
@@ -41,28 +41,40 @@ pub(super) async fn upload(
         Ok(upload) => upload,
         Err(refusal) => return refuse_job(&mut stream, &service, refusal).await,
     };
+    // A body the server reads itself (`?source=`) instead of the request's.
+    let source = match &upload.source {
+        Some(spec) => match service.sources.open(spec, &grant).await {
+            Ok(opened) => Some(opened),
+            Err(refusal) => return refuse_job(&mut stream, &service, refusal).await,
+        },
+        None => None,
+    };
+    let (info, format, size) = match &source {
+        Some(opened) => (
+            opened.upload_info(upload.name.clone()),
+            upload.format.or(opened.format),
+            opened.size,
+        ),
+        None => (
+            UploadInfo {
+                name: upload.name.clone(),
+                size: upload.size,
+                content_type: upload.content_type.clone(),
+            },
+            upload.format,
+            upload.size,
+        ),
+    };
     let job = jobs::new_job_id();
     if let Some(reference) = &upload.reference {
         service.feeds.refer(&grant.sub, reference, &job);
     }
-    let info = UploadInfo {
-        name: upload.name.clone(),
-        size: upload.size,
-        content_type: upload.content_type.clone(),
-    };
-    let started = jobs::start_task(
-        &job,
-        &task,
-        upload.format,
-        &upload.params,
-        info,
-        &grant,
-        &service,
-    )
-    .and_then(|started| {
-        check_size(upload.size, service.limits.max_upload_bytes())?;
-        Ok((started, service.limits.admit(&grant.sub)?))
-    });
+    let name = info.name.clone();
+    let started = jobs::start_task(&job, &task, format, &upload.params, info, &grant, &service)
+        .and_then(|started| {
+            check_size(upload.size, service.limits.max_upload_bytes())?;
+            Ok((started, service.limits.admit(&grant.sub)?))
+        });
     // The admission is held until the job's final event.
     let ((plugin, job_task), admission) = match started {
         Ok(started) => started,
@@ -81,20 +93,25 @@ pub(super) async fn upload(
         job,
         upload_stream: None,
         task: plugin.name.to_owned(),
-        format: upload.format,
-        name: upload.name,
-        size: upload.size,
+        format,
+        name,
+        size,
+        source: source.as_ref().map(|opened| opened.record.clone()),
     };
     let span = tracing::info_span!("job", job = %spec.job, task = plugin.name, sub = %grant.sub);
     debug!(parent: &span, sub = %grant.sub, transport = stream.transport, "HTTP upload accepted");
     let transport = stream.transport;
     let (send, recv) = stream.split();
-    let mut body = RequestBody {
+    let mut request = RequestBody {
         recv,
         declared: upload.size,
         received: 0,
         malformed: false,
         window,
+    };
+    let mut body = match source {
+        Some(opened) => Either::Source(opened.body),
+        None => Either::Upload(&mut request),
     };
     let run = jobs::run(
         transport,
@@ -110,14 +127,17 @@ pub(super) async fn upload(
         shutdown,
     );
     let ended = run.instrument(span).await;
-    if ended.pumped == Pumped::Unfinished {
+    if matches!(body, Either::Source(_)) {
+        // The request's own body (none, usually) is not the job's.
+        request.recv.linger().await;
+    } else if ended.pumped == Pumped::Unfinished {
         // The job ended before the body did: a body longer than its content-length is
         // stopped at once, any other is read to its end (bounded) so the client reads the
         // final event instead of a stream error.
-        if body.malformed {
-            body.recv.stop_malformed().await;
+        if request.malformed {
+            request.recv.stop_malformed().await;
         } else {
-            body.recv.linger().await;
+            request.recv.linger().await;
         }
     }
 }
@@ -148,6 +168,8 @@ struct UploadRequest {
     params: Map<String, Value>,
     /// The client's reference for the job (`?ref=`), to watch it by before the response.
     reference: Option<String>,
+    /// Where the server reads the body from instead (`?source=`).
+    source: Option<String>,
 }
 
 impl UploadRequest {
@@ -163,6 +185,7 @@ impl UploadRequest {
             content_type: raw.then(|| content_type.map(str::to_owned)).flatten(),
             params: Map::new(),
             reference: None,
+            source: None,
         };
         for (key, value) in parse_query(request.uri().query()) {
             match key.as_str() {
@@ -175,6 +198,7 @@ impl UploadRequest {
                 }
                 "name" => upload.name = Some(value),
                 "ref" => upload.reference = Some(check_reference(value)?),
+                "source" => upload.source = Some(value),
                 _ => {
                     let value = serde_json::from_str(&value).unwrap_or(Value::String(value));
                     upload.params.insert(key, value);

@@ -19,6 +19,7 @@ mod logs;
 mod plugin;
 mod primes;
 mod readme;
+mod sources;
 mod tcp;
 mod util;
 mod watch;

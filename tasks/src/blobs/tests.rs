@@ -52,6 +52,7 @@ fn upload(
         format: Some(Format::Json),
         name: None,
         size: None,
+        source: None,
     };
     let mut events = Vec::new();
     let report = run(

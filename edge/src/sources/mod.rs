@@ -1,0 +1,136 @@
+//! Job bodies the server reads itself instead of the upload (`source=` on an HTTP upload, the
+//! `source` field of an `edge/1` header): a file in a folder `[sources] dirs` allows
+//! (`file:<folder>/<path>`). Such a job is a job like any other: the same tasks, events, job
+//! history and token gate, plus the scope `sources:read`.
+//!
+//! # Layout
+//! - `files`: the allowed folders, opening a file beneath one, listing them.
+
+pub(crate) mod files;
+
+use crate::auth::{Grant, SOURCES_READ_SCOPE};
+use crate::config::SourcesConfig;
+use crate::jobs::{Body, Broken, Refusal};
+use bytes::{Bytes, BytesMut};
+use edge_proto::{ErrorCode, Format};
+use edge_tasks::task::UploadInfo;
+use files::{Folder, Folders};
+use serde_json::{json, Value};
+use tokio::io::AsyncReadExt;
+
+/// How much of a file one read takes.
+const READ_BYTES: usize = 256 * 1024;
+
+/// What the server may read job bodies from.
+#[derive(Debug, Default)]
+pub(crate) struct Sources {
+    /// The allowed folders.
+    pub folders: Folders,
+}
+
+/// A source opened for a job.
+#[derive(Debug)]
+pub(crate) struct Opened {
+    /// Its bytes.
+    pub body: SourceBody,
+    /// Its own name (a file's last segment).
+    pub name: String,
+    /// Its size, when known.
+    pub size: Option<u64>,
+    /// The format its name suggests.
+    pub format: Option<Format>,
+    /// What the `accepted` event and the job history say of it.
+    pub record: Value,
+}
+
+impl Opened {
+    /// What the task is told of the body; `name`: the one the client gave, if any.
+    pub(crate) fn upload_info(&self, name: Option<String>) -> UploadInfo {
+        UploadInfo {
+            name: Some(name.unwrap_or_else(|| self.name.clone())),
+            size: self.size,
+            content_type: None,
+        }
+    }
+}
+
+/// The bytes of a source.
+#[derive(Debug)]
+pub(crate) enum SourceBody {
+    /// A file beneath an allowed folder.
+    File(tokio::fs::File),
+}
+
+impl Body for SourceBody {
+    async fn chunk(&mut self) -> Result<Option<Bytes>, Broken> {
+        match self {
+            SourceBody::File(file) => {
+                let mut buf = BytesMut::with_capacity(READ_BYTES);
+                match file.read_buf(&mut buf).await {
+                    Ok(0) => Ok(None),
+                    Ok(_) => Ok(Some(buf.freeze())),
+                    Err(e) => Err(Broken::aborted(format!("reading the file failed: {e}"))),
+                }
+            }
+        }
+    }
+}
+
+impl Sources {
+    /// The sources the config allows.
+    pub(crate) fn new(config: &SourcesConfig) -> Sources {
+        let folders = config
+            .dirs
+            .iter()
+            .map(|dir| Folder {
+                name: dir.name.clone(),
+                path: dir.path.clone(),
+            })
+            .collect();
+        Sources {
+            folders: Folders::new(folders),
+        }
+    }
+
+    /// Opens `spec` for a job of `grant`'s, or says why not.
+    pub(crate) async fn open(&self, spec: &str, grant: &Grant) -> Result<Opened, Refusal> {
+        if !grant.allows(SOURCES_READ_SCOPE) {
+            return Err(Refusal {
+                code: ErrorCode::Forbidden,
+                message: format!(
+                    "the token of `{}` does not hold the scope `{SOURCES_READ_SCOPE}`, which a \
+                     job needs to read a file on the server or a URL",
+                    grant.sub
+                ),
+                retry_after: None,
+            });
+        }
+        let Some(name) = spec.strip_prefix("file:") else {
+            return Err(bad_source(format!(
+                "`source` is `file:<folder>/<path>`, a file in a folder of `sources.dirs`; \
+                 `{spec}` is not"
+            )));
+        };
+        let folders = self.folders.clone();
+        let name = name.to_owned();
+        let opened = tokio::task::spawn_blocking(move || folders.open(&name).map(|f| (f, name)))
+            .await
+            .map_err(|e| bad_source(format!("opening the file failed: {e}")))?;
+        let (file, name) = opened.map_err(|e| bad_source(e.to_string()))?;
+        Ok(Opened {
+            format: Format::from_file_name(&file.file_name),
+            body: SourceBody::File(tokio::fs::File::from_std(file.file)),
+            size: Some(file.size),
+            record: json!({ "file": name }),
+            name: file.file_name,
+        })
+    }
+}
+
+fn bad_source(message: String) -> Refusal {
+    Refusal {
+        code: ErrorCode::BadParams,
+        message,
+        retry_after: None,
+    }
+}
