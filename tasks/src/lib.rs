@@ -21,6 +21,7 @@
 //! - [`pipeline`]: runs one job: decoder -> task -> commits, emitting notification events.
 
 pub mod blobs;
+pub mod claims;
 pub mod decode;
 pub mod history;
 pub mod pipeline;

@@ -207,6 +207,7 @@ mod tests {
                 "ports_job_changes",
                 "revoked_subjects",
                 "revoked_tokens",
+                "source_claims",
                 "users"
             ]
         );
