@@ -168,6 +168,10 @@ impl UploadRequest {
                     )
                 }
                 "name" => upload.name = Some(value),
+                // The web page names each upload so that it can follow the job while the
+                // body is still going up (`GET /v1/jobs/ref:<ref>/events`); not a task
+                // parameter.
+                "ref" => {}
                 _ => {
                     let value = serde_json::from_str(&value).unwrap_or(Value::String(value));
                     upload.params.insert(key, value);
