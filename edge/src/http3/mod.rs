@@ -13,12 +13,14 @@
 //! | `GET /v1/jobs/{id}/events?after=N` | the job's events, replayed then live (NDJSON, or SSE by `Accept`) |
 //! | `GET /v1/tasks` | every task with its formats and record schema |
 //! | `GET /healthz` | `200 {"status":"ok"}`, `503` while draining |
+//! | `GET /`, `/app.js`, `/app.css`, `/icon.svg`, `/file.svg` | the web page (`web/`, embedded; no token) |
 //!
 //! Refusals are plain statuses with `{"error":{"code","message"}}`.
 
 mod content;
 mod events;
 mod exchange;
+mod page;
 mod read;
 mod respond;
 mod routes;
