@@ -7,6 +7,7 @@
 mod auth;
 mod binary;
 mod blobs;
+mod browser;
 mod client_cli;
 mod crash;
 mod h3_conformance;
@@ -21,5 +22,6 @@ mod readme;
 mod tcp;
 mod util;
 mod watch;
+mod webdriver;
 mod window;
 mod wire;
