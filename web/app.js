@@ -92,12 +92,18 @@
     return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
   }
 
+  let announceTimer = 0;
+  /** Says `text` in the status line (a live region) for a few seconds. */
   function announce(text) {
     const status = $('#status');
     status.textContent = '';
+    clearTimeout(announceTimer);
     // A change the live region notices even when the text repeats.
-    setTimeout(() => {
+    announceTimer = setTimeout(() => {
       status.textContent = text;
+      announceTimer = setTimeout(() => {
+        status.textContent = '';
+      }, 8000);
     }, 30);
   }
 
@@ -345,7 +351,10 @@
     const left = Math.max(0, at - Date.now());
     const minutes = Math.round(left / 60000);
     const inWords = minutes >= 120 ? `${Math.round(minutes / 60)} h` : `${minutes} min`;
-    expires.textContent = `until ${formatTime(at)} (${inWords} left)`;
+    expires.replaceChildren(
+      el('span', { class: 'wide', text: `until ${formatTime(at)}, ` }),
+      el('time', { datetime: new Date(at).toISOString(), text: `${inWords} left` }),
+    );
     expires.title = claims.scope ? `Scopes: ${claims.scope}` : 'No scopes';
   }
 
@@ -493,6 +502,7 @@
         errors: el('ol', { class: 'errors', 'aria-label': `Record errors of ${this.file.name}` }),
         moreErrors: el('p', { class: 'more-errors', hidden: true }),
         summary: el('p', { class: 'summary' }),
+        details: el('p', { class: 'details muted' }),
         cancel: el('button', { type: 'button', class: 'secondary small', text: 'Cancel', onclick: () => this.cancel() }),
       };
       const n = this.nodes;
@@ -512,6 +522,7 @@
         n.errors,
         n.moreErrors,
         n.summary,
+        n.details,
       );
     }
 
@@ -717,7 +728,8 @@
       if (this.stage === 'done') this.sent = this.file.size;
       this.stopFollowing();
       this.render();
-      announce(`${this.file.name}: ${this.nodes.summary.textContent}`);
+      const how = this.stage === 'done' ? `done, ${formatCount(this.committed)} committed` : `${this.stage}: ${event.code}`;
+      announce(`${this.file.name}: ${how}.`);
     }
 
     render() {
@@ -741,9 +753,9 @@
       n.sent.textContent = `${formatBytes(this.sent)} of ${formatBytes(this.file.size)} sent`;
       n.cancel.hidden = this.final !== null;
       const counts = [];
-      if (this.records !== null) counts.push(`${formatCount(this.records)} records`);
+      if (this.records !== null) counts.push(plural(this.records, 'record'));
       counts.push(el('span', { class: 'committed', text: `${formatCount(this.committed)} committed` }));
-      counts.push(el('span', { class: this.errors ? 'error-count has-errors' : 'error-count', text: `${formatCount(this.errors)} errors` }));
+      counts.push(el('span', { class: this.errors ? 'error-count has-errors' : 'error-count', text: plural(this.errors, 'error') }));
       if (this.results) {
         const last = this.lastResult;
         const answer = last ? Object.entries(last).filter(([k]) => k !== 'event').map(([k, v]) => `${k} ${formatValue(v)}`).join(', ') : '';
@@ -754,26 +766,41 @@
       const hidden = this.errors - n.errors.childElementCount;
       n.moreErrors.hidden = hidden <= 0;
       n.moreErrors.textContent = hidden > 0 ? `and ${formatCount(hidden)} more` : '';
-      n.summary.textContent = this.summaryText();
+      const [headline, details] = this.summaryParts();
+      n.summary.textContent = headline;
+      n.details.textContent = details;
     }
 
-    summaryText() {
+    /** The final event in words: a headline, and the task's summary as details. */
+    summaryParts() {
       const event = this.final;
-      if (!event) return '';
+      if (!event) return ['', ''];
       if (event.event === 'done') {
-        let text = `done: ${formatCount(event.records)} records, ${formatCount(event.committed)} committed, ${formatCount(event.errors)} errors`;
-        if (typeof event.duration_ms === 'number') text += ` in ${event.duration_ms} ms`;
+        let headline = `Done: ${plural(event.records, 'record')}, ${formatCount(event.committed)} committed, ${plural(event.errors, 'error')}`;
+        if (typeof event.duration_ms === 'number') headline += ` in ${event.duration_ms} ms`;
+        let details = '';
         if (event.summary && typeof event.summary === 'object') {
-          const parts = Object.entries(event.summary).map(([k, v]) => `${k.replace(/_/g, ' ')} ${formatValue(v)}`);
-          if (parts.length) text += ` (${parts.join(', ')})`;
+          details = Object.entries(event.summary)
+            .filter(([k]) => !['job', 'sub', 'name'].includes(k))
+            .map(([k, v]) => `${k.replace(/_/g, ' ')} ${shorten(formatValue(v))}`)
+            .join(' · ');
         }
-        return text;
+        return [headline, details];
       }
       const committed = typeof event.committed === 'number' ? `; ${formatCount(event.committed)} committed` : '';
       const offset = typeof event.offset === 'number' ? ` at byte ${event.offset}` : '';
-      const word = event.event === 'rejected' ? 'refused' : 'failed';
-      return `${word}: ${event.code}: ${event.message}${offset}${committed}`;
+      const word = event.event === 'rejected' ? 'Refused' : 'Failed';
+      return [`${word}: ${event.code}: ${event.message}${offset}${committed}`, ''];
     }
+  }
+
+  function plural(n, word) {
+    return `${formatCount(n)} ${word}${n === 1 ? '' : 's'}`;
+  }
+
+  /** A long run of hex digits (a digest) cut to its start. */
+  function shorten(text) {
+    return /^[0-9a-f]{24,}$/.test(text) ? `${text.slice(0, 12)}…` : text;
   }
 
   const uploads = (() => {

@@ -96,7 +96,7 @@ fn wait_signed_in(browser: &Browser) -> String {
 }
 
 /// Picks `task` and uploads `file` through the file input; waits for its row to end and
-/// returns `{state, committed, errors, summary, errorsShown, more}`.
+/// returns `{state, committed, errors, summary, details, errorsShown, firstError, more}`.
 fn upload(browser: &Browser, task: &str, file: &Path) -> Value {
     browser.click("#tab-upload");
     browser.click(&format!("#task option[value=\"{task}\"]"));
@@ -109,6 +109,7 @@ fn upload(browser: &Browser, task: &str, file: &Path) -> Value {
          if (!row || !['done', 'failed', 'refused'].includes(row.dataset.state)) return null;
          return {state: row.dataset.state, committed: Number(row.dataset.committed),
                  errors: Number(row.dataset.errors), summary: row.querySelector('.summary').textContent,
+                 details: row.querySelector('.details').textContent,
                  errorsShown: row.querySelectorAll('.errors li').length,
                  firstError: (row.querySelector('.errors li') || {}).textContent || '',
                  more: row.querySelector('.more-errors').hidden ? '' : row.querySelector('.more-errors').textContent};",
@@ -128,6 +129,7 @@ fn wait_preview(browser: &Browser, name: &str) -> Value {
 
 /// The page's tour: every view, in the browser. Blocking (WebDriver).
 fn tour(browser: &Browser, origin: &str, token: &str, protocol: &str, shots: Option<&Path>) {
+    browser.viewport(1280, 900, false);
     sign_in_with_token(browser, origin, token);
     assert_eq!(wait_signed_in(browser), "tester");
     let expires = browser.run(
@@ -177,10 +179,11 @@ fn tour(browser: &Browser, origin: &str, token: &str, protocol: &str, shots: Opt
     assert_eq!(ports["errors"], 0, "{ports}");
     let summary = ports["summary"].as_str().unwrap();
     assert!(
-        summary.starts_with("done: 1,634 records, 1,634 committed, 0 errors")
-            && summary.contains("inserted 1634"),
+        summary.starts_with("Done: 1,634 records, 1,634 committed, 0 errors"),
         "{summary}"
     );
+    let details = ports["details"].as_str().unwrap();
+    assert_eq!(details, "inserted 1634 · updated 0 · unchanged 0");
 
     // Bad records are listed as they come, up to 20, and the rest counted.
     let dir = tempfile::tempdir().unwrap();
@@ -211,15 +214,21 @@ fn tour(browser: &Browser, origin: &str, token: &str, protocol: &str, shots: Opt
     assert_eq!(blob["state"], "done", "{blob}");
     assert_eq!(blob["committed"], 1, "{blob}");
     assert!(
-        blob["summary"]
+        blob["details"]
             .as_str()
             .unwrap()
             .contains("content type image/png"),
         "{blob}"
     );
     if let Some(dir) = shots {
-        browser.run("window.scrollTo(0, 0);", json!([]));
+        // Tall enough to show the three rows under the form.
+        browser.viewport(1280, 1500, false);
+        browser.run(
+            "document.activeElement.blur(); window.scrollTo(0, 0);",
+            json!([]),
+        );
         browser.save_screenshot(dir, "upload-desktop");
+        browser.viewport(1280, 900, false);
     }
 
     // The files: the picture's preview, fetched with the token, has loaded.
@@ -314,9 +323,23 @@ fn tour(browser: &Browser, origin: &str, token: &str, protocol: &str, shots: Opt
         "the upload is among them: {calls:?}"
     );
 
+    // Nothing broke the page's Content-Security-Policy, and nothing failed but the
+    // requests for a job by its `ref` before the job existed (404 until it does).
+    let console = browser.console();
+    let unexpected: Vec<&String> = console
+        .iter()
+        .filter(|line| line.starts_with("SEVERE") || line.contains("Content Security Policy"))
+        .filter(|line| !(line.contains("/v1/jobs/ref:") && line.contains("404")))
+        .collect();
+    assert!(unexpected.is_empty(), "{unexpected:#?}");
+
     if let Some(dir) = shots {
         browser.viewport(390, 844, true);
         browser.click("#tab-upload");
+        browser.run(
+            "document.activeElement.blur(); document.querySelector('#drop').scrollIntoView();",
+            json!([]),
+        );
         browser.save_screenshot(dir, "upload-phone");
         browser.click("#tab-blobs");
         wait_preview(browser, "edge.png");
@@ -339,9 +362,10 @@ async fn tour_over(protocol: &'static str) {
     let token = server.token(ALL_SCOPES);
     let flags = flags(&server, protocol);
     let origin = origin(&server);
+    // A relative directory is the repository's (nextest runs tests in edge/).
     let shots = std::env::var_os("EDGE_SCREENSHOTS_DIR")
         .filter(|_| protocol == "h2")
-        .map(PathBuf::from);
+        .map(|dir| repository().join(dir));
     tokio::task::spawn_blocking(move || {
         let browser = Browser::start(&flags);
         tour(&browser, &origin, &token, protocol, shots.as_deref());

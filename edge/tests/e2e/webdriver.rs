@@ -87,6 +87,7 @@ impl Browser {
             "browserName": "chrome",
             "pageLoadStrategy": "normal",
             "goog:chromeOptions": {"binary": chromium(), "args": args},
+            "goog:loggingPrefs": {"browser": "ALL"},
         }}});
         let session = browser.call("POST", "/session", Some(&capabilities));
         let id = session["sessionId"]
@@ -201,6 +202,20 @@ impl Browser {
             &format!("/element/{id}/value"),
             json!({"text": text}),
         );
+    }
+
+    /// The browser console's messages since the last call, as `LEVEL message` lines.
+    pub fn console(&self) -> Vec<String> {
+        let entries = self.session_call("POST", "/se/log", json!({"type": "browser"}));
+        entries
+            .as_array()
+            .map(|entries| {
+                entries
+                    .iter()
+                    .map(|e| format!("{} {}", e["level"].as_str().unwrap_or("?"), e["message"]))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Empties the field `css` selects, then types `text` into it.
