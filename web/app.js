@@ -68,7 +68,7 @@
   /** A value of an item as one line of text. */
   function formatValue(value) {
     if (value === null || value === undefined) return '–';
-    if (Array.isArray(value)) return value.map(formatValue).join(', ');
+    if (Array.isArray(value)) return value.length ? value.map(formatValue).join(', ') : '–';
     if (typeof value === 'object') return JSON.stringify(value);
     return String(value);
   }
@@ -465,6 +465,12 @@
 
   const titleOf = (name) => name.charAt(0).toUpperCase() + name.slice(1);
 
+  /** Whether the token's scopes (as its claims say) hold `scope`; the server decides. */
+  function holds(scope) {
+    const scopes = String((state.claims && state.claims.scope) || '').split(' ');
+    return scopes.includes(scope) || scopes.includes('admin');
+  }
+
   // ---------------------------------------------------------------- uploads
 
   /** One file's upload, its row, and its job's events. */
@@ -728,6 +734,7 @@
       if (this.stage === 'done') this.sent = this.file.size;
       this.stopFollowing();
       this.render();
+      uploads.finished();
       const how = this.stage === 'done' ? `done, ${formatCount(this.committed)} committed` : `${this.stage}: ${event.code}`;
       announce(`${this.file.name}: ${how}.`);
     }
@@ -816,7 +823,13 @@
       tasks = list;
       const select = taskSelect();
       const previous = select.value;
-      select.replaceChildren(...list.map((task) => el('option', { value: task.name, text: task.name })));
+      select.replaceChildren(
+        ...list.map((task) => {
+          const allowed = holds(`${task.name}:write`);
+          const text = allowed ? task.name : `${task.name} (your token lacks ${task.name}:write)`;
+          return el('option', { value: task.name, text });
+        }),
+      );
       if (list.some((task) => task.name === previous)) select.value = previous;
       taskChanged();
     }
@@ -949,9 +962,24 @@
         if (files.length) add(files);
       });
       $('#upload-form').addEventListener('submit', (event) => event.preventDefault());
+      $('#clear-finished').addEventListener('click', clearFinished);
     }
 
-    return { setTasks, setUp, dequeue, cancelAll };
+    function clearFinished() {
+      for (const upload of all) {
+        if (upload.final) {
+          upload.row.remove();
+          all.delete(upload);
+        }
+      }
+      $('#clear-finished').hidden = true;
+    }
+
+    function finished() {
+      $('#clear-finished').hidden = false;
+    }
+
+    return { setTasks, setUp, dequeue, cancelAll, finished };
   })();
 
   // ---------------------------------------------------------------- items (e.g. ports)
@@ -999,7 +1027,7 @@
       { class: 'table-wrap' },
       el(
         'table',
-        { class: 'items' },
+        { class: 'items stack' },
         el('caption', { class: 'visually-hidden', text: `${titleOf(id)}, in key order` }),
         el('thead', {}, el('tr', {}, columns.map((c) => el('th', { scope: 'col', text: titleOf(c.header.toLowerCase()) })))),
         tbody,
@@ -1007,7 +1035,7 @@
     );
     const more = el('button', { type: 'button', class: 'secondary more', text: 'More', hidden: true });
     const detail = el('section', { class: 'detail', 'aria-live': 'polite', hidden: true });
-    panel.append(find, list, table, more, detail);
+    panel.append(find, list, detail, table, more);
     let next = null;
 
     async function page(reset) {
@@ -1039,10 +1067,11 @@
         {},
         columns.map((column, i) => {
           const text = formatValue(pointer(entry, column.pointer));
+          const label = titleOf(column.header.toLowerCase());
           if (i === 0) {
-            return el('td', {}, el('button', { type: 'button', class: 'link', text, 'aria-label': `Show ${item} ${text}`, onclick: () => open(key) }));
+            return el('td', { 'data-label': label }, el('button', { type: 'button', class: 'link', text, 'aria-label': `Show ${item} ${text}`, onclick: () => open(key) }));
           }
-          return el('td', { text });
+          return el('td', { 'data-label': label, text });
         }),
       );
     }
@@ -1310,13 +1339,13 @@
       return el(
         'tr',
         { 'data-job': job.job },
-        el('td', {}, el('span', { class: `badge ${job.outcome}`, text: job.outcome })),
-        el('td', { text: job.task }),
-        el('td', {}, el('button', { type: 'button', class: 'link', text: name, 'aria-label': `Show job ${job.job} (${name})`, onclick: () => open(job.job) })),
-        el('td', { class: 'num', text: formatCount(job.records) }),
-        el('td', { class: 'num', text: formatCount(job.committed) }),
-        el('td', { class: 'num', text: formatCount(job.errors) }),
-        el('td', { text: formatTime(job.started) }),
+        el('td', { 'data-label': 'Outcome' }, el('span', { class: `badge ${job.outcome}`, text: job.outcome })),
+        el('td', { 'data-label': 'Task', text: job.task }),
+        el('td', { 'data-label': 'Name' }, el('button', { type: 'button', class: 'link', text: name, 'aria-label': `Show job ${job.job} (${name})`, onclick: () => open(job.job) })),
+        el('td', { 'data-label': 'Records', class: 'num', text: formatCount(job.records) }),
+        el('td', { 'data-label': 'Committed', class: 'num', text: formatCount(job.committed) }),
+        el('td', { 'data-label': 'Errors', class: 'num', text: formatCount(job.errors) }),
+        el('td', { 'data-label': 'Started', text: formatTime(job.started) }),
       );
     }
 
@@ -1357,7 +1386,11 @@
       id: 'jobs',
       label: 'Jobs',
       panel,
-      show: () => page(true),
+      show() {
+        detail.hidden = true;
+        detail.replaceChildren();
+        page(true);
+      },
       leave: stopWatching,
     };
   }

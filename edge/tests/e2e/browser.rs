@@ -262,6 +262,13 @@ fn tour(browser: &Browser, origin: &str, token: &str, protocol: &str, shots: Opt
     let detail = detail.as_str().unwrap();
     assert!(detail.contains("United Arab Emirates"), "{detail}");
     assert!(detail.contains("No job has replaced it yet."), "{detail}");
+    if let Some(dir) = shots {
+        browser.run(
+            "document.activeElement.blur(); window.scrollTo(0, 0);",
+            json!([]),
+        );
+        browser.save_screenshot(dir, "ports-desktop");
+    }
 
     // The jobs, most recent first; one of them, with its events replayed.
     browser.click("#tab-jobs");
@@ -344,6 +351,16 @@ fn tour(browser: &Browser, origin: &str, token: &str, protocol: &str, shots: Opt
         browser.click("#tab-blobs");
         wait_preview(browser, "edge.png");
         browser.save_screenshot(dir, "files-phone");
+        browser.dark(true);
+        browser.click("#tab-jobs");
+        browser.wait_for(
+            "the jobs",
+            "return document.querySelectorAll('#panel-jobs tbody tr[data-job]').length === 3;",
+            json!([]),
+        );
+        browser.run("document.activeElement.blur();", json!([]));
+        browser.save_screenshot(dir, "jobs-phone-dark");
+        browser.dark(false);
     }
 
     // Signing out forgets the token.
