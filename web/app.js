@@ -494,6 +494,7 @@
       this.note = '';
       this.xhr = null;
       this.follower = null;
+      this.reading = false;
       this.row = this.buildRow();
       this.render();
     }
@@ -617,6 +618,8 @@
           continue;
         }
         if (!response.ok) return; // e.g. no `jobs:read`: the response alone reports the job.
+        // From here the watch ends by itself, after the job's final event.
+        this.reading = true;
         try {
           await readLines(response.body, (line) => {
             const event = parseEvent(line);
@@ -629,8 +632,9 @@
       }
     }
 
+    /** Stops asking for the job's events; a watch already reading them ends by itself. */
     stopFollowing() {
-      if (this.followController) this.followController.abort();
+      if (this.followController && !this.reading) this.followController.abort();
     }
 
     async waitForFollower(ms) {

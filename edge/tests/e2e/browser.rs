@@ -607,3 +607,51 @@ async fn the_page_is_served_without_a_token_under_a_strict_policy() {
     assert!(unknown.starts_with("http/2 401"), "{unknown}");
     server.stop().await;
 }
+
+/// While a big file uploads, the page shows records committed: it follows the job through
+/// `GET /v1/jobs/ref:<ref>/events`, since the upload's own response only shows once the body
+/// is sent. Needs the server to know the job by the upload's `?ref=`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs ?ref= on uploads and GET /v1/jobs/ref:<ref>/events"]
+async fn the_page_shows_commits_while_the_file_is_still_uploading() {
+    let server = TestServer::start().await;
+    let token = server.token(ALL_SCOPES);
+    let flags = flags(&server, "h2");
+    let origin = origin(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.ndjson");
+    std::fs::write(&big, synthetic_ports_ndjson(150_000)).unwrap();
+    tokio::task::spawn_blocking(move || {
+        let browser = Browser::start(&flags);
+        sign_in_with_token(&browser, &origin, &token);
+        // Watch the row from inside the page, so that no moment is missed between two polls.
+        browser.run(
+            "window.liveCommits = 0;
+             window.liveWatch = setInterval(() => {
+               const row = document.querySelector('li.upload[data-name=\"big.ndjson\"]');
+               if (row && row.dataset.state === 'uploading' && Number(row.dataset.committed) > 0) {
+                 window.liveCommits = Math.max(window.liveCommits, Number(row.dataset.committed));
+               }
+             }, 10);",
+            json!([]),
+        );
+        let row = upload(&browser, "ports", &big);
+        assert_eq!(row["state"], "done", "{row}");
+        assert_eq!(row["committed"], 150_000, "{row}");
+        let live = browser.run("return window.liveCommits;", json!([]));
+        assert!(
+            live.as_u64().is_some_and(|n| n > 0),
+            "no commit shown while uploading: {live}"
+        );
+        let watched = browser.wait_for(
+            "the watch by ref to end",
+            "return performance.getEntriesByType('resource')
+                 .filter(e => e.name.includes('/v1/jobs/ref:') && e.responseStatus === 200).length;",
+            json!([]),
+        );
+        assert_eq!(watched, 1, "the job was followed by its ref once");
+    })
+    .await
+    .unwrap();
+    server.stop().await;
+}
