@@ -9,6 +9,8 @@
   const MAX_PARALLEL = 3;
   /** Record errors listed per upload; the rest are counted. */
   const MAX_ERRORS_SHOWN = 20;
+  /** Tries of one upload the server refuses as `rate_limited` (429) before giving up. */
+  const MAX_ATTEMPTS = 5;
   /** How often a job's events are asked for until the job exists. */
   const FOLLOW_RETRY_MS = 250;
   /** Files larger than this get an icon instead of a preview. */
@@ -495,6 +497,7 @@
       this.xhr = null;
       this.follower = null;
       this.reading = false;
+      this.attempts = 0;
       this.row = this.buildRow();
       this.render();
     }
@@ -535,7 +538,9 @@
 
     /** Runs the upload to its end; follows its job meanwhile. */
     start() {
-      if (this.stage !== 'queued') return Promise.resolve();
+      if (this.stage !== 'queued' || this.final) return Promise.resolve();
+      this.attempts += 1;
+      this.note = '';
       this.stage = 'uploading';
       this.render();
       const query = new URLSearchParams();
@@ -655,11 +660,25 @@
         signOut(`Signed out: ${error.message}`);
         return;
       }
-      if (xhr.status === 429) {
-        const wait = error.retry_after ?? xhr.getResponseHeader('Retry-After');
-        if (wait) error.message += ` (retry in ${wait} s)`;
+      if (xhr.status === 429 && this.attempts < MAX_ATTEMPTS) {
+        // The subject runs too many jobs or starts them too fast: wait as told, then again.
+        const wait = Math.max(1, Number(error.retry_after ?? xhr.getResponseHeader('Retry-After')) || 1);
+        this.retryIn(wait);
+        return;
       }
       this.finish({ event: 'rejected', code: error.code, message: error.message });
+    }
+
+    /** Back to the queue in `seconds`, as a new attempt under a new `ref`. */
+    retryIn(seconds) {
+      this.stage = 'queued';
+      this.ref = randomRef();
+      this.sent = 0;
+      this.xhr = null;
+      this.reading = false;
+      this.note = `the server is busy: trying again in ${seconds} s (attempt ${this.attempts + 1} of ${MAX_ATTEMPTS})`;
+      this.render();
+      setTimeout(() => uploads.requeue(this), seconds * 1000);
     }
 
     cancel() {
@@ -748,6 +767,7 @@
       this.row.dataset.state = this.stage;
       this.row.dataset.committed = String(this.committed);
       this.row.dataset.errors = String(this.errors);
+      this.row.dataset.attempts = String(this.attempts);
       const percent = this.file.size ? Math.floor((100 * this.sent) / this.file.size) : 100;
       const label = {
         queued: 'Waiting',
@@ -930,6 +950,13 @@
       }
     }
 
+    /** Puts an upload back at the end of the queue (to try again). */
+    function requeue(upload) {
+      if (upload.final || waiting.includes(upload)) return;
+      waiting.push(upload);
+      pump();
+    }
+
     function dequeue(upload) {
       const at = waiting.indexOf(upload);
       if (at >= 0) waiting.splice(at, 1);
@@ -983,7 +1010,7 @@
       $('#clear-finished').hidden = false;
     }
 
-    return { setTasks, setUp, dequeue, cancelAll, finished };
+    return { setTasks, setUp, dequeue, requeue, cancelAll, finished };
   })();
 
   // ---------------------------------------------------------------- items (e.g. ports)

@@ -655,3 +655,55 @@ async fn the_page_shows_commits_while_the_file_is_still_uploading() {
     .unwrap();
     server.stop().await;
 }
+
+/// Several files picked at once upload side by side; those the server refuses because the
+/// subject runs too many jobs (`429 rate_limited`, here past one job at a time) wait as the
+/// server says and go again, until every one is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(has_chromium),
+    ignore = "needs chromium and chromedriver: apt-get install chromium chromium-driver"
+)]
+async fn the_page_uploads_several_files_and_retries_those_refused_as_rate_limited() {
+    let server = TestServer::start_with(|config| config.limits.max_jobs_per_sub = 1).await;
+    let token = server.token(ALL_SCOPES);
+    let flags = flags(&server, "h2");
+    let origin = origin(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["first.json", "second.json", "third.json"];
+    let paths: Vec<String> = names
+        .iter()
+        .map(|name| {
+            let path = dir.path().join(name);
+            std::fs::copy(ports_json(), &path).unwrap();
+            path.to_string_lossy().into_owned()
+        })
+        .collect();
+    let rows = tokio::task::spawn_blocking(move || {
+        let browser = Browser::start(&flags);
+        sign_in_with_token(&browser, &origin, &token);
+        browser.click("#task option[value=\"ports\"]");
+        browser.type_into("#files", &paths.join("\n"));
+        browser.wait_for(
+            "three uploads done",
+            "const rows = [...document.querySelectorAll('li.upload')];
+             return rows.length === 3 && rows.every(r => ['done', 'failed', 'refused'].includes(r.dataset.state))
+                 ? rows.map(r => ({name: r.dataset.name, state: r.dataset.state,
+                                   committed: Number(r.dataset.committed), attempts: Number(r.dataset.attempts)}))
+                 : null;",
+            json!([]),
+        )
+    })
+    .await
+    .unwrap();
+    let rows = rows.as_array().unwrap();
+    for row in rows {
+        assert_eq!(row["state"], "done", "{rows:?}");
+        assert_eq!(row["committed"], 1634, "{rows:?}");
+    }
+    assert!(
+        rows.iter().any(|row| row["attempts"].as_u64() > Some(1)),
+        "one job at a time: some upload was refused and tried again: {rows:?}"
+    );
+    server.stop().await;
+}
