@@ -173,6 +173,16 @@ fn tour(browser: &Browser, origin: &str, token: &str, protocol: &str, shots: Opt
     assert_eq!(moved[2], true, "{moved}");
     assert_ne!(moved[0], "tab-upload", "{moved}");
 
+    // Every control has a name for assistive technology: a label, or an aria-label, or text.
+    let unnamed = browser.run(
+        "return [...document.querySelectorAll('input, select, textarea, button')]
+             .filter(c => !(c.labels && c.labels.length) && !c.getAttribute('aria-label')
+                          && !(c.tagName === 'BUTTON' && c.textContent.trim()))
+             .map(c => c.outerHTML);",
+        json!([]),
+    );
+    assert_eq!(unnamed, json!([]), "controls without a name");
+
     let ports = upload(browser, "ports", &ports_json());
     assert_eq!(ports["state"], "done", "{ports}");
     assert_eq!(ports["committed"], 1634, "{ports}");
@@ -302,6 +312,16 @@ fn tour(browser: &Browser, origin: &str, token: &str, protocol: &str, shots: Opt
             .contains("\"event\":\"accepted\""),
         "{events}"
     );
+
+    // A task that computes its items: the first page of primes.
+    browser.click("#tab-primes");
+    let primes = browser.wait_for(
+        "the first primes",
+        "const cells = [...document.querySelectorAll('#panel-primes tbody tr td:nth-child(2)')];
+         return cells.length === 25 ? cells.slice(0, 5).map(c => c.textContent) : null;",
+        json!([]),
+    );
+    assert_eq!(primes, json!(["2", "3", "5", "7", "11"]));
 
     browser.click("#tab-health");
     let health = browser.wait_for(
