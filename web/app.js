@@ -1445,6 +1445,11 @@
           ['Days left', certificate.days_left],
         ];
         if (certificate.warning) rows.push(['Warning', certificate.warning]);
+        if (state.claims) {
+          rows.push(['Signed in as', state.claims.sub]);
+          rows.push(['Your scopes', state.claims.scope || '(none: only the task list)']);
+          if (typeof state.claims.exp === 'number') rows.push(['Your token expires', formatTime(state.claims.exp * 1000)]);
+        }
         facts.replaceChildren(...rows.flatMap(([name, value]) => [el('dt', { text: name }), el('dd', { text: formatValue(value), class: name === 'Status' ? `badge ${body.status}` : null })]));
       } catch (e) {
         showError(message, e);

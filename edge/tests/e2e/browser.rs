@@ -329,7 +329,9 @@ fn tour(browser: &Browser, origin: &str, token: &str, protocol: &str, shots: Opt
         "return document.querySelector('#panel-health dd') && document.querySelector('#panel-health .facts').innerText;",
         json!([]),
     );
-    assert!(health.as_str().unwrap().contains("ok"), "{health}");
+    let health = health.as_str().unwrap();
+    assert!(health.contains("ok"), "{health}");
+    assert!(health.contains("ports:write stats:write"), "{health}");
 
     // Every API call went over the same protocol as the page.
     let calls = browser.run(
@@ -725,5 +727,55 @@ async fn the_page_uploads_several_files_and_retries_those_refused_as_rate_limite
         rows.iter().any(|row| row["attempts"].as_u64() > Some(1)),
         "one job at a time: some upload was refused and tried again: {rows:?}"
     );
+    server.stop().await;
+}
+
+/// The files gallery downloads a file (fetched with the token, saved through an object URL)
+/// and deletes one after asking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(has_chromium),
+    ignore = "needs chromium and chromedriver: apt-get install chromium chromium-driver"
+)]
+async fn the_files_gallery_downloads_and_deletes_a_file() {
+    let server = TestServer::start().await;
+    let token = server.token(ALL_SCOPES);
+    let flags = flags(&server, "h2");
+    let origin = origin(&server);
+    let downloads = tempfile::tempdir().unwrap();
+    let saved = downloads.path().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let browser = Browser::start(&flags);
+        browser.downloads_to(&saved);
+        sign_in_with_token(&browser, &origin, &token);
+        let picture = repository().join("samples/edge.png");
+        assert_eq!(upload(&browser, "blobs", &picture)["state"], "done");
+        browser.click("#tab-blobs");
+        wait_preview(&browser, "edge.png");
+        browser.click("#panel-blobs li.file[data-name=\"edge.png\"] button[aria-label=\"Download edge.png\"]");
+        let file = saved.join("edge.png");
+        let until = std::time::Instant::now() + crate::webdriver::WAIT;
+        while !file.is_file() {
+            assert!(std::time::Instant::now() < until, "no download in {saved:?}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        // Whole once Chromium renamed it from its partial name.
+        assert_eq!(std::fs::read(&file).unwrap(), std::fs::read(&picture).unwrap());
+
+        browser.click("#panel-blobs li.file[data-name=\"edge.png\"] button[aria-label=\"Delete edge.png\"]");
+        let asked = browser.accept_dialog();
+        assert_eq!(asked, "Delete edge.png? This cannot be undone.");
+        browser.wait_for(
+            "the card to go",
+            "return document.querySelector('#panel-blobs li.file[data-name=\"edge.png\"]') === null;",
+            json!([]),
+        );
+    })
+    .await
+    .unwrap();
+    let mut api = Api::connect(&server.client_config()).await.unwrap();
+    let gone = api.get("/v1/blobs/edge.png").await.unwrap();
+    assert_eq!(gone.status, 404, "{gone:?}");
+    api.close().await;
     server.stop().await;
 }

@@ -218,6 +218,25 @@ impl Browser {
             .unwrap_or_default()
     }
 
+    /// Accepts the dialog the page opened (`confirm`), waiting for it; returns its text.
+    pub fn accept_dialog(&self) -> String {
+        let session = self.session.as_deref().expect("a session is open");
+        let until = Instant::now() + WAIT;
+        loop {
+            if let Ok(text) = request(
+                self.port,
+                "GET",
+                &format!("/session/{session}/alert/text"),
+                None,
+            ) {
+                self.session_call("POST", "/alert/accept", json!({}));
+                return text["value"].as_str().unwrap_or_default().to_owned();
+            }
+            assert!(Instant::now() < until, "no dialog within {WAIT:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Empties the field `css` selects, then types `text` into it.
     pub fn fill(&self, css: &str, text: &str) {
         let Element(id) = self.find(css);
@@ -233,6 +252,17 @@ impl Browser {
             "/goog/cdp/execute",
             json!({"cmd": "Emulation.setDeviceMetricsOverride", "params": {
                 "width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile,
+            }}),
+        );
+    }
+
+    /// Saves downloads in `dir`, without asking.
+    pub fn downloads_to(&self, dir: &Path) {
+        self.session_call(
+            "POST",
+            "/goog/cdp/execute",
+            json!({"cmd": "Browser.setDownloadBehavior", "params": {
+                "behavior": "allow", "downloadPath": dir,
             }}),
         );
     }
