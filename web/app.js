@@ -287,7 +287,8 @@
       const error = await errorOf(response);
       if (response.status === 429) {
         const wait = error.retry_after ?? response.headers.get('Retry-After');
-        signInMessage(`${error.message}${wait ? ` Try again in ${wait} s.` : ''}`);
+        const already = wait && String(error.message).includes(String(wait));
+        signInMessage(`${error.message}${wait && !already ? ` Try again in ${wait} s.` : ''}`);
       } else if (response.status === 404 || response.status === 405) {
         signInMessage('This server has no password sign-in: paste a token instead.');
       } else {
