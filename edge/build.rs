@@ -8,6 +8,10 @@
 //!   the repository; its path reaches the tests as `EDGE_TEST_CURL_PATH`.
 //! - `has_pyjwt`: a Python with PyJWT and `cryptography` (`EDGE_TEST_PYTHON`, default
 //!   `python3`; the tests run it as `EDGE_TEST_PYTHON_BIN`).
+//! - `has_chromium`: Chromium and ChromeDriver that run (`EDGE_TEST_CHROMIUM`, default
+//!   `/usr/bin/chromium`; `EDGE_TEST_CHROMEDRIVER`, default `chromedriver` on the `PATH`), for
+//!   the web page's browser tests; their paths reach the tests as `EDGE_TEST_CHROMIUM_PATH`
+//!   and `EDGE_TEST_CHROMEDRIVER_PATH`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,6 +21,7 @@ fn main() {
     println!("cargo::rerun-if-env-changed=EDGE_REQUIRE_TEST_TOOLS");
     probe_h3curl();
     probe_pyjwt();
+    probe_chromium();
 }
 
 /// Whether a missing test tool fails the build (CI), rather than skipping its tests.
@@ -85,4 +90,41 @@ fn probe_pyjwt() {
     println!(
         "cargo::warning=no python3 with PyJWT and cryptography: the PyJWT token test is skipped"
     );
+}
+
+/// Sets `cfg(has_chromium)` when Chromium and ChromeDriver both run (`--version`), for the
+/// tests that drive the web page in a real browser.
+fn probe_chromium() {
+    println!("cargo::rustc-check-cfg=cfg(has_chromium)");
+    println!("cargo::rerun-if-env-changed=EDGE_TEST_CHROMIUM");
+    println!("cargo::rerun-if-env-changed=EDGE_TEST_CHROMEDRIVER");
+    let chosen = |var: &str, default: &str| match std::env::var(var) {
+        Ok(path) if !path.is_empty() => path,
+        _ => default.to_owned(),
+    };
+    let chromium = chosen("EDGE_TEST_CHROMIUM", "/usr/bin/chromium");
+    let driver = chosen("EDGE_TEST_CHROMEDRIVER", "chromedriver");
+    let runs = |program: &str| match Command::new(program).arg("--version").output() {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(format!(
+            "`{program} --version` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => Err(format!("cannot run `{program}`: {e}")),
+    };
+    match runs(&chromium).and_then(|()| runs(&driver)) {
+        Ok(()) => {
+            println!("cargo::rustc-cfg=has_chromium");
+            println!("cargo::rustc-env=EDGE_TEST_CHROMIUM_PATH={chromium}");
+            println!("cargo::rustc-env=EDGE_TEST_CHROMEDRIVER_PATH={driver}");
+        }
+        Err(why) if required() => panic!(
+            "EDGE_REQUIRE_TEST_TOOLS asks for the browser tests, but {why}\n(apt-get install \
+             chromium chromium-driver; .ci/run does; EDGE_TEST_CHROMIUM and \
+             EDGE_TEST_CHROMEDRIVER name others)"
+        ),
+        Err(why) => println!(
+            "cargo::warning=no Chromium with ChromeDriver ({why}): the browser tests are skipped"
+        ),
+    }
 }

@@ -14,6 +14,7 @@
 //! | `GET /v1/tasks` | every task with its formats and record schema |
 //! | `POST /v1/login` | a name and a password (JSON or form) for a token with the user's scopes |
 //! | `GET /healthz` | `200 {"status":"ok"}`, `503` while draining |
+//! | `GET /`, `/app.js`, `/app.css`, `/icon.svg`, `/file.svg` | the web page (`web/`, embedded; no token) |
 //!
 //! Refusals are plain statuses with `{"error":{"code","message"}}`.
 
@@ -21,6 +22,7 @@ mod content;
 mod events;
 mod exchange;
 mod login;
+mod page;
 mod read;
 mod respond;
 mod routes;

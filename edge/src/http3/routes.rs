@@ -1,12 +1,13 @@
 //! Routing: a request's method and path to its handler, after the token and the scope the
-//! route needs; `404` for an unknown path, `405` for a method the route does not take.
+//! route needs (but for the web page and `/healthz`, served without one); `404` for an
+//! unknown path, `405` for a method the route does not take.
 
 use super::read::{
     list_jobs, list_source_files, read_history, read_item, read_job, read_page, revert_job, tasks,
 };
 use super::respond::{refuse, refuse_job, refuse_method, respond};
 use super::upload::upload;
-use super::{content, events, login};
+use super::{content, events, login, page};
 use super::{Resolver, Stream};
 use crate::auth::{delete_scope, ADMIN_SCOPE, JOBS_READ_SCOPE, SOURCES_READ_SCOPE};
 use crate::service::Service;
@@ -156,6 +157,10 @@ pub(crate) async fn route(request: Request<()>, mut stream: Stream, connection: 
     let path = request.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     debug!(%method, %path, "request");
+    // The web page and its files need no token: the page asks its user for one.
+    if let Some(asset) = page::find(&path) {
+        return page::serve(&mut stream, &method, asset, request.headers()).await;
+    }
     let route = Route::of(&segments, service.store.registry());
     if matches!(route, Some(Route::Health)) {
         if !Route::Health.allows(&method) {

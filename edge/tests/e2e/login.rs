@@ -13,7 +13,7 @@ use std::time::Duration;
 const SCOPE: &str = "ports:read jobs:read";
 
 /// `edge user ...` on the server's data dir, with `stdin` as standard input.
-fn edge_user(dir: &Path, args: &[&str], stdin: &str) -> std::process::Output {
+pub(crate) fn edge_user(dir: &Path, args: &[&str], stdin: &str) -> std::process::Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_edge"))
         .arg("user")
         .args(args)

@@ -7,6 +7,7 @@
 mod auth;
 mod binary;
 mod blobs;
+mod browser;
 mod client_cli;
 mod crash;
 mod h3_conformance;
@@ -23,5 +24,6 @@ mod sources;
 mod tcp;
 mod util;
 mod watch;
+mod webdriver;
 mod window;
 mod wire;
