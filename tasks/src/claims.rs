@@ -101,9 +101,20 @@ mod tests {
             modified_ns: 5,
         };
         assert!(claim(&store, "inbox/a.json", &first).unwrap());
-        assert!(!claim(&store, "inbox/a.json", &Claim { job: "j2".into(), ..first.clone() }).unwrap());
+        assert!(!claim(
+            &store,
+            "inbox/a.json",
+            &Claim {
+                job: "j2".into(),
+                ..first.clone()
+            }
+        )
+        .unwrap());
         assert!(claim(&store, "inboxes/b.json", &first).unwrap());
-        assert_eq!(list(&store, "inbox").unwrap(), [("inbox/a.json".to_owned(), first.clone())]);
+        assert_eq!(
+            list(&store, "inbox").unwrap(),
+            [("inbox/a.json".to_owned(), first.clone())]
+        );
         release(&store, "inbox/a.json").unwrap();
         assert!(list(&store, "inbox").unwrap().is_empty());
         assert!(claim(&store, "inbox/a.json", &first).unwrap());
