@@ -56,6 +56,15 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    /// A folder of `sources.dirs` is not there.
+    #[error("sources.dirs: {path} is not a folder this server can open (create it, or remove it from the config)")]
+    SourceDir {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The TCP port (HTTP/1.1 and HTTP/2) could not be bound beside the UDP one.
     #[error("cannot listen on TCP {addr} beside QUIC (free the port, or set tcp.enabled = false)")]
     Tcp {
@@ -117,6 +126,12 @@ impl Server {
             path: config.data_dir.clone(),
             source,
         })?;
+        for dir in &config.sources.dirs {
+            std::fs::read_dir(&dir.path).map_err(|source| ServeError::SourceDir {
+                path: dir.path.clone(),
+                source,
+            })?;
+        }
         let store_options = StoreOptions {
             cache_bytes: mib(config.store.cache_mb),
         };
@@ -334,6 +349,11 @@ impl Server {
 
         let watcher = tokio::spawn(watch_certificates(self.service.certificates.clone()));
         let connections = TaskTracker::new();
+        // Watched folders' jobs drain like the others.
+        connections.spawn(crate::sources::watch::watch_folders(
+            self.service.clone(),
+            shutdown.clone(),
+        ));
         // TCP's requests drain like QUIC's: its task ends once their jobs have.
         if let Some(tcp) = self.tcp.take() {
             let caps = self.connections.clone();

@@ -5,17 +5,20 @@
 //!
 //! # Layout
 //! - `files`: the allowed folders, opening a file beneath one, listing them.
+//! - `watch`: watched folders, whose files become jobs by themselves.
 
 pub(crate) mod files;
+pub(crate) mod watch;
 
 use crate::auth::{Grant, SOURCES_READ_SCOPE};
-use crate::config::SourcesConfig;
+use crate::config::{SourcesConfig, WatchConfig};
 use crate::jobs::{Body, Broken, Refusal};
 use bytes::{Bytes, BytesMut};
 use edge_proto::{ErrorCode, Format};
 use edge_tasks::task::UploadInfo;
 use files::{Folder, Folders};
 use serde_json::{json, Value};
+use std::path::PathBuf;
 use tokio::io::AsyncReadExt;
 
 /// How much of a file one read takes.
@@ -26,6 +29,29 @@ const READ_BYTES: usize = 256 * 1024;
 pub(crate) struct Sources {
     /// The allowed folders.
     pub folders: Folders,
+    /// The folders whose files become jobs by themselves.
+    pub watched: Vec<Watched>,
+}
+
+/// A watched folder.
+#[derive(Debug, Clone)]
+pub(crate) struct Watched {
+    /// What jobs call the folder.
+    pub name: String,
+    /// Where it is.
+    pub path: PathBuf,
+    /// What its files run.
+    pub watch: WatchConfig,
+}
+
+impl Watched {
+    /// The subject its jobs run as.
+    pub(crate) fn subject(&self) -> String {
+        self.watch
+            .sub
+            .clone()
+            .unwrap_or_else(|| format!("watch:{}", self.name))
+    }
 }
 
 /// A source opened for a job.
@@ -87,8 +113,20 @@ impl Sources {
                 path: dir.path.clone(),
             })
             .collect();
+        let watched = config
+            .dirs
+            .iter()
+            .filter_map(|dir| {
+                Some(Watched {
+                    name: dir.name.clone(),
+                    path: dir.path.clone(),
+                    watch: dir.watch.clone()?,
+                })
+            })
+            .collect();
         Sources {
             folders: Folders::new(folders),
+            watched,
         }
     }
 

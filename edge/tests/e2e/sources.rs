@@ -238,3 +238,107 @@ async fn every_way_out_of_the_folders_is_refused_alike_and_nothing_is_stored() {
     let dir = server.stop().await;
     assert!(all_ports(&dir.path().join("data/edge.redb")).is_empty());
 }
+
+/// Waits (at most 30 s) until `path` exists.
+async fn appears(path: &std::path::Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !path.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_landing_in_a_watched_folder_run_once_and_move_by_their_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    // A file claimed when the server last stopped, whose job never finished: it is moved to
+    // failed/ at start, not run again.
+    std::fs::copy(ports_json(), inbox.join("cut.json")).unwrap();
+    {
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        let store = edge_tasks::Store::open(
+            &dir.path().join("data/edge.redb"),
+            &edge_tasks::store::StoreOptions::default(),
+        )
+        .unwrap();
+        let claim = edge_tasks::claims::Claim {
+            job: "0000000000000000".into(),
+            size: 1,
+            modified_ns: 1,
+        };
+        assert!(edge_tasks::claims::claim(&store, "inbox/cut.json", &claim).unwrap());
+    }
+    let watched = inbox.clone();
+    let server = TestServer::start_in(dir, move |config| {
+        config.sources.dirs = vec![SourceDir {
+            path: watched,
+            name: "inbox".into(),
+            watch: Some(edge::config::WatchConfig {
+                task: "ports".into(),
+                settle_secs: 1,
+                format: None,
+                params: serde_json::Map::new(),
+                sub: None,
+            }),
+        }];
+    })
+    .await;
+    appears(&inbox.join("failed/cut.json")).await;
+
+    // A file written under a temporary name, then renamed into place, runs once.
+    std::fs::copy(ports_json(), inbox.join("ports.json.part")).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(
+        inbox.join("ports.json.part").exists(),
+        "a .part file is left alone"
+    );
+    std::fs::rename(inbox.join("ports.json.part"), inbox.join("ports.json")).unwrap();
+    appears(&inbox.join("done/ports.json")).await;
+    // A file no task can read fails and moves to failed/.
+    std::fs::write(inbox.join("noise.bin"), [0u8, 1, 2, 3, 255, 254]).unwrap();
+    appears(&inbox.join("failed/noise.bin")).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+
+    let token = mint(&server.dir.path().join("certs"), "admin-watcher", "admin");
+    let (server, jobs) = tokio::task::spawn_blocking(move || {
+        let jobs = get(&server, &token, "/v1/jobs?limit=10");
+        (server, jobs)
+    })
+    .await
+    .unwrap();
+    let jobs = jobs.1["items"].as_array().unwrap().clone();
+    assert_eq!(
+        jobs.len(),
+        2,
+        "one job per file, none for the cut one: {jobs:?}"
+    );
+    let ports_job = jobs
+        .iter()
+        .find(|j| j["name"] == "ports.json")
+        .expect("the ports file's job");
+    assert_eq!(ports_job["outcome"], "done");
+    assert_eq!(ports_job["transport"], "watch");
+    assert_eq!(ports_job["sub"], "watch:inbox");
+    assert_eq!(ports_job["committed"], 1634);
+    assert_eq!(ports_job["source"]["file"], "inbox/ports.json");
+    assert!(inbox
+        .read_dir()
+        .unwrap()
+        .all(|e| e.unwrap().file_type().unwrap().is_dir()));
+    let dir = server.stop().await;
+    assert_eq!(all_ports(&dir.path().join("data/edge.redb")).len(), 1634);
+    let store = edge_tasks::Store::open(
+        &dir.path().join("data/edge.redb"),
+        &edge_tasks::store::StoreOptions::default(),
+    )
+    .unwrap();
+    assert!(edge_tasks::claims::list(&store, "inbox")
+        .unwrap()
+        .is_empty());
+}
