@@ -190,6 +190,7 @@ async fn edge1_loop(connection: quinn::Connection) {
                 duration_ms: started.elapsed().as_millis() as u64,
                 summary: serde_json::json!({ "bytes": body }),
                 first_errors: Vec::new(),
+                unchanged: false,
             };
             let _ = notify.write_all(&done.to_line()).await;
             let _ = notify.finish();

@@ -363,6 +363,7 @@ fn pipeline(path: &Path, dir: &Path, history: bool) -> anyhow::Result<StageRepor
         name: path.file_name().map(|n| n.to_string_lossy().into_owned()),
         size: Some(size),
         source: None,
+        unchanged: false,
     };
     let mut source = FileSource { file };
     let mut events = 0u64;

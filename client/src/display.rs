@@ -123,6 +123,9 @@ pub fn record_error(name: &str, event: &Event) -> Option<String> {
 pub fn summary(name: &str, last: &Event) -> String {
     match last {
         Event::Done {
+            unchanged: true, ..
+        } => format!("{name}: done: unchanged since the last fetch, nothing read"),
+        Event::Done {
             records,
             committed,
             errors,
@@ -186,6 +189,7 @@ mod tests {
             duration_ms: 7,
             summary: json!({"inserted": 3, "mean": 2.5}),
             first_errors: Vec::new(),
+            unchanged: false,
         }
     }
 

@@ -32,8 +32,9 @@ enum Command {
     /// Files past the number of jobs the server runs at once wait their turn. Ctrl-C cancels:
     /// the jobs end `cancelled`, keeping what they committed (exit code 130).
     Upload(UploadArgs),
-    /// Run a job on a file the server already has (`--server-file`), in a folder its
-    /// `[sources] dirs` allows; the token needs `sources:read` besides the task's scope.
+    /// Run a job on a file the server already has (`--server-file`, in a folder its
+    /// `[sources] dirs` allows) or on a URL the server fetches (`--url`); the token needs
+    /// `sources:read` besides the task's scope.
     Run(RunArgs),
     /// Show the job history, or one job (HTTP/3).
     Jobs(read::JobsArgs),
@@ -82,10 +83,18 @@ struct UploadArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["server_file", "url"])))]
 struct RunArgs {
     /// The file on the server, as `<folder>/<path>` (`GET /v1/sources/files` lists them).
-    #[arg(long, required = true)]
-    server_file: String,
+    #[arg(long)]
+    server_file: Option<String>,
+    /// A URL the server fetches and decodes as it downloads (https; see `[sources]`).
+    #[arg(long)]
+    url: Option<String>,
+    /// With --url: only if it changed since the last fetch whose job was done (the server
+    /// asks with If-None-Match / If-Modified-Since); if not, the job ends at once, unchanged.
+    #[arg(long, requires = "url")]
+    if_changed: bool,
     #[command(flatten)]
     job: JobArgs,
 }
@@ -211,13 +220,18 @@ async fn run_on_server(args: RunArgs) -> Outcome {
     let mut header = JobHeader::new(&args.job.task);
     header.format = args.job.format;
     header.params = args.job.params.iter().cloned().collect();
-    header.source = Some(format!("file:{}", args.server_file));
-    header.name = args
-        .server_file
+    let (source, path) = match (&args.server_file, &args.url) {
+        (Some(file), _) => (format!("file:{file}"), file.as_str()),
+        (None, Some(url)) => (url.clone(), url.split(['?', '#']).next().unwrap_or(url)),
+        (None, None) => unreachable!("clap requires --server-file or --url"),
+    };
+    header.name = path
         .rsplit('/')
         .next()
         .map(str::to_owned)
-        .filter(|n| !n.is_empty());
+        .filter(|n| !n.is_empty() && !n.contains(':'));
+    header.source = Some(source);
+    header.if_changed = args.if_changed;
     run_jobs(vec![Ok((header, Source::Server))], &args.job).await
 }
 

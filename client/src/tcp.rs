@@ -101,6 +101,9 @@ impl TcpClient {
             if let Some(source) = &header.source {
                 query.append_pair("source", source);
             }
+            if header.if_changed {
+                query.append_pair("if_changed", "true");
+            }
             for (key, value) in &header.params {
                 let value = match value {
                     serde_json::Value::String(text) => text.clone(),

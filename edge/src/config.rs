@@ -96,12 +96,48 @@ pub struct Config {
 
 /// `[sources]`: jobs whose body the server reads itself, from a file in an allowed folder or
 /// from a URL, instead of the upload.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SourcesConfig {
     /// The folders jobs may read files from (none by default): a path, or a table with
     /// `path`, `name` and `watch`. A job names a file as `<name>/<path inside>`.
     pub dirs: Vec<SourceDir>,
+    /// Fetch `http://` URLs too (`https` only by default).
+    pub allow_http: bool,
+    /// Hosts (`example.org`, `*.example.org`) and networks (`10.0.0.0/8`, `192.168.1.20`)
+    /// fetched although their addresses are refused by default (loopback, private...).
+    pub allow: Vec<String>,
+    /// Hosts and networks never fetched, public ones too (wins over `allow`).
+    pub deny: Vec<String>,
+    /// The most bytes a URL's (decoded) body may have; past it the job fails (0: no limit).
+    pub max_fetch_bytes: u64,
+    /// Seconds to resolve, connect and finish TLS with an origin.
+    pub connect_timeout_secs: u64,
+    /// Seconds from a request to its response's head.
+    pub first_byte_timeout_secs: u64,
+    /// Seconds without a byte of the body before the fetch is given up.
+    pub idle_timeout_secs: u64,
+    /// Seconds one fetch may take in all, body included.
+    pub total_timeout_secs: u64,
+    /// PEM files of CAs trusted for URLs besides the system's roots.
+    pub ca_files: Vec<PathBuf>,
+}
+
+impl Default for SourcesConfig {
+    fn default() -> Self {
+        SourcesConfig {
+            dirs: Vec::new(),
+            allow_http: false,
+            allow: Vec::new(),
+            deny: Vec::new(),
+            max_fetch_bytes: 4 * 1024 * 1024 * 1024,
+            connect_timeout_secs: 10,
+            first_byte_timeout_secs: 30,
+            idle_timeout_secs: 30,
+            total_timeout_secs: 3600,
+            ca_files: Vec::new(),
+        }
+    }
 }
 
 /// One folder jobs may read files from.
@@ -785,6 +821,16 @@ impl Config {
                     "sources.dirs",
                     &format!("two folders are named `{}`; give one a `name`", dir.name),
                 );
+            }
+        }
+        for (key, rules) in [
+            ("sources.allow", &self.sources.allow),
+            ("sources.deny", &self.sources.deny),
+        ] {
+            for rule in rules {
+                if let Err(e) = rule.parse::<edge_fetch::Rule>() {
+                    return invalid(key, &format!("`{rule}`: {e}"));
+                }
             }
         }
         if self.login.token_ttl_secs == 0 {

@@ -98,7 +98,7 @@ async fn run_job(
 ) {
     let upload_stream = u64::from(upload.id());
     let started = start(&mut upload, &service, &authorised).await;
-    let (job, header, leftover, grant, admission, plugin, task, source) = match started {
+    let (job, header, leftover, grant, admission, plugin, task, mut source) = match started {
         Ok(started) => started,
         Err(refusal) => {
             service.metrics.rejected(refusal.code);
@@ -119,6 +119,7 @@ async fn run_job(
             .or_else(|| source.as_ref().map(|s| s.name.clone())),
         size: source.as_ref().map_or(header.size, |s| s.size),
         source: source.as_ref().map(|s| s.record.clone()),
+        unchanged: source.as_ref().is_some_and(|s| s.unchanged),
     };
     let span = tracing::info_span!("job", job = %spec.job, task = plugin.name, sub = %grant.sub);
     debug!(parent: &span, sub = %grant.sub, "job header accepted");
@@ -129,6 +130,8 @@ async fn run_job(
     // A job whose body the server reads itself: the stream ends after the header (anything
     // after it is not read).
     let from_source = source.is_some();
+    let validators = source.as_mut().and_then(|s| s.validators.take());
+    let store = service.store.clone();
     let leftover = if from_source { Bytes::new() } else { leftover };
     let mut body = match source {
         Some(opened) => Either::Source(opened.body),
@@ -148,6 +151,13 @@ async fn run_job(
         shutdown,
     );
     let ended = run.instrument(span).await;
+    if ended
+        .report
+        .as_ref()
+        .is_some_and(|r| matches!(r.last, Event::Done { .. }))
+    {
+        crate::sources::done(&store, validators).await;
+    }
     if from_source {
         let _ = upload.stop(AppCode::NoError.into_varint());
     } else if ended.pumped == Pumped::Unfinished {
@@ -182,7 +192,12 @@ async fn start(
     let grant = service.authorize(header.token.as_deref())?;
     authorised.cancel();
     let source = match &header.source {
-        Some(spec) => Some(service.sources.open(spec, &grant).await?),
+        Some(spec) => Some(
+            service
+                .sources
+                .open(spec, &grant, &service.store, header.if_changed)
+                .await?,
+        ),
         None => None,
     };
     let (info, format) = match &source {

@@ -435,6 +435,7 @@ mod tests {
             duration_ms: 1,
             summary: serde_json::Value::Null,
             first_errors: Vec::new(),
+            unchanged: false,
         };
         metrics.observe(&done, &mut seen);
         metrics.job_finished(&done);

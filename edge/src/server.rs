@@ -56,6 +56,9 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    /// `[sources]` cannot be used (a CA file...).
+    #[error("{0}")]
+    Sources(String),
     /// A folder of `sources.dirs` is not there.
     #[error("sources.dirs: {path} is not a folder this server can open (create it, or remove it from the config)")]
     SourceDir {
@@ -235,7 +238,7 @@ impl Server {
             window_budget,
             feeds: Arc::new(crate::watch::Feeds::default()),
             login: login_desk(config),
-            sources: crate::sources::Sources::new(&config.sources),
+            sources: crate::sources::Sources::new(&config.sources).map_err(ServeError::Sources)?,
         };
         let tcp = match tcp_listener {
             Some(listener) => {

@@ -244,6 +244,7 @@ pub(crate) fn final_event(record: &edge_tasks::history::JobRecord) -> Option<Eve
             duration_ms,
             summary: serde_json::Value::Null,
             first_errors: Vec::new(),
+            unchanged: false,
         },
         "rejected" => Event::Rejected {
             code: record.code.unwrap_or(ErrorCode::Internal),

@@ -78,6 +78,9 @@ pub enum ErrorCode {
     DigestMismatch,
     /// The job would replace what exists, and the client asked it not to (`if_absent`).
     AlreadyExists,
+    /// The server could not read the job's source (a URL: the origin's status, a timeout, a
+    /// connection or TLS failure); the message says which.
+    SourceFailed,
 
     /// A code this version of the contract does not know (from a newer peer).
     #[serde(other)]
@@ -117,6 +120,7 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::DigestMismatch => "digest_mismatch",
             ErrorCode::AlreadyExists => "already_exists",
+            ErrorCode::SourceFailed => "source_failed",
             ErrorCode::Other => "other",
         }
     }

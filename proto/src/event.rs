@@ -126,6 +126,10 @@ pub enum Event {
         /// The first few record errors (at most [`FIRST_ERRORS`]), whatever was sent one by one.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         first_errors: Vec<ErrorSample>,
+        /// The source had not changed since its last fetch (a URL fetched with
+        /// `if_changed=true` answered 304): nothing was read.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        unchanged: bool,
     },
     /// The job stopped early; records committed before it stay committed.
     Failed {
@@ -297,6 +301,7 @@ mod tests {
                     code: ErrorCode::InvalidJson,
                     message: "expected value".into(),
                 }],
+                unchanged: false,
             },
             Event::Rejected {
                 code: ErrorCode::UnknownTask,

@@ -38,6 +38,10 @@ pub struct JobHeader {
     /// the header.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// For a URL `source`: ask the origin whether it changed since the last fetch whose job
+    /// was done; if not, the job ends `done` at once with `unchanged`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub if_changed: bool,
 }
 
 /// Why a header line was refused. [`HeaderError::code`] gives the code for the `rejected` event.
@@ -85,6 +89,7 @@ impl JobHeader {
             size: None,
             params: Map::new(),
             source: None,
+            if_changed: false,
         }
     }
 

@@ -543,6 +543,7 @@ mod tests {
                         duration_ms: 1,
                         summary: json!({}),
                         first_errors: Vec::new(),
+                        unchanged: false,
                     };
                     submit(&store, &record.end(None, &done), Sync::Now)
                         .wait()

@@ -23,6 +23,7 @@
 pub mod blobs;
 pub mod claims;
 pub mod decode;
+pub mod fetches;
 pub mod history;
 pub mod pipeline;
 pub mod ports;

@@ -299,6 +299,9 @@ pub struct JobSpec {
     pub size: Option<u64>,
     /// Where the body comes from when it is not the upload's, for the `accepted` event.
     pub source: Option<serde_json::Value>,
+    /// The source has not changed since its last fetch: the job ends `done` at once, reading
+    /// nothing, with `unchanged`.
+    pub unchanged: bool,
 }
 
 /// What a job did, for logs and job history.
@@ -329,6 +332,11 @@ pub fn run(
     emit: &mut dyn FnMut(Event),
 ) -> Report {
     let mut job = Job::new(spec, task, settings, emit);
+    if spec.unchanged {
+        let format = spec.format.or(plugin.formats.first().copied());
+        job.accept(format.unwrap_or(Format::Raw));
+        return job.unchanged();
+    }
     if plugin.reads_raw() {
         job.raw = true;
         job.accept(Format::Raw);
@@ -631,6 +639,7 @@ impl<'a> Job<'a> {
             duration_ms: millis(self.settings.clock.since(self.started)),
             summary: self.task.summary(),
             first_errors: std::mem::take(&mut self.first_errors),
+            unchanged: false,
         };
         self.finish_in_place(last)
     }
@@ -919,6 +928,23 @@ impl<'a> Job<'a> {
         }
     }
 
+    /// Ends a job whose source had not changed: `done`, nothing read.
+    fn unchanged(mut self) -> Report {
+        self.task.abandon();
+        let last = Event::Done {
+            job: self.spec.job.clone(),
+            bytes: 0,
+            records: 0,
+            committed: 0,
+            errors: 0,
+            duration_ms: millis(self.settings.clock.since(self.started)),
+            summary: serde_json::Value::Null,
+            first_errors: Vec::new(),
+            unchanged: true,
+        };
+        self.finish_in_place(last)
+    }
+
     fn reject(mut self, code: ErrorCode, message: String) -> Report {
         let last = Event::Rejected {
             code,
@@ -1037,6 +1063,7 @@ mod tests {
             name: None,
             size: None,
             source: None,
+            unchanged: false,
         }
     }
 

@@ -474,6 +474,7 @@ fn run_once(expect: &Expect, body: &[u8], chunk: usize) -> Outcome {
         name: None,
         size: Some(body.len() as u64),
         source: None,
+        unchanged: false,
     };
     let settings = Settings {
         // Small batches: records before a failure must have been committed for real.

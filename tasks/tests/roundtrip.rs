@@ -133,6 +133,7 @@ fn store_of(body: &[u8], format: Format, cuts: &[usize]) -> Vec<(String, Port)> 
         name: None,
         size: None,
         source: None,
+        unchanged: false,
     };
     let settings = Settings {
         commit_records: 3,

@@ -42,8 +42,12 @@ pub(super) async fn upload(
         Err(refusal) => return refuse_job(&mut stream, &service, refusal).await,
     };
     // A body the server reads itself (`?source=`) instead of the request's.
-    let source = match &upload.source {
-        Some(spec) => match service.sources.open(spec, &grant).await {
+    let mut source = match &upload.source {
+        Some(spec) => match service
+            .sources
+            .open(spec, &grant, &service.store, upload.if_changed)
+            .await
+        {
             Ok(opened) => Some(opened),
             Err(refusal) => return refuse_job(&mut stream, &service, refusal).await,
         },
@@ -97,6 +101,7 @@ pub(super) async fn upload(
         name,
         size,
         source: source.as_ref().map(|opened| opened.record.clone()),
+        unchanged: source.as_ref().is_some_and(|opened| opened.unchanged),
     };
     let span = tracing::info_span!("job", job = %spec.job, task = plugin.name, sub = %grant.sub);
     debug!(parent: &span, sub = %grant.sub, transport = stream.transport, "HTTP upload accepted");
@@ -109,6 +114,8 @@ pub(super) async fn upload(
         malformed: false,
         window,
     };
+    let validators = source.as_mut().and_then(|opened| opened.validators.take());
+    let store = service.store.clone();
     let mut body = match source {
         Some(opened) => Either::Source(opened.body),
         None => Either::Upload(&mut request),
@@ -127,6 +134,13 @@ pub(super) async fn upload(
         shutdown,
     );
     let ended = run.instrument(span).await;
+    if ended
+        .report
+        .as_ref()
+        .is_some_and(|r| matches!(r.last, edge_proto::Event::Done { .. }))
+    {
+        crate::sources::done(&store, validators).await;
+    }
     if matches!(body, Either::Source(_)) {
         // The request's own body (none, usually) is not the job's.
         request.recv.linger().await;
@@ -170,6 +184,8 @@ struct UploadRequest {
     reference: Option<String>,
     /// Where the server reads the body from instead (`?source=`).
     source: Option<String>,
+    /// For a URL source: only if it changed since the last fetch (`?if_changed=true`).
+    if_changed: bool,
 }
 
 impl UploadRequest {
@@ -186,6 +202,7 @@ impl UploadRequest {
             params: Map::new(),
             reference: None,
             source: None,
+            if_changed: false,
         };
         for (key, value) in parse_query(request.uri().query()) {
             match key.as_str() {
@@ -199,6 +216,19 @@ impl UploadRequest {
                 "name" => upload.name = Some(value),
                 "ref" => upload.reference = Some(check_reference(value)?),
                 "source" => upload.source = Some(value),
+                "if_changed" => {
+                    upload.if_changed = match value.as_str() {
+                        "true" | "1" | "" => true,
+                        "false" | "0" => false,
+                        _ => {
+                            return Err(Refusal {
+                                code: ErrorCode::BadParams,
+                                message: "`if_changed` is true or false".into(),
+                                retry_after: None,
+                            })
+                        }
+                    }
+                }
                 _ => {
                     let value = serde_json::from_str(&value).unwrap_or(Value::String(value));
                     upload.params.insert(key, value);

@@ -6,8 +6,10 @@
 //! # Layout
 //! - `files`: the allowed folders, opening a file beneath one, listing them.
 //! - `watch`: watched folders, whose files become jobs by themselves.
+//! - `url`: URLs, fetched safely (`edge-fetch`) while the job decodes them.
 
 pub(crate) mod files;
+pub(crate) mod url;
 pub(crate) mod watch;
 
 use crate::auth::{Grant, SOURCES_READ_SCOPE};
@@ -15,11 +17,20 @@ use crate::config::{SourcesConfig, WatchConfig};
 use crate::jobs::{Body, Broken, Refusal};
 use bytes::{Bytes, BytesMut};
 use edge_proto::{ErrorCode, Format};
+use edge_tasks::fetches::Validators;
 use edge_tasks::task::UploadInfo;
+use edge_tasks::Store;
 use files::{Folder, Folders};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use tokio::io::AsyncReadExt;
+
+/// Keeps what a source's job needs kept once it is done (a URL's validators).
+pub(crate) async fn done(store: &Store, validators: Option<(String, Validators)>) {
+    if let Some((url, validators)) = validators {
+        url::remember(store, url, validators).await;
+    }
+}
 
 /// How much of a file one read takes.
 const READ_BYTES: usize = 256 * 1024;
@@ -31,6 +42,8 @@ pub(crate) struct Sources {
     pub folders: Folders,
     /// The folders whose files become jobs by themselves.
     pub watched: Vec<Watched>,
+    /// How URLs are fetched.
+    pub policy: edge_fetch::Policy,
 }
 
 /// A watched folder.
@@ -67,6 +80,10 @@ pub(crate) struct Opened {
     pub format: Option<Format>,
     /// What the `accepted` event and the job history say of it.
     pub record: Value,
+    /// The source has not changed since its last fetch (a 304): nothing is read.
+    pub unchanged: bool,
+    /// What to keep of a URL's response once its job is done (for `if_changed`).
+    pub validators: Option<(String, Validators)>,
 }
 
 impl Opened {
@@ -85,6 +102,10 @@ impl Opened {
 pub(crate) enum SourceBody {
     /// A file beneath an allowed folder.
     File(tokio::fs::File),
+    /// A URL's body, as it downloads.
+    Url(Box<edge_fetch::Body>),
+    /// A source that could not be read: the job fails with this at once.
+    Failed(Option<Broken>),
 }
 
 impl Body for SourceBody {
@@ -98,13 +119,18 @@ impl Body for SourceBody {
                     Err(e) => Err(Broken::aborted(format!("reading the file failed: {e}"))),
                 }
             }
+            SourceBody::Url(body) => url::chunk(body).await,
+            SourceBody::Failed(broken) => match broken.take() {
+                Some(broken) => Err(broken),
+                None => Ok(None),
+            },
         }
     }
 }
 
 impl Sources {
-    /// The sources the config allows.
-    pub(crate) fn new(config: &SourcesConfig) -> Sources {
+    /// The sources the config allows (reads its CA files), or what is wrong with it.
+    pub(crate) fn new(config: &SourcesConfig) -> Result<Sources, String> {
         let folders = config
             .dirs
             .iter()
@@ -124,14 +150,22 @@ impl Sources {
                 })
             })
             .collect();
-        Sources {
+        Ok(Sources {
             folders: Folders::new(folders),
             watched,
-        }
+            policy: url::policy(config)?,
+        })
     }
 
-    /// Opens `spec` for a job of `grant`'s, or says why not.
-    pub(crate) async fn open(&self, spec: &str, grant: &Grant) -> Result<Opened, Refusal> {
+    /// Opens `spec` for a job of `grant`'s, or says why not; `if_changed`: for a URL, ask
+    /// its origin whether it changed since the last fetch whose job was done.
+    pub(crate) async fn open(
+        &self,
+        spec: &str,
+        grant: &Grant,
+        store: &Store,
+        if_changed: bool,
+    ) -> Result<Opened, Refusal> {
         if !grant.allows(SOURCES_READ_SCOPE) {
             return Err(Refusal {
                 code: ErrorCode::Forbidden,
@@ -143,10 +177,13 @@ impl Sources {
                 retry_after: None,
             });
         }
+        if spec.starts_with("https://") || spec.starts_with("http://") {
+            return url::open(&self.policy, store, spec, if_changed).await;
+        }
         let Some(name) = spec.strip_prefix("file:") else {
             return Err(bad_source(format!(
-                "`source` is `file:<folder>/<path>`, a file in a folder of `sources.dirs`; \
-                 `{spec}` is not"
+                "`source` is `file:<folder>/<path>`, a file in a folder of `sources.dirs`, or \
+                 an `https://` URL; `{spec}` is neither"
             )));
         };
         let folders = self.folders.clone();
@@ -161,6 +198,8 @@ impl Sources {
             size: Some(file.size),
             record: json!({ "file": name }),
             name: file.file_name,
+            unchanged: false,
+            validators: None,
         })
     }
 }

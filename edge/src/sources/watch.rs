@@ -158,7 +158,12 @@ async fn take(
     let claimed_name = format!("{}/{file}", folder.name);
     let opened = match service
         .sources
-        .open(&format!("file:{claimed_name}"), &grant)
+        .open(
+            &format!("file:{claimed_name}"),
+            &grant,
+            &service.store,
+            false,
+        )
         .await
     {
         Ok(opened) => opened,
@@ -205,6 +210,7 @@ async fn take(
                 name: Some(opened.name.clone()),
                 size: opened.size,
                 source: Some(opened.record.clone()),
+                unchanged: false,
             };
             let span = tracing::info_span!("job", job = %job, task = plugin.name, sub = %sub);
             let mut body = opened.body;

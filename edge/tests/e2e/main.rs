@@ -17,11 +17,16 @@ mod jobs;
 mod listen;
 mod login;
 mod logs;
+/// The test origin `edge-fetch`'s own tests use: HTTPS on 127.0.0.1 with a CA of its own.
+#[path = "../../../fetch/tests/fetch/server.rs"]
+#[allow(dead_code)]
+mod origin;
 mod plugin;
 mod primes;
 mod readme;
 mod sources;
 mod tcp;
+mod url_sources;
 mod util;
 mod watch;
 mod webdriver;

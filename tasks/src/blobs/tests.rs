@@ -53,6 +53,7 @@ fn upload(
         name: None,
         size: None,
         source: None,
+        unchanged: false,
     };
     let mut events = Vec::new();
     let report = run(

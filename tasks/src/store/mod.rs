@@ -208,6 +208,7 @@ mod tests {
                 "revoked_subjects",
                 "revoked_tokens",
                 "source_claims",
+                "url_validators",
                 "users"
             ]
         );

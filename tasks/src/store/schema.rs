@@ -13,14 +13,15 @@ pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 
 /// The layout version of the store's own tables. 5: users and the subjects' deny-list (a
 /// build that does not know them would accept the tokens of a removed user), and the claims
-/// on watched folders' files; 4: the job history's table is typed
+/// on watched folders' files, and the validators of URL sources; 4: the job history's table is typed
 /// (`StoredJob`); 3: each plugin records its own version. Versions 1 and 2 numbered the whole
 /// file, and that number was the layout of the tables it held (the `ports` plugin's: its
 /// records in JSON, then in binary form).
 pub const SCHEMA_VERSION: u64 = 5;
 
 /// The store's own tables: `meta`, the job history, the token deny-list, the users, the
-/// subjects' deny-list and the claims on watched folders' files.
+/// subjects' deny-list, the claims on watched folders' files and the validators of URL
+/// sources.
 pub(crate) const CORE_TABLES: &[&dyn StoredTable] = &[
     &META,
     &crate::history::JOBS,
@@ -28,6 +29,7 @@ pub(crate) const CORE_TABLES: &[&dyn StoredTable] = &[
     &crate::users::USERS,
     &crate::users::REVOKED_SUBJECTS,
     &crate::claims::CLAIMS,
+    &crate::fetches::VALIDATORS,
 ];
 
 /// Brings a store to the layouts of this build: creates the store's own tables, upgrades each
