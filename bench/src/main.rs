@@ -32,6 +32,7 @@ mod proc;
 mod run;
 mod runs;
 mod server;
+mod sources;
 mod stage;
 mod tcp;
 
@@ -83,6 +84,8 @@ enum Command {
     Blobs(blobs::BlobsArgs),
     /// Only the upload over TCP (HTTP/2) beside the same over QUIC, and curl over HTTP/2.
     Tcp(tcp::TcpArgs),
+    /// Only a job on a file the server has (`run --server-file`) beside its upload.
+    Sources(sources::SourcesArgs),
     /// (internal) Run one in-process stage and print its report as JSON.
     #[command(hide = true)]
     Stage {
@@ -155,6 +158,10 @@ fn main() -> ExitCode {
         Command::Tcp(args) => {
             proc::install_interrupt_handler();
             tcp::tcp_only(args)
+        }
+        Command::Sources(args) => {
+            proc::install_interrupt_handler();
+            sources::sources_only(args)
         }
         Command::Stage { kind, file, store } => {
             stage::stage_main(kind, &file, store.as_deref()).map(|()| ExitCode::SUCCESS)

@@ -107,11 +107,21 @@ const READY: &str = "edge listening on ";
 impl EdgeServer {
     /// Starts `edge serve` and waits for its ready line.
     pub fn start(bins: &Bins, dirs: &ServerDirs) -> anyhow::Result<EdgeServer> {
+        EdgeServer::start_with_env(bins, dirs, &[])
+    }
+
+    /// [`EdgeServer::start`] with settings in `env` (`EDGE_...` variables) over the config.
+    pub fn start_with_env(
+        bins: &Bins,
+        dirs: &ServerDirs,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<EdgeServer> {
         std::fs::create_dir_all(&dirs.data)?;
         let log = std::fs::File::create(&dirs.log)
             .with_context(|| format!("cannot create {}", dirs.log.display()))?;
         let mut command = Command::new(&bins.edge);
         dirs.env(&mut command)
+            .envs(env.iter().map(|(name, value)| (name, value)))
             .arg("serve")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -211,7 +221,7 @@ pub fn mint_token(bins: &Bins, dirs: &ServerDirs) -> anyhow::Result<String> {
         "--sub",
         "bench",
         "--scope",
-        "ports:write stats:write primes:write primes:read blobs:write blobs:read",
+        "ports:write stats:write primes:write primes:read blobs:write blobs:read sources:read",
         "--ttl",
         "1h",
     ]);
@@ -353,11 +363,24 @@ impl Setup {
         limit: Duration,
         extra: &[&str],
     ) -> anyhow::Result<Uploaded> {
+        let mut args: Vec<std::ffi::OsString> = vec!["upload".into()];
+        args.extend(extra.iter().map(Into::into));
+        args.push(file.into());
+        self.client_job(addr, &args, events, limit)
+    }
+
+    /// Runs `edge-client ARGS --task ports` (a job) against `addr` with `--json`, writing its
+    /// events to `events`; times it to its final event.
+    pub fn client_job(
+        &self,
+        addr: SocketAddr,
+        args: &[std::ffi::OsString],
+        events: &Path,
+        limit: Duration,
+    ) -> anyhow::Result<Uploaded> {
         let mut command = Command::new(&self.bins.client);
         clear_edge_env(&mut command)
-            .arg("upload")
-            .args(extra)
-            .arg(file)
+            .args(args)
             .args(["--task", "ports", "--server"])
             .arg(format!("https://{addr}"))
             .arg("--ca")

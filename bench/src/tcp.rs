@@ -33,7 +33,7 @@ pub struct TcpArgs {
 
 /// One row: what, its median wall time and rate.
 #[derive(Debug, Clone, Serialize)]
-pub struct TcpRow {
+pub struct Row {
     /// What was measured.
     pub what: String,
     /// Median wall time, seconds.
@@ -48,7 +48,7 @@ pub struct TcpFigures {
     /// The file's size, bytes.
     pub bytes: u64,
     /// The rows.
-    pub rows: Vec<TcpRow>,
+    pub rows: Vec<Row>,
     /// HTTP/2's rate against edge/1's (edge-client both ways).
     pub h2_vs_edge1: f64,
     /// curl over HTTP/2: into edge against into the discard server, when curl was found.
@@ -180,7 +180,8 @@ fn curl_upload(
     Ok(started.elapsed().as_secs_f64())
 }
 
-fn check_done(last: &Event, records: u64) -> anyhow::Result<()> {
+/// Fails unless `last` is `done` with every record committed and none in error.
+pub(crate) fn check_done(last: &Event, records: u64) -> anyhow::Result<()> {
     match last {
         Event::Done {
             committed,
@@ -191,9 +192,10 @@ fn check_done(last: &Event, records: u64) -> anyhow::Result<()> {
     }
 }
 
-fn row(what: &str, walls: Vec<f64>, records: u64) -> TcpRow {
+/// A row of the median of `walls`, with its rate.
+pub(crate) fn row(what: &str, walls: Vec<f64>, records: u64) -> Row {
     let wall_s = crate::run::median(walls).unwrap_or(f64::NAN);
-    TcpRow {
+    Row {
         what: what.into(),
         wall_s,
         records_per_s: records as f64 / wall_s,
