@@ -121,6 +121,73 @@ pub struct SourcesConfig {
     pub total_timeout_secs: u64,
     /// PEM files of CAs trusted for URLs besides the system's roots.
     pub ca_files: Vec<PathBuf>,
+    /// URLs fetched as jobs on a schedule.
+    pub feeds: Vec<FeedConfig>,
+}
+
+/// A feed (`[[sources.feeds]]`): a URL fetched as a job of `task` every `every`, asking the
+/// origin whether it changed first (`if_changed`), retried with backoff when it fails.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedConfig {
+    /// The URL.
+    pub url: String,
+    /// The task its jobs run.
+    pub task: String,
+    /// How often, e.g. `"1h"`, `"15m"` (at least 1 s).
+    pub every: String,
+    /// Its name in logs and metrics [default: the URL].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The format [default: the answer's Content-Type, the URL's extension, else sniffed].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<edge_proto::Format>,
+    /// Task parameters.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub params: serde_json::Map<String, serde_json::Value>,
+    /// The subject its jobs run as [default: `feed:<name>`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// Ask the origin whether it changed since the last fetch whose job was done.
+    #[serde(default = "yes")]
+    pub if_changed: bool,
+    /// Tries after a failed fetch before waiting for the next turn.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Seconds before the first retry (doubling with each).
+    #[serde(default = "default_retry_secs")]
+    pub retry_secs: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_retries() -> u32 {
+    3
+}
+
+fn default_retry_secs() -> u64 {
+    30
+}
+
+impl FeedConfig {
+    /// Its name: given, else the URL.
+    pub fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.url)
+    }
+
+    /// How often it runs.
+    pub fn period(&self) -> Result<std::time::Duration, String> {
+        match humantime::parse_duration(&self.every) {
+            Ok(period) if period >= std::time::Duration::from_secs(1) => Ok(period),
+            Ok(_) => Err(format!("`every = \"{}\"` must be at least 1s", self.every)),
+            Err(e) => Err(format!(
+                "`every = \"{}\"`: {e} (e.g. \"1h\", \"15m\")",
+                self.every
+            )),
+        }
+    }
 }
 
 impl Default for SourcesConfig {
@@ -136,6 +203,7 @@ impl Default for SourcesConfig {
             idle_timeout_secs: 30,
             total_timeout_secs: 3600,
             ca_files: Vec::new(),
+            feeds: Vec::new(),
         }
     }
 }
@@ -831,6 +899,29 @@ impl Config {
                 if let Err(e) = rule.parse::<edge_fetch::Rule>() {
                     return invalid(key, &format!("`{rule}`: {e}"));
                 }
+            }
+        }
+        for (i, feed) in self.sources.feeds.iter().enumerate() {
+            if let Err(message) = feed.period() {
+                return invalid(
+                    "sources.feeds",
+                    &format!("feed `{}`: {message}", feed.name()),
+                );
+            }
+            if !(feed.url.starts_with("https://") || feed.url.starts_with("http://")) {
+                return invalid(
+                    "sources.feeds",
+                    &format!("feed `{}`: `url` must be an https:// URL", feed.name()),
+                );
+            }
+            if self.sources.feeds[..i]
+                .iter()
+                .any(|f| f.name() == feed.name())
+            {
+                return invalid(
+                    "sources.feeds",
+                    &format!("two feeds are named `{}`; give one a `name`", feed.name()),
+                );
             }
         }
         if self.login.token_ttl_secs == 0 {

@@ -33,6 +33,8 @@ pub struct Metrics {
     jobs_running: AtomicI64,
     /// Finished jobs by outcome and code (`done`/"", `failed`/`shutdown`, ...).
     jobs_finished: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// Feed runs by feed and outcome (`done`, `unchanged`, `failed`, `retry`).
+    feed_runs: Mutex<BTreeMap<(String, &'static str), u64>>,
     /// Refused jobs and requests by code.
     rejections: Mutex<BTreeMap<&'static str, u64>>,
     /// Auth failures by reason.
@@ -70,6 +72,7 @@ impl Metrics {
             jobs_running: AtomicI64::new(0),
             jobs_finished: Mutex::new(BTreeMap::new()),
             rejections: Mutex::new(BTreeMap::new()),
+            feed_runs: Mutex::new(BTreeMap::new()),
             auth_failures: Mutex::new(BTreeMap::new()),
             bytes_received: AtomicU64::new(0),
             records_decoded: AtomicU64::new(0),
@@ -97,6 +100,13 @@ impl Metrics {
         self.jobs_started.fetch_add(1, Ordering::Relaxed);
         *lock(&self.jobs_by_transport).entry(transport).or_insert(0) += 1;
         self.jobs_running.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A feed's run ended with `outcome` (`done`, `unchanged`, `failed`, `retry`).
+    pub(crate) fn feed_run(&self, feed: &str, outcome: &'static str) {
+        *lock(&self.feed_runs)
+            .entry((feed.to_owned(), outcome))
+            .or_insert(0) += 1;
     }
 
     /// A started job ended with `last`.
@@ -264,13 +274,26 @@ impl Metrics {
         header(
             &mut out,
             "edge_jobs_by_transport_total",
-            "Jobs that started running, by what carried them: edge/1, h3 (HTTP/3), h2 or http/1.1 (over TCP).",
+            "Jobs that started running, by what carried them: edge/1, h3 (HTTP/3), h2 or http/1.1 (over TCP), watch (a watched folder's file), feed (a feed's URL).",
             "counter",
         );
         for (transport, n) in lock(&self.jobs_by_transport).iter() {
             let _ = writeln!(
                 out,
                 "edge_jobs_by_transport_total{{transport=\"{transport}\"}} {n}"
+            );
+        }
+        header(
+            &mut out,
+            "edge_feed_runs_total",
+            "Runs of each feed ([[sources.feeds]]), by outcome: done, unchanged (a 304), failed (after its retries), retry.",
+            "counter",
+        );
+        for ((feed, outcome), n) in lock(&self.feed_runs).iter() {
+            let feed = feed.replace('\\', "\\\\").replace('"', "\\\"");
+            let _ = writeln!(
+                out,
+                "edge_feed_runs_total{{feed=\"{feed}\",outcome=\"{outcome}\"}} {n}"
             );
         }
         gauge(

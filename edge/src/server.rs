@@ -352,9 +352,14 @@ impl Server {
 
         let watcher = tokio::spawn(watch_certificates(self.service.certificates.clone()));
         let connections = TaskTracker::new();
-        // Watched folders' jobs drain like the others.
+        // Watched folders' and feeds' jobs drain like the others.
         connections.spawn(crate::sources::watch::watch_folders(
             self.service.clone(),
+            shutdown.clone(),
+        ));
+        connections.spawn(crate::sources::feeds::run_feeds(
+            self.service.clone(),
+            self.service.sources.feeds.clone(),
             shutdown.clone(),
         ));
         // TCP's requests drain like QUIC's: its task ends once their jobs have.

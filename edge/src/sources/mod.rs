@@ -7,8 +7,12 @@
 //! - `files`: the allowed folders, opening a file beneath one, listing them.
 //! - `watch`: watched folders, whose files become jobs by themselves.
 //! - `url`: URLs, fetched safely (`edge-fetch`) while the job decodes them.
+//! - `feeds`: URLs fetched as jobs on a schedule.
+//! - `internal`: jobs the server starts itself (watched folders, feeds).
 
+pub(crate) mod feeds;
 pub(crate) mod files;
+mod internal;
 pub(crate) mod url;
 pub(crate) mod watch;
 
@@ -44,6 +48,8 @@ pub(crate) struct Sources {
     pub watched: Vec<Watched>,
     /// How URLs are fetched.
     pub policy: edge_fetch::Policy,
+    /// URLs fetched as jobs on a schedule.
+    pub feeds: Vec<crate::config::FeedConfig>,
 }
 
 /// A watched folder.
@@ -55,6 +61,8 @@ pub(crate) struct Watched {
     pub path: PathBuf,
     /// What its files run.
     pub watch: WatchConfig,
+    /// The subject its jobs run as when `watch.sub` does not say: `watch:<name>`.
+    pub default_sub: String,
 }
 
 impl Watched {
@@ -63,7 +71,7 @@ impl Watched {
         self.watch
             .sub
             .clone()
-            .unwrap_or_else(|| format!("watch:{}", self.name))
+            .unwrap_or_else(|| self.default_sub.clone())
     }
 }
 
@@ -147,6 +155,7 @@ impl Sources {
                     name: dir.name.clone(),
                     path: dir.path.clone(),
                     watch: dir.watch.clone()?,
+                    default_sub: format!("watch:{}", dir.name),
                 })
             })
             .collect();
@@ -154,6 +163,7 @@ impl Sources {
             folders: Folders::new(folders),
             watched,
             policy: url::policy(config)?,
+            feeds: config.feeds.clone(),
         })
     }
 

@@ -10,16 +10,14 @@
 //!
 //! The folder is looked at every second; its files run one at a time, in name order.
 
+use super::internal::Internal;
 use super::Watched;
-use crate::auth::{write_scope, Grant, SOURCES_READ_SCOPE};
-use crate::jobs::{self, Notify};
+use crate::jobs;
 use crate::service::Service;
 use crate::shutdown::Shutdown;
-use bytes::Bytes;
 use edge_proto::Event;
 use edge_tasks::claims::{self, Claim};
 use edge_tasks::history;
-use edge_tasks::pipeline::JobSpec;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -146,12 +144,8 @@ async fn take(
     modified_ns: u128,
     shutdown: &Shutdown,
 ) -> bool {
-    let watch = &folder.watch;
     let sub = folder.subject();
-    let grant = Grant::internal(
-        &sub,
-        vec![write_scope(&watch.task), SOURCES_READ_SCOPE.into()],
-    );
+    let grant = internal(folder).grant();
     let Ok(admission) = service.limits.admit(&sub) else {
         return false;
     };
@@ -189,58 +183,10 @@ async fn take(
         }
         Err(_) => return false,
     }
-    let format = watch.format.or(opened.format);
-    let info = opened.upload_info(None);
-    let started = jobs::start_task(
-        &job,
-        &watch.task,
-        format,
-        &watch.params,
-        info,
-        &grant,
-        service,
-    );
-    let succeeded = match started {
-        Ok((plugin, task)) => {
-            let spec = JobSpec {
-                job: job.clone(),
-                upload_stream: None,
-                task: plugin.name.to_owned(),
-                format,
-                name: Some(opened.name.clone()),
-                size: opened.size,
-                source: Some(opened.record.clone()),
-                unchanged: false,
-            };
-            let span = tracing::info_span!("job", job = %job, task = plugin.name, sub = %sub);
-            let mut body = opened.body;
-            let ended = jobs::run(
-                "watch",
-                &sub,
-                admission,
-                spec,
-                plugin,
-                task,
-                &mut body,
-                Bytes::new(),
-                Discard,
-                service.clone(),
-                shutdown.clone(),
-            )
-            .instrument(span)
-            .await;
-            ended
-                .report
-                .is_some_and(|report| matches!(report.last, Event::Done { .. }))
-        }
-        Err(refusal) => {
-            warn!(
-                file,
-                "a watched file's job was refused: {}", refusal.message
-            );
-            false
-        }
-    };
+    let last = internal(folder)
+        .run(service, job, opened, admission, shutdown)
+        .await;
+    let succeeded = matches!(last, Some(Event::Done { .. }));
     settle(service, folder, file, succeeded).await;
     true
 }
@@ -310,13 +256,13 @@ async fn recover(service: &Service, folder: &Watched) {
     }
 }
 
-/// A job's events with no one to read them (they are kept for watchers and the history).
-struct Discard;
-
-impl Notify for Discard {
-    async fn send(&mut self, _line: Bytes) -> bool {
-        true
+/// How a folder's jobs run.
+fn internal(folder: &Watched) -> Internal<'_> {
+    Internal {
+        transport: "watch",
+        sub: folder.watch.sub.as_deref().unwrap_or(&folder.default_sub),
+        task: &folder.watch.task,
+        format: folder.watch.format,
+        params: &folder.watch.params,
     }
-
-    async fn close(self) {}
 }

@@ -21,6 +21,14 @@ fn ports() -> Vec<u8> {
 /// A server that may fetch from 127.0.0.1 and trusts `origin`'s CA; bodies capped at 1 MiB,
 /// the first byte awaited 1 s.
 async fn server_for(origin: &Origin) -> TestServer {
+    server_with(origin, |_| {}).await
+}
+
+/// [`server_for`], with `tune` adjusting the config after.
+async fn server_with(
+    origin: &Origin,
+    tune: impl FnOnce(&mut edge::config::Config) + Send + 'static,
+) -> TestServer {
     use base64::Engine as _;
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("origin-ca.pem");
@@ -43,6 +51,7 @@ async fn server_for(origin: &Origin) -> TestServer {
         config.sources.ca_files = vec![ca];
         config.sources.max_fetch_bytes = 1024 * 1024;
         config.sources.first_byte_timeout_secs = 1;
+        tune(config);
     })
     .await
 }
@@ -245,4 +254,85 @@ async fn origins_that_fail_fail_the_job_and_refused_urls_refuse_it() {
         "the capped body did not all land: {}",
         stored.len()
     );
+}
+
+/// A feed `name` of `ports` at `url`, every 2 s, one retry after 1 s.
+fn feed(name: &str, url: String) -> edge::config::FeedConfig {
+    edge::config::FeedConfig {
+        url,
+        task: "ports".into(),
+        every: "2s".into(),
+        name: Some(name.into()),
+        format: None,
+        params: serde_json::Map::new(),
+        sub: None,
+        if_changed: true,
+        retries: 1,
+        retry_secs: 1,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feeds_fetch_on_their_schedule_ask_if_changed_and_retry_failures() {
+    let body = ports();
+    let origin = Origin::start(Transport::Https, move |seen| {
+        match seen.path_and_query.as_str() {
+            "/feed.json" => {
+                if seen.headers.get("if-none-match").map(|v| v.as_bytes()) == Some(b"\"f1\"") {
+                    return Reply::full(304, "").header("etag", "\"f1\"");
+                }
+                Reply::full(200, body.clone()).header("etag", "\"f1\"")
+            }
+            _ => Reply::full(500, "down"),
+        }
+    })
+    .await;
+    let (good, bad) = (origin.url("/feed.json"), origin.url("/broken.json"));
+    let server = server_with(&origin, move |config| {
+        config.admin.listen = Some("127.0.0.1:0".parse().unwrap());
+        config.sources.feeds = vec![feed("good", good), feed("bad", bad)];
+    })
+    .await;
+    let admin = server.admin.expect("the admin listener is on");
+    let runs = |feed: &str, outcome: &str| {
+        let (_, text) = admin_get(admin, "/metrics");
+        let name = format!("edge_feed_runs_total{{feed=\"{feed}\",outcome=\"{outcome}\"}}");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&name)?.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while runs("good", "unchanged") == 0 || runs("bad", "failed") == 0 {
+        assert!(std::time::Instant::now() < deadline, "the feeds never ran");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        runs("good", "done"),
+        1,
+        "the first run fetched it, the next ones got 304"
+    );
+    assert!(runs("bad", "retry") >= 1);
+    let token = server.token("admin");
+    let (ca, port) = (server.ca(), server.addr.port());
+    let listed = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl")
+            .args(["-sS", "--http2", "--cacert"])
+            .arg(&ca)
+            .args(["-H", &format!("authorization: Bearer {token}")])
+            .arg(format!("https://127.0.0.1:{port}/v1/jobs?limit=100"))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let jobs: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let jobs = jobs["items"].as_array().unwrap();
+    let good_jobs: Vec<&Value> = jobs.iter().filter(|j| j["sub"] == "feed:good").collect();
+    assert!(good_jobs.iter().all(|j| j["transport"] == "feed"));
+    assert!(good_jobs.iter().any(|j| j["committed"] == 1634));
+    assert!(jobs
+        .iter()
+        .any(|j| j["sub"] == "feed:bad" && j["code"] == "source_failed"));
+    let dir = server.stop().await;
+    assert_eq!(all_ports(&dir.path().join("data/edge.redb")).len(), 1634);
 }
