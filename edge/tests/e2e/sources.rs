@@ -342,3 +342,40 @@ async fn files_landing_in_a_watched_folder_run_once_and_move_by_their_outcome() 
         .unwrap()
         .is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(has_h3curl),
+    ignore = "needs an HTTP/3 curl: set EDGE_TEST_CURL (see README)"
+)]
+async fn a_server_file_runs_over_http3_with_curl() {
+    use crate::http3::{curl_as, url};
+    let (server, _outside) = server().await;
+    let token = Some(server.token(SCOPES));
+    let args = vec![
+        "-X".to_owned(),
+        "POST".to_owned(),
+        url(&server, "/v1/jobs/ports?source=file:exports/ports.json"),
+    ];
+    let (status, body) = curl_as(&server, token, args).await;
+    assert_eq!(status, 200, "{body}");
+    let events = events(&body);
+    let Some(Event::Accepted { source, .. }) = events.first() else {
+        panic!("{events:?}")
+    };
+    assert_eq!(
+        source,
+        &Some(serde_json::json!({"file": "exports/ports.json"}))
+    );
+    assert!(
+        matches!(
+            done(&events),
+            Event::Done {
+                committed: 1634,
+                ..
+            }
+        ),
+        "{events:?}"
+    );
+    server.stop().await;
+}
