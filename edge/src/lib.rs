@@ -33,6 +33,7 @@
 //! - `window`: receive windows that follow each connection's round trip and rate, within a
 //!   server-wide budget.
 //! - `jobs`: one job, whatever carries it: task start, body pump, pipeline, events.
+//! - `reset_key`: QUIC's stateless-reset key, kept in the data dir across restarts.
 //! - `prune`: hourly pruning of what plugins keep beyond their retention.
 //! - `sources`: job bodies the server reads itself: files in allowed folders.
 //! - `tcp`: HTTP/1.1 and HTTP/2 over TCP + TLS on the same port, through the same router.
@@ -56,6 +57,7 @@ mod logging;
 mod login;
 pub mod metrics;
 mod prune;
+mod reset_key;
 pub mod server;
 mod service;
 mod shutdown;

@@ -56,6 +56,9 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    /// The QUIC stateless-reset key could not be read or made.
+    #[error(transparent)]
+    ResetKey(#[from] crate::reset_key::ResetKeyError),
     /// `[sources]` cannot be used (a CA file...).
     #[error("{0}")]
     Sources(String),
@@ -194,10 +197,12 @@ impl Server {
         // taken on TCP is given up and another one tried.
         let (sockets, tcp_listener) = bind_both(config)?;
         let mut endpoints = Vec::new();
+        // Kept in the data dir, so that clients of a restarted server believe its resets.
+        let endpoint_config = crate::reset_key::endpoint_config(&config.data_dir)?;
         for socket in sockets {
             let addr = socket.local_addr().unwrap_or(config.listen);
             let endpoint = Endpoint::new(
-                quinn::EndpointConfig::default(),
+                endpoint_config.clone(),
                 Some(server_config.clone()),
                 socket,
                 Arc::new(quinn::TokioRuntime),

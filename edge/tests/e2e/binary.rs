@@ -22,12 +22,25 @@ impl ServeProcess {
 
     /// Starts `edge serve` with extra environment variables (settings `EDGE_<SECTION>_<KEY>`).
     pub(crate) fn start_with(dir: &Path, env: &[(&str, &Path)]) -> ServeProcess {
-        ServeProcess::spawn(dir, &[], env, "warn", Stdio::inherit())
+        ServeProcess::spawn(dir, &[], env, "warn", Stdio::inherit(), "127.0.0.1:0")
     }
 
     /// Starts `edge serve --log-format FORMAT` logging at debug level into `log`.
     pub(crate) fn start_logging(dir: &Path, format: &str, log: std::fs::File) -> ServeProcess {
-        ServeProcess::spawn(dir, &["--log-format", format], &[], "debug", log.into())
+        ServeProcess::spawn(
+            dir,
+            &["--log-format", format],
+            &[],
+            "debug",
+            log.into(),
+            "127.0.0.1:0",
+        )
+    }
+
+    /// Starts `edge serve --listen ADDR` (e.g. again on the port of one that was killed).
+    pub(crate) fn start_on(dir: &Path, listen: std::net::SocketAddr) -> ServeProcess {
+        let listen = listen.to_string();
+        ServeProcess::spawn(dir, &[], &[], "warn", Stdio::inherit(), &listen)
     }
 
     fn spawn(
@@ -36,9 +49,10 @@ impl ServeProcess {
         env: &[(&str, &Path)],
         rust_log: &str,
         stderr: Stdio,
+        listen: &str,
     ) -> ServeProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_edge"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", listen])
             .args(args)
             .envs(env.iter().copied())
             .env("EDGE_DATA_DIR", dir.join("data"))
@@ -415,4 +429,35 @@ async fn edge_backup_copies_the_store_while_the_server_runs() {
         1634,
         "the snapshot, without what came later"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_of_a_server_killed_and_restarted_learn_at_once_that_their_connection_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServeProcess::start(dir.path());
+    let addr = server.addr();
+    let ca = dir.path().join("certs/ca.pem");
+    let (_endpoint, connection) = crate::http3::raw_h3_connection_to(&ca, addr).await;
+    // kill -9, and a new server on the same port with the same data dir.
+    drop(server);
+    let _server = ServeProcess::start_on(dir.path(), addr);
+    let asked = std::time::Instant::now();
+    // The client speaks; the new server knows nothing of the connection and resets it, with
+    // the token the old one gave (the key is kept in the data dir).
+    if let Ok(mut stream) = connection.open_uni().await {
+        let _ = stream.write_all(b"are you there?").await;
+    }
+    let closed = tokio::time::timeout(Duration::from_secs(10), connection.closed())
+        .await
+        .expect("the client learns within seconds, not after its idle timeout");
+    assert!(
+        matches!(closed, quinn::ConnectionError::Reset),
+        "{closed:?}"
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert!(dir.path().join("data/quic-reset.key").is_file());
 }
