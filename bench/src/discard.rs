@@ -191,6 +191,7 @@ async fn edge1_loop(connection: quinn::Connection) {
                 summary: serde_json::json!({ "bytes": body }),
                 first_errors: Vec::new(),
                 unchanged: false,
+                sha256: None,
             };
             let _ = notify.write_all(&done.to_line()).await;
             let _ = notify.finish();

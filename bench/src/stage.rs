@@ -364,6 +364,7 @@ fn pipeline(path: &Path, dir: &Path, history: bool) -> anyhow::Result<StageRepor
         size: Some(size),
         source: None,
         unchanged: false,
+        sha256: None,
     };
     let mut source = FileSource { file };
     let mut events = 0u64;

@@ -190,6 +190,7 @@ mod tests {
             summary: json!({"inserted": 3, "mean": 2.5}),
             first_errors: Vec::new(),
             unchanged: false,
+            sha256: None,
         }
     }
 

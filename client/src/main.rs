@@ -118,6 +118,10 @@ struct JobArgs {
     /// Print the raw events as NDJSON on stdout instead of progress.
     #[arg(long)]
     json: bool,
+    /// Do not send a file's SHA-256 with its job (sending it costs one read of the file
+    /// before the upload; the server checks the body against it, and `done` confirms it).
+    #[arg(long)]
+    no_digest: bool,
     /// Upload over TCP (HTTP/2) on the server's port instead of QUIC. Without it the client
     /// tries QUIC, and falls back to TCP by itself when UDP gets no answer within 3 s.
     #[arg(long)]
@@ -487,7 +491,35 @@ async fn prepare(file: &PathBuf, args: &JobArgs) -> Result<(JobHeader, Source), 
         .format
         .or_else(|| header.name.as_deref().and_then(Format::from_file_name));
     header.size = metadata.is_file().then_some(metadata.len());
+    if metadata.is_file() && !args.no_digest {
+        header.sha256 = Some(sha256_of(file).await.map_err(|source| ClientError::Input {
+            name: name.clone(),
+            source,
+        })?);
+    }
     Ok((header, Source::File(file.clone())))
+}
+
+/// A file's SHA-256 as lowercase hex, read in 1 MiB pieces off the async runtime.
+async fn sha256_of(file: &std::path::Path) -> std::io::Result<String> {
+    let file = file.to_owned();
+    let digest = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+        use std::io::Read;
+        let mut reader = std::fs::File::open(&file)?;
+        let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut buf = vec![0u8; 1024 * 1024];
+        loop {
+            let n = reader.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            context.update(&buf[..n]);
+        }
+        let digest = context.finish();
+        Ok(digest.as_ref().iter().map(|b| format!("{b:02x}")).collect())
+    })
+    .await;
+    digest.unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 
 fn job_name(header: &JobHeader) -> String {
@@ -581,8 +613,21 @@ async fn run_job(
                     },
                 );
             }
-            let outcome = Outcome::of(&result.last);
-            let summary = display::summary(&name, &result.last);
+            let mut outcome = Outcome::of(&result.last);
+            let mut summary = display::summary(&name, &result.last);
+            // The server checked the body against the digest sent; it says which it computed.
+            if let (
+                Some(sent),
+                Event::Done {
+                    sha256: Some(read), ..
+                },
+            ) = (&queued.header.sha256, &result.last)
+            {
+                if sent != read {
+                    outcome = Outcome::Failed;
+                    summary = format!("{summary}; but the server read SHA-256 {read}, not {sent}");
+                }
+            }
             match &show {
                 Show::Bars(_) => {
                     if let Some(bar) = &queued.bar {

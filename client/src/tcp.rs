@@ -121,6 +121,9 @@ impl TcpClient {
         if let Some(size) = header.size {
             request = request.header("content-length", size);
         }
+        if let Some(sha256) = &header.sha256 {
+            request = request.header("repr-digest", repr_digest(sha256));
+        }
         let (frames, receiver) = mpsc::channel(4);
         let request = request
             .body(ChannelBody(receiver))
@@ -247,4 +250,16 @@ impl hyper::body::Body for ChannelBody {
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         self.0.poll_recv(cx)
     }
+}
+
+/// `Repr-Digest` (RFC 9530) for a SHA-256 in hex: `sha-256=:<base64>:`.
+fn repr_digest(hex: &str) -> String {
+    use base64::Engine as _;
+    let bytes: Vec<u8> = (0..hex.len() / 2)
+        .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect();
+    format!(
+        "sha-256=:{}:",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
 }

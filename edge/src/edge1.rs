@@ -98,7 +98,7 @@ async fn run_job(
 ) {
     let upload_stream = u64::from(upload.id());
     let started = start(&mut upload, &service, &authorised).await;
-    let (job, header, leftover, grant, admission, plugin, task, mut source) = match started {
+    let (job, header, leftover, grant, admission, plugin, task, source) = match started {
         Ok(started) => started,
         Err(refusal) => {
             service.metrics.rejected(refusal.code);
@@ -109,6 +109,10 @@ async fn run_job(
         debug!("connection closed before the job started");
         return;
     };
+    let sha256 = header
+        .sha256
+        .as_deref()
+        .and_then(|s| jobs::declared_sha256(s).ok());
     let spec = JobSpec {
         job,
         upload_stream: Some(upload_stream),
@@ -120,6 +124,7 @@ async fn run_job(
         size: source.as_ref().map_or(header.size, |s| s.size),
         source: source.as_ref().map(|s| s.record.clone()),
         unchanged: source.as_ref().is_some_and(|s| s.unchanged),
+        sha256,
     };
     let span = tracing::info_span!("job", job = %spec.job, task = plugin.name, sub = %grant.sub);
     debug!(parent: &span, sub = %grant.sub, "job header accepted");
@@ -130,8 +135,6 @@ async fn run_job(
     // A job whose body the server reads itself: the stream ends after the header (anything
     // after it is not read).
     let from_source = source.is_some();
-    let validators = source.as_mut().and_then(|s| s.validators.take());
-    let store = service.store.clone();
     let leftover = if from_source { Bytes::new() } else { leftover };
     let mut body = match source {
         Some(opened) => Either::Source(opened.body),
@@ -151,13 +154,6 @@ async fn run_job(
         shutdown,
     );
     let ended = run.instrument(span).await;
-    if ended
-        .report
-        .as_ref()
-        .is_some_and(|r| matches!(r.last, Event::Done { .. }))
-    {
-        crate::sources::done(&store, validators).await;
-    }
     if from_source {
         let _ = upload.stop(AppCode::NoError.into_varint());
     } else if ended.pumped == Pumped::Unfinished {
@@ -214,6 +210,9 @@ async fn start(
             header.format,
         ),
     };
+    if let Some(sha256) = &header.sha256 {
+        jobs::declared_sha256(sha256)?;
+    }
     let job = jobs::new_job_id();
     let (plugin, task) = jobs::start_task(
         &job,

@@ -44,6 +44,17 @@ pub(crate) trait Body: Send {
     /// The next chunk; `Ok(None)` at the body's normal end; `Err` when the body broke off
     /// (reset, cancelled, lost connection, length mismatch).
     fn chunk(&mut self) -> impl Future<Output = Result<Option<Bytes>, Broken>> + Send;
+
+    /// The job ended (`done`: it ended `done`), before its final event leaves: what the body
+    /// keeps of a job that was done is kept now (a URL's validators), so that a client that
+    /// starts its next job on that event finds it.
+    fn ended(
+        &mut self,
+        _store: &edge_tasks::Store,
+        _done: bool,
+    ) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }
 
 /// A job's body: the transport's own (`Upload`), or one the server reads from a source.
@@ -61,11 +72,22 @@ impl<A: Body, B: Body> Body for Either<A, B> {
             Either::Source(body) => body.chunk().await,
         }
     }
+
+    async fn ended(&mut self, store: &edge_tasks::Store, done: bool) {
+        match self {
+            Either::Upload(body) => body.ended(store, done).await,
+            Either::Source(body) => body.ended(store, done).await,
+        }
+    }
 }
 
 impl<T: Body> Body for &mut T {
     async fn chunk(&mut self) -> Result<Option<Bytes>, Broken> {
         (**self).chunk().await
+    }
+
+    async fn ended(&mut self, store: &edge_tasks::Store, done: bool) {
+        (**self).ended(store, done).await
     }
 }
 
@@ -146,6 +168,20 @@ impl Refusal {
             retry_after: self.retry_after,
         }
     }
+}
+
+/// A declared SHA-256 as the pipeline compares it (64 lowercase hex digits), or why it is not
+/// one.
+pub(crate) fn declared_sha256(text: &str) -> Result<String, Refusal> {
+    let valid = text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit());
+    if valid {
+        return Ok(text.to_ascii_lowercase());
+    }
+    Err(Refusal {
+        code: ErrorCode::BadParams,
+        message: format!("`{text}` is not a SHA-256: give 64 hex digits"),
+        retry_after: None,
+    })
 }
 
 /// Finds the plugin for `task` and starts it with `params` as job `job` on a body described
@@ -314,6 +350,8 @@ pub(crate) async fn run<B: Body, N: Notify>(
             history::Sync::Now,
         )
         .await;
+        let done = matches!(report.last, Event::Done { .. });
+        body.ended(&service.store, done).await;
     }
     drop(events);
     let _ = notifier.await;

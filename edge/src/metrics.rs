@@ -459,6 +459,7 @@ mod tests {
             summary: serde_json::Value::Null,
             first_errors: Vec::new(),
             unchanged: false,
+            sha256: None,
         };
         metrics.observe(&done, &mut seen);
         metrics.job_finished(&done);

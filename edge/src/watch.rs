@@ -245,6 +245,7 @@ pub(crate) fn final_event(record: &edge_tasks::history::JobRecord) -> Option<Eve
             summary: serde_json::Value::Null,
             first_errors: Vec::new(),
             unchanged: false,
+            sha256: None,
         },
         "rejected" => Event::Rejected {
             code: record.code.unwrap_or(ErrorCode::Internal),

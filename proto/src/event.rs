@@ -130,6 +130,9 @@ pub enum Event {
         /// `if_changed=true` answered 304): nothing was read.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         unchanged: bool,
+        /// The body's SHA-256 (lowercase hex), when the client declared one and it matched.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sha256: Option<String>,
     },
     /// The job stopped early; records committed before it stay committed.
     Failed {
@@ -302,6 +305,7 @@ mod tests {
                     message: "expected value".into(),
                 }],
                 unchanged: false,
+                sha256: None,
             },
             Event::Rejected {
                 code: ErrorCode::UnknownTask,

@@ -42,6 +42,10 @@ pub struct JobHeader {
     /// was done; if not, the job ends `done` at once with `unchanged`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub if_changed: bool,
+    /// The whole body's SHA-256, 64 lowercase hex digits: the server checks it as the bytes
+    /// arrive; a mismatch fails the job `digest_mismatch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 /// Why a header line was refused. [`HeaderError::code`] gives the code for the `rejected` event.
@@ -90,6 +94,7 @@ impl JobHeader {
             params: Map::new(),
             source: None,
             if_changed: false,
+            sha256: None,
         }
     }
 

@@ -544,6 +544,7 @@ mod tests {
                         summary: json!({}),
                         first_errors: Vec::new(),
                         unchanged: false,
+                        sha256: None,
                     };
                     submit(&store, &record.end(None, &done), Sync::Now)
                         .wait()

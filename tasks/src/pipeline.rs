@@ -302,6 +302,10 @@ pub struct JobSpec {
     /// The source has not changed since its last fetch: the job ends `done` at once, reading
     /// nothing, with `unchanged`.
     pub unchanged: bool,
+    /// The whole body's SHA-256 as the client declared it (64 lowercase hex digits): the
+    /// body is hashed as it arrives, a mismatch fails the job `digest_mismatch` before its
+    /// last commit, and `done` carries the digest.
+    pub sha256: Option<String>,
 }
 
 /// What a job did, for logs and job history.
@@ -506,6 +510,8 @@ struct Job<'a> {
     raw: bool,
     /// The task refused the job while taking bytes.
     refused: Option<crate::TaskError>,
+    /// The body's SHA-256 so far, when the client declared one.
+    sha256: Option<ring::digest::Context>,
 }
 
 impl<'a> Job<'a> {
@@ -539,6 +545,10 @@ impl<'a> Job<'a> {
             first_errors: Vec::new(),
             raw: false,
             refused: None,
+            sha256: spec
+                .sha256
+                .as_ref()
+                .map(|_| ring::digest::Context::new(&ring::digest::SHA256)),
         }
     }
 
@@ -609,6 +619,9 @@ impl<'a> Job<'a> {
     /// Decodes one chunk; returns the final report if the job ended.
     fn feed(&mut self, decoder: &mut dyn Decoder, chunk: &[u8]) -> Option<Report> {
         self.bytes += chunk.len() as u64;
+        if let Some(sha256) = &mut self.sha256 {
+            sha256.update(chunk);
+        }
         let fed = decoder.feed(chunk, &mut |item| self.take(item));
         self.after_decoding(fed)
     }
@@ -618,6 +631,20 @@ impl<'a> Job<'a> {
         let finished = decoder.finish(&mut |item| self.take(item));
         if let Some(report) = self.after_decoding(finished) {
             return report;
+        }
+        let sha256 = self
+            .sha256
+            .take()
+            .map(|context| hex(context.finish().as_ref()));
+        if let (Some(declared), Some(actual)) = (&self.spec.sha256, &sha256) {
+            if declared != actual {
+                let message = format!(
+                    "the body's SHA-256 is {actual}, not the {declared} the client declared: \
+                     it changed or was damaged on the way; records committed before the end are \
+                     kept, the rest is not"
+                );
+                return self.fail(ErrorCode::DigestMismatch, message, None);
+            }
         }
         if let Err(message) = self.commit_all() {
             return self.fail(ErrorCode::StoreError, message, None);
@@ -640,6 +667,7 @@ impl<'a> Job<'a> {
             summary: self.task.summary(),
             first_errors: std::mem::take(&mut self.first_errors),
             unchanged: false,
+            sha256,
         };
         self.finish_in_place(last)
     }
@@ -941,6 +969,7 @@ impl<'a> Job<'a> {
             summary: serde_json::Value::Null,
             first_errors: Vec::new(),
             unchanged: true,
+            sha256: None,
         };
         self.finish_in_place(last)
     }
@@ -967,6 +996,11 @@ impl<'a> Job<'a> {
             last,
         }
     }
+}
+
+/// Bytes as lowercase hex.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn millis(d: Duration) -> u64 {
@@ -1064,6 +1098,7 @@ mod tests {
             size: None,
             source: None,
             unchanged: false,
+            sha256: None,
         }
     }
 

@@ -475,6 +475,7 @@ fn run_once(expect: &Expect, body: &[u8], chunk: usize) -> Outcome {
         size: Some(body.len() as u64),
         source: None,
         unchanged: false,
+        sha256: None,
     };
     let settings = Settings {
         // Small batches: records before a failure must have been committed for real.

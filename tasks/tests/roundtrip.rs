@@ -134,6 +134,7 @@ fn store_of(body: &[u8], format: Format, cuts: &[usize]) -> Vec<(String, Port)> 
         size: None,
         source: None,
         unchanged: false,
+        sha256: None,
     };
     let settings = Settings {
         commit_records: 3,

@@ -42,7 +42,7 @@ pub(super) async fn upload(
         Err(refusal) => return refuse_job(&mut stream, &service, refusal).await,
     };
     // A body the server reads itself (`?source=`) instead of the request's.
-    let mut source = match &upload.source {
+    let source = match &upload.source {
         Some(spec) => match service
             .sources
             .open(spec, &grant, &service.store, upload.if_changed)
@@ -102,6 +102,7 @@ pub(super) async fn upload(
         size,
         source: source.as_ref().map(|opened| opened.record.clone()),
         unchanged: source.as_ref().is_some_and(|opened| opened.unchanged),
+        sha256: upload.sha256,
     };
     let span = tracing::info_span!("job", job = %spec.job, task = plugin.name, sub = %grant.sub);
     debug!(parent: &span, sub = %grant.sub, transport = stream.transport, "HTTP upload accepted");
@@ -114,8 +115,6 @@ pub(super) async fn upload(
         malformed: false,
         window,
     };
-    let validators = source.as_mut().and_then(|opened| opened.validators.take());
-    let store = service.store.clone();
     let mut body = match source {
         Some(opened) => Either::Source(opened.body),
         None => Either::Upload(&mut request),
@@ -134,13 +133,6 @@ pub(super) async fn upload(
         shutdown,
     );
     let ended = run.instrument(span).await;
-    if ended
-        .report
-        .as_ref()
-        .is_some_and(|r| matches!(r.last, edge_proto::Event::Done { .. }))
-    {
-        crate::sources::done(&store, validators).await;
-    }
     if matches!(body, Either::Source(_)) {
         // The request's own body (none, usually) is not the job's.
         request.recv.linger().await;
@@ -186,6 +178,8 @@ struct UploadRequest {
     source: Option<String>,
     /// For a URL source: only if it changed since the last fetch (`?if_changed=true`).
     if_changed: bool,
+    /// The body's SHA-256 the client declared (`Repr-Digest: sha-256=:...:`, RFC 9530).
+    sha256: Option<String>,
 }
 
 impl UploadRequest {
@@ -203,6 +197,7 @@ impl UploadRequest {
             reference: None,
             source: None,
             if_changed: false,
+            sha256: declared_digest(headers)?,
         };
         for (key, value) in parse_query(request.uri().query()) {
             match key.as_str() {
@@ -252,6 +247,38 @@ impl UploadRequest {
         }
         Ok(upload)
     }
+}
+
+/// The SHA-256 a request declares for its body, RFC 9530: `Repr-Digest` (or
+/// `Content-Digest`) `sha-256=:<base64>:`, other algorithms ignored.
+fn declared_digest(headers: &http::HeaderMap) -> Result<Option<String>, Refusal> {
+    use base64::Engine as _;
+    let value = ["repr-digest", "content-digest"]
+        .iter()
+        .find_map(|name| headers.get(*name)?.to_str().ok());
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let sha256 = value.split(',').find_map(|member| {
+        let (algorithm, digest) = member.trim().split_once('=')?;
+        algorithm
+            .eq_ignore_ascii_case("sha-256")
+            .then_some(digest.trim())
+    });
+    let Some(digest) = sha256 else {
+        return Ok(None);
+    };
+    let bytes = digest
+        .strip_prefix(':')
+        .and_then(|d| d.strip_suffix(':'))
+        .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
+        .filter(|bytes| bytes.len() == 32)
+        .ok_or_else(|| Refusal {
+            code: ErrorCode::BadParams,
+            message: "Repr-Digest's sha-256 is not `:<base64 of 32 bytes>:` (RFC 9530)".into(),
+            retry_after: None,
+        })?;
+    Ok(Some(bytes.iter().map(|b| format!("{b:02x}")).collect()))
 }
 
 /// A client's reference for its job: 8 to 64 of `A-Z a-z 0-9 _ -`.

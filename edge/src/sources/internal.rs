@@ -39,12 +39,12 @@ impl Internal<'_> {
     }
 
     /// Runs job `job` on `opened` (admitted by `admission`) to its end; its final event
-    /// (`None` when it never started). A URL's validators are kept once it is done.
+    /// (`None` when it never started).
     pub(crate) async fn run(
         &self,
         service: &Arc<Service>,
         job: String,
-        mut opened: Opened,
+        opened: Opened,
         admission: Admission,
         shutdown: &Shutdown,
     ) -> Option<Event> {
@@ -62,7 +62,6 @@ impl Internal<'_> {
                 return Some(refusal.event(None));
             }
         };
-        let validators = opened.validators.take();
         let spec = JobSpec {
             job: job.clone(),
             upload_stream: None,
@@ -72,6 +71,7 @@ impl Internal<'_> {
             size: opened.size,
             source: Some(opened.record.clone()),
             unchanged: opened.unchanged,
+            sha256: None,
         };
         let span = tracing::info_span!("job", job = %job, task = plugin.name, sub = %self.sub);
         let mut body = opened.body;
@@ -90,11 +90,7 @@ impl Internal<'_> {
         )
         .instrument(span)
         .await;
-        let last = ended.report.map(|report| report.last);
-        if matches!(last, Some(Event::Done { .. })) {
-            super::done(&service.store, validators).await;
-        }
-        last
+        ended.report.map(|report| report.last)
     }
 }
 

@@ -29,13 +29,6 @@ use serde_json::{json, Value};
 use std::path::PathBuf;
 use tokio::io::AsyncReadExt;
 
-/// Keeps what a source's job needs kept once it is done (a URL's validators).
-pub(crate) async fn done(store: &Store, validators: Option<(String, Validators)>) {
-    if let Some((url, validators)) = validators {
-        url::remember(store, url, validators).await;
-    }
-}
-
 /// How much of a file one read takes.
 const READ_BYTES: usize = 256 * 1024;
 
@@ -90,8 +83,6 @@ pub(crate) struct Opened {
     pub record: Value,
     /// The source has not changed since its last fetch (a 304): nothing is read.
     pub unchanged: bool,
-    /// What to keep of a URL's response once its job is done (for `if_changed`).
-    pub validators: Option<(String, Validators)>,
 }
 
 impl Opened {
@@ -110,8 +101,9 @@ impl Opened {
 pub(crate) enum SourceBody {
     /// A file beneath an allowed folder.
     File(tokio::fs::File),
-    /// A URL's body, as it downloads.
-    Url(Box<edge_fetch::Body>),
+    /// A URL's body, as it downloads, and what to keep of its response once its job is
+    /// done (for `if_changed`).
+    Url(Box<edge_fetch::Body>, Option<(String, Validators)>),
     /// A source that could not be read: the job fails with this at once.
     Failed(Option<Broken>),
 }
@@ -127,11 +119,19 @@ impl Body for SourceBody {
                     Err(e) => Err(Broken::aborted(format!("reading the file failed: {e}"))),
                 }
             }
-            SourceBody::Url(body) => url::chunk(body).await,
+            SourceBody::Url(body, _) => url::chunk(body).await,
             SourceBody::Failed(broken) => match broken.take() {
                 Some(broken) => Err(broken),
                 None => Ok(None),
             },
+        }
+    }
+
+    async fn ended(&mut self, store: &Store, done: bool) {
+        if let (SourceBody::Url(_, validators), true) = (self, done) {
+            if let Some((url, validators)) = validators.take() {
+                url::remember(store, url, validators).await;
+            }
         }
     }
 }
@@ -209,7 +209,6 @@ impl Sources {
             record: json!({ "file": name }),
             name: file.file_name,
             unchanged: false,
-            validators: None,
         })
     }
 }

@@ -86,7 +86,6 @@ pub(crate) async fn open(
             format: None,
             record: json!({ "url": url, "error": e.code() }),
             unchanged: false,
-            validators: None,
             body: SourceBody::Failed(Some(broken(&e))),
         }),
     }
@@ -140,8 +139,10 @@ fn opened(url: &str, fetched: Fetched) -> Opened {
         record,
         unchanged: fetched.not_modified,
         // A 304 keeps what was kept.
-        validators: (!fetched.not_modified).then(|| (url.to_owned(), validators)),
-        body: SourceBody::Url(Box::new(fetched.body)),
+        body: SourceBody::Url(
+            Box::new(fetched.body),
+            (!fetched.not_modified).then(|| (url.to_owned(), validators)),
+        ),
     }
 }
 

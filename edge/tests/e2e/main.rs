@@ -10,6 +10,7 @@ mod blobs;
 mod browser;
 mod client_cli;
 mod crash;
+mod digest;
 mod h3_conformance;
 mod history;
 mod http3;

@@ -54,6 +54,7 @@ fn upload(
         size: None,
         source: None,
         unchanged: false,
+        sha256: None,
     };
     let mut events = Vec::new();
     let report = run(
