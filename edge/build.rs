@@ -12,6 +12,10 @@
 //!   `/usr/bin/chromium`; `EDGE_TEST_CHROMEDRIVER`, default `chromedriver` on the `PATH`), for
 //!   the web page's browser tests; their paths reach the tests as `EDGE_TEST_CHROMIUM_PATH`
 //!   and `EDGE_TEST_CHROMEDRIVER_PATH`.
+//! - `has_postgres`: a PostgreSQL server to test the PostgreSQL store against:
+//!   `EDGE_TEST_PG_URL` (a superuser's URL; each test makes a database of its own there), or
+//!   the server programs (`initdb`, `pg_ctl`: on the `PATH`, in `/usr/lib/postgresql/*/bin`
+//!   or `EDGE_PG_BIN`) to start a throwaway server per test.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,6 +26,7 @@ fn main() {
     probe_h3curl();
     probe_pyjwt();
     probe_chromium();
+    probe_postgres();
 }
 
 /// Whether a missing test tool fails the build (CI), rather than skipping its tests.
@@ -127,4 +132,44 @@ fn probe_chromium() {
             "cargo::warning=no Chromium with ChromeDriver ({why}): the browser tests are skipped"
         ),
     }
+}
+
+/// Sets `cfg(has_postgres)` when the PostgreSQL store's tests can reach a server: one named
+/// by `EDGE_TEST_PG_URL`, or one they start from the installed server programs.
+fn probe_postgres() {
+    println!("cargo::rustc-check-cfg=cfg(has_postgres)");
+    println!("cargo::rerun-if-env-changed=EDGE_TEST_PG_URL");
+    println!("cargo::rerun-if-env-changed=EDGE_PG_BIN");
+    let url = std::env::var("EDGE_TEST_PG_URL").is_ok_and(|url| !url.is_empty());
+    let programs = || {
+        let mut dirs: Vec<PathBuf> = std::env::var_os("EDGE_PG_BIN")
+            .map(PathBuf::from)
+            .into_iter()
+            .collect();
+        if let Some(path) = std::env::var_os("PATH") {
+            dirs.extend(std::env::split_paths(&path));
+        }
+        if let Ok(versions) = std::fs::read_dir("/usr/lib/postgresql") {
+            dirs.extend(
+                versions
+                    .filter_map(Result::ok)
+                    .map(|v| v.path().join("bin")),
+            );
+        }
+        dirs.iter()
+            .any(|dir| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file())
+    };
+    if url || programs() {
+        println!("cargo::rustc-cfg=has_postgres");
+        return;
+    }
+    if required() {
+        panic!(
+            "EDGE_REQUIRE_TEST_TOOLS asks for the PostgreSQL store's tests, but there is no \
+             EDGE_TEST_PG_URL and no initdb/pg_ctl\n(apt-get install postgresql; .ci/run does)"
+        );
+    }
+    println!(
+        "cargo::warning=no PostgreSQL (EDGE_TEST_PG_URL, or initdb and pg_ctl): the PostgreSQL store's tests are skipped"
+    );
 }

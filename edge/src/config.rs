@@ -526,17 +526,66 @@ pub struct TlsConfig {
     pub names: Vec<String>,
 }
 
-/// `[store]`: the redb database.
+/// `[store]`: where jobs' data is kept: the embedded redb file (the default), or a PostgreSQL
+/// database that several edge nodes share.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
+    /// `redb` (`<data_dir>/edge.redb`) or `postgres` (`url`).
+    pub backend: StoreBackend,
     /// redb page cache, in MiB. redb's own default (1 GiB) would dominate the server's memory.
     pub cache_mb: u64,
+    /// PostgreSQL: `postgres://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=require` (or
+    /// `EDGE_STORE_URL`). `edge config check` prints it without its password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// PostgreSQL: PEM files of certificate authorities to trust for TLS to the database,
+    /// besides the system's.
+    pub ca_files: Vec<PathBuf>,
+    /// PostgreSQL: connections kept at most by this node.
+    pub pool_size: usize,
+    /// PostgreSQL: this node's name among the nodes sharing the database, stable across
+    /// restarts (default: `<host name>:<data dir>`). Its cut-off jobs are marked interrupted
+    /// when it starts again, and its watched folders' claims are its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+/// Which database `[store]` uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// The embedded redb file in the data dir.
+    #[default]
+    Redb,
+    /// A PostgreSQL database (`url`).
+    Postgres,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { cache_mb: 8 }
+        StoreConfig {
+            backend: StoreBackend::Redb,
+            cache_mb: 8,
+            url: None,
+            ca_files: Vec::new(),
+            pool_size: 16,
+            node: None,
+        }
+    }
+}
+
+/// A database URL without its password (for `edge config check` and logs).
+pub fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:****@{host}"),
+        None => url.to_owned(),
     }
 }
 
@@ -807,6 +856,44 @@ impl Config {
         self.data_dir.join(STORE_FILE)
     }
 
+    /// This node's name in a shared store: `[store] node`, else `<host name>:<data dir>`
+    /// (the data dir made absolute, so that it is the same whatever the working directory).
+    pub fn node_name(&self) -> String {
+        if let Some(node) = self.store.node.as_deref().filter(|n| !n.is_empty()) {
+            return node.to_owned();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "localhost".into());
+        let dir = std::path::absolute(&self.data_dir).unwrap_or_else(|_| self.data_dir.clone());
+        format!("{host}:{}", dir.display())
+    }
+
+    /// Opens the configured store with `registry`'s plugins: the redb file, or the PostgreSQL
+    /// database (blocking: it connects and sets the tables up).
+    pub fn open_store(
+        &self,
+        registry: edge_tasks::Registry,
+    ) -> Result<edge_tasks::Store, edge_tasks::store::OpenError> {
+        match self.store.backend {
+            StoreBackend::Redb => {
+                let options = edge_tasks::store::StoreOptions {
+                    cache_bytes: usize::try_from(self.store.cache_mb.saturating_mul(1024 * 1024))
+                        .unwrap_or(usize::MAX),
+                };
+                edge_tasks::Store::open_with(&self.store_path(), &options, registry)
+            }
+            StoreBackend::Postgres => {
+                let mut options =
+                    edge_tasks::store::PgOptions::new(self.store.url.clone().unwrap_or_default());
+                options.ca_files = self.store.ca_files.clone();
+                options.pool_size = self.store.pool_size;
+                edge_tasks::Store::open_postgres(&options, &self.node_name(), registry)
+            }
+        }
+    }
+
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key, message: &str| {
@@ -854,6 +941,17 @@ impl Config {
                     edge_tasks::primes::LARGEST_MAX_N
                 ),
             );
+        }
+        if self.store.backend == StoreBackend::Postgres
+            && self.store.url.as_deref().is_none_or(str::is_empty)
+        {
+            return invalid(
+                "store.url",
+                "backend = \"postgres\" needs the database's URL: url = \"postgres://USER:PASSWORD@HOST:PORT/DATABASE\" in [store], or EDGE_STORE_URL",
+            );
+        }
+        if self.store.pool_size == 0 {
+            return invalid("store.pool_size", "must be at least 1");
         }
         if self.admin.max_connections == 0 {
             return invalid("admin.max_connections", "must be at least 1");
@@ -960,7 +1058,13 @@ pub struct Setting {
 
 /// Every setting (including those without a default, such as `tls.cert`).
 pub fn settings() -> Vec<Setting> {
-    const OPTIONAL: [&str; 3] = ["tls.cert", "tls.key", "admin.listen"];
+    const OPTIONAL: [&str; 5] = [
+        "tls.cert",
+        "tls.key",
+        "admin.listen",
+        "store.url",
+        "store.node",
+    ];
     let defaults = toml::Value::try_from(Config::default()).expect("the defaults serialize");
     let mut keys: Vec<String> = Vec::new();
     collect_keys(&defaults, "", &mut keys);

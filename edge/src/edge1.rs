@@ -213,7 +213,7 @@ async fn start(
     if let Some(sha256) = &header.sha256 {
         jobs::declared_sha256(sha256)?;
     }
-    let job = jobs::new_job_id();
+    let job = jobs::new_job_id(service.store.slot());
     let (plugin, task) = jobs::start_task(
         &job,
         &header.task,

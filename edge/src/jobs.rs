@@ -720,16 +720,17 @@ async fn write_events<N: Notify>(
     }
 }
 
-/// A new job id: 16 hex digits, milliseconds since the epoch then a counter, so ids sort by
-/// start time.
-pub(crate) fn new_job_id() -> String {
+/// A new job id: 16 hex digits, milliseconds since the epoch (11), the node's slot (2: see
+/// [`edge_tasks::Store::slot`]; 00 with redb) and a counter (3), so ids sort by start time
+/// and two nodes sharing a store never give the same one.
+pub(crate) fn new_job_id(slot: u8) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let millis = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed) & 0xf_ffff;
-    format!("{:011x}{n:05x}", millis & 0x0fff_ffff_ffff)
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed) & 0xfff;
+    format!("{:011x}{slot:02x}{n:03x}", millis & 0x0fff_ffff_ffff)
 }
 
 #[cfg(test)]
@@ -738,9 +739,11 @@ mod tests {
 
     #[test]
     fn job_ids_are_unique_and_sort_by_time() {
-        let a = new_job_id();
-        let b = new_job_id();
+        let a = new_job_id(0);
+        let b = new_job_id(0);
         assert_eq!(a.len(), 16);
         assert!(a < b, "{a} then {b}");
+        let other = new_job_id(7);
+        assert_eq!(&other[11..13], "07", "the node's slot: {other}");
     }
 }

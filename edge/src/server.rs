@@ -10,8 +10,7 @@ use crate::shutdown::Shutdown;
 use crate::tls::{self, TlsError};
 use edge_proto::{AppCode, ALPN_EDGE, ALPN_H3};
 use edge_tasks::pipeline::{CommitObserver, Settings};
-use edge_tasks::store::StoreOptions;
-use edge_tasks::{OpenError, Registry, Store, StoreError};
+use edge_tasks::{OpenError, Registry, StoreError};
 use quinn::crypto::rustls::{HandshakeData, QuicServerConfig};
 use quinn::{Connection, Endpoint, Incoming, VarInt};
 use std::future::Future as _;
@@ -138,10 +137,8 @@ impl Server {
                 source,
             })?;
         }
-        let store_options = StoreOptions {
-            cache_bytes: mib(config.store.cache_mb),
-        };
-        let store = Store::open_with(&config.store_path(), &store_options, registry)?;
+        let store = config.open_store(registry)?;
+        info!(store = %store.describe(), node = store.node(), "store open");
         let interrupted = edge_tasks::history::mark_interrupted(&store)?;
         if interrupted > 0 {
             warn!(
@@ -343,6 +340,11 @@ impl Server {
         helpers.spawn(crate::prune::prune_plugins_periodically(
             self.service.context(),
             shutdown.draining_token(),
+        ));
+        helpers.spawn(crate::auth::follow_deny_list(
+            self.service.revoked.clone(),
+            self.service.store.clone(),
+            shutdown.clone(),
         ));
         helpers.spawn(crate::auth::keep_deny_list(
             self.service.revoked.clone(),

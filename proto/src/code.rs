@@ -81,6 +81,9 @@ pub enum ErrorCode {
     /// The server could not read the job's source (a URL: the origin's status, a timeout, a
     /// connection or TLS failure); the message says which.
     SourceFailed,
+    /// The store could not be reached (the PostgreSQL store down or restarting): records
+    /// committed before stay committed, and the same job sent again later works.
+    StoreUnavailable,
 
     /// A code this version of the contract does not know (from a newer peer).
     #[serde(other)]
@@ -121,6 +124,7 @@ impl ErrorCode {
             ErrorCode::DigestMismatch => "digest_mismatch",
             ErrorCode::AlreadyExists => "already_exists",
             ErrorCode::SourceFailed => "source_failed",
+            ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::Other => "other",
         }
     }

@@ -4,7 +4,7 @@
 //! left over names the job, and the file is moved by that job's outcome instead of running
 //! again.
 
-use crate::store::{Store, StoreError};
+use crate::store::{Kind, Store, StoreError};
 use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +24,22 @@ pub struct Claim {
 
 /// Claims `file` for `claim.job` (durably). `false` when it was claimed already.
 pub fn claim(store: &Store, file: &str, claim: &Claim) -> Result<bool, StoreError> {
+    if let Kind::Postgres(pg) = store.kind() {
+        let (node, file) = (store.node().to_owned(), file.to_owned());
+        let value = serde_json::to_string(claim).expect("a claim always serializes");
+        return pg.block(|pg| async move {
+            let client = pg.client().await?;
+            let added = client
+                .execute(
+                    "INSERT INTO source_claims (node, file, claim) VALUES ($1, $2, $3::text::json)
+                     ON CONFLICT (node, file) DO NOTHING",
+                    &[&node, &file, &value],
+                )
+                .await
+                .map_err(pg.query("claim a file"))?;
+            Ok(added == 1)
+        });
+    }
     let txn = store.write()?;
     let added = {
         let mut table = txn
@@ -47,6 +63,20 @@ pub fn claim(store: &Store, file: &str, claim: &Claim) -> Result<bool, StoreErro
 
 /// Removes the claim on `file` (once it has moved).
 pub fn release(store: &Store, file: &str) -> Result<(), StoreError> {
+    if let Kind::Postgres(pg) = store.kind() {
+        let (node, file) = (store.node().to_owned(), file.to_owned());
+        return pg.block(|pg| async move {
+            let client = pg.client().await?;
+            client
+                .execute(
+                    "DELETE FROM source_claims WHERE node = $1 AND file = $2",
+                    &[&node, &file],
+                )
+                .await
+                .map_err(pg.query("release a claim"))?;
+            Ok(())
+        });
+    }
     let txn = store.write()?;
     {
         let mut table = txn
@@ -62,11 +92,36 @@ pub fn release(store: &Store, file: &str) -> Result<(), StoreError> {
 
 /// The claims of files in `folder` (`<folder>/...`), in name order.
 pub fn list(store: &Store, folder: &str) -> Result<Vec<(String, Claim)>, StoreError> {
+    let prefix = format!("{folder}/");
+    if let Kind::Postgres(pg) = store.kind() {
+        let node = store.node().to_owned();
+        return pg.block(|pg| async move {
+            let client = pg.client().await?;
+            let rows = client
+                .query(
+                    "SELECT file, claim::text FROM source_claims
+                     WHERE node = $1 AND starts_with(file, $2) ORDER BY file",
+                    &[&node, &prefix],
+                )
+                .await
+                .map_err(pg.query("list claims"))?;
+            rows.iter()
+                .map(|row| {
+                    let file: String = row.get(0);
+                    let claim =
+                        serde_json::from_str(row.get(1)).map_err(|e| StoreError::Corrupt {
+                            key: file.clone(),
+                            message: e.to_string(),
+                        })?;
+                    Ok((file, claim))
+                })
+                .collect()
+        });
+    }
     let txn = store.read()?;
     let table = txn
         .open_table(CLAIMS)
         .map_err(StoreError::redb("open source_claims table"))?;
-    let prefix = format!("{folder}/");
     let mut all = Vec::new();
     for entry in table
         .range(prefix.as_str()..)

@@ -2,7 +2,7 @@
 //! once its job ended `done`, so that a job with `if_changed=true` asks the origin whether
 //! anything changed (`If-None-Match` / `If-Modified-Since`) instead of reading it again.
 
-use crate::store::{Store, StoreError};
+use crate::store::{Kind, Store, StoreError};
 use redb::TableDefinition;
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +28,30 @@ pub fn remember(store: &Store, url: &str, validators: &Validators) -> Result<(),
     if url.len() > MAX_URL_BYTES {
         return Ok(());
     }
+    if let Kind::Postgres(pg) = store.kind() {
+        let url = url.to_owned();
+        let value = (validators.etag.is_some() || validators.last_modified.is_some())
+            .then(|| serde_json::to_string(validators).expect("validators always serialize"));
+        return pg.block(|pg| async move {
+            let client = pg.client().await?;
+            let done = match &value {
+                Some(value) => client
+                    .execute(
+                        "INSERT INTO url_validators (url, validators) VALUES ($1, $2::text::json)
+                             ON CONFLICT (url) DO UPDATE SET validators = EXCLUDED.validators",
+                        &[&url, value],
+                    )
+                    .await,
+                None => {
+                    client
+                        .execute("DELETE FROM url_validators WHERE url = $1", &[&url])
+                        .await
+                }
+            };
+            done.map_err(pg.query("keep a URL's validators"))?;
+            Ok(())
+        });
+    }
     let txn = store.write()?;
     {
         let mut table = txn
@@ -50,6 +74,26 @@ pub fn remember(store: &Store, url: &str, validators: &Validators) -> Result<(),
 
 /// What was kept for `url`, if anything.
 pub fn last(store: &Store, url: &str) -> Result<Option<Validators>, StoreError> {
+    if let Kind::Postgres(pg) = store.kind() {
+        let url = url.to_owned();
+        return pg.block(|pg| async move {
+            let client = pg.client().await?;
+            let row = client
+                .query_opt(
+                    "SELECT validators::text FROM url_validators WHERE url = $1",
+                    &[&url],
+                )
+                .await
+                .map_err(pg.query("read a URL's validators"))?;
+            row.map(|row| {
+                serde_json::from_str(row.get(0)).map_err(|e| StoreError::Corrupt {
+                    key: url.clone(),
+                    message: e.to_string(),
+                })
+            })
+            .transpose()
+        });
+    }
     let txn = store.read()?;
     let table = txn
         .open_table(VALIDATORS)

@@ -6,7 +6,7 @@
 //! background and a bounded batch per write transaction, the records of jobs that ended too
 //! long ago or are too many. A running job's record is never pruned.
 
-use crate::store::{Change, Store, StoreError, Ticket};
+use crate::store::{Change, Kind, Pg, PgFuture, PgTransaction, Store, StoreError, Ticket};
 use crate::table::{Encoded, Stored};
 use edge_proto::{ErrorCode, Event, Format};
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -169,6 +169,9 @@ pub fn submit(store: &Store, record: &JobRecord, sync: Sync) -> Ticket<()> {
         PutRecord {
             job: record.job.clone(),
             value,
+            node: store.node().to_owned(),
+            running: record.outcome == "running",
+            ended: record.ended_secs(),
         },
         sync,
     )
@@ -178,6 +181,10 @@ pub fn submit(store: &Store, record: &JobRecord, sync: Sync) -> Ticket<()> {
 struct PutRecord {
     job: String,
     value: Vec<u8>,
+    /// For PostgreSQL's columns: the node that runs the job, whether it runs, when it ended.
+    node: String,
+    running: bool,
+    ended: Option<i64>,
 }
 
 impl Change for PutRecord {
@@ -192,10 +199,37 @@ impl Change for PutRecord {
             .map_err(StoreError::redb("write job"))?;
         Ok(())
     }
+
+    fn apply_postgres<'a>(&'a mut self, txn: &'a PgTransaction<'_>) -> PgFuture<'a, ()> {
+        Box::pin(async move {
+            let record = std::str::from_utf8(&self.value).expect("a record is encoded as JSON");
+            txn.execute(
+                "INSERT INTO jobs (job, node, running, ended, record)
+                 VALUES ($1, $2, $3, $4, $5::text::json)
+                 ON CONFLICT (job) DO UPDATE SET running = EXCLUDED.running,
+                     ended = EXCLUDED.ended, record = EXCLUDED.record",
+                &[&self.job, &self.node, &self.running, &self.ended, &record],
+            )
+            .await
+            .map_err(txn.failed("write a job's record"))?;
+            Ok(())
+        })
+    }
 }
 
 /// One job's record.
 pub fn get(store: &Store, job: &str) -> Result<Option<JobRecord>, StoreError> {
+    if let Kind::Postgres(pg) = store.kind() {
+        let job = job.to_owned();
+        return pg.block(|pg| async move {
+            let client = pg.client().await?;
+            let row = client
+                .query_opt("SELECT record::text FROM jobs WHERE job = $1", &[&job])
+                .await
+                .map_err(pg.query("read a job's record"))?;
+            row.map(|row| decode_json(&job, row.get(0))).transpose()
+        });
+    }
     let txn = store.read()?;
     let table = txn
         .open_table(JOBS)
@@ -213,6 +247,9 @@ pub fn list(
     sub: Option<&str>,
 ) -> Result<(Vec<JobRecord>, Option<String>), StoreError> {
     let limit = limit.clamp(1, MAX_PAGE);
+    if let Kind::Postgres(pg) = store.kind() {
+        return list_postgres(pg, before, limit, sub);
+    }
     let txn = store.read()?;
     let table = txn
         .open_table(JOBS)
@@ -241,6 +278,9 @@ pub fn list(
 /// Marks every job still `running` as `interrupted` (call before serving: such jobs were cut
 /// off when the server last stopped without a shutdown). Returns how many.
 pub fn mark_interrupted(store: &Store) -> Result<u64, StoreError> {
+    if let Kind::Postgres(pg) = store.kind() {
+        return mark_interrupted_postgres(pg, store.node());
+    }
     let txn = store.write()?;
     let mut marked = 0;
     {
@@ -256,8 +296,7 @@ pub fn mark_interrupted(store: &Store) -> Result<u64, StoreError> {
             }
         }
         for mut record in running {
-            record.outcome = "interrupted".into();
-            record.message = Some("the server stopped without a shutdown while this job ran; records reported as committed are stored".into());
+            record.interrupt();
             let value = encode(&record);
             table
                 .insert(record.job.as_str(), StoredJob::from_encoded(&value))
@@ -267,6 +306,75 @@ pub fn mark_interrupted(store: &Store) -> Result<u64, StoreError> {
     }
     txn.commit().map_err(StoreError::redb("commit"))?;
     Ok(marked)
+}
+
+/// [`list`] in a PostgreSQL store.
+fn list_postgres(
+    pg: &Pg,
+    before: Option<&str>,
+    limit: usize,
+    sub: Option<&str>,
+) -> Result<(Vec<JobRecord>, Option<String>), StoreError> {
+    let (before, sub) = (before.map(str::to_owned), sub.map(str::to_owned));
+    pg.block(|pg| async move {
+        let client = pg.client().await?;
+        let rows = client
+            .query(
+                "SELECT job, record::text FROM jobs
+                 WHERE ($1::text IS NULL OR job < $1) AND ($2::text IS NULL OR record->>'sub' = $2)
+                 ORDER BY job DESC LIMIT $3",
+                &[&before, &sub, &(limit as i64 + 1)],
+            )
+            .await
+            .map_err(pg.query("list jobs"))?;
+        let mut records = rows
+            .iter()
+            .map(|row| decode_json(row.get(0), row.get(1)))
+            .collect::<Result<Vec<JobRecord>, StoreError>>()?;
+        let next = (records.len() > limit).then(|| {
+            records.truncate(limit);
+            records.last().map(|r| r.job.clone())
+        });
+        Ok((records, next.flatten()))
+    })
+}
+
+/// [`mark_interrupted`] in a PostgreSQL store: the jobs `node` was running (other nodes' jobs
+/// run on).
+fn mark_interrupted_postgres(pg: &Pg, node: &str) -> Result<u64, StoreError> {
+    let node = node.to_owned();
+    pg.block(|pg| async move {
+        let client = pg.client().await?;
+        let rows = client
+            .query(
+                "SELECT job, record::text FROM jobs WHERE running AND node = $1",
+                &[&node],
+            )
+            .await
+            .map_err(pg.query("list running jobs"))?;
+        for row in &rows {
+            let mut record = decode_json(row.get(0), row.get(1))?;
+            record.interrupt();
+            let value = String::from_utf8(encode(&record)).expect("JSON is UTF-8");
+            client
+                .execute(
+                    "UPDATE jobs SET running = false, ended = $2, record = $3::text::json
+                     WHERE job = $1",
+                    &[&record.job, &record.ended_secs(), &value],
+                )
+                .await
+                .map_err(pg.query("mark a job interrupted"))?;
+        }
+        Ok(rows.len() as u64)
+    })
+}
+
+/// A record read back as JSON text from PostgreSQL.
+fn decode_json(job: &str, json: &str) -> Result<JobRecord, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt {
+        key: job.to_owned(),
+        message: e.to_string(),
+    })
 }
 
 /// How much history to keep: a record goes once its job ended more than `max_age` ago, or
@@ -447,9 +555,71 @@ impl Change for PruneBatch {
             more: doomed.len() == self.batch,
         })
     }
+
+    /// Deletes, oldest first, up to a batch of ended jobs that ended before the cutoff or
+    /// come after the newest `max_count` records.
+    fn apply_postgres<'a>(&'a mut self, txn: &'a PgTransaction<'_>) -> PgFuture<'a, Pruned> {
+        Box::pin(async move {
+            let cutoff: Option<i64> = self
+                .retention
+                .max_age
+                .and_then(|age| self.now.checked_sub(age))
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .and_then(|d| i64::try_from(d.as_secs()).ok());
+            // The newest record beyond the count limit: it and every older one go.
+            let beyond: Option<String> = match self.retention.max_count {
+                Some(keep) => txn
+                    .query_opt(
+                        "SELECT job FROM jobs ORDER BY job DESC OFFSET $1 LIMIT 1",
+                        &[&i64::try_from(keep).unwrap_or(i64::MAX)],
+                    )
+                    .await
+                    .map_err(txn.failed("find the history's count limit"))?
+                    .map(|row| row.get(0)),
+                None => None,
+            };
+            if cutoff.is_none() && beyond.is_none() {
+                return Ok(Pruned {
+                    deleted: 0,
+                    more: false,
+                });
+            }
+            let batch = i64::try_from(self.batch).unwrap_or(i64::MAX);
+            let deleted = txn
+                .execute(
+                    "DELETE FROM jobs WHERE job IN (
+                        SELECT job FROM jobs WHERE NOT running
+                          AND (ended < $1 OR job <= $2)
+                        ORDER BY job LIMIT $3)",
+                    &[&cutoff, &beyond, &batch],
+                )
+                .await
+                .map_err(txn.failed("prune the job history"))?;
+            Ok(Pruned {
+                deleted,
+                more: deleted == self.batch as u64,
+            })
+        })
+    }
 }
 
 impl JobRecord {
+    /// Marks a job found running when its server starts: it was cut off.
+    fn interrupt(&mut self) {
+        self.outcome = "interrupted".into();
+        self.message = Some("the server stopped without a shutdown while this job ran; records reported as committed are stored".into());
+    }
+
+    /// When the job ended, in seconds since the epoch (`None` while it runs).
+    fn ended_secs(&self) -> Option<i64> {
+        if self.outcome == "running" {
+            return None;
+        }
+        let ended = self.ended()?;
+        let secs = ended.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+        i64::try_from(secs).ok()
+    }
+
     /// When the job ended (when it started, for a record without an end, such as an
     /// interrupted job's); `None` if the time does not parse.
     fn ended(&self) -> Option<SystemTime> {

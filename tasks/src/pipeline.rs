@@ -9,7 +9,7 @@
 use crate::decode::sniff::{sniff, Sniff, SNIFF_LIMIT};
 use crate::decode::{self, Decoder, Item, Limits, SyntaxError};
 use crate::record::{Record, RecordFault};
-use crate::task::{Plugin, Task};
+use crate::task::{Plugin, Task, TaskError};
 use bytes::Bytes;
 use edge_proto::{ErrorCode, ErrorSample, Event, Format, FIRST_ERRORS};
 use std::ops::ControlFlow;
@@ -500,7 +500,7 @@ struct Job<'a> {
     progress_sent: Instant,
     committed_sent: u64,
     /// A commit failure, which ends the job.
-    store_failure: Option<String>,
+    store_failure: Option<CommitFailure>,
     /// Too many bad records: why, and the offset of the record that tipped it.
     too_many_errors: Option<(String, u64)>,
     /// The first few record errors, for the final event.
@@ -646,8 +646,8 @@ impl<'a> Job<'a> {
                 return self.fail(ErrorCode::DigestMismatch, message, None);
             }
         }
-        if let Err(message) = self.commit_all() {
-            return self.fail(ErrorCode::StoreError, message, None);
+        if let Err(failure) = self.commit_all() {
+            return self.fail(failure.code, failure.message, None);
         }
         match self.task.finish() {
             Ok(records) => {
@@ -675,8 +675,8 @@ impl<'a> Job<'a> {
     /// Handles what a `feed` or `finish` returned: a syntax error or a store failure ends the
     /// job; otherwise time-based work is done.
     fn after_decoding(&mut self, result: Result<ControlFlow<()>, SyntaxError>) -> Option<Report> {
-        if let Some(message) = self.store_failure.take() {
-            return Some(self.fail_in_place(ErrorCode::StoreError, message, None));
+        if let Some(failure) = self.store_failure.take() {
+            return Some(self.fail_in_place(failure.code, failure.message, None));
         }
         if let Some(refused) = self.refused.take() {
             return Some(self.fail_in_place(refused.code(), refused.to_string(), None));
@@ -694,8 +694,8 @@ impl<'a> Job<'a> {
 
     /// Collects a finished commit, starts the next if one is due, and sends progress.
     fn tick(&mut self) -> Option<Report> {
-        if let Err(message) = self.advance() {
-            return Some(self.fail_in_place(ErrorCode::StoreError, message, None));
+        if let Err(failure) = self.advance() {
+            return Some(self.fail_in_place(failure.code, failure.message, None));
         }
         self.send_progress(false);
         None
@@ -744,8 +744,8 @@ impl<'a> Job<'a> {
                     self.pending_since = Some(self.settings.clock.now());
                 }
                 if self.pending >= self.settings.commit_records as u64 {
-                    if let Err(message) = self.advance() {
-                        self.store_failure = Some(message);
+                    if let Err(failure) = self.advance() {
+                        self.store_failure = Some(failure);
                         return ControlFlow::Break(());
                     }
                 }
@@ -825,7 +825,7 @@ impl<'a> Job<'a> {
 
     /// Collects the running commit if it finished, starts the next one if it is due (and none
     /// runs), and waits for the running one first if the job's batch is full.
-    fn advance(&mut self) -> Result<(), String> {
+    fn advance(&mut self) -> Result<(), CommitFailure> {
         self.collect(false)?;
         if self.pending == 0 {
             return Ok(());
@@ -851,9 +851,9 @@ impl<'a> Job<'a> {
     }
 
     /// Hands every pending record to a commit (no commit may be running).
-    fn start_commit(&mut self) -> Result<(), String> {
+    fn start_commit(&mut self) -> Result<(), CommitFailure> {
         self.commit_started = Some(self.settings.clock.now());
-        self.task.start_commit().map_err(|e| e.to_string())?;
+        self.task.start_commit().map_err(CommitFailure::from)?;
         self.in_flight = std::mem::take(&mut self.pending);
         self.pending_since = None;
         // A task that committed at once is counted at once.
@@ -862,7 +862,7 @@ impl<'a> Job<'a> {
 
     /// Counts the running commit's records as committed once the task says it returned
     /// (waiting for it with `wait`).
-    fn collect(&mut self, wait: bool) -> Result<(), String> {
+    fn collect(&mut self, wait: bool) -> Result<(), CommitFailure> {
         if self.in_flight == 0 {
             return Ok(());
         }
@@ -870,7 +870,7 @@ impl<'a> Job<'a> {
             return Ok(());
         };
         let records = std::mem::take(&mut self.in_flight);
-        result.map_err(|e| e.to_string())?;
+        result.map_err(CommitFailure::from)?;
         if let Some(started) = self.commit_started.take() {
             self.settings
                 .on_commit
@@ -883,7 +883,7 @@ impl<'a> Job<'a> {
     }
 
     /// Commits everything accepted: waits for the running commit, then commits the rest.
-    fn commit_all(&mut self) -> Result<(), String> {
+    fn commit_all(&mut self) -> Result<(), CommitFailure> {
         self.collect(true)?;
         if self.pending > 0 {
             self.start_commit()?;
@@ -937,9 +937,9 @@ impl<'a> Job<'a> {
 
     fn failure(&mut self, code: ErrorCode, mut message: String, offset: Option<u64>) -> Event {
         self.task.abandon();
-        if code != ErrorCode::StoreError {
+        if !matches!(code, ErrorCode::StoreError | ErrorCode::StoreUnavailable) {
             if let Err(store) = self.commit_all() {
-                message = format!("{message}; and the last commit failed: {store}");
+                message = format!("{message}; and the last commit failed: {}", store.message);
             }
         }
         self.send_progress(true);
@@ -1005,6 +1005,27 @@ fn hex(bytes: &[u8]) -> String {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A commit that failed: the job fails with `store_unavailable` when the store was away (a
+/// PostgreSQL server down), else `store_error`.
+#[derive(Debug)]
+struct CommitFailure {
+    code: ErrorCode,
+    message: String,
+}
+
+impl From<TaskError> for CommitFailure {
+    fn from(e: TaskError) -> CommitFailure {
+        let code = match &e {
+            TaskError::Store(store) if store.is_unavailable() => ErrorCode::StoreUnavailable,
+            _ => ErrorCode::StoreError,
+        };
+        CommitFailure {
+            code,
+            message: e.to_string(),
+        }
+    }
 }
 
 #[cfg(test)]

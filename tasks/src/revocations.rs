@@ -1,7 +1,7 @@
 //! Revoked token ids (`jti`): a deny-list in the store, so that a revocation survives
 //! restarts. An entry is kept until the token it names has expired; then it is pruned.
 
-use crate::store::{Store, StoreError};
+use crate::store::{Kind, Pg, Store, StoreError};
 use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +33,9 @@ pub fn revoke(
     expires: Option<u64>,
     now: u64,
 ) -> Result<bool, StoreError> {
+    if let Kind::Postgres(pg) = store.kind() {
+        return revoke_postgres(pg, jti, expires, now);
+    }
     let txn = store.write()?;
     let added = {
         let mut table = txn
@@ -60,6 +63,23 @@ pub fn revoke(
 /// transaction, so that they can be pruned. Entries gone or whose expiry is known are left as
 /// they are. Returns how many were updated.
 pub fn learn_expiries(store: &Store, learned: &[(String, u64)]) -> Result<usize, StoreError> {
+    if let Kind::Postgres(pg) = store.kind() {
+        let learned = learned.to_vec();
+        return pg.block(|pg| async move {
+            let client = pg.client().await?;
+            let mut updated = 0;
+            for (jti, exp) in &learned {
+                updated += client
+                    .execute(
+                        "UPDATE revoked_tokens SET expires = $2 WHERE jti = $1 AND expires = 0",
+                        &[jti, &secs(*exp)],
+                    )
+                    .await
+                    .map_err(pg.query("learn a revoked token's expiry"))?;
+            }
+            Ok(updated as usize)
+        });
+    }
     let txn = store.write()?;
     let mut updated = 0;
     {
@@ -85,6 +105,20 @@ pub fn learn_expiries(store: &Store, learned: &[(String, u64)]) -> Result<usize,
 
 /// The deny-list's entry for `jti`, if it is revoked.
 pub fn lookup(store: &Store, jti: &str) -> Result<Option<Revoked>, StoreError> {
+    if let Kind::Postgres(pg) = store.kind() {
+        let jti = jti.to_owned();
+        return pg.block(|pg| async move {
+            let client = pg.client().await?;
+            let row = client
+                .query_opt(
+                    "SELECT jti, revoked_at, expires FROM revoked_tokens WHERE jti = $1",
+                    &[&jti],
+                )
+                .await
+                .map_err(pg.query("read a revoked token"))?;
+            Ok(row.map(|row| from_row(&row)))
+        });
+    }
     let txn = store.read()?;
     let table = txn
         .open_table(REVOKED)
@@ -104,6 +138,19 @@ pub fn lookup(store: &Store, jti: &str) -> Result<Option<Revoked>, StoreError> {
 
 /// Every revoked id, in id order.
 pub fn list(store: &Store) -> Result<Vec<Revoked>, StoreError> {
+    if let Kind::Postgres(pg) = store.kind() {
+        return pg.block(|pg| async move {
+            let client = pg.client().await?;
+            let rows = client
+                .query(
+                    "SELECT jti, revoked_at, expires FROM revoked_tokens ORDER BY jti",
+                    &[],
+                )
+                .await
+                .map_err(pg.query("list revoked tokens"))?;
+            Ok(rows.iter().map(from_row).collect())
+        });
+    }
     let txn = store.read()?;
     let table = txn
         .open_table(REVOKED)
@@ -127,6 +174,19 @@ pub fn list(store: &Store) -> Result<Vec<Revoked>, StoreError> {
 /// Removes entries whose token expired before `before` (no such token can verify any more).
 /// Returns how many were removed.
 pub fn prune(store: &Store, before: u64) -> Result<usize, StoreError> {
+    if let Kind::Postgres(pg) = store.kind() {
+        return pg.block(|pg| async move {
+            let client = pg.client().await?;
+            let removed = client
+                .execute(
+                    "DELETE FROM revoked_tokens WHERE expires <> 0 AND expires < $1",
+                    &[&secs(before)],
+                )
+                .await
+                .map_err(pg.query("prune revoked tokens"))?;
+            Ok(removed as usize)
+        });
+    }
     let txn = store.write()?;
     let removed = {
         let mut table = txn
@@ -144,6 +204,102 @@ pub fn prune(store: &Store, before: u64) -> Result<usize, StoreError> {
     };
     txn.commit().map_err(StoreError::redb("commit"))?;
     Ok(removed)
+}
+
+/// The channel on which a PostgreSQL store announces a revocation (of a token or of a
+/// subject's tokens) to the other nodes, which then reload their deny-lists.
+pub const CHANNEL: &str = "edge_revocations";
+
+/// For a store other nodes write too (PostgreSQL): a signal each time one of them may have
+/// revoked something (a token, or a user's tokens), so that this node reloads its deny-list.
+/// It comes on each notification on [`CHANNEL`], and once more after the listening connection
+/// was lost and made again (something may have been missed meanwhile). Signals waiting
+/// coalesce. `None` for redb: only this process writes it.
+pub fn announcements(store: &Store) -> Option<tokio::sync::mpsc::Receiver<()>> {
+    let Kind::Postgres(pg) = store.kind() else {
+        return None;
+    };
+    let (signal, announced) = tokio::sync::mpsc::channel(1);
+    let on = pg.clone();
+    pg.spawn(async move {
+        use tokio::sync::mpsc::error::TrySendError;
+        let closed = |sent: Result<(), TrySendError<()>>| matches!(sent, Err(TrySendError::Closed(_)));
+        loop {
+            let (notices, mut notified) = tokio::sync::mpsc::channel(16);
+            match on.listener(notices).await {
+                Ok(client) => match client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
+                    Ok(()) => {
+                        if closed(signal.try_send(())) {
+                            return;
+                        }
+                        loop {
+                            tokio::select! {
+                                notice = notified.recv() => {
+                                    if notice.is_none() {
+                                        break;
+                                    }
+                                    if closed(signal.try_send(())) {
+                                        return;
+                                    }
+                                }
+                                () = signal.closed() => return,
+                            }
+                        }
+                        tracing::warn!("lost the PostgreSQL store's revocation announcements; listening again");
+                    }
+                    Err(e) => tracing::warn!("cannot listen for revocations: {e}"),
+                },
+                Err(e) => tracing::debug!("cannot listen for revocations yet: {e}"),
+            }
+            if signal.is_closed() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    });
+    Some(announced)
+}
+
+/// [`revoke`] in a PostgreSQL store, announced on [`CHANNEL`] when it commits.
+fn revoke_postgres(pg: &Pg, jti: &str, expires: Option<u64>, now: u64) -> Result<bool, StoreError> {
+    let jti = jti.to_owned();
+    let (expires, now) = (secs(expires.unwrap_or(0)), secs(now));
+    pg.block(|pg| async move {
+        let mut pooled = pg.client().await?;
+        let client: &mut edge_pg::tokio_postgres::Client = &mut pooled;
+        let txn = client.transaction().await.map_err(pg.query("begin"))?;
+        let added: bool = txn
+            .query_one(
+                "INSERT INTO revoked_tokens (jti, revoked_at, expires) VALUES ($1, $2, $3)
+                 ON CONFLICT (jti) DO UPDATE SET expires = CASE
+                     WHEN revoked_tokens.expires = 0 THEN EXCLUDED.expires
+                     ELSE revoked_tokens.expires END
+                 RETURNING (xmax = 0)",
+                &[&jti, &now, &expires],
+            )
+            .await
+            .map_err(pg.query("revoke a token"))?
+            .get(0);
+        txn.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &jti])
+            .await
+            .map_err(pg.query("announce a revocation"))?;
+        txn.commit().await.map_err(pg.query("commit"))?;
+        Ok(added)
+    })
+}
+
+fn from_row(row: &edge_pg::tokio_postgres::Row) -> Revoked {
+    let expires: i64 = row.get(2);
+    Revoked {
+        jti: row.get(0),
+        revoked_at: row.get::<_, i64>(1).max(0) as u64,
+        expires: (expires > 0).then_some(expires as u64),
+    }
+}
+
+/// Seconds as PostgreSQL's `bigint`.
+fn secs(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

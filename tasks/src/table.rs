@@ -95,6 +95,12 @@ pub struct Storage {
     pub tables: &'static [&'static dyn StoredTable],
     /// Upgrades tables of an older layout version (see [`Migrate`]).
     pub migrate: Option<Migrate>,
+    /// The plugin's tables in a PostgreSQL store: the SQL of each layout step, in order (the
+    /// first creates them; step `n` brings layout `n` to `n + 1`). The store records how many
+    /// ran (as `schema.<plugin>` in `edge_meta`) and runs the rest when it opens. Empty for a
+    /// plugin that keeps nothing, or whose data works with redb only so far (its jobs then
+    /// fail with a message saying so).
+    pub postgres: &'static [&'static str],
 }
 
 impl Storage {
@@ -103,6 +109,7 @@ impl Storage {
         version: 0,
         tables: &[],
         migrate: None,
+        postgres: &[],
     };
 }
 

@@ -36,6 +36,7 @@ impl TaskError {
     /// The code the job fails with.
     pub fn code(&self) -> ErrorCode {
         match self {
+            TaskError::Store(e) if e.is_unavailable() => ErrorCode::StoreUnavailable,
             TaskError::Store(_) => ErrorCode::StoreError,
             TaskError::Refused { code, .. } => *code,
         }

@@ -3,7 +3,7 @@
 //! user's password or removing the user ends the tokens issued to that name before the change:
 //! the name goes on the subjects' deny-list with the time, in the same transaction.
 
-use crate::store::{Store, StoreError};
+use crate::store::{Kind, Pg, Store, StoreError};
 use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
@@ -87,6 +87,25 @@ pub fn add(
         created: now,
         changed: now,
     };
+    if let Kind::Postgres(pg) = store.kind() {
+        let (name, value) = (name.to_owned(), to_json(&user));
+        return pg.block(|pg| async move {
+            let client = pg.client().await?;
+            let added = client
+                .execute(
+                    "INSERT INTO users (name, record) VALUES ($1, $2::text::json)
+                     ON CONFLICT (name) DO NOTHING",
+                    &[&name, &value],
+                )
+                .await
+                .map_err(pg.query("add a user"))?;
+            Ok(if added == 1 {
+                Change::Done
+            } else {
+                Change::Exists
+            })
+        });
+    }
     let txn = store.write()?;
     let change = {
         let mut users = open_users(&txn)?;
@@ -128,6 +147,9 @@ fn update(
     now: u64,
     change: impl FnOnce(&mut StoredUser),
 ) -> Result<Change, StoreError> {
+    if let Kind::Postgres(pg) = store.kind() {
+        return update_postgres(pg, name, now, change);
+    }
     let txn = store.write()?;
     let found = {
         let mut users = open_users(&txn)?;
@@ -155,6 +177,24 @@ fn update(
 
 /// Removes user `name` and ends the tokens issued to the name up to `now`.
 pub fn remove(store: &Store, name: &str, now: u64) -> Result<Change, StoreError> {
+    if let Kind::Postgres(pg) = store.kind() {
+        let name = name.to_owned();
+        return pg.block(move |pg| async move {
+            let mut pooled = pg.client().await?;
+            let client: &mut edge_pg::tokio_postgres::Client = &mut pooled;
+            let txn = client.transaction().await.map_err(pg.query("begin"))?;
+            let removed = txn
+                .execute("DELETE FROM users WHERE name = $1", &[&name])
+                .await
+                .map_err(pg.query("remove a user"))?;
+            if removed == 0 {
+                return Ok(Change::Missing);
+            }
+            revoke_subject_postgres(&pg, &txn, &name, now).await?;
+            txn.commit().await.map_err(pg.query("commit"))?;
+            Ok(Change::Done)
+        });
+    }
     let txn = store.write()?;
     let change = {
         let mut users = open_users(&txn)?;
@@ -175,6 +215,18 @@ pub fn remove(store: &Store, name: &str, now: u64) -> Result<Change, StoreError>
 
 /// User `name`, if there is one.
 pub fn get(store: &Store, name: &str) -> Result<Option<StoredUser>, StoreError> {
+    if let Kind::Postgres(pg) = store.kind() {
+        let name = name.to_owned();
+        return pg.block(|pg| async move {
+            let client = pg.client().await?;
+            let row = client
+                .query_opt("SELECT record::text FROM users WHERE name = $1", &[&name])
+                .await
+                .map_err(pg.query("read a user"))?;
+            row.map(|row| decode(&name, row.get::<_, &str>(0).as_bytes()))
+                .transpose()
+        });
+    }
     let txn = store.read()?;
     let users = txn
         .open_table(USERS)
@@ -185,6 +237,27 @@ pub fn get(store: &Store, name: &str) -> Result<Option<StoredUser>, StoreError> 
 
 /// Every user, in name order.
 pub fn list(store: &Store) -> Result<Vec<UserInfo>, StoreError> {
+    if let Kind::Postgres(pg) = store.kind() {
+        return pg.block(|pg| async move {
+            let client = pg.client().await?;
+            let rows = client
+                .query("SELECT name, record::text FROM users ORDER BY name", &[])
+                .await
+                .map_err(pg.query("list users"))?;
+            rows.iter()
+                .map(|row| {
+                    let name: String = row.get(0);
+                    let user = decode(&name, row.get::<_, &str>(1).as_bytes())?;
+                    Ok(UserInfo {
+                        name,
+                        scope: user.scope,
+                        created: user.created,
+                        changed: user.changed,
+                    })
+                })
+                .collect()
+        });
+    }
     let txn = store.read()?;
     let users = txn
         .open_table(USERS)
@@ -206,6 +279,19 @@ pub fn list(store: &Store) -> Result<Vec<UserInfo>, StoreError> {
 
 /// Every subject on the deny-list with the time before which its tokens are refused.
 pub fn revoked_subjects(store: &Store) -> Result<Vec<(String, u64)>, StoreError> {
+    if let Kind::Postgres(pg) = store.kind() {
+        return pg.block(|pg| async move {
+            let client = pg.client().await?;
+            let rows = client
+                .query("SELECT sub, before FROM revoked_subjects ORDER BY sub", &[])
+                .await
+                .map_err(pg.query("list revoked subjects"))?;
+            Ok(rows
+                .iter()
+                .map(|row| (row.get(0), row.get::<_, i64>(1).max(0) as u64))
+                .collect())
+        });
+    }
     let txn = store.read()?;
     let table = txn
         .open_table(REVOKED_SUBJECTS)
@@ -236,6 +322,80 @@ fn revoke_subject(txn: &redb::WriteTransaction, sub: &str, now: u64) -> Result<(
         .insert(sub, now)
         .map_err(StoreError::redb("write revoked subject"))?;
     Ok(())
+}
+
+/// [`update`] in a PostgreSQL store: the row locked while it changes; the subject revoked and
+/// announced to the other nodes in the same transaction.
+fn update_postgres(
+    pg: &Pg,
+    name: &str,
+    now: u64,
+    change: impl FnOnce(&mut StoredUser),
+) -> Result<Change, StoreError> {
+    let name = name.to_owned();
+    let found: Option<StoredUser> = pg.block({
+        let name = name.clone();
+        |pg| async move {
+            let client = pg.client().await?;
+            let row = client
+                .query_opt("SELECT record::text FROM users WHERE name = $1", &[&name])
+                .await
+                .map_err(pg.query("read a user"))?;
+            row.map(|row| decode(&name, row.get::<_, &str>(0).as_bytes()))
+                .transpose()
+        }
+    })?;
+    let Some(mut user) = found else {
+        return Ok(Change::Missing);
+    };
+    change(&mut user);
+    let value = to_json(&user);
+    pg.block(move |pg| async move {
+        let mut pooled = pg.client().await?;
+        let client: &mut edge_pg::tokio_postgres::Client = &mut pooled;
+        let txn = client.transaction().await.map_err(pg.query("begin"))?;
+        let updated = txn
+            .execute(
+                "UPDATE users SET record = $2::text::json WHERE name = $1",
+                &[&name, &value],
+            )
+            .await
+            .map_err(pg.query("write a user"))?;
+        if updated == 0 {
+            return Ok(Change::Missing);
+        }
+        revoke_subject_postgres(&pg, &txn, &name, now).await?;
+        txn.commit().await.map_err(pg.query("commit"))?;
+        Ok(Change::Done)
+    })
+}
+
+/// Puts `sub` on the subjects' deny-list up to `now` and announces it to the other nodes.
+async fn revoke_subject_postgres(
+    pg: &Pg,
+    txn: &edge_pg::tokio_postgres::Transaction<'_>,
+    sub: &str,
+    now: u64,
+) -> Result<(), StoreError> {
+    let now = i64::try_from(now).unwrap_or(i64::MAX);
+    txn.execute(
+        "INSERT INTO revoked_subjects (sub, before) VALUES ($1, $2)
+         ON CONFLICT (sub) DO UPDATE SET before = GREATEST(revoked_subjects.before, EXCLUDED.before)",
+        &[&sub, &now],
+    )
+    .await
+    .map_err(pg.query("revoke a subject"))?;
+    txn.execute(
+        "SELECT pg_notify($1, $2)",
+        &[&crate::revocations::CHANNEL, &sub],
+    )
+    .await
+    .map_err(pg.query("announce a revocation"))?;
+    Ok(())
+}
+
+fn to_json(user: &StoredUser) -> String {
+    serde_json::to_string(user).expect("a user always serializes")
 }
 
 fn decode(name: &str, bytes: &[u8]) -> Result<StoredUser, StoreError> {

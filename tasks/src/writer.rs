@@ -57,6 +57,15 @@ pub trait Change: Send + 'static {
     /// change of the same group failed), so it must not use itself up.
     fn apply(&mut self, txn: &WriteTransaction) -> Result<Self::Output, StoreError>;
 
+    /// Makes the change in a transaction of the PostgreSQL store, which commits it (see
+    /// [`crate::store::postgres`]). It may be called again in a fresh transaction (when the
+    /// database asked to retry: a serialization failure), so it must not use itself up. The
+    /// default refuses: the change works with redb only so far.
+    fn apply_postgres<'a>(&'a mut self, txn: &'a PgTransaction<'_>) -> PgFuture<'a, Self::Output> {
+        let _ = txn;
+        Box::pin(std::future::ready(Err(StoreError::NotOnPostgres)))
+    }
+
     /// About how many bytes the change writes; from [`HEAVY`] on, it is applied alone, with
     /// [`Change::apply_part`]. Most changes are small (the default, 0).
     fn weight(&self) -> usize {
@@ -81,6 +90,12 @@ pub trait Change: Send + 'static {
         self.apply(txn).map(Part::Done)
     }
 }
+
+pub use crate::store::PgTransaction;
+
+/// What [`Change::apply_postgres`] returns: the change, made in the transaction.
+pub type PgFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
 /// Asked by a heavy change while it applies: whether small changes wait for the writer, so
 /// the change should end its part there (see [`Change::apply_part`]).
@@ -125,6 +140,11 @@ pub struct Ticket<T> {
 }
 
 impl<T> Ticket<T> {
+    /// A ticket answered through `answer` (the PostgreSQL store's transactions).
+    pub(crate) fn new(answer: oneshot::Receiver<Result<T, StoreError>>) -> Ticket<T> {
+        Ticket { answer }
+    }
+
     /// Waits until the change's group committed (or failed). Blocks the thread: never call it
     /// from async code (use [`Ticket::answer`]).
     pub fn wait(self) -> Result<T, StoreError> {
@@ -515,7 +535,7 @@ mod tests {
     }
 
     fn stored(store: &Store) -> Vec<(u64, u64)> {
-        let txn = store.database().begin_read().unwrap();
+        let txn = store.database().unwrap().begin_read().unwrap();
         let table = match txn.open_table(TABLE) {
             Err(redb::TableError::TableDoesNotExist(_)) => return Vec::new(),
             table => table.unwrap(),

@@ -51,13 +51,22 @@ impl DenyList {
     /// The store's list (call once at start; blocking).
     pub fn load(store: &Store) -> Result<DenyList, StoreError> {
         let list = DenyList::new();
-        for Revoked { jti, expires, .. } in revocations::list(store)? {
-            list.lock().entries.insert(jti, expires.unwrap_or(0));
-        }
-        for (sub, at) in edge_tasks::users::revoked_subjects(store)? {
-            list.revoke_subject(&sub, at);
-        }
+        list.reload(store)?;
         Ok(list)
+    }
+
+    /// Adds what the store holds and this list does not (what other nodes sharing the store
+    /// revoked). Blocking.
+    pub fn reload(&self, store: &Store) -> Result<(), StoreError> {
+        let revoked = revocations::list(store)?;
+        let subjects = edge_tasks::users::revoked_subjects(store)?;
+        for Revoked { jti, expires, .. } in revoked {
+            self.insert(&jti, expires);
+        }
+        for (sub, at) in subjects {
+            self.revoke_subject(&sub, at);
+        }
+        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -167,6 +176,38 @@ pub(crate) async fn keep(list: Arc<DenyList>, store: Store, leeway: u64, shutdow
         };
         let before = pruning.then(|| super::unix_now().saturating_sub(leeway));
         sync(list.clone(), store.clone(), before).await;
+    }
+}
+
+/// How often a node sharing its store reloads the deny-list even without an announcement
+/// (one lost while the listening connection was down).
+const RELOAD_INTERVAL: Duration = Duration::from_secs(10);
+
+/// For a store other nodes share (PostgreSQL): reloads the deny-list whenever another node
+/// announces a revocation (within milliseconds), and every [`RELOAD_INTERVAL`] anyway, until
+/// the server drains. Nothing to do for redb.
+pub(crate) async fn follow(list: Arc<DenyList>, store: Store, shutdown: Shutdown) {
+    let Some(mut announced) = revocations::announcements(&store) else {
+        return;
+    };
+    let mut every = tokio::time::interval(RELOAD_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.draining() => return,
+            signal = announced.recv() => {
+                if signal.is_none() {
+                    return;
+                }
+            }
+            _ = every.tick() => {}
+        }
+        let (list, store) = (list.clone(), store.clone());
+        match tokio::task::spawn_blocking(move || list.reload(&store)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("cannot reload the deny-list from the store: {e}"),
+            Err(e) => tracing::warn!("the deny-list reload failed: {e}"),
+        }
     }
 }
 

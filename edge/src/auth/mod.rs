@@ -28,6 +28,7 @@ mod mint;
 pub mod password;
 mod verify;
 
+pub(crate) use denylist::follow as follow_deny_list;
 pub(crate) use denylist::keep as keep_deny_list;
 pub use denylist::{DenyList, MAX_REVOKED};
 pub use keys::{KeyPair, MIN_SECRET_BYTES};

@@ -20,9 +20,15 @@ pub(super) fn check_config(config: &Config) -> anyhow::Result<ExitCode> {
     if !config.auth.keys.is_empty() {
         Verifier::load(&config.auth, &config.certs_dir)?;
     }
+    let mut shown = config.clone();
+    shown.store.url = shown
+        .store
+        .url
+        .as_deref()
+        .map(crate::config::redact_password);
     print!(
         "{}",
-        toml::to_string(config).context("cannot print the configuration")?
+        toml::to_string(&shown).context("cannot print the configuration")?
     );
     eprintln!("edge: the configuration is valid");
     Ok(ExitCode::SUCCESS)

@@ -2,15 +2,29 @@
 //! may run reaches it: through the running server's control socket, or on the store itself.
 
 use crate::config::Config;
+use crate::config::StoreBackend;
 use crate::control::{Reply, Request};
 use anyhow::{bail, Context as _};
-use edge_tasks::store::StoreOptions;
-use edge_tasks::Store;
+use edge_tasks::Registry;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 pub(super) fn backup(config: &Config, path: &Path) -> anyhow::Result<ExitCode> {
+    if config.store.backend == StoreBackend::Postgres {
+        let url = config
+            .store
+            .url
+            .as_deref()
+            .map(crate::config::redact_password);
+        bail!(
+            "the store is the PostgreSQL database {}: back it up with PostgreSQL's own tools, \
+             e.g. `pg_dump --format=custom --file={} '<the store url>'` (a consistent copy while \
+             edge runs), or continuous archiving for point-in-time recovery (docs/DEPLOY.md)",
+            url.unwrap_or_default(),
+            path.display()
+        );
+    }
     if !config.store_path().is_file() {
         bail!(
             "no store at {}: nothing to back up (pass --data-dir)",
@@ -83,8 +97,9 @@ pub(super) fn control(config: &Config, request: &Request) -> anyhow::Result<Repl
             std::fs::create_dir_all(&config.data_dir).with_context(|| {
                 format!("cannot create the data dir {}", config.data_dir.display())
             })?;
-            let store = Store::open(&config.store_path(), &StoreOptions::default()).map_err(
-                |e| match e {
+            let store = config
+                .open_store(Registry::builtin())
+                .map_err(|e| match e {
                     edge_tasks::OpenError::InUse { path } => anyhow::anyhow!(
                         "the store {} is in use, but no server answers on {}: stop the process \
                          holding the store and try again",
@@ -92,8 +107,7 @@ pub(super) fn control(config: &Config, request: &Request) -> anyhow::Result<Repl
                         crate::control::socket_path(&config.data_dir).display()
                     ),
                     e => e.into(),
-                },
-            )?;
+                })?;
             crate::control::execute(&store, request)
         }
     };

@@ -4,14 +4,14 @@
 //! API does, through the same [`Reads`](edge_tasks::reads::Reads).
 
 use crate::config::Config;
+use crate::config::StoreBackend;
 use anyhow::bail;
 use clap::{ArgMatches, Command};
 use edge_proto::read_command::{self, ReadRequest};
 use edge_proto::save::Download;
 use edge_tasks::reads::ReadError;
-use edge_tasks::store::StoreOptions;
 use edge_tasks::task::JobRef;
-use edge_tasks::{history, Context, Registry, Store};
+use edge_tasks::{history, Context, Registry};
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -66,14 +66,14 @@ pub(crate) fn run(
     };
     let request = read_command::request(&info, matches);
     let path = config.store_path();
-    if !path.is_file() {
+    if config.store.backend == StoreBackend::Redb && !path.is_file() {
         bail!(
             "no store at {}: run `edge serve` and upload {}s first, or pass --data-dir",
             path.display(),
             reads.item
         );
     }
-    let store = Store::open_with(&path, &StoreOptions::default(), registry.clone())?;
+    let store = config.open_store(registry.clone())?;
     let mut context = Context::new(store);
     context.limits = config.task_limits();
     let answer = match (request, revert) {
@@ -124,7 +124,7 @@ pub(crate) fn run(
 /// Who changes the store offline: `edge <task> <command> (<user>)`, as a job of its own.
 fn offline_job(task: &str, command: &str) -> JobRef {
     JobRef {
-        id: crate::jobs::new_job_id(),
+        id: crate::jobs::new_job_id(0),
         sub: format!(
             "edge {task} {command} ({})",
             std::env::var("USER").unwrap_or_else(|_| "offline".into())

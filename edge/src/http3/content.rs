@@ -154,7 +154,7 @@ pub(super) async fn delete(
         return;
     };
     let by = JobRef {
-        id: crate::jobs::new_job_id(),
+        id: crate::jobs::new_job_id(service.store.slot()),
         sub: grant.sub.clone(),
     };
     let item = reads.item;

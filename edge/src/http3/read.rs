@@ -70,7 +70,7 @@ pub(super) async fn read_history(
 /// a new job id run by the token's subject; answers the plugin's report.
 pub(super) async fn revert_job(stream: &mut Stream, service: &Service, id: String, grant: &Grant) {
     let by = JobRef {
-        id: crate::jobs::new_job_id(),
+        id: crate::jobs::new_job_id(service.store.slot()),
         sub: grant.sub.clone(),
     };
     tracing::info!(job = %id, by = %by.id, sub = %by.sub, "reverting a job");

@@ -69,7 +69,7 @@ pub(super) async fn upload(
             upload.size,
         ),
     };
-    let job = jobs::new_job_id();
+    let job = jobs::new_job_id(service.store.slot());
     if let Some(reference) = &upload.reference {
         service.feeds.refer(&grant.sub, reference, &job);
     }

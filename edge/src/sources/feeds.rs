@@ -114,7 +114,13 @@ async fn run_once(
         }
     };
     let last = internal
-        .run(service, jobs::new_job_id(), opened, admission, shutdown)
+        .run(
+            service,
+            jobs::new_job_id(service.store.slot()),
+            opened,
+            admission,
+            shutdown,
+        )
         .await;
     match last {
         Some(Event::Done {

@@ -166,7 +166,7 @@ async fn take(
             return false;
         }
     };
-    let job = jobs::new_job_id();
+    let job = jobs::new_job_id(service.store.slot());
     let claim = Claim {
         job: job.clone(),
         size,

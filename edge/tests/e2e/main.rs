@@ -23,6 +23,7 @@ mod logs;
 #[allow(dead_code)]
 mod origin;
 mod plugin;
+mod postgres;
 mod primes;
 mod readme;
 mod sources;

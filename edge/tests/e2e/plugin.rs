@@ -29,6 +29,7 @@ static PLUGIN: Plugin = Plugin {
         version: 1,
         tables: &[&NOTES],
         migrate: None,
+        postgres: &[],
     },
     reads: Some(Reads {
         scope: "notes:read",

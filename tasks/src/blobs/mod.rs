@@ -43,6 +43,7 @@ pub const PLUGIN: Plugin = Plugin {
         version: 1,
         tables: &[&stored::BLOBS, &stored::CHUNKS, &stored::STAGING, &stored::USAGE],
         migrate: None,
+        postgres: &[],
     },
     reads: Some(Reads {
         scope: "blobs:read",

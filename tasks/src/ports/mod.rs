@@ -27,6 +27,7 @@ pub mod changes;
 mod codec;
 mod csv;
 pub mod model;
+mod postgres;
 pub mod queries;
 mod stored;
 mod task;
@@ -69,6 +70,7 @@ pub const PLUGIN: Plugin = Plugin {
         version: stored::VERSION,
         tables: &[&PORTS, &changes::VERSIONS, &changes::JOB_CHANGES],
         migrate: Some(stored::migrate),
+        postgres: postgres::SCHEMA,
     },
     reads: Some(Reads {
         scope: "ports:read",

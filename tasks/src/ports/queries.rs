@@ -4,13 +4,16 @@
 use super::model::Port;
 use super::{MAX_PAGE, PORTS};
 use crate::reads::{self, PageRequest, ReadError};
-use crate::store::{Store, StoreError};
+use crate::store::{Kind, Store, StoreError};
 use crate::task::Context;
 use redb::ReadableTableMetadata;
 use serde_json::{json, Value};
 
 /// The port stored under `code`, if any.
 pub fn get(store: &Store, code: &str) -> Result<Option<Port>, StoreError> {
+    if let Kind::Postgres(pg) = store.kind() {
+        return super::postgres::get(pg, code);
+    }
     let txn = store.read()?;
     let table = txn
         .open_table(PORTS)
@@ -69,6 +72,9 @@ pub struct Page {
 /// A page of ports in key order.
 pub fn list(store: &Store, query: &ListQuery<'_>) -> Result<Page, StoreError> {
     let limit = query.limit.clamp(1, MAX_PAGE);
+    if let Kind::Postgres(pg) = store.kind() {
+        return list_postgres(pg, query, limit);
+    }
     let txn = store.read()?;
     let table = txn
         .open_table(PORTS)
@@ -85,12 +91,7 @@ pub fn list(store: &Store, query: &ListQuery<'_>) -> Result<Page, StoreError> {
         let (key, value) = entry.map_err(StoreError::redb("list ports"))?;
         let key = key.value();
         let port = value.value().decode(key)?;
-        let wanted = query.country.is_none_or(|c| {
-            port.country
-                .as_deref()
-                .is_some_and(|pc| same_country(pc, c))
-        });
-        if !wanted {
+        if !wanted(&port, query.country) {
             continue;
         }
         if items.len() == limit {
@@ -101,6 +102,44 @@ pub fn list(store: &Store, query: &ListQuery<'_>) -> Result<Page, StoreError> {
         items.push((key.to_owned(), port));
     }
     Ok(Page { items, next: None })
+}
+
+/// [`list`] in a PostgreSQL store: ports in key order, a screenful at a time, filtered here
+/// (the values are the codec's bytes, as in redb).
+fn list_postgres(
+    pg: &crate::store::Pg,
+    query: &ListQuery<'_>,
+    limit: usize,
+) -> Result<Page, StoreError> {
+    let mut items: Vec<(String, Port)> = Vec::new();
+    let mut after = query.after.map(str::to_owned);
+    loop {
+        let chunk = super::postgres::scan(pg, after.as_deref(), MAX_PAGE + 1)?;
+        let ended = chunk.len() <= MAX_PAGE;
+        after = chunk.last().map(|(key, _)| key.clone());
+        for (key, port) in chunk {
+            if !wanted(&port, query.country) {
+                continue;
+            }
+            if items.len() == limit {
+                let next = items.last().map(|(k, _)| k.clone());
+                return Ok(Page { items, next });
+            }
+            items.push((key, port));
+        }
+        if ended {
+            return Ok(Page { items, next: None });
+        }
+    }
+}
+
+/// Whether `port` is of `country` (any port when `None`).
+fn wanted(port: &Port, country: Option<&str>) -> bool {
+    country.is_none_or(|c| {
+        port.country
+            .as_deref()
+            .is_some_and(|pc| same_country(pc, c))
+    })
 }
 
 /// Whether two country names are equal ignoring case, non-ASCII letters included
@@ -115,6 +154,9 @@ fn same_country(stored: &str, wanted: &str) -> bool {
 
 /// How many ports the store holds.
 pub fn count(store: &Store) -> Result<u64, StoreError> {
+    if let Kind::Postgres(pg) = store.kind() {
+        return super::postgres::count(pg);
+    }
     let txn = store.read()?;
     let table = txn
         .open_table(PORTS)

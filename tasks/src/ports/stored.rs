@@ -38,12 +38,13 @@ const UPGRADE_BATCH: usize = 10_000;
 /// where a cut-off run stopped.
 pub(super) fn migrate(store: &Store, from: u64) -> Result<(), StoreError> {
     if from < 2 {
-        let converted = codec::migrate_json_values(store.database(), UPGRADE_BATCH, &mut |done| {
-            tracing::info!(
-                converted = done,
-                "upgrading ports: converted to binary so far"
-            );
-        })?;
+        let converted =
+            codec::migrate_json_values(store.database()?, UPGRADE_BATCH, &mut |done| {
+                tracing::info!(
+                    converted = done,
+                    "upgrading ports: converted to binary so far"
+                );
+            })?;
         tracing::info!(converted, "ports converted from JSON to their binary form");
     }
     if from < 3 {

@@ -7,7 +7,9 @@ use super::csv::csv_to_json;
 use super::model::{validate, Port};
 use super::{codec, StoredPort, MAX_KEY_BYTES, PORTS};
 use crate::record::{Body, Record, Rejection};
-use crate::store::{Change, Interrupt, Part, Store, StoreError, Sync, Ticket};
+use crate::store::{
+    Change, Interrupt, Part, PgFuture, PgTransaction, Store, StoreError, Sync, Ticket,
+};
 use crate::task::{Context, JobRef, ParamError, Task, TaskError};
 use edge_proto::{ErrorCode, Summary};
 use serde::Deserialize;
@@ -331,6 +333,24 @@ impl SharedBatch {
     }
 }
 
+/// A sorted batch's entries in rounds in which each key comes once: round `n` holds the
+/// `n`-th entry of every key that has one, in key order.
+fn rounds(batch: &Batch) -> Vec<Vec<Entry>> {
+    let mut rounds: Vec<Vec<Entry>> = Vec::new();
+    let mut repeat = 0;
+    let mut last: Option<&str> = None;
+    for entry in &batch.entries {
+        let key = batch.key(entry);
+        repeat = if last == Some(key) { repeat + 1 } else { 0 };
+        last = Some(key);
+        if rounds.len() == repeat {
+            rounds.push(Vec::new());
+        }
+        rounds[repeat].push(*entry);
+    }
+    rounds
+}
+
 impl Change for SharedBatch {
     type Output = Counts;
 
@@ -341,6 +361,30 @@ impl Change for SharedBatch {
         self.counts = Counts::default();
         self.write(txn, || false)?;
         Ok(self.counts)
+    }
+
+    /// Writes the batch with `COPY` and one upsert per round: the first time each key comes
+    /// in the batch, then the second, and so on (repeats are rare), so that the counts are
+    /// those of writing the records one by one, as with redb. The job's change history is kept
+    /// with redb only so far.
+    fn apply_postgres<'a>(&'a mut self, txn: &'a PgTransaction<'_>) -> PgFuture<'a, Counts> {
+        Box::pin(async move {
+            let batch = &self.batch;
+            let mut counts = Counts::default();
+            for round in rounds(batch) {
+                let (inserted, updated) = super::postgres::upsert(
+                    txn,
+                    round
+                        .iter()
+                        .map(|entry| (batch.key(entry), batch.value(entry))),
+                )
+                .await?;
+                counts.inserted += inserted;
+                counts.updated += updated;
+                counts.unchanged += round.len() as u64 - inserted - updated;
+            }
+            Ok(counts)
+        })
     }
 
     fn weight(&self) -> usize {
@@ -387,7 +431,7 @@ mod tests {
     }
 
     fn contents(store: &Store) -> Vec<(String, Vec<u8>)> {
-        let txn = store.database().begin_read().unwrap();
+        let txn = store.database().unwrap().begin_read().unwrap();
         let table = txn.open_table(PORTS).unwrap();
         redb::ReadableTable::iter(&table)
             .unwrap()

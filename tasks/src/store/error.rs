@@ -60,6 +60,15 @@ pub enum OpenError {
     /// The writer thread could not be started.
     #[error("cannot start the store's writer thread: {0}")]
     Thread(#[source] std::io::Error),
+    /// The PostgreSQL store could not be reached or set up.
+    #[error("{0} (check `url` in [store], or EDGE_STORE_URL, and that PostgreSQL runs)")]
+    Postgres(#[source] edge_pg::PgError),
+    /// 256 nodes are registered in the PostgreSQL store already.
+    #[error("the PostgreSQL store has 256 nodes registered already (each edge node takes one of 256 slots for its job ids); remove the rows of nodes gone for good from the table edge_nodes")]
+    TooManyNodes,
+    /// A read or write while setting up failed.
+    #[error("cannot set up the store: {0}")]
+    Store(#[from] StoreError),
 }
 
 impl OpenError {
@@ -146,9 +155,21 @@ pub enum StoreError {
         /// Why.
         message: String,
     },
+    /// The PostgreSQL store failed, or could not be reached ([`StoreError::is_unavailable`]).
+    #[error("{0}")]
+    Postgres(#[from] edge_pg::PgError),
+    /// What was asked works with the redb store only, so far.
+    #[error("this works with the redb store only so far, and this server's store is PostgreSQL ([store] backend = \"postgres\"); use backend = \"redb\" for it")]
+    NotOnPostgres,
 }
 
 impl StoreError {
+    /// Whether the store was away (the PostgreSQL server down or restarting): the same write
+    /// may work later.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Postgres(e) if e.is_unavailable())
+    }
+
     /// Wraps a redb error with the operation that failed.
     pub fn redb<E: Into<redb::Error>>(operation: &'static str) -> impl FnOnce(E) -> StoreError {
         move |source| StoreError::Redb {

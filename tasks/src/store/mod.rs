@@ -6,22 +6,32 @@
 //! ([`crate::table::Storage`]): it creates them when it opens, upgrades them when it finds an
 //! older layout version ([`schema`]), and copies them into every backup ([`backup`]).
 //!
+//! A store is that redb file (the default), or a PostgreSQL database that several edge nodes
+//! share ([`Store::open_postgres`]). Code that reads or writes asks [`Store::kind`] and keeps
+//! both ways side by side; a change submitted to the store ([`Change`]) says how it is made in
+//! each ([`Change::apply`], [`Change::apply_postgres`]).
+//!
 //! # Layout
+//! - [`postgres`]: the PostgreSQL store's layout versions and how a change commits there.
 //! - [`error`]: the errors of opening, backing up, and reading and writing.
 //! - [`schema`]: layout versions (the store's and each plugin's) and upgrades.
 //! - [`backup`]: consistent copies of a running store.
 
 mod backup;
 mod error;
+mod postgres;
 mod schema;
 
 pub use backup::BackupReport;
 pub use error::{BackupError, OpenError, StoreError};
+pub use postgres::PG_SCHEMA_VERSION;
 pub use schema::{plugin_version, SCHEMA_VERSION};
 
 use crate::registry::Registry;
 use crate::writer::Writer;
-pub use crate::writer::{Change, Interrupt, Part, Sync, Ticket, HEAVY};
+pub use crate::writer::{Change, Interrupt, Part, PgFuture, Sync, Ticket, HEAVY};
+pub use edge_pg::{Pg, PgOptions};
+pub use postgres::PgTransaction;
 use redb::{Database, ReadableDatabase};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,14 +51,42 @@ impl Default for StoreOptions {
     }
 }
 
-/// The open store. Cheap to clone; every clone shares one database and its writer thread.
-/// The file is closed when the last clone is dropped.
+/// The open store. Cheap to clone; every clone shares one database (and, for redb, its writer
+/// thread). A redb file is closed when the last clone is dropped.
 #[derive(Debug, Clone)]
 pub struct Store {
-    db: Arc<Database>,
-    path: Arc<PathBuf>,
-    writer: Arc<Writer>,
+    backend: Backend,
     registry: Registry,
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Redb(Arc<RedbStore>),
+    Postgres(Arc<PgStore>),
+}
+
+#[derive(Debug)]
+struct PgStore {
+    pg: Pg,
+    node: String,
+    slot: u8,
+}
+
+#[derive(Debug)]
+struct RedbStore {
+    db: Arc<Database>,
+    path: PathBuf,
+    writer: Writer,
+}
+
+/// Which database a store is, for the code that reads and writes it: each module keeps its
+/// redb code and its PostgreSQL code side by side, behind one function.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind<'a> {
+    /// The embedded redb file.
+    Redb(&'a Database),
+    /// A PostgreSQL database.
+    Postgres(&'a Pg),
 }
 
 impl Store {
@@ -70,18 +108,77 @@ impl Store {
             .map_err(|source| OpenError::open(path, source))?;
         let db = Arc::new(db);
         let store = Store {
-            writer: Arc::new(Writer::start(db.clone()).map_err(OpenError::Thread)?),
-            db,
-            path: Arc::new(path.to_owned()),
+            backend: Backend::Redb(Arc::new(RedbStore {
+                writer: Writer::start(db.clone()).map_err(OpenError::Thread)?,
+                db,
+                path: path.to_owned(),
+            })),
             registry,
         };
         schema::prepare(&store)?;
         Ok(store)
     }
 
-    /// The store file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Connects to a PostgreSQL store and brings its tables to this build's layouts (creating
+    /// them in an empty database), refusing a database that a newer edge set up. `node` names
+    /// this server among those sharing the database (its jobs cut off by a crash are its own
+    /// to mark interrupted when it starts again): stable across restarts, unique among nodes.
+    pub fn open_postgres(
+        options: &PgOptions,
+        node: &str,
+        registry: Registry,
+    ) -> Result<Store, OpenError> {
+        let pg = Pg::connect(options).map_err(OpenError::Postgres)?;
+        let slot = postgres::prepare(&pg, node, &registry)?;
+        Ok(Store {
+            backend: Backend::Postgres(Arc::new(PgStore {
+                pg,
+                node: node.to_owned(),
+                slot,
+            })),
+            registry,
+        })
+    }
+
+    /// This server's slot among the nodes sharing a PostgreSQL store (0 to 255; 0 for redb):
+    /// a part of each job id, so that two nodes never give the same id.
+    pub fn slot(&self) -> u8 {
+        match &self.backend {
+            Backend::Redb(_) => 0,
+            Backend::Postgres(store) => store.slot,
+        }
+    }
+
+    /// This server's name among the nodes sharing a PostgreSQL store (`""` for redb).
+    pub fn node(&self) -> &str {
+        match &self.backend {
+            Backend::Redb(_) => "",
+            Backend::Postgres(store) => &store.node,
+        }
+    }
+
+    /// Which database this is.
+    pub fn kind(&self) -> Kind<'_> {
+        match &self.backend {
+            Backend::Redb(redb) => Kind::Redb(&redb.db),
+            Backend::Postgres(store) => Kind::Postgres(&store.pg),
+        }
+    }
+
+    /// The store file (`None` for a PostgreSQL store).
+    pub fn path(&self) -> Option<&Path> {
+        match &self.backend {
+            Backend::Redb(redb) => Some(&redb.path),
+            Backend::Postgres(_) => None,
+        }
+    }
+
+    /// The store for messages: the file's path, or `postgres://user@host:port/db`.
+    pub fn describe(&self) -> String {
+        match &self.backend {
+            Backend::Redb(redb) => redb.path.display().to_string(),
+            Backend::Postgres(store) => store.pg.target().to_owned(),
+        }
     }
 
     /// The plugins whose tables the store keeps.
@@ -89,9 +186,13 @@ impl Store {
         &self.registry
     }
 
-    /// The redb database, for plugins' own tables.
-    pub fn database(&self) -> &Database {
-        &self.db
+    /// The redb database, for plugins' own tables; [`StoreError::NotOnPostgres`] for a
+    /// PostgreSQL store.
+    pub fn database(&self) -> Result<&Database, StoreError> {
+        match &self.backend {
+            Backend::Redb(redb) => Ok(&redb.db),
+            Backend::Postgres(_) => Err(StoreError::NotOnPostgres),
+        }
     }
 
     /// Opens an existing file alone (never creating one) and runs redb's integrity check
@@ -105,21 +206,27 @@ impl Store {
             .map_err(|source| OpenError::open(path, source))
     }
 
-    /// A read transaction (for plugins' read APIs).
+    /// A read transaction (for plugins' read APIs) of a redb store.
     pub fn read(&self) -> Result<redb::ReadTransaction, StoreError> {
-        self.db.begin_read().map_err(StoreError::redb("begin read"))
+        self.database()?
+            .begin_read()
+            .map_err(StoreError::redb("begin read"))
     }
 
-    /// Hands a change to the store's writer, which commits it together with whatever else is
-    /// queued (group commit); the ticket answers once that commit returned.
+    /// Hands a change to the store: for redb, to its writer, which commits it together with
+    /// whatever else is queued (group commit); for PostgreSQL, to a transaction of its own.
+    /// The ticket answers once that commit returned.
     pub fn submit<C: Change>(&self, change: C, sync: Sync) -> Ticket<C::Output> {
-        self.writer.submit(change, sync)
+        match &self.backend {
+            Backend::Redb(redb) => redb.writer.submit(change, sync),
+            Backend::Postgres(store) => postgres::submit(&store.pg, change),
+        }
     }
 
-    /// A write transaction with quick-repair on, so an interrupted commit never needs a long
-    /// repair at the next open.
+    /// A write transaction of a redb store with quick-repair on, so an interrupted commit
+    /// never needs a long repair at the next open.
     pub fn write(&self) -> Result<redb::WriteTransaction, StoreError> {
-        begin_write(&self.db)
+        begin_write(self.database()?)
     }
 }
 

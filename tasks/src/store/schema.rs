@@ -6,6 +6,7 @@ use super::{OpenError, Store, StoreError};
 use crate::table::StoredTable;
 use crate::task::Plugin;
 use redb::{ReadableTable, TableDefinition, TableHandle, WriteTransaction};
+use std::path::PathBuf;
 
 /// Key/value metadata about the store itself: `schema` (the layout of the store's own
 /// tables) and `schema.<plugin>` (the layout of each plugin's tables).
@@ -37,7 +38,7 @@ pub(crate) const CORE_TABLES: &[&dyn StoredTable] = &[
 /// and records every version. Refuses a store (or a plugin's tables) of a newer layout.
 pub(super) fn prepare(store: &Store) -> Result<(), OpenError> {
     let setup = |source| OpenError::Setup {
-        path: store.path().to_owned(),
+        path: PathBuf::from(store.describe()),
         source: Box::new(source),
     };
     upgrade_own_tables(store).map_err(setup)?;
@@ -93,11 +94,11 @@ fn upgrade_own_tables(store: &Store) -> Result<(), StoreError> {
 /// for a plugin whose tables are not in the store yet.
 fn read_versions(store: &Store) -> Result<Vec<(&'static Plugin, Option<u64>)>, OpenError> {
     let setup = |source| OpenError::Setup {
-        path: store.path().to_owned(),
+        path: PathBuf::from(store.describe()),
         source: Box::new(source),
     };
     let newer = |owner: String, found: u64, supported: u64| OpenError::NewerSchema {
-        path: store.path().to_owned(),
+        path: PathBuf::from(store.describe()),
         owner,
         found,
         supported,

@@ -1,0 +1,481 @@
+//! The PostgreSQL store (`[store] backend = "postgres"`) against a real PostgreSQL server:
+//! the same jobs give the same counts and the same ports as with redb; two nodes share one
+//! database (each other's jobs, revocations within a second, no lost or double-counted record,
+//! job ids that never collide); a database that goes away mid-upload fails the job cleanly
+//! with its committed count, and the server carries on once it is back.
+//!
+//! Each test makes a database of its own: in `EDGE_TEST_PG_URL`'s server (`.ci/run` starts
+//! one), or in a throwaway cluster (`edge_pg::cluster`). Skipped where there is neither.
+
+use crate::util::{
+    done, ports_as_array_and_ndjson, synthetic_ports_ndjson, upload, Events, TestServer,
+};
+use edge::config::{Config, StoreBackend};
+use edge_client::api::Api;
+use edge_client::{Client, UploadJob};
+use edge_pg::cluster::{Cluster, Database};
+use edge_proto::{ErrorCode, Event, Format, JobHeader};
+use edge_tasks::ports::{ListQuery, Port};
+use edge_tasks::store::PgOptions;
+use edge_tasks::{Registry, Store};
+use std::time::{Duration, Instant};
+
+/// Points `config` at the PostgreSQL database `url`.
+pub fn on_postgres(config: &mut Config, url: &str) {
+    config.store.backend = StoreBackend::Postgres;
+    config.store.url = Some(url.to_owned());
+}
+
+/// A store handle of the test's own on the database, as another process would open it.
+fn open(url: &str) -> Store {
+    Store::open_postgres(&PgOptions::new(url), "test-reader", Registry::builtin())
+        .expect("the database opens")
+}
+
+/// Every port in `store`, in key order.
+fn ports_in(store: &Store) -> Vec<(String, Port)> {
+    let mut all = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let query = ListQuery {
+            country: None,
+            after: after.as_deref(),
+            limit: 1000,
+        };
+        let page = edge_tasks::ports::list(store, &query).unwrap();
+        all.extend(page.items);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return all,
+        }
+    }
+}
+
+/// The summary of a job that must end `done`.
+fn summary(events: &[Event]) -> serde_json::Value {
+    match done(events) {
+        Event::Done { summary, .. } => summary.clone(),
+        _ => unreachable!("done() returns a done event"),
+    }
+}
+
+/// NDJSON records that exercise every count: two ports of the file unchanged, one changed,
+/// two new, and repeats of one key inside the same batch (same value, then a new one).
+fn mixed_batch() -> Vec<u8> {
+    let lines = [
+        r#"{"name":"Ajman","city":"Ajman","country":"United Arab Emirates","alias":[],"regions":[],"coordinates":[55.5136433,25.4052165],"province":"Ajman","timezone":"Asia/Dubai","unlocs":["AEAJM"],"code":"52000"}"#,
+        r#"{"name":"Abu Dhabi (changed)","country":"United Arab Emirates","unlocs":["AEAUH"]}"#,
+        r#"{"name":"New One","country":"Nowhere","unlocs":["ZZNEW"]}"#,
+        r#"{"name":"Twice","country":"Nowhere","unlocs":["ZZTWO"]}"#,
+        r#"{"name":"Twice","country":"Nowhere","unlocs":["ZZTWO"]}"#,
+        r#"{"name":"Twice, then changed","country":"Nowhere","unlocs":["ZZTWO"]}"#,
+    ];
+    let mut body = lines.join("\n").into_bytes();
+    body.push(b'\n');
+    body
+}
+
+/// Runs the same jobs on `server`, returning their summaries and a few reads through the API.
+async fn same_jobs(server: &TestServer) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
+    let client = server.client().await;
+    let ports = std::fs::read(crate::util::ports_json()).unwrap();
+    let (array, _) = ports_as_array_and_ndjson();
+    let mut summaries = Vec::new();
+    for (format, body) in [
+        (Some(Format::Json), ports),
+        (Some(Format::Json), array),
+        (Some(Format::Ndjson), mixed_batch()),
+    ] {
+        let (_, events) = upload(&client, "ports", format, body).await;
+        summaries.push(summary(&events));
+    }
+    client.close().await;
+    let mut api = Api::connect(&server.client_config()).await.unwrap();
+    let mut reads = Vec::new();
+    for path in [
+        "/v1/ports/AEAUH",
+        "/v1/ports/ZZTWO",
+        "/v1/ports?country=united%20arab%20emirates&limit=3",
+        "/v1/ports?after=ZZNEW",
+    ] {
+        let answer = api.get(path).await.unwrap();
+        assert_eq!(answer.status, 200, "{path}: {}", answer.error_message());
+        reads.push(answer.body);
+    }
+    (summaries, reads)
+}
+
+#[cfg_attr(not(has_postgres), ignore = "no PostgreSQL here (see edge/build.rs)")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ports_jobs_count_and_read_the_same_on_postgres_as_on_redb() {
+    let db = Database::new().unwrap();
+    let redb = TestServer::start().await;
+    let postgres = TestServer::start_with(|c| on_postgres(c, db.url())).await;
+
+    let (on_redb, reads_redb) = same_jobs(&redb).await;
+    let (on_postgres, reads_postgres) = same_jobs(&postgres).await;
+    assert_eq!(
+        on_redb[0],
+        serde_json::json!({"inserted": 1634, "updated": 0, "unchanged": 0})
+    );
+    assert_eq!(
+        on_redb[1],
+        serde_json::json!({"inserted": 0, "updated": 0, "unchanged": 1634})
+    );
+    assert_eq!(
+        on_redb[2],
+        serde_json::json!({"inserted": 2, "updated": 2, "unchanged": 2}),
+        "AEAJM unchanged, AEAUH updated, ZZNEW inserted, ZZTWO inserted then unchanged then updated"
+    );
+    assert_eq!(on_postgres, on_redb, "the same counts, exactly");
+    assert_eq!(reads_postgres, reads_redb, "the same answers to reads");
+
+    let _ = postgres.stop().await;
+    let dir = redb.stop().await;
+    let expected = crate::util::all_ports(&dir.path().join("data/edge.redb"));
+    assert_eq!(expected.len(), 1636);
+    assert_eq!(
+        ports_in(&open(db.url())),
+        expected,
+        "the same ports, byte for byte"
+    );
+}
+
+/// A token minted with the shared keys (both nodes use the same certs dir).
+fn token(certs: &std::path::Path, sub: &str) -> String {
+    crate::util::mint(certs, sub, "ports:write ports:read jobs:read")
+}
+
+#[cfg_attr(not(has_postgres), ignore = "no PostgreSQL here (see edge/build.rs)")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_one_database_exactly() {
+    let db = Database::new().unwrap();
+    let a = TestServer::start_with(|c| on_postgres(c, db.url())).await;
+    let certs = a.dir.path().join("certs");
+    let b = TestServer::start_with(|c| {
+        on_postgres(c, db.url());
+        c.certs_dir = certs.clone();
+    })
+    .await;
+
+    // Both nodes take the same 20,000 keys at once, in two jobs each: every key is inserted
+    // by exactly one of the four jobs and found unchanged by the other.
+    const KEYS: usize = 20_000;
+    let all = synthetic_ports_ndjson(KEYS);
+    let lines: Vec<&[u8]> = all.split_inclusive(|b| *b == b'\n').collect();
+    let halves = [lines[..KEYS / 2].concat(), lines[KEYS / 2..].concat()];
+    // Node B shares node A's certs dir: its CA, and its token keys.
+    let b_client = edge_client::ClientConfig {
+        server: format!("https://127.0.0.1:{}", b.addr.port()),
+        ..a.client_config()
+    };
+    let mut jobs = Vec::new();
+    for config in [a.client_config(), b_client.clone()] {
+        for half in &halves {
+            let config = config.clone();
+            let body = half.clone();
+            jobs.push(tokio::spawn(async move {
+                let client = Client::connect(&config).await.unwrap();
+                let (_, events) = upload(&client, "ports", Some(Format::Ndjson), body).await;
+                client.close().await;
+                events
+            }));
+        }
+    }
+    let mut totals = [0u64; 3];
+    let mut ids = Vec::new();
+    for job in jobs {
+        let events = job.await.unwrap();
+        let Event::Done {
+            job,
+            committed,
+            summary,
+            ..
+        } = done(&events)
+        else {
+            unreachable!()
+        };
+        assert_eq!(*committed, (KEYS / 2) as u64);
+        for (total, field) in totals.iter_mut().zip(["inserted", "updated", "unchanged"]) {
+            *total += summary[field].as_u64().unwrap();
+        }
+        ids.push(job.clone());
+    }
+    assert_eq!(
+        totals,
+        [KEYS as u64, 0, KEYS as u64],
+        "each key inserted once, and found unchanged once: none lost, none counted twice"
+    );
+    let slots: std::collections::BTreeSet<&str> = ids.iter().map(|id| &id[11..13]).collect();
+    assert_eq!(
+        slots.len(),
+        2,
+        "each node's ids carry its own slot: {ids:?}"
+    );
+
+    // The store is what one node doing it all would leave: every key, as uploaded.
+    let store = open(db.url());
+    let stored = ports_in(&store);
+    assert_eq!(stored.len(), KEYS);
+    let reference = TestServer::start().await;
+    let client = reference.client().await;
+    upload(&client, "ports", Some(Format::Ndjson), all.clone()).await;
+    client.close().await;
+    let dir = reference.stop().await;
+    assert_eq!(
+        stored,
+        crate::util::all_ports(&dir.path().join("data/edge.redb"))
+    );
+
+    // A job run on node A is in node B's history and read API.
+    let mut api_b = Api::connect(&b_client).await.unwrap();
+    for id in &ids {
+        let answer = api_b.get(&format!("/v1/jobs/{id}")).await.unwrap();
+        assert_eq!(answer.status, 200, "{id}: {}", answer.error_message());
+        assert_eq!(answer.body["outcome"], "done", "{}", answer.body);
+    }
+
+    // A token revoked through node A is refused by node B within a second.
+    let stolen = token(&certs, "mallory");
+    let b_config = edge_client::ClientConfig {
+        token: Some(stolen.clone()),
+        ..b_client.clone()
+    };
+    let gate = br#"{"name":"Gate","unlocs":["GATE1"]}"#.to_vec();
+    let client = Client::connect(&b_config).await.unwrap();
+    let (result, _) = upload(&client, "ports", Some(Format::Ndjson), gate.clone()).await;
+    assert!(
+        matches!(result.last, Event::Done { .. }),
+        "{:?}",
+        result.last
+    );
+    client.close().await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edge"))
+        .args(["token", "revoke", &stolen])
+        .env("EDGE_DATA_DIR", a.dir.path().join("data"))
+        .env("EDGE_CERTS_DIR", &certs)
+        .env("EDGE_STORE_BACKEND", "postgres")
+        .env("EDGE_STORE_URL", db.url())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let revoked = Instant::now();
+    loop {
+        let client = Client::connect(&b_config).await.unwrap();
+        let (result, _) = upload(&client, "ports", Some(Format::Ndjson), gate.clone()).await;
+        client.close().await;
+        match &result.last {
+            Event::Rejected { code, .. } if *code == ErrorCode::TokenRevoked => break,
+            other => assert!(
+                revoked.elapsed() < Duration::from_secs(1),
+                "node B still accepts the token revoked on node A after {:?}: {other:?}",
+                revoked.elapsed()
+            ),
+        }
+    }
+    let _ = a.stop().await;
+    let _ = b.stop().await;
+}
+
+/// A body fed by the test: what it writes to the other end is what the server reads.
+fn piped() -> (
+    tokio::io::DuplexStream,
+    Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+) {
+    let (writer, reader) = tokio::io::duplex(64 * 1024);
+    (writer, Box::new(reader))
+}
+
+#[cfg_attr(not(has_postgres), ignore = "no PostgreSQL here (see edge/build.rs)")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_goes_away_fails_the_job_cleanly_and_the_server_carries_on() {
+    use tokio::io::AsyncWriteExt;
+    // A cluster of its own: the test stops and starts it.
+    let cluster = Cluster::start().unwrap();
+    let url = cluster.url("postgres");
+    let server = TestServer::start_with(|c| on_postgres(c, &url)).await;
+    let client = server.client().await;
+
+    let (mut body, reader) = piped();
+    let events = Events::new();
+    let sink = events.sink();
+    let config = server.client_config();
+    let job = tokio::spawn(async move {
+        let client = Client::connect(&config).await.unwrap();
+        let header = {
+            let mut header = JobHeader::new("ports");
+            header.format = Some(Format::Ndjson);
+            header
+        };
+        let result = client.upload(UploadJob::new(header, reader), sink).await;
+        client.close().await;
+        result
+    });
+    let first = synthetic_ports_ndjson(3_000);
+    body.write_all(&first).await.unwrap();
+    events
+        .until(
+            "committed 3000",
+            |e| matches!(e, Event::Committed { records } if *records == 3_000),
+        )
+        .await;
+
+    cluster.stop().unwrap();
+    // More records while the database is away: their commit fails.
+    let more = synthetic_ports_ndjson(6_000);
+    let second: Vec<u8> = more
+        .split_inclusive(|b| *b == b'\n')
+        .skip(3_000)
+        .flatten()
+        .copied()
+        .collect();
+    let _ = body.write_all(&second).await;
+    let _ = body.shutdown().await;
+    let result = job.await.unwrap().unwrap();
+    let Event::Failed {
+        code,
+        committed,
+        message,
+        ..
+    } = &result.last
+    else {
+        panic!("the job must fail: {:?}", result.last);
+    };
+    assert_eq!(*code, ErrorCode::StoreUnavailable, "{message}");
+    assert!(
+        message.contains("127.0.0.1"),
+        "names the database: {message}"
+    );
+    let reported = events
+        .all()
+        .iter()
+        .filter_map(|e| match e {
+            Event::Committed { records } => Some(*records),
+            _ => None,
+        })
+        .max()
+        .unwrap();
+    assert_eq!(*committed, reported, "failed carries the committed count");
+
+    // Back again: no restart of edge; what was acknowledged is there.
+    cluster.start_again().unwrap();
+    let store = open(&url);
+    let stored = ports_in(&store);
+    assert!(
+        stored.len() as u64 >= *committed,
+        "{} stored, {committed} acknowledged",
+        stored.len()
+    );
+    for (i, (key, _)) in stored.iter().enumerate().take(*committed as usize) {
+        assert_eq!(*key, format!("P{i:06}"), "acknowledged records are kept");
+    }
+    let (result, events) = upload(&client, "ports", Some(Format::Ndjson), more).await;
+    assert!(matches!(result.last, Event::Done { .. }), "{events:?}");
+    assert_eq!(ports_in(&store).len(), 6_000);
+    client.close().await;
+    let _ = server.stop().await;
+}
+
+#[cfg_attr(not(has_postgres), ignore = "no PostgreSQL here (see edge/build.rs)")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_away_or_set_up_by_a_newer_edge_is_refused_at_start_and_named() {
+    // Nothing listens: refused at once, with the database named and what to check.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        data_dir: dir.path().join("data"),
+        certs_dir: dir.path().join("certs"),
+        ..Config::default()
+    };
+    on_postgres(
+        &mut config,
+        &format!("postgres://edge:secret@127.0.0.1:{port}/edge?sslmode=disable"),
+    );
+    let started = Instant::now();
+    let err = config
+        .open_store(Registry::builtin())
+        .unwrap_err()
+        .to_string();
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert!(
+        err.contains(&format!("postgres://edge@127.0.0.1:{port}/edge")) && !err.contains("secret"),
+        "{err}"
+    );
+    assert!(err.contains("EDGE_STORE_URL"), "{err}");
+
+    // A database whose layout a newer edge wrote.
+    let db = Database::new().unwrap();
+    drop(open(db.url()));
+    let pg = edge_tasks::store::Pg::connect(&PgOptions::new(db.url())).unwrap();
+    pg.block(|pg| async move {
+        let client = pg.client().await?;
+        client
+            .execute(
+                "UPDATE edge_meta SET value = value + 1 WHERE key = 'schema'",
+                &[],
+            )
+            .await
+            .map_err(pg.query("raise the version"))?;
+        Ok::<(), edge_pg::PgError>(())
+    })
+    .unwrap();
+    let err = Store::open_postgres(&PgOptions::new(db.url()), "n", Registry::builtin())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("store's own tables") && err.contains("upgrade edge"),
+        "{err}"
+    );
+}
+
+#[cfg_attr(not(has_postgres), ignore = "no PostgreSQL here (see edge/build.rs)")]
+#[test]
+fn the_offline_commands_read_the_database() {
+    let db = Database::new().unwrap();
+    let store = open(db.url());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = runtime.block_on(TestServer::start_in(dir, |c| on_postgres(c, db.url())));
+    runtime.block_on(async {
+        let client = server.client().await;
+        let ports = std::fs::read(crate::util::ports_json()).unwrap();
+        upload(&client, "ports", Some(Format::Json), ports).await;
+        client.close().await;
+    });
+    let data = server.dir.path().join("data");
+    let edge = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_edge"))
+            .args(args)
+            .env("EDGE_DATA_DIR", &data)
+            .env("EDGE_STORE_BACKEND", "postgres")
+            .env("EDGE_STORE_URL", db.url())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // While the server runs on this data dir (a shared database has no single-process lock).
+    let (ok, out, err) = edge(&["ports", "get", "AEAJM"]);
+    assert!(ok, "{err}");
+    let port: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(port["name"], "Ajman");
+    let (ok, out, err) = edge(&["ports", "list", "--limit", "2"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("AEAJM"), "{out}");
+    assert_eq!(edge_tasks::ports::count(&store).unwrap(), 1634);
+    let (ok, out, _) = edge(&["config", "check"]);
+    assert!(ok);
+    assert!(out.contains("backend = \"postgres\""), "{out}");
+    runtime.block_on(server.stop());
+}
