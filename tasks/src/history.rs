@@ -605,7 +605,7 @@ impl Change for PruneBatch {
 
 impl JobRecord {
     /// Marks a job found running when its server starts: it was cut off.
-    fn interrupt(&mut self) {
+    pub(crate) fn interrupt(&mut self) {
         self.outcome = "interrupted".into();
         self.message = Some("the server stopped without a shutdown while this job ran; records reported as committed are stored".into());
     }

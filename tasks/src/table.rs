@@ -30,6 +30,9 @@ pub trait StoredTable: Sync {
     /// bounded, and returns how many it copied.
     fn copy(&self, from: &ReadTransaction, to: &Database, batch: usize)
         -> Result<u64, redb::Error>;
+
+    /// How many entries the table holds in the snapshot `txn` (0 when it does not exist).
+    fn len(&self, txn: &ReadTransaction) -> Result<u64, redb::Error>;
 }
 
 impl<K: Key + Sync + 'static, V: Value + Sync + 'static> StoredTable
@@ -42,6 +45,15 @@ impl<K: Key + Sync + 'static, V: Value + Sync + 'static> StoredTable
     fn create(&self, txn: &WriteTransaction) -> Result<(), redb::Error> {
         txn.open_table(*self)?;
         Ok(())
+    }
+
+    fn len(&self, txn: &ReadTransaction) -> Result<u64, redb::Error> {
+        use redb::ReadableTableMetadata;
+        match txn.open_table(*self) {
+            Ok(table) => Ok(table.len()?),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn copy(
@@ -101,7 +113,17 @@ pub struct Storage {
     /// plugin that keeps nothing, or whose data works with redb only so far (its jobs then
     /// fail with a message saying so).
     pub postgres: &'static [&'static str],
+    /// Copies the plugin's data from a redb store into a PostgreSQL one (`edge store copy`),
+    /// returning how many entries; `None` where the plugin's data works with redb only.
+    pub copy: Option<CopyToPostgres>,
 }
+
+/// See [`Storage::copy`]: `progress` is told the entries copied so far.
+pub type CopyToPostgres = fn(
+    from: &crate::Store,
+    to: &crate::Store,
+    progress: &mut dyn FnMut(u64),
+) -> Result<u64, crate::StoreError>;
 
 impl Storage {
     /// Nothing kept in the store (a task that only computes, such as `stats`).
@@ -110,6 +132,7 @@ impl Storage {
         tables: &[],
         migrate: None,
         postgres: &[],
+        copy: None,
     };
 }
 

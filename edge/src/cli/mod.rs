@@ -6,6 +6,7 @@
 //! - `serve`: `edge serve`.
 //! - `token`, `certs`, `config`: `edge token ...`, `edge certs ...`, `edge config check`.
 //! - `user`: `edge user ...`, the users who sign in with a password.
+//! - `store`: `edge store copy`, a redb store into a PostgreSQL one.
 //! - `control`: `edge backup`, `edge status`, and the control socket every store command uses.
 //! - `read`: `edge <task> get|list`, made from the plugins' read endpoints.
 
@@ -14,6 +15,7 @@ mod config;
 mod control;
 mod read;
 mod serve;
+mod store;
 mod token;
 mod user;
 
@@ -25,6 +27,7 @@ use edge_tasks::Registry;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use store::StoreCommand;
 use token::TokenCommand;
 use user::UserCommand;
 
@@ -102,6 +105,9 @@ enum Command {
     /// Generate or show certificates.
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// Move the store's data: `edge store copy --from redb:data --to postgres://...`.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Write a consistent copy of the store (a snapshot) to PATH, a new file; works while
     /// `edge serve` runs on the data dir (through its control socket) or not.
     Backup {
@@ -141,6 +147,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         | Command::Config(_)
         | Command::Certs(_)
         | Command::Backup { .. }
+        | Command::Store(_)
         | Command::Status { .. } => (None, None),
     };
     let log_format = cli.global.log_format;
@@ -153,5 +160,6 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Status { json } => control::status(&config, json),
         Command::Certs(command) => certs::certs(&config, command),
         Command::Backup { path } => control::backup(&config, &path),
+        Command::Store(command) => store::store(&config, &registry, command),
     }
 }

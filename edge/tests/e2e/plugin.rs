@@ -30,6 +30,7 @@ static PLUGIN: Plugin = Plugin {
         tables: &[&NOTES],
         migrate: None,
         postgres: &[],
+        copy: None,
     },
     reads: Some(Reads {
         scope: "notes:read",

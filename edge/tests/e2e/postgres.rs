@@ -479,3 +479,104 @@ fn the_offline_commands_read_the_database() {
     assert!(out.contains("backend = \"postgres\""), "{out}");
     runtime.block_on(server.stop());
 }
+
+#[cfg_attr(not(has_postgres), ignore = "no PostgreSQL here (see edge/build.rs)")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_store_copy_moves_a_redb_deployment_to_postgres() {
+    let db = Database::new().unwrap();
+    let redb = TestServer::start().await;
+    let (summaries, reads) = same_jobs(&redb).await;
+    assert_eq!(summaries.len(), 3);
+    let root = redb.dir.path().to_owned();
+    let edge = |args: &[&str], env: &[(&str, &str)]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_edge"))
+            .args(args)
+            .env("EDGE_DATA_DIR", root.join("data"))
+            .env("EDGE_CERTS_DIR", root.join("certs"))
+            .envs(env.iter().copied())
+            .current_dir(&root)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "edge {args:?}: {stderr}");
+        stdout
+    };
+    let stolen = edge(
+        &[
+            "token",
+            "issue",
+            "--sub",
+            "mallory",
+            "--scope",
+            "ports:write",
+        ],
+        &[],
+    );
+    let stolen = stolen.trim().to_owned();
+    edge(&["token", "revoke", &stolen], &[]);
+    let from = format!("redb:{}", root.join("data").display());
+
+    // While the server runs, the copy refuses: writes after it would be lost.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edge"))
+        .args(["store", "copy", "--from", &from, "--to", db.url()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("stop `edge serve`"), "{stderr}");
+
+    let dir = redb.stop().await;
+    let report = edge(&["store", "copy", "--from", &from, "--to", db.url()], &[]);
+    assert!(
+        report.contains("copied       1636  ports (task plugin)"),
+        "{report}"
+    );
+    assert!(
+        report.contains("copied          3  job history"),
+        "{report}"
+    );
+    assert!(
+        report.contains("copied          1  revoked tokens"),
+        "{report}"
+    );
+    assert_eq!(
+        ports_in(&open(db.url())),
+        crate::util::all_ports(&dir.path().join("data/edge.redb"))
+    );
+
+    // The same deployment on PostgreSQL: the same answers, its history, its revocations.
+    let server = TestServer::start_in(dir, |c| on_postgres(c, db.url())).await;
+    let mut api = Api::connect(&server.client_config()).await.unwrap();
+    let jobs = api.get("/v1/jobs").await.unwrap();
+    assert_eq!(
+        jobs.body["items"].as_array().map(Vec::len),
+        Some(3),
+        "{}",
+        jobs.body
+    );
+    for (path, expected) in [
+        "/v1/ports/AEAUH",
+        "/v1/ports/ZZTWO",
+        "/v1/ports?country=united%20arab%20emirates&limit=3",
+        "/v1/ports?after=ZZNEW",
+    ]
+    .iter()
+    .zip(&reads)
+    {
+        assert_eq!(&api.get(path).await.unwrap().body, expected, "{path}");
+    }
+    let config = edge_client::ClientConfig {
+        token: Some(stolen),
+        ..server.client_config()
+    };
+    let client = Client::connect(&config).await.unwrap();
+    let (result, _) = upload(&client, "ports", Some(Format::Ndjson), mixed_batch()).await;
+    assert!(
+        matches!(&result.last, Event::Rejected { code, .. } if *code == ErrorCode::TokenRevoked),
+        "{:?}",
+        result.last
+    );
+    client.close().await;
+    let _ = server.stop().await;
+}

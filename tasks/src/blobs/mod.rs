@@ -44,6 +44,7 @@ pub const PLUGIN: Plugin = Plugin {
         tables: &[&stored::BLOBS, &stored::CHUNKS, &stored::STAGING, &stored::USAGE],
         migrate: None,
         postgres: &[],
+        copy: None,
     },
     reads: Some(Reads {
         scope: "blobs:read",

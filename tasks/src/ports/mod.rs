@@ -71,6 +71,7 @@ pub const PLUGIN: Plugin = Plugin {
         tables: &[&PORTS, &changes::VERSIONS, &changes::JOB_CHANGES],
         migrate: Some(stored::migrate),
         postgres: postgres::SCHEMA,
+        copy: Some(postgres::copy),
     },
     reads: Some(Reads {
         scope: "ports:read",

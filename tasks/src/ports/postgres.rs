@@ -4,7 +4,7 @@
 
 use super::codec;
 use super::model::Port;
-use crate::store::{Pg, PgTransaction, StoreError};
+use crate::store::{Pg, PgTransaction, Store, StoreError};
 use edge_pg::tokio_postgres::binary_copy::BinaryCopyInWriter;
 use edge_pg::tokio_postgres::types::Type;
 
@@ -56,6 +56,67 @@ pub(super) async fn upsert<'k>(
     let inserted: i64 = row.get(0);
     let updated: i64 = row.get(1);
     Ok((inserted as u64, updated as u64))
+}
+
+/// Ports copied per transaction by [`copy`].
+const COPY_BATCH: usize = 10_000;
+
+/// Copies every port of the redb store `from` into the PostgreSQL store `to` (replacing ports
+/// of the same key), [`COPY_BATCH`] per transaction. Returns how many.
+pub(super) fn copy(
+    from: &Store,
+    to: &Store,
+    progress: &mut dyn FnMut(u64),
+) -> Result<u64, StoreError> {
+    use redb::ReadableTable;
+    let txn = from.read()?;
+    let table = txn
+        .open_table(super::PORTS)
+        .map_err(StoreError::redb("open ports table"))?;
+    let mut rows = table.iter().map_err(StoreError::redb("list ports"))?;
+    let mut copied = 0;
+    loop {
+        let mut batch = Vec::with_capacity(COPY_BATCH);
+        for row in rows.by_ref().take(COPY_BATCH) {
+            let (key, value) = row.map_err(StoreError::redb("list ports"))?;
+            batch.push((key.value().to_owned(), value.value().bytes().to_vec()));
+        }
+        if batch.is_empty() {
+            return Ok(copied);
+        }
+        copied += batch.len() as u64;
+        to.submit(Rows(batch), crate::store::Sync::Now).wait()?;
+        progress(copied);
+    }
+}
+
+/// Ports in key order, as a change (of either store).
+struct Rows(Vec<(String, Vec<u8>)>);
+
+impl crate::store::Change for Rows {
+    type Output = ();
+
+    fn apply(&mut self, txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+        let mut table = txn
+            .open_table(super::PORTS)
+            .map_err(StoreError::redb("open ports table"))?;
+        for (key, value) in &self.0 {
+            table
+                .insert(key.as_str(), super::StoredPort::from_encoded(value))
+                .map_err(StoreError::redb("write port"))?;
+        }
+        Ok(())
+    }
+
+    fn apply_postgres<'a>(
+        &'a mut self,
+        txn: &'a PgTransaction<'_>,
+    ) -> crate::store::PgFuture<'a, ()> {
+        Box::pin(async move {
+            upsert(txn, self.0.iter().map(|(k, v)| (k.as_str(), v.as_slice()))).await?;
+            Ok(())
+        })
+    }
 }
 
 /// The port stored under `code`.

@@ -16,13 +16,16 @@
 //! - [`error`]: the errors of opening, backing up, and reading and writing.
 //! - [`schema`]: layout versions (the store's and each plugin's) and upgrades.
 //! - [`backup`]: consistent copies of a running store.
+//! - [`copy`]: a redb store copied into a PostgreSQL one (`edge store copy`).
 
 mod backup;
+mod copy;
 mod error;
 mod postgres;
 mod schema;
 
 pub use backup::BackupReport;
+pub use copy::CopyReport;
 pub use error::{BackupError, OpenError, StoreError};
 pub use postgres::PG_SCHEMA_VERSION;
 pub use schema::{plugin_version, SCHEMA_VERSION};
