@@ -27,6 +27,7 @@ mod jobs;
 mod latency;
 mod load;
 mod longpath;
+mod postgres;
 mod primes;
 mod proc;
 mod run;
@@ -86,6 +87,8 @@ enum Command {
     Tcp(tcp::TcpArgs),
     /// Only a job on a file the server has (`run --server-file`) beside its upload.
     Sources(sources::SourcesArgs),
+    /// Only the PostgreSQL store beside redb: one node, and two nodes on one database.
+    Postgres(postgres::PostgresArgs),
     /// (internal) Run one in-process stage and print its report as JSON.
     #[command(hide = true)]
     Stage {
@@ -158,6 +161,10 @@ fn main() -> ExitCode {
         Command::Tcp(args) => {
             proc::install_interrupt_handler();
             tcp::tcp_only(args)
+        }
+        Command::Postgres(args) => {
+            proc::install_interrupt_handler();
+            postgres::postgres_only(args)
         }
         Command::Sources(args) => {
             proc::install_interrupt_handler();

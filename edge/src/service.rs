@@ -53,18 +53,25 @@ pub(crate) struct Service {
 }
 
 impl Service {
-    /// The health check's answer (both listeners): healthy unless draining; the
+    /// The health check's answer (both listeners): healthy unless draining or the store is
+    /// away (the PostgreSQL store down: a load balancer sends clients elsewhere); the
     /// certificate's expiry, with a warning within 14 days of it.
     pub(crate) fn health(&self, shutdown: &Shutdown) -> (bool, serde_json::Value) {
         let certificate = self.certificates.info();
+        let reachable = self.store.is_reachable();
+        let status = match (shutdown.is_draining(), reachable) {
+            (true, _) => "draining",
+            (false, false) => "store_unavailable",
+            (false, true) => "ok",
+        };
         let mut report = serde_json::json!({
-            "status": if shutdown.is_draining() { "draining" } else { "ok" },
+            "status": status,
             "certificate": {"expires": certificate.expires, "days_left": certificate.days_left},
         });
         if let Some(warning) = certificate.warning() {
             report["certificate"]["warning"] = serde_json::Value::String(warning);
         }
-        (!shutdown.is_draining(), report)
+        (status == "ok", report)
     }
 
     /// What a task plugin gets to start a job or answer a read.

@@ -63,14 +63,27 @@ pub struct Cluster {
     bin: PathBuf,
     data: PathBuf,
     port: u16,
+    /// Whether commits wait for the disk (benchmarks), or not (tests).
+    durable: bool,
     /// As root, the `postgres` user's ids, to run the programs as.
     user: Option<(u32, u32)>,
     _dir: tempfile::TempDir,
 }
 
 impl Cluster {
-    /// `initdb` and `pg_ctl start` (about 2 s), trusting local connections (a test server).
+    /// `initdb` and `pg_ctl start` (about a second), trusting local connections, with
+    /// `fsync` off (a test server: nothing in it outlives the test).
     pub fn start() -> Result<Cluster, ClusterError> {
+        Cluster::start_with(false)
+    }
+
+    /// [`Cluster::start`] with `fsync`, `full_page_writes` and `synchronous_commit` on, as
+    /// a real server commits (for benchmarks beside redb, which syncs every commit).
+    pub fn start_durable() -> Result<Cluster, ClusterError> {
+        Cluster::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> Result<Cluster, ClusterError> {
         let bin = bin_dir().ok_or(ClusterError::NotInstalled)?;
         let dir = tempfile::Builder::new().prefix("edge-pg-").tempdir()?;
         let user = if is_root() { postgres_user() } else { None };
@@ -83,6 +96,7 @@ impl Cluster {
             bin,
             data,
             port,
+            durable,
             user,
             _dir: dir,
         };
@@ -106,9 +120,14 @@ impl Cluster {
 
     /// Starts the server again after [`Cluster::stop`] (on the same port).
     pub fn start_again(&self) -> Result<(), ClusterError> {
+        let sync = if self.durable {
+            ""
+        } else {
+            "-c fsync=off -c full_page_writes=off "
+        };
         let options = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -c unix_socket_directories='' -c fsync=off \
-             -c full_page_writes=off -c max_connections=200",
+            "-c listen_addresses=127.0.0.1 -p {} -c unix_socket_directories='' {sync}\
+             -c max_connections=200",
             self.port
         );
         let log = self.data.with_file_name("server.log");
@@ -147,6 +166,12 @@ impl Cluster {
     /// The server's port on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Makes the database `name` (an identifier) and returns its URL.
+    pub fn create_database(&self, name: &str) -> Result<String, ClusterError> {
+        create_database(&self.url("postgres"), name)?;
+        Ok(self.url(name))
     }
 
     /// The superuser's URL for `database`.

@@ -117,6 +117,10 @@ impl std::fmt::Debug for Pg {
 }
 
 struct Inner {
+    /// Whether the last attempt to reach the database worked.
+    reachable: std::sync::atomic::AtomicBool,
+    /// Whether a check of the database runs (see [`Pg::is_reachable`]).
+    checking: std::sync::atomic::AtomicBool,
     pool: Pool,
     config: tokio_postgres::Config,
     tls: tokio_postgres_rustls::MakeRustlsConnect,
@@ -185,6 +189,8 @@ impl Pg {
             .map_err(|e| PgError::Url(e.to_string()))?;
         let pg = Pg {
             inner: Arc::new(Inner {
+                reachable: std::sync::atomic::AtomicBool::new(true),
+                checking: std::sync::atomic::AtomicBool::new(false),
                 pool,
                 config,
                 tls,
@@ -255,14 +261,38 @@ impl Pg {
     /// A connection from the pool. Only inside the futures given to [`Pg::block`],
     /// [`Pg::run`] and [`Pg::spawn`], so that every connection lives on the pool's runtime.
     pub async fn client(&self) -> Result<Client, PgError> {
+        let got = self.inner.pool.get().await.map_err(|e| PgError::Unavailable {
+            target: self.inner.target.clone(),
+            message: pool_reason(&e),
+        });
+        self.set_reachable(got.is_ok());
+        got
+    }
+
+    /// Whether the database answered the last time it was asked (for health checks; it never
+    /// waits). While it is not, a check runs in the background (one at a time) so that the
+    /// answer turns once the database is back, even with no work asking for it.
+    pub fn is_reachable(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let reachable = self.inner.reachable.load(Ordering::Relaxed);
+        if !reachable && !self.inner.checking.swap(true, Ordering::AcqRel) {
+            let pg = self.clone();
+            self.spawn(async move {
+                if let Ok(client) = pg.client().await {
+                    let answered = client.simple_query("SELECT 1").await;
+                    pg.set_reachable(answered.is_ok());
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                pg.inner.checking.store(false, Ordering::Release);
+            });
+        }
+        reachable
+    }
+
+    fn set_reachable(&self, reachable: bool) {
         self.inner
-            .pool
-            .get()
-            .await
-            .map_err(|e| PgError::Unavailable {
-                target: self.inner.target.clone(),
-                message: pool_reason(&e),
-            })
+            .reachable
+            .store(reachable, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A connection of its own, outside the pool, with its stream of asynchronous messages
@@ -307,8 +337,10 @@ impl Pg {
     /// other failure [`PgError::Query`] with `operation`.
     pub fn query(&self, operation: &'static str) -> impl Fn(tokio_postgres::Error) -> PgError {
         let target = self.inner.target.clone();
+        let pg = self.clone();
         move |source| {
             if connection_lost(&source) {
+                pg.set_reachable(false);
                 PgError::Unavailable {
                     target: target.clone(),
                     message: source.to_string(),

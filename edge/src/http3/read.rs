@@ -193,9 +193,15 @@ where
 }
 
 /// The refusal for a read that failed: `404` when there is nothing, `400` for a bad
-/// parameter, `409` for a conflict, `500` when the store fails.
+/// parameter, `409` for a conflict, `503` when the store is away (PostgreSQL down), `500`
+/// when the store fails.
 pub(super) fn read_failure(e: ReadError) -> (StatusCode, &'static str, String) {
     match e {
+        ReadError::Store(e) if e.is_unavailable() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            e.to_string(),
+        ),
         ReadError::NotFound(message) => (StatusCode::NOT_FOUND, "not_found", message),
         ReadError::BadParams(message) => (StatusCode::BAD_REQUEST, "bad_params", message),
         ReadError::Conflict(message) => (StatusCode::CONFLICT, "conflict", message),

@@ -361,8 +361,27 @@ async fn a_database_that_goes_away_fails_the_job_cleanly_and_the_server_carries_
         .unwrap();
     assert_eq!(*committed, reported, "failed carries the committed count");
 
+    // The health check says so, for a load balancer to send clients elsewhere.
+    let mut api = Api::connect(&server.client_config()).await.unwrap();
+    let health = api.get("/healthz").await.unwrap();
+    assert_eq!(health.status, 503, "{}", health.body);
+    assert_eq!(health.body["status"], "store_unavailable");
+
     // Back again: no restart of edge; what was acknowledged is there.
     cluster.start_again().unwrap();
+    let back = Instant::now();
+    loop {
+        let health = api.get("/healthz").await.unwrap();
+        if health.status == 200 {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(10),
+            "the health check still says {} after the database came back",
+            health.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let store = open(&url);
     let stored = ports_in(&store);
     assert!(

@@ -143,6 +143,15 @@ impl Store {
         })
     }
 
+    /// Whether the store answered the last time it was asked (never waits): always for redb;
+    /// for PostgreSQL, `false` from a failure to reach it until it answers again.
+    pub fn is_reachable(&self) -> bool {
+        match &self.backend {
+            Backend::Redb(_) => true,
+            Backend::Postgres(store) => store.pg.is_reachable(),
+        }
+    }
+
     /// This server's slot among the nodes sharing a PostgreSQL store (0 to 255; 0 for redb):
     /// a part of each job id, so that two nodes never give the same id.
     pub fn slot(&self) -> u8 {
