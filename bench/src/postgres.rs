@@ -70,7 +70,10 @@ enum Backend {
 pub fn postgres_only(args: PostgresArgs) -> anyhow::Result<ExitCode> {
     let repeat = args.runs.repeat();
     let (tmp, setup) = args.runs.prepare()?;
-    eprintln!("edge-bench: writing {} records, shuffled and sorted", args.records);
+    eprintln!(
+        "edge-bench: writing {} records, shuffled and sorted",
+        args.records
+    );
     let generator = Generator::new(args.records, 1)?;
     let shuffled = tmp.path().join("shuffled.ndjson");
     let sorted = tmp.path().join("sorted.ndjson");
@@ -89,7 +92,11 @@ pub fn postgres_only(args: PostgresArgs) -> anyhow::Result<ExitCode> {
     let mut rows = Vec::new();
     for (what, backend, file) in [
         ("redb, shuffled, one node", Backend::Redb, &shuffled),
-        ("PostgreSQL, shuffled, one node", Backend::Postgres, &shuffled),
+        (
+            "PostgreSQL, shuffled, one node",
+            Backend::Postgres,
+            &shuffled,
+        ),
         ("redb, sorted, one node", Backend::Redb, &sorted),
         ("PostgreSQL, sorted, one node", Backend::Postgres, &sorted),
     ] {
@@ -173,7 +180,10 @@ fn postgres_env(url: &str) -> Vec<(&'static str, String)> {
 
 /// Splits an NDJSON file after `first` lines into two files, returning each with its count.
 fn split_lines(file: &Path, first: u64) -> anyhow::Result<[(PathBuf, u64); 2]> {
-    let paths = [file.with_extension("a.ndjson"), file.with_extension("b.ndjson")];
+    let paths = [
+        file.with_extension("a.ndjson"),
+        file.with_extension("b.ndjson"),
+    ];
     let mut outs = [
         std::io::BufWriter::new(std::fs::File::create(&paths[0])?),
         std::io::BufWriter::new(std::fs::File::create(&paths[1])?),

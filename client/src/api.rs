@@ -121,6 +121,11 @@ impl Api {
         self.json(http::Method::GET, path).await
     }
 
+    /// `POST path` without a body (an action, e.g. `/v1/jobs/{id}/revert`), answered as JSON.
+    pub async fn post(&mut self, path: &str) -> Result<Answer, ClientError> {
+        self.json(http::Method::POST, path).await
+    }
+
     /// `DELETE path`, answered as JSON.
     pub async fn delete(&mut self, path: &str) -> Result<Answer, ClientError> {
         self.json(http::Method::DELETE, path).await

@@ -81,11 +81,13 @@ pub enum PgError {
         message: String,
     },
     /// A statement failed.
-    #[error("PostgreSQL {operation} failed: {source}")]
+    #[error("PostgreSQL {operation} failed: {message}")]
     Query {
         /// What was being done.
         operation: &'static str,
-        /// Why.
+        /// Why: the database's message (with its SQLSTATE), or the client's.
+        message: String,
+        /// The error.
         #[source]
         source: tokio_postgres::Error,
     },
@@ -261,10 +263,15 @@ impl Pg {
     /// A connection from the pool. Only inside the futures given to [`Pg::block`],
     /// [`Pg::run`] and [`Pg::spawn`], so that every connection lives on the pool's runtime.
     pub async fn client(&self) -> Result<Client, PgError> {
-        let got = self.inner.pool.get().await.map_err(|e| PgError::Unavailable {
-            target: self.inner.target.clone(),
-            message: pool_reason(&e),
-        });
+        let got = self
+            .inner
+            .pool
+            .get()
+            .await
+            .map_err(|e| PgError::Unavailable {
+                target: self.inner.target.clone(),
+                message: pool_reason(&e),
+            });
         self.set_reachable(got.is_ok());
         got
     }
@@ -346,7 +353,15 @@ impl Pg {
                     message: source.to_string(),
                 }
             } else {
-                PgError::Query { operation, source }
+                let message = match source.as_db_error() {
+                    Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+                    None => source.to_string(),
+                };
+                PgError::Query {
+                    operation,
+                    message,
+                    source,
+                }
             }
         }
     }

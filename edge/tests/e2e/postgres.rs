@@ -75,6 +75,16 @@ fn mixed_batch() -> Vec<u8> {
     body
 }
 
+/// What [`same_jobs`] reads back through the API.
+const READS: [&str; 6] = [
+    "/v1/ports/AEAUH",
+    "/v1/ports/ZZTWO",
+    "/v1/ports?country=united%20arab%20emirates&limit=3",
+    "/v1/ports?after=ZZNEW",
+    "/v1/ports/AEAUH/history",
+    "/v1/ports/ZZTWO/history",
+];
+
 /// Runs the same jobs on `server`, returning their summaries and a few reads through the API.
 async fn same_jobs(server: &TestServer) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
     let client = server.client().await;
@@ -92,12 +102,7 @@ async fn same_jobs(server: &TestServer) -> (Vec<serde_json::Value>, Vec<serde_js
     client.close().await;
     let mut api = Api::connect(&server.client_config()).await.unwrap();
     let mut reads = Vec::new();
-    for path in [
-        "/v1/ports/AEAUH",
-        "/v1/ports/ZZTWO",
-        "/v1/ports?country=united%20arab%20emirates&limit=3",
-        "/v1/ports?after=ZZNEW",
-    ] {
+    for path in READS {
         let answer = api.get(path).await.unwrap();
         assert_eq!(answer.status, 200, "{path}: {}", answer.error_message());
         reads.push(answer.body);
@@ -128,7 +133,20 @@ async fn ports_jobs_count_and_read_the_same_on_postgres_as_on_redb() {
         "AEAJM unchanged, AEAUH updated, ZZNEW inserted, ZZTWO inserted then unchanged then updated"
     );
     assert_eq!(on_postgres, on_redb, "the same counts, exactly");
-    assert_eq!(reads_postgres, reads_redb, "the same answers to reads");
+    let scrubbed = |mut reads: Vec<serde_json::Value>| {
+        reads.iter_mut().for_each(scrub);
+        reads
+    };
+    assert_eq!(
+        reads_redb[4]["items"][0]["was"], "Abu Dhabi",
+        "the history holds what the update replaced: {}",
+        reads_redb[4]
+    );
+    assert_eq!(
+        scrubbed(reads_postgres),
+        scrubbed(reads_redb),
+        "the same answers to reads (but for job ids and times)"
+    );
 
     let _ = postgres.stop().await;
     let dir = redb.stop().await;
@@ -547,8 +565,9 @@ async fn edge_store_copy_moves_a_redb_deployment_to_postgres() {
 
     let dir = redb.stop().await;
     let report = edge(&["store", "copy", "--from", &from, "--to", db.url()], &[]);
+    // 1,636 ports, and the 3 entries of their change history (2 versions, 1 change list).
     assert!(
-        report.contains("copied       1636  ports (task plugin)"),
+        report.contains("copied       1639  ports (task plugin)"),
         "{report}"
     );
     assert!(
@@ -574,15 +593,7 @@ async fn edge_store_copy_moves_a_redb_deployment_to_postgres() {
         "{}",
         jobs.body
     );
-    for (path, expected) in [
-        "/v1/ports/AEAUH",
-        "/v1/ports/ZZTWO",
-        "/v1/ports?country=united%20arab%20emirates&limit=3",
-        "/v1/ports?after=ZZNEW",
-    ]
-    .iter()
-    .zip(&reads)
-    {
+    for (path, expected) in READS.iter().zip(&reads) {
         assert_eq!(&api.get(path).await.unwrap().body, expected, "{path}");
     }
     let config = edge_client::ClientConfig {
@@ -598,4 +609,147 @@ async fn edge_store_copy_moves_a_redb_deployment_to_postgres() {
     );
     client.close().await;
     let _ = server.stop().await;
+}
+
+/// Uploads NDJSON ports `(code, name)` as one job; returns its id.
+async fn ports_job(client: &Client, ports: &[(&str, &str)]) -> String {
+    let body: String = ports
+        .iter()
+        .map(|(code, name)| format!("{{\"name\":\"{name}\",\"unlocs\":[\"{code}\"]}}\n"))
+        .collect();
+    let (result, _) = upload(client, "ports", Some(Format::Ndjson), body.into_bytes()).await;
+    match result.last {
+        Event::Done { job, errors: 0, .. } => job,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A sequence of uploads, history reads and reverts over the API, with job ids replaced by
+/// their place in the sequence (`j1`...) so that two runs compare.
+async fn history_and_undo(server: &TestServer) -> Vec<serde_json::Value> {
+    let client = server.client().await;
+    let j1 = ports_job(&client, &[("AAAAA", "a1"), ("BBBBB", "b1")]).await;
+    let j2 = ports_job(
+        &client,
+        &[
+            ("AAAAA", "a2"),
+            ("BBBBB", "b1"),
+            ("CCCCC", "c2"),
+            ("AAAAA", "a3"),
+        ],
+    )
+    .await;
+    let j3 = ports_job(&client, &[("AAAAA", "a4")]).await;
+    client.close().await;
+    let admin = edge_client::ClientConfig {
+        token: Some(server.token("admin ports:read")),
+        ..server.client_config()
+    };
+    let mut api = Api::connect(&admin).await.unwrap();
+    let mut seen = Vec::new();
+    let mut answer = |body: serde_json::Value| seen.push(body);
+    for code in ["AAAAA", "BBBBB", "CCCCC"] {
+        let page = api.get(&format!("/v1/ports/{code}/history")).await.unwrap();
+        assert_eq!(page.status, 200, "{}", page.error_message());
+        answer(page.body);
+    }
+    for job in [&j2, &j3, &j2, &j1] {
+        let report = api.post(&format!("/v1/jobs/{job}/revert")).await.unwrap();
+        assert_eq!(report.status, 200, "{}", report.error_message());
+        answer(report.body);
+    }
+    let page = api.get("/v1/ports/AAAAA/history?limit=2").await.unwrap();
+    answer(page.body);
+    let ports = api.get("/v1/ports").await.unwrap();
+    answer(ports.body);
+    // Job ids, revert ids and times differ between runs: name them by what they are.
+    let mut text = serde_json::to_string(&seen).unwrap();
+    for (id, label) in [(&j1, "j1"), (&j2, "j2"), (&j3, "j3")] {
+        text = text.replace(id.as_str(), label);
+    }
+    let mut seen: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    for value in &mut seen {
+        scrub(value);
+    }
+    seen
+}
+
+/// Removes what differs between runs however right both are: times, and the ids of the
+/// revert jobs themselves (16 hex digits: the uploads' ids were named already).
+fn scrub(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.remove("time");
+            map.values_mut().for_each(scrub);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(scrub),
+        serde_json::Value::String(text)
+            if text.len() == 16 && text.bytes().all(|b| b.is_ascii_hexdigit()) =>
+        {
+            *text = "revert".into();
+        }
+        _ => {}
+    }
+}
+
+#[cfg_attr(not(has_postgres), ignore = "no PostgreSQL here (see edge/build.rs)")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_change_history_and_undo_answer_the_same_on_postgres_as_on_redb() {
+    let db = Database::new().unwrap();
+    let redb = TestServer::start().await;
+    let postgres = TestServer::start_with(|c| on_postgres(c, db.url())).await;
+    let on_redb = history_and_undo(&redb).await;
+    let on_postgres = history_and_undo(&postgres).await;
+    assert_eq!(on_redb[0]["items"][0]["was"], "a3", "{:#}", on_redb[0]);
+    assert_eq!(on_redb[3]["left_alone"], 1, "{:#}", on_redb[3]);
+    for (i, (pg, redb)) in on_postgres.iter().zip(&on_redb).enumerate() {
+        assert_eq!(
+            pg, redb,
+            "answer {i} differs:\npostgres {pg:#}\nredb {redb:#}"
+        );
+    }
+    assert_eq!(on_postgres.len(), on_redb.len());
+    // What the jobs recorded counts the same (the crash test's measure), before and after
+    // pruning to one version per port.
+    let dir = redb.stop().await;
+    let _ = postgres.stop().await;
+    let stores = [
+        Store::open(&dir.path().join("data/edge.redb"), &Default::default()).unwrap(),
+        open(db.url()),
+    ];
+    let changes = |store: &Store| edge_tasks::ports::changes::count_changes(store).unwrap();
+    assert_eq!(changes(&stores[1]), changes(&stores[0]));
+    // Pruning waits on the store like the server's own pruning does: off the runtime.
+    let histories = tokio::task::spawn_blocking(move || {
+        let prune = edge_tasks::registry::find("ports").unwrap().prune.unwrap();
+        let mut histories = Vec::new();
+        for store in &stores {
+            let mut context = edge_tasks::Context::new(store.clone());
+            context.limits = context
+                .limits
+                .with_ports_history(edge_tasks::task::HistoryKeep {
+                    versions: 1,
+                    days: 0,
+                });
+            let pruned = prune(&context, std::time::SystemTime::now(), &|| false).unwrap();
+            let reads = edge_tasks::registry::find("ports").unwrap().reads.unwrap();
+            let page = reads
+                .read_history(&context, "AAAAA", &[("limit".into(), "10".into())])
+                .unwrap();
+            histories.push((pruned, page));
+        }
+        histories
+    })
+    .await
+    .unwrap();
+    assert!(histories[0].0 > 0, "something was pruned: {histories:?}");
+    assert_eq!(histories[0].1["items"].as_array().map(Vec::len), Some(1));
+    let scrubbed: Vec<serde_json::Value> = histories
+        .into_iter()
+        .map(|(pruned, mut page)| {
+            scrub(&mut page);
+            serde_json::json!({"pruned": pruned, "page": page})
+        })
+        .collect();
+    assert_eq!(scrubbed[1], scrubbed[0], "pruning, the same on both");
 }

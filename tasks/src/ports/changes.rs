@@ -17,7 +17,7 @@
 use super::codec;
 use super::{Port, PORTS};
 use crate::reads::{Page, PageRequest, ReadError};
-use crate::store::{Change, Store, StoreError, Sync};
+use crate::store::{Change, Kind, PgFuture, PgTransaction, Store, StoreError, Sync};
 use crate::table::{Encoded, Stored};
 use crate::task::{Context, JobRef, RevertError};
 use crate::time::{ms_of, now_ms, rfc3339};
@@ -84,6 +84,38 @@ impl Encoded for Version {
             sub: String::from_utf8_lossy(sub).into_owned(),
             replaced: bytes[10 + len..].to_vec(),
         })
+    }
+}
+
+/// The start of a [`Version`]'s stored form, before the replaced port's bytes (what the
+/// PostgreSQL store prepends to each replaced value).
+pub(super) fn version_prefix(time_ms: u64, sub: &str) -> Vec<u8> {
+    Version::encode(time_ms, sub, &[])
+}
+
+/// A [`JOB_CHANGES`] entry being made: codes in [`ChangedCodes`] form.
+#[derive(Debug, Default)]
+pub(super) struct CodeList(Vec<u8>);
+
+impl CodeList {
+    /// Adds `code`, which the job inserted (`new`) or replaced.
+    pub(super) fn push(&mut self, code: &str, new: bool) -> Result<(), StoreError> {
+        let len = u8::try_from(code.len()).map_err(|_| StoreError::Corrupt {
+            key: code.to_owned(),
+            message: "a port key longer than 255 bytes".into(),
+        })?;
+        self.0
+            .extend_from_slice(&[if new { b'I' } else { b'R' }, len]);
+        self.0.extend_from_slice(code.as_bytes());
+        Ok(())
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub(super) fn bytes(&self) -> &[u8] {
+        &self.0
     }
 }
 
@@ -215,6 +247,10 @@ pub(super) fn read_history(
     code: &str,
     request: &PageRequest<'_>,
 ) -> Result<Page, ReadError> {
+    if let Kind::Postgres(pg) = context.store.kind() {
+        let rows = super::postgres::history_page(pg, code, request.after, request.limit + 1)?;
+        return history_items(context, code, request.limit, rows);
+    }
     let txn = context.store.read()?;
     let versions = txn
         .open_table(VERSIONS)
@@ -238,6 +274,47 @@ pub(super) fn read_history(
             break;
         }
         let version = value.value().decode(code)?;
+        let replaced = version.port().map_err(|message| StoreError::Corrupt {
+            key: format!("{code} (history of job {job})"),
+            message,
+        })?;
+        items.push(json!({
+            "job": job,
+            "sub": version.sub,
+            "time": rfc3339(version.time_ms),
+            "was": replaced.name,
+            "replaced": replaced,
+        }));
+    }
+    if items.is_empty() && super::get(&context.store, code)?.is_none() {
+        return Err(ReadError::NotFound(format!(
+            "no port `{code}` and no history of one"
+        )));
+    }
+    Ok(Page { items, next })
+}
+
+/// [`read_history`]'s page from `(job, stored version)` rows, newest first (one more than a
+/// page when more follow).
+fn history_items(
+    context: &Context,
+    code: &str,
+    limit: usize,
+    rows: Vec<(String, Vec<u8>)>,
+) -> Result<Page, ReadError> {
+    let mut items = Vec::new();
+    let mut next = None;
+    for (job, bytes) in rows {
+        if items.len() == limit {
+            next = items
+                .last()
+                .and_then(|item: &Value| item["job"].as_str().map(str::to_owned));
+            break;
+        }
+        let version = Version::decode(&bytes).map_err(|message| StoreError::Corrupt {
+            key: format!("{code} (history of job {job})"),
+            message,
+        })?;
         let replaced = version.port().map_err(|message| StoreError::Corrupt {
             key: format!("{code} (history of job {job})"),
             message,
@@ -299,6 +376,9 @@ pub(super) fn revert(context: &Context, job: &str, by: &JobRef) -> Result<Value,
 
 /// The [`JOB_CHANGES`] entry `part` of job `job`, if it has one.
 fn changed_by(store: &Store, job: &str, part: u64) -> Result<Option<Vec<u8>>, StoreError> {
+    if let Kind::Postgres(pg) = store.kind() {
+        return super::postgres::changed_by(pg, job, part);
+    }
     let txn = store.read()?;
     let changes = txn
         .open_table(JOB_CHANGES)
@@ -341,6 +421,10 @@ struct RevertPart {
 
 impl Change for RevertPart {
     type Output = Reverted;
+
+    fn apply_postgres<'a>(&'a mut self, txn: &'a PgTransaction<'_>) -> PgFuture<'a, Reverted> {
+        Box::pin(self.apply_pg(txn))
+    }
 
     fn apply(&mut self, txn: &WriteTransaction) -> Result<Reverted, StoreError> {
         let mut done = Reverted::default();
@@ -408,10 +492,91 @@ impl Change for RevertPart {
     }
 }
 
+impl RevertPart {
+    /// [`Change::apply_postgres`] for a revert: the same steps as with redb, a few statements
+    /// per code, the port's row locked while it is judged and restored.
+    async fn apply_pg(&self, txn: &PgTransaction<'_>) -> Result<Reverted, StoreError> {
+        use super::postgres as pg;
+        let mut done = Reverted::default();
+        let time_ms = now_ms();
+        let prefix = version_prefix(time_ms, &self.by.sub);
+        let mut codes = CodeList::default();
+        let mut recorded = std::collections::HashSet::new();
+        for changed in ChangedCodes(&self.codes) {
+            let (code, inserted) = changed?;
+            let (later, left_by_job) = pg::later_jobs(txn, code, &self.job).await?;
+            if later == [self.by.id.as_str()] {
+                continue;
+            }
+            let current = pg::lock_port(txn, code).await?;
+            if left_by_job.is_some_and(|left| current.as_deref() != Some(left.as_slice())) {
+                done.left_alone += 1;
+                if done.listed.len() < LEFT_ALONE_LISTED {
+                    done.listed.push(json!({"code": code, "changed_by": later}));
+                }
+                continue;
+            }
+            let replaced =
+                match inserted {
+                    true => None,
+                    false => match pg::version(txn, code, &self.job).await? {
+                        Some(bytes) => Some(Version::decode(&bytes).map_err(|message| {
+                            StoreError::Corrupt {
+                                key: code.to_owned(),
+                                message,
+                            }
+                        })?),
+                        None => {
+                            done.pruned += 1;
+                            continue;
+                        }
+                    },
+                };
+            match replaced {
+                Some(version) => {
+                    pg::put_port(txn, code, &version.replaced).await?;
+                    done.restored += 1;
+                }
+                None => {
+                    pg::remove_port(txn, code).await?;
+                    done.removed += 1;
+                }
+            }
+            if recorded.insert(code.to_owned()) {
+                codes.push(code, current.is_none())?;
+                if let Some(current) = &current {
+                    pg::record_version(txn, code, &self.by.id, time_ms, &prefix, current).await?;
+                }
+            }
+        }
+        if !codes.is_empty() {
+            pg::record_codes(txn, &self.by.id, codes.bytes()).await?;
+        }
+        Ok(done)
+    }
+}
+
 /// How many port changes every job's change lists hold, together (inserts and replacements;
 /// a port written twice in one commit counts once): the crash test checks it against the
 /// ports a sequence of imports stored, since both are written in one transaction.
 pub fn count_changes(store: &Store) -> Result<u64, StoreError> {
+    if let Kind::Postgres(pg) = store.kind() {
+        let mut count = 0;
+        let mut after: Option<(String, i64)> = None;
+        loop {
+            let page = super::postgres::change_lists(pg, after.clone())?;
+            let Some((job, part, _)) = page.last() else {
+                return Ok(count);
+            };
+            after = Some((job.clone(), *part));
+            for (_, _, codes) in &page {
+                for code in ChangedCodes(codes) {
+                    code?;
+                    count += 1;
+                }
+            }
+        }
+    }
     let txn = store.read()?;
     let table = txn
         .open_table(JOB_CHANGES)
@@ -447,6 +612,24 @@ pub(super) fn prune(
         let age = Duration::from_secs(keep.days.saturating_mul(86_400));
         ms_of(now.checked_sub(age).unwrap_or(UNIX_EPOCH))
     });
+    if let Kind::Postgres(pg) = store.kind() {
+        let mut deleted = 0;
+        while (keep.versions > 0 || cutoff_ms.is_some()) && !stop() {
+            let gone = super::postgres::prune_versions(pg, keep.versions, cutoff_ms, PRUNE_BATCH)?;
+            deleted += gone;
+            if gone < PRUNE_BATCH as u64 {
+                break;
+            }
+        }
+        while !stop() {
+            let gone = super::postgres::prune_orphaned_changes(pg, PRUNE_BATCH)?;
+            deleted += gone;
+            if gone < PRUNE_BATCH as u64 {
+                break;
+            }
+        }
+        return Ok(deleted);
+    }
     let mut deleted = 0;
     let mut after: Option<String> = None;
     while (keep.versions > 0 || cutoff_ms.is_some()) && !stop() {

@@ -365,23 +365,52 @@ impl Change for SharedBatch {
 
     /// Writes the batch with `COPY` and one upsert per round: the first time each key comes
     /// in the batch, then the second, and so on (repeats are rare), so that the counts are
-    /// those of writing the records one by one, as with redb. The job's change history is kept
-    /// with redb only so far.
+    /// those of writing the records one by one, as with redb. A job's changes are recorded as
+    /// with redb: the version each key's first change in the transaction replaced, and the
+    /// codes changed, as one change list.
     fn apply_postgres<'a>(&'a mut self, txn: &'a PgTransaction<'_>) -> PgFuture<'a, Counts> {
         Box::pin(async move {
             let batch = &self.batch;
             let mut counts = Counts::default();
+            let Some(job) = &self.job else {
+                for round in rounds(batch) {
+                    let rows = round.iter().map(|e| (batch.key(e), batch.value(e)));
+                    let (inserted, updated) = super::postgres::upsert(txn, rows).await?;
+                    counts.inserted += inserted;
+                    counts.updated += updated;
+                    counts.unchanged += round.len() as u64 - inserted - updated;
+                }
+                return Ok(counts);
+            };
+            let time_ms = crate::time::now_ms();
+            let prefix = super::changes::version_prefix(time_ms, &job.sub);
+            let mut recorded: std::collections::HashSet<String> = Default::default();
+            let mut codes = super::changes::CodeList::default();
             for round in rounds(batch) {
-                let (inserted, updated) = super::postgres::upsert(
-                    txn,
-                    round
-                        .iter()
-                        .map(|entry| (batch.key(entry), batch.value(entry))),
-                )
-                .await?;
-                counts.inserted += inserted;
-                counts.updated += updated;
-                counts.unchanged += round.len() as u64 - inserted - updated;
+                let rows = round.iter().map(|e| (batch.key(e), batch.value(e)));
+                // Rounds after the first are rare and small: they pass what was recorded.
+                let before: Vec<String> = recorded.iter().cloned().collect();
+                let changed =
+                    super::postgres::upsert_recorded(txn, rows, &job.id, &prefix, time_ms, &before)
+                        .await?;
+                let (inserted, updated) = (changed.inserted.len(), changed.updated.len());
+                counts.inserted += inserted as u64;
+                counts.updated += updated as u64;
+                counts.unchanged += (round.len() - inserted - updated) as u64;
+                for (key, new) in changed
+                    .inserted
+                    .into_iter()
+                    .map(|k| (k, true))
+                    .chain(changed.updated.into_iter().map(|k| (k, false)))
+                {
+                    if !recorded.contains(&key) {
+                        codes.push(&key, new)?;
+                        recorded.insert(key);
+                    }
+                }
+            }
+            if !codes.is_empty() {
+                super::postgres::record_codes(txn, &job.id, codes.bytes()).await?;
             }
             Ok(counts)
         })
