@@ -65,6 +65,8 @@ pub struct Cluster {
     port: u16,
     /// Whether commits wait for the disk (benchmarks), or not (tests).
     durable: bool,
+    /// Whether it serves TLS (with the certificate given to [`Cluster::start_tls`]).
+    tls: bool,
     /// As root, the `postgres` user's ids, to run the programs as.
     user: Option<(u32, u32)>,
     _dir: tempfile::TempDir,
@@ -83,6 +85,24 @@ impl Cluster {
         Cluster::start_with(true)
     }
 
+    /// [`Cluster::start`] serving TLS with `cert` and `key` (PEM files; copied into the
+    /// cluster's folder, the key readable by the server's user only).
+    pub fn start_tls(cert: &Path, key: &Path) -> Result<Cluster, ClusterError> {
+        let mut cluster = Cluster::start_with(false)?;
+        for (from, name) in [(cert, "server.crt"), (key, "server.key")] {
+            let to = cluster.data.join(name);
+            std::fs::copy(from, &to)?;
+            std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+            if let Some((uid, gid)) = cluster.user {
+                std::os::unix::fs::chown(&to, Some(uid), Some(gid))?;
+            }
+        }
+        cluster.stop()?;
+        cluster.tls = true;
+        cluster.start_again()?;
+        Ok(cluster)
+    }
+
     fn start_with(durable: bool) -> Result<Cluster, ClusterError> {
         let bin = bin_dir().ok_or(ClusterError::NotInstalled)?;
         let dir = tempfile::Builder::new().prefix("edge-pg-").tempdir()?;
@@ -97,6 +117,7 @@ impl Cluster {
             data,
             port,
             durable,
+            tls: false,
             user,
             _dir: dir,
         };
@@ -125,8 +146,13 @@ impl Cluster {
         } else {
             "-c fsync=off -c full_page_writes=off "
         };
+        let tls = if self.tls {
+            "-c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key "
+        } else {
+            ""
+        };
         let options = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -c unix_socket_directories='' {sync}\
+            "-c listen_addresses=127.0.0.1 -p {} -c unix_socket_directories='' {sync}{tls}\
              -c max_connections=200",
             self.port
         );
@@ -174,10 +200,19 @@ impl Cluster {
         Ok(self.url(name))
     }
 
-    /// The superuser's URL for `database`.
+    /// The superuser's URL for `database` (without TLS; see [`Cluster::tls_url`]).
     pub fn url(&self, database: &str) -> String {
         format!(
             "postgres://postgres@127.0.0.1:{}/{database}?sslmode=disable",
+            self.port
+        )
+    }
+
+    /// The superuser's URL for `database` over TLS (`sslmode=require`: the certificate and
+    /// its names are checked all the same).
+    pub fn tls_url(&self, database: &str) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/{database}?sslmode=require",
             self.port
         )
     }

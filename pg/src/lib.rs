@@ -317,7 +317,7 @@ impl Pg {
             .await
             .map_err(|e| PgError::Unavailable {
                 target: self.inner.target.clone(),
-                message: e.to_string(),
+                message: with_causes(&e),
             })?;
         tokio::spawn(async move {
             loop {
@@ -350,12 +350,12 @@ impl Pg {
                 pg.set_reachable(false);
                 PgError::Unavailable {
                     target: target.clone(),
-                    message: source.to_string(),
+                    message: with_causes(&source),
                 }
             } else {
                 let message = match source.as_db_error() {
                     Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
-                    None => source.to_string(),
+                    None => with_causes(&source),
                 };
                 PgError::Query {
                     operation,
@@ -385,9 +385,25 @@ fn connection_lost(error: &tokio_postgres::Error) -> bool {
     }
 }
 
+/// An error with its causes: `error performing TLS handshake: invalid peer certificate:
+/// UnknownIssuer`.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 fn pool_reason(error: &deadpool_postgres::PoolError) -> String {
     match error {
-        deadpool_postgres::PoolError::Backend(e) => e.to_string(),
+        deadpool_postgres::PoolError::Backend(e) => with_causes(e),
         deadpool_postgres::PoolError::Timeout(_) => {
             "no connection within the connect timeout (is PostgreSQL running and reachable?)".into()
         }

@@ -753,3 +753,62 @@ async fn the_change_history_and_undo_answer_the_same_on_postgres_as_on_redb() {
         .collect();
     assert_eq!(scrubbed[1], scrubbed[0], "pruning, the same on both");
 }
+
+#[cfg_attr(not(has_postgres), ignore = "no PostgreSQL here (see edge/build.rs)")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_database_checks_its_certificate() {
+    // A certificate for 127.0.0.1 from a CA of edge's own making (the dev certificates).
+    let certs = TestServer::start().await.stop().await;
+    let certs = certs.path().join("certs");
+    let cluster = Cluster::start_tls(&certs.join("server.pem"), &certs.join("server.key")).unwrap();
+    let url = cluster.tls_url("postgres");
+
+    // Trusted through ca_files: jobs run over TLS.
+    let server = TestServer::start_with(|c| {
+        on_postgres(c, &url);
+        c.store.ca_files = vec![certs.join("ca.pem")];
+    })
+    .await;
+    let client = server.client().await;
+    let ports = std::fs::read(crate::util::ports_json()).unwrap();
+    let (_, events) = upload(&client, "ports", Some(Format::Json), ports).await;
+    assert_eq!(summary(&events)["inserted"], 1634);
+    client.close().await;
+    let _ = server.stop().await;
+    let pg = edge_tasks::store::Pg::connect(&PgOptions {
+        ca_files: vec![certs.join("ca.pem")],
+        ..PgOptions::new(url.clone())
+    })
+    .unwrap();
+    let encrypted: bool = pg
+        .block(|pg| async move {
+            let client = pg.client().await?;
+            let row = client
+                .query_one(
+                    "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                    &[],
+                )
+                .await
+                .map_err(pg.query("ask about the connection"))?;
+            Ok::<bool, edge_pg::PgError>(row.get(0))
+        })
+        .unwrap();
+    assert!(encrypted, "the connection is TLS");
+
+    // Not trusted: refused at start, saying why.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        data_dir: dir.path().join("data"),
+        certs_dir: dir.path().join("certs"),
+        ..Config::default()
+    };
+    on_postgres(&mut config, &url);
+    let err = config
+        .open_store(Registry::builtin())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("invalid peer certificate") && err.contains("127.0.0.1"),
+        "{err}"
+    );
+}

@@ -61,7 +61,7 @@ pub enum OpenError {
     #[error("cannot start the store's writer thread: {0}")]
     Thread(#[source] std::io::Error),
     /// The PostgreSQL store could not be reached or set up.
-    #[error("{0} (check `url` in [store], or EDGE_STORE_URL, and that PostgreSQL runs)")]
+    #[error("{0} (check `url` in [store] or EDGE_STORE_URL, `ca_files` when the database's certificate is from a private CA, and that PostgreSQL runs)")]
     Postgres(#[source] edge_pg::PgError),
     /// 256 nodes are registered in the PostgreSQL store already.
     #[error("the PostgreSQL store has 256 nodes registered already (each edge node takes one of 256 slots for its job ids); remove the rows of nodes gone for good from the table edge_nodes")]
