@@ -812,3 +812,133 @@ async fn tls_to_the_database_checks_its_certificate() {
         "{err}"
     );
 }
+
+#[cfg_attr(not(has_postgres), ignore = "no PostgreSQL here (see edge/build.rs)")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_upload_keeps_what_it_acknowledged_and_only_its_own_jobs_are_interrupted()
+{
+    use crate::binary::ServeProcess;
+    use std::path::Path;
+    let db = Database::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("EDGE_STORE_BACKEND", Path::new("postgres")),
+        ("EDGE_STORE_URL", Path::new(db.url())),
+    ];
+    let a = ServeProcess::start_with(dir.path(), &env);
+    let certs = dir.path().join("certs");
+    let b = TestServer::start_with(|c| {
+        on_postgres(c, db.url());
+        c.certs_dir = certs.clone();
+        // Node B's job waits, body unfinished, while node A dies and comes back.
+        c.jobs.min_upload_bytes_per_sec = 0;
+    })
+    .await;
+    let b_client = edge_client::ClientConfig {
+        server: format!("https://127.0.0.1:{}", b.addr.port()),
+        ca: Some(certs.join("ca.pem")),
+        token: Some(token(&certs, "ops")),
+    };
+
+    // A job on node B that is still running when node A dies.
+    let (mut b_body, b_reader) = piped();
+    let b_events = Events::new();
+    let b_job = {
+        let (config, sink) = (b_client.clone(), b_events.sink());
+        tokio::spawn(async move {
+            let client = Client::connect(&config).await.unwrap();
+            let mut header = JobHeader::new("ports");
+            header.format = Some(Format::Ndjson);
+            let result = client.upload(UploadJob::new(header, b_reader), sink).await;
+            client.close().await;
+            result
+        })
+    };
+    use tokio::io::AsyncWriteExt;
+    b_body
+        .write_all(b"{\"name\":\"On B\",\"unlocs\":[\"BNODE\"]}\n")
+        .await
+        .unwrap();
+    b_events
+        .until("B's commit", |e| {
+            matches!(e, Event::Committed { records: 1 })
+        })
+        .await;
+
+    // Node A takes a big upload and is killed once some of it is acknowledged.
+    let a_events = Events::new();
+    let a_job = {
+        let (config, sink) = (a.client_config(dir.path()), a_events.sink());
+        tokio::spawn(async move {
+            let client = Client::connect(&config).await.unwrap();
+            let mut header = JobHeader::new("ports");
+            header.format = Some(Format::Ndjson);
+            let body = synthetic_ports_ndjson(200_000);
+            let reader = Box::new(std::io::Cursor::new(body));
+            client.upload(UploadJob::new(header, reader), sink).await
+        })
+    };
+    a_events
+        .until(
+            "A's first commit",
+            |e| matches!(e, Event::Committed { records } if *records > 0),
+        )
+        .await;
+    a.signal("KILL");
+    drop(a);
+    // Its client would wait for its idle timeout: what it saw is what matters.
+    a_job.abort();
+    let a_id = a_events
+        .all()
+        .iter()
+        .find_map(|e| match e {
+            Event::Accepted { job, .. } => Some(job.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let acknowledged = a_events
+        .all()
+        .iter()
+        .filter_map(|e| match e {
+            Event::Committed { records } => Some(*records),
+            _ => None,
+        })
+        .max()
+        .unwrap();
+    let stored = ports_in(&open(db.url()));
+    for i in 0..acknowledged as usize {
+        let key = format!("P{i:06}");
+        assert!(
+            stored
+                .binary_search_by(|(k, _)| k.as_str().cmp(&key))
+                .is_ok(),
+            "{key} was acknowledged by the killed node and must be stored"
+        );
+    }
+
+    // Node A again, on the same data dir (its name): its cut-off job is interrupted; node B's
+    // job, still running, is not.
+    let a = ServeProcess::start_with(dir.path(), &env);
+    let mut api = Api::connect(&b_client).await.unwrap();
+    let a_record = api.get(&format!("/v1/jobs/{a_id}")).await.unwrap();
+    assert_eq!(a_record.body["outcome"], "interrupted", "{}", a_record.body);
+    let b_id = b_events
+        .all()
+        .iter()
+        .find_map(|e| match e {
+            Event::Accepted { job, .. } => Some(job.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let b_record = api.get(&format!("/v1/jobs/{b_id}")).await.unwrap();
+    assert_eq!(b_record.body["outcome"], "running", "{}", b_record.body);
+    b_body.shutdown().await.unwrap();
+    let result = b_job.await.unwrap().unwrap();
+    assert!(
+        matches!(result.last, Event::Done { .. }),
+        "{:?}",
+        result.last
+    );
+    let _ = a.terminate();
+    let _ = b.stop().await;
+}
