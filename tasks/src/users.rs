@@ -216,16 +216,7 @@ pub fn remove(store: &Store, name: &str, now: u64) -> Result<Change, StoreError>
 /// User `name`, if there is one.
 pub fn get(store: &Store, name: &str) -> Result<Option<StoredUser>, StoreError> {
     if let Kind::Postgres(pg) = store.kind() {
-        let name = name.to_owned();
-        return pg.block(|pg| async move {
-            let client = pg.client().await?;
-            let row = client
-                .query_opt("SELECT record::text FROM users WHERE name = $1", &[&name])
-                .await
-                .map_err(pg.query("read a user"))?;
-            row.map(|row| decode(&name, row.get::<_, &str>(0).as_bytes()))
-                .transpose()
-        });
+        return get_postgres(pg, name);
     }
     let txn = store.read()?;
     let users = txn
@@ -324,27 +315,30 @@ fn revoke_subject(txn: &redb::WriteTransaction, sub: &str, now: u64) -> Result<(
     Ok(())
 }
 
-/// [`update`] in a PostgreSQL store: the row locked while it changes; the subject revoked and
-/// announced to the other nodes in the same transaction.
+/// [`get`] in a PostgreSQL store.
+fn get_postgres(pg: &Pg, name: &str) -> Result<Option<StoredUser>, StoreError> {
+    let name = name.to_owned();
+    pg.block(|pg| async move {
+        let client = pg.client().await?;
+        let row = client
+            .query_opt("SELECT record::text FROM users WHERE name = $1", &[&name])
+            .await
+            .map_err(pg.query("read a user"))?;
+        row.map(|row| decode(&name, row.get::<_, &str>(0).as_bytes()))
+            .transpose()
+    })
+}
+
+/// [`update`] in a PostgreSQL store: the user read and changed here, then written back in one
+/// transaction with the subject's revocation, announced to the other nodes.
 fn update_postgres(
     pg: &Pg,
     name: &str,
     now: u64,
     change: impl FnOnce(&mut StoredUser),
 ) -> Result<Change, StoreError> {
+    let found = get_postgres(pg, name)?;
     let name = name.to_owned();
-    let found: Option<StoredUser> = pg.block({
-        let name = name.clone();
-        |pg| async move {
-            let client = pg.client().await?;
-            let row = client
-                .query_opt("SELECT record::text FROM users WHERE name = $1", &[&name])
-                .await
-                .map_err(pg.query("read a user"))?;
-            row.map(|row| decode(&name, row.get::<_, &str>(0).as_bytes()))
-                .transpose()
-        }
-    })?;
     let Some(mut user) = found else {
         return Ok(Change::Missing);
     };

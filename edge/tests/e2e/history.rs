@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use std::process::Command;
 
 /// Uploads NDJSON ports `(code, name)` as one job; returns its id.
-async fn ports_job(client: &Client, ports: &[(&str, &str)]) -> String {
+pub(crate) async fn ports_job(client: &Client, ports: &[(&str, &str)]) -> String {
     let body: String = ports
         .iter()
         .map(|(code, name)| format!("{{\"name\":\"{name}\",\"unlocs\":[\"{code}\"]}}\n"))

@@ -7,6 +7,7 @@
 //! Each test makes a database of its own: in `EDGE_TEST_PG_URL`'s server (`.ci/run` starts
 //! one), or in a throwaway cluster (`edge_pg::cluster`). Skipped where there is neither.
 
+use crate::history::ports_job;
 use crate::util::{
     done, ports_as_array_and_ndjson, synthetic_ports_ndjson, upload, Events, TestServer,
 };
@@ -299,6 +300,30 @@ async fn two_nodes_share_one_database_exactly() {
     let _ = b.stop().await;
 }
 
+/// The job id an upload's events name (its `accepted`).
+fn job_id(events: &Events) -> String {
+    events
+        .all()
+        .iter()
+        .find_map(|e| match e {
+            Event::Accepted { job, .. } => Some(job.clone()),
+            _ => None,
+        })
+        .expect("the job was accepted")
+}
+
+/// The highest `committed` count an upload's events reported.
+fn acknowledged(events: &[Event]) -> u64 {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Committed { records } => Some(*records),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// A body fed by the test: what it writes to the other end is what the server reads.
 fn piped() -> (
     tokio::io::DuplexStream,
@@ -368,16 +393,11 @@ async fn a_database_that_goes_away_fails_the_job_cleanly_and_the_server_carries_
         message.contains("127.0.0.1"),
         "names the database: {message}"
     );
-    let reported = events
-        .all()
-        .iter()
-        .filter_map(|e| match e {
-            Event::Committed { records } => Some(*records),
-            _ => None,
-        })
-        .max()
-        .unwrap();
-    assert_eq!(*committed, reported, "failed carries the committed count");
+    assert_eq!(
+        *committed,
+        acknowledged(&events.all()),
+        "failed carries the committed count"
+    );
 
     // The health check says so, for a load balancer to send clients elsewhere.
     let mut api = Api::connect(&server.client_config()).await.unwrap();
@@ -609,19 +629,6 @@ async fn edge_store_copy_moves_a_redb_deployment_to_postgres() {
     );
     client.close().await;
     let _ = server.stop().await;
-}
-
-/// Uploads NDJSON ports `(code, name)` as one job; returns its id.
-async fn ports_job(client: &Client, ports: &[(&str, &str)]) -> String {
-    let body: String = ports
-        .iter()
-        .map(|(code, name)| format!("{{\"name\":\"{name}\",\"unlocs\":[\"{code}\"]}}\n"))
-        .collect();
-    let (result, _) = upload(client, "ports", Some(Format::Ndjson), body.into_bytes()).await;
-    match result.last {
-        Event::Done { job, errors: 0, .. } => job,
-        other => panic!("{other:?}"),
-    }
 }
 
 /// A sequence of uploads, history reads and reverts over the API, with job ids replaced by
@@ -888,25 +895,9 @@ async fn a_node_killed_mid_upload_keeps_what_it_acknowledged_and_only_its_own_jo
     drop(a);
     // Its client would wait for its idle timeout: what it saw is what matters.
     a_job.abort();
-    let a_id = a_events
-        .all()
-        .iter()
-        .find_map(|e| match e {
-            Event::Accepted { job, .. } => Some(job.clone()),
-            _ => None,
-        })
-        .unwrap();
-    let acknowledged = a_events
-        .all()
-        .iter()
-        .filter_map(|e| match e {
-            Event::Committed { records } => Some(*records),
-            _ => None,
-        })
-        .max()
-        .unwrap();
+    let a_id = job_id(&a_events);
     let stored = ports_in(&open(db.url()));
-    for i in 0..acknowledged as usize {
+    for i in 0..acknowledged(&a_events.all()) as usize {
         let key = format!("P{i:06}");
         assert!(
             stored
@@ -922,14 +913,7 @@ async fn a_node_killed_mid_upload_keeps_what_it_acknowledged_and_only_its_own_jo
     let mut api = Api::connect(&b_client).await.unwrap();
     let a_record = api.get(&format!("/v1/jobs/{a_id}")).await.unwrap();
     assert_eq!(a_record.body["outcome"], "interrupted", "{}", a_record.body);
-    let b_id = b_events
-        .all()
-        .iter()
-        .find_map(|e| match e {
-            Event::Accepted { job, .. } => Some(job.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let b_id = job_id(&b_events);
     let b_record = api.get(&format!("/v1/jobs/{b_id}")).await.unwrap();
     assert_eq!(b_record.body["outcome"], "running", "{}", b_record.body);
     b_body.shutdown().await.unwrap();

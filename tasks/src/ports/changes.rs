@@ -262,36 +262,12 @@ pub(super) fn read_history(
     let range = versions
         .range::<(&str, &str)>((Bound::Included((code, "")), upper))
         .map_err(StoreError::redb("read ports history"))?;
-    let mut items = Vec::new();
-    let mut next = None;
-    for entry in range.rev() {
+    let mut rows = Vec::new();
+    for entry in range.rev().take(request.limit + 1) {
         let (key, value) = entry.map_err(StoreError::redb("read ports history"))?;
-        let (_, job) = key.value();
-        if items.len() == request.limit {
-            next = items
-                .last()
-                .and_then(|item: &Value| item["job"].as_str().map(str::to_owned));
-            break;
-        }
-        let version = value.value().decode(code)?;
-        let replaced = version.port().map_err(|message| StoreError::Corrupt {
-            key: format!("{code} (history of job {job})"),
-            message,
-        })?;
-        items.push(json!({
-            "job": job,
-            "sub": version.sub,
-            "time": rfc3339(version.time_ms),
-            "was": replaced.name,
-            "replaced": replaced,
-        }));
+        rows.push((key.value().1.to_owned(), value.value().bytes().to_vec()));
     }
-    if items.is_empty() && super::get(&context.store, code)?.is_none() {
-        return Err(ReadError::NotFound(format!(
-            "no port `{code}` and no history of one"
-        )));
-    }
-    Ok(Page { items, next })
+    history_items(context, code, request.limit, rows)
 }
 
 /// [`read_history`]'s page from `(job, stored version)` rows, newest first (one more than a
