@@ -210,10 +210,10 @@ impl crate::store::Change for Rows {
 async fn copy_rows<'k>(
     txn: &PgTransaction<'_>,
     rows: impl Iterator<Item = (&'k str, &'k [u8])>,
-) -> Result<(), StoreError> {
+) -> Result<usize, StoreError> {
     txn.batch_execute(
         "CREATE TEMP TABLE IF NOT EXISTS ports_in (key text, value bytea) ON COMMIT DELETE ROWS;
-         TRUNCATE ports_in",
+         DELETE FROM ports_in",
     )
     .await
     .map_err(txn.failed("prepare the batch's table"))?;
@@ -222,18 +222,20 @@ async fn copy_rows<'k>(
         .await
         .map_err(txn.failed("copy the batch"))?;
     let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &[Type::TEXT, Type::BYTEA]));
+    let mut len = 0;
     for (key, value) in rows {
         writer
             .as_mut()
             .write(&[&key, &value])
             .await
             .map_err(txn.failed("copy the batch"))?;
+        len += 1;
     }
     writer
         .finish()
         .await
         .map_err(txn.failed("copy the batch"))?;
-    Ok(())
+    Ok(len)
 }
 
 /// What one round of a job's batch changed: the keys it inserted, and those it updated.
@@ -255,7 +257,7 @@ pub(super) async fn upsert_recorded<'k>(
     time_ms: u64,
     recorded: &[String],
 ) -> Result<Changed, StoreError> {
-    copy_rows(txn, rows).await?;
+    let len = copy_rows(txn, rows).await?;
     let inserted = txn
         .query(
             "INSERT INTO ports (key, value) SELECT key, value FROM ports_in ORDER BY key
@@ -264,6 +266,13 @@ pub(super) async fn upsert_recorded<'k>(
         )
         .await
         .map_err(txn.failed("insert the batch's new ports"))?;
+    if inserted.len() == len {
+        // All new (an import): nothing existed to lock, record or update.
+        return Ok(Changed {
+            inserted: inserted.iter().map(|row| row.get(0)).collect(),
+            updated: Vec::new(),
+        });
+    }
     txn.query_one(
         "SELECT count(*) FROM (SELECT 1 FROM ports p JOIN ports_in i ON p.key = i.key
              ORDER BY p.key FOR UPDATE OF p) AS locked",
