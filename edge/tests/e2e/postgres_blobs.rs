@@ -552,3 +552,101 @@ async fn edge_store_copy_carries_blobs_from_redb_to_postgres() {
     assert!(got == big, "the big blob, byte for byte, again");
     let _ = server.stop().await;
 }
+
+#[cfg_attr(not(has_postgres), ignore = "no PostgreSQL here (see edge/build.rs)")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_prunes_its_own_cut_off_uploads_at_start_and_leaves_other_nodes_ones() {
+    let db = Database::new().unwrap();
+    let store = open(db.url());
+    // Two uploads cut off (as by a crash): one of node A, one of node B, each with a chunk.
+    let pg = edge_tasks::store::Pg::connect(&edge_tasks::store::PgOptions::new(db.url())).unwrap();
+    pg.block(|pg| async move {
+        let client = pg.client().await?;
+        for (id, node) in [(900_001i64, "node-a"), (900_002, "node-b")] {
+            let staged = json!({"name": "cut.jpg", "job": "j", "sub": "tester",
+                "started_ms": 1, "node": node})
+            .to_string();
+            client
+                .execute(
+                    "INSERT INTO blob_staging (id, node, staged) VALUES ($1, $2, $3::text::json)",
+                    &[&id, &node, &staged],
+                )
+                .await
+                .map_err(pg.query("stage"))?;
+            client
+                .execute(
+                    "INSERT INTO blob_chunks (id, n, data) VALUES ($1, 0, $2)",
+                    &[&id, &vec![7u8; 1000]],
+                )
+                .await
+                .map_err(pg.query("write a chunk"))?;
+        }
+        Ok::<(), edge_pg::PgError>(())
+    })
+    .unwrap();
+    let unpublished = || edge_tasks::blobs::stored::unpublished(&store).unwrap();
+    assert_eq!(unpublished(), (2, 2));
+
+    // Node A starts again: its prune (at start) drops its upload, not node B's.
+    let server = TestServer::start_with(|c| {
+        on_postgres(c, db.url());
+        c.store.node = Some("node-a".into());
+    })
+    .await;
+    let started = std::time::Instant::now();
+    while unpublished() != (1, 1) {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "node A pruned nothing: {:?}",
+            unpublished()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Its own uploads work on, beside node B's staged one.
+    let client = server.client().await;
+    let body = picture(2_000_000, 9);
+    let (result, _) = put(&client, "after.jpg", json!({}), body.clone()).await;
+    done_summary(&result);
+    client.close().await;
+    let _ = server.stop().await;
+    assert_eq!(
+        unpublished(),
+        (1, 1),
+        "node B's upload is node B's to prune"
+    );
+}
+
+#[cfg_attr(not(has_postgres), ignore = "no PostgreSQL here (see edge/build.rs)")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_while_the_database_is_away_fails_store_unavailable_and_the_next_one_works() {
+    // A cluster of its own: the test stops and starts it.
+    let cluster = edge_pg::cluster::Cluster::start().unwrap();
+    let url = cluster.url("postgres");
+    let server = TestServer::start_with(|c| on_postgres(c, &url)).await;
+    let client = server.client().await;
+    let body = picture(3_000_000, 12);
+
+    cluster.stop().unwrap();
+    let (result, _) = put(&client, "away.jpg", json!({}), body.clone()).await;
+    let Event::Failed { code, message, .. } = &result.last else {
+        panic!("the job must fail: {:?}", result.last);
+    };
+    assert_eq!(*code, ErrorCode::StoreUnavailable, "{message}");
+    assert!(
+        message.contains("127.0.0.1"),
+        "names the database: {message}"
+    );
+
+    cluster.start_again().unwrap();
+    let (result, _) = put(&client, "away.jpg", json!({}), body.clone()).await;
+    done_summary(&result);
+    client.close().await;
+    let (etag, got) = download(&server.client_config(), "away.jpg").await;
+    assert_eq!(etag, blake3_hex(&body));
+    assert!(got == body);
+    let _ = server.stop().await;
+    assert_eq!(
+        edge_tasks::blobs::stored::unpublished(&open(&url)).unwrap(),
+        (0, 0)
+    );
+}

@@ -544,13 +544,7 @@ pub(super) fn open(pg: &Pg, name: &str) -> Result<Option<(Meta, Snapshot)>, Stor
 impl Snapshot {
     /// Bytes `from..from + len` of chunk `index` of blob `id`, with the chunk's whole length;
     /// `None` when the snapshot holds no such chunk.
-    pub(super) fn chunk(
-        &self,
-        id: u64,
-        index: u64,
-        from: usize,
-        len: usize,
-    ) -> ChunkAnswer {
+    pub(super) fn chunk(&self, id: u64, index: u64, from: usize, len: usize) -> ChunkAnswer {
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
         let int = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
         let request = Request {
