@@ -390,9 +390,10 @@ impl BlobTask {
     }
 
     /// Hands the full chunks (and the staging entry, the first time) to the store's writer;
-    /// no write may be running.
+    /// no write may be running. A job refused before its body (or whose store failed before
+    /// it had an id) stages nothing.
     fn stage_ready(&mut self) -> Result<(), TaskError> {
-        if self.abandoned || (self.ready.is_empty() && self.staged) {
+        if self.abandoned || self.early.is_some() || (self.ready.is_empty() && self.staged) {
             return Ok(());
         }
         let change = Stage {
