@@ -24,6 +24,7 @@ mod logs;
 mod origin;
 mod plugin;
 mod postgres;
+mod postgres_blobs;
 mod primes;
 mod readme;
 mod sources;

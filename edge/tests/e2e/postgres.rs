@@ -28,7 +28,7 @@ pub fn on_postgres(config: &mut Config, url: &str) {
 }
 
 /// A store handle of the test's own on the database, as another process would open it.
-fn open(url: &str) -> Store {
+pub(crate) fn open(url: &str) -> Store {
     Store::open_postgres(&PgOptions::new(url), "test-reader", Registry::builtin())
         .expect("the database opens")
 }
@@ -325,7 +325,7 @@ fn acknowledged(events: &[Event]) -> u64 {
 }
 
 /// A body fed by the test: what it writes to the other end is what the server reads.
-fn piped() -> (
+pub(crate) fn piped() -> (
     tokio::io::DuplexStream,
     Box<dyn tokio::io::AsyncRead + Send + Unpin>,
 ) {

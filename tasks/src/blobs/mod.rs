@@ -9,6 +9,7 @@
 
 mod base64;
 pub mod media;
+mod postgres;
 pub mod stored;
 
 use crate::reads::{Content, Page, PageRequest, ReadError, Reads};
@@ -43,8 +44,8 @@ pub const PLUGIN: Plugin = Plugin {
         version: 1,
         tables: &[&stored::BLOBS, &stored::CHUNKS, &stored::STAGING, &stored::USAGE],
         migrate: None,
-        postgres: &[],
-        copy: None,
+        postgres: postgres::SCHEMA,
+        copy: Some(stored::copy),
     },
     reads: Some(Reads {
         scope: "blobs:read",
@@ -192,38 +193,51 @@ fn create(
         sub: String::new(),
     });
     let store = &context.store;
-    let store_error = |e: crate::StoreError| ParamError(format!("the store cannot be read: {e}"));
-    let existing = stored::meta(store, &params.name).map_err(store_error)?;
-    let mut used = stored::usage(store, &job.sub).map_err(store_error)?;
-    if let Some(old) = existing.as_ref().filter(|old| old.sub == job.sub) {
-        used = used.saturating_sub(old.size);
-    }
     let quota = context.limits.blob_bytes_per_sub;
-    // Refusals known before the body: the job fails at its first byte, having stored nothing.
-    let early = if params.if_absent && existing.is_some() {
-        Some(TaskError::Refused {
-            code: ErrorCode::AlreadyExists,
-            message: format!(
-                "a blob named `{}` exists and the job asked not to replace it (if_absent); delete it first, or upload without if_absent",
-                params.name
-            ),
-        })
-    } else {
-        match context.upload.size {
-            Some(size) if quota > 0 && used.saturating_add(size) > quota => {
+    // What the store says before the body: the version this would replace, what the subject
+    // uses besides it, and an id for the chunks. A store that fails here (a PostgreSQL store
+    // away) fails the job with its error, at the first byte.
+    let looked_up = (|| {
+        let existing = stored::meta(store, &params.name)?;
+        let mut used = stored::usage(store, &job.sub)?;
+        if let Some(old) = existing.as_ref().filter(|old| old.sub == job.sub) {
+            used = used.saturating_sub(old.size);
+        }
+        Ok::<_, crate::StoreError>((existing, used, stored::new_id(store)?))
+    })();
+    let (early, used, id) = match looked_up {
+        // Refusals known before the body: the job fails at its first byte, having stored
+        // nothing.
+        Ok((Some(_), used, id)) if params.if_absent => (
+            Some(TaskError::Refused {
+                code: ErrorCode::AlreadyExists,
+                message: format!(
+                    "a blob named `{}` exists and the job asked not to replace it (if_absent); delete it first, or upload without if_absent",
+                    params.name
+                ),
+            }),
+            used,
+            id,
+        ),
+        Ok((_, used, id)) => match context.upload.size {
+            Some(size) if quota > 0 && used.saturating_add(size) > quota => (
                 Some(TaskError::Refused {
                     code: ErrorCode::LimitExceeded,
                     message: stored::quota_message(&job.sub, used, size, quota),
-                })
-            }
-            _ => None,
-        }
+                }),
+                used,
+                id,
+            ),
+            _ => (None, used, id),
+        },
+        // No id: the job fails before it stages anything.
+        Err(e) => (Some(TaskError::Store(e)), 0, 0),
     };
     // Enough buffers for the chunks of two stage writes (see `stage_if_due`).
     let (recycle, spare) = std::sync::mpsc::sync_channel(2 * STAGE_BYTES / CHUNK_BYTES + 2);
     Ok(Box::new(BlobTask {
         store: store.clone(),
-        id: stored::new_id(),
+        id,
         decoder: params.base64.then(Base64Decoder::new),
         params,
         job,
@@ -349,6 +363,7 @@ impl BlobTask {
             job: self.job.id.clone(),
             sub: self.job.sub.clone(),
             started_ms: self.started_ms,
+            node: self.store.node().to_owned(),
         })
     }
 
@@ -375,9 +390,10 @@ impl BlobTask {
     }
 
     /// Hands the full chunks (and the staging entry, the first time) to the store's writer;
-    /// no write may be running.
+    /// no write may be running. A job refused before its body (or whose store failed before
+    /// it had an id) stages nothing.
     fn stage_ready(&mut self) -> Result<(), TaskError> {
-        if self.abandoned || (self.ready.is_empty() && self.staged) {
+        if self.abandoned || self.early.is_some() || (self.ready.is_empty() && self.staged) {
             return Ok(());
         }
         let change = Stage {

@@ -9,9 +9,14 @@
 //! | `blob_chunks` | (id, chunk index) | up to [`CHUNK_BYTES`] bytes |
 //! | `blob_staging` | id | [`Staged`] as JSON: an upload under way (or cut off) |
 //! | `blob_usage` | token subject | bytes of its blobs |
+//!
+//! The same tables, with the same guarantees, in a PostgreSQL store that several nodes share:
+//! each function and change below does its work in either database ([`super::postgres`]
+//! holds the SQL, and says how the guarantees hold across nodes).
 
+use super::postgres;
 use crate::reads::{Content, ContentInfo, ReadError};
-use crate::store::{Change, Store, StoreError};
+use crate::store::{Change, Kind, PgFuture, PgTransaction, Store, StoreError};
 use crate::time::at_ms;
 use bytes::Bytes;
 use edge_proto::ErrorCode;
@@ -70,7 +75,7 @@ impl Meta {
         })
     }
 
-    fn decode(name: &str, bytes: &[u8]) -> Result<Meta, StoreError> {
+    pub(super) fn decode(name: &str, bytes: &[u8]) -> Result<Meta, StoreError> {
         serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
             key: format!("blobs/{name}"),
             message: e.to_string(),
@@ -93,14 +98,26 @@ pub(crate) struct Staged {
     pub sub: String,
     /// When it started (ms since the Unix epoch).
     pub started_ms: u64,
+    /// The node running it, in a PostgreSQL store (the only one that may prune it); empty
+    /// (and not written) in redb.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node: String,
 }
 
-/// Ids of the uploads running in this process: a staged id not among them was cut off (by a
-/// crash, or a failure whose clean-up failed too) and is pruned.
+/// Ids of the uploads running in this process: a staged id (of this node) not among them was
+/// cut off (by a crash, or a failure whose clean-up failed too) and is pruned.
 static LIVE: Mutex<Option<HashSet<u64>>> = Mutex::new(None);
 
-/// A fresh blob id, counted live until [`release`]d.
-pub(crate) fn new_id() -> u64 {
+/// A fresh blob id, counted live until [`release`]d. In redb, a random one that no running
+/// upload has (one process writes the file); in PostgreSQL, the next of the database's
+/// sequence `blob_ids`, so that nodes sharing the database never take the same.
+pub(crate) fn new_id(store: &Store) -> Result<u64, StoreError> {
+    if let Kind::Postgres(pg) = store.kind() {
+        let id = postgres::new_id(pg)?;
+        let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+        live.get_or_insert_with(HashSet::new).insert(id);
+        return Ok(id);
+    }
     let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
     let live = live.get_or_insert_with(HashSet::new);
     let mut counter = 0u64;
@@ -115,7 +132,7 @@ pub(crate) fn new_id() -> u64 {
         id.copy_from_slice(&hasher.finalize().as_bytes()[..8]);
         let id = u64::from_le_bytes(id);
         if id != 0 && live.insert(id) {
-            return id;
+            return Ok(id);
         }
     }
 }
@@ -173,6 +190,15 @@ impl Change for Stage {
         write_chunks(txn, self.id, &self.chunks)
     }
 
+    fn apply_postgres<'a>(&'a mut self, txn: &'a PgTransaction<'_>) -> PgFuture<'a, ()> {
+        Box::pin(postgres::stage(
+            txn,
+            self.id,
+            self.staged.as_ref(),
+            &self.chunks,
+        ))
+    }
+
     fn weight(&self) -> usize {
         self.chunks.iter().map(|(_, c)| c.len()).sum()
     }
@@ -211,6 +237,10 @@ impl Change for Discard {
 
     fn apply(&mut self, txn: &WriteTransaction) -> Result<(), StoreError> {
         delete_id(txn, self.0)
+    }
+
+    fn apply_postgres<'a>(&'a mut self, txn: &'a PgTransaction<'_>) -> PgFuture<'a, ()> {
+        Box::pin(postgres::delete_id(txn, self.0))
     }
 }
 
@@ -296,6 +326,17 @@ impl Change for Publish {
         Ok(Published::Stored { replaced: old })
     }
 
+    fn apply_postgres<'a>(&'a mut self, txn: &'a PgTransaction<'_>) -> PgFuture<'a, Published> {
+        Box::pin(postgres::publish(
+            txn,
+            &self.name,
+            &self.meta,
+            &self.chunks,
+            self.if_absent,
+            self.quota,
+        ))
+    }
+
     fn weight(&self) -> usize {
         self.chunks.iter().map(|(_, c)| c.len()).sum()
     }
@@ -351,10 +392,17 @@ impl Change for Remove {
         add_usage(&mut usage, &meta.sub, -i128::from(meta.size))?;
         Ok(Some(meta))
     }
+
+    fn apply_postgres<'a>(&'a mut self, txn: &'a PgTransaction<'_>) -> PgFuture<'a, Option<Meta>> {
+        Box::pin(postgres::remove(txn, &self.0))
+    }
 }
 
 /// The description of the blob `name`.
 pub(crate) fn meta(store: &Store, name: &str) -> Result<Option<Meta>, StoreError> {
+    if let Kind::Postgres(pg) = store.kind() {
+        return postgres::meta(pg, name);
+    }
     let txn = store.read()?;
     let blobs = txn
         .open_table(BLOBS)
@@ -367,6 +415,9 @@ pub(crate) fn meta(store: &Store, name: &str) -> Result<Option<Meta>, StoreError
 
 /// The bytes of blobs `sub` keeps.
 pub(crate) fn usage(store: &Store, sub: &str) -> Result<u64, StoreError> {
+    if let Kind::Postgres(pg) = store.kind() {
+        return postgres::usage(pg, sub);
+    }
     let txn = store.read()?;
     let usage = txn
         .open_table(USAGE)
@@ -384,14 +435,17 @@ pub(crate) fn list(
     after: Option<&str>,
     limit: usize,
 ) -> Result<(Vec<(String, Meta)>, bool), StoreError> {
-    let txn = store.read()?;
-    let blobs = txn
-        .open_table(BLOBS)
-        .map_err(StoreError::redb("open blobs"))?;
     let start = match after {
         Some(after) if after >= prefix => after,
         _ => prefix,
     };
+    if let Kind::Postgres(pg) = store.kind() {
+        return postgres::list(pg, prefix, start, Some(start) == after, limit);
+    }
+    let txn = store.read()?;
+    let blobs = txn
+        .open_table(BLOBS)
+        .map_err(StoreError::redb("open blobs"))?;
     let rows = blobs
         .range(start..)
         .map_err(StoreError::redb("list blobs"))?;
@@ -413,15 +467,44 @@ pub(crate) fn list(
     Ok((items, false))
 }
 
-/// One blob's bytes, read from one snapshot of the store.
+/// One blob's bytes, read from one snapshot of the store: the version that was there when
+/// it was opened, whole, whatever is published or deleted while it is read.
 pub(crate) struct BlobContent {
     info: ContentInfo,
     id: u64,
-    chunks: ReadOnlyTable<(u64, u64), &'static [u8]>,
+    chunks: Snapshot,
+}
+
+/// Where a [`BlobContent`] reads its chunks.
+enum Snapshot {
+    /// The chunks table of a redb read transaction.
+    Redb(ReadOnlyTable<(u64, u64), &'static [u8]>),
+    /// A transaction of the PostgreSQL store held for the download (see
+    /// [`postgres::Snapshot`] for why, and what it costs).
+    Postgres(postgres::Snapshot),
+}
+
+impl BlobContent {
+    fn new(meta: Meta, chunks: Snapshot) -> BlobContent {
+        BlobContent {
+            info: ContentInfo {
+                size: meta.size,
+                content_type: meta.content_type,
+                etag: meta.digest,
+                modified: at_ms(meta.created_ms),
+            },
+            id: meta.id,
+            chunks,
+        }
+    }
 }
 
 /// Opens the blob `name` for reading: its description and a snapshot of its chunks.
 pub(crate) fn open(store: &Store, name: &str) -> Result<Option<BlobContent>, StoreError> {
+    if let Kind::Postgres(pg) = store.kind() {
+        return Ok(postgres::open(pg, name)?
+            .map(|(meta, snapshot)| BlobContent::new(meta, Snapshot::Postgres(snapshot))));
+    }
     let txn = store.read()?;
     let blobs = txn
         .open_table(BLOBS)
@@ -433,16 +516,7 @@ pub(crate) fn open(store: &Store, name: &str) -> Result<Option<BlobContent>, Sto
     let chunks = txn
         .open_table(CHUNKS)
         .map_err(StoreError::redb("open blob chunks"))?;
-    Ok(Some(BlobContent {
-        info: ContentInfo {
-            size: meta.size,
-            content_type: meta.content_type,
-            etag: meta.digest,
-            modified: at_ms(meta.created_ms),
-        },
-        id: meta.id,
-        chunks,
-    }))
+    Ok(Some(BlobContent::new(meta, Snapshot::Redb(chunks))))
 }
 
 impl Content for BlobContent {
@@ -460,32 +534,41 @@ impl Content for BlobContent {
         let mut at = range.start;
         while at < end {
             let index = at / chunk;
-            let found = self
-                .chunks
-                .get((self.id, index))
-                .map_err(StoreError::redb("read a blob chunk"))?;
-            let Some(bytes) = found else {
-                return Err(StoreError::Corrupt {
-                    key: format!("blob_chunks/{}/{index}", self.id),
-                    message: "a chunk of a stored blob is missing".into(),
-                }
-                .into());
-            };
-            let bytes = bytes.value();
             let from = usize::try_from(at - index * chunk).unwrap_or(usize::MAX);
             let to = usize::try_from((end - index * chunk).min(chunk)).unwrap_or(usize::MAX);
-            let Some(piece) = bytes
-                .get(from..to.min(bytes.len()))
-                .filter(|p| !p.is_empty())
-            else {
-                return Err(StoreError::Corrupt {
-                    key: format!("blob_chunks/{}/{index}", self.id),
-                    message: format!("a chunk of a stored blob holds {} bytes", bytes.len()),
+            let missing = || StoreError::Corrupt {
+                key: format!("blob_chunks/{}/{index}", self.id),
+                message: "a chunk of a stored blob is missing".into(),
+            };
+            let short = |len: usize| StoreError::Corrupt {
+                key: format!("blob_chunks/{}/{index}", self.id),
+                message: format!("a chunk of a stored blob holds {len} bytes"),
+            };
+            let piece = match &self.chunks {
+                Snapshot::Redb(chunks) => {
+                    let found = chunks
+                        .get((self.id, index))
+                        .map_err(StoreError::redb("read a blob chunk"))?;
+                    let bytes = found.ok_or_else(missing)?;
+                    let bytes = bytes.value();
+                    let piece = bytes
+                        .get(from..to.min(bytes.len()))
+                        .filter(|p| !p.is_empty())
+                        .ok_or_else(|| short(bytes.len()))?;
+                    Bytes::copy_from_slice(piece)
                 }
-                .into());
+                Snapshot::Postgres(snapshot) => {
+                    let (len, piece) = snapshot
+                        .chunk(self.id, index, from, to.saturating_sub(from))?
+                        .ok_or_else(missing)?;
+                    if len < to || piece.is_empty() {
+                        return Err(short(len).into());
+                    }
+                    Bytes::from(piece)
+                }
             };
             at += piece.len() as u64;
-            if !out(Bytes::copy_from_slice(piece)) {
+            if !out(piece) {
                 return Ok(());
             }
         }
@@ -497,48 +580,94 @@ impl Content for BlobContent {
 const PRUNE_BATCH: usize = 16;
 
 /// Deletes staged uploads that no running job of this process owns (cut off by a crash,
-/// or whose job's clean-up failed), [`PRUNE_BATCH`] per transaction; returns how many.
+/// or whose job's clean-up failed), [`PRUNE_BATCH`] per transaction; returns how many. In a
+/// PostgreSQL store, only this node's: another node's uploads are that node's to prune (it
+/// alone knows which of its jobs run), when it starts again.
 pub(crate) fn prune_orphans(store: &Store, stop: &dyn Fn() -> bool) -> Result<u64, StoreError> {
     let mut pruned = 0;
     while !stop() {
-        let txn = store.write()?;
-        let doomed: Vec<u64> = {
-            let staging = txn
-                .open_table(STAGING)
-                .map_err(StoreError::redb("open staged blobs"))?;
-            let ids = staging
-                .iter()
-                .map_err(StoreError::redb("list staged blobs"))?;
-            let mut doomed = Vec::new();
-            for row in ids {
-                let (id, _) = row.map_err(StoreError::redb("list staged blobs"))?;
-                // Checked inside the write transaction: a job stages its id only while it
-                // is live, and unstages it (committed) before it stops being live.
-                if !is_live(id.value()) {
-                    doomed.push(id.value());
-                    if doomed.len() == PRUNE_BATCH {
-                        break;
-                    }
-                }
+        let doomed = match store.kind() {
+            Kind::Postgres(_) => {
+                let prune = PruneStaged {
+                    node: store.node().to_owned(),
+                };
+                store.submit(prune, crate::store::Sync::Now).wait()?
             }
-            doomed
+            Kind::Redb(_) => {
+                let txn = store.write()?;
+                let doomed = prune_batch(&txn)?;
+                txn.commit()
+                    .map_err(StoreError::redb("prune staged blobs"))?;
+                doomed
+            }
         };
-        for id in &doomed {
-            delete_id(&txn, *id)?;
-        }
-        txn.commit()
-            .map_err(StoreError::redb("prune staged blobs"))?;
-        pruned += doomed.len() as u64;
-        if doomed.len() < PRUNE_BATCH {
+        pruned += doomed as u64;
+        if doomed < PRUNE_BATCH {
             break;
         }
     }
     Ok(pruned)
 }
 
+/// Deletes up to [`PRUNE_BATCH`] staged uploads that no running job of this process owns;
+/// returns how many.
+fn prune_batch(txn: &WriteTransaction) -> Result<usize, StoreError> {
+    let doomed: Vec<u64> = {
+        let staging = txn
+            .open_table(STAGING)
+            .map_err(StoreError::redb("open staged blobs"))?;
+        let ids = staging
+            .iter()
+            .map_err(StoreError::redb("list staged blobs"))?;
+        let mut doomed = Vec::new();
+        for row in ids {
+            let (id, _) = row.map_err(StoreError::redb("list staged blobs"))?;
+            // Checked inside the write transaction: a job stages its id only while it
+            // is live, and unstages it (committed) before it stops being live.
+            if !is_live(id.value()) {
+                doomed.push(id.value());
+                if doomed.len() == PRUNE_BATCH {
+                    break;
+                }
+            }
+        }
+        doomed
+    };
+    for id in &doomed {
+        delete_id(txn, *id)?;
+    }
+    Ok(doomed.len())
+}
+
+/// One batch of [`prune_orphans`]: staged uploads of the node `node` that no running job of
+/// this process owns, [`PRUNE_BATCH`] at most.
+struct PruneStaged {
+    node: String,
+}
+
+impl Change for PruneStaged {
+    type Output = usize;
+
+    fn apply(&mut self, txn: &WriteTransaction) -> Result<usize, StoreError> {
+        prune_batch(txn)
+    }
+
+    fn apply_postgres<'a>(&'a mut self, txn: &'a PgTransaction<'_>) -> PgFuture<'a, usize> {
+        Box::pin(postgres::prune_staged(
+            txn,
+            &self.node,
+            PRUNE_BATCH,
+            is_live,
+        ))
+    }
+}
+
 /// What the store holds of no published blob: staged uploads, and chunks of no blob (both
 /// 0 once every job ended and the orphans were pruned; for tests and checks).
 pub fn unpublished(store: &Store) -> Result<(u64, u64), StoreError> {
+    if let Kind::Postgres(pg) = store.kind() {
+        return postgres::unpublished(pg);
+    }
     let txn = store.read()?;
     let staging = txn
         .open_table(STAGING)
@@ -568,4 +697,94 @@ pub fn unpublished(store: &Store) -> Result<(u64, u64), StoreError> {
         .len()
         .map_err(StoreError::redb("count staged blobs"))?;
     Ok((staged, loose))
+}
+
+/// Copies every blob of the redb store `from` into the PostgreSQL store `to` (`edge store
+/// copy`), replacing blobs of the same name; returns how many blobs. Each blob gets an id of
+/// the target's sequence, and goes as an upload does: its chunks staged in transactions of
+/// about [`crate::table::COPY_BATCH_BYTES`] (never the whole blob in memory), then published
+/// with its description and usage in one. A copy cut off leaves a staged upload of this node,
+/// which its next start prunes.
+pub(crate) fn copy(
+    from: &Store,
+    to: &Store,
+    progress: &mut dyn FnMut(u64),
+) -> Result<u64, StoreError> {
+    let txn = from.read()?;
+    let blobs = txn
+        .open_table(BLOBS)
+        .map_err(StoreError::redb("open blobs"))?;
+    let chunks = txn
+        .open_table(CHUNKS)
+        .map_err(StoreError::redb("open blob chunks"))?;
+    let mut copied = 0;
+    for row in blobs.iter().map_err(StoreError::redb("list blobs"))? {
+        let (name, bytes) = row.map_err(StoreError::redb("list blobs"))?;
+        let name = name.value();
+        let meta = Meta::decode(name, bytes.value())?;
+        let id = new_id(to)?;
+        let copied_one = copy_one(&chunks, to, name, &meta, id);
+        if copied_one.is_err() {
+            if let Err(e) = to.submit(Discard(id), crate::store::Sync::Now).wait() {
+                tracing::warn!(blob = name, "cannot drop a blob copied in part: {e}");
+            }
+        }
+        release(id);
+        copied_one?;
+        copied += 1;
+        progress(copied);
+    }
+    Ok(copied)
+}
+
+/// Copies one blob under the new id `id` (see [`copy`]).
+fn copy_one(
+    chunks: &ReadOnlyTable<(u64, u64), &'static [u8]>,
+    to: &Store,
+    name: &str,
+    meta: &Meta,
+    id: u64,
+) -> Result<(), StoreError> {
+    let mut staged = Some(Staged {
+        name: name.to_owned(),
+        job: meta.job.clone(),
+        sub: meta.sub.clone(),
+        started_ms: crate::time::now_ms(),
+        node: to.node().to_owned(),
+    });
+    let mut batch: Vec<Chunk> = Vec::new();
+    let mut bytes = 0;
+    let rows = chunks
+        .range((meta.id, 0)..=(meta.id, u64::MAX))
+        .map_err(StoreError::redb("list blob chunks"))?;
+    for row in rows {
+        let (key, value) = row.map_err(StoreError::redb("list blob chunks"))?;
+        let value = value.value();
+        bytes += value.len();
+        batch.push((key.value().1, value.to_vec()));
+        if bytes >= crate::table::COPY_BATCH_BYTES {
+            let stage = Stage {
+                id,
+                staged: staged.take(),
+                chunks: std::mem::take(&mut batch),
+                recycle: None,
+            };
+            to.submit(stage, crate::store::Sync::Now).wait()?;
+            bytes = 0;
+        }
+    }
+    let publish = Publish {
+        name: name.to_owned(),
+        meta: Meta { id, ..meta.clone() },
+        chunks: batch,
+        if_absent: false,
+        quota: 0,
+    };
+    match to.submit(publish, crate::store::Sync::Now).wait()? {
+        Published::Stored { .. } => Ok(()),
+        Published::Refused { message, .. } => Err(StoreError::Corrupt {
+            key: format!("blobs/{name}"),
+            message,
+        }),
+    }
 }
