@@ -340,8 +340,8 @@ pub(crate) async fn run<B: Body, N: Notify>(
         Some(report) => service.metrics.job_finished(&report.last),
         None => service.metrics.job_finished(&Event::Unknown),
     }
-    // The history is written before the events end, so that a client that sees its stream
-    // end and asks for the job finds it ended.
+    // The history is written, and the body's end kept, before the final event leaves, so
+    // that a client that acts on it (asks for the job, sends the next one) finds them.
     if let Some(report) = &report {
         log_report(report);
         remember(
@@ -352,6 +352,7 @@ pub(crate) async fn run<B: Body, N: Notify>(
         .await;
         let done = matches!(report.last, Event::Done { .. });
         body.ended(&service.store, done).await;
+        let _ = events.send(report.last.clone()).await;
     }
     drop(events);
     let _ = notifier.await;
@@ -403,6 +404,11 @@ fn spawn_pipeline(
         let _entered = span.enter();
         let mut source = QueueSource { queue, handle };
         let mut emit = |event: Event| {
+            // The final event waits for the history and the body's end (`run_job` sends it
+            // from the report), so that a client that acts on it finds the job's traces.
+            if event.is_final() {
+                return;
+            }
             // A client that stopped reading its events does not stop the job.
             let _ = emitter.blocking_send(event);
         };
@@ -424,7 +430,6 @@ fn spawn_pipeline(
                     offset: None,
                     first_errors: Vec::new(),
                 };
-                let _ = events.send(failed.clone()).await;
                 Report {
                     bytes: 0,
                     records: 0,
