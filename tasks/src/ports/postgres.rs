@@ -10,18 +10,19 @@ use edge_pg::tokio_postgres::types::Type;
 
 /// The `ports` plugin's layout steps in PostgreSQL: 1, the ports; 2, the change history (as
 /// in redb, [`super::changes`]: the versions jobs replaced, with their time in a column of its
-/// own for pruning, and the codes each transaction of a job changed).
+/// own for pruning, and the codes each transaction of a job changed). Keys compare as bytes
+/// (`COLLATE "C"`), as in redb, whatever the database's locale.
 pub(super) const SCHEMA: &[&str] = &[
-    "CREATE TABLE ports (key text PRIMARY KEY, value bytea NOT NULL)",
+    "CREATE TABLE ports (key text COLLATE \"C\" PRIMARY KEY, value bytea NOT NULL)",
     "CREATE TABLE ports_history (
-        code text NOT NULL,
-        job text NOT NULL,
+        code text COLLATE \"C\" NOT NULL,
+        job text COLLATE \"C\" NOT NULL,
         time_ms bigint NOT NULL,
         version bytea NOT NULL,
         PRIMARY KEY (code, job)
     );
     CREATE TABLE ports_job_changes (
-        job text NOT NULL,
+        job text COLLATE \"C\" NOT NULL,
         part bigint NOT NULL,
         codes bytea NOT NULL,
         PRIMARY KEY (job, part)
@@ -212,7 +213,7 @@ async fn copy_rows<'k>(
     rows: impl Iterator<Item = (&'k str, &'k [u8])>,
 ) -> Result<usize, StoreError> {
     txn.batch_execute(
-        "CREATE TEMP TABLE IF NOT EXISTS ports_in (key text, value bytea) ON COMMIT DELETE ROWS;
+        "CREATE TEMP TABLE IF NOT EXISTS ports_in (key text COLLATE \"C\", value bytea) ON COMMIT DELETE ROWS;
          DELETE FROM ports_in",
     )
     .await

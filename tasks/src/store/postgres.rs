@@ -22,9 +22,10 @@ use std::time::Duration;
 /// record as JSON; which node runs it, whether it runs, when it ended, for the queries), the
 /// token deny-list, the users and the subjects' deny-list, the claims on watched folders' files
 /// (per node: each node watches its own folders), the validators of URL sources, and the
-/// nodes with their slots (a part of every job id, so that ids never collide).
+/// nodes with their slots (a part of every job id, so that ids never collide). Keys compare
+/// as bytes (`COLLATE "C"`), as redb compares them, whatever the database's locale.
 const CORE: &[&str] = &["CREATE TABLE jobs (
-        job text PRIMARY KEY,
+        job text COLLATE \"C\" PRIMARY KEY,
         node text NOT NULL,
         running boolean NOT NULL,
         ended bigint,
@@ -33,19 +34,19 @@ const CORE: &[&str] = &["CREATE TABLE jobs (
     CREATE INDEX jobs_running ON jobs (node) WHERE running;
     CREATE INDEX jobs_ended ON jobs (ended) WHERE ended IS NOT NULL;
     CREATE TABLE revoked_tokens (
-        jti text PRIMARY KEY,
+        jti text COLLATE \"C\" PRIMARY KEY,
         revoked_at bigint NOT NULL,
         expires bigint NOT NULL
     );
-    CREATE TABLE users (name text PRIMARY KEY, record json NOT NULL);
-    CREATE TABLE revoked_subjects (sub text PRIMARY KEY, before bigint NOT NULL);
+    CREATE TABLE users (name text COLLATE \"C\" PRIMARY KEY, record json NOT NULL);
+    CREATE TABLE revoked_subjects (sub text COLLATE \"C\" PRIMARY KEY, before bigint NOT NULL);
     CREATE TABLE source_claims (
         node text NOT NULL,
-        file text NOT NULL,
+        file text COLLATE \"C\" NOT NULL,
         claim json NOT NULL,
         PRIMARY KEY (node, file)
     );
-    CREATE TABLE url_validators (url text PRIMARY KEY, validators json NOT NULL);
+    CREATE TABLE url_validators (url text COLLATE \"C\" PRIMARY KEY, validators json NOT NULL);
     CREATE TABLE edge_nodes (
         node text PRIMARY KEY,
         slot integer NOT NULL UNIQUE,
