@@ -926,3 +926,99 @@ async fn a_node_killed_mid_upload_keeps_what_it_acknowledged_and_only_its_own_jo
     let _ = a.terminate();
     let _ = b.stop().await;
 }
+
+/// `edge user ARGS` on node `dir`'s data dir and the database `url`, `stdin` its input.
+fn edge_user_on(dir: &std::path::Path, url: &str, args: &[&str], stdin: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_edge"))
+        .arg("user")
+        .args(args)
+        .env("EDGE_DATA_DIR", dir.join("data"))
+        .env("EDGE_CERTS_DIR", dir.join("certs"))
+        .env("EDGE_STORE_BACKEND", "postgres")
+        .env("EDGE_STORE_URL", url)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).unwrap();
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "edge user {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `POST /v1/login` on the node at `port` (over HTTP/2, with the machine's curl).
+fn sign_in(port: u16, ca: &std::path::Path, name: &str, password: &str) -> serde_json::Value {
+    let body = serde_json::json!({"name": name, "password": password}).to_string();
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--http2", "--max-time", "30", "--cacert"])
+        .arg(ca)
+        .args(["-H", "content-type: application/json", "--data-binary", &body])
+        .arg(format!("https://127.0.0.1:{port}/v1/login"))
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+#[cfg_attr(not(has_postgres), ignore = "no PostgreSQL here (see edge/build.rs)")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_added_on_one_node_signs_in_on_another_and_a_removal_reaches_both() {
+    let db = Database::new().unwrap();
+    let a = TestServer::start_with(|c| on_postgres(c, db.url())).await;
+    let certs = a.dir.path().join("certs");
+    let b = TestServer::start_with(|c| {
+        on_postgres(c, db.url());
+        c.certs_dir = certs.clone();
+    })
+    .await;
+    let (a_dir, url) = (a.dir.path().to_owned(), db.url().to_owned());
+    let added = tokio::task::spawn_blocking(move || {
+        edge_user_on(&a_dir, &url, &["add", "ana", "--scope", "ports:read"], "a long password\n")
+    })
+    .await
+    .unwrap();
+    assert!(added.contains("added ana"), "{added}");
+
+    // Added through node A, signed in on node B; the token works on both.
+    let ca = certs.join("ca.pem");
+    let login = sign_in(b.addr.port(), &ca, "ana", "a long password");
+    let token = login["token"].as_str().unwrap_or_else(|| panic!("{login}")).to_owned();
+    let config = |port: u16| edge_client::ClientConfig {
+        server: format!("https://127.0.0.1:{port}"),
+        ca: Some(ca.clone()),
+        token: Some(token.clone()),
+    };
+    for port in [a.addr.port(), b.addr.port()] {
+        let mut api = Api::connect(&config(port)).await.unwrap();
+        assert_eq!(api.get("/v1/ports").await.unwrap().status, 200);
+    }
+
+    // Removed through node A: node B refuses the token within a second.
+    let (a_dir, url) = (a.dir.path().to_owned(), db.url().to_owned());
+    tokio::task::spawn_blocking(move || edge_user_on(&a_dir, &url, &["rm", "ana"], ""))
+        .await
+        .unwrap();
+    let removed = Instant::now();
+    loop {
+        let mut api = Api::connect(&config(b.addr.port())).await.unwrap();
+        let status = api.get("/v1/ports").await.unwrap().status;
+        if status == 401 {
+            break;
+        }
+        assert!(
+            removed.elapsed() < Duration::from_secs(1),
+            "node B still takes a removed user's token after {:?} (status {status})",
+            removed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = a.stop().await;
+    let _ = b.stop().await;
+}
