@@ -232,10 +232,16 @@ async fn two_nodes_share_one_database_exactly() {
         "each node's ids carry its own slot: {ids:?}"
     );
 
-    // The store is what one node doing it all would leave: every key, as uploaded.
+    // The store is what one node doing it all would leave: every key, as uploaded; each key
+    // in the change lists once (by the job that inserted it; batches of thousands are written
+    // in parts at once, each listing its own keys).
     let store = open(db.url());
     let stored = ports_in(&store);
     assert_eq!(stored.len(), KEYS);
+    assert_eq!(
+        edge_tasks::ports::changes::count_changes(&store).unwrap(),
+        KEYS as u64
+    );
     let reference = TestServer::start().await;
     let client = reference.client().await;
     upload(&client, "ports", Some(Format::Ndjson), all.clone()).await;
@@ -960,7 +966,12 @@ fn sign_in(port: u16, ca: &std::path::Path, name: &str, password: &str) -> serde
     let out = std::process::Command::new("curl")
         .args(["-sS", "--http2", "--max-time", "30", "--cacert"])
         .arg(ca)
-        .args(["-H", "content-type: application/json", "--data-binary", &body])
+        .args([
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            &body,
+        ])
         .arg(format!("https://127.0.0.1:{port}/v1/login"))
         .output()
         .unwrap();
@@ -980,7 +991,12 @@ async fn a_user_added_on_one_node_signs_in_on_another_and_a_removal_reaches_both
     .await;
     let (a_dir, url) = (a.dir.path().to_owned(), db.url().to_owned());
     let added = tokio::task::spawn_blocking(move || {
-        edge_user_on(&a_dir, &url, &["add", "ana", "--scope", "ports:read"], "a long password\n")
+        edge_user_on(
+            &a_dir,
+            &url,
+            &["add", "ana", "--scope", "ports:read"],
+            "a long password\n",
+        )
     })
     .await
     .unwrap();
@@ -989,7 +1005,10 @@ async fn a_user_added_on_one_node_signs_in_on_another_and_a_removal_reaches_both
     // Added through node A, signed in on node B; the token works on both.
     let ca = certs.join("ca.pem");
     let login = sign_in(b.addr.port(), &ca, "ana", "a long password");
-    let token = login["token"].as_str().unwrap_or_else(|| panic!("{login}")).to_owned();
+    let token = login["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{login}"))
+        .to_owned();
     let config = |port: u16| edge_client::ClientConfig {
         server: format!("https://127.0.0.1:{port}"),
         ca: Some(ca.clone()),

@@ -305,12 +305,23 @@ pub(super) async fn upsert_recorded<'k>(
     })
 }
 
+/// The first key of the advisory locks on a job's change lists ("port" in ASCII).
+const JOB_CHANGES_LOCK: i32 = 0x706f_7274;
+
 /// Appends `codes` ([`super::changes`]' `ChangedCodes` form) as `job`'s next change list.
 pub(super) async fn record_codes(
     txn: &PgTransaction<'_>,
     job: &str,
     codes: &[u8],
 ) -> Result<(), StoreError> {
+    // The parts of one batch commit at once: they number their lists one after the other
+    // (a lock on the job's name, held to the end of the transaction, which this ends).
+    txn.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+        &[&JOB_CHANGES_LOCK, &job],
+    )
+    .await
+    .map_err(txn.failed("take the job's change list lock"))?;
     txn.execute(
         "INSERT INTO ports_job_changes (job, part, codes)
          SELECT $1, coalesce(max(part) + 1, 0), $2 FROM ports_job_changes WHERE job = $1",

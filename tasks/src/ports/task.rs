@@ -49,8 +49,9 @@ struct PortsTask {
     job: Option<Arc<JobRef>>,
     /// Accepted records not yet handed to the store.
     batch: Batch,
-    /// The commit running in the store's writer, if any, and the batch it writes.
-    in_flight: Option<(Ticket<Counts>, Arc<Batch>)>,
+    /// The commit running in the store, if any: its parts' tickets (one with redb; a big
+    /// batch in PostgreSQL is written in parts at once), their answers so far, and the batch.
+    in_flight: Option<InFlight>,
     /// The last written batch, emptied, to fill next: two buffers take turns, so a long job
     /// allocates its batches once.
     spare: Option<Batch>,
@@ -104,31 +105,58 @@ impl Task for PortsTask {
         let mut batch = std::mem::replace(&mut self.batch, next);
         batch.sort();
         let batch = Arc::new(batch);
-        let ticket = self
-            .store
-            .submit(SharedBatch::new(batch.clone(), self.job.clone()), Sync::Now);
-        self.in_flight = Some((ticket, batch));
+        let tickets = parts(&self.store, &batch)
+            .into_iter()
+            .map(|range| {
+                let part = SharedBatch::new(batch.clone(), self.job.clone(), range);
+                self.store.submit(part, Sync::Now)
+            })
+            .collect();
+        self.in_flight = Some(InFlight {
+            tickets,
+            answers: Vec::new(),
+            batch,
+        });
         Ok(())
     }
 
     fn finish_commit(&mut self, wait: bool) -> Option<Result<(), TaskError>> {
-        let Some((ticket, _)) = &mut self.in_flight else {
+        let Some(in_flight) = &mut self.in_flight else {
             return Some(Ok(()));
         };
         // Without `wait`, a commit still running gives `None` here.
-        let answer = if wait { None } else { Some(ticket.try_wait()?) };
-        let (ticket, batch) = self.in_flight.take()?;
-        let answer = answer.unwrap_or_else(|| ticket.wait());
-        // The writer dropped its handle before answering.
+        while let Some(ticket) = in_flight.tickets.last_mut() {
+            let answer = match wait {
+                true => None,
+                false => Some(ticket.try_wait()?),
+            };
+            let ticket = in_flight.tickets.pop()?;
+            in_flight
+                .answers
+                .push(answer.unwrap_or_else(|| ticket.wait()));
+        }
+        let InFlight { answers, batch, .. } = self.in_flight.take()?;
+        // The store dropped its handles before answering.
         if let Ok(mut batch) = Arc::try_unwrap(batch) {
             batch.clear();
             self.spare = Some(batch);
         }
-        Some(answer.map_err(TaskError::from).map(|counts| {
-            self.totals.inserted += counts.inserted;
-            self.totals.updated += counts.updated;
-            self.totals.unchanged += counts.unchanged;
-        }))
+        // Every part is counted once all are durable; a part that failed fails the commit
+        // (parts that committed stay, unreported: they are records upserted by key).
+        let mut sum = Counts::default();
+        for answer in answers {
+            let counts = match answer {
+                Ok(counts) => counts,
+                Err(e) => return Some(Err(TaskError::from(e))),
+            };
+            sum.inserted += counts.inserted;
+            sum.updated += counts.updated;
+            sum.unchanged += counts.unchanged;
+        }
+        self.totals.inserted += sum.inserted;
+        self.totals.updated += sum.updated;
+        self.totals.unchanged += sum.unchanged;
+        Some(Ok(()))
     }
 
     fn pending_bytes(&self) -> usize {
@@ -259,10 +287,57 @@ impl Batch {
     }
 }
 
-/// A batch shared with the store's writer while it is written, with how far the writer got
-/// when it writes it in parts.
+/// A commit under way: see [`PortsTask::in_flight`].
+struct InFlight {
+    tickets: Vec<Ticket<Counts>>,
+    answers: Vec<Result<Counts, StoreError>>,
+    batch: Arc<Batch>,
+}
+
+/// Entries from which a PostgreSQL batch is split into parts written at once, each in a
+/// transaction of its own on a connection of its own: one PostgreSQL backend inserts about
+/// 150,000 ports a second on the machine of docs/BENCHMARKS.md, and a job's batches go one
+/// after the other, so a big batch is shared by two.
+const PARTS_FROM: usize = 4096;
+
+/// How many parts a PostgreSQL batch is written in.
+const PARTS: usize = 2;
+
+/// The entry ranges a batch is committed in: the whole batch with redb (its one writer
+/// writes it, in parts of its own when small changes wait); with PostgreSQL, from
+/// [`PARTS_FROM`] entries on, [`PARTS`] ranges of keys, cut between two keys (a key's repeats
+/// stay in one part). The parts' keys differ, and each locks its rows in key order: they
+/// never wait for each other.
+fn parts(store: &Store, batch: &Batch) -> Vec<std::ops::Range<usize>> {
+    let len = batch.entries.len();
+    if !matches!(store.kind(), crate::store::Kind::Postgres(_)) || len < PARTS_FROM {
+        return std::iter::once(0..len).collect();
+    }
+    let mut ranges = Vec::with_capacity(PARTS);
+    let mut start = 0;
+    for part in 1..PARTS {
+        let mut cut = (len * part / PARTS).max(start);
+        while cut > start
+            && cut < len
+            && batch.key(&batch.entries[cut]) == batch.key(&batch.entries[cut - 1])
+        {
+            cut += 1;
+        }
+        if cut > start && cut < len {
+            ranges.push(start..cut);
+            start = cut;
+        }
+    }
+    ranges.push(start..len);
+    ranges
+}
+
+/// A batch (or, with PostgreSQL, a part of it: `range`) shared with the store while it is
+/// written, with how far the writer got when it writes it in parts.
 struct SharedBatch {
     batch: Arc<Batch>,
+    /// The entries it writes.
+    range: std::ops::Range<usize>,
     /// The job that writes it, whose changes are recorded.
     job: Option<Arc<JobRef>>,
     /// The first entry not yet written.
@@ -272,11 +347,16 @@ struct SharedBatch {
 }
 
 impl SharedBatch {
-    fn new(batch: Arc<Batch>, job: Option<Arc<JobRef>>) -> SharedBatch {
+    fn new(
+        batch: Arc<Batch>,
+        job: Option<Arc<JobRef>>,
+        range: std::ops::Range<usize>,
+    ) -> SharedBatch {
         SharedBatch {
+            next: range.start,
             batch,
+            range,
             job,
-            next: 0,
             counts: Counts::default(),
         }
     }
@@ -298,7 +378,7 @@ impl SharedBatch {
             Some(job) => Some(Recorder::open(txn, job)?),
             None => None,
         };
-        for (n, entry) in batch.entries[self.next..].iter().enumerate() {
+        for (n, entry) in batch.entries[self.next..self.range.end].iter().enumerate() {
             if n > 0 && n % CHECK_EVERY == 0 && stop() {
                 break;
             }
@@ -335,11 +415,11 @@ impl SharedBatch {
 
 /// A sorted batch's entries in rounds in which each key comes once: round `n` holds the
 /// `n`-th entry of every key that has one, in key order.
-fn rounds(batch: &Batch) -> Vec<Vec<Entry>> {
+fn rounds(batch: &Batch, range: std::ops::Range<usize>) -> Vec<Vec<Entry>> {
     let mut rounds: Vec<Vec<Entry>> = Vec::new();
     let mut repeat = 0;
     let mut last: Option<&str> = None;
-    for entry in &batch.entries {
+    for entry in &batch.entries[range] {
         let key = batch.key(entry);
         repeat = if last == Some(key) { repeat + 1 } else { 0 };
         last = Some(key);
@@ -357,7 +437,7 @@ impl Change for SharedBatch {
     /// Writes the whole batch; the counts hold only once the writer's commit returned.
     fn apply(&mut self, txn: &redb::WriteTransaction) -> Result<Counts, StoreError> {
         // A group that failed elsewhere runs this again from the start.
-        self.next = 0;
+        self.next = self.range.start;
         self.counts = Counts::default();
         self.write(txn, || false)?;
         Ok(self.counts)
@@ -373,7 +453,7 @@ impl Change for SharedBatch {
             let batch = &self.batch;
             let mut counts = Counts::default();
             let Some(job) = &self.job else {
-                for round in rounds(batch) {
+                for round in rounds(batch, self.range.clone()) {
                     let rows = round.iter().map(|e| (batch.key(e), batch.value(e)));
                     let (inserted, updated) = super::postgres::upsert(txn, rows).await?;
                     counts.inserted += inserted;
@@ -386,7 +466,7 @@ impl Change for SharedBatch {
             let prefix = super::changes::version_prefix(time_ms, &job.sub);
             let mut recorded: std::collections::HashSet<String> = Default::default();
             let mut codes = super::changes::CodeList::default();
-            for round in rounds(batch) {
+            for round in rounds(batch, self.range.clone()) {
                 let rows = round.iter().map(|e| (batch.key(e), batch.value(e)));
                 // Rounds after the first are rare and small: they pass what was recorded.
                 let before: Vec<String> = recorded.iter().cloned().collect();
@@ -428,7 +508,7 @@ impl Change for SharedBatch {
         interrupt: &mut Interrupt<'_>,
     ) -> Result<Part<Counts>, StoreError> {
         self.write(txn, || interrupt.requested())?;
-        Ok(match self.next == self.batch.entries.len() {
+        Ok(match self.next == self.range.end {
             true => Part::Done(self.counts),
             false => Part::More,
         })
@@ -474,7 +554,9 @@ mod tests {
     /// Writes `batch` in one transaction.
     fn write_whole(store: &Store, batch: &Arc<Batch>) -> Counts {
         let txn = store.write().unwrap();
-        let counts = SharedBatch::new(batch.clone(), None).apply(&txn).unwrap();
+        let counts = SharedBatch::new(batch.clone(), None, 0..batch.entries.len())
+            .apply(&txn)
+            .unwrap();
         txn.commit().unwrap();
         counts
     }
@@ -497,7 +579,8 @@ mod tests {
 
         let (_parts_dir, parted) = store();
         write_whole(&parted, &before);
-        let mut change = SharedBatch::new(next, None);
+        let len = next.entries.len();
+        let mut change = SharedBatch::new(next, None, 0..len);
         let mut parts = 0;
         let in_parts = loop {
             // Interrupted whenever it asks: each part writes the fewest entries it may.
