@@ -296,28 +296,35 @@ impl Database {
     }
 }
 
-/// `CREATE DATABASE name` through `psql`-free means: a short tokio-postgres session.
+/// `CREATE DATABASE name`, in a short tokio-postgres session on a thread of its own (so that
+/// it works from async tests as well as from plain code).
 fn create_database(admin: &str, name: &str) -> Result<(), ClusterError> {
     let failed = |message: String| ClusterError::Failed {
         program: "CREATE DATABASE".into(),
         message,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let (client, connection) = tokio_postgres::connect(admin, tokio_postgres::NoTls)
-            .await
-            .map_err(|e| failed(format!("{admin}: {e}")))?;
-        let connection = tokio::spawn(connection);
-        client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-        drop(client);
-        let _ = connection.await;
-        Ok(())
-    })
+    let (admin, name) = (admin.to_owned(), name.to_owned());
+    let session = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+                .await
+                .map_err(|e| failed(format!("{admin}: {e}")))?;
+            let connection = tokio::spawn(connection);
+            client
+                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            drop(client);
+            let _ = connection.await;
+            Ok(())
+        })
+    });
+    session
+        .join()
+        .unwrap_or_else(|_| Err(failed("the session's thread panicked".into())))
 }
 
 /// `url` with its database replaced by `name`.
