@@ -22,7 +22,7 @@ pub(crate) fn commands(registry: &Registry) -> Vec<Command> {
         .filter_map(|plugin| {
             let reads = plugin.reads?.info();
             let about = format!(
-                "Read the {}s of task `{}` from the store file (while the server is stopped).",
+                "Read the {}s of task `{}` from the store (the redb file while the server is stopped, or the PostgreSQL store at any time).",
                 reads.item, plugin.name
             );
             let command = read_command::command(plugin.name, &reads, about);
