@@ -88,6 +88,12 @@ async fn a_file_goes_up_over_edge1_and_comes_back_whole_with_its_digest() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_keeps_the_version_it_started_while_a_replacement_is_published() {
     let server = TestServer::start().await;
+    reader_keeps_its_version(&server, || {}).await;
+}
+
+/// A 40 MiB download paused after its first 4 MiB while a new version is published (then
+/// `replaced` runs): the download is the old version, whole; a later reader gets the new one.
+pub(crate) async fn reader_keeps_its_version(server: &TestServer, replaced_then: impl FnOnce()) {
     let client = server.client().await;
     // Larger than what the QUIC windows and the server's read-ahead hold in flight, so
     // the server still reads the old version's last chunks after the replacement landed.
@@ -132,13 +138,15 @@ async fn a_reader_keeps_the_version_it_started_while_a_replacement_is_published(
         "{:?}",
         result.last
     );
+    replaced_then();
     replaced.store(true, std::sync::atomic::Ordering::SeqCst);
     let (etag, got) = reader.await.unwrap();
     assert_eq!(etag, blake3_hex(&old));
     assert!(got == old, "the download is the old version, whole");
     // What a later reader finds: the new version's description.
-    let later = client_description(&server, "swap.jpg").await;
+    let later = client_description(server, "swap.jpg").await;
     assert_eq!(later["digest"], blake3_hex(&new));
+    client.close().await;
 }
 
 /// Blob `name`'s description, through the read API.

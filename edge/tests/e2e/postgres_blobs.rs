@@ -194,62 +194,17 @@ async fn a_file_of_several_chunks_goes_up_comes_back_by_range_and_is_listed_and_
 async fn a_download_keeps_the_version_it_started_while_a_replacement_is_published() {
     let db = Database::new().unwrap();
     let server = TestServer::start_with(|c| on_postgres(c, db.url())).await;
-    let client = server.client().await;
-    // Larger than what the QUIC windows and the server's read-ahead hold in flight, so the
-    // server still reads the old version's last chunks after the replacement landed.
-    let old = picture(40 * 1024 * 1024, 1);
-    let new = picture(1024 * 1024, 2);
-    put(&client, "swap.jpg", json!({}), old.clone()).await;
-
-    let mut api = Api::connect(&server.client_config()).await.unwrap();
-    let (started, replaced) = (
-        std::sync::Arc::new(tokio::sync::Notify::new()),
-        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
-    );
-    let (tell, seen) = (started.clone(), replaced.clone());
-    let reader = tokio::spawn(async move {
-        let mut got = Vec::new();
-        let etag = api
-            .download("/v1/blobs/swap.jpg", &mut |bytes| {
-                if got.is_empty() {
-                    tell.notify_one();
-                }
-                got.extend_from_slice(bytes);
-                // Paused after its first 4 MiB until the replacement is published.
-                if got.len() > 4 * 1024 * 1024 {
-                    tokio::task::block_in_place(|| {
-                        while !seen.load(std::sync::atomic::Ordering::SeqCst) {
-                            std::thread::sleep(std::time::Duration::from_millis(10));
-                        }
-                    });
-                }
-                Ok(())
-            })
-            .await
-            .unwrap()
-            .unwrap();
-        api.close().await;
-        (etag, got)
-    });
-    started.notified().await;
-    let (result, _) = put(&client, "swap.jpg", json!({}), new.clone()).await;
-    assert_eq!(done_summary(&result)["replaced"], true);
-    // The old version's chunks are deleted for every later reader.
+    // The download reads from its own transaction: the old version's chunks are already
+    // gone from the tables for every later reader.
     let store = open(db.url());
-    assert_eq!(
-        edge_tasks::blobs::stored::unpublished(&store).unwrap(),
-        (0, 0),
-        "the old version's chunks are gone from the tables"
-    );
-    replaced.store(true, std::sync::atomic::Ordering::SeqCst);
-    let (etag, got) = reader.await.unwrap();
-    assert_eq!(etag, blake3_hex(&old));
-    assert!(got == old, "the download is the old version, whole");
-    // A later reader gets the new version.
-    let (etag, got) = download(&server.client_config(), "swap.jpg").await;
-    assert_eq!(etag, blake3_hex(&new));
-    assert!(got == new);
-    client.close().await;
+    crate::blobs::reader_keeps_its_version(&server, || {
+        assert_eq!(
+            edge_tasks::blobs::stored::unpublished(&store).unwrap(),
+            (0, 0),
+            "the old version's chunks are gone from the tables"
+        );
+    })
+    .await;
     let _ = server.stop().await;
 }
 
