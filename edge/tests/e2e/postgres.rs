@@ -27,6 +27,27 @@ pub fn on_postgres(config: &mut Config, url: &str) {
     config.store.url = Some(url.to_owned());
 }
 
+/// A second node beside node `a` on the database `url`, sharing `a`'s certs dir (its CA and
+/// token keys), with `tune`'s settings; and a client of it with `a`'s CA and token.
+pub(crate) async fn second_node(
+    a: &TestServer,
+    url: &str,
+    tune: impl FnOnce(&mut Config),
+) -> (TestServer, edge_client::ClientConfig) {
+    let certs = a.dir.path().join("certs");
+    let b = TestServer::start_with(|c| {
+        on_postgres(c, url);
+        c.certs_dir = certs;
+        tune(c);
+    })
+    .await;
+    let client = edge_client::ClientConfig {
+        server: format!("https://127.0.0.1:{}", b.addr.port()),
+        ..a.client_config()
+    };
+    (b, client)
+}
+
 /// A store handle of the test's own on the database, as another process would open it.
 pub(crate) fn open(url: &str) -> Store {
     Store::open_postgres(&PgOptions::new(url), "test-reader", Registry::builtin())
@@ -171,11 +192,7 @@ async fn two_nodes_share_one_database_exactly() {
     let db = Database::new().unwrap();
     let a = TestServer::start_with(|c| on_postgres(c, db.url())).await;
     let certs = a.dir.path().join("certs");
-    let b = TestServer::start_with(|c| {
-        on_postgres(c, db.url());
-        c.certs_dir = certs.clone();
-    })
-    .await;
+    let (b, b_client) = second_node(&a, db.url(), |_| {}).await;
 
     // Both nodes take the same 20,000 keys at once, in two jobs each: every key is inserted
     // by exactly one of the four jobs and found unchanged by the other.
@@ -183,11 +200,6 @@ async fn two_nodes_share_one_database_exactly() {
     let all = synthetic_ports_ndjson(KEYS);
     let lines: Vec<&[u8]> = all.split_inclusive(|b| *b == b'\n').collect();
     let halves = [lines[..KEYS / 2].concat(), lines[KEYS / 2..].concat()];
-    // Node B shares node A's certs dir: its CA, and its token keys.
-    let b_client = edge_client::ClientConfig {
-        server: format!("https://127.0.0.1:{}", b.addr.port()),
-        ..a.client_config()
-    };
     let mut jobs = Vec::new();
     for config in [a.client_config(), b_client.clone()] {
         for half in &halves {
@@ -984,11 +996,7 @@ async fn a_user_added_on_one_node_signs_in_on_another_and_a_removal_reaches_both
     let db = Database::new().unwrap();
     let a = TestServer::start_with(|c| on_postgres(c, db.url())).await;
     let certs = a.dir.path().join("certs");
-    let b = TestServer::start_with(|c| {
-        on_postgres(c, db.url());
-        c.certs_dir = certs.clone();
-    })
-    .await;
+    let (b, _) = second_node(&a, db.url(), |_| {}).await;
     let (a_dir, url) = (a.dir.path().to_owned(), db.url().to_owned());
     let added = tokio::task::spawn_blocking(move || {
         edge_user_on(

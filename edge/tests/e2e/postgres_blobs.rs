@@ -219,21 +219,10 @@ async fn a_subjects_quota_holds_across_two_nodes_sharing_the_database() {
         c.limits.blob_bytes_per_sub = QUOTA;
     })
     .await;
-    let certs = a.dir.path().join("certs");
-    let b = TestServer::start_with(|c| {
-        on_postgres(c, db.url());
-        c.limits.blob_bytes_per_sub = QUOTA;
-        c.certs_dir = certs.clone();
-    })
-    .await;
     // Node B shares node A's certs dir: its CA, and its token keys (the same subject).
-    let configs = [
-        a.client_config(),
-        ClientConfig {
-            server: format!("https://127.0.0.1:{}", b.addr.port()),
-            ..a.client_config()
-        },
-    ];
+    let (b, b_client) =
+        crate::postgres::second_node(&a, db.url(), |c| c.limits.blob_bytes_per_sub = QUOTA).await;
+    let configs = [a.client_config(), b_client];
 
     // Two uploads of 3 MB, one on each node, both under way before either ends: each starts
     // with 0 bytes used, so only the publish (which counts under the usage row's lock) can
