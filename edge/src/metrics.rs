@@ -23,6 +23,9 @@ pub struct Metrics {
     started: Instant,
     start_time: f64,
     store_path: PathBuf,
+    /// The PostgreSQL store's size, as last asked ([`Metrics::set_store_bytes`]); `None` for
+    /// redb, whose file is measured when asked.
+    database_bytes: Mutex<Option<u64>>,
     /// The connection counts (open, refused), kept by the caps that decide them.
     connections: Arc<Connections>,
     /// The receive-window budget (held bytes, growths), kept by the connections' tuners.
@@ -65,6 +68,7 @@ impl Metrics {
                 .map(|d| d.as_secs_f64())
                 .unwrap_or(0.0),
             store_path,
+            database_bytes: Mutex::new(None),
             connections,
             windows,
             jobs_started: AtomicU64::new(0),
@@ -212,11 +216,26 @@ impl Metrics {
         }
     }
 
-    /// The store file's size in bytes (0 if it cannot be read).
+    /// The store's size in bytes: the redb file's (0 if it cannot be read), or the
+    /// PostgreSQL database's as last asked.
     pub fn store_bytes(&self) -> u64 {
-        std::fs::metadata(&self.store_path)
-            .map(|m| m.len())
-            .unwrap_or(0)
+        let database = *self
+            .database_bytes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        database.unwrap_or_else(|| {
+            std::fs::metadata(&self.store_path)
+                .map(|m| m.len())
+                .unwrap_or(0)
+        })
+    }
+
+    /// Records the PostgreSQL store's size ([`keep_database_size`] asks it).
+    pub fn set_store_bytes(&self, bytes: u64) {
+        *self
+            .database_bytes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(bytes);
     }
 
     /// Every figure in the Prometheus text exposition format.
@@ -419,6 +438,36 @@ fn counter(out: &mut String, name: &str, help: &str, value: u64) {
 fn gauge(out: &mut String, name: &str, help: &str, value: f64) {
     header(out, name, help, "gauge");
     let _ = writeln!(out, "{name} {value}");
+}
+
+/// How often the PostgreSQL store's size is asked.
+const DATABASE_SIZE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// For a PostgreSQL store: asks the database's size at start and every
+/// [`DATABASE_SIZE_INTERVAL`] (off the runtime), for `edge_store_size_bytes` and `edge
+/// status`, until the server drains. Nothing to do for redb.
+pub(crate) async fn keep_database_size(
+    metrics: std::sync::Arc<Metrics>,
+    store: edge_tasks::Store,
+    shutdown: crate::shutdown::Shutdown,
+) {
+    if store.path().is_some() {
+        return;
+    }
+    let mut every = tokio::time::interval(DATABASE_SIZE_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.draining() => return,
+            _ = every.tick() => {}
+        }
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.size_bytes()).await {
+            Ok(Ok(bytes)) => metrics.set_store_bytes(bytes),
+            Ok(Err(e)) => tracing::debug!("cannot ask the store's size: {e}"),
+            Err(_) => {}
+        }
+    }
 }
 
 #[cfg(test)]

@@ -341,6 +341,11 @@ impl Server {
             self.service.context(),
             shutdown.draining_token(),
         ));
+        helpers.spawn(crate::metrics::keep_database_size(
+            self.service.metrics.clone(),
+            self.service.store.clone(),
+            shutdown.clone(),
+        ));
         helpers.spawn(crate::auth::follow_deny_list(
             self.service.revoked.clone(),
             self.service.store.clone(),

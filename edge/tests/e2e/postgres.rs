@@ -518,7 +518,10 @@ fn the_offline_commands_read_the_database() {
     let store = open(db.url());
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let server = runtime.block_on(TestServer::start_in(dir, |c| on_postgres(c, db.url())));
+    let server = runtime.block_on(TestServer::start_in(dir, |c| {
+        on_postgres(c, db.url());
+        c.admin.listen = Some("127.0.0.1:0".parse().unwrap());
+    }));
     runtime.block_on(async {
         let client = server.client().await;
         let ports = std::fs::read(crate::util::ports_json()).unwrap();
@@ -549,6 +552,13 @@ fn the_offline_commands_read_the_database() {
     assert!(ok, "{err}");
     assert!(out.contains("AEAJM"), "{out}");
     assert_eq!(edge_tasks::ports::count(&store).unwrap(), 1634);
+    // The store's size in the metrics is the database's (asked at start, then every 30 s).
+    let admin = server.admin.unwrap();
+    let size = crate::util::metric(
+        &crate::util::admin_get(admin, "/metrics").1,
+        "edge_store_size_bytes",
+    );
+    assert!(size > 1_000_000.0, "the database's size: {size}");
     let (ok, out, _) = edge(&["config", "check"]);
     assert!(ok);
     assert!(out.contains("backend = \"postgres\""), "{out}");

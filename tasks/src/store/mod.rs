@@ -152,6 +152,22 @@ impl Store {
         }
     }
 
+    /// The store's size in bytes: the redb file's, or the PostgreSQL database's
+    /// (`pg_database_size`; blocking).
+    pub fn size_bytes(&self) -> Result<u64, StoreError> {
+        match &self.backend {
+            Backend::Redb(redb) => Ok(std::fs::metadata(&redb.path).map_or(0, |m| m.len())),
+            Backend::Postgres(store) => store.pg.block(|pg| async move {
+                let client = pg.client().await?;
+                let row = client
+                    .query_one("SELECT pg_database_size(current_database())", &[])
+                    .await
+                    .map_err(pg.query("ask the database's size"))?;
+                Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+            }),
+        }
+    }
+
     /// This server's slot among the nodes sharing a PostgreSQL store (0 to 255; 0 for redb):
     /// a part of each job id, so that two nodes never give the same id.
     pub fn slot(&self) -> u8 {
