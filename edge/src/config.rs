@@ -575,6 +575,11 @@ impl Default for StoreConfig {
     }
 }
 
+/// `value` MiB in bytes (a setting in MiB, for the code that counts bytes).
+pub(crate) fn mib(value: u64) -> usize {
+    usize::try_from(value.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX)
+}
+
 /// A database URL without its password (for `edge config check` and logs).
 pub fn redact_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -879,8 +884,7 @@ impl Config {
         match self.store.backend {
             StoreBackend::Redb => {
                 let options = edge_tasks::store::StoreOptions {
-                    cache_bytes: usize::try_from(self.store.cache_mb.saturating_mul(1024 * 1024))
-                        .unwrap_or(usize::MAX),
+                    cache_bytes: mib(self.store.cache_mb),
                 };
                 edge_tasks::Store::open_with(&self.store_path(), &options, registry)
             }

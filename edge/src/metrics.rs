@@ -451,7 +451,7 @@ pub(crate) async fn keep_database_size(
     store: edge_tasks::Store,
     shutdown: crate::shutdown::Shutdown,
 ) {
-    if store.path().is_some() {
+    if !matches!(store.kind(), edge_tasks::store::Kind::Postgres(_)) {
         return;
     }
     let mut every = tokio::time::interval(DATABASE_SIZE_INTERVAL);

@@ -726,7 +726,7 @@ fn settings(config: &Config, metrics: &Arc<crate::metrics::Metrics>) -> Settings
     Settings {
         commit_records: jobs.commit_records,
         commit_interval: Duration::from_millis(jobs.commit_interval_ms),
-        batch: edge_tasks::pipeline::BatchBudget::new(mib(jobs.batch_mib)),
+        batch: edge_tasks::pipeline::BatchBudget::new(crate::config::mib(jobs.batch_mib)),
         progress_interval: Duration::from_millis(jobs.progress_interval_ms),
         limits: edge_tasks::decode::Limits {
             max_record_bytes: jobs.max_record_bytes,
@@ -742,10 +742,6 @@ fn settings(config: &Config, metrics: &Arc<crate::metrics::Metrics>) -> Settings
 
 fn varint(value: u64) -> VarInt {
     VarInt::from_u64(value).unwrap_or(VarInt::MAX)
-}
-
-fn mib(value: u64) -> usize {
-    usize::try_from(value.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX)
 }
 
 /// The sign-in desk, with the key tokens are minted with (the same `edge token issue` uses),

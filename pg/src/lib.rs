@@ -2,7 +2,7 @@
 //!
 //! Every connection lives on a small tokio runtime of this crate's own ([`Pg`] owns it), and
 //! all work on the database runs there: synchronous code (a job's thread, the CLI) waits for it
-//! with [`Pg::block`], async code awaits it with [`Pg::run`]. So a caller that blocks its own
+//! with [`Pg::block`], and background loops run there ([`Pg::spawn`]). So a caller that blocks its own
 //! runtime's thread while it waits (as the store's synchronous API does) never stalls the
 //! connection it waits on.
 //!
@@ -234,23 +234,6 @@ impl Pg {
         answer.recv().unwrap_or(Err(E::from(PgError::Closed)))
     }
 
-    /// Runs `work` on the pool's runtime and awaits it (for async code on another runtime).
-    pub async fn run<T, E, F, Fut>(&self, work: F) -> Result<T, E>
-    where
-        T: Send + 'static,
-        E: From<PgError> + Send + 'static,
-        F: FnOnce(Pg) -> Fut,
-        Fut: Future<Output = Result<T, E>> + Send + 'static,
-    {
-        let future = work(self.clone());
-        self.inner
-            .runtime
-            .handle()
-            .spawn(future)
-            .await
-            .unwrap_or(Err(E::from(PgError::Closed)))
-    }
-
     /// Starts `work` on the pool's runtime without waiting for it (a background loop).
     pub fn spawn<F>(&self, work: F) -> tokio::task::JoinHandle<F::Output>
     where
@@ -260,8 +243,8 @@ impl Pg {
         self.inner.runtime.handle().spawn(work)
     }
 
-    /// A connection from the pool. Only inside the futures given to [`Pg::block`],
-    /// [`Pg::run`] and [`Pg::spawn`], so that every connection lives on the pool's runtime.
+    /// A connection from the pool. Only inside the futures given to [`Pg::block`] and
+    /// [`Pg::spawn`], so that every connection lives on the pool's runtime.
     pub async fn client(&self) -> Result<Client, PgError> {
         let got = self
             .inner

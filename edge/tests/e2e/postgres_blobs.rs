@@ -182,11 +182,7 @@ async fn a_file_of_several_chunks_goes_up_comes_back_by_range_and_is_listed_and_
     );
     api.close().await;
     let _ = server.stop().await;
-    assert_eq!(
-        edge_tasks::blobs::stored::unpublished(&open(db.url())).unwrap(),
-        (0, 0),
-        "no staged upload, no chunk of no blob"
-    );
+    nothing_left(db.url());
 }
 
 #[cfg_attr(not(has_postgres), ignore = "no PostgreSQL here (see edge/build.rs)")]
@@ -371,11 +367,7 @@ async fn a_digest_mismatch_leaves_the_old_version_and_nothing_staged() {
     assert_eq!(etag, blake3_hex(&first));
     assert!(got == first);
     let _ = server.stop().await;
-    assert_eq!(
-        edge_tasks::blobs::stored::unpublished(&open(db.url())).unwrap(),
-        (0, 0),
-        "no staged upload, no chunk of no blob"
-    );
+    nothing_left(db.url());
 }
 
 #[cfg_attr(not(has_postgres), ignore = "no PostgreSQL here (see edge/build.rs)")]
@@ -421,10 +413,7 @@ async fn edge_store_copy_carries_blobs_from_redb_to_postgres() {
             .any(|line| line.contains("blobs") && !line.starts_with("copied")),
         "nothing of the blobs stays behind: {report}"
     );
-    assert_eq!(
-        edge_tasks::blobs::stored::unpublished(&open(db.url())).unwrap(),
-        (0, 0)
-    );
+    nothing_left(db.url());
 
     // The same deployment on PostgreSQL serves them, whole, and counts them to their owner.
     let server = TestServer::start_in(dir, |c| {
@@ -589,8 +578,14 @@ async fn an_upload_while_the_database_is_away_fails_store_unavailable_and_the_ne
     assert_eq!(etag, blake3_hex(&body));
     assert!(got == body);
     let _ = server.stop().await;
+    nothing_left(&url);
+}
+
+/// Checks that the database holds no staged upload and no chunk of no blob.
+fn nothing_left(url: &str) {
     assert_eq!(
-        edge_tasks::blobs::stored::unpublished(&open(&url)).unwrap(),
-        (0, 0)
+        edge_tasks::blobs::stored::unpublished(&open(url)).unwrap(),
+        (0, 0),
+        "no staged upload, no chunk of no blob"
     );
 }
