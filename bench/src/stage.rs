@@ -247,6 +247,7 @@ fn store_only(path: &Path, dir: &Path) -> anyhow::Result<StageReport> {
             let record = Record {
                 index: records,
                 offset,
+                end: offset + line.len() as u64,
                 key: None,
                 body: Body::Json(body),
             };
@@ -291,7 +292,8 @@ fn commit_like_the_pipeline(task: &mut dyn Task, batch_bytes: usize) -> anyhow::
     match task.finish_commit(wait) {
         Some(done) => {
             done.context("commit")?;
-            task.start_commit().context("commit")
+            task.start_commit(None).context("commit")?;
+            Ok(())
         }
         None => Ok(()),
     }

@@ -80,7 +80,7 @@ impl LineLog {
             Event::Accepted { job, format, .. } => {
                 Some(format!("{name}: accepted as job {job} ({format})"))
             }
-            Event::Committed { records } => {
+            Event::Committed { records, .. } => {
                 let due = self
                     .last_committed
                     .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
@@ -90,6 +90,14 @@ impl LineLog {
                 })
             }
             Event::RecordError { .. } => record_error(name, event),
+            Event::Resumed {
+                job,
+                offset,
+                committed,
+                ..
+            } => Some(format!(
+                "{name}: resumed job {job} at byte {offset} ({committed} records committed before it)"
+            )),
             Event::Draining { grace_secs } => Some(format!(
                 "{name}: the server is shutting down; the job has {grace_secs} s to finish"
             )),
@@ -242,11 +250,18 @@ mod tests {
             "ports.json: accepted as job j1 (json)"
         );
         assert_eq!(
-            log.line(&Event::Committed { records: 5 }).unwrap(),
+            log.line(&Event::Committed {
+                records: 5,
+                offset: 50
+            })
+            .unwrap(),
             "ports.json: 5 records committed"
         );
         assert_eq!(
-            log.line(&Event::Committed { records: 9 }),
+            log.line(&Event::Committed {
+                records: 9,
+                offset: 90
+            }),
             None,
             "at most once a second"
         );

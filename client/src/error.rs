@@ -69,6 +69,16 @@ pub enum ClientError {
         /// How long ago.
         ago: String,
     },
+    /// A resume's file does not start with the bytes the server received for the job.
+    #[error("{name} does not start with the {offset} bytes the server received for job {job} (their SHA-256 differs): it is another file, or it changed; nothing was sent (digest_mismatch). Resume with the original file, or send this one as a new job")]
+    PrefixMismatch {
+        /// The file.
+        name: String,
+        /// The job.
+        job: String,
+        /// The bytes the server holds.
+        offset: u64,
+    },
     /// The input could not be read.
     #[error("cannot read {name}: {source}")]
     Input {

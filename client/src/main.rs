@@ -32,6 +32,11 @@ enum Command {
     /// Files past the number of jobs the server runs at once wait their turn. Ctrl-C cancels:
     /// the jobs end `cancelled`, keeping what they committed (exit code 130).
     Upload(UploadArgs),
+    /// Resume job JOB with FILE, where its last commit ended (after the client itself died,
+    /// or from another machine). FILE must be the job's file: its first bytes are checked
+    /// against what the server received before the rest is sent. (`upload` resumes by
+    /// itself when the connection drops or the server restarts.)
+    Resume(ResumeArgs),
     /// Run a job on a file the server already has (`--server-file`, in a folder its
     /// `[sources] dirs` allows) or on a URL the server fetches (`--url`); the token needs
     /// `sources:read` besides the task's scope.
@@ -80,6 +85,26 @@ struct UploadArgs {
     files: Vec<PathBuf>,
     #[command(flatten)]
     job: JobArgs,
+}
+
+#[derive(Debug, Args)]
+struct ResumeArgs {
+    /// The job to resume (its id, as `accepted` and `edge-client jobs` show it).
+    job: String,
+    /// The job's file.
+    file: PathBuf,
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Print the raw events as NDJSON on stdout instead of progress.
+    #[arg(long)]
+    json: bool,
+    /// Do not send the file's SHA-256 (the server then cannot refuse another file at once;
+    /// the first bytes are still checked).
+    #[arg(long)]
+    no_digest: bool,
+    /// Print nothing but the closing line of a job that did not end clean.
+    #[arg(long, short, conflicts_with = "json")]
+    quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -158,6 +183,7 @@ fn run() -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     let outcome = match cli.command {
         Command::Upload(args) => runtime.block_on(upload(args)),
+        Command::Resume(args) => runtime.block_on(resume(args)),
         Command::Run(args) => runtime.block_on(run_on_server(args)),
         Command::Read(args) => runtime.block_on(read::task(args)),
         Command::Jobs(args) => runtime.block_on(read::jobs(args)),
@@ -217,6 +243,27 @@ async fn upload(args: UploadArgs) -> Outcome {
         prepared.push(prepare(file, &args.job).await);
     }
     run_jobs(prepared, &args.job).await
+}
+
+/// `edge-client resume`: job `args.job` again, with its file from where its last commit ended.
+async fn resume(args: ResumeArgs) -> Outcome {
+    let job = JobArgs {
+        // The server takes the job's task (and its parameters and format) from the job.
+        task: String::new(),
+        format: None,
+        server: args.server,
+        params: Vec::new(),
+        json: args.json,
+        no_digest: args.no_digest,
+        tcp: false,
+        quiet: args.quiet,
+    };
+    let prepared = prepare(&args.file, &job).await.map(|(mut header, source)| {
+        header.format = None;
+        header.resume = Some(args.job.clone());
+        (header, source)
+    });
+    run_jobs(vec![prepared], &job).await
 }
 
 /// `edge-client run`: one job whose body the server reads itself.
@@ -309,7 +356,11 @@ async fn run_jobs(
             }
         }
     }
-    outcomes.extend(run_queue(&client, queue, &show, &cancel).await);
+    let connector = Connector {
+        config,
+        tcp: args.tcp,
+    };
+    outcomes.extend(run_queue(&client, &connector, queue, &show, &cancel).await);
     if cancel.is_cancelled() {
         outcomes.push(Outcome::Cancelled);
     }
@@ -370,6 +421,12 @@ impl Source {
         }
     }
 
+    /// Whether a job cut off can be resumed by sending its body again from an offset (a
+    /// file: it is read again from its start, and its bytes before the offset checked).
+    fn can_resume(&self) -> bool {
+        matches!(self, Source::File(_))
+    }
+
     /// Whether a job refused now can be sent again.
     fn can_resend(&self) -> bool {
         match self {
@@ -399,6 +456,7 @@ enum Ended {
 /// one ends, and a refused one again after the server's `retry_after`.
 async fn run_queue(
     client: &Client,
+    connector: &Connector,
     mut queue: VecDeque<Queued>,
     show: &Show,
     cancel: &CancellationToken,
@@ -423,7 +481,14 @@ async fn run_queue(
             let Some(next) = queue.pop_front() else {
                 break;
             };
-            running.spawn(run_job(client.clone(), next, show.clone(), cancel.clone()));
+            let (client, connector) = (client.clone(), connector.clone());
+            running.spawn(run_job(
+                client,
+                connector,
+                next,
+                show.clone(),
+                cancel.clone(),
+            ));
         }
         if running.is_empty() && queue.is_empty() {
             return outcomes;
@@ -526,72 +591,195 @@ fn job_name(header: &JobHeader) -> String {
     header.name.clone().unwrap_or_else(|| "upload".into())
 }
 
+/// How to connect again, for a job that resumes after the connection dropped.
+#[derive(Clone)]
+struct Connector {
+    config: ClientConfig,
+    tcp: bool,
+}
+
+/// How long a cut-off job tries to reconnect before it gives up (the server may be
+/// restarting).
+const RESUME_FOR: Duration = Duration::from_secs(120);
+
+/// The most times one job resumes.
+const MAX_RESUMES: u32 = 50;
+
+impl Connector {
+    /// A new connection, tried with growing pauses (a quarter second to ten) for up to
+    /// [`RESUME_FOR`]; `None` if none came or the user cancelled.
+    async fn reconnect(&self, cancel: &CancellationToken) -> Option<Client> {
+        let deadline = tokio::time::Instant::now() + RESUME_FOR;
+        let mut pause = Duration::from_millis(250);
+        loop {
+            let connect = async {
+                match self.tcp {
+                    true => Client::connect_tcp(&self.config).await,
+                    false => Client::connect(&self.config).await,
+                }
+            };
+            tokio::select! {
+                connected = connect => if let Ok(client) = connected {
+                    return Some(client);
+                },
+                _ = cancel.cancelled() => return None,
+            }
+            if tokio::time::Instant::now() + pause > deadline {
+                return None;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = cancel.cancelled() => return None,
+            }
+            pause = (pause * 2).min(Duration::from_secs(10));
+        }
+    }
+}
+
+/// Whether an upload was cut off by the way (the connection, a server restart, the store
+/// away), so that resuming it can work.
+fn was_cut(result: &Result<edge_client::JobResult, ClientError>) -> bool {
+    match result {
+        Ok(result) => matches!(
+            &result.last,
+            Event::Failed {
+                code: ErrorCode::UploadAborted | ErrorCode::Shutdown | ErrorCode::StoreUnavailable,
+                ..
+            } | Event::Rejected {
+                code: ErrorCode::ShuttingDown | ErrorCode::StoreUnavailable,
+                ..
+            }
+        ),
+        Err(ClientError::ConnectionLost(_) | ClientError::Protocol(_)) => true,
+        Err(_) => false,
+    }
+}
+
+/// Where a job's events are shown.
+struct View<'a> {
+    show: &'a Show,
+    bar: Option<&'a ProgressBar>,
+    counts: BarCounts,
+    log: LineLog,
+}
+
+impl View<'_> {
+    fn event(&mut self, event: &Event, line: &[u8]) {
+        if let (Event::Result { fields, .. }, false) = (event, matches!(self.show, Show::Json)) {
+            self.show.answer(fields);
+        }
+        match self.show {
+            Show::Json => {
+                // A reader that went away (`| head`) is not an error of ours: the job goes
+                // on, unseen.
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(line);
+                let _ = out.flush();
+            }
+            Show::Bars(_) => {
+                if let Some(bar) = self.bar {
+                    self.counts.update(bar, event);
+                }
+            }
+            Show::Log => {
+                if let Some(line) = self.log.line(event) {
+                    eprintln!("{line}");
+                }
+            }
+            Show::Quiet => {}
+        }
+    }
+}
+
 async fn run_job(
     client: Client,
+    connector: Connector,
     queued: Queued,
     show: Show,
     cancel: CancellationToken,
 ) -> (Queued, Ended) {
     let name = job_name(&queued.header);
-    let body = match queued.source.open() {
-        Ok(body) => body,
-        Err(e) => {
-            if let Some(bar) = &queued.bar {
-                bar.finish_and_clear();
-            }
-            eprintln!("edge-client: {e}");
-            return (queued, Ended::Outcome(Outcome::Failed));
-        }
-    };
     if let Some(bar) = &queued.bar {
         bar.set_message("");
     }
-    let log = Arc::new(Mutex::new(LineLog::new(name.clone())));
-    let mut counts = BarCounts::default();
+    let mut view = View {
+        show: &show,
+        bar: queued.bar.as_ref(),
+        counts: BarCounts::default(),
+        log: LineLog::new(name.clone()),
+    };
     let may_retry = queued.retries < MAX_RETRIES;
     // Decided once, when the refusal comes: whether it is sent again (then not shown).
     let mut resend = false;
-    let job = UploadJob::new(queued.header.clone(), body);
-    let result = client
-        .upload_until(job, &cancel, |event, line| {
-            match event {
-                Event::Accepted { .. } => queued.source.accepted(),
-                Event::Rejected {
-                    code: ErrorCode::RateLimited,
-                    ..
-                } if may_retry && !cancel.is_cancelled() => {
-                    resend = queued.source.can_resend();
-                    if resend {
-                        return;
-                    }
+    let mut job_id = queued.header.resume.clone();
+    let mut header = queued.header.clone();
+    let mut client = client;
+    let mut resumes = 0;
+    // The final event of each attempt, shown once it is known that no resume follows.
+    let mut last_line = Vec::new();
+    let result = loop {
+        let body = match queued.source.open() {
+            Ok(body) => body,
+            Err(e) => {
+                if let Some(bar) = &queued.bar {
+                    bar.finish_and_clear();
                 }
-                _ => {}
+                eprintln!("edge-client: {e}");
+                return (queued, Ended::Outcome(Outcome::Failed));
             }
-            if let (Event::Result { fields, .. }, false) = (event, matches!(show, Show::Json)) {
-                show.answer(fields);
-            }
-            match &show {
-                Show::Json => {
-                    // A reader that went away (`| head`) is not an error of ours: the job
-                    // goes on, unseen.
-                    let mut out = std::io::stdout().lock();
-                    let _ = out.write_all(line);
-                    let _ = out.flush();
-                }
-                Show::Bars(_) => {
-                    if let Some(bar) = &queued.bar {
-                        counts.update(bar, event);
+        };
+        let job = UploadJob::new(header.clone(), body);
+        let result = client
+            .upload_until(job, &cancel, |event, line| {
+                match event {
+                    Event::Accepted { job, .. } => {
+                        queued.source.accepted();
+                        job_id = Some(job.clone());
                     }
-                }
-                Show::Log => {
-                    if let Some(line) = log.lock().ok().and_then(|mut log| log.line(event)) {
-                        eprintln!("{line}");
+                    Event::Rejected {
+                        code: ErrorCode::RateLimited,
+                        ..
+                    } if may_retry && !cancel.is_cancelled() => {
+                        resend = queued.source.can_resend();
+                        if resend {
+                            return;
+                        }
                     }
+                    _ => {}
                 }
-                Show::Quiet => {}
-            }
-        })
-        .await;
+                if event.is_final() {
+                    last_line = line.to_vec();
+                    return;
+                }
+                view.event(event, line);
+            })
+            .await;
+        let go_on = was_cut(&result)
+            && queued.source.can_resume()
+            && !cancel.is_cancelled()
+            && resumes < MAX_RESUMES;
+        let Some(job) = job_id.clone().filter(|_| go_on) else {
+            break result;
+        };
+        resumes += 1;
+        let why = match &result {
+            Ok(result) => display::summary(&name, &result.last),
+            Err(e) => format!("{name}: {e}"),
+        };
+        show.note(&format!(
+            "{why}; resuming job {job} where its last commit ended"
+        ));
+        let Some(connected) = connector.reconnect(&cancel).await else {
+            break result;
+        };
+        client = connected;
+        header.resume = Some(job);
+    };
+    if let Ok(result) = &result {
+        if !resend {
+            view.event(&result.last, &last_line);
+        }
+    }
     let ended = match result {
         Ok(result) => {
             if let (
@@ -849,7 +1037,13 @@ impl BarCounts {
                 bar.set_position(*bytes);
                 (self.records, self.errors) = (*records, *errors);
             }
-            Event::Committed { records } => self.committed = *records,
+            Event::Committed { records, .. } => self.committed = *records,
+            Event::Resumed {
+                offset, committed, ..
+            } => {
+                bar.set_position(*offset);
+                self.committed = *committed;
+            }
             Event::RecordError { .. } => {
                 if let Some(line) = display::record_error(&bar.prefix(), event) {
                     bar.println(line);
@@ -938,6 +1132,7 @@ mod tests {
             &bar,
             &Event::Committed {
                 records: 123_456_700_000,
+                offset: 0,
             },
         );
         bar.tick();

@@ -84,6 +84,11 @@ impl Client {
         }
         let (connection, router) = match &self.transport {
             Transport::Quic { connection, router } => (connection, router),
+            Transport::Tcp(_) if job.header.resume.is_some() => {
+                return Err(ClientError::Protocol(
+                    "resuming a job works over QUIC (edge/1) so far, and this connection fell back to TCP: let UDP through to the server's port, then resume again".into(),
+                ))
+            }
             Transport::Tcp(tcp) => {
                 return tcp
                     .upload(job, self.token.as_deref(), cancel, &mut on_event)
@@ -100,9 +105,19 @@ impl Client {
             .name
             .clone()
             .unwrap_or_else(|| "the upload".into());
+        // A resume sends its body from the offset the server answers (`resumed`).
+        let (resumed_tx, resumed_rx) = tokio::sync::oneshot::channel();
+        let mut resumed_tx = Some(resumed_tx);
+        let resumed = job.header.resume.is_some().then_some(resumed_rx);
         let send = async {
+            let body = Outgoing {
+                header: &job.header,
+                body: &mut job.body,
+                name: &name,
+                resumed,
+            };
             let sent = tokio::select! {
-                sent = send_body(&mut stream, &job.header, &mut job.body, &name) => Some(sent),
+                sent = send_body(&mut stream, body) => Some(sent),
                 _ = cancel.cancelled() => None,
             };
             match sent {
@@ -124,8 +139,18 @@ impl Client {
                 return Ok(first);
             }
             while let Some((event, line)) = notifications.next().await? {
-                if let Event::Committed { records } = &event {
+                if let Event::Committed { records, .. } = &event {
                     committed.store(*records, Ordering::Relaxed);
+                }
+                if let Event::Resumed {
+                    offset,
+                    prefix_sha256,
+                    ..
+                } = &event
+                {
+                    if let Some(tx) = resumed_tx.take() {
+                        let _ = tx.send((*offset, prefix_sha256.clone()));
+                    }
                 }
                 on_event(&event, &line);
                 if event.is_final() {
@@ -155,6 +180,7 @@ impl Client {
             // event says why.
             Err(Sent::Stopped(n)) => n,
             Err(Sent::Failed(e @ ClientError::Input { .. })) => return Err(e),
+            Err(Sent::Failed(e @ ClientError::PrefixMismatch { .. })) => return Err(e),
             // The final event is what counts: sending may break because the job ended.
             Err(Sent::Failed(e)) => match &last {
                 Ok(_) => 0,
@@ -177,13 +203,25 @@ enum Sent {
     Cancelled,
 }
 
-/// Writes the header, then the body through a fixed buffer, then FIN.
-async fn send_body(
-    stream: &mut quinn::SendStream,
-    header: &JobHeader,
-    body: &mut (dyn AsyncRead + Send + Unpin),
-    name: &str,
-) -> Result<u64, Sent> {
+/// What goes out on a job's upload stream.
+struct Outgoing<'a> {
+    header: &'a JobHeader,
+    body: &'a mut (dyn AsyncRead + Send + Unpin),
+    name: &'a str,
+    /// For a resume: the server's `resumed` offset and prefix digest, once it came.
+    resumed: Option<tokio::sync::oneshot::Receiver<(u64, String)>>,
+}
+
+/// Writes the header, then the body through a fixed buffer, then FIN. A resume waits for
+/// the server's offset, checks that the body's bytes before it are the ones the server has
+/// (their SHA-256), and sends the body from there.
+async fn send_body(stream: &mut quinn::SendStream, out: Outgoing<'_>) -> Result<u64, Sent> {
+    let Outgoing {
+        header,
+        body,
+        name,
+        resumed,
+    } = out;
     let mut sent = 0u64;
     let write_error = |e: quinn::WriteError, sent: u64| match e {
         quinn::WriteError::Stopped(_) => Sent::Stopped(sent),
@@ -195,6 +233,31 @@ async fn send_body(
         .await
         .map_err(|e| write_error(e, 0))?;
     let mut buf = vec![0u8; BUFFER_BYTES];
+    if let Some(resumed) = resumed {
+        // No `resumed`: the job was refused; its final event says why.
+        let Ok((offset, prefix)) = resumed.await else {
+            return Err(Sent::Stopped(0));
+        };
+        let read = skip_prefix(body, offset, &mut buf).await;
+        let matches = match read {
+            Ok(digest) => digest == prefix,
+            Err(source) => {
+                let _ = stream.reset(quinn::VarInt::from_u32(AppCode::PrefixMismatch.value()));
+                return Err(Sent::Failed(ClientError::Input {
+                    name: name.to_owned(),
+                    source,
+                }));
+            }
+        };
+        if !matches {
+            let _ = stream.reset(quinn::VarInt::from_u32(AppCode::PrefixMismatch.value()));
+            return Err(Sent::Failed(ClientError::PrefixMismatch {
+                name: name.to_owned(),
+                job: header.resume.clone().unwrap_or_default(),
+                offset,
+            }));
+        }
+    }
     loop {
         let n = match body.read(&mut buf).await {
             Ok(0) => break,
@@ -215,4 +278,32 @@ async fn send_body(
     }
     let _ = stream.finish();
     Ok(sent)
+}
+
+/// Reads the first `offset` bytes of `body` (which the server has already) and returns
+/// their SHA-256 in hex; a body shorter than that is an error.
+async fn skip_prefix(
+    body: &mut (dyn AsyncRead + Send + Unpin),
+    offset: u64,
+    buf: &mut [u8],
+) -> std::io::Result<String> {
+    let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut left = offset;
+    while left > 0 {
+        let want = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+        let n = body.read(&mut buf[..want]).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("it is shorter than the {offset} bytes the server already has"),
+            ));
+        }
+        hash.update(&buf[..n]);
+        left -= n as u64;
+    }
+    Ok(hex(hash.finish().as_ref()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

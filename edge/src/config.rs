@@ -637,6 +637,10 @@ pub struct JobsConfig {
     pub history_keep_days: u64,
     /// Keep at most this many jobs in the history, the most recent (0: no count limit).
     pub history_keep_count: u64,
+    /// How long a job cut off (connection lost, server restarted) stays resumable where its
+    /// last commit ended, e.g. `24h`, `90m`, `7d`; then its state is dropped and a resume
+    /// gets `resume_expired`.
+    pub resume_window: String,
 }
 
 impl Default for JobsConfig {
@@ -657,6 +661,7 @@ impl Default for JobsConfig {
             upload_rate_window_secs: 30,
             history_keep_days: 90,
             history_keep_count: 100_000,
+            resume_window: "24h".into(),
         }
     }
 }
@@ -856,6 +861,13 @@ impl Config {
         toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
     }
 
+    /// How long a cut-off job stays resumable (`jobs.resume_window`; checked by
+    /// [`Config::validate`], the default if it does not parse).
+    pub fn resume_window(&self) -> std::time::Duration {
+        humantime::parse_duration(&self.jobs.resume_window)
+            .unwrap_or(edge_tasks::resume::DEFAULT_WINDOW)
+    }
+
     /// The store file: `<data_dir>/edge.redb`.
     pub fn store_path(&self) -> PathBuf {
         self.data_dir.join(STORE_FILE)
@@ -926,6 +938,15 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&self.jobs.max_error_rate) {
             return invalid("jobs.max_error_rate", "must be between 0.0 and 1.0");
+        }
+        if let Err(e) = humantime::parse_duration(&self.jobs.resume_window) {
+            return Err(ConfigError::Invalid {
+                key: "jobs.resume_window",
+                message: format!(
+                    "`{}` is not a duration ({e}); write e.g. `24h`, `90m` or `7d`",
+                    self.jobs.resume_window
+                ),
+            });
         }
         if self.transport.max_connections == 0 || self.transport.max_connections_per_ip == 0 {
             return invalid(

@@ -13,6 +13,7 @@ use bytes::{Bytes, BytesMut};
 use edge_proto::header::MAX_HEADER_BYTES;
 use edge_proto::{AppCode, ErrorCode, Event, HeaderError, JobHeader};
 use edge_tasks::pipeline::JobSpec;
+use edge_tasks::resume::Cursor;
 use edge_tasks::task::UploadInfo;
 use edge_tasks::{Plugin, Task};
 use quinn::{Connection, RecvStream, SendStream};
@@ -98,7 +99,7 @@ async fn run_job(
 ) {
     let upload_stream = u64::from(upload.id());
     let started = start(&mut upload, &service, &authorised).await;
-    let (job, header, leftover, grant, admission, plugin, task, source) = match started {
+    let (job, header, leftover, grant, admission, plugin, task, source, claimed) = match started {
         Ok(started) => started,
         Err(refusal) => {
             service.metrics.rejected(refusal.code);
@@ -120,12 +121,22 @@ async fn run_job(
         format: header.format.or(source.as_ref().and_then(|s| s.format)),
         name: header
             .name
+            .clone()
             .or_else(|| source.as_ref().map(|s| s.name.clone())),
         size: source.as_ref().map_or(header.size, |s| s.size),
         source: source.as_ref().map(|s| s.record.clone()),
         unchanged: source.as_ref().is_some_and(|s| s.unchanged),
         sha256,
     };
+    let resume = crate::resumes::cursor(
+        &service,
+        &spec,
+        plugin,
+        &grant,
+        &header.params,
+        "edge/1",
+        claimed,
+    );
     let span = tracing::info_span!("job", job = %spec.job, task = plugin.name, sub = %grant.sub);
     debug!(parent: &span, sub = %grant.sub, "job header accepted");
     let mut upload_body = Upload {
@@ -152,6 +163,7 @@ async fn run_job(
         Notification(notify),
         service,
         shutdown,
+        resume,
     );
     let ended = run.instrument(span).await;
     if from_source {
@@ -166,7 +178,8 @@ async fn run_job(
 }
 
 /// A job that may start: its header, the body bytes that came with it, its token's grant,
-/// its plugin and task, and the source its body comes from when not the stream.
+/// its plugin and task, the source its body comes from when not the stream, and the cursor
+/// it goes on from when it is a resume.
 type Started = (
     String,
     JobHeader,
@@ -176,6 +189,7 @@ type Started = (
     &'static Plugin,
     Box<dyn Task>,
     Option<Opened>,
+    Option<Cursor>,
 );
 
 /// Reads the header, checks the token (before any body byte is decoded), starts the task.
@@ -187,6 +201,22 @@ async fn start(
     let (header, leftover) = read_header(upload, service.header_timeout).await?;
     let grant = service.authorize(header.token.as_deref())?;
     authorised.cancel();
+    if header.resume.is_some() && header.source.is_some() {
+        return Err(Refusal {
+            code: ErrorCode::BadHeader,
+            message: "a resume sends the rest of the body itself: drop `source` (a job whose body the server reads cannot be resumed)".into(),
+            retry_after: None,
+        });
+    }
+    let claimed = match &header.resume {
+        Some(job) => Some(crate::resumes::claim(service, job, &grant, &header).await?),
+        None => None,
+    };
+    // A resume goes on with the job as it started: its parameters, format, name and size.
+    let header = match &claimed {
+        Some(cursor) => crate::resumes::as_started(header, &cursor.origin),
+        None => header,
+    };
     let source = match &header.source {
         Some(spec) => Some(
             service
@@ -213,7 +243,10 @@ async fn start(
     if let Some(sha256) = &header.sha256 {
         jobs::declared_sha256(sha256)?;
     }
-    let job = jobs::new_job_id(service.store.slot());
+    let job = match &claimed {
+        Some(cursor) => cursor.origin.job.clone(),
+        None => jobs::new_job_id(service.store.slot()),
+    };
     let (plugin, task) = jobs::start_task(
         &job,
         &header.task,
@@ -225,7 +258,7 @@ async fn start(
     )?;
     let admission = service.limits.admit(&grant.sub)?;
     Ok((
-        job, header, leftover, grant, admission, plugin, task, source,
+        job, header, leftover, grant, admission, plugin, task, source, claimed,
     ))
 }
 

@@ -17,7 +17,7 @@ use crate::watch::Publisher;
 use bytes::Bytes;
 use edge_proto::{ErrorCode, Event, Format, HeaderError};
 use edge_tasks::history::{self, JobRecord};
-use edge_tasks::pipeline::{self, Input, JobSpec, Report, Source};
+use edge_tasks::pipeline::{self, Input, JobSpec, Report, Resume, Source};
 use edge_tasks::task::{JobRef, UploadInfo};
 use edge_tasks::{Plugin, Task};
 use serde_json::{Map, Value};
@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 /// Chunks waiting between the body and the pipeline.
@@ -281,6 +282,7 @@ pub(crate) async fn run<B: Body, N: Notify>(
     notify: N,
     service: Arc<Service>,
     shutdown: Shutdown,
+    resume: Option<Resume>,
 ) -> Ended {
     // Wait for a job slot: until then nothing is read, and QUIC flow control holds the upload.
     // A free slot wins over draining: a job whose response began before the drain runs.
@@ -319,8 +321,17 @@ pub(crate) async fn run<B: Body, N: Notify>(
     record.source = spec.source.clone();
     remember(&service, record.clone(), history::Sync::WithNextCommit).await;
     service.metrics.job_started(transport);
+    let resume = keep_cursor(&service, resume).await;
+    let attachment = resume
+        .as_ref()
+        .map(|r| service.attached.attach(&spec.job, r.cursor.epoch));
+    let taken = attachment
+        .as_ref()
+        .map_or_else(CancellationToken::new, |a| a.taken.clone());
     let notice = spawn_draining_notice(&shutdown, &events, service.grace);
     let (chunks, queue) = mpsc::channel(CHUNK_QUEUE);
+    let job = spec.job.clone();
+    let epoch = resume.as_ref().map(|r| r.cursor.epoch);
     let pipeline = spawn_pipeline(
         spec,
         plugin,
@@ -328,10 +339,15 @@ pub(crate) async fn run<B: Body, N: Notify>(
         queue,
         events.clone(),
         service.settings.clone(),
+        resume,
     );
     let max_bytes = service.limits.max_upload_bytes();
     let pace = service.pace;
-    let pumped = pump(body, leftover, chunks, &shutdown, max_bytes, pace).await;
+    let stops = Stops {
+        shutdown: &shutdown,
+        taken: &taken,
+    };
+    let pumped = pump(body, leftover, chunks, stops, max_bytes, pace).await;
     let report = pipeline.await.ok();
     drop(admission);
     let _ = release.send(());
@@ -350,13 +366,57 @@ pub(crate) async fn run<B: Body, N: Notify>(
             history::Sync::Now,
         )
         .await;
+        if let Some(epoch) = epoch {
+            crate::resumes::end(&service, &job, epoch, &report.last).await;
+        }
         let done = matches!(report.last, Event::Done { .. });
         body.ended(&service.store, done).await;
         let _ = events.send(report.last.clone()).await;
     }
     drop(events);
     let _ = notifier.await;
+    drop(attachment);
     Ended { pumped, report }
+}
+
+/// The cursor a job keeps: a new job's is stored first (a job whose cursor cannot be stored
+/// runs without one: it cannot be resumed, and says so in the log).
+async fn keep_cursor(service: &Service, resume: Option<Resume>) -> Option<Resume> {
+    let resume = resume?;
+    if resume.cursor.epoch > 1 {
+        return Some(resume);
+    }
+    match crate::resumes::begin(service, &resume.cursor).await {
+        Ok(()) => Some(resume),
+        Err(refusal) => {
+            warn!(
+                "the job runs without a cursor (it cannot be resumed): {}",
+                refusal.message
+            );
+            None
+        }
+    }
+}
+
+/// What stops a job's body early besides its own end: the server shutting down, or a resume
+/// of the job by another client (`taken`).
+#[derive(Clone, Copy)]
+struct Stops<'a> {
+    shutdown: &'a Shutdown,
+    taken: &'a CancellationToken,
+}
+
+impl Stops<'_> {
+    /// Resolves once the body must stop, with the input that ends the job.
+    async fn stopped(&self) -> Input {
+        tokio::select! {
+            _ = self.shutdown.aborted() => shutdown_input(),
+            _ = self.taken.cancelled() => Input::Aborted {
+                code: ErrorCode::TakenOver,
+                message: "another client resumed this job: this upload is no longer attached to it; records committed before are kept".into(),
+            },
+        }
+    }
 }
 
 /// Tells the client when the server starts draining (it keeps running until the grace period
@@ -395,6 +455,7 @@ fn spawn_pipeline(
     queue: mpsc::Receiver<Input>,
     events: mpsc::Sender<Event>,
     settings: pipeline::Settings,
+    resume: Option<Resume>,
 ) -> tokio::task::JoinHandle<Report> {
     let handle = Handle::current();
     let span = tracing::Span::current();
@@ -412,7 +473,15 @@ fn spawn_pipeline(
             // A client that stopped reading its events does not stop the job.
             let _ = emitter.blocking_send(event);
         };
-        pipeline::run(&spec, plugin, task, &mut source, &settings, &mut emit)
+        pipeline::run_resumable(
+            &spec,
+            plugin,
+            task,
+            &mut source,
+            &settings,
+            &mut emit,
+            resume,
+        )
     });
     tokio::spawn(async move {
         match blocking.await {
@@ -461,7 +530,7 @@ async fn pump<B: Body>(
     body: &mut B,
     leftover: Bytes,
     chunks: mpsc::Sender<Input>,
-    shutdown: &Shutdown,
+    stops: Stops<'_>,
     max_bytes: Option<u64>,
     pace: Pace,
 ) -> Pumped {
@@ -474,7 +543,7 @@ async fn pump<B: Body>(
             None => {
                 let waiting = tokio::time::Instant::now();
                 let input = tokio::select! {
-                    _ = shutdown.aborted() => shutdown_input(),
+                    stopped = stops.stopped() => stopped,
                     _ = chunks.closed() => return Pumped::Unfinished,
                     _ = tokio::time::sleep(watch.left(pace)) => match watch.verdict(pace) {
                         Some(too_slow) => too_slow,
@@ -510,14 +579,17 @@ async fn pump<B: Body>(
         let was_shutdown = matches!(
             &input,
             Input::Aborted {
-                code: ErrorCode::Shutdown | ErrorCode::LimitExceeded | ErrorCode::TooSlow,
+                code: ErrorCode::Shutdown
+                    | ErrorCode::LimitExceeded
+                    | ErrorCode::TooSlow
+                    | ErrorCode::TakenOver,
                 ..
             }
         );
         let sent = tokio::select! {
             sent = chunks.send(input) => sent.is_ok(),
-            _ = shutdown.aborted(), if !was_shutdown => {
-                next = Some(shutdown_input());
+            stopped = stops.stopped(), if !was_shutdown => {
+                next = Some(stopped);
                 continue;
             }
         };

@@ -34,6 +34,8 @@
 //!   server-wide budget.
 //! - `jobs`: one job, whatever carries it: task start, body pump, pipeline, events.
 //! - `reset_key`: QUIC's stateless-reset key, kept in the data dir across restarts.
+//! - `resumes`: resuming cut-off jobs: claiming a job's cursor, taking it over from the
+//!   client attached to it on this node, keeping or dropping the cursor as a job ends.
 //! - `prune`: hourly pruning of what plugins keep beyond their retention.
 //! - `sources`: job bodies the server reads itself: files in allowed folders.
 //! - `tcp`: HTTP/1.1 and HTTP/2 over TCP + TLS on the same port, through the same router.
@@ -58,6 +60,7 @@ mod login;
 pub mod metrics;
 mod prune;
 mod reset_key;
+mod resumes;
 pub mod server;
 mod service;
 mod shutdown;

@@ -151,7 +151,7 @@ impl Metrics {
                 add(&self.records_decoded, records, &mut seen.records);
                 add(&self.record_errors, errors, &mut seen.errors);
             }
-            Event::Committed { records } => {
+            Event::Committed { records, .. } => {
                 add(&self.records_committed, records, &mut seen.committed);
             }
             Event::Done {
@@ -489,7 +489,13 @@ mod tests {
             },
             &mut seen,
         );
-        metrics.observe(&Event::Committed { records: 9 }, &mut seen);
+        metrics.observe(
+            &Event::Committed {
+                records: 9,
+                offset: 90,
+            },
+            &mut seen,
+        );
         metrics.observe(
             &Event::Progress {
                 bytes: 150,

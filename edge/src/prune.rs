@@ -1,4 +1,5 @@
-//! What task plugins keep beyond their retention (`ports`: its change history), pruned at
+//! What task plugins keep beyond their retention (`ports`: its change history), and the
+//! state of cut-off jobs not resumed within `jobs.resume_window`, pruned at
 //! start and then hourly through each plugin's [`Plugin::prune`](edge_tasks::Plugin), off the
 //! async runtime. Pruning stops between two transactions once the server begins draining.
 
@@ -35,6 +36,35 @@ pub(crate) async fn prune_plugins_periodically(context: Context, stop: Cancellat
                 Ok(Err(e)) => warn!(task, "cannot prune what the task keeps: {e}"),
                 Err(e) => warn!(task, "the prune of what the task keeps failed: {e}"),
             }
+        }
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(PRUNE_INTERVAL) => {}
+        }
+    }
+}
+
+/// Drops the cursors of jobs cut off longer than `window` ago (`jobs.resume_window`), now and
+/// every [`PRUNE_INTERVAL`], until `stop`. (A resume checks the window itself; this frees
+/// the store of jobs nobody resumed.)
+pub(crate) async fn expire_cursors_periodically(
+    store: edge_tasks::Store,
+    window: std::time::Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        let store = store.clone();
+        let expired =
+            tokio::task::spawn_blocking(move || edge_tasks::resume::expire(&store, window)).await;
+        match expired {
+            Ok(Ok(0)) => {}
+            Ok(Ok(expired)) => info!(
+                expired,
+                "dropped the state of jobs not resumed within jobs.resume_window"
+            ),
+            Ok(Err(e)) => warn!("cannot drop the state of old cut-off jobs: {e}"),
+            Err(e) => warn!("dropping the state of old cut-off jobs failed: {e}"),
         }
         tokio::select! {
             biased;

@@ -241,6 +241,8 @@ impl Server {
             feeds: Arc::new(crate::watch::Feeds::default()),
             login: login_desk(config),
             sources: crate::sources::Sources::new(&config.sources).map_err(ServeError::Sources)?,
+            attached: Arc::default(),
+            resume_window: config.resume_window(),
         };
         let tcp = match tcp_listener {
             Some(listener) => {
@@ -339,6 +341,11 @@ impl Server {
         ));
         helpers.spawn(crate::prune::prune_plugins_periodically(
             self.service.context(),
+            shutdown.draining_token(),
+        ));
+        helpers.spawn(crate::prune::expire_cursors_periodically(
+            self.service.store.clone(),
+            self.service.resume_window,
             shutdown.draining_token(),
         ));
         helpers.spawn(crate::metrics::keep_database_size(

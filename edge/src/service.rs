@@ -50,6 +50,10 @@ pub(crate) struct Service {
     pub login: crate::login::Login,
     /// What jobs may read their bodies from besides their uploads.
     pub sources: crate::sources::Sources,
+    /// The resumable jobs running on this node.
+    pub attached: Arc<crate::resumes::Attached>,
+    /// How long a cut-off job stays resumable (`jobs.resume_window`).
+    pub resume_window: Duration,
 }
 
 impl Service {

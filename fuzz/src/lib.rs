@@ -2,11 +2,12 @@
 //!
 //! The first input byte chooses small limits and a split point; the rest is the upload body.
 //! The body is decoded whole, in two chunks, and (when short) one byte at a time, and every
-//! run must hand on the same items: the same records (index, offset, key, body) and the same
-//! faults (index, offset, key, code, message), then the same final syntax error, if any. On
-//! top of that every run must keep the decoders' documented promises:
+//! run must hand on the same items: the same records (index, offset, end, key, body) and the
+//! same faults (index, offset, end, key, code, message), then the same final syntax error, if
+//! any. On top of that every run must keep the decoders' documented promises:
 //! - no record is larger than `max_record_bytes`;
 //! - items are numbered 0, 1, 2, ... in order, with offsets that only grow;
+//! - an item ends at or after its offset, and at most at the body's end;
 //! - a record's offset points at its first byte in the body: its body starts there (lines,
 //!   ndjson, elements of a JSON array) or its key's opening quote does (entries of a JSON
 //!   object);
@@ -40,6 +41,8 @@ pub enum Owned {
         index: u64,
         /// Its offset.
         offset: u64,
+        /// Where it ends.
+        end: u64,
         /// Its key, if the format carries one.
         key: Option<String>,
         /// Its bytes (JSON), text (lines) or fields (CSV).
@@ -118,6 +121,7 @@ pub fn collect(format: Format, limits: Limits, chunks: &[&[u8]]) -> Vec<Owned> {
             Item::Record(r) => Owned::Record {
                 index: r.index,
                 offset: r.offset,
+                end: r.end,
                 key: r.key.map(str::to_owned),
                 body: match r.body {
                     Body::Json(b) => OwnedBody::Json(b.to_vec()),
@@ -188,10 +192,11 @@ fn check_promises(format: Format, limits: Limits, body: &[u8], items: &[Owned]) 
     let mut next_index = 0u64;
     let mut last_offset = None::<u64>;
     for (at, item) in items.iter().enumerate() {
-        let (index, offset) = match item {
+        let (index, offset, end) = match item {
             Owned::Record {
                 index,
                 offset,
+                end,
                 key,
                 body: record,
             } => {
@@ -230,7 +235,7 @@ fn check_promises(format: Format, limits: Limits, body: &[u8], items: &[Owned]) 
                     assert_eq!(text.trim_ascii(), text, "record {index} is not trimmed");
                     assert!(!text.is_empty(), "record {index} is blank");
                 }
-                (*index, *offset)
+                (*index, *offset, *end)
             }
             Owned::Fault(fault) => {
                 assert!(
@@ -245,7 +250,7 @@ fn check_promises(format: Format, limits: Limits, body: &[u8], items: &[Owned]) 
                     fault.index,
                     fault.code
                 );
-                (fault.index, fault.offset)
+                (fault.index, fault.offset, fault.end)
             }
             Owned::Bytes { offset, bytes } => {
                 let start = usize::try_from(*offset).expect("offset fits");
@@ -265,6 +270,10 @@ fn check_promises(format: Format, limits: Limits, body: &[u8], items: &[Owned]) 
                 continue;
             }
         };
+        assert!(
+            offset <= end && end <= body.len() as u64,
+            "item {index} at {offset} ends at {end}, before it or past the body's end"
+        );
         assert_eq!(index, next_index, "items are numbered in order");
         next_index += 1;
         if let Some(last) = last_offset {

@@ -85,6 +85,18 @@ pub enum ErrorCode {
     /// committed before stay committed, and the same job sent again later works.
     StoreUnavailable,
 
+    // --- resuming a job (`resume`) ---
+    /// The job to resume stopped longer ago than `jobs.resume_window` (or ended, or never
+    /// was): its state is gone; send the whole file again as a new job.
+    ResumeExpired,
+    /// The job cannot be resumed: it ended `done`, or failed for a reason that resuming
+    /// would meet again (a syntax error, a digest that does not match), or its task stores
+    /// bodies as they are (`blobs`). The message says which.
+    NotResumable,
+    /// Another client resumed this job: this one is no longer attached to it, and nothing it
+    /// sent after the job's last commit was kept.
+    TakenOver,
+
     /// A code this version of the contract does not know (from a newer peer).
     #[serde(other)]
     Other,
@@ -125,6 +137,9 @@ impl ErrorCode {
             ErrorCode::AlreadyExists => "already_exists",
             ErrorCode::SourceFailed => "source_failed",
             ErrorCode::StoreUnavailable => "store_unavailable",
+            ErrorCode::ResumeExpired => "resume_expired",
+            ErrorCode::NotResumable => "not_resumable",
+            ErrorCode::TakenOver => "taken_over",
             ErrorCode::Other => "other",
         }
     }
@@ -152,6 +167,10 @@ pub enum AppCode {
     Shutdown = 0x20,
     /// Client -> server RESET_STREAM: the user cancelled the upload.
     Cancelled = 0x30,
+    /// Client -> server RESET_STREAM on a resume: the client's file does not start with the
+    /// bytes the server received (`resumed`'s `prefix_sha256`), so it sends nothing; the
+    /// job stays resumable with the right file.
+    PrefixMismatch = 0x31,
     /// Either side: the peer broke the protocol (e.g. opened a bidirectional stream).
     ProtocolError = 0x40,
     /// Either side: an internal error.
@@ -172,6 +191,7 @@ impl AppCode {
             0x11 => AppCode::JobFailed,
             0x20 => AppCode::Shutdown,
             0x30 => AppCode::Cancelled,
+            0x31 => AppCode::PrefixMismatch,
             0x40 => AppCode::ProtocolError,
             0x50 => AppCode::Internal,
             _ => return None,

@@ -74,6 +74,29 @@ pub enum Event {
     Committed {
         /// Records committed so far.
         records: u64,
+        /// Byte offset in the body just after the last committed record: a job cut off now
+        /// resumes here (`resume`), and the bytes before it are never sent again. 0 from a
+        /// server that does not say.
+        #[serde(default)]
+        offset: u64,
+    },
+    /// The job was resumed (`resume` in the header, or an HTTP upload resource appended to):
+    /// the body goes on at `offset`, and the records before it are committed and are never
+    /// applied again. Sent right after `accepted`, before any body byte is read.
+    Resumed {
+        /// The job id (the job keeps it).
+        job: String,
+        /// Where the body goes on: the byte just after the last committed record. The client
+        /// sends the body from here.
+        offset: u64,
+        /// Records decoded before `offset` (stored or not): the next record's index.
+        records: u64,
+        /// Records committed before `offset`.
+        committed: u64,
+        /// The SHA-256 of the body's first `offset` bytes, as the server received them
+        /// (lowercase hex): a client checks that its file starts with the same bytes before
+        /// it sends the rest.
+        prefix_sha256: String,
     },
     /// One record was not stored; the job goes on.
     RecordError {
@@ -221,6 +244,7 @@ impl Event {
             Event::Accepted { .. } => "accepted",
             Event::Progress { .. } => "progress",
             Event::Committed { .. } => "committed",
+            Event::Resumed { .. } => "resumed",
             Event::RecordError { .. } => "record_error",
             Event::Task { .. } => "task",
             Event::Result { .. } => "result",
@@ -277,7 +301,10 @@ mod tests {
                 records: 2,
                 errors: 0,
             },
-            Event::Committed { records: 2 },
+            Event::Committed {
+                records: 2,
+                offset: 40,
+            },
             Event::Task {
                 task: "stats".into(),
                 data: json!({"count": 2}),

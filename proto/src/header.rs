@@ -46,6 +46,12 @@ pub struct JobHeader {
     /// arrive; a mismatch fails the job `digest_mismatch`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// Resume job `J` where its last commit ended, instead of starting a new job: the
+    /// server answers `accepted` then `resumed{offset,...}`, and the client sends the body
+    /// from `offset` on (not from its start). The job keeps its task, parameters, format and
+    /// name; `task` must be the job's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<String>,
 }
 
 /// Why a header line was refused. [`HeaderError::code`] gives the code for the `rejected` event.
@@ -95,6 +101,7 @@ impl JobHeader {
             source: None,
             if_changed: false,
             sha256: None,
+            resume: None,
         }
     }
 

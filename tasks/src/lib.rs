@@ -31,6 +31,7 @@ pub mod primes;
 pub mod reads;
 pub mod record;
 pub mod registry;
+pub mod resume;
 pub mod revocations;
 pub mod stats;
 pub mod store;

@@ -7,9 +7,13 @@
 //! duration), so tests move a [`ManualClock`] instead of waiting.
 
 use crate::decode::sniff::{sniff, Sniff, SNIFF_LIMIT};
-use crate::decode::{self, Decoder, Item, Limits, SyntaxError};
+use crate::decode::{self, Checkpoint, Decoder, Item, Limits, ResumeState, SyntaxError};
 use crate::record::{Record, RecordFault};
+use crate::resume::sha256::Sha256;
+use crate::resume::{Cursor, Save};
+use crate::store::Store;
 use crate::task::{Plugin, Task, TaskError};
+use crate::writer::Ticket;
 use bytes::Bytes;
 use edge_proto::{ErrorCode, ErrorSample, Event, Format, FIRST_ERRORS};
 use std::ops::ControlFlow;
@@ -20,7 +24,9 @@ use std::time::{Duration, Instant};
 /// How a job commits and reports.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
-    /// Start a commit once this many accepted records wait (and no commit is running).
+    /// Start a commit once this many accepted records wait (and no commit is running), as
+    /// soon as the chunk that brought them is decoded (the job's cursor goes after the last
+    /// record decoded).
     pub commit_records: usize,
     /// Start a commit once the oldest uncommitted record waited this long (and no commit is
     /// running).
@@ -325,6 +331,25 @@ pub struct Report {
     pub last: Event,
 }
 
+/// A job that keeps a cursor in the store ([`crate::resume`]): where, and from which cursor it
+/// starts (a new job's, or one a resume claimed).
+#[derive(Debug, Clone)]
+pub struct Resume {
+    /// The store the cursor is written to, with each commit.
+    pub store: Store,
+    /// The cursor the job starts from: [`Cursor::start`] for a new job, the one
+    /// [`crate::resume::claim`] returned for a resumed one (the body then goes on at its
+    /// offset).
+    pub cursor: Cursor,
+}
+
+impl Resume {
+    /// Whether the job goes on from an earlier run of it.
+    fn resumed(&self) -> bool {
+        self.cursor.epoch > 1
+    }
+}
+
 /// Runs the job to its end and returns its report. Every event, the final one included, goes
 /// to `emit` in order.
 pub fn run(
@@ -334,6 +359,21 @@ pub fn run(
     source: &mut dyn Source,
     settings: &Settings,
     emit: &mut dyn FnMut(Event),
+) -> Report {
+    run_resumable(spec, plugin, task, source, settings, emit, None)
+}
+
+/// [`run`] for a job that keeps a cursor with each commit, so that it can be resumed where
+/// its last commit ended; with a claimed cursor, it goes on there: the source's bytes are the
+/// body's from the cursor's offset on.
+pub fn run_resumable(
+    spec: &JobSpec,
+    plugin: &Plugin,
+    task: Box<dyn Task>,
+    source: &mut dyn Source,
+    settings: &Settings,
+    emit: &mut dyn FnMut(Event),
+    resume: Option<Resume>,
 ) -> Report {
     let mut job = Job::new(spec, task, settings, emit);
     if spec.unchanged {
@@ -346,6 +386,13 @@ pub fn run(
         job.accept(Format::Raw);
         let mut decoder = decode::raw::RawDecoder::new();
         return job.drive(&mut decoder, Vec::new(), false, source);
+    }
+    job.resume = resume;
+    if let Some(resume) = job.resume.clone().filter(Resume::resumed) {
+        job.announce = true;
+        if let Some(format) = resume.cursor.format.filter(|_| resume.cursor.offset() > 0) {
+            return job.go_on(plugin, format, &resume.cursor, source);
+        }
     }
     let (format, prefix, ended) = match choose_format(spec, plugin, source, settings) {
         Chosen::Format {
@@ -375,6 +422,15 @@ pub fn run(
     job.accept(format);
     let mut decoder = decode::decoder_reading(format, settings.limits, plugin.csv_columns);
     job.drive(decoder.as_mut(), prefix, ended, source)
+}
+
+/// How far a job's cursor may be written, once known: see [`Job::boundary`].
+#[derive(Debug, Clone)]
+struct Boundary {
+    /// The decoder's checkpoint after the last item taken.
+    checkpoint: Checkpoint,
+    /// The SHA-256 of the body up to the checkpoint's offset.
+    sha256: Sha256,
 }
 
 fn unaccepted(plugin: &Plugin, format: Format, sniffed: bool) -> String {
@@ -499,8 +555,6 @@ struct Job<'a> {
     /// The last time progress was sent, and the committed count last sent.
     progress_sent: Instant,
     committed_sent: u64,
-    /// A commit failure, which ends the job.
-    store_failure: Option<CommitFailure>,
     /// Too many bad records: why, and the offset of the record that tipped it.
     too_many_errors: Option<(String, u64)>,
     /// The first few record errors, for the final event.
@@ -510,8 +564,29 @@ struct Job<'a> {
     raw: bool,
     /// The task refused the job while taking bytes.
     refused: Option<crate::TaskError>,
-    /// The body's SHA-256 so far, when the client declared one.
-    sha256: Option<ring::digest::Context>,
+    /// The body's SHA-256 so far (to the end of the last chunk read).
+    sha256: Sha256,
+    /// Where `sha256` has got to; and where the last item taken ends.
+    hashed_to: u64,
+    last_end: u64,
+    /// The SHA-256 up to `last_end`, saved before the rest of that chunk was hashed.
+    hashed_at_last_end: Sha256,
+    /// The decoder's checkpoint after the last item taken (as of the last chunk).
+    checkpoint: Checkpoint,
+    /// An item ended before bytes already hashed (only at the end of the body): the cursor
+    /// can no longer be written.
+    boundary_lost: bool,
+    /// The job keeps a cursor with each commit.
+    resume: Option<Resume>,
+    /// The job goes on from an earlier run: `resumed` follows `accepted`.
+    announce: bool,
+    /// The offset the running commit's records end at, and the last committed one's.
+    in_flight_offset: u64,
+    committed_offset: u64,
+    /// The cursor write of the running commit, when the pipeline writes it for the task.
+    cursor_write: Option<Ticket<()>>,
+    /// Enough records wait for a commit: started once the chunk is decoded.
+    commit_due: bool,
 }
 
 impl<'a> Job<'a> {
@@ -540,16 +615,85 @@ impl<'a> Job<'a> {
             pending_since: None,
             progress_sent: now,
             committed_sent: 0,
-            store_failure: None,
             too_many_errors: None,
             first_errors: Vec::new(),
             raw: false,
             refused: None,
-            sha256: spec
-                .sha256
-                .as_ref()
-                .map(|_| ring::digest::Context::new(&ring::digest::SHA256)),
+            sha256: Sha256::new(),
+            hashed_to: 0,
+            last_end: 0,
+            hashed_at_last_end: Sha256::new(),
+            checkpoint: Checkpoint {
+                offset: 0,
+                index: 0,
+                state: ResumeState::Start,
+            },
+            boundary_lost: false,
+            resume: None,
+            announce: false,
+            in_flight_offset: 0,
+            committed_offset: 0,
+            cursor_write: None,
+            commit_due: false,
         }
+    }
+
+    /// Goes on with a resumed job from `cursor`: restores the counts, the SHA-256, the
+    /// task's state and the decoder, then decodes the body from the cursor's offset.
+    fn go_on(
+        mut self,
+        plugin: &Plugin,
+        format: Format,
+        cursor: &Cursor,
+        source: &mut dyn Source,
+    ) -> Report {
+        let restored = self.restore(cursor).and_then(|()| {
+            decode::resume(
+                format,
+                self.settings.limits,
+                plugin.csv_columns,
+                &cursor.decoder,
+            )
+            .map_err(|e| e.to_string())
+        });
+        // `resumed` (after `accepted`) says where the restored job stands.
+        self.announce = restored.is_ok();
+        self.accept(format);
+        match restored {
+            Ok(mut decoder) => self.drive(decoder.as_mut(), Vec::new(), false, source),
+            Err(message) => {
+                let message = format!(
+                    "job {} cannot go on from its cursor: {message}",
+                    self.spec.job
+                );
+                self.reject(ErrorCode::NotResumable, message)
+            }
+        }
+    }
+
+    /// Takes a resumed job's counts, SHA-256 and task state from its cursor.
+    fn restore(&mut self, cursor: &Cursor) -> Result<(), String> {
+        let offset = cursor.offset();
+        let sha256 = Sha256::restore(&cursor.sha256)
+            .filter(|sha256| sha256.len() == offset)
+            .ok_or("its SHA-256 state is damaged")?;
+        if let Some(state) = &cursor.task {
+            self.task.restore(state).map_err(|e| e.to_string())?;
+        }
+        self.bytes = offset;
+        self.records = cursor.decoder.index;
+        self.committed = cursor.committed;
+        self.committed_sent = cursor.committed;
+        self.errors = cursor.errors;
+        self.first_errors = cursor.first_errors.clone();
+        self.hashed_to = offset;
+        self.last_end = offset;
+        self.hashed_at_last_end = sha256.clone();
+        self.sha256 = sha256;
+        self.checkpoint = cursor.decoder.clone();
+        self.in_flight_offset = offset;
+        self.committed_offset = offset;
+        Ok(())
     }
 
     fn accept(&mut self, format: Format) {
@@ -563,6 +707,16 @@ impl<'a> Job<'a> {
             size: self.spec.size,
             source: self.spec.source.clone(),
         });
+        if self.announce {
+            self.announce = false;
+            (self.emit)(Event::Resumed {
+                job: self.spec.job.clone(),
+                offset: self.bytes,
+                records: self.records,
+                committed: self.committed,
+                prefix_sha256: self.sha256.hex(),
+            });
+        }
     }
 
     /// Feeds the prefix, then every further chunk, to the decoder until the upload ends.
@@ -618,24 +772,86 @@ impl<'a> Job<'a> {
 
     /// Decodes one chunk; returns the final report if the job ended.
     fn feed(&mut self, decoder: &mut dyn Decoder, chunk: &[u8]) -> Option<Report> {
+        let start = self.bytes;
         self.bytes += chunk.len() as u64;
-        if let Some(sha256) = &mut self.sha256 {
-            sha256.update(chunk);
+        let items = self.records;
+        let fed = decoder.feed(chunk, &mut |item| self.take(item, chunk, start));
+        // The SHA-256 at the last item's end is kept before the chunk's rest is hashed.
+        if self.hashed_to == self.last_end {
+            self.hashed_at_last_end = self.sha256.clone();
         }
-        let fed = decoder.feed(chunk, &mut |item| self.take(item));
+        let hashed = usize::try_from(self.hashed_to - start).unwrap_or(chunk.len());
+        self.sha256.update(chunk.get(hashed..).unwrap_or_default());
+        self.hashed_to = self.bytes;
+        if self.records != items {
+            self.checkpoint = decoder.checkpoint();
+        }
         self.after_decoding(fed)
+    }
+
+    /// Hashes the body up to `end`, the end of an item taken from `chunk` (which starts at
+    /// `start`), so that the SHA-256 at the last item's end is known for the cursor.
+    fn hash_to(&mut self, end: u64, chunk: &[u8], start: u64) {
+        if end < self.hashed_to {
+            self.boundary_lost = true;
+            return;
+        }
+        let from = usize::try_from(self.hashed_to - start).ok();
+        let to = usize::try_from(end - start.min(end)).ok();
+        match from.zip(to).and_then(|(from, to)| chunk.get(from..to)) {
+            Some(bytes) => {
+                self.sha256.update(bytes);
+                self.hashed_to = end;
+            }
+            None => self.boundary_lost = true,
+        }
+        self.last_end = end;
+    }
+
+    /// Where a cursor written now would stand: the decoder's checkpoint after the last item,
+    /// and the SHA-256 up to it; `None` when it cannot be written (no cursor kept, or the
+    /// checkpoint is not at the last item's end).
+    fn boundary(&self) -> Option<Boundary> {
+        if self.resume.is_none() || self.boundary_lost || self.checkpoint.offset != self.last_end {
+            return None;
+        }
+        let sha256 = match self.hashed_to == self.last_end {
+            true => self.sha256.clone(),
+            false => self.hashed_at_last_end.clone(),
+        };
+        Some(Boundary {
+            checkpoint: self.checkpoint.clone(),
+            sha256,
+        })
+    }
+
+    /// The cursor to write with a commit of every pending record.
+    fn cursor(&self) -> Option<Save> {
+        let resume = self.resume.as_ref()?;
+        let boundary = self.boundary()?;
+        let mut cursor = resume.cursor.clone();
+        cursor.format = self.format;
+        cursor.decoder = boundary.checkpoint;
+        cursor.committed = self.committed + self.pending;
+        cursor.errors = self.errors;
+        cursor.first_errors = self.first_errors.clone();
+        cursor.sha256 = boundary.sha256.save();
+        cursor.task = None;
+        Some(Save::new(cursor))
     }
 
     /// Ends the upload: flushes the decoder, commits, sends `done`.
     fn end(mut self, decoder: &mut dyn Decoder) -> Report {
-        let finished = decoder.finish(&mut |item| self.take(item));
+        let end = self.bytes;
+        let items = self.records;
+        let finished = decoder.finish(&mut |item| self.take(item, &[], end));
+        if self.records != items {
+            self.checkpoint = decoder.checkpoint();
+        }
         if let Some(report) = self.after_decoding(finished) {
             return report;
         }
-        let sha256 = self
-            .sha256
-            .take()
-            .map(|context| hex(context.finish().as_ref()));
+        let sha256 = Some(self.sha256.hex());
         if let (Some(declared), Some(actual)) = (&self.spec.sha256, &sha256) {
             if declared != actual {
                 let message = format!(
@@ -675,9 +891,6 @@ impl<'a> Job<'a> {
     /// Handles what a `feed` or `finish` returned: a syntax error or a store failure ends the
     /// job; otherwise time-based work is done.
     fn after_decoding(&mut self, result: Result<ControlFlow<()>, SyntaxError>) -> Option<Report> {
-        if let Some(failure) = self.store_failure.take() {
-            return Some(self.fail_in_place(failure.code, failure.message, None));
-        }
         if let Some(refused) = self.refused.take() {
             return Some(self.fail_in_place(refused.code(), refused.to_string(), None));
         }
@@ -701,8 +914,14 @@ impl<'a> Job<'a> {
         None
     }
 
-    /// Takes one decoded item.
-    fn take(&mut self, item: Item<'_>) -> ControlFlow<()> {
+    /// Takes one decoded item, from `chunk` (which starts at `start`).
+    fn take(&mut self, item: Item<'_>, chunk: &[u8], start: u64) -> ControlFlow<()> {
+        let end = match &item {
+            Item::Record(record) => record.end,
+            Item::Fault(fault) => fault.end,
+            Item::Bytes { offset, bytes } => offset + bytes.len() as u64,
+        };
+        self.hash_to(end, chunk, start);
         match item {
             Item::Record(record) => {
                 self.records += 1;
@@ -743,17 +962,17 @@ impl<'a> Job<'a> {
                 if self.pending_since.is_none() {
                     self.pending_since = Some(self.settings.clock.now());
                 }
+                // The commit starts once the chunk is decoded, when the decoder's checkpoint
+                // (where the cursor goes) is known.
                 if self.pending >= self.settings.commit_records as u64 {
-                    if let Err(failure) = self.advance() {
-                        self.store_failure = Some(failure);
-                        return ControlFlow::Break(());
-                    }
+                    self.commit_due = true;
                 }
             }
             Err(rejection) => {
                 return self.report(RecordFault {
                     index: record.index,
                     offset: record.offset,
+                    end: record.end,
                     key: rejection.key.or_else(|| record.key.map(str::to_owned)),
                     code: rejection.code,
                     message: rejection.message,
@@ -844,33 +1063,64 @@ impl<'a> Job<'a> {
 
     /// Whether the records waiting should go into a commit now.
     fn due(&self) -> bool {
-        self.pending >= self.settings.commit_records as u64
+        self.commit_due
+            || self.pending >= self.settings.commit_records as u64
             || self.pending_since.is_some_and(|since| {
                 self.settings.clock.since(since) >= self.settings.commit_interval
             })
     }
 
-    /// Hands every pending record to a commit (no commit may be running).
+    /// Hands every pending record to a commit (no commit may be running), with the cursor
+    /// after them.
     fn start_commit(&mut self) -> Result<(), CommitFailure> {
         self.commit_started = Some(self.settings.clock.now());
-        self.task.start_commit().map_err(CommitFailure::from)?;
+        self.commit_due = false;
+        let cursor = self.cursor();
+        let offset = cursor
+            .as_ref()
+            .map_or(self.last_end, |c| c.cursor().offset());
+        let left = self
+            .task
+            .start_commit(cursor)
+            .map_err(CommitFailure::from)?;
+        if let (Some(save), Some(resume)) = (left, &self.resume) {
+            let save = save.with_task(self.task.state());
+            self.cursor_write = Some(resume.store.submit(save, crate::store::Sync::Now));
+        }
         self.in_flight = std::mem::take(&mut self.pending);
+        self.in_flight_offset = offset;
         self.pending_since = None;
         // A task that committed at once is counted at once.
         self.collect(false)
     }
 
-    /// Counts the running commit's records as committed once the task says it returned
-    /// (waiting for it with `wait`).
+    /// Counts the running commit's records as committed once the task says it returned,
+    /// and the cursor with them (waiting for both with `wait`).
     fn collect(&mut self, wait: bool) -> Result<(), CommitFailure> {
         if self.in_flight == 0 {
             return Ok(());
+        }
+        if let Some(ticket) = &mut self.cursor_write {
+            let written = match wait {
+                true => None,
+                false => match ticket.try_wait() {
+                    Some(written) => Some(written),
+                    None => return Ok(()),
+                },
+            };
+            let ticket = self.cursor_write.take().expect("looked at just above");
+            let written = written.unwrap_or_else(|| ticket.wait());
+            if let Err(e) = written {
+                self.in_flight = 0;
+                return Err(CommitFailure::from(TaskError::Store(e)));
+            }
         }
         let Some(result) = self.task.finish_commit(wait) else {
             return Ok(());
         };
         let records = std::mem::take(&mut self.in_flight);
         result.map_err(CommitFailure::from)?;
+        self.committed_offset = self.in_flight_offset;
         if let Some(started) = self.commit_started.take() {
             self.settings
                 .on_commit
@@ -918,6 +1168,7 @@ impl<'a> Job<'a> {
             self.committed_sent = self.committed;
             (self.emit)(Event::Committed {
                 records: self.committed,
+                offset: self.committed_offset,
             });
         }
     }
@@ -937,7 +1188,11 @@ impl<'a> Job<'a> {
 
     fn failure(&mut self, code: ErrorCode, mut message: String, offset: Option<u64>) -> Event {
         self.task.abandon();
-        if !matches!(code, ErrorCode::StoreError | ErrorCode::StoreUnavailable) {
+        let store_failed = matches!(
+            code,
+            ErrorCode::StoreError | ErrorCode::StoreUnavailable | ErrorCode::TakenOver
+        );
+        if !store_failed {
             if let Err(store) = self.commit_all() {
                 message = format!("{message}; and the last commit failed: {}", store.message);
             }
@@ -999,10 +1254,6 @@ impl<'a> Job<'a> {
 }
 
 /// Bytes as lowercase hex.
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -1018,8 +1269,8 @@ struct CommitFailure {
 impl From<TaskError> for CommitFailure {
     fn from(e: TaskError) -> CommitFailure {
         let code = match &e {
-            TaskError::Store(store) if store.is_unavailable() => ErrorCode::StoreUnavailable,
-            _ => ErrorCode::StoreError,
+            TaskError::Store(_) => e.code(),
+            TaskError::Refused { .. } => ErrorCode::StoreError,
         };
         CommitFailure {
             code,
@@ -1230,7 +1481,7 @@ mod tests {
         let committed: Vec<u64> = events
             .iter()
             .filter_map(|e| match e {
-                Event::Committed { records } => Some(*records),
+                Event::Committed { records, .. } => Some(*records),
                 _ => None,
             })
             .collect();
@@ -1660,7 +1911,8 @@ mod tests {
             &spec("stats", Some(Format::Lines)),
             &stats::PLUGIN,
             Box::new(FailingStore { commits: 0 }),
-            &mut chunks(body.as_bytes(), 64),
+            // Commits start after a chunk: the first 20 bytes are the first 10 records.
+            &mut chunks(body.as_bytes(), 20),
             &settings,
             &mut |e| events.push(e),
         );
@@ -1677,7 +1929,7 @@ mod tests {
         assert!(message.contains("disk full"), "{message}");
         assert!(!events
             .iter()
-            .any(|e| matches!(e, Event::Committed { records } if *records > 10)));
+            .any(|e| matches!(e, Event::Committed { records, .. } if *records > 10)));
     }
 
     #[test]
@@ -1732,7 +1984,9 @@ mod tests {
             "59 minutes: progress, but no commit yet: {events:?}"
         );
         assert!(
-            during(3).contains(&&Event::Committed { records: 2 }),
+            during(3)
+                .iter()
+                .any(|e| matches!(e, Event::Committed { records: 2, .. })),
             "the hour is up: the two records are committed before the upload goes on: {events:?}"
         );
         assert!(

@@ -9,7 +9,7 @@
 use crate::reads::{Page, PageRequest, ReadError, Reads};
 use crate::record::{shorten, Body, CsvRow, Record, Rejection};
 use crate::table::Storage;
-use crate::task::{Context, ParamError, Plugin, Task};
+use crate::task::{Context, ParamError, Plugin, Task, TaskError};
 use edge_proto::reads::Column;
 use edge_proto::{Format, Summary};
 use serde_json::{json, Map, Value};
@@ -99,6 +99,28 @@ impl Task for PrimesTask {
         fields.insert("n".into(), n.into());
         fields.insert("prime".into(), prime.into());
         Some(fields)
+    }
+
+    fn state(&self) -> Option<Value> {
+        Some(json!({"answered": self.answered, "largest": self.largest}))
+    }
+
+    fn restore(&mut self, state: &Value) -> Result<(), TaskError> {
+        let answered = state.get("answered").and_then(Value::as_u64);
+        let largest = state
+            .get("largest")
+            .map(|v| serde_json::from_value::<Option<(u64, u64)>>(v.clone()));
+        match (answered, largest) {
+            (Some(answered), Some(Ok(largest))) => {
+                self.answered = answered;
+                self.largest = largest;
+                Ok(())
+            }
+            _ => Err(TaskError::Refused {
+                code: edge_proto::ErrorCode::NotResumable,
+                message: format!("the job's cursor holds no state of primes: {state}"),
+            }),
+        }
     }
 
     fn summary(&self) -> Summary {
@@ -274,6 +296,7 @@ mod tests {
         Record {
             index: 0,
             offset: 0,
+            end: 0,
             key: None,
             body: Body::Text(t),
         }
@@ -332,6 +355,7 @@ mod tests {
         let json = |b: &'static [u8]| Record {
             index: 1,
             offset: 0,
+            end: 0,
             key: None,
             body: Body::Json(b),
         };

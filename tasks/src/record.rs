@@ -11,6 +11,11 @@ pub struct Record<'a> {
     /// Byte offset of the record's first byte in the upload body (for a top-level JSON object,
     /// the offset of the entry's key).
     pub offset: u64,
+    /// Byte offset just after the record's last byte in the upload body (for a line, after its
+    /// line terminator; for a JSON entry, after its value's last byte). A CSV row's terminator
+    /// is the byte that ends it: `\n`, or the `\r` of a `\r\n` (its `\n` is a blank line
+    /// before the next row). For a record cut off by the end of the body, the body's length.
+    pub end: u64,
     /// The record's key when the format carries one (the key of a top-level JSON object entry).
     pub key: Option<&'a str>,
     /// The record's bytes.
@@ -80,6 +85,8 @@ pub struct RecordFault {
     pub index: u64,
     /// Byte offset of the record's start in the upload body.
     pub offset: u64,
+    /// Byte offset just after the record's last byte in the upload body (see [`Record::end`]).
+    pub end: u64,
     /// The record's key, if it could be read.
     pub key: Option<String>,
     /// What is wrong, as a stable code.

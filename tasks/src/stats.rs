@@ -3,7 +3,7 @@
 
 use crate::record::{shorten, Body, CsvRow, Record, Rejection};
 use crate::table::Storage;
-use crate::task::{Context, ParamError, Plugin, Task};
+use crate::task::{Context, ParamError, Plugin, Task, TaskError};
 use edge_proto::{Format, Summary};
 use serde_json::{json, Map, Value};
 
@@ -71,6 +71,31 @@ impl Welford {
         self.m2 += delta * (x - self.mean);
     }
 
+    /// The figures as they are kept with a job's cursor: the count, then the bits of the
+    /// mean, the squared differences, the min and the max (exact, whatever the values).
+    pub fn save(&self) -> Value {
+        json!([
+            self.count,
+            self.mean.to_bits(),
+            self.m2.to_bits(),
+            self.min.to_bits(),
+            self.max.to_bits()
+        ])
+    }
+
+    /// Figures [`Welford::save`] gave, or `None` if `saved` is not such.
+    pub fn load(saved: &Value) -> Option<Welford> {
+        let fields: [u64; 5] = serde_json::from_value(saved.clone()).ok()?;
+        let [count, mean, m2, min, max] = fields;
+        Some(Welford {
+            count,
+            mean: f64::from_bits(mean),
+            m2: f64::from_bits(m2),
+            min: f64::from_bits(min),
+            max: f64::from_bits(max),
+        })
+    }
+
     /// How many values.
     pub fn count(&self) -> u64 {
         self.count
@@ -126,6 +151,19 @@ impl Task for StatsTask {
 
     fn progress(&self) -> Option<Value> {
         Some(self.figures.to_json())
+    }
+
+    /// The running figures, bit for bit (a resumed job's figures equal an uncut one's).
+    fn state(&self) -> Option<Value> {
+        Some(self.figures.save())
+    }
+
+    fn restore(&mut self, state: &Value) -> Result<(), TaskError> {
+        self.figures = Welford::load(state).ok_or_else(|| TaskError::Refused {
+            code: edge_proto::ErrorCode::NotResumable,
+            message: format!("the job's cursor holds no figures of stats: {state}"),
+        })?;
+        Ok(())
     }
 
     fn summary(&self) -> Summary {
@@ -248,12 +286,14 @@ mod tests {
         let text = |t| Record {
             index: 0,
             offset: 0,
+            end: 0,
             key: None,
             body: Body::Text(t),
         };
         let json = |b: &'static str| Record {
             index: 0,
             offset: 0,
+            end: 0,
             key: None,
             body: Body::Json(b.as_bytes()),
         };

@@ -9,6 +9,7 @@
 
 use crate::reads::Reads;
 use crate::record::{Record, Rejection};
+use crate::resume::Save;
 use crate::store::Store;
 use crate::table::Storage;
 use edge_proto::{ErrorCode, Format, Summary};
@@ -37,6 +38,7 @@ impl TaskError {
     pub fn code(&self) -> ErrorCode {
         match self {
             TaskError::Store(e) if e.is_unavailable() => ErrorCode::StoreUnavailable,
+            TaskError::Store(crate::store::StoreError::TakenOver { .. }) => ErrorCode::TakenOver,
             TaskError::Store(_) => ErrorCode::StoreError,
             TaskError::Refused { code, .. } => *code,
         }
@@ -67,10 +69,37 @@ pub trait Task: Send {
     /// Starts making every record accepted so far durable, and returns without waiting when
     /// the task can commit in the background (through [`crate::Store::submit`]), so that the
     /// job decodes its next records meanwhile. [`Task::finish_commit`] tells when it is done.
-    /// The pipeline never starts a commit before the previous one finished. The default
-    /// commits at once.
-    fn start_commit(&mut self) -> Result<(), TaskError> {
-        self.commit()
+    /// The pipeline never starts a commit before the previous one finished.
+    ///
+    /// `cursor` is where the job will stand once these records are durable (see
+    /// [`crate::resume`]). A task that writes to the store writes it in the same transaction
+    /// as the records ([`Save::apply`], with its state after them) and returns `None`; so a
+    /// resumed job applies every record exactly once. A task that returns the cursor has it
+    /// written by the pipeline, with [`Task::state`], once its own commit returned: right for
+    /// a task that writes nothing (`stats`). The default commits at once and returns it.
+    fn start_commit(&mut self, cursor: Option<Save>) -> Result<Option<Save>, TaskError> {
+        self.commit()?;
+        Ok(cursor)
+    }
+
+    /// The task's running state after every record accepted so far, for a job that may be
+    /// resumed: what [`Task::restore`] needs to go on as if the job had not stopped (`stats`:
+    /// its running figures). Asked when a commit starts. The default has none.
+    fn state(&self) -> Option<Value> {
+        None
+    }
+
+    /// Restores the state [`Task::state`] gave (or the task's own commits wrote into the
+    /// cursor), in a task just created for a resumed job, before any record. The default
+    /// keeps nothing, and refuses a state it cannot have given.
+    fn restore(&mut self, state: &Value) -> Result<(), TaskError> {
+        Err(TaskError::Refused {
+            code: ErrorCode::NotResumable,
+            message: format!(
+                "this task keeps no state, yet the job's cursor holds one ({})",
+                crate::record::shorten(&state.to_string())
+            ),
+        })
     }
 
     /// The outcome of the commit started last: `Some(Ok)` once the records accepted before

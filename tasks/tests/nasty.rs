@@ -803,7 +803,7 @@ fn promises(outcome: &Outcome) -> Vec<String> {
         let commits: Vec<u64> = events
             .iter()
             .filter_map(|e| match e {
-                Event::Committed { records } => Some(*records),
+                Event::Committed { records, .. } => Some(*records),
                 _ => None,
             })
             .collect();

@@ -107,6 +107,15 @@ pub(super) async fn upload(
     let span = tracing::info_span!("job", job = %spec.job, task = plugin.name, sub = %grant.sub);
     debug!(parent: &span, sub = %grant.sub, transport = stream.transport, "HTTP upload accepted");
     let transport = stream.transport;
+    let resume = crate::resumes::cursor(
+        &service,
+        &spec,
+        plugin,
+        &grant,
+        &upload.params,
+        transport,
+        None,
+    );
     let (send, recv) = stream.split();
     let mut request = RequestBody {
         recv,
@@ -131,6 +140,7 @@ pub(super) async fn upload(
         ResponseBody { send },
         service,
         shutdown,
+        resume,
     );
     let ended = run.instrument(span).await;
     if matches!(body, Either::Source(_)) {

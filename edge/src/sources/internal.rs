@@ -87,6 +87,7 @@ impl Internal<'_> {
             Discard,
             service.clone(),
             shutdown.clone(),
+            None,
         )
         .instrument(span)
         .await;

@@ -258,7 +258,7 @@ async fn sigterm_ends_a_running_job_with_a_final_event_and_keeps_what_was_commit
     let upload = tokio::spawn(async move {
         client
             .upload(job, move |event: &Event| match event {
-                Event::Committed { records } => {
+                Event::Committed { records, .. } => {
                     let _ = committed_tx.send(*records);
                 }
                 Event::Draining { grace_secs } => *seen.lock().unwrap() = Some(*grace_secs),

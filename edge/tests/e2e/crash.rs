@@ -118,7 +118,7 @@ fn start_upload(client: Client, body: Vec<u8>) -> Running {
     let task = tokio::spawn(async move {
         let result = client
             .upload(job, move |event: &Event| match event {
-                Event::Committed { records } => {
+                Event::Committed { records, .. } => {
                     seen.fetch_max(*records, Ordering::SeqCst);
                 }
                 Event::RecordError { .. } => {

@@ -761,7 +761,7 @@ async fn a_client_that_goes_away_mid_upload_fails_only_its_job_and_keeps_what_wa
     let stdout = child.stdout.take().unwrap();
     let committed = tokio::task::spawn_blocking(move || {
         BufReader::new(stdout).lines().map_while(Result::ok).any(|line| {
-            matches!(Event::from_line(line.as_bytes()), Ok(Event::Committed { records }) if records > 0)
+            matches!(Event::from_line(line.as_bytes()), Ok(Event::Committed { records, .. }) if records > 0)
         })
     });
     assert!(

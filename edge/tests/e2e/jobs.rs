@@ -242,10 +242,10 @@ async fn records_are_committed_while_the_upload_is_still_running() {
     events
         .until(
             "committed while the upload is open",
-            |e| matches!(e, Event::Committed { records } if *records > 0),
+            |e| matches!(e, Event::Committed { records, .. } if *records > 0),
         )
         .await;
-    let Some(Event::Committed { records: early }) = events
+    let Some(Event::Committed { records: early, .. }) = events
         .all()
         .into_iter()
         .find(|e| matches!(e, Event::Committed { .. }))
@@ -751,7 +751,7 @@ async fn an_upload_reset_with_cancelled_ends_the_job_at_once_as_cancelled() {
         .unwrap();
     events
         .until("committed 500", |e| {
-            matches!(e, Event::Committed { records: 500 })
+            matches!(e, Event::Committed { records: 500, .. })
         })
         .await;
     let cancelled = std::time::Instant::now();

@@ -335,7 +335,7 @@ fn acknowledged(events: &[Event]) -> u64 {
     events
         .iter()
         .filter_map(|e| match e {
-            Event::Committed { records } => Some(*records),
+            Event::Committed { records, .. } => Some(*records),
             _ => None,
         })
         .max()
@@ -381,7 +381,7 @@ async fn a_database_that_goes_away_fails_the_job_cleanly_and_the_server_carries_
     events
         .until(
             "committed 3000",
-            |e| matches!(e, Event::Committed { records } if *records == 3_000),
+            |e| matches!(e, Event::Committed { records, .. } if *records == 3_000),
         )
         .await;
 
@@ -896,7 +896,7 @@ async fn a_node_killed_mid_upload_keeps_what_it_acknowledged_and_only_its_own_jo
         .unwrap();
     b_events
         .until("B's commit", |e| {
-            matches!(e, Event::Committed { records: 1 })
+            matches!(e, Event::Committed { records: 1, .. })
         })
         .await;
 
@@ -916,7 +916,7 @@ async fn a_node_killed_mid_upload_keeps_what_it_acknowledged_and_only_its_own_jo
     a_events
         .until(
             "A's first commit",
-            |e| matches!(e, Event::Committed { records } if *records > 0),
+            |e| matches!(e, Event::Committed { records, .. } if *records > 0),
         )
         .await;
     a.signal("KILL");

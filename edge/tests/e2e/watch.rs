@@ -40,7 +40,7 @@ async fn a_watcher_gets_what_was_sent_then_the_live_events_until_the_end() {
     writer.write_all(port_line(1).as_bytes()).await.unwrap();
     events
         .until("committed", |e| {
-            matches!(e, Event::Committed { records: 1 })
+            matches!(e, Event::Committed { records: 1, .. })
         })
         .await;
     let job = job_of(&events.all());
@@ -67,7 +67,7 @@ async fn a_watcher_gets_what_was_sent_then_the_live_events_until_the_end() {
         .lock()
         .unwrap()
         .iter()
-        .any(|e| matches!(e, Event::Committed { records: 1 }))
+        .any(|e| matches!(e, Event::Committed { records: 1, .. }))
     {
         assert!(
             std::time::Instant::now() < deadline,

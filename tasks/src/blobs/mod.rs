@@ -14,6 +14,7 @@ pub mod stored;
 
 use crate::reads::{Content, Page, PageRequest, ReadError, Reads};
 use crate::record::{Record, Rejection};
+use crate::resume::Save;
 use crate::store::{Store, Sync, Ticket};
 use crate::table::Storage;
 use crate::task::{Context, JobRef, ParamError, Plugin, Task, TaskError};
@@ -451,9 +452,11 @@ impl Task for BlobTask {
         }
     }
 
-    fn start_commit(&mut self) -> Result<(), TaskError> {
+    /// Blobs keep no cursor (a raw body is not resumed yet): `cursor` is always `None`.
+    fn start_commit(&mut self, cursor: Option<Save>) -> Result<Option<Save>, TaskError> {
         self.wait_in_flight()?;
-        self.stage_ready()
+        self.stage_ready()?;
+        Ok(cursor)
     }
 
     fn finish_commit(&mut self, wait: bool) -> Option<Result<(), TaskError>> {

@@ -259,7 +259,7 @@ fn staged_chunks_of_no_live_job_are_pruned() {
     let params = json!({"name": "crash"}).as_object().cloned().unwrap();
     let mut task = (PLUGIN.create)(&params, &ctx).unwrap();
     task.bytes(&body(3 * CHUNK_BYTES)).unwrap();
-    task.start_commit().unwrap();
+    task.start_commit(None).unwrap();
     task.finish_commit(true).unwrap().unwrap();
     let (staged, loose) = stored::unpublished(&store).unwrap();
     assert_eq!((staged, loose), (1, 3));

@@ -14,6 +14,14 @@ pub(crate) struct Bom {
 }
 
 impl Bom {
+    /// A body whose start is behind us: no BOM is looked for (a resumed decoder's).
+    pub(crate) fn resolved() -> Bom {
+        Bom {
+            seen: 0,
+            done: true,
+        }
+    }
+
     /// Looks at the next chunk. Returns how many of its leading bytes to skip (a BOM, or bytes
     /// that may still be one), bytes held back from earlier chunks that turned out not to be
     /// a BOM (to be decoded before the rest of this chunk), and how many body bytes a BOM

@@ -13,7 +13,7 @@
 //! decoder counts quotes and reports such a last row as `incomplete_record` instead.
 
 use super::bom::Bom;
-use super::{Decoder, Item, Limits, Sink, SyntaxError};
+use super::{Checkpoint, Decoder, Item, Limits, ResumeState, Sink, SyntaxError};
 use crate::record::{Body, CsvRow, Record, RecordFault};
 use csv_core::{ReadRecordResult, Reader};
 use edge_proto::{ErrorCode, Format};
@@ -48,6 +48,8 @@ pub struct CsvDecoder {
     oversized: Option<Oversized>,
     /// The next data row's index.
     index: u64,
+    /// Where the last item handed out ends (see [`Decoder::checkpoint`]).
+    last_end: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -79,7 +81,32 @@ impl CsvDecoder {
             open_quote: false,
             oversized: None,
             index: 0,
+            last_end: 0,
         }
+    }
+
+    /// A decoder that goes on at `offset`, just after a row (after its `\n` or `\r`), under
+    /// `header`, whose next row is the `index`-th; it reads only `known` columns, if given.
+    /// Fails, saying why, on a header that [`CsvDecoder::reading`] would have refused.
+    ///
+    /// csv_core needs nothing carried over: after a row it waits for the next, and a `\n`
+    /// after a row's `\r` never reaches it (it is skipped as a blank line, here as there).
+    pub fn resume(
+        limits: Limits,
+        known: Option<&'static [&'static str]>,
+        header: Vec<String>,
+        offset: u64,
+        index: u64,
+    ) -> Result<CsvDecoder, String> {
+        let header = columns(header.iter().map(String::as_str), known)?;
+        Ok(CsvDecoder {
+            bom: Bom::resolved(),
+            columns: Some(header),
+            consumed: offset,
+            index,
+            last_end: offset,
+            ..CsvDecoder::new(limits).reading(known)
+        })
     }
 
     /// Only these columns may appear in the header (any subset, in any order).
@@ -175,10 +202,14 @@ impl CsvDecoder {
         };
         let index = self.index;
         self.index += 1;
+        // csv_core has just read the row's terminator byte (or the body's end).
+        let end = self.consumed;
+        self.last_end = end;
         let fault = |code, message: String| {
             Item::Fault(RecordFault {
                 index,
                 offset,
+                end,
                 key: None,
                 code,
                 message,
@@ -216,6 +247,7 @@ impl CsvDecoder {
                 Ok(text) => Item::Record(Record {
                     index,
                     offset,
+                    end,
                     key: None,
                     body: Body::Csv(CsvRow::new(columns, text, &self.ends[..self.ends_len])),
                 }),
@@ -236,43 +268,7 @@ impl CsvDecoder {
         let text = std::str::from_utf8(&self.out[..self.out_len])
             .map_err(|_| fail("the CSV header row is not valid UTF-8".into()))?;
         let row = CsvRow::new(&[], text, &self.ends[..self.ends_len]);
-        let mut columns: Vec<String> = Vec::with_capacity(self.ends_len);
-        for name in row.values() {
-            let name = name.trim();
-            if name.is_empty() {
-                return Err(fail(format!(
-                    "column {} of the CSV header has no name",
-                    columns.len() + 1
-                )));
-            }
-            if columns.iter().any(|c| c == name) {
-                return Err(fail(format!(
-                    "column `{name}` appears twice in the CSV header"
-                )));
-            }
-            columns.push(name.to_owned());
-        }
-        if let Some(known) = self.known {
-            let unknown: Vec<String> = columns
-                .iter()
-                .filter(|c| !known.contains(&c.as_str()))
-                .map(|c| format!("`{c}`"))
-                .collect();
-            if !unknown.is_empty() {
-                return Err(fail(format!(
-                    "the CSV header names {} the task does not read: {}; its columns are {} \
-                     (any of them, in any order)",
-                    if unknown.len() == 1 {
-                        "a column"
-                    } else {
-                        "columns"
-                    },
-                    unknown.join(", "),
-                    known.join(", ")
-                )));
-            }
-        }
-        Ok(columns)
+        columns(row.values().map(str::trim), self.known).map_err(fail)
     }
 
     /// The body ended inside a quoted field: the last row is reported, not stored.
@@ -284,9 +280,11 @@ impl CsvDecoder {
         }
         let index = self.index;
         self.index += 1;
+        self.last_end = self.consumed;
         sink(Item::Fault(RecordFault {
             index,
             offset,
+            end: self.last_end,
             key: None,
             code: ErrorCode::IncompleteRecord,
             message: "the upload ended inside a quoted field of this row; it was not stored".into(),
@@ -319,12 +317,70 @@ impl Decoder for CsvDecoder {
         }
         self.read(&[], sink)
     }
+
+    fn checkpoint(&self) -> Checkpoint {
+        let state = match &self.columns {
+            Some(header) if self.index > 0 => ResumeState::Csv {
+                header: header.clone(),
+            },
+            _ => ResumeState::Start,
+        };
+        Checkpoint {
+            offset: self.last_end,
+            index: self.index,
+            state,
+        }
+    }
+}
+
+/// The header's column names (trimmed), checked: each has a name, none appears twice, and, when
+/// the task says which columns it reads (`known`), each is one of them. The error says what is
+/// wrong.
+fn columns<'a>(
+    names: impl Iterator<Item = &'a str>,
+    known: Option<&[&str]>,
+) -> Result<Vec<String>, String> {
+    let mut columns: Vec<String> = Vec::new();
+    for name in names {
+        if name.is_empty() {
+            return Err(format!(
+                "column {} of the CSV header has no name",
+                columns.len() + 1
+            ));
+        }
+        if columns.iter().any(|c| c == name) {
+            return Err(format!("column `{name}` appears twice in the CSV header"));
+        }
+        columns.push(name.to_owned());
+    }
+    if let Some(known) = known {
+        let unknown: Vec<String> = columns
+            .iter()
+            .filter(|c| !known.contains(&c.as_str()))
+            .map(|c| format!("`{c}`"))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(format!(
+                "the CSV header names {} the task does not read: {}; its columns are {} \
+                 (any of them, in any order)",
+                if unknown.len() == 1 {
+                    "a column"
+                } else {
+                    "columns"
+                },
+                unknown.join(", "),
+                known.join(", ")
+            ));
+        }
+    }
+    Ok(columns)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::tests::{collect, split_everywhere};
+    use crate::decode::tests::{collect, describe, split_everywhere};
+    use crate::decode::{Checkpoint, ResumeError};
 
     fn decoder() -> Box<dyn Decoder> {
         Box::new(CsvDecoder::new(Limits::default()))
@@ -336,8 +392,8 @@ mod tests {
         assert_eq!(
             collect(decoder().as_mut(), &[input]),
             [
-                "record 0 @18 csv name=Ajman|coordinates=55.5,25.4",
-                "record 1 @39 csv name=Say \"hi\"|coordinates=",
+                "record 0 @18..36 csv name=Ajman|coordinates=55.5,25.4",
+                "record 1 @39..53 csv name=Say \"hi\"|coordinates=",
             ]
         );
         split_everywhere(decoder, input);
@@ -348,7 +404,7 @@ mod tests {
         let input = b"\xEF\xBB\xBFa,b\n1,2";
         assert_eq!(
             collect(decoder().as_mut(), &[input]),
-            ["record 0 @7 csv a=1|b=2"]
+            ["record 0 @7..10 csv a=1|b=2"]
         );
         split_everywhere(decoder, input);
     }
@@ -359,10 +415,10 @@ mod tests {
         assert_eq!(
             collect(decoder().as_mut(), &[input]),
             [
-                "fault 0 @4 invalid_record",
-                "fault 1 @6 invalid_record",
-                "fault 2 @12 invalid_utf8",
-                "record 3 @16 csv a=ok|b=1",
+                "fault 0 @4..6 invalid_record",
+                "fault 1 @6..12 invalid_record",
+                "fault 2 @12..16 invalid_utf8",
+                "record 3 @16..21 csv a=ok|b=1",
             ]
         );
         split_everywhere(decoder, input);
@@ -373,7 +429,10 @@ mod tests {
         let input = b"a,b\n1,2\n3,\"open field\n";
         assert_eq!(
             collect(decoder().as_mut(), &[input]),
-            ["record 0 @4 csv a=1|b=2", "fault 1 @8 incomplete_record"]
+            [
+                "record 0 @4..8 csv a=1|b=2",
+                "fault 1 @8..22 incomplete_record"
+            ]
         );
         split_everywhere(decoder, input);
     }
@@ -394,9 +453,9 @@ mod tests {
         assert_eq!(
             collect(decoder.as_mut(), &[long.as_bytes()]),
             [
-                "fault 0 @4 record_too_large",
-                "fault 1 @107 record_too_large",
-                "record 2 @212 csv a=y|b=2",
+                "fault 0 @4..107 record_too_large",
+                "fault 1 @107..212 record_too_large",
+                "record 2 @212..216 csv a=y|b=2",
             ]
         );
         split_everywhere(make, long.as_bytes());
@@ -444,8 +503,75 @@ mod tests {
         let mut decoder = CsvDecoder::new(Limits::default()).reading(Some(KNOWN));
         assert_eq!(
             collect(&mut decoder, &[&b"unlocs,name\nXXAAA,A\n"[..]]),
-            ["record 0 @12 csv unlocs=XXAAA|name=A"]
+            ["record 0 @12..20 csv unlocs=XXAAA|name=A"]
         );
+    }
+
+    #[test]
+    fn a_resumed_decoder_keeps_the_header() {
+        let input = b"name,lat\r\nA,1\r\nB,2\r\nC,\"3\"\n";
+        let whole = collect(decoder().as_mut(), &[input]);
+        assert_eq!(
+            whole,
+            [
+                "record 0 @10..14 csv name=A|lat=1",
+                "record 1 @15..19 csv name=B|lat=2",
+                "record 2 @20..26 csv name=C|lat=3",
+            ]
+        );
+        // Stopped in the middle of row 1, just after row 0's `\r`: the `\n` is still to come.
+        let mut first = CsvDecoder::new(Limits::default());
+        let mut items = Vec::new();
+        let flow = first.feed(&input[..17], &mut |item| {
+            items.push(describe(&item));
+            ControlFlow::Continue(())
+        });
+        assert_eq!(flow, Ok(ControlFlow::Continue(())));
+        let checkpoint = first.checkpoint();
+        assert_eq!(
+            checkpoint,
+            Checkpoint {
+                offset: 14,
+                index: 1,
+                state: ResumeState::Csv {
+                    header: vec!["name".into(), "lat".into()]
+                },
+            }
+        );
+        let mut resumed =
+            crate::decode::resume(Format::Csv, Limits::default(), None, &checkpoint).unwrap();
+        items.extend(collect(resumed.as_mut(), &[&input[14..]]));
+        assert_eq!(items, whole);
+    }
+
+    #[test]
+    fn resume_refuses_a_header_the_task_does_not_read() {
+        const KNOWN: &[&str] = &["name", "lat"];
+        let checkpoint = |header: &[&str]| Checkpoint {
+            offset: 14,
+            index: 1,
+            state: ResumeState::Csv {
+                header: header.iter().map(|c| c.to_string()).collect(),
+            },
+        };
+        let resume = |header: &[&str]| {
+            crate::decode::resume(
+                Format::Csv,
+                Limits::default(),
+                Some(KNOWN),
+                &checkpoint(header),
+            )
+            .err()
+        };
+        assert_eq!(resume(&["lat", "name"]), None);
+        let Some(ResumeError::CsvHeader(message)) = resume(&["name", "colour"]) else {
+            panic!("a column the task does not read")
+        };
+        assert!(message.contains("`colour`"), "{message}");
+        let Some(ResumeError::CsvHeader(message)) = resume(&["name", "name"]) else {
+            panic!("a column named twice")
+        };
+        assert!(message.contains("twice"), "{message}");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use super::bom::Bom;
 use super::ndjson::too_large;
-use super::{Decoder, Item, Limits, Sink, SyntaxError};
+use super::{Checkpoint, Decoder, Item, Limits, ResumeState, Sink, SyntaxError};
 use crate::record::{Body, Record, RecordFault};
 use edge_proto::{ErrorCode, Format};
 use std::ops::ControlFlow;
@@ -63,9 +63,12 @@ enum State {
 }
 
 /// The top-level container.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Container {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Container {
+    /// `{...}`: each entry's key is its record's key.
     Object,
+    /// `[...]`: records without keys.
     Array,
 }
 
@@ -80,6 +83,8 @@ pub struct JsonDecoder {
     offset: u64,
     /// The next record's index.
     index: u64,
+    /// Where the last item handed out ends (see [`Decoder::checkpoint`]).
+    last_end: u64,
     /// The current record: where it starts, its raw key (quotes included) and decoded key.
     record_offset: u64,
     raw_key: Vec<u8>,
@@ -111,6 +116,7 @@ impl JsonDecoder {
             container: Container::Object,
             offset: 0,
             index: 0,
+            last_end: 0,
             record_offset: 0,
             raw_key: Vec::new(),
             key: None,
@@ -123,6 +129,20 @@ impl JsonDecoder {
             kinds: 0,
             in_string: false,
             escaped: false,
+        }
+    }
+
+    /// A decoder that goes on after an item that ended at `offset`, a value of the top-level
+    /// `container`; the next item is the `index`-th.
+    pub fn resume(limits: Limits, container: Container, offset: u64, index: u64) -> JsonDecoder {
+        JsonDecoder {
+            bom: Bom::resolved(),
+            state: State::AfterValue,
+            container,
+            offset,
+            index,
+            last_end: offset,
+            ..JsonDecoder::new(limits)
         }
     }
 
@@ -444,6 +464,7 @@ impl JsonDecoder {
         let part = &chunk[start..end];
         let index = self.index;
         self.index += 1;
+        self.last_end = self.offset + end as u64;
         self.state = State::AfterValue;
         if self.value_len + part.len() > self.limits.max_record_bytes {
             self.too_large = true;
@@ -469,6 +490,7 @@ impl JsonDecoder {
             None if self.value.is_empty() => sink(Item::Record(Record {
                 index,
                 offset: self.record_offset,
+                end: self.last_end,
                 key: self.key.as_deref(),
                 body: Body::Json(part),
             })),
@@ -477,6 +499,7 @@ impl JsonDecoder {
                 sink(Item::Record(Record {
                     index,
                     offset: self.record_offset,
+                    end: self.last_end,
                     key: self.key.as_deref(),
                     body: Body::Json(&self.value),
                 }))
@@ -488,14 +511,19 @@ impl JsonDecoder {
         flow
     }
 
+    /// The fault for the record that just ended (at `last_end`).
     fn fault_for(&self, index: u64, code: ErrorCode, message: String) -> RecordFault {
         let mut fault = match code {
-            ErrorCode::RecordTooLarge => {
-                too_large(index, self.record_offset, self.limits.max_record_bytes)
-            }
+            ErrorCode::RecordTooLarge => too_large(
+                index,
+                self.record_offset,
+                self.last_end,
+                self.limits.max_record_bytes,
+            ),
             _ => RecordFault {
                 index,
                 offset: self.record_offset,
+                end: self.last_end,
                 key: None,
                 code,
                 message,
@@ -553,9 +581,11 @@ impl Decoder for JsonDecoder {
         if self.in_record() {
             let index = self.index;
             self.index += 1;
+            self.last_end = self.offset;
             let fault = RecordFault {
                 index,
                 offset: self.record_offset,
+                end: self.last_end,
                 key: self.key.clone(),
                 code: ErrorCode::IncompleteRecord,
                 message: "the upload ended inside this record; it was not stored".into(),
@@ -573,12 +603,28 @@ impl Decoder for JsonDecoder {
             message: format!("the upload ended before the top-level {what} was closed"),
         })
     }
+
+    fn checkpoint(&self) -> Checkpoint {
+        let state = if self.index == 0 {
+            ResumeState::Start
+        } else {
+            ResumeState::Json {
+                container: self.container,
+            }
+        };
+        Checkpoint {
+            offset: self.last_end,
+            index: self.index,
+            state,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::tests::{collect, split_everywhere};
+    use crate::decode::tests::{collect, describe, split_everywhere};
+    use crate::decode::Checkpoint;
 
     fn decode(input: &[u8]) -> Vec<String> {
         collect(&mut JsonDecoder::new(Limits::default()), &[input])
@@ -590,10 +636,10 @@ mod tests {
         assert_eq!(
             decode(input),
             vec![
-                r#"record 0 @2 key=A json {"name":"x","c":[1,{"d":"}]"}]}"#,
-                r#"record 1 @40 key=B"q json 7"#,
-                r#"record 2 @52 key=C json "s\\""#,
-                r#"record 3 @64 key=D json null"#,
+                r#"record 0 @2..38 key=A json {"name":"x","c":[1,{"d":"}]"}]}"#,
+                r#"record 1 @40..50 key=B"q json 7"#,
+                r#"record 2 @52..61 key=C json "s\\""#,
+                r#"record 3 @64..72 key=D json null"#,
             ]
         );
     }
@@ -604,11 +650,11 @@ mod tests {
         assert_eq!(
             decode(input),
             vec![
-                "record 0 @5 json {\"a\":[]}",
-                "record 1 @15 json 1.5e3",
-                "record 2 @21 json \"x\"",
-                "record 3 @26 json [[]]",
-                "record 4 @32 json true",
+                "record 0 @5..13 json {\"a\":[]}",
+                "record 1 @15..20 json 1.5e3",
+                "record 2 @21..24 json \"x\"",
+                "record 3 @26..30 json [[]]",
+                "record 4 @32..36 json true",
             ]
         );
     }
@@ -649,7 +695,11 @@ mod tests {
     fn records_before_a_syntax_error_are_kept() {
         assert_eq!(
             decode(b"[1,2 3]"),
-            vec!["record 0 @1 json 1", "record 1 @3 json 2", "syntax @5"]
+            vec![
+                "record 0 @1..2 json 1",
+                "record 1 @3..4 json 2",
+                "syntax @5"
+            ]
         );
     }
 
@@ -658,26 +708,26 @@ mod tests {
         assert_eq!(
             decode(b"{\"A\":{\"n\":1},\"B\":{\"n\":"),
             vec![
-                "record 0 @1 key=A json {\"n\":1}",
-                "fault 1 @13 key=B incomplete_record",
+                "record 0 @1..12 key=A json {\"n\":1}",
+                "fault 1 @13..22 key=B incomplete_record",
                 "syntax @22"
             ]
         );
         assert_eq!(
             decode(b"[1,2"),
             vec![
-                "record 0 @1 json 1",
-                "fault 1 @3 incomplete_record",
+                "record 0 @1..2 json 1",
+                "fault 1 @3..4 incomplete_record",
                 "syntax @4"
             ]
         );
         assert_eq!(
             decode(b"{\"A\":1,"),
-            vec!["record 0 @1 key=A json 1", "syntax @7"]
+            vec!["record 0 @1..6 key=A json 1", "syntax @7"]
         );
         assert_eq!(
             decode(b"{\"A"),
-            vec!["fault 0 @1 incomplete_record", "syntax @3"]
+            vec!["fault 0 @1..3 incomplete_record", "syntax @3"]
         );
     }
 
@@ -692,10 +742,10 @@ mod tests {
         assert_eq!(
             items,
             vec![
-                "record 0 @1 key=a json [[[1]]]",
-                "fault 1 @13 key=b too_deep",
-                "fault 2 @27 key=c record_too_large",
-                "record 3 @52 key=d json 2",
+                "record 0 @1..12 key=a json [[[1]]]",
+                "fault 1 @13..26 key=b too_deep",
+                "fault 2 @27..51 key=c record_too_large",
+                "record 3 @52..57 key=d json 2",
             ]
         );
     }
@@ -706,9 +756,9 @@ mod tests {
         assert_eq!(
             items,
             vec![
-                "fault 0 @1 invalid_json",
-                "fault 1 @8 invalid_utf8",
-                "record 2 @14 key=ok json 3"
+                "fault 0 @1..7 invalid_json",
+                "fault 1 @8..13 invalid_utf8",
+                "record 2 @14..20 key=ok json 3"
             ]
         );
     }
@@ -741,6 +791,47 @@ mod tests {
         assert_eq!(keys.len(), 1634);
         assert_eq!(keys[0], "AEAJM");
         assert_eq!(first_name.as_deref(), Some("Ajman"));
+    }
+
+    #[test]
+    fn resuming_the_real_ports_file_midway() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/ports.json");
+        let input = std::fs::read(path).unwrap();
+        let whole = collect(&mut JsonDecoder::new(Limits::default()), &[&input]);
+        assert_eq!(whole.len(), 1634);
+        // Stop inside the body, with part of a record held after the last one handed out.
+        let chunks: Vec<&[u8]> = input.chunks(4093).collect();
+        let mut first = JsonDecoder::new(Limits::default());
+        let mut items = Vec::new();
+        for chunk in &chunks[..chunks.len() / 2] {
+            let flow = first.feed(chunk, &mut |item| {
+                items.push(describe(&item));
+                ControlFlow::Continue(())
+            });
+            assert_eq!(flow, Ok(ControlFlow::Continue(())));
+        }
+        let checkpoint = first.checkpoint();
+        assert_eq!(checkpoint.index, items.len() as u64);
+        assert!(checkpoint.index > 100, "{checkpoint:?}");
+        assert_eq!(
+            checkpoint.state,
+            ResumeState::Json {
+                container: Container::Object
+            }
+        );
+        // The checkpoint is just after a value: the entry's `,` comes next.
+        let at = usize::try_from(checkpoint.offset).unwrap();
+        assert!(at < input.len() / 2 && at > input.len() / 4, "{at}");
+        assert_eq!(input[..at].last(), Some(&b'}'));
+        assert_eq!(input[at..].trim_ascii_start().first(), Some(&b','));
+        // Resumed from its stored form, fed the rest in other chunks.
+        let stored = serde_json::to_string(&checkpoint).unwrap();
+        let checkpoint: Checkpoint = serde_json::from_str(&stored).unwrap();
+        let mut resumed = super::super::resume(Format::Json, Limits::default(), None, &checkpoint)
+            .expect("a json checkpoint");
+        let rest: Vec<&[u8]> = input[at..].chunks(1000).collect();
+        items.extend(collect(resumed.as_mut(), &rest));
+        assert_eq!(items, whole);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use super::lines_split::{Line, LineSplitter};
 use super::ndjson::too_large;
-use super::{Decoder, Item, Limits, Sink, SyntaxError};
+use super::{Checkpoint, Decoder, Item, Limits, ResumeState, Sink, SyntaxError};
 use crate::record::{Body, Record, RecordFault};
 use edge_proto::{ErrorCode, Format};
 use std::ops::ControlFlow;
@@ -19,6 +19,15 @@ impl LinesDecoder {
     pub fn new(limits: Limits) -> LinesDecoder {
         LinesDecoder {
             lines: LineSplitter::new(limits.max_record_bytes),
+            max_bytes: limits.max_record_bytes,
+        }
+    }
+
+    /// A decoder that goes on at `offset`, just after a line, whose next record is the
+    /// `index`-th.
+    pub fn resume(limits: Limits, offset: u64, index: u64) -> LinesDecoder {
+        LinesDecoder {
+            lines: LineSplitter::resume(limits.max_record_bytes, offset, index),
             max_bytes: limits.max_record_bytes,
         }
     }
@@ -40,26 +49,45 @@ impl Decoder for LinesDecoder {
         let max_bytes = self.max_bytes;
         Ok(self.lines.finish(&mut |line| sink(item(line, max_bytes))))
     }
+
+    fn checkpoint(&self) -> Checkpoint {
+        let (offset, index) = self.lines.position();
+        let state = if index == 0 {
+            ResumeState::Start
+        } else {
+            ResumeState::Lines
+        };
+        Checkpoint {
+            offset,
+            index,
+            state,
+        }
+    }
 }
 
 fn item(line: Line<'_>, max_bytes: usize) -> Item<'_> {
     match line {
-        Line::TooLarge { offset, index } => Item::Fault(too_large(index, offset, max_bytes)),
+        Line::TooLarge { offset, end, index } => {
+            Item::Fault(too_large(index, offset, end, max_bytes))
+        }
         Line::Complete {
             bytes,
             offset,
+            end,
             index,
             ..
         } => match std::str::from_utf8(bytes) {
             Ok(text) => Item::Record(Record {
                 index,
                 offset,
+                end,
                 key: None,
                 body: Body::Text(text),
             }),
             Err(e) => Item::Fault(RecordFault {
                 index,
                 offset,
+                end,
                 key: None,
                 code: ErrorCode::InvalidUtf8,
                 message: format!(
@@ -83,12 +111,12 @@ mod tests {
         assert_eq!(
             items,
             vec![
-                "record 0 @0 text 1",
-                "record 1 @5 text 2.5",
-                "record 2 @10 text -3e2",
-                "record 3 @15 text abc",
-                "fault 4 @19 invalid_utf8",
-                "record 5 @22 text 42",
+                "record 0 @0..3 text 1",
+                "record 1 @5..10 text 2.5",
+                "record 2 @10..15 text -3e2",
+                "record 3 @15..19 text abc",
+                "fault 4 @19..22 invalid_utf8",
+                "record 5 @22..24 text 42",
             ]
         );
     }

@@ -14,6 +14,9 @@ pub(crate) enum Line<'a> {
         bytes: &'a [u8],
         /// Byte offset of the line's first byte.
         offset: u64,
+        /// Byte offset just after the line's `\n` (after its last byte, for a last line
+        /// without one).
+        end: u64,
         /// Index of the record, counting non-blank lines from 0.
         index: u64,
         /// The line had no terminator: it was cut off by the end of the body.
@@ -23,6 +26,8 @@ pub(crate) enum Line<'a> {
     TooLarge {
         /// Byte offset of the line's first byte.
         offset: u64,
+        /// Byte offset just after the line's `\n` (or the body's end).
+        end: u64,
         /// Index of the record.
         index: u64,
     },
@@ -43,6 +48,8 @@ pub(crate) struct LineSplitter {
     skipping: bool,
     /// The next record's index.
     index: u64,
+    /// Where the last line handed out ends: a line's start, where a splitter can resume.
+    last_end: u64,
 }
 
 impl LineSplitter {
@@ -56,7 +63,26 @@ impl LineSplitter {
             line_start: 0,
             skipping: false,
             index: 0,
+            last_end: 0,
         }
+    }
+
+    /// A splitter that goes on at `offset`, the start of a line (just after the `index`-th
+    /// record's line), past the body's BOM.
+    pub(crate) fn resume(max: usize, offset: u64, index: u64) -> LineSplitter {
+        LineSplitter {
+            bom: Bom::resolved(),
+            offset,
+            line_start: offset,
+            index,
+            last_end: offset,
+            ..LineSplitter::new(max)
+        }
+    }
+
+    /// Where the last line handed out ends, and the next record's index.
+    pub(crate) fn position(&self) -> (u64, u64) {
+        (self.last_end, self.index)
     }
 
     /// Takes the next chunk of the body: skips a leading BOM, then cuts lines.
@@ -178,6 +204,7 @@ impl LineSplitter {
         on_line(Line::Complete {
             bytes: trimmed,
             offset: self.line_start,
+            end: self.offset,
             index,
             unterminated,
         })
@@ -190,13 +217,17 @@ impl LineSplitter {
         let index = self.next_index();
         on_line(Line::TooLarge {
             offset: self.line_start,
+            end: self.offset,
             index,
         })
     }
 
+    /// Counts a line handed out now, which ends at the current offset: the checkpoint's two
+    /// integers.
     fn next_index(&mut self) -> u64 {
         let index = self.index;
         self.index += 1;
+        self.last_end = self.offset;
         index
     }
 }
@@ -213,16 +244,19 @@ mod tests {
                 Line::Complete {
                     bytes,
                     offset,
+                    end,
                     index,
                     unterminated,
                 } => {
                     format!(
-                        "{index}@{offset}:{}{}",
+                        "{index}@{offset}..{end}:{}{}",
                         String::from_utf8_lossy(bytes),
                         if unterminated { "$" } else { "" }
                     )
                 }
-                Line::TooLarge { offset, index } => format!("{index}@{offset}:too large"),
+                Line::TooLarge { offset, end, index } => {
+                    format!("{index}@{offset}..{end}:too large")
+                }
             });
             ControlFlow::Continue(())
         };
@@ -235,7 +269,7 @@ mod tests {
 
     #[test]
     fn lines_offsets_and_indexes() {
-        let want = vec!["0@0:a", "1@5:b c", "2@15:d$"];
+        let want = vec!["0@0..3:a", "1@5..9:b c", "2@15..16:d$"];
         assert_eq!(lines(&[b"a\r\n\n\nb c\n  \t\n  d"], 100), want);
         assert_eq!(
             lines(&[b"a\r", b"\n\n", b"\nb", b" c\n  \t\n  d"], 100),
@@ -245,9 +279,12 @@ mod tests {
 
     #[test]
     fn long_lines_are_skipped_unbuffered() {
-        let want = vec!["0@0:ab", "1@3:too large", "2@10:cd"];
+        let want = vec!["0@0..3:ab", "1@3..10:too large", "2@10..13:cd"];
         assert_eq!(lines(&[b"ab\n123456\ncd\n"], 5), want);
         assert_eq!(lines(&[b"ab\n12", b"34", b"56\ncd\n"], 5), want);
-        assert_eq!(lines(&[b"ab\n123456"], 5), vec!["0@0:ab", "1@3:too large"]);
+        assert_eq!(
+            lines(&[b"ab\n123456"], 5),
+            vec!["0@0..3:ab", "1@3..9:too large"]
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! The decoder frames lines and checks nesting depth; the task parses each value.
 
 use super::lines_split::{Line, LineSplitter};
-use super::{Decoder, Item, Limits, Sink, SyntaxError};
+use super::{Checkpoint, Decoder, Item, Limits, ResumeState, Sink, SyntaxError};
 use crate::record::{Body, Record, RecordFault};
 use edge_proto::{ErrorCode, Format};
 use std::ops::ControlFlow;
@@ -20,6 +20,15 @@ impl NdjsonDecoder {
     pub fn new(limits: Limits) -> NdjsonDecoder {
         NdjsonDecoder {
             lines: LineSplitter::new(limits.max_record_bytes),
+            limits,
+        }
+    }
+
+    /// A decoder that goes on at `offset`, just after a line, whose next record is the
+    /// `index`-th.
+    pub fn resume(limits: Limits, offset: u64, index: u64) -> NdjsonDecoder {
+        NdjsonDecoder {
+            lines: LineSplitter::resume(limits.max_record_bytes, offset, index),
             limits,
         }
     }
@@ -43,21 +52,39 @@ impl Decoder for NdjsonDecoder {
             .lines
             .finish(&mut |line| sink(item(line, max_depth, max_bytes))))
     }
+
+    fn checkpoint(&self) -> Checkpoint {
+        let (offset, index) = self.lines.position();
+        let state = if index == 0 {
+            ResumeState::Start
+        } else {
+            ResumeState::Ndjson
+        };
+        Checkpoint {
+            offset,
+            index,
+            state,
+        }
+    }
 }
 
 /// Turns one line into a record, or a fault when it is too large, too deep, or cut off.
 fn item(line: Line<'_>, max_depth: usize, max_bytes: usize) -> Item<'_> {
     match line {
-        Line::TooLarge { offset, index } => Item::Fault(too_large(index, offset, max_bytes)),
+        Line::TooLarge { offset, end, index } => {
+            Item::Fault(too_large(index, offset, end, max_bytes))
+        }
         Line::Complete {
             bytes,
             offset,
+            end,
             index,
             unterminated,
         } => match shape(bytes) {
             Shape { depth, .. } if depth > max_depth => Item::Fault(RecordFault {
                 index,
                 offset,
+                end,
                 key: None,
                 code: ErrorCode::TooDeep,
                 message: format!("the record nests deeper than {max_depth} levels"),
@@ -67,6 +94,7 @@ fn item(line: Line<'_>, max_depth: usize, max_bytes: usize) -> Item<'_> {
             } if unterminated => Item::Fault(RecordFault {
                 index,
                 offset,
+                end,
                 key: None,
                 code: ErrorCode::IncompleteRecord,
                 message: "the upload ended inside this record; it was not stored".into(),
@@ -74,6 +102,7 @@ fn item(line: Line<'_>, max_depth: usize, max_bytes: usize) -> Item<'_> {
             _ => Item::Record(Record {
                 index,
                 offset,
+                end,
                 key: None,
                 body: Body::Json(bytes),
             }),
@@ -81,11 +110,12 @@ fn item(line: Line<'_>, max_depth: usize, max_bytes: usize) -> Item<'_> {
     }
 }
 
-/// The fault for a record over the size cap.
-pub(crate) fn too_large(index: u64, offset: u64, max_bytes: usize) -> RecordFault {
+/// The fault for a record over the size cap, from `offset` to `end`.
+pub(crate) fn too_large(index: u64, offset: u64, end: u64, max_bytes: usize) -> RecordFault {
     RecordFault {
         index,
         offset,
+        end,
         key: None,
         code: ErrorCode::RecordTooLarge,
         message: format!("the record is larger than the {max_bytes}-byte limit (jobs.max_record_bytes); it was skipped"),
@@ -146,10 +176,10 @@ pub(crate) mod tests {
         assert_eq!(
             items,
             vec![
-                "record 0 @3 json {\"a\":1}",
-                "record 1 @15 json [1,2]",
-                "record 2 @23 json \"s\"",
-                "record 3 @27 json {\"b\":",
+                "record 0 @3..12 json {\"a\":1}",
+                "record 1 @15..23 json [1,2]",
+                "record 2 @23..27 json \"s\"",
+                "record 3 @27..33 json {\"b\":",
             ]
         );
     }
@@ -160,12 +190,12 @@ pub(crate) mod tests {
             &mut NdjsonDecoder::new(Limits::default()),
             &[b"{\"a\":1}\n{\"b\":[1"],
         );
-        assert_eq!(items[1], "fault 1 @8 incomplete_record");
+        assert_eq!(items[1], "fault 1 @8..15 incomplete_record");
         let items = collect(
             &mut NdjsonDecoder::new(Limits::default()),
             &[b"{\"a\":1}\n{\"b\":1}"],
         );
-        assert_eq!(items[1], "record 1 @8 json {\"b\":1}");
+        assert_eq!(items[1], "record 1 @8..15 json {\"b\":1}");
     }
 
     #[test]
@@ -179,10 +209,10 @@ pub(crate) mod tests {
         assert_eq!(
             items,
             vec![
-                "record 0 @0 json [[[1]]]",
-                "fault 1 @8 too_deep",
-                "fault 2 @18 record_too_large",
-                "record 3 @39 json {}"
+                "record 0 @0..8 json [[[1]]]",
+                "fault 1 @8..18 too_deep",
+                "fault 2 @18..39 record_too_large",
+                "record 3 @39..42 json {}"
             ]
         );
     }

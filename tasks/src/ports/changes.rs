@@ -813,6 +813,7 @@ mod tests {
             let record = Record {
                 index: i as u64,
                 offset: 0,
+                end: 0,
                 key: Some(code),
                 body: Body::Json(body.as_bytes()),
             };
@@ -948,6 +949,7 @@ mod tests {
             let record = Record {
                 index: 0,
                 offset: 0,
+                end: 0,
                 key: Some(code),
                 body: Body::Json(body.as_bytes()),
             };

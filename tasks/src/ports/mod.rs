@@ -173,6 +173,7 @@ mod tests {
         Record {
             index,
             offset: 0,
+            end: 0,
             key,
             body: Body::Json(body.as_bytes()),
         }
@@ -250,6 +251,7 @@ mod tests {
         let text = Record {
             index: 0,
             offset: 0,
+            end: 0,
             key: None,
             body: Body::Text("x"),
         };

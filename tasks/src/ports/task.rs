@@ -7,6 +7,7 @@ use super::csv::csv_to_json;
 use super::model::{validate, Port};
 use super::{codec, StoredPort, MAX_KEY_BYTES, PORTS};
 use crate::record::{Body, Record, Rejection};
+use crate::resume::Save;
 use crate::store::{
     Change, Interrupt, Part, PgFuture, PgTransaction, Store, StoreError, Sync, Ticket,
 };
@@ -89,26 +90,35 @@ impl Task for PortsTask {
     }
 
     fn commit(&mut self) -> Result<(), TaskError> {
-        self.start_commit()?;
+        self.start_commit(None)?;
         self.finish_commit(true).unwrap_or(Ok(()))
     }
 
-    fn start_commit(&mut self) -> Result<(), TaskError> {
+    /// Hands the batch to the store, with the job's cursor in the same transaction: then the
+    /// batch is written at once (not in parts), so that the cursor and the records it
+    /// covers are durable together.
+    fn start_commit(&mut self, cursor: Option<Save>) -> Result<Option<Save>, TaskError> {
         // One commit at a time per job: its batches land in upload order.
         if let Some(Err(e)) = self.finish_commit(true) {
             return Err(e);
         }
         if self.batch.is_empty() {
-            return Ok(());
+            return Ok(cursor);
         }
         let next = self.spare.take().unwrap_or_default();
         let mut batch = std::mem::replace(&mut self.batch, next);
         batch.sort();
         let batch = Arc::new(batch);
-        let tickets = parts(&self.store, &batch)
+        let ranges = match cursor {
+            Some(_) => std::iter::once(0..batch.entries.len()).collect(),
+            None => parts(&self.store, &batch),
+        };
+        let mut cursor = cursor.map(|save| (save, self.totals));
+        let tickets = ranges
             .into_iter()
             .map(|range| {
-                let part = SharedBatch::new(batch.clone(), self.job.clone(), range);
+                let mut part = SharedBatch::new(batch.clone(), self.job.clone(), range);
+                part.cursor = cursor.take();
                 self.store.submit(part, Sync::Now)
             })
             .collect();
@@ -117,6 +127,20 @@ impl Task for PortsTask {
             answers: Vec::new(),
             batch,
         });
+        Ok(None)
+    }
+
+    /// The counts so far; the batch's own are added in its transaction, where the cursor
+    /// is written (see [`SharedBatch::cursor`]).
+    fn state(&self) -> Option<Value> {
+        Some(self.totals.to_json())
+    }
+
+    fn restore(&mut self, state: &Value) -> Result<(), TaskError> {
+        self.totals = Counts::from_json(state).ok_or_else(|| TaskError::Refused {
+            code: ErrorCode::NotResumable,
+            message: format!("the job's cursor holds no counts of ports: {state}"),
+        })?;
         Ok(())
     }
 
@@ -164,11 +188,34 @@ impl Task for PortsTask {
     }
 
     fn summary(&self) -> Summary {
+        self.totals.to_json()
+    }
+}
+
+impl Counts {
+    fn to_json(self) -> Value {
         json!({
-            "inserted": self.totals.inserted,
-            "updated": self.totals.updated,
-            "unchanged": self.totals.unchanged,
+            "inserted": self.inserted,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
         })
+    }
+
+    fn from_json(value: &Value) -> Option<Counts> {
+        let count = |name: &str| value.get(name).and_then(Value::as_u64);
+        Some(Counts {
+            inserted: count("inserted")?,
+            updated: count("updated")?,
+            unchanged: count("unchanged")?,
+        })
+    }
+
+    fn plus(self, other: Counts) -> Counts {
+        Counts {
+            inserted: self.inserted + other.inserted,
+            updated: self.updated + other.updated,
+            unchanged: self.unchanged + other.unchanged,
+        }
     }
 }
 
@@ -344,6 +391,9 @@ struct SharedBatch {
     next: usize,
     /// The counts of the entries written so far.
     counts: Counts,
+    /// The job's cursor after this batch, written in its transaction, and the job's counts
+    /// before the batch (the cursor holds them with the batch's added).
+    cursor: Option<(Save, Counts)>,
 }
 
 impl SharedBatch {
@@ -358,7 +408,14 @@ impl SharedBatch {
             range,
             job,
             counts: Counts::default(),
+            cursor: None,
         }
+    }
+
+    /// The job's counts once this batch is written, for its cursor.
+    fn counts_after(&self) -> Option<(&Save, Value)> {
+        let (save, before) = self.cursor.as_ref()?;
+        Some((save, before.plus(self.counts).to_json()))
     }
 
     /// Writes entries from `next` on, until all are written or `stop` says so (asked every
@@ -440,6 +497,9 @@ impl Change for SharedBatch {
         self.next = self.range.start;
         self.counts = Counts::default();
         self.write(txn, || false)?;
+        if let Some((save, state)) = self.counts_after() {
+            save.apply(txn, Some(&state))?;
+        }
         Ok(self.counts)
     }
 
@@ -459,6 +519,10 @@ impl Change for SharedBatch {
                     counts.inserted += inserted;
                     counts.updated += updated;
                     counts.unchanged += round.len() as u64 - inserted - updated;
+                }
+                if let Some((save, before)) = &self.cursor {
+                    let state = before.plus(counts).to_json();
+                    save.apply_postgres(txn, Some(&state)).await?;
                 }
                 return Ok(counts);
             };
@@ -492,6 +556,10 @@ impl Change for SharedBatch {
             if !codes.is_empty() {
                 super::postgres::record_codes(txn, &job.id, codes.bytes()).await?;
             }
+            if let Some((save, before)) = &self.cursor {
+                let state = before.plus(counts).to_json();
+                save.apply_postgres(txn, Some(&state)).await?;
+            }
             Ok(counts)
         })
     }
@@ -502,11 +570,16 @@ impl Change for SharedBatch {
 
     /// Writes the batch in key order, a part at a time: each part's keys come after the last
     /// one's, so writing a batch in parts rewrites no more B-tree pages than writing it at once.
+    /// A batch that carries the job's cursor is written whole, with the cursor: a part
+    /// committed without it would be applied again by a resume.
     fn apply_part(
         &mut self,
         txn: &redb::WriteTransaction,
         interrupt: &mut Interrupt<'_>,
     ) -> Result<Part<Counts>, StoreError> {
+        if self.cursor.is_some() {
+            return Change::apply(self, txn).map(Part::Done);
+        }
         self.write(txn, || interrupt.requested())?;
         Ok(match self.next == self.range.end {
             true => Part::Done(self.counts),

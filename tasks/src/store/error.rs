@@ -158,6 +158,13 @@ pub enum StoreError {
     /// The PostgreSQL store failed, or could not be reached ([`StoreError::is_unavailable`]).
     #[error("{0}")]
     Postgres(#[from] edge_pg::PgError),
+    /// A job's cursor is held by a later resume of the job (or is gone): the write of the
+    /// job attached before is refused, with the batch it came with.
+    #[error("job {job} was resumed by another client (or its resume window passed): this upload is no longer attached to it, and nothing it sent after the job's last commit was kept")]
+    TakenOver {
+        /// The job.
+        job: String,
+    },
     /// What was asked works with the redb store only, so far.
     #[error("this works with the redb store only so far, and this server's store is PostgreSQL ([store] backend = \"postgres\"); use backend = \"redb\" for it")]
     NotOnPostgres,

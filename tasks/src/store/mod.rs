@@ -286,6 +286,7 @@ mod tests {
             let record = Record {
                 index: u64::from(i),
                 offset: 0,
+                end: 0,
                 key: Some(&key),
                 body: Body::Json(br#"{"name":"p"}"#),
             };
@@ -335,6 +336,7 @@ mod tests {
                 "blob_staging",
                 "blob_usage",
                 "blobs",
+                "job_cursors",
                 "jobs",
                 "meta",
                 "ports",

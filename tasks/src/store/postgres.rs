@@ -18,13 +18,14 @@ use crate::writer::{Change, Ticket};
 use edge_pg::{Pg, PgError};
 use std::time::Duration;
 
-/// The store's own tables, one step of SQL per layout version: 1, the job history (the
+/// The store's own tables, one step of SQL per layout version (2 is below): 1, the job history (the
 /// record as JSON; which node runs it, whether it runs, when it ended, for the queries), the
 /// token deny-list, the users and the subjects' deny-list, the claims on watched folders' files
 /// (per node: each node watches its own folders), the validators of URL sources, and the
 /// nodes with their slots (a part of every job id, so that ids never collide). Keys compare
 /// as bytes (`COLLATE "C"`), as redb compares them, whatever the database's locale.
-const CORE: &[&str] = &["CREATE TABLE jobs (
+const CORE: &[&str] = &[
+    "CREATE TABLE jobs (
         job text COLLATE \"C\" PRIMARY KEY,
         node text NOT NULL,
         running boolean NOT NULL,
@@ -51,7 +52,17 @@ const CORE: &[&str] = &["CREATE TABLE jobs (
         node text PRIMARY KEY,
         slot integer NOT NULL UNIQUE,
         started bigint NOT NULL
-    );"];
+    );",
+    // 2: the cursors of resumable jobs (`seen`: when the job was last heard of, for the
+    // resume window).
+    "CREATE TABLE job_cursors (
+        job text COLLATE \"C\" PRIMARY KEY,
+        epoch bigint NOT NULL,
+        seen bigint NOT NULL,
+        cursor json NOT NULL
+    );
+    CREATE INDEX job_cursors_seen ON job_cursors (seen);",
+];
 
 /// The layout version of the PostgreSQL store's own tables in this build.
 pub const PG_SCHEMA_VERSION: u64 = CORE.len() as u64;

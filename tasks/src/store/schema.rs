@@ -21,8 +21,9 @@ pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 pub const SCHEMA_VERSION: u64 = 5;
 
 /// The store's own tables: `meta`, the job history, the token deny-list, the users, the
-/// subjects' deny-list, the claims on watched folders' files and the validators of URL
-/// sources.
+/// subjects' deny-list, the claims on watched folders' files, the validators of URL
+/// sources and the cursors of resumable jobs (a table an older build ignores: no new
+/// version).
 pub(crate) const CORE_TABLES: &[&dyn StoredTable] = &[
     &META,
     &crate::history::JOBS,
@@ -31,6 +32,7 @@ pub(crate) const CORE_TABLES: &[&dyn StoredTable] = &[
     &crate::users::REVOKED_SUBJECTS,
     &crate::claims::CLAIMS,
     &crate::fetches::VALIDATORS,
+    &crate::resume::CURSORS,
 ];
 
 /// Brings a store to the layouts of this build: creates the store's own tables, upgrades each

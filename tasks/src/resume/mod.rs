@@ -1,0 +1,704 @@
+//! Resuming a job that was cut off, at its last commit.
+//!
+//! Every job that decodes records keeps a [`Cursor`] in the store: where its body stands just
+//! after the last committed record (byte offset, record counts), what the decoder needs to go
+//! on from there, the task's running state, and the state of the SHA-256 over the bytes so
+//! far. The cursor is written in the same transaction as each batch of records ([`Save`]), so
+//! after any interruption the records before it are in the store and none after it are:
+//! resuming there applies every record exactly once.
+//!
+//! A job that stops for a reason that resuming can get past (the connection was lost, the
+//! server shut down or crashed, the store was away) keeps its cursor for
+//! `jobs.resume_window`; a job that ended `done`, or failed for a reason resuming would meet
+//! again, drops it. Each resume raises the cursor's epoch ([`claim`]): a write of an older
+//! epoch is refused ([`StoreError::TakenOver`]), so a client that resumes a job still attached
+//! to another takes it over, and two writers never interleave.
+
+pub mod sha256;
+
+use crate::decode::Checkpoint;
+use crate::store::{Kind, PgFuture, PgTransaction, Store, StoreError, Sync};
+use crate::writer::{Change, Ticket};
+use edge_proto::{ErrorCode, ErrorSample, Format};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha256::SavedSha256;
+use std::time::Duration;
+
+/// Job id -> its [`Cursor`] as JSON.
+pub(crate) const CURSORS: TableDefinition<&str, &[u8]> = TableDefinition::new("job_cursors");
+
+/// How long a stopped job stays resumable unless configured (`jobs.resume_window`).
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// What a resume needs to start a job's task again as it first started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Origin {
+    /// The job id.
+    pub job: String,
+    /// The token subject that started it: only it (or an admin) may resume it.
+    pub sub: String,
+    /// The task.
+    pub task: String,
+    /// The task's parameters.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub params: Map<String, Value>,
+    /// The format the client named, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<Format>,
+    /// The file name the client gave.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The body size the client announced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// The whole body's SHA-256 as the client declared it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// How it came (`edge/1`, `http/3`, ...), for the history.
+    pub transport: String,
+    /// When it started (ms since the epoch).
+    pub started_ms: u64,
+}
+
+/// Where a job stands after its last commit: see the module's documentation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// The job as it started.
+    pub origin: Origin,
+    /// Raised by every resume; a write of an older epoch is refused.
+    pub epoch: u64,
+    /// The format the body is decoded as, once chosen (given or sniffed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<Format>,
+    /// Where the decoder stands: the byte offset just after the last committed record (the
+    /// body goes on there), the records before it, and what the format needs to go on.
+    pub decoder: Checkpoint,
+    /// Records committed before the offset.
+    pub committed: u64,
+    /// Records reported as errors before the offset.
+    pub errors: u64,
+    /// The first few record errors, for the final event.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub first_errors: Vec<ErrorSample>,
+    /// The SHA-256 of the body's bytes before the offset.
+    pub sha256: SavedSha256,
+    /// The task's running state after the records before the offset ([`crate::Task::state`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<Value>,
+    /// When the job stopped (ms since the epoch); `None` while it runs (or when the server
+    /// that ran it died: then [`Cursor::updated_ms`] counts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_ms: Option<u64>,
+    /// When the cursor was last written (ms since the epoch).
+    pub updated_ms: u64,
+}
+
+impl Cursor {
+    /// The cursor of a job that read nothing yet.
+    pub fn start(origin: Origin) -> Cursor {
+        Cursor {
+            epoch: 1,
+            format: origin.format,
+            decoder: Checkpoint {
+                offset: 0,
+                index: 0,
+                state: crate::decode::ResumeState::Start,
+            },
+            committed: 0,
+            errors: 0,
+            first_errors: Vec::new(),
+            sha256: sha256::Sha256::new().save(),
+            task: None,
+            stopped_ms: None,
+            updated_ms: crate::time::now_ms(),
+            origin,
+        }
+    }
+
+    /// The byte offset the body goes on at.
+    pub fn offset(&self) -> u64 {
+        self.decoder.offset
+    }
+
+    /// When the job was last heard of: when it stopped, or its last commit.
+    fn last_seen_ms(&self) -> u64 {
+        self.stopped_ms.unwrap_or(self.updated_ms)
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a cursor of strings, numbers and JSON always serializes")
+    }
+
+    fn decode(job: &str, bytes: &[u8]) -> Result<Cursor, StoreError> {
+        serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+            key: format!("job_cursors/{job}"),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// A cursor to write with a batch, in the batch's transaction: a task that writes to the
+/// store calls [`Save::apply`] (redb) or [`Save::apply_postgres`] in its change, with its
+/// state after the batch; it is also a [`Change`] of its own for a task that writes nothing.
+#[derive(Debug, Clone)]
+pub struct Save {
+    cursor: Cursor,
+}
+
+impl Save {
+    /// A write of `cursor`.
+    pub fn new(cursor: Cursor) -> Save {
+        Save { cursor }
+    }
+
+    /// The cursor it writes.
+    pub fn cursor(&self) -> &Cursor {
+        &self.cursor
+    }
+
+    /// Sets the task's state after the batch (a task whose state is only known once its
+    /// batch is written, such as counts of inserted and updated records).
+    pub fn with_task(mut self, state: Option<Value>) -> Save {
+        self.cursor.task = state;
+        self
+    }
+
+    /// Writes the cursor in `txn`, with the task's state `task` if given (else the one it
+    /// holds). Refused with [`StoreError::TakenOver`] when the stored cursor's epoch is not
+    /// this one's (the job was resumed elsewhere, or expired).
+    pub fn apply(&self, txn: &WriteTransaction, task: Option<&Value>) -> Result<(), StoreError> {
+        let job = self.cursor.origin.job.as_str();
+        let mut table = txn
+            .open_table(CURSORS)
+            .map_err(StoreError::redb("open job_cursors table"))?;
+        let epoch = match stored(&table, job)? {
+            Some(bytes) => Some(Cursor::decode(job, &bytes)?.epoch),
+            None => None,
+        };
+        if epoch != Some(self.cursor.epoch) {
+            return Err(StoreError::TakenOver {
+                job: job.to_owned(),
+            });
+        }
+        let bytes = self.encoded(task);
+        table
+            .insert(job, bytes.as_slice())
+            .map_err(StoreError::redb("write cursor"))?;
+        Ok(())
+    }
+
+    /// [`Save::apply`] in a transaction of the PostgreSQL store.
+    pub async fn apply_postgres(
+        &self,
+        txn: &PgTransaction<'_>,
+        task: Option<&Value>,
+    ) -> Result<(), StoreError> {
+        let job = self.cursor.origin.job.as_str();
+        let epoch = self.cursor.epoch as i64;
+        let text = String::from_utf8(self.encoded(task)).expect("serde_json writes UTF-8");
+        let written = txn
+            .execute(
+                "UPDATE job_cursors SET cursor = $3::text::json, seen = $4
+                 WHERE job = $1 AND epoch = $2",
+                &[&job, &epoch, &text, &(crate::time::now_ms() as i64)],
+            )
+            .await
+            .map_err(txn.failed("write a job's cursor"))?;
+        if written != 1 {
+            return Err(StoreError::TakenOver {
+                job: job.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    fn encoded(&self, task: Option<&Value>) -> Vec<u8> {
+        let mut cursor = self.cursor.clone();
+        if let Some(task) = task {
+            cursor.task = Some(task.clone());
+        }
+        cursor.updated_ms = crate::time::now_ms();
+        cursor.encode()
+    }
+}
+
+impl Change for Save {
+    type Output = ();
+
+    fn apply(&mut self, txn: &WriteTransaction) -> Result<(), StoreError> {
+        Save::apply(self, txn, None)
+    }
+
+    fn apply_postgres<'a>(&'a mut self, txn: &'a PgTransaction<'_>) -> PgFuture<'a, ()> {
+        Box::pin(async move { Save::apply_postgres(self, txn, None).await })
+    }
+}
+
+/// The stored bytes of job `job`'s cursor, if any.
+fn stored(
+    table: &redb::Table<'_, &'static str, &'static [u8]>,
+    job: &str,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let found = table.get(job).map_err(StoreError::redb("read cursor"))?;
+    Ok(found.map(|value| value.value().to_vec()))
+}
+
+/// Stores the cursor of a job that starts, before its body is read: through the store's
+/// writer, durable with the job's first commit (a job cut off before it has nothing to
+/// resume anyway).
+pub fn begin(store: &Store, cursor: &Cursor) -> Ticket<()> {
+    store.submit(Begin(cursor.clone()), Sync::WithNextCommit)
+}
+
+/// The first write of a job's cursor: see [`begin`].
+struct Begin(Cursor);
+
+impl Change for Begin {
+    type Output = ();
+
+    fn apply(&mut self, txn: &WriteTransaction) -> Result<(), StoreError> {
+        let mut table = txn
+            .open_table(CURSORS)
+            .map_err(StoreError::redb("open job_cursors table"))?;
+        table
+            .insert(self.0.origin.job.as_str(), self.0.encode().as_slice())
+            .map_err(StoreError::redb("write cursor"))?;
+        Ok(())
+    }
+
+    fn apply_postgres<'a>(&'a mut self, txn: &'a PgTransaction<'_>) -> PgFuture<'a, ()> {
+        Box::pin(async move {
+            let cursor = &self.0;
+            let text = String::from_utf8(cursor.encode()).expect("serde_json writes UTF-8");
+            txn.execute(
+                "INSERT INTO job_cursors (job, epoch, seen, cursor)
+                 VALUES ($1, $2, $3, $4::text::json)",
+                &[
+                    &cursor.origin.job,
+                    &(cursor.epoch as i64),
+                    &(cursor.last_seen_ms() as i64),
+                    &text,
+                ],
+            )
+            .await
+            .map_err(txn.failed("store a job's cursor"))?;
+            Ok(())
+        })
+    }
+}
+
+/// The cursor of job `job`, if it has one.
+pub fn load(store: &Store, job: &str) -> Result<Option<Cursor>, StoreError> {
+    if let Kind::Postgres(pg) = store.kind() {
+        let job = job.to_owned();
+        return pg.block(|pg| async move {
+            let client = pg.client().await?;
+            let row = client
+                .query_opt(
+                    "SELECT cursor::text FROM job_cursors WHERE job = $1",
+                    &[&job],
+                )
+                .await
+                .map_err(pg.query("read a job's cursor"))?;
+            row.map(|row| Cursor::decode(&job, row.get::<_, &str>(0).as_bytes()))
+                .transpose()
+        });
+    }
+    let txn = store.read()?;
+    let table = match txn.open_table(CURSORS) {
+        Ok(table) => table,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(StoreError::redb("open job_cursors table")(e)),
+    };
+    let value = table.get(job).map_err(StoreError::redb("read cursor"))?;
+    value.map(|v| Cursor::decode(job, v.value())).transpose()
+}
+
+/// Who asks to resume a job, and when.
+#[derive(Debug, Clone, Copy)]
+pub struct Claimant<'a> {
+    /// The token's subject.
+    pub sub: &'a str,
+    /// Whether the token is an admin's (it may resume anybody's job).
+    pub admin: bool,
+    /// How long a stopped job stays resumable.
+    pub window: Duration,
+}
+
+/// Why a job cannot be resumed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClaimError {
+    /// No cursor: the job never was, ended `done`, failed for good, or its window passed.
+    #[error("job {job} cannot be resumed: no job of that id has state on this server (it ended, or stopped longer than jobs.resume_window = {window} ago, or never was); send the whole file again as a new job")]
+    Expired {
+        /// The job.
+        job: String,
+        /// The window, for a person (`24h`).
+        window: String,
+    },
+    /// Another subject's job.
+    #[error("job {job} was started by another token subject; only that subject (or an admin) may resume it")]
+    Forbidden {
+        /// The job.
+        job: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<edge_pg::PgError> for ClaimError {
+    fn from(e: edge_pg::PgError) -> ClaimError {
+        ClaimError::Store(StoreError::Postgres(e))
+    }
+}
+
+impl ClaimError {
+    /// The code a refused resume carries.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ClaimError::Expired { .. } => ErrorCode::ResumeExpired,
+            ClaimError::Forbidden { .. } => ErrorCode::Forbidden,
+            ClaimError::Store(e) if e.is_unavailable() => ErrorCode::StoreUnavailable,
+            ClaimError::Store(_) => ErrorCode::StoreError,
+        }
+    }
+}
+
+/// Takes job `job` over for a resume: checks who asks and the window, raises the epoch
+/// (so that the writer attached so far, if any, is refused from now on) and marks the job
+/// running again, in one transaction. Returns the cursor to go on from.
+pub fn claim(store: &Store, job: &str, claimant: Claimant<'_>) -> Result<Cursor, ClaimError> {
+    let rules = Rules {
+        sub: claimant.sub.to_owned(),
+        admin: claimant.admin,
+        window: claimant.window,
+        now: crate::time::now_ms(),
+    };
+    if let Kind::Postgres(pg) = store.kind() {
+        let job = job.to_owned();
+        return pg.block(|pg| async move {
+            let mut client = pg.client().await?;
+            let txn = client.transaction().await.map_err(pg.query("begin"))?;
+            let row = txn
+                .query_opt(
+                    "SELECT cursor::text FROM job_cursors WHERE job = $1 FOR UPDATE",
+                    &[&job],
+                )
+                .await
+                .map_err(pg.query("read a job's cursor"))?;
+            let Some(row) = row else {
+                return Err(rules.expired(&job));
+            };
+            let mut cursor = Cursor::decode(&job, row.get::<_, &str>(0).as_bytes())?;
+            rules.check(&job, &mut cursor)?;
+            let text = String::from_utf8(cursor.encode()).expect("serde_json writes UTF-8");
+            txn.execute(
+                "UPDATE job_cursors SET epoch = $2, seen = $3, cursor = $4::text::json
+                 WHERE job = $1",
+                &[&job, &(cursor.epoch as i64), &(rules.now as i64), &text],
+            )
+            .await
+            .map_err(pg.query("take a job's cursor"))?;
+            txn.commit().await.map_err(pg.query("commit"))?;
+            Ok(cursor)
+        });
+    }
+    let txn = store.write()?;
+    let cursor = {
+        let mut table = txn
+            .open_table(CURSORS)
+            .map_err(StoreError::redb("open job_cursors table"))?;
+        let Some(found) = stored(&table, job)? else {
+            return Err(rules.expired(job));
+        };
+        let mut cursor = Cursor::decode(job, &found)?;
+        rules.check(job, &mut cursor)?;
+        table
+            .insert(job, cursor.encode().as_slice())
+            .map_err(StoreError::redb("write cursor"))?;
+        cursor
+    };
+    txn.commit().map_err(StoreError::redb("commit"))?;
+    Ok(cursor)
+}
+
+/// What a claim checks: who asks, and the window, at `now`.
+struct Rules {
+    sub: String,
+    admin: bool,
+    window: Duration,
+    now: u64,
+}
+
+impl Rules {
+    fn expired(&self, job: &str) -> ClaimError {
+        ClaimError::Expired {
+            job: job.to_owned(),
+            window: humantime::format_duration(self.window).to_string(),
+        }
+    }
+
+    /// Checks the claim of `cursor`, and takes it: a new epoch, running again.
+    fn check(&self, job: &str, cursor: &mut Cursor) -> Result<(), ClaimError> {
+        let window_ms = u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX);
+        if self.now.saturating_sub(cursor.last_seen_ms()) > window_ms {
+            return Err(self.expired(job));
+        }
+        if cursor.origin.sub != self.sub && !self.admin {
+            return Err(ClaimError::Forbidden {
+                job: job.to_owned(),
+            });
+        }
+        cursor.epoch += 1;
+        cursor.stopped_ms = None;
+        cursor.updated_ms = self.now;
+        Ok(())
+    }
+}
+
+/// How a job that ends leaves its cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Resumable: the cursor stays, its window starts now.
+    Stopped,
+    /// Ended for good (`done`, or a failure resuming would meet again): the cursor goes.
+    Ended,
+}
+
+/// Whether a job that failed with `code` may be resumed: it was cut off (the connection,
+/// the server, the store), not refused by what it read.
+pub fn resumable(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::UploadAborted
+            | ErrorCode::Shutdown
+            | ErrorCode::TooSlow
+            | ErrorCode::StoreUnavailable
+            | ErrorCode::StoreError
+            | ErrorCode::Internal
+    )
+}
+
+/// Records how job `job` (at `epoch`) ended: keeps its cursor with the window started, or
+/// drops it. Does nothing when the job was taken over (another epoch holds the cursor).
+pub fn end(store: &Store, job: &str, epoch: u64, outcome: Outcome) -> Result<(), StoreError> {
+    let now = crate::time::now_ms();
+    if let Kind::Postgres(pg) = store.kind() {
+        let job = job.to_owned();
+        return pg.block(|pg| async move {
+            let client = pg.client().await?;
+            let epoch = epoch as i64;
+            match outcome {
+                Outcome::Ended => client
+                    .execute(
+                        "DELETE FROM job_cursors WHERE job = $1 AND epoch = $2",
+                        &[&job, &epoch],
+                    )
+                    .await
+                    .map_err(pg.query("drop a job's cursor"))?,
+                Outcome::Stopped => client
+                    .execute(
+                        "UPDATE job_cursors SET seen = $3,
+                             cursor = (cursor::jsonb
+                                 || jsonb_build_object('stopped_ms', $3::bigint))::json
+                         WHERE job = $1 AND epoch = $2",
+                        &[&job, &epoch, &(now as i64)],
+                    )
+                    .await
+                    .map_err(pg.query("keep a job's cursor"))?,
+            };
+            Ok(())
+        });
+    }
+    let txn = store.write()?;
+    {
+        let mut table = txn
+            .open_table(CURSORS)
+            .map_err(StoreError::redb("open job_cursors table"))?;
+        let Some(found) = stored(&table, job)? else {
+            return Ok(());
+        };
+        let mut cursor = Cursor::decode(job, &found)?;
+        if cursor.epoch != epoch {
+            return Ok(());
+        }
+        match outcome {
+            Outcome::Ended => {
+                table.remove(job).map_err(StoreError::redb("drop cursor"))?;
+            }
+            Outcome::Stopped => {
+                cursor.stopped_ms = Some(now);
+                table
+                    .insert(job, cursor.encode().as_slice())
+                    .map_err(StoreError::redb("write cursor"))?;
+            }
+        }
+    }
+    txn.commit().map_err(StoreError::redb("commit"))
+}
+
+/// Drops the cursors of jobs last heard of longer than `window` ago; returns how many went.
+/// Run hourly by the server (a resume checks the window itself, to the millisecond).
+pub fn expire(store: &Store, window: Duration) -> Result<u64, StoreError> {
+    let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+    let before = crate::time::now_ms().saturating_sub(window_ms);
+    if let Kind::Postgres(pg) = store.kind() {
+        return pg.block(|pg| async move {
+            let client = pg.client().await?;
+            let gone = client
+                .execute(
+                    "DELETE FROM job_cursors WHERE seen < $1",
+                    &[&(before as i64)],
+                )
+                .await
+                .map_err(pg.query("expire job cursors"))?;
+            Ok(gone)
+        });
+    }
+    let txn = store.write()?;
+    let gone = {
+        let mut table = txn
+            .open_table(CURSORS)
+            .map_err(StoreError::redb("open job_cursors table"))?;
+        let mut old = Vec::new();
+        for entry in table.iter().map_err(StoreError::redb("list cursors"))? {
+            let (job, value) = entry.map_err(StoreError::redb("list cursors"))?;
+            let seen = Cursor::decode(job.value(), value.value())
+                .map(|c| c.last_seen_ms())
+                .unwrap_or(0);
+            if seen < before {
+                old.push(job.value().to_owned());
+            }
+        }
+        for job in &old {
+            table
+                .remove(job.as_str())
+                .map_err(StoreError::redb("drop cursor"))?;
+        }
+        old.len() as u64
+    };
+    txn.commit().map_err(StoreError::redb("commit"))?;
+    Ok(gone)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::store::StoreOptions;
+
+    fn origin(job: &str) -> Origin {
+        Origin {
+            job: job.into(),
+            sub: "alice".into(),
+            task: "stats".into(),
+            params: Map::new(),
+            format: None,
+            name: None,
+            size: None,
+            sha256: None,
+            transport: "edge/1".into(),
+            started_ms: 1,
+        }
+    }
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("edge.redb"), &StoreOptions::default()).unwrap();
+        (dir, store)
+    }
+
+    const WINDOW: Duration = Duration::from_secs(3600);
+
+    fn alice() -> Claimant<'static> {
+        Claimant {
+            sub: "alice",
+            admin: false,
+            window: WINDOW,
+        }
+    }
+
+    #[test]
+    fn a_resume_raises_the_epoch_and_fences_the_writer_before_it() {
+        let (_dir, store) = store();
+        let cursor = Cursor::start(origin("j1"));
+        begin(&store, &cursor).wait().unwrap();
+        let first = Save::new(cursor.clone());
+        store
+            .submit(first.clone(), crate::store::Sync::Now)
+            .wait()
+            .unwrap();
+        let claimed = claim(&store, "j1", alice()).unwrap();
+        assert_eq!(claimed.epoch, 2);
+        let refused = store.submit(first, crate::store::Sync::Now).wait();
+        assert!(
+            matches!(refused, Err(StoreError::TakenOver { .. })),
+            "{refused:?}"
+        );
+        store
+            .submit(Save::new(claimed), crate::store::Sync::Now)
+            .wait()
+            .unwrap();
+    }
+
+    #[test]
+    fn only_the_same_subject_or_an_admin_resumes() {
+        let (_dir, store) = store();
+        begin(&store, &Cursor::start(origin("j1"))).wait().unwrap();
+        let bob = Claimant {
+            sub: "bob",
+            admin: false,
+            window: WINDOW,
+        };
+        assert_eq!(
+            claim(&store, "j1", bob).unwrap_err().code(),
+            ErrorCode::Forbidden
+        );
+        let admin = Claimant { admin: true, ..bob };
+        assert_eq!(claim(&store, "j1", admin).unwrap().epoch, 2);
+    }
+
+    #[test]
+    fn an_ended_or_unknown_or_old_job_is_expired() {
+        let (_dir, store) = store();
+        assert_eq!(
+            claim(&store, "nope", alice()).unwrap_err().code(),
+            ErrorCode::ResumeExpired
+        );
+        begin(&store, &Cursor::start(origin("done")))
+            .wait()
+            .unwrap();
+        end(&store, "done", 1, Outcome::Ended).unwrap();
+        assert_eq!(
+            claim(&store, "done", alice()).unwrap_err().code(),
+            ErrorCode::ResumeExpired
+        );
+        let mut old = Cursor::start(origin("old"));
+        old.updated_ms -= 2 * 3600 * 1000;
+        begin(&store, &old).wait().unwrap();
+        let refused = claim(&store, "old", alice()).unwrap_err();
+        assert_eq!(refused.code(), ErrorCode::ResumeExpired);
+        assert!(refused.to_string().contains("1h"), "{refused}");
+        begin(&store, &Cursor::start(origin("new"))).wait().unwrap();
+        assert_eq!(expire(&store, WINDOW).unwrap(), 1);
+        assert!(load(&store, "old").unwrap().is_none());
+        assert!(load(&store, "new").unwrap().is_some());
+    }
+
+    #[test]
+    fn a_stopped_job_keeps_its_cursor_unless_taken_over() {
+        let (_dir, store) = store();
+        begin(&store, &Cursor::start(origin("j1"))).wait().unwrap();
+        end(&store, "j1", 1, Outcome::Stopped).unwrap();
+        assert!(load(&store, "j1").unwrap().unwrap().stopped_ms.is_some());
+        let claimed = claim(&store, "j1", alice()).unwrap();
+        assert_eq!(claimed.stopped_ms, None);
+        // The writer of epoch 1 ends late: the resumed job's cursor stays.
+        end(&store, "j1", 1, Outcome::Ended).unwrap();
+        assert_eq!(load(&store, "j1").unwrap().unwrap().epoch, 2);
+    }
+}

@@ -1,0 +1,388 @@
+//! Jobs cut off at random points and resumed from their cursor, through the real pipeline
+//! and a real redb store: every record is applied exactly once, so the store, the task's
+//! figures and the body's SHA-256 equal those of one uncut upload of the same bytes.
+//!
+//! A cut is the source breaking off (`upload_aborted`) after any number of bytes: mid-record,
+//! mid-UTF-8 sequence, inside the first chunk; a resume claims the cursor
+//! ([`resume::claim`]) and feeds the body from the cursor's offset, in other chunk sizes.
+
+use bytes::Bytes;
+use edge_proto::{ErrorCode, Event, Format};
+use edge_tasks::pipeline::{self, Input, JobSpec, Resume, Settings, Source};
+use edge_tasks::resume::{self, Claimant, Cursor, Origin};
+use edge_tasks::store::StoreOptions;
+use edge_tasks::task::JobRef;
+use edge_tasks::{ports, registry, Context, Store};
+use serde_json::{Map, Value};
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// A source that hands out `bytes` in chunks of `chunk` bytes, then ends, or breaks off
+/// (`upload_aborted`) after `cut` bytes; `during` runs before the chunk it names.
+struct Feed {
+    chunks: VecDeque<Bytes>,
+    cut: bool,
+    before: Option<(usize, Box<dyn FnMut()>)>,
+    handed: usize,
+}
+
+impl Feed {
+    fn new(bytes: &[u8], chunk: usize, cut: Option<usize>) -> Feed {
+        let end = cut.unwrap_or(bytes.len()).min(bytes.len());
+        Feed {
+            chunks: bytes[..end]
+                .chunks(chunk.max(1))
+                .map(Bytes::copy_from_slice)
+                .collect(),
+            cut: cut.is_some(),
+            before: None,
+            handed: 0,
+        }
+    }
+}
+
+impl Source for Feed {
+    fn next(&mut self, _wait: Duration) -> Input {
+        if let Some((at, run)) = &mut self.before {
+            if *at == self.handed {
+                run();
+            }
+        }
+        self.handed += 1;
+        match self.chunks.pop_front() {
+            Some(chunk) => Input::Chunk(chunk),
+            None if self.cut => Input::Aborted {
+                code: ErrorCode::UploadAborted,
+                message: "cut by the test".into(),
+            },
+            None => Input::End,
+        }
+    }
+}
+
+/// A small deterministic generator (xorshift), so that every run cuts at the same points.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+fn settings() -> Settings {
+    Settings {
+        commit_records: 97,
+        commit_interval: Duration::from_secs(3600),
+        ..Settings::default()
+    }
+}
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("edge.redb"), &StoreOptions::default()).unwrap();
+    (dir, store)
+}
+
+const JOB: &str = "0000000000000001";
+
+fn spec(task: &str, format: Option<Format>) -> JobSpec {
+    JobSpec {
+        job: JOB.into(),
+        upload_stream: None,
+        task: task.into(),
+        format,
+        name: None,
+        size: None,
+        source: None,
+        unchanged: false,
+        sha256: None,
+    }
+}
+
+fn origin(task: &str, format: Option<Format>) -> Origin {
+    Origin {
+        job: JOB.into(),
+        sub: "alice".into(),
+        task: task.into(),
+        params: Map::new(),
+        format,
+        name: None,
+        size: None,
+        sha256: None,
+        transport: "test".into(),
+        started_ms: 1,
+    }
+}
+
+/// Runs one attempt of the job on `store` from `cursor`, reading `source`; returns its events.
+fn attempt(
+    store: &Store,
+    job: &JobSpec,
+    cursor: Cursor,
+    source: &mut dyn Source,
+) -> (pipeline::Report, Vec<Event>) {
+    let plugin = registry::find(&job.task).unwrap();
+    let context = Context::new(store.clone()).for_job(JobRef {
+        id: JOB.into(),
+        sub: "alice".into(),
+    });
+    let task = (plugin.create)(&Map::new(), &context).unwrap();
+    let mut events = Vec::new();
+    let resume = Resume {
+        store: store.clone(),
+        cursor,
+    };
+    let report = pipeline::run_resumable(
+        job,
+        plugin,
+        task,
+        source,
+        &settings(),
+        &mut |e| events.push(e),
+        Some(resume),
+    );
+    (report, events)
+}
+
+fn claim(store: &Store) -> Cursor {
+    let claimant = Claimant {
+        sub: "alice",
+        admin: false,
+        window: Duration::from_secs(3600),
+    };
+    resume::claim(store, JOB, claimant).unwrap()
+}
+
+/// The job on `body`, cut after each of `cuts` bytes of the body (absolute offsets, in
+/// order) and resumed after each; returns the last attempt's final event.
+fn cut_and_resume(
+    store: &Store,
+    job: &JobSpec,
+    body: &[u8],
+    cuts: &[usize],
+    rng: &mut Rng,
+) -> Event {
+    let first = Cursor::start(origin(&job.task, job.format));
+    resume::begin(store, &first).wait().unwrap();
+    let mut cursor = first;
+    for &cut in cuts.iter().chain([&usize::MAX]) {
+        let offset = usize::try_from(cursor.offset()).unwrap();
+        let rest = &body[offset..];
+        let cut = (cut != usize::MAX).then(|| cut.saturating_sub(offset));
+        let chunk = 1 + rng.below(5000) as usize;
+        let (report, events) =
+            attempt(store, job, cursor.clone(), &mut Feed::new(rest, chunk, cut));
+        check_events(&events, cursor.epoch > 1, offset as u64);
+        match cut {
+            None => return report.last,
+            Some(_) => {
+                assert!(
+                    matches!(
+                        report.last,
+                        Event::Failed {
+                            code: ErrorCode::UploadAborted,
+                            ..
+                        }
+                    ),
+                    "{:?}",
+                    report.last
+                );
+                resume::end(store, JOB, cursor.epoch, resume::Outcome::Stopped).unwrap();
+                cursor = claim(store);
+            }
+        }
+    }
+    unreachable!("the last attempt is not cut")
+}
+
+/// Every attempt starts with `accepted`; a resumed one then says `resumed` at its offset;
+/// `committed` offsets only grow.
+fn check_events(events: &[Event], resumed: bool, offset: u64) {
+    assert!(
+        matches!(events.first(), Some(Event::Accepted { .. })),
+        "{events:?}"
+    );
+    if resumed {
+        assert!(
+            matches!(events.get(1), Some(Event::Resumed { offset: at, .. }) if *at == offset),
+            "{:?}",
+            events.get(1)
+        );
+    }
+    let mut last = offset;
+    for event in events {
+        if let Event::Committed { offset, .. } = event {
+            assert!(*offset >= last, "committed offsets go back: {events:?}");
+            last = *offset;
+        }
+    }
+}
+
+/// What the final event says, without what differs between runs (the duration).
+fn outcome(last: &Event) -> Value {
+    let Event::Done {
+        bytes,
+        records,
+        committed,
+        errors,
+        summary,
+        first_errors,
+        sha256,
+        ..
+    } = last
+    else {
+        panic!("the job did not end done: {last:?}")
+    };
+    serde_json::json!({
+        "bytes": bytes, "records": records, "committed": committed, "errors": errors,
+        "summary": summary, "first_errors": first_errors, "sha256": sha256,
+    })
+}
+
+/// Numbers one per line, some of them bad, with multi-byte characters to cut through.
+fn numbers(count: usize) -> Vec<u8> {
+    let mut body = String::new();
+    let mut rng = Rng(7);
+    for i in 0..count {
+        match rng.below(50) {
+            0 => body.push_str("naïve ünïcode\n"),
+            1 => body.push('\n'),
+            _ => body.push_str(&format!("{}.{}\n", rng.below(1_000_000), i % 97)),
+        }
+    }
+    body.into_bytes()
+}
+
+fn uncut(job: &JobSpec, body: &[u8]) -> (tempfile::TempDir, Store, Value) {
+    let (dir, store) = store();
+    let mut rng = Rng(1);
+    let last = cut_and_resume(&store, job, body, &[], &mut rng);
+    (dir, store, outcome(&last))
+}
+
+#[test]
+fn stats_cut_thirty_times_anywhere_gives_the_uncut_figures_bit_for_bit() {
+    let body = numbers(20_000);
+    let job = spec("stats", Some(Format::Lines));
+    let (_dir, _store, expected) = uncut(&job, &body);
+    let mut rng = Rng(42);
+    for round in 0..30 {
+        let (_dir, store) = store();
+        let mut cuts: Vec<usize> = (0..1 + rng.below(3))
+            .map(|_| rng.below(body.len() as u64) as usize)
+            .collect();
+        cuts.sort_unstable();
+        let last = cut_and_resume(&store, &job, &body, &cuts, &mut rng);
+        assert_eq!(outcome(&last), expected, "round {round}, cuts {cuts:?}");
+    }
+}
+
+/// Every port in the store, in key order, as JSON.
+fn all_ports(store: &Store) -> Vec<(String, Value)> {
+    let mut all = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let query = ports::ListQuery {
+            country: None,
+            after: after.as_deref(),
+            limit: ports::MAX_PAGE,
+        };
+        let page = ports::list(store, &query).unwrap();
+        all.extend(
+            page.items
+                .into_iter()
+                .map(|(key, port)| (key, serde_json::to_value(port).unwrap())),
+        );
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return all,
+        }
+    }
+}
+
+fn ports_file() -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/ports.json");
+    std::fs::read(path).unwrap()
+}
+
+#[test]
+fn ports_cut_thirty_times_anywhere_stores_what_one_upload_stores() {
+    let body = ports_file();
+    let job = spec("ports", None);
+    let (_dir, clean, expected) = uncut(&job, &body);
+    let stored = all_ports(&clean);
+    assert_eq!(stored.len(), 1634);
+    let mut rng = Rng(4242);
+    for round in 0..30 {
+        let (_dir, store) = store();
+        let mut cuts: Vec<usize> = (0..1 + rng.below(3))
+            .map(|_| rng.below(body.len() as u64) as usize)
+            .collect();
+        cuts.sort_unstable();
+        let last = cut_and_resume(&store, &job, &body, &cuts, &mut rng);
+        assert_eq!(outcome(&last), expected, "round {round}, cuts {cuts:?}");
+        assert!(
+            all_ports(&store) == stored,
+            "round {round}: the store differs"
+        );
+        assert_eq!(
+            ports::changes::count_changes(&store).unwrap(),
+            ports::changes::count_changes(&clean).unwrap(),
+            "round {round}: the change history differs"
+        );
+    }
+}
+
+#[test]
+fn a_cut_inside_the_first_record_or_the_csv_header_starts_over_cleanly() {
+    let body = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/ports.csv"),
+    )
+    .unwrap();
+    let job = spec("ports", Some(Format::Csv));
+    let (_dir, clean, expected) = uncut(&job, &body);
+    let mut rng = Rng(9);
+    for cut in [0, 1, 10, 100, body.len() / 2, body.len() - 1] {
+        let (_dir, store) = store();
+        let last = cut_and_resume(&store, &job, &body, &[cut], &mut rng);
+        assert_eq!(outcome(&last), expected, "cut at {cut}");
+        assert!(all_ports(&store) == all_ports(&clean), "cut at {cut}");
+    }
+}
+
+#[test]
+fn a_resume_takes_over_the_job_and_the_writer_before_it_is_refused() {
+    let body = numbers(5_000);
+    let job = spec("stats", Some(Format::Lines));
+    let (_dir, _clean, expected) = uncut(&job, &body);
+    let (_dir, store) = store();
+    resume::begin(&store, &Cursor::start(origin("stats", Some(Format::Lines))))
+        .wait()
+        .unwrap();
+    // The first client is still sending when a second one resumes the job.
+    let claimed = std::rc::Rc::new(std::cell::RefCell::new(None));
+    let mut first = Feed::new(&body, 1000, None);
+    let (store2, claimed2) = (store.clone(), claimed.clone());
+    first.before = Some((
+        8,
+        Box::new(move || *claimed2.borrow_mut() = Some(claim(&store2))),
+    ));
+    let start = resume::load(&store, JOB).unwrap().unwrap();
+    let (report, _) = attempt(&store, &job, start, &mut first);
+    let Event::Failed { code, .. } = &report.last else {
+        panic!("{:?}", report.last)
+    };
+    assert_eq!(*code, ErrorCode::TakenOver);
+    let cursor = claimed.borrow_mut().take().unwrap();
+    let offset = usize::try_from(cursor.offset()).unwrap();
+    let (report, _) = attempt(
+        &store,
+        &job,
+        cursor,
+        &mut Feed::new(&body[offset..], 777, None),
+    );
+    assert_eq!(outcome(&report.last), expected);
+}
