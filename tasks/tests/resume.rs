@@ -6,6 +6,8 @@
 //! mid-UTF-8 sequence, inside the first chunk; a resume claims the cursor
 //! ([`resume::claim`]) and feeds the body from the cursor's offset, in other chunk sizes.
 
+#![allow(clippy::unwrap_used)]
+
 use bytes::Bytes;
 use edge_proto::{ErrorCode, Event, Format};
 use edge_tasks::pipeline::{self, Input, JobSpec, Resume, Settings, Source};
