@@ -5,7 +5,9 @@
 //! server's answers go back to the address the client last sent from. Each direction is a
 //! reader thread that stamps datagrams and a writer thread that sends each one when it is
 //! due, joined by a bounded queue: past [`QUEUE_DATAGRAMS`] or [`QUEUE_BYTES`] waiting, a
-//! datagram is dropped (a router's full queue). Dropping the [`Forwarder`] stops its threads.
+//! datagram is dropped (a router's full queue). [`Forwarder::cut`] drops every datagram, both
+//! ways, until it is called again (a Wi-Fi drop, a tunnel, a sleeping laptop). Dropping the
+//! [`Forwarder`] stops its threads.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -29,6 +31,7 @@ const POLL: Duration = Duration::from_millis(50);
 pub struct Forwarder {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
+    cut: Arc<AtomicBool>,
     dropped: Arc<AtomicUsize>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -36,6 +39,8 @@ pub struct Forwarder {
 /// What each direction shares.
 struct Direction {
     stop: Arc<AtomicBool>,
+    /// Drop every datagram (the path is cut).
+    cut: Arc<AtomicBool>,
     dropped: Arc<AtomicUsize>,
     queued: AtomicUsize,
 }
@@ -55,6 +60,7 @@ impl Forwarder {
         back.connect(upstream)?;
         let addr = front.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
+        let cut = Arc::new(AtomicBool::new(false));
         let dropped = Arc::new(AtomicUsize::new(0));
         let client: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
         let (front, back) = (Arc::new(front), Arc::new(back));
@@ -62,6 +68,7 @@ impl Forwarder {
         // Client -> server.
         let up = Arc::new(Direction {
             stop: stop.clone(),
+            cut: cut.clone(),
             dropped: dropped.clone(),
             queued: AtomicUsize::new(0),
         });
@@ -85,6 +92,7 @@ impl Forwarder {
         // Server -> client.
         let down = Arc::new(Direction {
             stop: stop.clone(),
+            cut: cut.clone(),
             dropped: dropped.clone(),
             queued: AtomicUsize::new(0),
         });
@@ -104,6 +112,7 @@ impl Forwarder {
         Ok(Forwarder {
             addr,
             stop,
+            cut,
             dropped,
             threads,
         })
@@ -112,6 +121,13 @@ impl Forwarder {
     /// The address clients connect to.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Cuts the path (`true`: every datagram is dropped, both ways) or mends it. (For the
+    /// end-to-end tests of resumed uploads, which compile this file too.)
+    #[allow(dead_code)]
+    pub fn cut(&self, cut: bool) {
+        self.cut.store(cut, Ordering::Relaxed);
     }
 
     /// Datagrams dropped because a queue was full.
@@ -163,6 +179,10 @@ fn read(
             // ICMP port unreachable and the like: the peer is not there (yet).
             Err(_) => continue,
         };
+        if direction.cut.load(Ordering::Relaxed) {
+            direction.dropped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         let due = Instant::now() + delay;
         if direction.queued.load(Ordering::Relaxed) + n > QUEUE_BYTES {
             direction.dropped.fetch_add(1, Ordering::Relaxed);
@@ -232,6 +252,28 @@ mod tests {
         let (n, from) = client.recv_from(&mut buf).unwrap();
         assert_eq!((&buf[..n], from), (&b"pong"[..], forwarder.addr()));
         assert_eq!(forwarder.dropped(), 0);
+    }
+
+    #[test]
+    fn a_cut_path_drops_everything_until_it_is_mended() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        server
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let forwarder = Forwarder::start(server.local_addr().unwrap(), Duration::ZERO).unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        forwarder.cut(true);
+        client.send_to(b"lost", forwarder.addr()).unwrap();
+        let mut buf = [0u8; 16];
+        assert!(
+            server.recv_from(&mut buf).is_err(),
+            "a cut path delivers nothing"
+        );
+        assert_eq!(forwarder.dropped(), 1);
+        forwarder.cut(false);
+        client.send_to(b"found", forwarder.addr()).unwrap();
+        let (n, _) = server.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"found");
     }
 
     #[test]

@@ -107,7 +107,6 @@ impl Client {
             .unwrap_or_else(|| "the upload".into());
         // A resume sends its body from the offset the server answers (`resumed`).
         let (resumed_tx, resumed_rx) = tokio::sync::oneshot::channel();
-        let mut resumed_tx = Some(resumed_tx);
         let resumed = job.header.resume.is_some().then_some(resumed_rx);
         let send = async {
             let body = Outgoing {
@@ -130,6 +129,8 @@ impl Client {
         };
         let committed = AtomicU64::new(0);
         let receive = async {
+            // Owned here: once the events end without `resumed`, the sender learns it.
+            let mut resumed_tx = Some(resumed_tx);
             let mut notifications = delivery
                 .await
                 .map_err(|_| ClientError::ConnectionLost("the connection closed".into()))??;

@@ -360,12 +360,22 @@ pub(crate) async fn run<B: Body, N: Notify>(
     // that a client that acts on it (asks for the job, sends the next one) finds them.
     if let Some(report) = &report {
         log_report(report);
-        remember(
-            &service,
-            record.end(report.format, &report.last),
-            history::Sync::Now,
-        )
-        .await;
+        // A job taken over goes on elsewhere: its history is the resume's to write.
+        let taken_over = matches!(
+            report.last,
+            Event::Failed {
+                code: ErrorCode::TakenOver,
+                ..
+            }
+        );
+        if !taken_over {
+            remember(
+                &service,
+                record.end(report.format, &report.last),
+                history::Sync::Now,
+            )
+            .await;
+        }
         if let Some(epoch) = epoch {
             crate::resumes::end(&service, &job, epoch, &report.last).await;
         }

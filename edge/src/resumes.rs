@@ -117,19 +117,27 @@ pub(crate) async fn claim(
     grant: &Grant,
     header: &JobHeader,
 ) -> Result<Cursor, Refusal> {
+    // The header is checked against the job before the claim: a resume that is refused
+    // takes nothing over.
     let store = service.store.clone();
-    let (job, sub, admin) = (job.to_owned(), grant.sub.clone(), grant.is_admin());
+    let wanted = job.to_owned();
+    let found = blocking(move || resume::load(&store, &wanted)).await?;
+    let found = found.map_err(|e| refusal(store_code(&e), e.to_string()))?;
+    if let Some(found) = &found {
+        check_header(&found.origin, header)?;
+    }
+    let store = service.store.clone();
+    let (wanted, sub, admin) = (job.to_owned(), grant.sub.clone(), grant.is_admin());
     let window = service.resume_window;
-    let claimed = tokio::task::spawn_blocking(move || {
+    let claimed = blocking(move || {
         let claimant = Claimant {
             sub: &sub,
             admin,
             window,
         };
-        resume::claim(&store, &job, claimant)
+        resume::claim(&store, &wanted, claimant)
     })
-    .await
-    .map_err(|e| refusal(ErrorCode::Internal, format!("the resume stopped: {e}")))?;
+    .await?;
     let cursor = claimed.map_err(|e| refusal(e.code(), e.to_string()))?;
     check_header(&cursor.origin, header)?;
     service
@@ -139,9 +147,27 @@ pub(crate) async fn claim(
     Ok(cursor)
 }
 
-/// A resume's header, with what the job started with: its parameters, format, name, size
-/// and declared digest (the header's own are not used: the job goes on as it started).
+/// Runs `work` (a store's blocking call) off the async runtime.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Refusal> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| refusal(ErrorCode::Internal, format!("the resume stopped: {e}")))
+}
+
+/// The code a store failure ends a resume with.
+fn store_code(e: &edge_tasks::store::StoreError) -> ErrorCode {
+    match e.is_unavailable() {
+        true => ErrorCode::StoreUnavailable,
+        false => ErrorCode::StoreError,
+    }
+}
+
+/// A resume's header, with what the job started with: its task, parameters, format, name,
+/// size and declared digest (the header's own are not used: the job goes on as it started).
 pub(crate) fn as_started(mut header: JobHeader, origin: &Origin) -> JobHeader {
+    header.task = origin.task.clone();
     header.params = origin.params.clone();
     header.format = origin.format;
     header.name = origin.name.clone();
@@ -190,9 +216,10 @@ fn now_ms() -> u64 {
     u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// A resume's header must name the job's task, and may not declare another digest.
+/// A resume's header must name the job's task (or none: `edge-client resume` does not know
+/// it), and may not declare another digest.
 fn check_header(origin: &Origin, header: &JobHeader) -> Result<(), Refusal> {
-    if header.task != origin.task {
+    if !header.task.is_empty() && header.task != origin.task {
         return Err(refusal(
             ErrorCode::BadHeader,
             format!(
@@ -229,11 +256,10 @@ pub(crate) async fn begin(service: &Service, cursor: &Cursor) -> Result<(), Refu
         .answer()
         .await
         .map_err(|e| {
-            let code = match e.is_unavailable() {
-                true => ErrorCode::StoreUnavailable,
-                false => ErrorCode::StoreError,
-            };
-            refusal(code, format!("cannot store the job's cursor: {e}"))
+            refusal(
+                store_code(&e),
+                format!("cannot store the job's cursor: {e}"),
+            )
         })
 }
 

@@ -39,8 +39,17 @@ impl ServeProcess {
 
     /// Starts `edge serve --listen ADDR` (e.g. again on the port of one that was killed).
     pub(crate) fn start_on(dir: &Path, listen: std::net::SocketAddr) -> ServeProcess {
+        ServeProcess::start_on_with(dir, listen, &[])
+    }
+
+    /// [`ServeProcess::start_on`] with extra environment variables.
+    pub(crate) fn start_on_with(
+        dir: &Path,
+        listen: std::net::SocketAddr,
+        env: &[(&str, &Path)],
+    ) -> ServeProcess {
         let listen = listen.to_string();
-        ServeProcess::spawn(dir, &[], &[], "warn", Stdio::inherit(), &listen)
+        ServeProcess::spawn(dir, &[], env, "warn", Stdio::inherit(), &listen)
     }
 
     fn spawn(

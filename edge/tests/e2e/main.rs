@@ -27,6 +27,7 @@ mod postgres;
 mod postgres_blobs;
 mod primes;
 mod readme;
+mod resume;
 mod sources;
 mod tcp;
 mod url_sources;

@@ -1,0 +1,404 @@
+//! Resuming cut-off jobs over the real binaries: `edge-client` killed mid-upload and resumed
+//! with `edge-client resume JOB FILE`; the server killed (`kill -9`) and restarted, and the
+//! path cut (a UDP forwarder that drops everything for a while), with `edge-client upload`
+//! resuming by itself; two clients resuming one job at once; a resume with another file.
+//! After each, the `stats` figures (bit for bit) and the store equal one clean upload's.
+//!
+//! Where the cuts land inside the body (mid-record, mid-UTF-8, between a commit and its
+//! event) is covered byte by byte by the pipeline's own resume tests (tasks/tests/resume.rs,
+//! thirty random cuts per task); here the cuts are the real ones a user meets, at random
+//! moments of an upload.
+
+use crate::binary::ServeProcess;
+use crate::util::*;
+use edge_proto::{ErrorCode, Event};
+use edge_tasks::stats::Welford;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The benchmark's forwarder, compiled into these tests too (one copy of the code).
+#[allow(dead_code)]
+#[path = "../../../bench/src/forwarder.rs"]
+mod forwarder;
+
+/// How long any one wait of these tests may take.
+const PATIENCE: Duration = Duration::from_secs(120);
+
+/// The server's receive window on the slow path: with [`ONE_WAY`] each way, about 3 MB/s,
+/// so that an upload of a few MB runs long enough to be cut at a random moment.
+const WINDOW: u64 = 64 * 1024;
+
+/// The delay of the slow path each way.
+const ONE_WAY: Duration = Duration::from_millis(10);
+
+/// Lines of the numbers files: about 6 MB.
+const LINES: usize = 700_000;
+
+/// A server whose receive window stays at [`WINDOW`], with `tune` applied too.
+async fn slow_server(tune: impl FnOnce(&mut edge::config::Config)) -> TestServer {
+    TestServer::start_with(|config| {
+        config.transport.connection_receive_window = WINDOW;
+        config.transport.connection_receive_window_max = WINDOW;
+        tune(config);
+    })
+    .await
+}
+
+/// `edge-client`'s exit code for a job `done` with record errors (the numbers files have a
+/// few bad lines).
+const RECORD_ERRORS: i32 = 1;
+
+/// Numbers one per line: `lines` of them, with a few multi-byte characters in bad lines (so
+/// that cuts land inside UTF-8 sequences too), and the figures `stats` must end with.
+fn numbers(dir: &Path, lines: usize, seed: u64) -> (PathBuf, serde_json::Value) {
+    let mut text = String::with_capacity(lines * 10);
+    let mut figures = Welford::default();
+    let mut x = seed | 1;
+    for i in 0..lines {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if i % 997 == 5 {
+            text.push_str("nöt ä nümber\n");
+            continue;
+        }
+        let value = format!("{}.{}", x % 100_000, i % 89);
+        figures.push(value.parse().unwrap());
+        text.push_str(&value);
+        text.push('\n');
+    }
+    let path = dir.join(format!("numbers-{seed}.txt"));
+    std::fs::write(&path, text).unwrap();
+    (path, figures.to_json())
+}
+
+/// A running `edge-client`, its stdout (`--json` events) read line by line on a thread.
+struct ClientProcess {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<Event>,
+}
+
+impl ClientProcess {
+    fn start(args: &[String]) -> ClientProcess {
+        let mut child = Command::new(client_binary())
+            .args(args)
+            .env_remove("EDGE_SERVER")
+            .env_remove("EDGE_CA")
+            .env_remove("EDGE_TOKEN")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("edge-client starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        ClientProcess {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads events until one satisfies `wanted` (which it returns).
+    fn until(&mut self, what: &str, mut wanted: impl FnMut(&Event) -> bool) -> Event {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| {
+                panic!(
+                    "no {what} from edge-client; last seen: {:?}",
+                    self.seen.last()
+                )
+            });
+            let event = Event::from_line(line.as_bytes()).unwrap();
+            self.seen.push(event.clone());
+            if wanted(&event) {
+                return event;
+            }
+        }
+    }
+
+    /// Waits for the client to exit; returns its status and every event it printed.
+    fn finish(mut self) -> (ExitStatus, Vec<Event>) {
+        let deadline = Instant::now() + PATIENCE;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "edge-client did not end; last seen: {:?}",
+                self.seen.last()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(Event::from_line(line.as_bytes()).unwrap());
+        }
+        (status, std::mem::take(&mut self.seen))
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ClientProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `edge-client COMMAND.. --json --server SERVER --ca CA --token TOKEN`.
+fn client_args(command: &[&str], server: &str, ca: &Path, token: &str) -> Vec<String> {
+    let mut args: Vec<String> = command.iter().map(|s| s.to_string()).collect();
+    args.extend([
+        "--json".into(),
+        "--server".into(),
+        server.into(),
+        "--ca".into(),
+        ca.display().to_string(),
+        "--token".into(),
+        token.into(),
+    ]);
+    args
+}
+
+fn accepted_job(event: &Event) -> String {
+    let Event::Accepted { job, .. } = event else {
+        panic!("not accepted: {event:?}")
+    };
+    job.clone()
+}
+
+fn committed_some(event: &Event) -> bool {
+    matches!(event, Event::Committed { records, .. } if *records > 0)
+}
+
+/// The last event, which must be `done`; its summary.
+fn done_summary(events: &[Event]) -> serde_json::Value {
+    match events.last() {
+        Some(Event::Done { summary, .. }) => summary.clone(),
+        other => panic!("the job did not end done: {other:?}"),
+    }
+}
+
+fn resumed_at(events: &[Event]) -> Vec<u64> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Resumed { offset, .. } => Some(*offset),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_client_resumes_with_edge_client_resume_and_the_figures_are_exact() {
+    let server = slow_server(|_| {}).await;
+    let path = forwarder::Forwarder::start(server.addr, ONE_WAY).unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let (file, expected) = numbers(files.path(), LINES, 11);
+    let (other, _) = numbers(files.path(), LINES, 12);
+    let address = format!("https://{}", path.addr());
+    let token = server.token(ALL_SCOPES);
+    let args = |command: &[&str]| client_args(command, &address, &server.ca(), &token);
+    let path = file.display().to_string();
+    for round in 0..3 {
+        let mut upload = ClientProcess::start(&args(&["upload", "--task", "stats", &path]));
+        let job = accepted_job(&upload.until("accepted", |e| matches!(e, Event::Accepted { .. })));
+        let mut commits = 0;
+        upload.until("commits", |e| {
+            commits += u32::from(committed_some(e));
+            commits > round
+        });
+        // kill -9 of the client: the server keeps the job attached until its idle timeout;
+        // the resume takes it over at once.
+        upload.kill();
+        if round == 0 {
+            // Another file is refused: its digest is not the job's.
+            let other = other.display().to_string();
+            let (status, events) = ClientProcess::start(&args(&["resume", &job, &other])).finish();
+            assert!(!status.success());
+            assert!(
+                matches!(
+                    events.last(),
+                    Some(Event::Rejected {
+                        code: ErrorCode::DigestMismatch,
+                        ..
+                    })
+                ),
+                "{:?}",
+                events.last()
+            );
+            // Without a digest, the client sees that the first bytes differ and sends nothing.
+            let out = run_client(
+                &address,
+                &server.ca(),
+                &token,
+                ["resume", &job, &other, "--no-digest", "--json"],
+            );
+            assert!(!out.status.success());
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr.contains("digest_mismatch") && stderr.contains("does not start with"),
+                "{stderr}"
+            );
+        }
+        let (status, events) = ClientProcess::start(&args(&["resume", &job, &path])).finish();
+        assert_eq!(status.code(), Some(RECORD_ERRORS), "{:?}", events.last());
+        let offsets = resumed_at(&events);
+        assert!(
+            offsets.len() == 1 && offsets[0] > 0,
+            "round {round}: {offsets:?}"
+        );
+        assert_eq!(done_summary(&events), expected, "round {round}");
+        assert!(
+            matches!(events.last(), Some(Event::Done { bytes, .. }) if *bytes == std::fs::metadata(&file).unwrap().len()),
+            "{:?}",
+            events.last()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_resume_one_job_at_once_and_one_of_them_finishes_it_exactly() {
+    let server = slow_server(|_| {}).await;
+    let path = forwarder::Forwarder::start(server.addr, ONE_WAY).unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let (file, expected) = numbers(files.path(), LINES, 21);
+    let address = format!("https://{}", path.addr());
+    let token = server.token(ALL_SCOPES);
+    let args = |command: &[&str]| client_args(command, &address, &server.ca(), &token);
+    let path = file.display().to_string();
+    let mut upload = ClientProcess::start(&args(&["upload", "--task", "stats", &path]));
+    let job = accepted_job(&upload.until("accepted", |e| matches!(e, Event::Accepted { .. })));
+    upload.until("a commit", committed_some);
+    upload.kill();
+    let first = ClientProcess::start(&args(&["resume", &job, &path]));
+    let second = ClientProcess::start(&args(&["resume", &job, &path]));
+    let (a, b) = (first.finish(), second.finish());
+    let finals: Vec<&Event> = [&a.1, &b.1]
+        .iter()
+        .filter_map(|events| events.last())
+        .collect();
+    let done: Vec<&&Event> = finals
+        .iter()
+        .filter(|e| matches!(e, Event::Done { .. }))
+        .collect();
+    assert_eq!(done.len(), 1, "exactly one finishes: {finals:?}");
+    let Event::Done { summary, .. } = done[0] else {
+        unreachable!()
+    };
+    assert_eq!(summary, &expected);
+    let other = finals
+        .iter()
+        .find(|e| !matches!(e, Event::Done { .. }))
+        .unwrap();
+    assert!(
+        matches!(
+            other,
+            Event::Failed {
+                code: ErrorCode::TakenOver,
+                ..
+            } | Event::Rejected {
+                code: ErrorCode::ResumeExpired,
+                ..
+            }
+        ),
+        "the other is taken over (or finds the job finished): {other:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_resumes_by_itself_after_the_server_is_killed_and_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let (file, expected) = numbers(files.path(), LINES, 31);
+    let window = WINDOW.to_string();
+    let env = [
+        (
+            "EDGE_TRANSPORT_CONNECTION_RECEIVE_WINDOW",
+            Path::new(&window),
+        ),
+        (
+            "EDGE_TRANSPORT_CONNECTION_RECEIVE_WINDOW_MAX",
+            Path::new(&window),
+        ),
+    ];
+    let mut server = ServeProcess::start_on_with(dir.path(), "127.0.0.1:0".parse().unwrap(), &env);
+    let addr = server.addr();
+    let path = forwarder::Forwarder::start(addr, ONE_WAY).unwrap();
+    let config = server.client_config_for(dir.path(), "stats:write");
+    let args = client_args(
+        &["upload", "--task", "stats", &file.display().to_string()],
+        &format!("https://{}", path.addr()),
+        config.ca.as_deref().unwrap(),
+        config.token.as_deref().unwrap(),
+    );
+    let mut upload = ClientProcess::start(&args);
+    upload.until("accepted", |e| matches!(e, Event::Accepted { .. }));
+    for cut in 0..2 {
+        upload.until("a commit", committed_some);
+        // kill -9, and the server again on the same port with the same data dir.
+        drop(server);
+        server = ServeProcess::start_on_with(dir.path(), addr, &env);
+        let resumed = Instant::now();
+        upload.until("resumed", |e| matches!(e, Event::Resumed { .. }));
+        println!(
+            "cut {cut}: resumed {:?} after the server was back",
+            resumed.elapsed()
+        );
+    }
+    let (status, events) = upload.finish();
+    assert_eq!(status.code(), Some(RECORD_ERRORS), "{:?}", events.last());
+    assert_eq!(done_summary(&events), expected);
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_that_drops_every_packet_for_a_while_is_resumed_and_the_store_is_exact() {
+    // A short idle timeout: both ends give the connection up 2 s into the cut.
+    let server = slow_server(|config| config.transport.idle_timeout_secs = 2).await;
+    let files = tempfile::tempdir().unwrap();
+    let records = 40_000;
+    let file = files.path().join("ports.ndjson");
+    std::fs::write(&file, synthetic_ports_ndjson(records)).unwrap();
+    let path = forwarder::Forwarder::start(server.addr, ONE_WAY).unwrap();
+    let token = server.token(ALL_SCOPES);
+    let args = client_args(
+        &["upload", "--task", "ports", &file.display().to_string()],
+        &format!("https://{}", path.addr()),
+        &server.ca(),
+        &token,
+    );
+    let mut upload = ClientProcess::start(&args);
+    upload.until("a commit", committed_some);
+    path.cut(true);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    path.cut(false);
+    upload.until("resumed", |e| matches!(e, Event::Resumed { .. }));
+    let (status, events) = upload.finish();
+    assert!(status.success(), "{:?}", events.last());
+    assert!(
+        matches!(events.last(), Some(Event::Done { committed, errors: 0, summary, .. })
+            if *committed == records as u64 && summary["inserted"] == records),
+        "{:?}",
+        events.last()
+    );
+    let dir = server.stop().await;
+    let stored = all_ports(&dir.path().join("data/edge.redb"));
+    assert_eq!(stored.len(), records);
+}
