@@ -19,10 +19,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// The benchmark's forwarder, compiled into these tests too (one copy of the code).
-#[allow(dead_code)]
-#[path = "../../../bench/src/forwarder.rs"]
-mod forwarder;
+use crate::window::forwarder;
 
 /// How long any one wait of these tests may take.
 const PATIENCE: Duration = Duration::from_secs(120);

@@ -10,7 +10,7 @@ use std::time::Duration;
 /// The benchmark's forwarder, compiled into these tests too (one copy of the code).
 #[allow(dead_code)]
 #[path = "../../../bench/src/forwarder.rs"]
-mod forwarder;
+pub(crate) mod forwarder;
 
 const KIB: u64 = 1024;
 
