@@ -11,6 +11,9 @@
 //! | `GET /v1/jobs?limit=&before=` | job history, most recent first |
 //! | `GET /v1/jobs/{id}` | one job's record, or `404` |
 //! | `GET /v1/jobs/{id}/events?after=N` | the job's events, replayed then live (NDJSON, or SSE by `Accept`) |
+//! | `HEAD /v1/uploads/{id}` | a cut-off job's `Upload-Offset` (where its body goes on), `204` |
+//! | `PATCH /v1/uploads/{id}` | the rest of its body from `Upload-Offset`: the job goes on, `200` NDJSON; `409` on another offset |
+//! | `DELETE /v1/uploads/{id}` | cancels it (`204`) |
 //! | `GET /v1/tasks` | every task with its formats and record schema |
 //! | `POST /v1/login` | a name and a password (JSON or form) for a token with the user's scopes |
 //! | `GET /healthz` | `200 {"status":"ok"}`, `503` while draining |
@@ -25,6 +28,7 @@ mod login;
 mod page;
 mod read;
 mod respond;
+mod resumable;
 mod routes;
 mod upload;
 

@@ -19,6 +19,8 @@ pub(super) fn status_of(code: ErrorCode) -> StatusCode {
             StatusCode::UNAUTHORIZED
         }
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::ResumeExpired => StatusCode::NOT_FOUND,
+        ErrorCode::NotResumable | ErrorCode::TakenOver => StatusCode::CONFLICT,
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::LimitExceeded => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::HeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,

@@ -7,7 +7,7 @@ use super::read::{
 };
 use super::respond::{refuse, refuse_job, refuse_method, respond};
 use super::upload::upload;
-use super::{content, events, login, page};
+use super::{content, events, login, page, resumable};
 use super::{Resolver, Stream};
 use crate::auth::{delete_scope, ADMIN_SCOPE, JOBS_READ_SCOPE, SOURCES_READ_SCOPE};
 use crate::service::Service;
@@ -45,6 +45,9 @@ enum Route<'a> {
     Jobs,
     /// `GET` one job's record; `PUT`/`POST` a job of the task named.
     Job(&'a str),
+    /// A resumable job's upload resource, `/v1/uploads/{id}`: `HEAD` its offset, `PATCH`
+    /// the rest of its body, `DELETE` to cancel it.
+    Upload(&'a str),
 }
 
 impl<'a> Route<'a> {
@@ -60,6 +63,7 @@ impl<'a> Route<'a> {
             ["v1", "jobs", id_or_task] => Route::Job(id_or_task),
             ["v1", "jobs", id, "revert"] => Route::Revert(id),
             ["v1", "jobs", id, "events"] => Route::JobEvents(id),
+            ["v1", "uploads", id] => Route::Upload(id),
             ["v1", task] => Route::Items(registry.find(task)?.reads?),
             ["v1", task, key] => {
                 let plugin = registry.find(task)?;
@@ -78,6 +82,7 @@ impl<'a> Route<'a> {
     fn allow(self) -> &'static str {
         match self {
             Route::Job(_) => "GET, HEAD, PUT, POST",
+            Route::Upload(_) => "GET, HEAD, PATCH, DELETE",
             Route::Login => "POST",
             Route::Revert(_) => "POST",
             Route::Item(_, reads, _) if reads.delete.is_some() => "GET, HEAD, DELETE",
@@ -88,6 +93,7 @@ impl<'a> Route<'a> {
     fn allows(self, method: &Method) -> bool {
         match self {
             Route::Job(_) if method == Method::PUT || method == Method::POST => true,
+            Route::Upload(_) if method == Method::PATCH || method == Method::DELETE => true,
             Route::Revert(_) | Route::Login => method == Method::POST,
             Route::Item(_, reads, _) if method == Method::DELETE => reads.delete.is_some(),
             _ => method == Method::GET || method == Method::HEAD,
@@ -237,6 +243,16 @@ pub(crate) async fn route(request: Request<()>, mut stream: Stream, connection: 
             upload(request, stream, task, grant, service, window, shutdown).await
         }
         Route::Job(id) => read_job(&mut stream, &service, percent_decode(id), &grant).await,
+        Route::Upload(id) if method == Method::PATCH => {
+            let id = percent_decode(id);
+            resumable::append(request, stream, id, grant, service, window, shutdown).await
+        }
+        Route::Upload(id) if method == Method::DELETE => {
+            resumable::cancel(&mut stream, &service, percent_decode(id), &grant).await
+        }
+        Route::Upload(id) => {
+            resumable::offset(&mut stream, &service, percent_decode(id), &grant).await
+        }
     }
 }
 

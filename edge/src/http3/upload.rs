@@ -7,13 +7,15 @@ use super::routes::parse_query;
 use super::Stream;
 use crate::auth::Grant;
 use crate::jobs::{self, Body, Broken, Either, Notify, Pumped, Refusal};
+use crate::limits::Admission;
 use crate::service::Service;
 use crate::shutdown::Shutdown;
 use crate::window::ConnectionWindow;
 use bytes::Bytes;
 use edge_proto::{ErrorCode, Format};
-use edge_tasks::pipeline::JobSpec;
+use edge_tasks::pipeline::{JobSpec, Resume};
 use edge_tasks::task::UploadInfo;
+use edge_tasks::{Plugin, Task};
 use http::{Request, Response, StatusCode};
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -84,15 +86,6 @@ pub(super) async fn upload(
         Ok(started) => started,
         Err(refusal) => return refuse_job(&mut stream, &service, refusal).await,
     };
-    let response = Response::builder()
-        .status(StatusCode::OK)
-        .header("content-type", "application/x-ndjson")
-        .body(())
-        .expect("a response of static parts is valid");
-    stream.take_body().await;
-    if stream.send_response(response).await.is_err() {
-        return;
-    }
     let spec = JobSpec {
         job,
         upload_stream: None,
@@ -104,28 +97,95 @@ pub(super) async fn upload(
         unchanged: source.as_ref().is_some_and(|opened| opened.unchanged),
         sha256: upload.sha256,
     };
-    let span = tracing::info_span!("job", job = %spec.job, task = plugin.name, sub = %grant.sub);
-    debug!(parent: &span, sub = %grant.sub, transport = stream.transport, "HTTP upload accepted");
-    let transport = stream.transport;
     let resume = crate::resumes::cursor(
         &service,
         &spec,
         plugin,
         &grant,
         &upload.params,
-        transport,
+        stream.transport,
         None,
     );
+    let job = Serving {
+        spec,
+        plugin,
+        task: job_task,
+        grant,
+        admission,
+        resume,
+        declared: upload.size,
+    };
+    serve(
+        stream,
+        job,
+        source.map(|opened| opened.body),
+        service,
+        window,
+        shutdown,
+    )
+    .await
+}
+
+/// A job that starts (or goes on) on an HTTP request.
+pub(super) struct Serving {
+    pub spec: JobSpec,
+    pub plugin: &'static Plugin,
+    pub task: Box<dyn Task>,
+    pub grant: Grant,
+    /// Its place in its subject's limits, held until its final event.
+    pub admission: Admission,
+    /// Its cursor, when it can be resumed.
+    pub resume: Option<Resume>,
+    /// The request body's content-length.
+    pub declared: Option<u64>,
+}
+
+/// Answers 200 with the job's events as NDJSON (and, for a job that can be resumed, its
+/// upload resource in `Location`), and runs the job on the request body (or on `source`,
+/// a body the server reads itself) while it arrives.
+pub(super) async fn serve(
+    mut stream: Stream,
+    job: Serving,
+    source: Option<crate::sources::SourceBody>,
+    service: Arc<Service>,
+    window: Option<Arc<ConnectionWindow>>,
+    shutdown: Shutdown,
+) {
+    let Serving {
+        spec,
+        plugin,
+        task,
+        grant,
+        admission,
+        resume,
+        declared,
+    } = job;
+    let mut response = Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/x-ndjson");
+    if resume.is_some() {
+        response = response.header("location", super::resumable::location(&spec.job));
+    }
+    let response = response
+        .body(())
+        .expect("a response of static parts is valid");
+    stream.take_body().await;
+    if stream.send_response(response).await.is_err() {
+        return;
+    }
+    let span = tracing::info_span!("job", job = %spec.job, task = plugin.name, sub = %grant.sub);
+    debug!(parent: &span, sub = %grant.sub, transport = stream.transport, "HTTP upload accepted");
+    let transport = stream.transport;
     let (send, recv) = stream.split();
     let mut request = RequestBody {
         recv,
-        declared: upload.size,
+        declared,
         received: 0,
         malformed: false,
         window,
     };
     let mut body = match source {
-        Some(opened) => Either::Source(opened.body),
+        Some(source) => Either::Source(source),
         None => Either::Upload(&mut request),
     };
     let run = jobs::run(
@@ -134,7 +194,7 @@ pub(super) async fn upload(
         admission,
         spec,
         plugin,
-        job_task,
+        task,
         &mut body,
         Bytes::new(),
         ResponseBody { send },
@@ -160,7 +220,7 @@ pub(super) async fn upload(
 
 /// `413` when the content-length announces more than `limits.max_upload_bytes`, before the
 /// job starts (without one, the job fails `limit_exceeded` where the body passes it).
-fn check_size(size: Option<u64>, max: Option<u64>) -> Result<(), Refusal> {
+pub(super) fn check_size(size: Option<u64>, max: Option<u64>) -> Result<(), Refusal> {
     match (size, max) {
         (Some(size), Some(max)) if size > max => Err(Refusal {
             code: ErrorCode::LimitExceeded,
@@ -261,7 +321,7 @@ impl UploadRequest {
 
 /// The SHA-256 a request declares for its body, RFC 9530: `Repr-Digest` (or
 /// `Content-Digest`) `sha-256=:<base64>:`, other algorithms ignored.
-fn declared_digest(headers: &http::HeaderMap) -> Result<Option<String>, Refusal> {
+pub(super) fn declared_digest(headers: &http::HeaderMap) -> Result<Option<String>, Refusal> {
     use base64::Engine as _;
     let value = ["repr-digest", "content-digest"]
         .iter()

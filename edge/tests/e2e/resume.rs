@@ -399,3 +399,218 @@ async fn a_path_that_drops_every_packet_for_a_while_is_resumed_and_the_store_is_
     let stored = all_ports(&dir.path().join("data/edge.redb"));
     assert_eq!(stored.len(), records);
 }
+
+/// A curl upload cut off, then resumed as docs/PROTOCOL.md shows: `HEAD` the upload
+/// resource for `Upload-Offset`, then `tail -c +N file | curl -X PATCH -T - ...` with it.
+struct CurlResume<'a> {
+    curl: &'a Path,
+    /// `--http1.1`, `--http2` or `--http3-only`.
+    protocol: &'a str,
+    base: String,
+    ca: PathBuf,
+    token: String,
+}
+
+impl CurlResume<'_> {
+    fn command(&self) -> Command {
+        let mut command = Command::new(self.curl);
+        command
+            .args(["-sS", self.protocol, "--cacert"])
+            .arg(&self.ca)
+            .args(["-H", &format!("authorization: Bearer {}", self.token)]);
+        command
+    }
+
+    /// Starts uploading `file` at a limited rate, reads its events until a commit, kills
+    /// curl; returns the job.
+    fn cut_upload(&self, file: &Path) -> String {
+        let mut child = self
+            .command()
+            .args(["--limit-rate", "1M", "-T"])
+            .arg(file)
+            .arg(format!("{}/v1/jobs/stats?format=lines", self.base))
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("curl starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut job = None;
+        for line in BufReader::new(stdout).lines() {
+            let event = Event::from_line(line.unwrap().as_bytes()).unwrap();
+            if let Event::Accepted { job: id, .. } = &event {
+                job = Some(id.clone());
+            }
+            if committed_some(&event) {
+                break;
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        job.expect("the upload was accepted")
+    }
+
+    /// `HEAD /v1/uploads/{job}`: the status and the `Upload-Offset`.
+    fn offset(&self, job: &str) -> (u16, Option<u64>) {
+        let out = self
+            .command()
+            .args(["-I", &format!("{}/v1/uploads/{job}", self.base)])
+            .output()
+            .unwrap();
+        let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+        let status = head
+            .lines()
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let offset = head
+            .lines()
+            .find_map(|l| l.strip_prefix("upload-offset:"))
+            .and_then(|v| v.trim().parse().ok());
+        (status, offset)
+    }
+
+    /// `PATCH` from `offset` with the file's bytes from `from` on; returns curl's stdout.
+    fn append(&self, job: &str, file: &Path, offset: u64, from: u64) -> String {
+        let tail = Command::new("tail")
+            .arg("-c")
+            .arg(format!("+{}", from + 1))
+            .arg(file)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = self
+            .command()
+            .args(["-X", "PATCH", "-T", "-"])
+            .args(["-H", &format!("upload-offset: {offset}")])
+            .args(["-H", "upload-complete: ?1"])
+            .arg(format!("{}/v1/uploads/{job}", self.base))
+            .stdin(tail.stdout.unwrap())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Cuts an upload of `file`, checks that a wrong offset is refused with `409`, resumes it
+    /// and returns the final event; then cuts another and cancels it with `DELETE`.
+    fn round(&self, file: &Path) -> Event {
+        let job = self.cut_upload(file);
+        let (status, offset) = self.offset(&job);
+        assert_eq!(status, 204, "{}", self.protocol);
+        let offset = offset.expect("HEAD answers Upload-Offset");
+        assert!(offset > 0, "a commit came before the cut");
+        let refused = self.append(&job, file, offset + 1, offset + 1);
+        assert!(
+            refused.contains("mismatching-upload-offset")
+                && refused.contains(&format!("\"expected-offset\":{offset}")),
+            "{refused}"
+        );
+        let out = self.append(&job, file, offset, offset);
+        let events: Vec<Event> = out
+            .lines()
+            .map(|l| Event::from_line(l.as_bytes()).unwrap())
+            .collect();
+        assert_eq!(resumed_at(&events), [offset], "{}", self.protocol);
+        // A job cancelled through its upload resource can no longer be resumed.
+        let other = self.cut_upload(file);
+        let out = self
+            .command()
+            .args(["-X", "DELETE", "-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!("{}/v1/uploads/{other}", self.base))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "204");
+        assert_eq!(self.offset(&other).0, 404);
+        events.last().cloned().expect("events came")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_over_tcp_resumes_with_head_and_patch_as_the_draft_says() {
+    let server = slow_server(|_| {}).await;
+    let files = tempfile::tempdir().unwrap();
+    let (file, expected) = numbers(files.path(), LINES, 41);
+    let base = format!("https://127.0.0.1:{}", server.addr.port());
+    let (ca, token) = (server.ca(), server.token(ALL_SCOPES));
+    let last = tokio::task::spawn_blocking(move || {
+        let mut finals = Vec::new();
+        for protocol in ["--http1.1", "--http2"] {
+            let curl = CurlResume {
+                curl: Path::new("curl"),
+                protocol,
+                base: base.clone(),
+                ca: ca.clone(),
+                token: token.clone(),
+            };
+            finals.push(curl.round(&file));
+        }
+        finals
+    })
+    .await
+    .unwrap();
+    for last in last {
+        let Event::Done { summary, .. } = &last else {
+            panic!("{last:?}")
+        };
+        assert_eq!(summary, &expected);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(has_h3curl),
+    ignore = "needs an HTTP/3 curl: set EDGE_TEST_CURL (see README)"
+)]
+async fn curl_over_http3_resumes_with_head_and_patch() {
+    let server = slow_server(|_| {}).await;
+    let files = tempfile::tempdir().unwrap();
+    let (file, expected) = numbers(files.path(), LINES, 51);
+    let base = format!("https://127.0.0.1:{}", server.addr.port());
+    let (ca, token) = (server.ca(), server.token(ALL_SCOPES));
+    let curl = crate::http3::h3curl().expect("the test is ignored without an HTTP/3 curl");
+    let last = tokio::task::spawn_blocking(move || {
+        let resume = CurlResume {
+            curl: &curl,
+            protocol: "--http3-only",
+            base,
+            ca,
+            token,
+        };
+        resume.round(&file)
+    })
+    .await
+    .unwrap();
+    let Event::Done { summary, .. } = &last else {
+        panic!("{last:?}")
+    };
+    assert_eq!(summary, &expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_upload_names_its_upload_resource() {
+    let server = TestServer::start().await;
+    let (ca, token, port) = (server.ca(), server.token(ALL_SCOPES), server.addr.port());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("curl")
+            .args(["-sS", "-i", "--http2", "--cacert"])
+            .arg(&ca)
+            .args(["-H", &format!("authorization: Bearer {token}")])
+            .args(["--data-binary", "1\n2\n"])
+            .arg(format!(
+                "https://127.0.0.1:{port}/v1/jobs/stats?format=lines"
+            ))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    let job = text
+        .lines()
+        .find_map(|l| Event::from_line(l.as_bytes()).ok())
+        .map(|e| accepted_job(&e))
+        .unwrap();
+    assert!(
+        text.contains(&format!("location: /v1/uploads/{job}")),
+        "{text}"
+    );
+}

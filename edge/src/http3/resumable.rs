@@ -1,0 +1,366 @@
+//! Resumable uploads over HTTP, after the IETF draft "Resumable Uploads for HTTP"
+//! (draft-ietf-httpbis-resumable-upload-09): every job whose body can be resumed has an
+//! upload resource, `/v1/uploads/{job}`, which its response names in `Location`.
+//!
+//! - `HEAD` answers `Upload-Offset`: where the body goes on (the byte after the job's last
+//!   committed record, which may be before the last byte the server received: what came
+//!   after it was not kept), with `Upload-Complete: ?0` while the job can go on.
+//! - `PATCH` with `Upload-Offset` (which must be that offset: else `409` with the draft's
+//!   `mismatching-upload-offset` problem) and `Upload-Complete: ?1` sends the rest of the
+//!   body: the job goes on (the same events as an upload, `resumed` after `accepted`).
+//! - `DELETE` cancels the job: what it committed stays, and it can no longer be resumed.
+//! - `GET` answers the same as `HEAD`, with a JSON body, for a person.
+//!
+//! The draft's other ways (an upload created with `Upload-Complete: ?0` and completed in
+//! several appends) are not taken: an append must complete the upload.
+
+use super::respond::refuse_job;
+use super::upload::{check_size, declared_digest, serve, Serving};
+use super::Stream;
+use crate::auth::Grant;
+use crate::jobs::{self, Refusal};
+use crate::service::Service;
+use crate::shutdown::Shutdown;
+use crate::window::ConnectionWindow;
+use bytes::Bytes;
+use edge_proto::{ErrorCode, Event, JobHeader};
+use edge_tasks::history::{self, JobRecord};
+use edge_tasks::pipeline::{JobSpec, Resume};
+use edge_tasks::resume::{self, Cursor, Outcome};
+use edge_tasks::task::UploadInfo;
+use http::{Request, Response, StatusCode};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// The problem type of an `Upload-Offset` that is not the resource's (the draft's §4.4).
+const MISMATCHING_OFFSET: &str =
+    "https://iana.org/assignments/http-problem-types#mismatching-upload-offset";
+
+/// The upload resource of job `job`.
+pub(super) fn location(job: &str) -> String {
+    format!("/v1/uploads/{job}")
+}
+
+/// `HEAD` (and `GET`) `/v1/uploads/{job}`: where the body goes on.
+pub(super) async fn offset(stream: &mut Stream, service: &Service, job: String, grant: &Grant) {
+    let cursor = match owned_cursor(service, &job, grant).await {
+        Ok(cursor) => cursor,
+        Err(refusal) => return refuse_job(stream, service, refusal).await,
+    };
+    let mut headers = vec![
+        ("upload-offset", cursor.offset().to_string()),
+        ("upload-complete", "?0".to_owned()),
+        ("cache-control", "no-store".to_owned()),
+    ];
+    if let Some(size) = cursor.origin.size {
+        headers.push(("upload-length", size.to_string()));
+    }
+    if stream.head {
+        return send(stream, StatusCode::NO_CONTENT, &headers, None).await;
+    }
+    let body = json!({
+        "job": cursor.origin.job,
+        "task": cursor.origin.task,
+        "offset": cursor.offset(),
+        "records": cursor.decoder.index,
+        "committed": cursor.committed,
+        "size": cursor.origin.size,
+    });
+    send(
+        stream,
+        StatusCode::OK,
+        &headers,
+        Some(("application/json", body)),
+    )
+    .await
+}
+
+/// `PATCH /v1/uploads/{job}`: the rest of the body, from `Upload-Offset` on.
+pub(super) async fn append(
+    request: Request<()>,
+    mut stream: Stream,
+    job: String,
+    grant: Grant,
+    service: Arc<Service>,
+    window: Option<Arc<ConnectionWindow>>,
+    shutdown: Shutdown,
+) {
+    match start(&request, &job, &grant, &service).await {
+        Ok(Appended::Job(job)) => serve(stream, *job, None, service, window, shutdown).await,
+        Ok(Appended::Mismatch { expected, provided }) => {
+            mismatch(&mut stream, expected, provided).await
+        }
+        Err(refusal) => refuse_job(&mut stream, &service, refusal).await,
+    }
+}
+
+/// What a `PATCH` starts.
+enum Appended {
+    /// The job, going on from its cursor.
+    Job(Box<Serving>),
+    /// The client's offset is not the resource's.
+    Mismatch { expected: u64, provided: u64 },
+}
+
+/// Reads a `PATCH`'s offset and digest, claims the job and starts its task again.
+async fn start(
+    request: &Request<()>,
+    job: &str,
+    grant: &Grant,
+    service: &Service,
+) -> Result<Appended, Refusal> {
+    let headers = request.headers();
+    let provided = upload_offset(headers)?;
+    complete(headers)?;
+    let mut header = JobHeader::new("");
+    header.sha256 = declared_digest(headers)?;
+    // A client behind the job's offset is told so without taking the job over.
+    let seen = owned_cursor(service, job, grant).await?;
+    if seen.offset() != provided {
+        return Ok(Appended::Mismatch {
+            expected: seen.offset(),
+            provided,
+        });
+    }
+    let cursor = crate::resumes::claim(service, job, grant, &header).await?;
+    if cursor.offset() != provided {
+        // Another client's append moved it on meanwhile.
+        return Ok(Appended::Mismatch {
+            expected: cursor.offset(),
+            provided,
+        });
+    }
+    let declared = content_length(headers)?;
+    let origin = &cursor.origin;
+    let upload = UploadInfo {
+        name: origin.name.clone(),
+        size: origin.size,
+        content_type: None,
+    };
+    let (plugin, task) = jobs::start_task(
+        job,
+        &origin.task,
+        origin.format,
+        &origin.params,
+        upload,
+        grant,
+        service,
+    )?;
+    check_size(
+        origin.size,
+        service.limits.max_upload_bytes().map(|max| max + provided),
+    )?;
+    let admission = service.limits.admit(&grant.sub)?;
+    let spec = JobSpec {
+        job: job.to_owned(),
+        upload_stream: None,
+        task: plugin.name.to_owned(),
+        format: origin.format,
+        name: origin.name.clone(),
+        size: origin.size,
+        source: None,
+        unchanged: false,
+        sha256: origin.sha256.clone(),
+    };
+    let resume = Resume {
+        store: service.store.clone(),
+        cursor,
+    };
+    Ok(Appended::Job(Box::new(Serving {
+        spec,
+        plugin,
+        task,
+        grant: grant.clone(),
+        admission,
+        resume: Some(resume),
+        declared,
+    })))
+}
+
+/// `DELETE /v1/uploads/{job}`: the job ends `cancelled` and cannot be resumed; what it
+/// committed stays.
+pub(super) async fn cancel(stream: &mut Stream, service: &Service, job: String, grant: &Grant) {
+    let cancelled = async {
+        owned_cursor(service, &job, grant).await?;
+        let cursor = crate::resumes::claim(service, &job, grant, &JobHeader::new("")).await?;
+        let store = service.store.clone();
+        let (id, epoch) = (job.clone(), cursor.epoch);
+        tokio::task::spawn_blocking(move || resume::end(&store, &id, epoch, Outcome::Ended))
+            .await
+            .map_err(|e| refusal(ErrorCode::Internal, format!("the cancel stopped: {e}")))?
+            .map_err(|e| refusal(ErrorCode::StoreError, e.to_string()))?;
+        Ok::<_, Refusal>(cursor)
+    };
+    match cancelled.await {
+        Ok(cursor) => {
+            remember_cancelled(service, &cursor).await;
+            send(stream, StatusCode::NO_CONTENT, &[], None).await
+        }
+        Err(refusal) => refuse_job(stream, service, refusal).await,
+    }
+}
+
+/// The job history says the job was cancelled, with what it had committed.
+async fn remember_cancelled(service: &Service, cursor: &Cursor) {
+    let origin = &cursor.origin;
+    let record = JobRecord::start(
+        &origin.job,
+        Some(&origin.sub),
+        &origin.task,
+        &origin.transport,
+        cursor.format,
+        origin.name.clone(),
+    );
+    let last = Event::Failed {
+        job: origin.job.clone(),
+        code: ErrorCode::Cancelled,
+        message: "the upload was cancelled (DELETE of its upload resource); records committed before it are kept".into(),
+        committed: cursor.committed,
+        bytes: cursor.offset(),
+        records: cursor.decoder.index,
+        errors: cursor.errors,
+        offset: None,
+        first_errors: cursor.first_errors.clone(),
+    };
+    let record = record.end(cursor.format, &last);
+    if let Err(e) = history::submit(&service.store, &record, history::Sync::Now)
+        .answer()
+        .await
+    {
+        tracing::warn!("cannot write the job history: {e}");
+    }
+}
+
+/// Job `job`'s cursor, if `grant` may resume it.
+async fn owned_cursor(service: &Service, job: &str, grant: &Grant) -> Result<Cursor, Refusal> {
+    let store = service.store.clone();
+    let id = job.to_owned();
+    let loaded = tokio::task::spawn_blocking(move || resume::load(&store, &id))
+        .await
+        .map_err(|e| refusal(ErrorCode::Internal, format!("the request stopped: {e}")))?
+        .map_err(|e| refusal(ErrorCode::StoreError, e.to_string()))?;
+    let window = humantime::format_duration(service.resume_window);
+    let cursor = loaded.ok_or_else(|| {
+        refusal(
+            ErrorCode::ResumeExpired,
+            format!("no upload {job} to go on with: it ended, or stopped longer than jobs.resume_window = {window} ago, or never was; send the whole file again as a new job"),
+        )
+    })?;
+    if cursor.origin.sub != grant.sub && !grant.is_admin() {
+        return Err(refusal(
+            ErrorCode::Forbidden,
+            format!("upload {job} was started by another token subject; only that subject (or an admin) may resume it"),
+        ));
+    }
+    Ok(cursor)
+}
+
+/// The `Upload-Offset` an append says it starts at.
+fn upload_offset(headers: &http::HeaderMap) -> Result<u64, Refusal> {
+    let value = headers.get("upload-offset").ok_or_else(|| {
+        refusal(
+            ErrorCode::BadParams,
+            "an append needs `Upload-Offset: N`, the byte it starts at (HEAD the upload resource for it)".into(),
+        )
+    })?;
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| {
+            refusal(
+                ErrorCode::BadParams,
+                "`Upload-Offset` is not a whole number of bytes".into(),
+            )
+        })
+}
+
+/// An append must complete the upload (`Upload-Complete: ?1`, or no such field).
+fn complete(headers: &http::HeaderMap) -> Result<(), Refusal> {
+    match headers.get("upload-complete").map(|v| v.to_str().map(str::trim)) {
+        None | Some(Ok("?1")) => Ok(()),
+        Some(Ok("?0")) => Err(refusal(
+            ErrorCode::BadParams,
+            "this server takes the rest of a body in one append: send it all with `Upload-Complete: ?1`".into(),
+        )),
+        Some(_) => Err(refusal(
+            ErrorCode::BadParams,
+            "`Upload-Complete` is `?1` or `?0` (a structured boolean)".into(),
+        )),
+    }
+}
+
+fn content_length(headers: &http::HeaderMap) -> Result<Option<u64>, Refusal> {
+    let Some(value) = headers.get("content-length") else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            refusal(
+                ErrorCode::BadParams,
+                "content-length is not a number".into(),
+            )
+        })
+}
+
+/// `409` with the draft's problem: the offset the resource expects, and the one given.
+async fn mismatch(stream: &mut Stream, expected: u64, provided: u64) {
+    let message = format!(
+        "the upload goes on at byte {expected}, not {provided}: send the body from byte {expected} (HEAD the upload resource for its offset)"
+    );
+    let problem = json!({
+        "type": MISMATCHING_OFFSET,
+        "title": "offset from request does not match offset of resource",
+        "expected-offset": expected,
+        "provided-offset": provided,
+        "error": {"code": "offset_mismatch", "message": message},
+    });
+    let headers = [("upload-offset", expected.to_string())];
+    let body = Some(("application/problem+json", problem));
+    send(stream, StatusCode::CONFLICT, &headers, body).await
+}
+
+/// Sends a whole response: `headers`, and `body` (its content type and JSON) when given.
+async fn send(
+    stream: &mut Stream,
+    status: StatusCode,
+    headers: &[(&'static str, String)],
+    body: Option<(&'static str, Value)>,
+) {
+    let mut response = Response::builder().status(status);
+    for (name, value) in headers {
+        response = response.header(*name, value);
+    }
+    let bytes = body.map(|(content_type, body)| {
+        let mut bytes = serde_json::to_vec(&body).expect("JSON values always serialize");
+        bytes.push(b'\n');
+        (content_type, bytes)
+    });
+    if let Some((content_type, bytes)) = &bytes {
+        response = response
+            .header("content-type", *content_type)
+            .header("content-length", bytes.len());
+    }
+    let response = response
+        .body(())
+        .expect("a response of valid header names is valid");
+    let mut sent = stream.send_response(response).await.is_ok();
+    if let (Some((_, bytes)), false) = (bytes, stream.head) {
+        sent = sent && stream.send_data(Bytes::from(bytes)).await.is_ok();
+    }
+    if sent && stream.finish().await.is_ok() {
+        stream.linger().await;
+    }
+}
+
+fn refusal(code: ErrorCode, message: String) -> Refusal {
+    Refusal {
+        code,
+        message,
+        retry_after: None,
+    }
+}
