@@ -471,7 +471,7 @@ impl CurlResume<'_> {
 
     /// `PATCH` from `offset` with the file's bytes from `from` on; returns curl's stdout.
     fn append(&self, job: &str, file: &Path, offset: u64, from: u64) -> String {
-        let tail = Command::new("tail")
+        let mut tail = Command::new("tail")
             .arg("-c")
             .arg(format!("+{}", from + 1))
             .arg(file)
@@ -484,9 +484,10 @@ impl CurlResume<'_> {
             .args(["-H", &format!("upload-offset: {offset}")])
             .args(["-H", "upload-complete: ?1"])
             .arg(format!("{}/v1/uploads/{job}", self.base))
-            .stdin(tail.stdout.unwrap())
+            .stdin(tail.stdout.take().unwrap())
             .output()
             .unwrap();
+        let _ = tail.wait();
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
