@@ -367,6 +367,7 @@ fn pipeline(path: &Path, dir: &Path, history: bool) -> anyhow::Result<StageRepor
         source: None,
         unchanged: false,
         sha256: None,
+        atomic: false,
     };
     let mut source = FileSource { file };
     let mut events = 0u64;

@@ -147,6 +147,11 @@ struct JobArgs {
     /// before the upload; the server checks the body against it, and `done` confirms it).
     #[arg(long)]
     no_digest: bool,
+    /// All or nothing: the server keeps nothing of the job unless all of it is (it holds
+    /// the records until the file ended and its digest matched, then commits them at once;
+    /// up to its `jobs.atomic_max_mib`).
+    #[arg(long)]
+    atomic: bool,
     /// Upload over TCP (HTTP/2) on the server's port instead of QUIC. Without it the client
     /// tries QUIC, and falls back to TCP by itself when UDP gets no answer within 3 s.
     #[arg(long)]
@@ -255,6 +260,7 @@ async fn resume(args: ResumeArgs) -> Outcome {
         params: Vec::new(),
         json: args.json,
         no_digest: args.no_digest,
+        atomic: false,
         tcp: false,
         quiet: args.quiet,
     };
@@ -538,6 +544,7 @@ async fn run_queue(
 async fn prepare(file: &PathBuf, args: &JobArgs) -> Result<(JobHeader, Source), ClientError> {
     let mut header = JobHeader::new(&args.task);
     header.format = args.format;
+    header.atomic = args.atomic;
     header.params = args.params.iter().cloned().collect();
     if file.as_os_str() == "-" {
         header.name = Some("stdin".into());

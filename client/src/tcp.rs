@@ -104,6 +104,9 @@ impl TcpClient {
             if header.if_changed {
                 query.append_pair("if_changed", "true");
             }
+            if header.atomic {
+                query.append_pair("atomic", "true");
+            }
             for (key, value) in &header.params {
                 let value = match value {
                     serde_json::Value::String(text) => text.clone(),

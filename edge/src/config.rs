@@ -641,6 +641,9 @@ pub struct JobsConfig {
     /// last commit ended, e.g. `24h`, `90m`, `7d`; then its state is dropped and a resume
     /// gets `resume_expired`.
     pub resume_window: String,
+    /// What an atomic job (`atomic=true`: nothing kept unless all of it is) may hold until
+    /// it ends, in MiB of encoded records; past it the job fails `limit_exceeded`.
+    pub atomic_max_mib: u64,
 }
 
 impl Default for JobsConfig {
@@ -662,6 +665,7 @@ impl Default for JobsConfig {
             history_keep_days: 90,
             history_keep_count: 100_000,
             resume_window: "24h".into(),
+            atomic_max_mib: 256,
         }
     }
 }

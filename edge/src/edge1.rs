@@ -127,6 +127,7 @@ async fn run_job(
         source: source.as_ref().map(|s| s.record.clone()),
         unchanged: source.as_ref().is_some_and(|s| s.unchanged),
         sha256,
+        atomic: header.atomic,
     };
     let resume = crate::resumes::cursor(
         &service,
@@ -201,6 +202,13 @@ async fn start(
     let (header, leftover) = read_header(upload, service.header_timeout).await?;
     let grant = service.authorize(header.token.as_deref())?;
     authorised.cancel();
+    if header.atomic && header.source.is_some() {
+        return Err(Refusal {
+            code: ErrorCode::BadHeader,
+            message: "`atomic` is for uploads: a job whose body the server reads itself commits as it reads (drop `atomic` or `source`)".into(),
+            retry_after: None,
+        });
+    }
     if header.resume.is_some() && header.source.is_some() {
         return Err(Refusal {
             code: ErrorCode::BadHeader,

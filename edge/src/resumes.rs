@@ -173,6 +173,7 @@ pub(crate) fn as_started(mut header: JobHeader, origin: &Origin) -> JobHeader {
     header.name = origin.name.clone();
     header.size = origin.size;
     header.sha256 = origin.sha256.clone();
+    header.atomic = origin.atomic;
     header
 }
 
@@ -199,6 +200,7 @@ pub(crate) fn cursor(
             name: spec.name.clone(),
             size: spec.size,
             sha256: spec.sha256.clone(),
+            atomic: spec.atomic,
             transport: transport.to_owned(),
             started_ms: now_ms(),
         }),

@@ -744,6 +744,7 @@ fn settings(config: &Config, metrics: &Arc<crate::metrics::Metrics>) -> Settings
         max_error_rate: jobs.max_error_rate,
         on_commit: CommitObserver::new(move |took| metrics.commit_took(took)),
         clock: edge_tasks::pipeline::Clock::real(),
+        atomic_max_bytes: crate::config::mib(jobs.atomic_max_mib),
     }
 }
 

@@ -52,6 +52,10 @@ pub struct JobHeader {
     /// name; `task` must be the job's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<String>,
+    /// All or nothing: nothing of the job is kept unless all of it is (its records are held
+    /// until the body ended and `sha256`, if declared, matched, then committed at once).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub atomic: bool,
 }
 
 /// Why a header line was refused. [`HeaderError::code`] gives the code for the `rejected` event.
@@ -102,6 +106,7 @@ impl JobHeader {
             if_changed: false,
             sha256: None,
             resume: None,
+            atomic: false,
         }
     }
 

@@ -52,6 +52,10 @@ pub struct Settings {
     /// Where the job reads the time (commit and progress intervals, durations): the real
     /// clock, or a [`ManualClock`] in tests.
     pub clock: Clock,
+    /// What an atomic job ([`JobSpec::atomic`]) may hold until its end, in the task's bytes
+    /// ([`Task::pending_bytes`]) and its held answers; past it the job fails
+    /// `limit_exceeded`.
+    pub atomic_max_bytes: usize,
 }
 
 /// Where a job reads the time. [`Clock::real`] (the default) is [`Instant::now`]; a test hands
@@ -197,9 +201,13 @@ impl Default for Settings {
             max_error_rate: 0.5,
             on_commit: CommitObserver::default(),
             clock: Clock::real(),
+            atomic_max_bytes: DEFAULT_ATOMIC_MAX_BYTES,
         }
     }
 }
+
+/// What an atomic job may hold unless configured: 256 MiB.
+pub const DEFAULT_ATOMIC_MAX_BYTES: usize = 256 * 1024 * 1024;
 
 /// The memory for the batches of every running job, shared: a job alone may fill its batch
 /// up to the whole budget, and `n` jobs get `1/n` of it each (at least [`MIN_BATCH_SHARE`]).
@@ -312,6 +320,10 @@ pub struct JobSpec {
     /// body is hashed as it arrives, a mismatch fails the job `digest_mismatch` before its
     /// last commit, and `done` carries the digest.
     pub sha256: Option<String>,
+    /// All or nothing: the job commits nothing until its body ended and its digest (if
+    /// declared) matched, then everything in one commit; a job that fails keeps nothing.
+    /// Its records are held until then, up to [`Settings::atomic_max_bytes`].
+    pub atomic: bool,
 }
 
 /// What a job did, for logs and job history.
@@ -383,6 +395,7 @@ pub fn run_resumable(
     }
     if plugin.reads_raw() {
         job.raw = true;
+        job.atomic = false;
         job.accept(Format::Raw);
         let mut decoder = decode::raw::RawDecoder::new();
         return job.drive(&mut decoder, Vec::new(), false, source);
@@ -587,6 +600,13 @@ struct Job<'a> {
     cursor_write: Option<Ticket<()>>,
     /// Enough records wait for a commit: started once the chunk is decoded.
     commit_due: bool,
+    /// All or nothing ([`JobSpec::atomic`]; a raw body is published at its end anyway).
+    atomic: bool,
+    /// An atomic job's answers, held until its end, and their size.
+    held: Vec<Event>,
+    held_bytes: usize,
+    /// An atomic job held more than it may: why.
+    too_big: Option<String>,
 }
 
 impl<'a> Job<'a> {
@@ -635,6 +655,10 @@ impl<'a> Job<'a> {
             committed_offset: 0,
             cursor_write: None,
             commit_due: false,
+            atomic: spec.atomic,
+            held: Vec::new(),
+            held_bytes: 0,
+            too_big: None,
         }
     }
 
@@ -862,6 +886,10 @@ impl<'a> Job<'a> {
                 return self.fail(ErrorCode::DigestMismatch, message, None);
             }
         }
+        // An atomic job's answers go out once its digest matched, its records in one commit.
+        for answer in std::mem::take(&mut self.held) {
+            (self.emit)(answer);
+        }
         if let Err(failure) = self.commit_all() {
             return self.fail(failure.code, failure.message, None);
         }
@@ -893,6 +921,9 @@ impl<'a> Job<'a> {
     fn after_decoding(&mut self, result: Result<ControlFlow<()>, SyntaxError>) -> Option<Report> {
         if let Some(refused) = self.refused.take() {
             return Some(self.fail_in_place(refused.code(), refused.to_string(), None));
+        }
+        if let Some(why) = self.too_big.take() {
+            return Some(self.fail_in_place(ErrorCode::LimitExceeded, why, None));
         }
         if let Some((message, offset)) = self.too_many_errors.take() {
             return Some(self.fail_in_place(ErrorCode::TooManyErrors, message, Some(offset)));
@@ -953,10 +984,18 @@ impl<'a> Job<'a> {
         match self.task.record(record) {
             Ok(()) => {
                 if let Some(fields) = self.task.answer() {
-                    (self.emit)(Event::Result {
+                    let answer = Event::Result {
                         index: record.index,
                         fields,
-                    });
+                    };
+                    match self.atomic {
+                        true => self.hold(answer),
+                        false => (self.emit)(answer),
+                    }
+                }
+                if self.atomic {
+                    self.pending += 1;
+                    return self.check_atomic_size();
                 }
                 self.pending += 1;
                 if self.pending_since.is_none() {
@@ -980,6 +1019,27 @@ impl<'a> Job<'a> {
             }
         }
         ControlFlow::Continue(())
+    }
+
+    /// Holds an atomic job's answer until its end.
+    fn hold(&mut self, answer: Event) {
+        self.held_bytes += answer.to_line().len();
+        self.held.push(answer);
+    }
+
+    /// Stops an atomic job that holds more than it may.
+    fn check_atomic_size(&mut self) -> ControlFlow<()> {
+        let held = self.task.pending_bytes() + self.held_bytes;
+        let max = self.settings.atomic_max_bytes;
+        if held <= max {
+            return ControlFlow::Continue(());
+        }
+        self.too_big = Some(format!(
+            "an atomic job holds its records until it ends, at most {} MiB of them              (jobs.atomic_max_mib), and this one passed it at record {}; nothing of it was              kept: send it without atomic=true (each commit is then kept), or raise the limit",
+            max / (1024 * 1024),
+            self.records.saturating_sub(1)
+        ));
+        ControlFlow::Break(())
     }
 
     /// Reports a bad record (one by one up to the cap, then only counted); stops decoding
@@ -1045,6 +1105,10 @@ impl<'a> Job<'a> {
     /// Collects the running commit if it finished, starts the next one if it is due (and none
     /// runs), and waits for the running one first if the job's batch is full.
     fn advance(&mut self) -> Result<(), CommitFailure> {
+        // An atomic job commits once, at its end.
+        if self.atomic {
+            return Ok(());
+        }
         self.collect(false)?;
         if self.pending == 0 {
             return Ok(());
@@ -1192,7 +1256,8 @@ impl<'a> Job<'a> {
             code,
             ErrorCode::StoreError | ErrorCode::StoreUnavailable | ErrorCode::TakenOver
         );
-        if !store_failed {
+        // An atomic job that fails keeps nothing.
+        if !store_failed && !self.atomic {
             if let Err(store) = self.commit_all() {
                 message = format!("{message}; and the last commit failed: {}", store.message);
             }
@@ -1371,6 +1436,7 @@ mod tests {
             source: None,
             unchanged: false,
             sha256: None,
+            atomic: false,
         }
     }
 

@@ -476,6 +476,7 @@ fn run_once(expect: &Expect, body: &[u8], chunk: usize) -> Outcome {
         source: None,
         unchanged: false,
         sha256: None,
+        atomic: false,
     };
     let settings = Settings {
         // Small batches: records before a failure must have been committed for real.

@@ -101,6 +101,7 @@ fn spec(task: &str, format: Option<Format>) -> JobSpec {
         source: None,
         unchanged: false,
         sha256: None,
+        atomic: false,
     }
 }
 
@@ -114,6 +115,7 @@ fn origin(task: &str, format: Option<Format>) -> Origin {
         name: None,
         size: None,
         sha256: None,
+        atomic: false,
         transport: "test".into(),
         started_ms: 1,
     }
@@ -387,4 +389,188 @@ fn a_resume_takes_over_the_job_and_the_writer_before_it_is_refused() {
         &mut Feed::new(&body[offset..], 777, None),
     );
     assert_eq!(outcome(&report.last), expected);
+}
+
+/// Runs an atomic job of `task` on `body` (cut after `cut` bytes if given, declaring
+/// `sha256`), with `max` as what it may hold; returns its report and events.
+fn atomic(
+    store: &Store,
+    task: &str,
+    body: &[u8],
+    sha256: Option<String>,
+    cut: Option<usize>,
+    max: usize,
+) -> (pipeline::Report, Vec<Event>) {
+    let mut job = spec(task, None);
+    job.atomic = true;
+    job.sha256 = sha256.clone();
+    let mut origin = origin(task, None);
+    origin.atomic = true;
+    origin.sha256 = sha256;
+    let cursor = match resume::load(store, JOB).unwrap() {
+        Some(_) => claim(store),
+        None => {
+            let cursor = Cursor::start(origin);
+            resume::begin(store, &cursor).wait().unwrap();
+            cursor
+        }
+    };
+    let offset = usize::try_from(cursor.offset()).unwrap();
+    let plugin = registry::find(task).unwrap();
+    let context = Context::new(store.clone()).for_job(JobRef {
+        id: JOB.into(),
+        sub: "alice".into(),
+    });
+    let task = (plugin.create)(&Map::new(), &context).unwrap();
+    let settings = Settings {
+        atomic_max_bytes: max,
+        ..settings()
+    };
+    let mut events = Vec::new();
+    let resume = Resume {
+        store: store.clone(),
+        cursor,
+    };
+    let report = pipeline::run_resumable(
+        &job,
+        plugin,
+        task,
+        &mut Feed::new(&body[offset..], 4096, cut),
+        &settings,
+        &mut |e| events.push(e),
+        Some(resume),
+    );
+    (report, events)
+}
+
+fn sha256_hex(body: &[u8]) -> String {
+    let mut hash = resume::sha256::Sha256::new();
+    hash.update(body);
+    hash.hex()
+}
+
+const MIB: usize = 1024 * 1024;
+
+#[test]
+fn an_atomic_job_keeps_nothing_unless_all_of_it_is_kept() {
+    let body = ports_file();
+    // Another file's digest: nothing of it is kept.
+    let (_dir, store) = store();
+    let (report, events) = atomic(
+        &store,
+        "ports",
+        &body,
+        Some(sha256_hex(b"other")),
+        None,
+        64 * MIB,
+    );
+    let Event::Failed {
+        code, committed, ..
+    } = &report.last
+    else {
+        panic!("{:?}", report.last)
+    };
+    assert_eq!((*code, *committed), (ErrorCode::DigestMismatch, 0));
+    assert!(all_ports(&store).is_empty());
+    assert!(!events.iter().any(|e| matches!(e, Event::Committed { .. })));
+    // Cut: nothing kept, and the resume starts over from the first byte.
+    let (_dir, store) = self::store();
+    let (report, _) = atomic(
+        &store,
+        "ports",
+        &body,
+        Some(sha256_hex(&body)),
+        Some(body.len() / 2),
+        64 * MIB,
+    );
+    assert!(matches!(
+        report.last,
+        Event::Failed {
+            code: ErrorCode::UploadAborted,
+            committed: 0,
+            ..
+        }
+    ));
+    assert!(all_ports(&store).is_empty());
+    resume::end(&store, JOB, 1, resume::Outcome::Stopped).unwrap();
+    let (report, events) = atomic(
+        &store,
+        "ports",
+        &body,
+        Some(sha256_hex(&body)),
+        None,
+        64 * MIB,
+    );
+    assert!(
+        matches!(events.get(1), Some(Event::Resumed { offset: 0, .. })),
+        "{:?}",
+        events.get(1)
+    );
+    let Event::Done {
+        committed, summary, ..
+    } = &report.last
+    else {
+        panic!("{:?}", report.last)
+    };
+    assert_eq!(*committed, 1634);
+    assert_eq!(summary["inserted"], 1634);
+    assert_eq!(all_ports(&store).len(), 1634);
+    // All of it in one commit, at the end.
+    let commits: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e, Event::Committed { .. }))
+        .collect();
+    assert_eq!(commits.len(), 1, "{commits:?}");
+}
+
+#[test]
+fn an_atomic_job_bigger_than_its_limit_fails_and_keeps_nothing() {
+    let body = ports_file();
+    let (_dir, store) = store();
+    let (report, _) = atomic(&store, "ports", &body, None, None, 64 * 1024);
+    let Event::Failed {
+        code,
+        message,
+        committed,
+        ..
+    } = &report.last
+    else {
+        panic!("{:?}", report.last)
+    };
+    assert_eq!((*code, *committed), (ErrorCode::LimitExceeded, 0));
+    assert!(message.contains("jobs.atomic_max_mib"), "{message}");
+    assert!(all_ports(&store).is_empty());
+}
+
+#[test]
+fn an_atomic_job_answers_nothing_before_its_digest_matched() {
+    let body = b"1\n2\n3\n".to_vec();
+    let (_dir, store) = store();
+    let (report, events) = atomic(
+        &store,
+        "primes",
+        &body,
+        Some(sha256_hex(b"1\n2\n")),
+        None,
+        MIB,
+    );
+    assert!(matches!(
+        report.last,
+        Event::Failed {
+            code: ErrorCode::DigestMismatch,
+            ..
+        }
+    ));
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Result { .. })),
+        "{events:?}"
+    );
+    let (_dir, store) = self::store();
+    let (report, events) = atomic(&store, "primes", &body, Some(sha256_hex(&body)), None, MIB);
+    assert!(matches!(report.last, Event::Done { .. }));
+    let answers = events
+        .iter()
+        .filter(|e| matches!(e, Event::Result { .. }))
+        .count();
+    assert_eq!(answers, 3);
 }

@@ -135,6 +135,7 @@ fn store_of(body: &[u8], format: Format, cuts: &[usize]) -> Vec<(String, Port)> 
         source: None,
         unchanged: false,
         sha256: None,
+        atomic: false,
     };
     let settings = Settings {
         commit_records: 3,

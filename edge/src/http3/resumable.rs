@@ -161,6 +161,7 @@ async fn start(
         source: None,
         unchanged: false,
         sha256: origin.sha256.clone(),
+        atomic: origin.atomic,
     };
     let resume = Resume {
         store: service.store.clone(),

@@ -96,6 +96,7 @@ pub(super) async fn upload(
         source: source.as_ref().map(|opened| opened.record.clone()),
         unchanged: source.as_ref().is_some_and(|opened| opened.unchanged),
         sha256: upload.sha256,
+        atomic: upload.atomic,
     };
     let resume = crate::resumes::cursor(
         &service,
@@ -250,6 +251,8 @@ struct UploadRequest {
     if_changed: bool,
     /// The body's SHA-256 the client declared (`Repr-Digest: sha-256=:...:`, RFC 9530).
     sha256: Option<String>,
+    /// All or nothing (`?atomic=true`).
+    atomic: bool,
 }
 
 impl UploadRequest {
@@ -268,6 +271,7 @@ impl UploadRequest {
             source: None,
             if_changed: false,
             sha256: declared_digest(headers)?,
+            atomic: false,
         };
         for (key, value) in parse_query(request.uri().query()) {
             match key.as_str() {
@@ -281,24 +285,20 @@ impl UploadRequest {
                 "name" => upload.name = Some(value),
                 "ref" => upload.reference = Some(check_reference(value)?),
                 "source" => upload.source = Some(value),
-                "if_changed" => {
-                    upload.if_changed = match value.as_str() {
-                        "true" | "1" | "" => true,
-                        "false" | "0" => false,
-                        _ => {
-                            return Err(Refusal {
-                                code: ErrorCode::BadParams,
-                                message: "`if_changed` is true or false".into(),
-                                retry_after: None,
-                            })
-                        }
-                    }
-                }
+                "if_changed" => upload.if_changed = flag("if_changed", &value)?,
+                "atomic" => upload.atomic = flag("atomic", &value)?,
                 _ => {
                     let value = serde_json::from_str(&value).unwrap_or(Value::String(value));
                     upload.params.insert(key, value);
                 }
             }
+        }
+        if upload.atomic && upload.source.is_some() {
+            return Err(Refusal {
+                code: ErrorCode::BadParams,
+                message: "`atomic` is for uploads: a job whose body the server reads itself commits as it reads (drop `atomic` or `source`)".into(),
+                retry_after: None,
+            });
         }
         if upload.format.is_none() && !raw {
             upload.format = format_of_content_type(content_type)?;
@@ -316,6 +316,19 @@ impl UploadRequest {
             upload.size = Some(length);
         }
         Ok(upload)
+    }
+}
+
+/// A query parameter that is true or false (`name` alone is true).
+fn flag(name: &str, value: &str) -> Result<bool, Refusal> {
+    match value {
+        "true" | "1" | "" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(Refusal {
+            code: ErrorCode::BadParams,
+            message: format!("`{name}` is true or false"),
+            retry_after: None,
+        }),
     }
 }
 

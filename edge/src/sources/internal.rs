@@ -72,6 +72,7 @@ impl Internal<'_> {
             source: Some(opened.record.clone()),
             unchanged: opened.unchanged,
             sha256: None,
+            atomic: false,
         };
         let span = tracing::info_span!("job", job = %job, task = plugin.name, sub = %self.sub);
         let mut body = opened.body;

@@ -615,3 +615,60 @@ async fn an_http_upload_names_its_upload_resource() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_atomic_upload_whose_digest_does_not_match_keeps_nothing() {
+    use base64::Engine as _;
+    let server = TestServer::start().await;
+    let (ca, token, port) = (server.ca(), server.token(ALL_SCOPES), server.addr.port());
+    let body = std::fs::read(ports_json()).unwrap();
+    let mut hash = edge_tasks::resume::sha256::Sha256::new();
+    hash.update(&body);
+    let right = base64::engine::general_purpose::STANDARD.encode(hash.digest());
+    let wrong = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    let upload = move |digest: String| {
+        let out = Command::new("curl")
+            .args(["-sS", "--http2", "--cacert"])
+            .arg(&ca)
+            .args(["-H", &format!("authorization: Bearer {token}")])
+            .args(["-H", &format!("repr-digest: sha-256=:{digest}:")])
+            .arg("-T")
+            .arg(ports_json())
+            .arg(format!(
+                "https://127.0.0.1:{port}/v1/jobs/ports?atomic=true"
+            ))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let events: Vec<Event> = text
+            .lines()
+            .map(|l| Event::from_line(l.as_bytes()).unwrap())
+            .collect();
+        events
+    };
+    let (refused, kept) = tokio::task::spawn_blocking(move || (upload(wrong), upload(right)))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            refused.last(),
+            Some(Event::Failed {
+                code: ErrorCode::DigestMismatch,
+                committed: 0,
+                ..
+            })
+        ),
+        "{:?}",
+        refused.last()
+    );
+    assert!(!refused.iter().any(|e| matches!(e, Event::Committed { .. })));
+    // Every port is new to the second upload: the first kept none.
+    assert!(
+        matches!(kept.last(), Some(Event::Done { committed: 1634, summary, .. }) if summary["inserted"] == 1634),
+        "{:?}",
+        kept.last()
+    );
+    let dir = server.stop().await;
+    let stored = all_ports(&dir.path().join("data/edge.redb"));
+    assert_eq!(stored.len(), 1634);
+}

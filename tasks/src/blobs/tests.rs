@@ -55,6 +55,7 @@ fn upload(
         source: None,
         unchanged: false,
         sha256: None,
+        atomic: false,
     };
     let mut events = Vec::new();
     let report = run(

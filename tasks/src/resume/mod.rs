@@ -56,6 +56,9 @@ pub struct Origin {
     /// The whole body's SHA-256 as the client declared it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// All or nothing ([`crate::pipeline::JobSpec::atomic`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub atomic: bool,
     /// How it came (`edge/1`, `http/3`, ...), for the history.
     pub transport: String,
     /// When it started (ms since the epoch).
@@ -601,6 +604,7 @@ mod tests {
             name: None,
             size: None,
             sha256: None,
+            atomic: false,
             transport: "edge/1".into(),
             started_ms: 1,
         }
