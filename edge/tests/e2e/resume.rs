@@ -672,3 +672,134 @@ async fn an_atomic_upload_whose_digest_does_not_match_keeps_nothing() {
     let stored = all_ports(&dir.path().join("data/edge.redb"));
     assert_eq!(stored.len(), 1634);
 }
+
+#[cfg_attr(not(has_postgres), ignore = "no PostgreSQL here (see edge/build.rs)")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_job_cut_on_one_node_is_resumed_on_another_exactly_once() {
+    use crate::postgres::{on_postgres, open, second_node};
+    let db = edge_pg::cluster::Database::new().unwrap();
+    let a = slow_server(|c| on_postgres(c, db.url())).await;
+    let (b, b_client) = second_node(&a, db.url(), |_| {}).await;
+    let files = tempfile::tempdir().unwrap();
+    let records = 40_000;
+    let file = files.path().join("ports.ndjson");
+    std::fs::write(&file, synthetic_ports_ndjson(records)).unwrap();
+    let path = forwarder::Forwarder::start(a.addr, ONE_WAY).unwrap();
+    let token = a.token(ALL_SCOPES);
+    let name = file.display().to_string();
+    let mut upload = ClientProcess::start(&client_args(
+        &["upload", "--task", "ports", &name],
+        &format!("https://{}", path.addr()),
+        &a.ca(),
+        &token,
+    ));
+    let job = accepted_job(&upload.until("accepted", |e| matches!(e, Event::Accepted { .. })));
+    upload.until("a commit", committed_some);
+    upload.kill();
+    // The job goes on on the other node, which shares the database.
+    let (status, events) = ClientProcess::start(&client_args(
+        &["resume", &job, &name],
+        &b_client.server,
+        &a.ca(),
+        &token,
+    ))
+    .finish();
+    assert!(status.success(), "{:?}", events.last());
+    assert!(resumed_at(&events)[0] > 0);
+    // Every port inserted exactly once, across the two nodes' runs of the job.
+    assert!(
+        matches!(events.last(), Some(Event::Done { committed, summary, .. })
+            if *committed == records as u64 && summary["inserted"] == records),
+        "{:?}",
+        events.last()
+    );
+    let store = open(db.url());
+    assert_eq!(edge_tasks::ports::count(&store).unwrap(), records as u64);
+    drop((a, b));
+}
+
+/// A job's cursor through its life, on `store`: fenced by each resume, kept or dropped as
+/// the job ends, refused to another subject, expired after the window.
+fn cursor_life(store: &edge_tasks::Store, job: &str) {
+    use edge_tasks::resume::{self, Claimant, Cursor, Origin, Outcome, Save};
+    use edge_tasks::store::{StoreError, Sync};
+    let origin = |job: &str| Origin {
+        job: job.into(),
+        sub: "alice".into(),
+        task: "stats".into(),
+        params: Default::default(),
+        format: None,
+        name: None,
+        size: None,
+        sha256: None,
+        atomic: false,
+        transport: "test".into(),
+        started_ms: 1,
+    };
+    let claimant = |sub: &'static str, admin: bool| Claimant {
+        sub,
+        admin,
+        window: Duration::from_secs(3600),
+    };
+    let first = Cursor::start(origin(job));
+    resume::begin(store, &first).wait().unwrap();
+    store
+        .submit(Save::new(first.clone()), Sync::Now)
+        .wait()
+        .unwrap();
+    let second = resume::claim(store, job, claimant("alice", false)).unwrap();
+    assert_eq!(second.epoch, 2);
+    let fenced = store.submit(Save::new(first), Sync::Now).wait();
+    assert!(
+        matches!(fenced, Err(StoreError::TakenOver { .. })),
+        "{fenced:?}"
+    );
+    store
+        .submit(Save::new(second.clone()), Sync::Now)
+        .wait()
+        .unwrap();
+    // The run taken over ends late: the cursor stays the resume's.
+    resume::end(store, job, 1, Outcome::Ended).unwrap();
+    assert_eq!(resume::load(store, job).unwrap().unwrap().epoch, 2);
+    resume::end(store, job, 2, Outcome::Stopped).unwrap();
+    assert!(resume::load(store, job)
+        .unwrap()
+        .unwrap()
+        .stopped_ms
+        .is_some());
+    let refused = resume::claim(store, job, claimant("bob", false)).unwrap_err();
+    assert_eq!(refused.code(), ErrorCode::Forbidden);
+    assert_eq!(
+        resume::claim(store, job, claimant("bob", true))
+            .unwrap()
+            .epoch,
+        3
+    );
+    resume::end(store, job, 3, Outcome::Ended).unwrap();
+    assert_eq!(
+        resume::claim(store, job, claimant("alice", false))
+            .unwrap_err()
+            .code(),
+        ErrorCode::ResumeExpired
+    );
+    let old = format!("{job}-old");
+    let mut stale = Cursor::start(origin(&old));
+    stale.updated_ms -= 2 * 3600 * 1000;
+    resume::begin(store, &stale).wait().unwrap();
+    assert!(resume::expire(store, Duration::from_secs(3600)).unwrap() >= 1);
+    assert!(resume::load(store, &old).unwrap().is_none());
+}
+
+#[cfg_attr(not(has_postgres), ignore = "no PostgreSQL here (see edge/build.rs)")]
+#[test]
+fn a_cursor_lives_the_same_on_postgres_as_on_redb() {
+    let dir = tempfile::tempdir().unwrap();
+    let redb = edge_tasks::Store::open(
+        &dir.path().join("edge.redb"),
+        &edge_tasks::store::StoreOptions::default(),
+    )
+    .unwrap();
+    cursor_life(&redb, "job-on-redb");
+    let db = edge_pg::cluster::Database::new().unwrap();
+    cursor_life(&crate::postgres::open(db.url()), "job-on-postgres");
+}
