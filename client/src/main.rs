@@ -105,6 +105,9 @@ struct ResumeArgs {
     /// Print nothing but the closing line of a job that did not end clean.
     #[arg(long, short, conflicts_with = "json")]
     quiet: bool,
+    /// Over TCP (HTTP/2: `HEAD`/`PATCH` of the job's upload resource) instead of QUIC.
+    #[arg(long)]
+    tcp: bool,
 }
 
 #[derive(Debug, Args)]
@@ -261,7 +264,7 @@ async fn resume(args: ResumeArgs) -> Outcome {
         json: args.json,
         no_digest: args.no_digest,
         atomic: false,
-        tcp: false,
+        tcp: args.tcp,
         quiet: args.quiet,
     };
     let prepared = prepare(&args.file, &job).await.map(|(mut header, source)| {

@@ -89,44 +89,22 @@ impl TcpClient {
         cancel: &CancellationToken,
         on_event: &mut (dyn FnMut(&Event, &[u8]) + Send),
     ) -> Result<JobResult, ClientError> {
-        let header = &job.header;
-        let query = {
-            let mut query = form_urlencoded::Serializer::new(String::new());
-            if let Some(format) = header.format {
-                query.append_pair("format", format.as_str());
-            }
-            if let Some(name) = &header.name {
-                query.append_pair("name", name);
-            }
-            if let Some(source) = &header.source {
-                query.append_pair("source", source);
-            }
-            if header.if_changed {
-                query.append_pair("if_changed", "true");
-            }
-            if header.atomic {
-                query.append_pair("atomic", "true");
-            }
-            for (key, value) in &header.params {
-                let value = match value {
-                    serde_json::Value::String(text) => text.clone(),
-                    other => other.to_string(),
-                };
-                query.append_pair(key, &value);
-            }
-            query.finish()
+        let request = match job.header.resume.clone() {
+            Some(resumed) => self.resume_request(&mut job, &resumed, token).await?,
+            None => self.upload_request(&job, token),
         };
-        let uri = format!("https://{}/v1/jobs/{}?{query}", self.server, header.task);
-        let mut request = http::Request::put(uri);
-        if let Some(token) = header.token.as_deref().or(token) {
-            request = request.header("authorization", format!("Bearer {token}"));
-        }
-        if let Some(size) = header.size {
-            request = request.header("content-length", size);
-        }
-        if let Some(sha256) = &header.sha256 {
-            request = request.header("repr-digest", repr_digest(sha256));
-        }
+        let request = match request {
+            Ok(request) => request,
+            // Refused before anything was sent (nothing to go on with).
+            Err(refused) => {
+                on_event(&refused, &refused.to_line());
+                return Ok(JobResult {
+                    last: refused,
+                    bytes_sent: 0,
+                });
+            }
+        };
+        let header = &job.header;
         let (frames, receiver) = mpsc::channel(4);
         let request = request
             .body(ChannelBody(receiver))
@@ -181,6 +159,130 @@ impl TcpClient {
             last: last?,
             bytes_sent,
         })
+    }
+
+    /// A new job's request: `PUT /v1/jobs/{task}`, the header's fields in the query.
+    fn upload_request(
+        &self,
+        job: &UploadJob,
+        token: Option<&str>,
+    ) -> Result<http::request::Builder, Event> {
+        let header = &job.header;
+        let query = {
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            if let Some(format) = header.format {
+                query.append_pair("format", format.as_str());
+            }
+            if let Some(name) = &header.name {
+                query.append_pair("name", name);
+            }
+            if let Some(source) = &header.source {
+                query.append_pair("source", source);
+            }
+            if header.if_changed {
+                query.append_pair("if_changed", "true");
+            }
+            if header.atomic {
+                query.append_pair("atomic", "true");
+            }
+            for (key, value) in &header.params {
+                let value = match value {
+                    serde_json::Value::String(text) => text.clone(),
+                    other => other.to_string(),
+                };
+                query.append_pair(key, &value);
+            }
+            query.finish()
+        };
+        let uri = format!("https://{}/v1/jobs/{}?{query}", self.server, header.task);
+        let mut request = http::Request::put(uri);
+        if let Some(token) = header.token.as_deref().or(token) {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        if let Some(size) = header.size {
+            request = request.header("content-length", size);
+        }
+        if let Some(sha256) = &header.sha256 {
+            request = request.header("repr-digest", repr_digest(sha256));
+        }
+        Ok(request)
+    }
+
+    /// The request that goes on with job `id` (the resumable-uploads draft): its upload
+    /// resource asked for its offset and the digest of the bytes before it, the body's first
+    /// bytes checked against that and skipped, then `PATCH` with the rest. `Err(event)`: the
+    /// server refused (nothing to go on with), as the `rejected` event it stands for.
+    async fn resume_request(
+        &self,
+        job: &mut UploadJob,
+        id: &str,
+        token: Option<&str>,
+    ) -> Result<Result<http::request::Builder, Event>, ClientError> {
+        let token = job.header.token.clone().or(token.map(str::to_owned));
+        let uri = format!("https://{}/v1/uploads/{id}", self.server);
+        let mut asked = http::Request::get(&uri);
+        if let Some(token) = &token {
+            asked = asked.header("authorization", format!("Bearer {token}"));
+        }
+        let asked = asked
+            .body(ChannelBody::empty())
+            .map_err(|e| ClientError::Protocol(format!("bad request: {e}")))?;
+        let response = self
+            .sender()
+            .send_request(asked)
+            .await
+            .map_err(|e| ClientError::ConnectionLost(e.to_string()))?;
+        let status = response.status().as_u16();
+        let mut body = response.into_body();
+        if status != 200 {
+            return Ok(Err(refusal(status, &mut body).await?));
+        }
+        let bytes = body
+            .collect()
+            .await
+            .map_err(|e| ClientError::ConnectionLost(e.to_string()))?
+            .to_bytes();
+        let answer: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ClientError::Protocol(format!("the upload resource is not JSON: {e}")))?;
+        let (Some(offset), Some(prefix)) =
+            (answer["offset"].as_u64(), answer["prefix_sha256"].as_str())
+        else {
+            return Err(ClientError::Protocol(format!(
+                "the upload resource does not say its offset and digest: {answer}"
+            )));
+        };
+        let name = job
+            .header
+            .name
+            .clone()
+            .unwrap_or_else(|| "the upload".into());
+        let mut buf = vec![0u8; BUFFER_BYTES];
+        let digest = crate::upload::skip_prefix(job.body.as_mut(), offset, &mut buf)
+            .await
+            .map_err(|source| ClientError::Input {
+                name: name.clone(),
+                source,
+            })?;
+        if digest != prefix {
+            return Err(ClientError::PrefixMismatch {
+                name,
+                job: id.to_owned(),
+                offset,
+            });
+        }
+        let mut request = http::Request::patch(uri)
+            .header("upload-offset", offset)
+            .header("upload-complete", "?1");
+        if let Some(token) = &token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        if let Some(size) = job.header.size {
+            request = request.header("content-length", size.saturating_sub(offset));
+        }
+        if let Some(sha256) = &job.header.sha256 {
+            request = request.header("repr-digest", repr_digest(sha256));
+        }
+        Ok(Ok(request))
     }
 }
 

@@ -84,11 +84,6 @@ impl Client {
         }
         let (connection, router) = match &self.transport {
             Transport::Quic { connection, router } => (connection, router),
-            Transport::Tcp(_) if job.header.resume.is_some() => {
-                return Err(ClientError::Protocol(
-                    "resuming a job works over QUIC (edge/1) so far, and this connection fell back to TCP: let UDP through to the server's port, then resume again".into(),
-                ))
-            }
             Transport::Tcp(tcp) => {
                 return tcp
                     .upload(job, self.token.as_deref(), cancel, &mut on_event)
@@ -283,7 +278,7 @@ async fn send_body(stream: &mut quinn::SendStream, out: Outgoing<'_>) -> Result<
 
 /// Reads the first `offset` bytes of `body` (which the server has already) and returns
 /// their SHA-256 in hex; a body shorter than that is an error.
-async fn skip_prefix(
+pub(crate) async fn skip_prefix(
     body: &mut (dyn AsyncRead + Send + Unpin),
     offset: u64,
     buf: &mut [u8],

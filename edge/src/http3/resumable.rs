@@ -9,7 +9,8 @@
 //!   `mismatching-upload-offset` problem) and `Upload-Complete: ?1` sends the rest of the
 //!   body: the job goes on (the same events as an upload, `resumed` after `accepted`).
 //! - `DELETE` cancels the job: what it committed stays, and it can no longer be resumed.
-//! - `GET` answers the same as `HEAD`, with a JSON body, for a person.
+//! - `GET` answers the same as `HEAD`, with a JSON body: for a person, and for a client that
+//!   checks its file's first bytes (`prefix_sha256`) before it sends the rest.
 //!
 //! The draft's other ways (an upload created with `Upload-Complete: ?0` and completed in
 //! several appends) are not taken: an append must complete the upload.
@@ -26,6 +27,7 @@ use bytes::Bytes;
 use edge_proto::{ErrorCode, Event, JobHeader};
 use edge_tasks::history::{self, JobRecord};
 use edge_tasks::pipeline::{JobSpec, Resume};
+use edge_tasks::resume::sha256::Sha256;
 use edge_tasks::resume::{self, Cursor, Outcome};
 use edge_tasks::task::UploadInfo;
 use http::{Request, Response, StatusCode};
@@ -58,10 +60,12 @@ pub(super) async fn offset(stream: &mut Stream, service: &Service, job: String, 
     if stream.head {
         return send(stream, StatusCode::NO_CONTENT, &headers, None).await;
     }
+    let prefix = Sha256::restore(&cursor.sha256).map(|sha256| sha256.hex());
     let body = json!({
         "job": cursor.origin.job,
         "task": cursor.origin.task,
         "offset": cursor.offset(),
+        "prefix_sha256": prefix,
         "records": cursor.decoder.index,
         "committed": cursor.committed,
         "size": cursor.origin.size,

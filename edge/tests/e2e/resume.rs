@@ -803,3 +803,33 @@ fn a_cursor_lives_the_same_on_postgres_as_on_redb() {
     let db = edge_pg::cluster::Database::new().unwrap();
     cursor_life(&crate::postgres::open(db.url()), "job-on-postgres");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tcp_edge_client_resumes_through_the_upload_resource() {
+    let server = slow_server(|_| {}).await;
+    let files = tempfile::tempdir().unwrap();
+    // TCP has no slow path here: a file four times bigger takes long enough to be cut.
+    let (file, expected) = numbers(files.path(), 4 * LINES, 61);
+    let (other, _) = numbers(files.path(), LINES, 62);
+    let address = format!("https://127.0.0.1:{}", server.addr.port());
+    let token = server.token(ALL_SCOPES);
+    let args = |command: &[&str]| client_args(command, &address, &server.ca(), &token);
+    let path = file.display().to_string();
+    let mut upload = ClientProcess::start(&args(&["upload", "--tcp", "--task", "stats", &path]));
+    let job = accepted_job(&upload.until("accepted", |e| matches!(e, Event::Accepted { .. })));
+    upload.until("a commit", committed_some);
+    upload.kill();
+    let other = other.display().to_string();
+    let out = run_client(
+        &address,
+        &server.ca(),
+        &token,
+        ["resume", "--tcp", &job, &other, "--no-digest", "--json"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("does not start with"), "{stderr}");
+    let (_, events) = ClientProcess::start(&args(&["resume", "--tcp", &job, &path])).finish();
+    let offsets = resumed_at(&events);
+    assert!(offsets.len() == 1 && offsets[0] > 0, "{offsets:?}");
+    assert_eq!(done_summary(&events), expected);
+}
