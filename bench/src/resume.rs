@@ -28,7 +28,6 @@ use serde::Serialize;
 use std::path::Path;
 use std::pin::Pin;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -90,6 +89,9 @@ pub struct Cut {
     pub sent_twice: u64,
     /// From the reconnect's start to the `resumed` event, seconds.
     pub resume_s: f64,
+    /// From the `resumed` event to the library having read (and hashed) the file's bytes
+    /// before the offset, which it checks before it sends the rest, seconds.
+    pub prefix_s: f64,
 }
 
 /// Everything `edge-bench resume` measured.
@@ -286,12 +288,12 @@ impl Upload<'_> {
         let connecting = Instant::now();
         let client = Client::connect(config).await.context("connect")?;
         let cut = Arc::new(Notify::new());
-        let taken = Arc::new(AtomicU64::new(0));
+        let reads = Arc::new(Mutex::new(Reads::default()));
         let body = Counted {
             file: tokio::fs::File::open(self.file)
                 .await
                 .with_context(|| format!("cannot open {}", self.file.display()))?,
-            taken: taken.clone(),
+            reads: reads.clone(),
             cut: cut_at.map(|at| (at, cut.clone())),
         };
         let heard = Arc::new(Mutex::new(Heard::default()));
@@ -304,7 +306,7 @@ impl Upload<'_> {
             tokio::select! {
                 result = &mut upload => result,
                 () = cut.notified(), if cut_at.is_some() => {
-                    at_cut = Some((taken.load(Ordering::Relaxed), lock(&heard).clone()));
+                    at_cut = Some((lock(&reads).taken, lock(&heard).clone()));
                     client.clone().close().await;
                     upload.await
                 }
@@ -315,19 +317,21 @@ impl Upload<'_> {
             client.close().await;
         }
         let heard = lock(&heard).clone();
+        let reads = std::mem::take(&mut lock(&reads).at);
         Ok(Attempt {
             result,
             ended,
             job: heard.job,
             resumed: heard.resumed,
             at_cut,
+            reads,
         })
     }
 }
 
-/// The lock of `heard` (what a panicked holder left is as good as any).
-fn lock(heard: &Mutex<Heard>) -> std::sync::MutexGuard<'_, Heard> {
-    heard
+/// The lock of `shared` (what a panicked holder left is as good as any).
+fn lock<T>(shared: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    shared
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -346,6 +350,24 @@ struct Attempt {
     /// When it was cut: the file's bytes the library had taken, and what the client had
     /// heard by then.
     at_cut: Option<(u64, Heard)>,
+    /// Each read of the file: the bytes taken by then, and when.
+    reads: Vec<(u64, Instant)>,
+}
+
+impl Attempt {
+    /// Seconds from the `resumed` event to the library having read the file up to its
+    /// offset; 0 for an attempt that did not resume.
+    fn prefix_s(&self) -> f64 {
+        let Some(resumed) = &self.resumed else {
+            return 0.0;
+        };
+        self.reads
+            .iter()
+            .find(|(taken, _)| *taken >= resumed.offset)
+            .map_or(f64::NAN, |(_, at)| {
+                at.saturating_duration_since(resumed.at).as_secs_f64()
+            })
+    }
 }
 
 /// A `resumed` event and when it came.
@@ -355,6 +377,8 @@ struct Resumed {
     offset: u64,
     /// Seconds from the connect's start.
     after_s: f64,
+    /// When it came.
+    at: Instant,
 }
 
 /// What the client heard of a job so far.
@@ -376,9 +400,11 @@ impl Heard {
         match event {
             Event::Accepted { job, .. } => self.job = Some(job.clone()),
             Event::Resumed { offset, .. } => {
+                let at = Instant::now();
                 self.resumed = Some(Resumed {
                     offset: *offset,
-                    after_s: connecting.elapsed().as_secs_f64(),
+                    after_s: at.duration_since(connecting).as_secs_f64(),
+                    at,
                 })
             }
             Event::Progress { bytes, .. } => self.server_read = *bytes,
@@ -412,15 +438,25 @@ fn cut(cut: &Attempt, next: &Attempt) -> anyhow::Result<Cut> {
         resumed_at: resumed.offset,
         sent_twice: sent.saturating_sub(resumed.offset),
         resume_s: resumed.after_s,
+        prefix_s: next.prefix_s(),
     })
 }
 
-/// The file as the library reads it, counting the bytes it takes; once they reach the
-/// first of `cut`, it notifies the second.
+/// The file as the library reads it, noting each read in `reads`; once the bytes taken
+/// reach the first of `cut`, it notifies the second.
 struct Counted {
     file: tokio::fs::File,
-    taken: Arc<AtomicU64>,
+    reads: Arc<Mutex<Reads>>,
     cut: Option<(u64, Arc<Notify>)>,
+}
+
+/// The reads of a [`Counted`] file.
+#[derive(Debug, Default)]
+struct Reads {
+    /// Bytes taken so far.
+    taken: u64,
+    /// Each read: the bytes taken by then, and when.
+    at: Vec<(u64, Instant)>,
 }
 
 impl AsyncRead for Counted {
@@ -432,7 +468,13 @@ impl AsyncRead for Counted {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.file).poll_read(cx, buf);
         let n = (buf.filled().len() - before) as u64;
-        let taken = self.taken.fetch_add(n, Ordering::Relaxed) + n;
+        let taken = {
+            let mut reads = lock(&self.reads);
+            reads.taken += n;
+            let taken = reads.taken;
+            reads.at.push((taken, Instant::now()));
+            taken
+        };
         if let Some((at, cut)) = &self.cut {
             if taken >= *at {
                 cut.notify_one();
@@ -472,7 +514,7 @@ pub fn print(figures: &ResumeFigures) {
     }
     println!("\nEach cut (bytes of the file) and the resume after it");
     println!(
-        "  {:>3} {:>3} {:>12} {:>12} {:>14} {:>12} {:>12} {:>14}",
+        "  {:>3} {:>3} {:>12} {:>12} {:>14} {:>12} {:>12} {:>14} {:>10}",
         "run",
         "cut",
         "client sent",
@@ -480,11 +522,12 @@ pub fn print(figures: &ResumeFigures) {
         "commit heard",
         "resumed at",
         "sent twice",
-        "to resumed ms"
+        "to resumed ms",
+        "prefix ms"
     );
     for c in &figures.cuts {
         println!(
-            "  {:>3} {:>3} {:>12} {:>12} {:>14} {:>12} {:>12} {:>14.1}",
+            "  {:>3} {:>3} {:>12} {:>12} {:>14} {:>12} {:>12} {:>14.1} {:>10.1}",
             c.run,
             c.cut,
             c.sent,
@@ -492,7 +535,8 @@ pub fn print(figures: &ResumeFigures) {
             c.committed_heard,
             c.resumed_at,
             c.sent_twice,
-            c.resume_s * 1e3
+            c.resume_s * 1e3,
+            c.prefix_s * 1e3
         );
     }
     println!("\nTargets (issue 19)");
