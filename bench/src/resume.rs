@@ -255,11 +255,11 @@ impl Upload<'_> {
             .map_err(|e| anyhow::anyhow!("the last resume: {e}"))?;
         crate::tcp::check_done(&result.last, self.records)?;
         let offset = last.resumed.as_ref().map_or(0, |r| r.offset);
-        if result.bytes_sent != self.bytes - offset {
+        let rest = self.bytes.saturating_sub(offset);
+        if result.bytes_sent != rest {
             bail!(
-                "the last resume sent {} bytes after resuming at {offset}: expected {}",
-                result.bytes_sent,
-                self.bytes - offset
+                "the last resume sent {} bytes after resuming at {offset}: expected {rest}",
+                result.bytes_sent
             );
         }
         Ok(())
