@@ -15,6 +15,8 @@
 //!   HTTP/3, beside the discard server.
 //! - `edge-bench tcp`: the sorted 1M upload over HTTP/2 (TCP) beside the same over `edge/1`,
 //!   and curl over HTTP/2 into edge and into the discard server's TCP side.
+//! - `edge-bench resume`: the sorted 1M upload cut twice and resumed, beside the same upload
+//!   uncut, with the library.
 //! - Hidden helpers run as child processes: `stage` (one in-process stage), `measure` (runs a
 //!   program and reports its CPU time and peak RSS) and `discard` (the HTTP/3 discard server).
 
@@ -30,6 +32,7 @@ mod longpath;
 mod postgres;
 mod primes;
 mod proc;
+mod resume;
 mod run;
 mod runs;
 mod server;
@@ -85,6 +88,8 @@ enum Command {
     Blobs(blobs::BlobsArgs),
     /// Only the upload over TCP (HTTP/2) beside the same over QUIC, and curl over HTTP/2.
     Tcp(tcp::TcpArgs),
+    /// Only an upload cut twice and resumed, beside the same upload uncut.
+    Resume(resume::ResumeArgs),
     /// Only a job on a file the server has (`run --server-file`) beside its upload.
     Sources(sources::SourcesArgs),
     /// Only the PostgreSQL store beside redb: one node, and two nodes on one database.
@@ -161,6 +166,10 @@ fn main() -> ExitCode {
         Command::Tcp(args) => {
             proc::install_interrupt_handler();
             tcp::tcp_only(args)
+        }
+        Command::Resume(args) => {
+            proc::install_interrupt_handler();
+            resume::resume_only(args)
         }
         Command::Postgres(args) => {
             proc::install_interrupt_handler();
