@@ -656,7 +656,9 @@ fn was_cut(result: &Result<edge_client::JobResult, ClientError>) -> bool {
                 code: ErrorCode::UploadAborted | ErrorCode::Shutdown | ErrorCode::StoreUnavailable,
                 ..
             } | Event::Rejected {
-                code: ErrorCode::ShuttingDown | ErrorCode::StoreUnavailable,
+                code: ErrorCode::ShuttingDown
+                    | ErrorCode::StoreUnavailable
+                    | ErrorCode::OffsetMismatch,
                 ..
             }
         ),

@@ -89,17 +89,17 @@ impl TcpClient {
         cancel: &CancellationToken,
         on_event: &mut (dyn FnMut(&Event, &[u8]) + Send),
     ) -> Result<JobResult, ClientError> {
-        let request = match job.header.resume.clone() {
+        let asked = match job.header.resume.clone() {
             Some(resumed) => self.resume_request(&mut job, &resumed, token).await?,
-            None => self.upload_request(&job, token),
+            None => Asked::Request(Box::new(self.upload_request(&job, token))),
         };
-        let request = match request {
-            Ok(request) => request,
+        let request = match asked {
+            Asked::Request(request) => *request,
             // Refused before anything was sent (nothing to go on with).
-            Err(refused) => {
+            Asked::Refused(refused) => {
                 on_event(&refused, &refused.to_line());
                 return Ok(JobResult {
-                    last: refused,
+                    last: *refused,
                     bytes_sent: 0,
                 });
             }
@@ -142,7 +142,10 @@ impl TcpClient {
             let status = response.status().as_u16();
             let mut body = response.into_body();
             if status != 200 {
-                return refusal(status, &mut body).await;
+                // The refusal stands for a `rejected` event, shown as one.
+                let refused = refusal(status, &mut body).await?;
+                on_event(&refused, &refused.to_line());
+                return Ok(refused);
             }
             read_events(&mut body, on_event).await
         };
@@ -162,11 +165,7 @@ impl TcpClient {
     }
 
     /// A new job's request: `PUT /v1/jobs/{task}`, the header's fields in the query.
-    fn upload_request(
-        &self,
-        job: &UploadJob,
-        token: Option<&str>,
-    ) -> Result<http::request::Builder, Event> {
+    fn upload_request(&self, job: &UploadJob, token: Option<&str>) -> http::request::Builder {
         let header = &job.header;
         let query = {
             let mut query = form_urlencoded::Serializer::new(String::new());
@@ -205,19 +204,18 @@ impl TcpClient {
         if let Some(sha256) = &header.sha256 {
             request = request.header("repr-digest", repr_digest(sha256));
         }
-        Ok(request)
+        request
     }
 
     /// The request that goes on with job `id` (the resumable-uploads draft): its upload
     /// resource asked for its offset and the digest of the bytes before it, the body's first
-    /// bytes checked against that and skipped, then `PATCH` with the rest. `Err(event)`: the
-    /// server refused (nothing to go on with), as the `rejected` event it stands for.
+    /// bytes checked against that and skipped, then `PATCH` with the rest.
     async fn resume_request(
         &self,
         job: &mut UploadJob,
         id: &str,
         token: Option<&str>,
-    ) -> Result<Result<http::request::Builder, Event>, ClientError> {
+    ) -> Result<Asked, ClientError> {
         let token = job.header.token.clone().or(token.map(str::to_owned));
         let uri = format!("https://{}/v1/uploads/{id}", self.server);
         let mut asked = http::Request::get(&uri);
@@ -235,7 +233,7 @@ impl TcpClient {
         let status = response.status().as_u16();
         let mut body = response.into_body();
         if status != 200 {
-            return Ok(Err(refusal(status, &mut body).await?));
+            return Ok(Asked::Refused(Box::new(refusal(status, &mut body).await?)));
         }
         let bytes = body
             .collect()
@@ -282,8 +280,17 @@ impl TcpClient {
         if let Some(sha256) = &job.header.sha256 {
             request = request.header("repr-digest", repr_digest(sha256));
         }
-        Ok(Ok(request))
+        Ok(Asked::Request(Box::new(request)))
     }
+}
+
+/// What a job's request is.
+enum Asked {
+    /// The request to send, its body to come.
+    Request(Box<http::request::Builder>),
+    /// The server refused already (a resume with nothing to go on with), as the `rejected`
+    /// event it stands for.
+    Refused(Box<Event>),
 }
 
 /// The job's events, one NDJSON line each, up to its final event.

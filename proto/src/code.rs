@@ -96,6 +96,9 @@ pub enum ErrorCode {
     /// Another client resumed this job: this one is no longer attached to it, and nothing it
     /// sent after the job's last commit was kept.
     TakenOver,
+    /// An append to an upload resource (`PATCH /v1/uploads/{id}`) did not start at the
+    /// job's offset: `HEAD` (or `GET`) it for the offset and send the body from there.
+    OffsetMismatch,
 
     /// A code this version of the contract does not know (from a newer peer).
     #[serde(other)]
@@ -140,6 +143,7 @@ impl ErrorCode {
             ErrorCode::ResumeExpired => "resume_expired",
             ErrorCode::NotResumable => "not_resumable",
             ErrorCode::TakenOver => "taken_over",
+            ErrorCode::OffsetMismatch => "offset_mismatch",
             ErrorCode::Other => "other",
         }
     }

@@ -1256,8 +1256,10 @@ impl<'a> Job<'a> {
             code,
             ErrorCode::StoreError | ErrorCode::StoreUnavailable | ErrorCode::TakenOver
         );
-        // An atomic job that fails keeps nothing.
-        if !store_failed && !self.atomic {
+        // A body that is not the one declared is not trusted past the last commit; an
+        // atomic job that fails keeps nothing.
+        let keep_pending = !store_failed && code != ErrorCode::DigestMismatch && !self.atomic;
+        if keep_pending {
             if let Err(store) = self.commit_all() {
                 message = format!("{message}; and the last commit failed: {}", store.message);
             }

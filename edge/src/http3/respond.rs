@@ -20,7 +20,9 @@ pub(super) fn status_of(code: ErrorCode) -> StatusCode {
         }
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,
         ErrorCode::ResumeExpired => StatusCode::NOT_FOUND,
-        ErrorCode::NotResumable | ErrorCode::TakenOver => StatusCode::CONFLICT,
+        ErrorCode::NotResumable | ErrorCode::TakenOver | ErrorCode::OffsetMismatch => {
+            StatusCode::CONFLICT
+        }
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::LimitExceeded => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::HeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,

@@ -118,17 +118,12 @@ async fn start(
     complete(headers)?;
     let mut header = JobHeader::new("");
     header.sha256 = declared_digest(headers)?;
-    // A client behind the job's offset is told so without taking the job over.
-    let seen = owned_cursor(service, job, grant).await?;
-    if seen.offset() != provided {
-        return Ok(Appended::Mismatch {
-            expected: seen.offset(),
-            provided,
-        });
-    }
+    owned_cursor(service, job, grant).await?;
+    // The job is taken over first: a request still attached to it (its client gone, its
+    // last bytes still being read) stops, so the offset is final, and a client that was
+    // behind it asks again and finds the same.
     let cursor = crate::resumes::claim(service, job, grant, &header).await?;
     if cursor.offset() != provided {
-        // Another client's append moved it on meanwhile.
         return Ok(Appended::Mismatch {
             expected: cursor.offset(),
             provided,
@@ -322,7 +317,7 @@ async fn mismatch(stream: &mut Stream, expected: u64, provided: u64) {
         "title": "offset from request does not match offset of resource",
         "expected-offset": expected,
         "provided-offset": provided,
-        "error": {"code": "offset_mismatch", "message": message},
+        "error": {"code": ErrorCode::OffsetMismatch.as_str(), "message": message},
     });
     let headers = [("upload-offset", expected.to_string())];
     let body = Some(("application/problem+json", problem));
