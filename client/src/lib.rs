@@ -28,6 +28,7 @@
 //! - [`api`]: the read API over HTTP/3 (ports, jobs, tasks).
 //! - [`connect`]: the server address, TLS trust and the QUIC connection.
 //! - [`upload`]: one job: the header and body out, the events back.
+//! - [`digest`]: a file's SHA-256, with its states every few MiB for resumes.
 //! - `router`: pairs the server's notification streams with uploads.
 //! - [`display`]: how the `edge-client` binary shows jobs (progress bars, line log).
 //! - [`error`]: what can go wrong, with what to do about it.
@@ -35,6 +36,7 @@
 
 pub mod api;
 pub mod connect;
+pub mod digest;
 pub mod display;
 pub mod error;
 mod router;
@@ -43,5 +45,6 @@ pub mod token;
 pub mod upload;
 
 pub use connect::{Client, ClientConfig, Server};
+pub use digest::PrefixHashes;
 pub use error::{ClientError, Untrusted};
 pub use upload::{JobResult, UploadJob};

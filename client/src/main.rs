@@ -3,7 +3,7 @@
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use edge_client::display::{self, LineLog, Outcome};
-use edge_client::{Client, ClientConfig, ClientError, UploadJob};
+use edge_client::{Client, ClientConfig, ClientError, PrefixHashes, UploadJob};
 use edge_proto::{ErrorCode, Event, Format, JobHeader};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::VecDeque;
@@ -403,8 +403,9 @@ struct Queued {
 /// Where a job's body comes from.
 #[derive(Clone)]
 enum Source {
-    /// A file, opened when its job starts (again from its start on a retry).
-    File(PathBuf),
+    /// A file, opened when its job starts (again from its start on a retry or a resume),
+    /// with its SHA-256 states when it was hashed (a resume checks its prefix from them).
+    File(PathBuf, Option<Arc<PrefixHashes>>),
     /// Standard input, whose first bytes are kept until the job is accepted, so that a
     /// refused job can be sent again.
     Stdin(Arc<Replay>),
@@ -415,7 +416,7 @@ enum Source {
 impl Source {
     fn open(&self) -> Result<Box<dyn AsyncRead + Send + Unpin>, ClientError> {
         match self {
-            Source::File(path) => {
+            Source::File(path, _) => {
                 let file = std::fs::File::open(path).map_err(|source| ClientError::Input {
                     name: path.display().to_string(),
                     source,
@@ -433,13 +434,13 @@ impl Source {
     /// Whether a job cut off can be resumed by sending its body again from an offset (a
     /// file: it is read again from its start, and its bytes before the offset checked).
     fn can_resume(&self) -> bool {
-        matches!(self, Source::File(_))
+        matches!(self, Source::File(..))
     }
 
     /// Whether a job refused now can be sent again.
     fn can_resend(&self) -> bool {
         match self {
-            Source::File(_) | Source::Server => true,
+            Source::File(..) | Source::Server => true,
             Source::Stdin(replay) => replay.freeze(),
         }
     }
@@ -566,35 +567,25 @@ async fn prepare(file: &PathBuf, args: &JobArgs) -> Result<(JobHeader, Source), 
         .format
         .or_else(|| header.name.as_deref().and_then(Format::from_file_name));
     header.size = metadata.is_file().then_some(metadata.len());
+    let mut prefix = None;
     if metadata.is_file() && !args.no_digest {
-        header.sha256 = Some(sha256_of(file).await.map_err(|source| ClientError::Input {
+        let (digest, states) = sha256_of(file).await.map_err(|source| ClientError::Input {
             name: name.clone(),
             source,
-        })?);
+        })?;
+        header.sha256 = Some(digest);
+        prefix = Some(states);
     }
-    Ok((header, Source::File(file.clone())))
+    Ok((header, Source::File(file.clone(), prefix)))
 }
 
-/// A file's SHA-256 as lowercase hex, read in 1 MiB pieces off the async runtime.
-async fn sha256_of(file: &std::path::Path) -> std::io::Result<String> {
+/// A file's SHA-256 as lowercase hex, with its states every few MiB, read off the async
+/// runtime.
+async fn sha256_of(file: &std::path::Path) -> std::io::Result<(String, Arc<PrefixHashes>)> {
     let file = file.to_owned();
-    let digest = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
-        use std::io::Read;
-        let mut reader = std::fs::File::open(&file)?;
-        let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-        let mut buf = vec![0u8; 1024 * 1024];
-        loop {
-            let n = reader.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            context.update(&buf[..n]);
-        }
-        let digest = context.finish();
-        Ok(digest.as_ref().iter().map(|b| format!("{b:02x}")).collect())
-    })
-    .await;
-    digest.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    tokio::task::spawn_blocking(move || PrefixHashes::of_file(&file))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 
 fn job_name(header: &JobHeader) -> String {
@@ -740,7 +731,11 @@ async fn run_job(
                 return (queued, Ended::Outcome(Outcome::Failed));
             }
         };
-        let job = UploadJob::new(header.clone(), body);
+        let prefix = match &queued.source {
+            Source::File(_, prefix) => prefix.clone(),
+            _ => None,
+        };
+        let job = UploadJob::new(header.clone(), body).with_prefix_hashes(prefix);
         let result = client
             .upload_until(job, &cancel, |event, line| {
                 match event {

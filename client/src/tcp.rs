@@ -255,7 +255,8 @@ impl TcpClient {
             .clone()
             .unwrap_or_else(|| "the upload".into());
         let mut buf = vec![0u8; BUFFER_BYTES];
-        let digest = crate::upload::skip_prefix(job.body.as_mut(), offset, &mut buf)
+        let known = job.prefix.as_deref();
+        let digest = crate::digest::skip_prefix(job.body.as_mut(), offset, known, &mut buf)
             .await
             .map_err(|source| ClientError::Input {
                 name: name.clone(),

@@ -1,6 +1,8 @@
 //! One job: the header and the body out on a new unidirectional stream, the events back.
 
 use crate::connect::{Client, Transport};
+use crate::digest::{skip_prefix, PrefixHashes};
+use std::sync::Arc;
 use crate::error::ClientError;
 use edge_proto::{AppCode, Event, JobHeader};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,8 +18,13 @@ const BUFFER_BYTES: usize = 64 * 1024;
 pub struct UploadJob {
     /// The job header (the client's token is added if it has none).
     pub header: JobHeader,
-    /// The body, read with a fixed buffer as it is sent.
+    /// The body, read with a fixed buffer as it is sent. For a resume (`header.resume`),
+    /// the whole body again: its bytes before the server's offset are read and checked, not
+    /// sent.
     pub body: Box<dyn AsyncRead + Send + Unpin>,
+    /// The body's SHA-256 states every few MiB, when known ([`PrefixHashes::of_file`]): a
+    /// resume then hashes at most a few MiB of the prefix it checks.
+    pub prefix: Option<Arc<PrefixHashes>>,
 }
 
 impl std::fmt::Debug for UploadJob {
@@ -31,7 +38,17 @@ impl std::fmt::Debug for UploadJob {
 impl UploadJob {
     /// A job with this header and body.
     pub fn new(header: JobHeader, body: Box<dyn AsyncRead + Send + Unpin>) -> UploadJob {
-        UploadJob { header, body }
+        UploadJob {
+            header,
+            body,
+            prefix: None,
+        }
+    }
+
+    /// This job, with its body's SHA-256 states (for a resume's check of its prefix).
+    pub fn with_prefix_hashes(mut self, prefix: Option<Arc<PrefixHashes>>) -> UploadJob {
+        self.prefix = prefix;
+        self
     }
 }
 
@@ -107,6 +124,7 @@ impl Client {
             let body = Outgoing {
                 header: &job.header,
                 body: &mut job.body,
+                prefix: job.prefix.as_deref(),
                 name: &name,
                 resumed,
             };
@@ -203,6 +221,8 @@ enum Sent {
 struct Outgoing<'a> {
     header: &'a JobHeader,
     body: &'a mut (dyn AsyncRead + Send + Unpin),
+    /// The body's SHA-256 states, if known.
+    prefix: Option<&'a PrefixHashes>,
     name: &'a str,
     /// For a resume: the server's `resumed` offset and prefix digest, once it came.
     resumed: Option<tokio::sync::oneshot::Receiver<(u64, String)>>,
@@ -215,6 +235,7 @@ async fn send_body(stream: &mut quinn::SendStream, out: Outgoing<'_>) -> Result<
     let Outgoing {
         header,
         body,
+        prefix: known,
         name,
         resumed,
     } = out;
@@ -234,7 +255,7 @@ async fn send_body(stream: &mut quinn::SendStream, out: Outgoing<'_>) -> Result<
         let Ok((offset, prefix)) = resumed.await else {
             return Err(Sent::Stopped(0));
         };
-        let read = skip_prefix(body, offset, &mut buf).await;
+        let read = skip_prefix(body, offset, known, &mut buf).await;
         let matches = match read {
             Ok(digest) => digest == prefix,
             Err(source) => {
@@ -276,30 +297,3 @@ async fn send_body(stream: &mut quinn::SendStream, out: Outgoing<'_>) -> Result<
     Ok(sent)
 }
 
-/// Reads the first `offset` bytes of `body` (which the server has already) and returns
-/// their SHA-256 in hex; a body shorter than that is an error.
-pub(crate) async fn skip_prefix(
-    body: &mut (dyn AsyncRead + Send + Unpin),
-    offset: u64,
-    buf: &mut [u8],
-) -> std::io::Result<String> {
-    let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut left = offset;
-    while left > 0 {
-        let want = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
-        let n = body.read(&mut buf[..want]).await?;
-        if n == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                format!("it is shorter than the {offset} bytes the server already has"),
-            ));
-        }
-        hash.update(&buf[..n]);
-        left -= n as u64;
-    }
-    Ok(hex(hash.finish().as_ref()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}

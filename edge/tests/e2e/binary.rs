@@ -257,10 +257,7 @@ async fn sigterm_ends_a_running_job_with_a_final_event_and_keeps_what_was_commit
     });
     let mut header = JobHeader::new("ports");
     header.format = Some(Format::Ndjson);
-    let job = UploadJob {
-        header,
-        body: Box::new(reader),
-    };
+    let job = UploadJob::new(header, Box::new(reader));
     let (committed_tx, mut committed_rx) = tokio::sync::mpsc::unbounded_channel();
     let draining = std::sync::Arc::new(std::sync::Mutex::new(None));
     let seen = draining.clone();
@@ -352,10 +349,7 @@ async fn sighup_swaps_the_certificate_while_an_upload_goes_on() {
     let mut header = JobHeader::new("ports");
     header.format = Some(Format::Ndjson);
     let running = tokio::spawn(async move {
-        let job = UploadJob {
-            header,
-            body: Box::new(reader),
-        };
+        let job = UploadJob::new(header, Box::new(reader));
         client.upload(job, |_| {}).await
     });
 

@@ -248,7 +248,7 @@ pub async fn upload_with(
 ) -> (JobResult, Vec<Event>) {
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = events.clone();
-    let job = UploadJob { header, body };
+    let job = UploadJob::new(header, body);
     let result = client
         .upload(job, move |event: &Event| {
             sink.lock().unwrap().push(event.clone())
