@@ -306,11 +306,8 @@ impl Upload<'_> {
         let heard = Arc::new(Mutex::new(Heard::default()));
         let mut at_cut = None;
         let result = {
-            let job = UploadJob::new(header, Box::new(body))
-                .with_prefix_hashes(Some(self.prefix.clone()));
-            let upload = client.upload(job, |event| {
-                lock(&heard).event(event, connecting)
-            });
+            let job = UploadJob::seekable(header, Box::new(body), self.prefix.clone());
+            let upload = client.upload(job, |event| lock(&heard).event(event, connecting));
             tokio::pin!(upload);
             tokio::select! {
                 result = &mut upload => result,
@@ -466,6 +463,21 @@ struct Reads {
     taken: u64,
     /// Each read: the bytes taken by then, and when.
     at: Vec<(u64, Instant)>,
+}
+
+/// A resume seeks the file to the SHA-256 state nearest its offset: the count follows.
+impl tokio::io::AsyncSeek for Counted {
+    fn start_seek(mut self: Pin<&mut Self>, position: std::io::SeekFrom) -> std::io::Result<()> {
+        Pin::new(&mut self.file).start_seek(position)
+    }
+
+    fn poll_complete(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<u64>> {
+        let polled = Pin::new(&mut self.file).poll_complete(cx);
+        if let Poll::Ready(Ok(at)) = &polled {
+            lock(&self.reads).taken = *at;
+        }
+        polled
+    }
 }
 
 impl AsyncRead for Counted {

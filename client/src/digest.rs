@@ -5,7 +5,7 @@
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeek};
 
 /// The SHA-256 states of a file's first `k * EVERY` bytes, for every `k` up to its size.
 #[derive(Clone)]
@@ -39,11 +39,13 @@ impl PrefixHashes {
             let mut bytes = &buf[..n];
             while !bytes.is_empty() {
                 let to_state = PrefixHashes::EVERY - hashed % PrefixHashes::EVERY;
-                let take = bytes.len().min(usize::try_from(to_state).unwrap_or(usize::MAX));
+                let take = bytes
+                    .len()
+                    .min(usize::try_from(to_state).unwrap_or(usize::MAX));
                 context.update(&bytes[..take]);
                 hashed += take as u64;
                 bytes = &bytes[take..];
-                if hashed % PrefixHashes::EVERY == 0 {
+                if hashed.is_multiple_of(PrefixHashes::EVERY) {
                     states.push(context.clone());
                 }
             }
@@ -67,7 +69,7 @@ impl PrefixHashes {
 /// Reads the first `offset` bytes of `body` (which the server has already) and returns their
 /// SHA-256 in hex: from the nearest of `known`'s states when given (the bytes before it are
 /// read, not hashed), else from the first byte. A body shorter than that is an error.
-pub(crate) async fn skip_prefix(
+async fn skip_prefix(
     body: &mut (dyn AsyncRead + Send + Unpin),
     offset: u64,
     known: Option<&PrefixHashes>,
@@ -77,12 +79,6 @@ pub(crate) async fn skip_prefix(
         Some(known) => known.before(offset),
         None => (0, ring::digest::Context::new(&ring::digest::SHA256)),
     };
-    let short = || {
-        std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            format!("it is shorter than the {offset} bytes the server already has"),
-        )
-    };
     let mut at = 0u64;
     while at < offset {
         let want = usize::try_from(offset - at)
@@ -90,7 +86,7 @@ pub(crate) async fn skip_prefix(
             .min(buf.len());
         let n = body.read(&mut buf[..want]).await?;
         if n == 0 {
-            return Err(short());
+            return Err(shorter(offset));
         }
         let read = &buf[..n];
         // Only the bytes from the state on are hashed.
@@ -101,6 +97,68 @@ pub(crate) async fn skip_prefix(
         at += n as u64;
     }
     Ok(hex(hash.finish().as_ref()))
+}
+
+/// A body that can be read again from a byte of its own (a file): a resume goes to the
+/// state nearest the server's offset instead of reading the body from its start.
+pub trait SeekableBody: AsyncRead + AsyncSeek + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncSeek + Send + Unpin> SeekableBody for T {}
+
+/// A job's body, as [`crate::UploadJob`] holds it.
+pub enum Body {
+    /// Read once, from its start (standard input, a generated body).
+    Stream(Box<dyn AsyncRead + Send + Unpin>),
+    /// A file, with its SHA-256 states ([`PrefixHashes::of_file`]).
+    Seekable(Box<dyn SeekableBody>, Arc<PrefixHashes>),
+}
+
+impl AsyncRead for Body {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Body::Stream(body) => std::pin::Pin::new(body).poll_read(cx, buf),
+            Body::Seekable(body, _) => std::pin::Pin::new(body).poll_read(cx, buf),
+        }
+    }
+}
+
+/// Goes past the first `offset` bytes of a resumed body (which the server has already) and
+/// returns their SHA-256 in hex: a seekable body goes to the state nearest `offset` and
+/// hashes from there (nothing before it is read); another is read from its start.
+pub(crate) async fn resume_body(
+    body: &mut Body,
+    offset: u64,
+    buf: &mut [u8],
+) -> std::io::Result<String> {
+    match body {
+        Body::Stream(body) => skip_prefix(body.as_mut(), offset, None, buf).await,
+        Body::Seekable(body, known) => {
+            let (start, mut hash) = known.before(offset);
+            tokio::io::AsyncSeekExt::seek(body, std::io::SeekFrom::Start(start)).await?;
+            let mut left = offset - start;
+            while left > 0 {
+                let want = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                let n = body.read(&mut buf[..want]).await?;
+                if n == 0 {
+                    return Err(shorter(offset));
+                }
+                hash.update(&buf[..n]);
+                left -= n as u64;
+            }
+            Ok(hex(hash.finish().as_ref()))
+        }
+    }
+}
+
+fn shorter(offset: u64) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        format!("it is shorter than the {offset} bytes the server already has"),
+    )
 }
 
 /// Bytes as lowercase hex.
@@ -121,10 +179,14 @@ mod tests {
         let data: Vec<u8> = (0..len).map(|i| (i * 31 + i / 7) as u8).collect();
         std::fs::write(&path, &data).unwrap();
         let (digest, known) = PrefixHashes::of_file(&path).unwrap();
-        assert_eq!(digest, hex(ring::digest::digest(&ring::digest::SHA256, &data).as_ref()));
+        assert_eq!(
+            digest,
+            hex(ring::digest::digest(&ring::digest::SHA256, &data).as_ref())
+        );
         let every = PrefixHashes::EVERY as usize;
         for offset in [0, 1, every - 1, every, every + 1, 2 * every, len - 1, len] {
-            let expected = hex(ring::digest::digest(&ring::digest::SHA256, &data[..offset]).as_ref());
+            let expected =
+                hex(ring::digest::digest(&ring::digest::SHA256, &data[..offset]).as_ref());
             let mut buf = vec![0u8; 100_000];
             for known in [Some(known.as_ref()), None] {
                 let mut body: &[u8] = &data;
@@ -136,6 +198,22 @@ mod tests {
             }
         }
         let mut short: &[u8] = &data[..10];
-        assert!(skip_prefix(&mut short, 11, None, &mut [0u8; 4]).await.is_err());
+        assert!(skip_prefix(&mut short, 11, None, &mut [0u8; 4])
+            .await
+            .is_err());
+        // A file goes to the state nearest the offset, then on from the offset.
+        for offset in [0, every + 7, len] {
+            let expected =
+                hex(ring::digest::digest(&ring::digest::SHA256, &data[..offset]).as_ref());
+            let file = tokio::fs::File::open(&path).await.unwrap();
+            let mut body = Body::Seekable(Box::new(file), known.clone());
+            let got = resume_body(&mut body, offset as u64, &mut [0u8; 65536])
+                .await
+                .unwrap();
+            assert_eq!(got, expected, "offset {offset}");
+            let mut rest = Vec::new();
+            body.read_to_end(&mut rest).await.unwrap();
+            assert_eq!(rest, &data[offset..]);
+        }
     }
 }

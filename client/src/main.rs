@@ -414,25 +414,33 @@ enum Source {
 }
 
 impl Source {
-    fn open(&self) -> Result<Box<dyn AsyncRead + Send + Unpin>, ClientError> {
+    /// The job with `header` on this body, opened (again).
+    fn open(&self, header: JobHeader) -> Result<UploadJob, ClientError> {
         match self {
-            Source::File(path, _) => {
+            Source::File(path, prefix) => {
                 let file = std::fs::File::open(path).map_err(|source| ClientError::Input {
                     name: path.display().to_string(),
                     source,
                 })?;
-                Ok(Box::new(tokio::fs::File::from_std(file)))
+                let file = tokio::fs::File::from_std(file);
+                Ok(match prefix {
+                    Some(prefix) => UploadJob::seekable(header, Box::new(file), prefix.clone()),
+                    None => UploadJob::new(header, Box::new(file)),
+                })
             }
             Source::Stdin(replay) => {
                 replay.rewind();
-                Ok(Box::new(ReplayReader(replay.clone())))
+                Ok(UploadJob::new(
+                    header,
+                    Box::new(ReplayReader(replay.clone())),
+                ))
             }
-            Source::Server => Ok(Box::new(tokio::io::empty())),
+            Source::Server => Ok(UploadJob::new(header, Box::new(tokio::io::empty()))),
         }
     }
 
     /// Whether a job cut off can be resumed by sending its body again from an offset (a
-    /// file: it is read again from its start, and its bytes before the offset checked).
+    /// file: opened again, and its bytes before the offset checked).
     fn can_resume(&self) -> bool {
         matches!(self, Source::File(..))
     }
@@ -721,8 +729,8 @@ async fn run_job(
     // The final event of each attempt, shown once it is known that no resume follows.
     let mut last_line = Vec::new();
     let result = loop {
-        let body = match queued.source.open() {
-            Ok(body) => body,
+        let job = match queued.source.open(header.clone()) {
+            Ok(job) => job,
             Err(e) => {
                 if let Some(bar) = &queued.bar {
                     bar.finish_and_clear();
@@ -731,11 +739,6 @@ async fn run_job(
                 return (queued, Ended::Outcome(Outcome::Failed));
             }
         };
-        let prefix = match &queued.source {
-            Source::File(_, prefix) => prefix.clone(),
-            _ => None,
-        };
-        let job = UploadJob::new(header.clone(), body).with_prefix_hashes(prefix);
         let result = client
             .upload_until(job, &cancel, |event, line| {
                 match event {

@@ -255,8 +255,7 @@ impl TcpClient {
             .clone()
             .unwrap_or_else(|| "the upload".into());
         let mut buf = vec![0u8; BUFFER_BYTES];
-        let known = job.prefix.as_deref();
-        let digest = crate::digest::skip_prefix(job.body.as_mut(), offset, known, &mut buf)
+        let digest = crate::digest::resume_body(&mut job.body, offset, &mut buf)
             .await
             .map_err(|source| ClientError::Input {
                 name: name.clone(),

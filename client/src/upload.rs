@@ -1,11 +1,11 @@
 //! One job: the header and the body out on a new unidirectional stream, the events back.
 
 use crate::connect::{Client, Transport};
-use crate::digest::{skip_prefix, PrefixHashes};
-use std::sync::Arc;
+use crate::digest::{resume_body, Body, PrefixHashes, SeekableBody};
 use crate::error::ClientError;
 use edge_proto::{AppCode, Event, JobHeader};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::sync::CancellationToken;
@@ -19,12 +19,10 @@ pub struct UploadJob {
     /// The job header (the client's token is added if it has none).
     pub header: JobHeader,
     /// The body, read with a fixed buffer as it is sent. For a resume (`header.resume`),
-    /// the whole body again: its bytes before the server's offset are read and checked, not
-    /// sent.
-    pub body: Box<dyn AsyncRead + Send + Unpin>,
-    /// The body's SHA-256 states every few MiB, when known ([`PrefixHashes::of_file`]): a
-    /// resume then hashes at most a few MiB of the prefix it checks.
-    pub prefix: Option<Arc<PrefixHashes>>,
+    /// the whole body again: its bytes before the server's offset are checked, not sent (a
+    /// [`Body::Seekable`] body goes to the SHA-256 state nearest the offset and hashes at
+    /// most a few MiB; another is read and hashed from its start).
+    pub body: Body,
 }
 
 impl std::fmt::Debug for UploadJob {
@@ -40,15 +38,20 @@ impl UploadJob {
     pub fn new(header: JobHeader, body: Box<dyn AsyncRead + Send + Unpin>) -> UploadJob {
         UploadJob {
             header,
-            body,
-            prefix: None,
+            body: Body::Stream(body),
         }
     }
 
-    /// This job, with its body's SHA-256 states (for a resume's check of its prefix).
-    pub fn with_prefix_hashes(mut self, prefix: Option<Arc<PrefixHashes>>) -> UploadJob {
-        self.prefix = prefix;
-        self
+    /// A job whose body is a file (or anything seekable) with the SHA-256 states `prefix`.
+    pub fn seekable(
+        header: JobHeader,
+        body: Box<dyn SeekableBody>,
+        prefix: Arc<PrefixHashes>,
+    ) -> UploadJob {
+        UploadJob {
+            header,
+            body: Body::Seekable(body, prefix),
+        }
     }
 }
 
@@ -124,7 +127,6 @@ impl Client {
             let body = Outgoing {
                 header: &job.header,
                 body: &mut job.body,
-                prefix: job.prefix.as_deref(),
                 name: &name,
                 resumed,
             };
@@ -220,9 +222,7 @@ enum Sent {
 /// What goes out on a job's upload stream.
 struct Outgoing<'a> {
     header: &'a JobHeader,
-    body: &'a mut (dyn AsyncRead + Send + Unpin),
-    /// The body's SHA-256 states, if known.
-    prefix: Option<&'a PrefixHashes>,
+    body: &'a mut Body,
     name: &'a str,
     /// For a resume: the server's `resumed` offset and prefix digest, once it came.
     resumed: Option<tokio::sync::oneshot::Receiver<(u64, String)>>,
@@ -235,7 +235,6 @@ async fn send_body(stream: &mut quinn::SendStream, out: Outgoing<'_>) -> Result<
     let Outgoing {
         header,
         body,
-        prefix: known,
         name,
         resumed,
     } = out;
@@ -255,7 +254,7 @@ async fn send_body(stream: &mut quinn::SendStream, out: Outgoing<'_>) -> Result<
         let Ok((offset, prefix)) = resumed.await else {
             return Err(Sent::Stopped(0));
         };
-        let read = skip_prefix(body, offset, known, &mut buf).await;
+        let read = resume_body(body, offset, &mut buf).await;
         let matches = match read {
             Ok(digest) => digest == prefix,
             Err(source) => {
@@ -296,4 +295,3 @@ async fn send_body(stream: &mut quinn::SendStream, out: Outgoing<'_>) -> Result<
     let _ = stream.finish();
     Ok(sent)
 }
-
