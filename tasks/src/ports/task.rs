@@ -94,9 +94,8 @@ impl Task for PortsTask {
         self.finish_commit(true).unwrap_or(Ok(()))
     }
 
-    /// Hands the batch to the store, with the job's cursor in the same transaction: then the
-    /// batch is written at once (not in parts), so that the cursor and the records it
-    /// covers are durable together.
+    /// Hands the batch to the store, with the job's cursor in the transaction that ends it
+    /// (see [`SharedBatch::cursor`]).
     fn start_commit(&mut self, cursor: Option<Save>) -> Result<Option<Save>, TaskError> {
         // One commit at a time per job: its batches land in upload order.
         if let Some(Err(e)) = self.finish_commit(true) {
@@ -109,11 +108,14 @@ impl Task for PortsTask {
         let mut batch = std::mem::replace(&mut self.batch, next);
         batch.sort();
         let batch = Arc::new(batch);
-        let ranges = match cursor {
-            Some(_) => std::iter::once(0..batch.entries.len()).collect(),
-            None => parts(&self.store, &batch),
-        };
+        let ranges = parts(&self.store, &batch);
+        // One part writes the cursor itself; parts written at once (PostgreSQL) have it
+        // written once all of them are durable.
         let mut cursor = cursor.map(|save| (save, self.totals));
+        let after = match ranges.len() {
+            1 => None,
+            _ => cursor.take(),
+        };
         let tickets = ranges
             .into_iter()
             .map(|range| {
@@ -126,6 +128,9 @@ impl Task for PortsTask {
             tickets,
             answers: Vec::new(),
             batch,
+            after,
+            cursor_write: None,
+            after_failed: None,
         });
         Ok(None)
     }
@@ -159,7 +164,34 @@ impl Task for PortsTask {
                 .answers
                 .push(answer.unwrap_or_else(|| ticket.wait()));
         }
-        let InFlight { answers, batch, .. } = self.in_flight.take()?;
+        // Parts written at once: their cursor once all of them are durable.
+        if let Some((save, before)) = in_flight.after.take() {
+            match sum(std::mem::take(&mut in_flight.answers)) {
+                Ok(counts) => {
+                    let state = before.plus(counts).to_json();
+                    let save = save.with_task(Some(state));
+                    in_flight.cursor_write = Some(self.store.submit(save, Sync::Now));
+                    in_flight.answers.push(Ok(counts));
+                }
+                Err(e) => in_flight.after_failed = Some(e),
+            }
+        }
+        if let Some(ticket) = &mut in_flight.cursor_write {
+            let written = match wait {
+                true => None,
+                false => Some(ticket.try_wait()?),
+            };
+            let ticket = in_flight.cursor_write.take()?;
+            if let Err(e) = written.unwrap_or_else(|| ticket.wait()) {
+                in_flight.after_failed = Some(TaskError::from(e));
+            }
+        }
+        let InFlight {
+            answers,
+            batch,
+            after_failed,
+            ..
+        } = self.in_flight.take()?;
         // The store dropped its handles before answering.
         if let Ok(mut batch) = Arc::try_unwrap(batch) {
             batch.clear();
@@ -167,20 +199,16 @@ impl Task for PortsTask {
         }
         // Every part is counted once all are durable; a part that failed fails the commit
         // (parts that committed stay, unreported: they are records upserted by key).
-        let mut sum = Counts::default();
-        for answer in answers {
-            let counts = match answer {
-                Ok(counts) => counts,
-                Err(e) => return Some(Err(TaskError::from(e))),
-            };
-            sum.inserted += counts.inserted;
-            sum.updated += counts.updated;
-            sum.unchanged += counts.unchanged;
+        if let Some(failed) = after_failed {
+            return Some(Err(failed));
         }
-        self.totals.inserted += sum.inserted;
-        self.totals.updated += sum.updated;
-        self.totals.unchanged += sum.unchanged;
-        Some(Ok(()))
+        match sum(answers) {
+            Ok(counts) => {
+                self.totals = self.totals.plus(counts);
+                Some(Ok(()))
+            }
+            Err(e) => Some(Err(e)),
+        }
     }
 
     fn pending_bytes(&self) -> usize {
@@ -339,6 +367,20 @@ struct InFlight {
     tickets: Vec<Ticket<Counts>>,
     answers: Vec<Result<Counts, StoreError>>,
     batch: Arc<Batch>,
+    /// The cursor to write once every part is durable (parts written at once), with the
+    /// job's counts before the batch; then its write under way, or why it failed.
+    after: Option<(Save, Counts)>,
+    cursor_write: Option<Ticket<()>>,
+    after_failed: Option<TaskError>,
+}
+
+/// The counts of a commit's parts, or the first part's failure.
+fn sum(answers: Vec<Result<Counts, StoreError>>) -> Result<Counts, TaskError> {
+    let mut total = Counts::default();
+    for answer in answers {
+        total = total.plus(answer?);
+    }
+    Ok(total)
 }
 
 /// Entries from which a PostgreSQL batch is split into parts written at once, each in a
@@ -391,8 +433,12 @@ struct SharedBatch {
     next: usize,
     /// The counts of the entries written so far.
     counts: Counts,
-    /// The job's cursor after this batch, written in its transaction, and the job's counts
-    /// before the batch (the cursor holds them with the batch's added).
+    /// The job's cursor after this batch, and the job's counts before the batch (the
+    /// cursor holds them with the batch's added): written in the transaction that ends the
+    /// batch. A batch the writer cuts into parts (small changes waiting) commits its first
+    /// parts without it: a crash between two parts leaves records after the cursor, which
+    /// a resume writes again (the same values: the store ends the same; those records count
+    /// as `unchanged` in the summary).
     cursor: Option<(Save, Counts)>,
 }
 
@@ -570,21 +616,20 @@ impl Change for SharedBatch {
 
     /// Writes the batch in key order, a part at a time: each part's keys come after the last
     /// one's, so writing a batch in parts rewrites no more B-tree pages than writing it at once.
-    /// A batch that carries the job's cursor is written whole, with the cursor: a part
-    /// committed without it would be applied again by a resume.
+    /// The last part writes the job's cursor.
     fn apply_part(
         &mut self,
         txn: &redb::WriteTransaction,
         interrupt: &mut Interrupt<'_>,
     ) -> Result<Part<Counts>, StoreError> {
-        if self.cursor.is_some() {
-            return Change::apply(self, txn).map(Part::Done);
-        }
         self.write(txn, || interrupt.requested())?;
-        Ok(match self.next == self.range.end {
-            true => Part::Done(self.counts),
-            false => Part::More,
-        })
+        if self.next < self.range.end {
+            return Ok(Part::More);
+        }
+        if let Some((save, state)) = self.counts_after() {
+            save.apply(txn, Some(&state))?;
+        }
+        Ok(Part::Done(self.counts))
     }
 }
 
