@@ -272,13 +272,10 @@ pub(crate) async fn end(service: &Service, job: &str, epoch: u64, last: &Event) 
         Event::Failed { code, .. } if resume::resumable(*code) => Outcome::Stopped,
         _ => Outcome::Ended,
     };
-    let store = service.store.clone();
-    let job = job.to_owned();
-    let ended =
-        tokio::task::spawn_blocking(move || resume::end(&store, &job, epoch, outcome)).await;
-    match ended {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => warn!("cannot update the job's cursor as it ends: {e}"),
-        Err(e) => warn!("the job's cursor update stopped: {e}"),
+    if let Err(e) = resume::end(&service.store, job, epoch, outcome)
+        .answer()
+        .await
+    {
+        warn!("cannot update the job's cursor as it ends: {e}");
     }
 }

@@ -194,7 +194,9 @@ fn cut_and_resume(
                     "{:?}",
                     report.last
                 );
-                resume::end(store, JOB, cursor.epoch, resume::Outcome::Stopped).unwrap();
+                resume::end(store, JOB, cursor.epoch, resume::Outcome::Stopped)
+                    .wait()
+                    .unwrap();
                 cursor = claim(store);
             }
         }
@@ -492,7 +494,9 @@ fn an_atomic_job_keeps_nothing_unless_all_of_it_is_kept() {
         }
     ));
     assert!(all_ports(&store).is_empty());
-    resume::end(&store, JOB, 1, resume::Outcome::Stopped).unwrap();
+    resume::end(&store, JOB, 1, resume::Outcome::Stopped)
+        .wait()
+        .unwrap();
     let (report, events) = atomic(
         &store,
         "ports",

@@ -183,11 +183,9 @@ pub(super) async fn cancel(stream: &mut Stream, service: &Service, job: String, 
     let cancelled = async {
         owned_cursor(service, &job, grant).await?;
         let cursor = crate::resumes::claim(service, &job, grant, &JobHeader::new("")).await?;
-        let store = service.store.clone();
-        let (id, epoch) = (job.clone(), cursor.epoch);
-        tokio::task::spawn_blocking(move || resume::end(&store, &id, epoch, Outcome::Ended))
+        resume::end(&service.store, &job, cursor.epoch, Outcome::Ended)
+            .answer()
             .await
-            .map_err(|e| refusal(ErrorCode::Internal, format!("the cancel stopped: {e}")))?
             .map_err(|e| refusal(ErrorCode::StoreError, e.to_string()))?;
         Ok::<_, Refusal>(cursor)
     };

@@ -765,9 +765,9 @@ fn cursor_life(store: &edge_tasks::Store, job: &str) {
         .wait()
         .unwrap();
     // The run taken over ends late: the cursor stays the resume's.
-    resume::end(store, job, 1, Outcome::Ended).unwrap();
+    resume::end(store, job, 1, Outcome::Ended).wait().unwrap();
     assert_eq!(resume::load(store, job).unwrap().unwrap().epoch, 2);
-    resume::end(store, job, 2, Outcome::Stopped).unwrap();
+    resume::end(store, job, 2, Outcome::Stopped).wait().unwrap();
     assert!(resume::load(store, job)
         .unwrap()
         .unwrap()
@@ -781,7 +781,7 @@ fn cursor_life(store: &edge_tasks::Store, job: &str) {
             .epoch,
         3
     );
-    resume::end(store, job, 3, Outcome::Ended).unwrap();
+    resume::end(store, job, 3, Outcome::Ended).wait().unwrap();
     assert_eq!(
         resume::claim(store, job, claimant("alice", false))
             .unwrap_err()

@@ -488,37 +488,31 @@ pub fn resumable(code: ErrorCode) -> bool {
 
 /// Records how job `job` (at `epoch`) ended: keeps its cursor with the window started, or
 /// drops it. Does nothing when the job was taken over (another epoch holds the cursor).
-pub fn end(store: &Store, job: &str, epoch: u64, outcome: Outcome) -> Result<(), StoreError> {
-    let now = crate::time::now_ms();
-    if let Kind::Postgres(pg) = store.kind() {
-        let job = job.to_owned();
-        return pg.block(|pg| async move {
-            let client = pg.client().await?;
-            let epoch = epoch as i64;
-            match outcome {
-                Outcome::Ended => client
-                    .execute(
-                        "DELETE FROM job_cursors WHERE job = $1 AND epoch = $2",
-                        &[&job, &epoch],
-                    )
-                    .await
-                    .map_err(pg.query("drop a job's cursor"))?,
-                Outcome::Stopped => client
-                    .execute(
-                        "UPDATE job_cursors SET seen = $3,
-                             cursor = (cursor::jsonb
-                                 || jsonb_build_object('stopped_ms', $3::bigint))::json
-                         WHERE job = $1 AND epoch = $2",
-                        &[&job, &epoch, &(now as i64)],
-                    )
-                    .await
-                    .map_err(pg.query("keep a job's cursor"))?,
-            };
-            Ok(())
-        });
-    }
-    let txn = store.write()?;
-    {
+/// Through the store's writer (so that a job's end never waits for another job's big batch
+/// to be written), durable with the next commit.
+pub fn end(store: &Store, job: &str, epoch: u64, outcome: Outcome) -> Ticket<()> {
+    let end = End {
+        job: job.to_owned(),
+        epoch,
+        outcome,
+        now: crate::time::now_ms(),
+    };
+    store.submit(end, Sync::WithNextCommit)
+}
+
+/// A job's end, for its cursor: see [`end`].
+struct End {
+    job: String,
+    epoch: u64,
+    outcome: Outcome,
+    now: u64,
+}
+
+impl Change for End {
+    type Output = ();
+
+    fn apply(&mut self, txn: &WriteTransaction) -> Result<(), StoreError> {
+        let job = self.job.as_str();
         let mut table = txn
             .open_table(CURSORS)
             .map_err(StoreError::redb("open job_cursors table"))?;
@@ -526,22 +520,48 @@ pub fn end(store: &Store, job: &str, epoch: u64, outcome: Outcome) -> Result<(),
             return Ok(());
         };
         let mut cursor = Cursor::decode(job, &found)?;
-        if cursor.epoch != epoch {
+        if cursor.epoch != self.epoch {
             return Ok(());
         }
-        match outcome {
+        match self.outcome {
             Outcome::Ended => {
                 table.remove(job).map_err(StoreError::redb("drop cursor"))?;
             }
             Outcome::Stopped => {
-                cursor.stopped_ms = Some(now);
+                cursor.stopped_ms = Some(self.now);
                 table
                     .insert(job, cursor.encode().as_slice())
                     .map_err(StoreError::redb("write cursor"))?;
             }
         }
+        Ok(())
     }
-    txn.commit().map_err(StoreError::redb("commit"))
+
+    fn apply_postgres<'a>(&'a mut self, txn: &'a PgTransaction<'_>) -> PgFuture<'a, ()> {
+        Box::pin(async move {
+            let (job, epoch, now) = (&self.job, self.epoch as i64, self.now as i64);
+            match self.outcome {
+                Outcome::Ended => txn
+                    .execute(
+                        "DELETE FROM job_cursors WHERE job = $1 AND epoch = $2",
+                        &[job, &epoch],
+                    )
+                    .await
+                    .map_err(txn.failed("drop a job's cursor"))?,
+                Outcome::Stopped => txn
+                    .execute(
+                        "UPDATE job_cursors SET seen = $3,
+                             cursor = (cursor::jsonb
+                                 || jsonb_build_object('stopped_ms', $3::bigint))::json
+                         WHERE job = $1 AND epoch = $2",
+                        &[job, &epoch, &now],
+                    )
+                    .await
+                    .map_err(txn.failed("keep a job's cursor"))?,
+            };
+            Ok(())
+        })
+    }
 }
 
 /// Drops the cursors of jobs last heard of longer than `window` ago; returns how many went.
@@ -676,7 +696,7 @@ mod tests {
         begin(&store, &Cursor::start(origin("done")))
             .wait()
             .unwrap();
-        end(&store, "done", 1, Outcome::Ended).unwrap();
+        end(&store, "done", 1, Outcome::Ended).wait().unwrap();
         assert_eq!(
             claim(&store, "done", alice()).unwrap_err().code(),
             ErrorCode::ResumeExpired
@@ -697,12 +717,12 @@ mod tests {
     fn a_stopped_job_keeps_its_cursor_unless_taken_over() {
         let (_dir, store) = store();
         begin(&store, &Cursor::start(origin("j1"))).wait().unwrap();
-        end(&store, "j1", 1, Outcome::Stopped).unwrap();
+        end(&store, "j1", 1, Outcome::Stopped).wait().unwrap();
         assert!(load(&store, "j1").unwrap().unwrap().stopped_ms.is_some());
         let claimed = claim(&store, "j1", alice()).unwrap();
         assert_eq!(claimed.stopped_ms, None);
         // The writer of epoch 1 ends late: the resumed job's cursor stays.
-        end(&store, "j1", 1, Outcome::Ended).unwrap();
+        end(&store, "j1", 1, Outcome::Ended).wait().unwrap();
         assert_eq!(load(&store, "j1").unwrap().unwrap().epoch, 2);
     }
 }
