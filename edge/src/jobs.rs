@@ -368,6 +368,9 @@ pub(crate) async fn run<B: Body, N: Notify>(
                 ..
             }
         );
+        // The cursor's end goes first: the history's durable commit makes it durable too.
+        let cursor_ended =
+            epoch.map(|epoch| crate::resumes::end(&service, &job, epoch, &report.last));
         if !taken_over {
             remember(
                 &service,
@@ -376,8 +379,8 @@ pub(crate) async fn run<B: Body, N: Notify>(
             )
             .await;
         }
-        if let Some(epoch) = epoch {
-            crate::resumes::end(&service, &job, epoch, &report.last).await;
+        if let Some(ended) = cursor_ended {
+            ended.await;
         }
         let done = matches!(report.last, Event::Done { .. });
         body.ended(&service.store, done).await;

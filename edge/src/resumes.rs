@@ -265,17 +265,24 @@ pub(crate) async fn begin(service: &Service, cursor: &Cursor) -> Result<(), Refu
         })
 }
 
-/// Keeps or drops a job's cursor by how it ended (`last`: its final event).
-pub(crate) async fn end(service: &Service, job: &str, epoch: u64, last: &Event) {
+/// Keeps or drops a job's cursor by how it ended (`last`: its final event): submitted to the
+/// store's writer at once; the future resolves when it is written (a failure is logged).
+pub(crate) fn end(
+    service: &Service,
+    job: &str,
+    epoch: u64,
+    last: &Event,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     let outcome = match last {
-        Event::Failed { code, .. } if *code == ErrorCode::TakenOver => return,
-        Event::Failed { code, .. } if resume::resumable(*code) => Outcome::Stopped,
-        _ => Outcome::Ended,
+        Event::Failed { code, .. } if *code == ErrorCode::TakenOver => None,
+        Event::Failed { code, .. } if resume::resumable(*code) => Some(Outcome::Stopped),
+        _ => Some(Outcome::Ended),
     };
-    if let Err(e) = resume::end(&service.store, job, epoch, outcome)
-        .answer()
-        .await
-    {
-        warn!("cannot update the job's cursor as it ends: {e}");
+    let ticket = outcome.map(|outcome| resume::end(&service.store, job, epoch, outcome));
+    async move {
+        let Some(ticket) = ticket else { return };
+        if let Err(e) = ticket.answer().await {
+            warn!("cannot update the job's cursor as it ends: {e}");
+        }
     }
 }
