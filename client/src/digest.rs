@@ -105,12 +105,22 @@ pub trait SeekableBody: AsyncRead + AsyncSeek + Send + Unpin {}
 
 impl<T: AsyncRead + AsyncSeek + Send + Unpin> SeekableBody for T {}
 
+/// A body that keeps itself what a resume needs (standard input: the bytes since the last
+/// commit, and the hash of those before).
+pub trait HeldBody: AsyncRead + Send + Unpin {
+    /// Goes to byte `offset` (the server's) and returns the SHA-256 of the bytes before it,
+    /// or why it cannot (it no longer holds them).
+    fn go_to(&mut self, offset: u64) -> std::io::Result<String>;
+}
+
 /// A job's body, as [`crate::UploadJob`] holds it.
 pub enum Body {
-    /// Read once, from its start (standard input, a generated body).
+    /// Read once, from its start (a generated body).
     Stream(Box<dyn AsyncRead + Send + Unpin>),
     /// A file, with its SHA-256 states ([`PrefixHashes::of_file`]).
     Seekable(Box<dyn SeekableBody>, Arc<PrefixHashes>),
+    /// A body that holds what a resume needs itself (standard input).
+    Held(Box<dyn HeldBody>),
 }
 
 impl AsyncRead for Body {
@@ -122,6 +132,7 @@ impl AsyncRead for Body {
         match self.get_mut() {
             Body::Stream(body) => std::pin::Pin::new(body).poll_read(cx, buf),
             Body::Seekable(body, _) => std::pin::Pin::new(body).poll_read(cx, buf),
+            Body::Held(body) => std::pin::Pin::new(body).poll_read(cx, buf),
         }
     }
 }
@@ -136,6 +147,7 @@ pub(crate) async fn resume_body(
 ) -> std::io::Result<String> {
     match body {
         Body::Stream(body) => skip_prefix(body.as_mut(), offset, None, buf).await,
+        Body::Held(body) => body.go_to(offset),
         Body::Seekable(body, known) => {
             let (start, mut hash) = known.before(offset);
             tokio::io::AsyncSeekExt::seek(body, std::io::SeekFrom::Start(start)).await?;

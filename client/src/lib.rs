@@ -45,6 +45,6 @@ pub mod token;
 pub mod upload;
 
 pub use connect::{Client, ClientConfig, Server};
-pub use digest::{Body, PrefixHashes, SeekableBody};
+pub use digest::{Body, HeldBody, PrefixHashes, SeekableBody};
 pub use error::{ClientError, Untrusted};
 pub use upload::{JobResult, UploadJob};

@@ -10,12 +10,12 @@ use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::io::AsyncRead;
 use tokio_util::sync::CancellationToken;
 
 mod read;
+mod stdin;
 
 /// Streams files to an edge server as jobs, with progress.
 #[derive(Debug, Parser)]
@@ -406,9 +406,8 @@ enum Source {
     /// A file, opened when its job starts (again from its start on a retry or a resume),
     /// with its SHA-256 states when it was hashed (a resume checks its prefix from them).
     File(PathBuf, Option<Arc<PrefixHashes>>),
-    /// Standard input, whose first bytes are kept until the job is accepted, so that a
-    /// refused job can be sent again.
-    Stdin(Arc<Replay>),
+    /// Standard input, holding the bytes a refused or cut job needs again.
+    Stdin(Arc<stdin::Held>),
     /// None: the server reads the body itself (the header's `source`).
     Server,
 }
@@ -428,35 +427,38 @@ impl Source {
                     None => UploadJob::new(header, Box::new(file)),
                 })
             }
-            Source::Stdin(replay) => {
-                replay.rewind();
-                Ok(UploadJob::new(
-                    header,
-                    Box::new(ReplayReader(replay.clone())),
-                ))
+            Source::Stdin(held) => {
+                held.rewind();
+                let reader = stdin::HeldReader(held.clone());
+                Ok(UploadJob::held(header, Box::new(reader)))
             }
             Source::Server => Ok(UploadJob::new(header, Box::new(tokio::io::empty()))),
         }
     }
 
     /// Whether a job cut off can be resumed by sending its body again from an offset (a
-    /// file: opened again, and its bytes before the offset checked).
+    /// file: opened again, and its bytes before the offset checked; standard input: from
+    /// what it holds).
     fn can_resume(&self) -> bool {
-        matches!(self, Source::File(..))
+        match self {
+            Source::File(..) => true,
+            Source::Stdin(held) => held.can_resume(),
+            Source::Server => false,
+        }
     }
 
     /// Whether a job refused now can be sent again.
     fn can_resend(&self) -> bool {
         match self {
             Source::File(..) | Source::Server => true,
-            Source::Stdin(replay) => replay.freeze(),
+            Source::Stdin(held) => held.freeze(),
         }
     }
 
-    /// The job was accepted: nothing needs keeping for a retry.
-    fn accepted(&self) {
-        if let Source::Stdin(replay) = self {
-            replay.forget();
+    /// The server committed the body's bytes before `offset`: standard input lets them go.
+    fn committed(&self, offset: u64) {
+        if let Source::Stdin(held) = self {
+            held.committed(offset);
         }
     }
 }
@@ -560,7 +562,7 @@ async fn prepare(file: &PathBuf, args: &JobArgs) -> Result<(JobHeader, Source), 
     header.params = args.params.iter().cloned().collect();
     if file.as_os_str() == "-" {
         header.name = Some("stdin".into());
-        return Ok((header, Source::Stdin(Arc::new(Replay::new()))));
+        return Ok((header, Source::Stdin(Arc::new(stdin::Held::new()))));
     }
     let name = file.display().to_string();
     let metadata = tokio::fs::metadata(file)
@@ -742,10 +744,8 @@ async fn run_job(
         let result = client
             .upload_until(job, &cancel, |event, line| {
                 match event {
-                    Event::Accepted { job, .. } => {
-                        queued.source.accepted();
-                        job_id = Some(job.clone());
-                    }
+                    Event::Accepted { job, .. } => job_id = Some(job.clone()),
+                    Event::Committed { offset, .. } => queued.source.committed(*offset),
                     Event::Rejected {
                         code: ErrorCode::RateLimited,
                         ..
@@ -857,107 +857,6 @@ async fn run_job(
         }
     };
     (queued, Ended::Outcome(ended))
-}
-
-/// The most bytes of standard input kept for sending them again: a job refused with
-/// `rate_limited` is refused before the server reads its body, so what was sent by then is
-/// what QUIC flow control let through in a round trip or so.
-const REPLAY_BYTES: usize = 4 * 1024 * 1024;
-
-/// Standard input, with its first bytes kept until its job is accepted.
-struct Replay {
-    state: Mutex<ReplayState>,
-}
-
-struct ReplayState {
-    stdin: tokio::io::Stdin,
-    /// The bytes read so far, while they are kept.
-    kept: Vec<u8>,
-    /// Where the reader is in `kept`.
-    at: usize,
-    /// Still keeping (not yet accepted, not past [`REPLAY_BYTES`]).
-    keeping: bool,
-    /// A refused job is over: the reader takes no more from stdin until it is rewound.
-    frozen: bool,
-}
-
-impl Replay {
-    fn new() -> Replay {
-        Replay {
-            state: Mutex::new(ReplayState {
-                stdin: tokio::io::stdin(),
-                kept: Vec::new(),
-                at: 0,
-                keeping: true,
-                frozen: false,
-            }),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, ReplayState> {
-        // Plain buffers and flags: a panic while locked leaves them usable.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Reading starts again from the first byte.
-    fn rewind(&self) {
-        let mut state = self.lock();
-        state.at = 0;
-        state.frozen = false;
-    }
-
-    /// Stops reading stdin; whether everything read so far is kept (can be sent again).
-    fn freeze(&self) -> bool {
-        let mut state = self.lock();
-        state.frozen = true;
-        state.keeping
-    }
-
-    /// Drops what was kept: the job was accepted.
-    fn forget(&self) {
-        let mut state = self.lock();
-        state.keeping = false;
-        state.kept = Vec::new();
-        state.at = 0;
-    }
-}
-
-struct ReplayReader(Arc<Replay>);
-
-impl AsyncRead for ReplayReader {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let mut state = self.0.lock();
-        let state = &mut *state;
-        if state.frozen {
-            return std::task::Poll::Ready(Ok(()));
-        }
-        if state.at < state.kept.len() {
-            let n = buf.remaining().min(state.kept.len() - state.at);
-            buf.put_slice(&state.kept[state.at..state.at + n]);
-            state.at += n;
-            return std::task::Poll::Ready(Ok(()));
-        }
-        let before = buf.filled().len();
-        let polled = std::pin::Pin::new(&mut state.stdin).poll_read(cx, buf);
-        if state.keeping {
-            let new = &buf.filled()[before..];
-            if state.kept.len() + new.len() > REPLAY_BYTES {
-                state.keeping = false;
-                state.kept = Vec::new();
-                state.at = 0;
-            } else {
-                state.kept.extend_from_slice(new);
-                state.at = state.kept.len();
-            }
-        }
-        polled
-    }
 }
 
 /// The longest file name a bar shows (longer ones are cut in the middle).

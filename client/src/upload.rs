@@ -1,7 +1,7 @@
 //! One job: the header and the body out on a new unidirectional stream, the events back.
 
 use crate::connect::{Client, Transport};
-use crate::digest::{resume_body, Body, PrefixHashes, SeekableBody};
+use crate::digest::{resume_body, Body, HeldBody, PrefixHashes, SeekableBody};
 use crate::error::ClientError;
 use edge_proto::{AppCode, Event, JobHeader};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +39,14 @@ impl UploadJob {
         UploadJob {
             header,
             body: Body::Stream(body),
+        }
+    }
+
+    /// A job whose body holds what a resume needs itself (standard input).
+    pub fn held(header: JobHeader, body: Box<dyn HeldBody>) -> UploadJob {
+        UploadJob {
+            header,
+            body: Body::Held(body),
         }
     }
 

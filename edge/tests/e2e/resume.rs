@@ -81,8 +81,14 @@ struct ClientProcess {
 
 impl ClientProcess {
     fn start(args: &[String]) -> ClientProcess {
+        ClientProcess::start_with_stdin(args, Stdio::null())
+    }
+
+    /// [`ClientProcess::start`] with `stdin` as its standard input.
+    fn start_with_stdin(args: &[String], stdin: impl Into<Stdio>) -> ClientProcess {
         let mut child = Command::new(client_binary())
             .args(args)
+            .stdin(stdin)
             .env_remove("EDGE_SERVER")
             .env_remove("EDGE_CA")
             .env_remove("EDGE_TOKEN")
@@ -841,5 +847,30 @@ async fn over_tcp_edge_client_resumes_through_the_upload_resource() {
         "{offsets:?}: {status:?} {:?}",
         events.first()
     );
+    assert_eq!(done_summary(&events), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standard_input_resumes_from_what_the_client_still_holds() {
+    let server = slow_server(|config| config.transport.idle_timeout_secs = 2).await;
+    let files = tempfile::tempdir().unwrap();
+    let (file, expected) = numbers(files.path(), LINES, 71);
+    let path = forwarder::Forwarder::start(server.addr, ONE_WAY).unwrap();
+    let token = server.token(ALL_SCOPES);
+    let args = client_args(
+        &["upload", "--task", "stats", "--format", "lines", "-"],
+        &format!("https://{}", path.addr()),
+        &server.ca(),
+        &token,
+    );
+    // The numbers come as standard input: the client cannot open them again from the start.
+    let mut upload = ClientProcess::start_with_stdin(&args, std::fs::File::open(&file).unwrap());
+    upload.until("a commit", committed_some);
+    path.cut(true);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    path.cut(false);
+    upload.until("resumed", |e| matches!(e, Event::Resumed { .. }));
+    let (status, events) = upload.finish();
+    assert_eq!(status.code(), Some(RECORD_ERRORS), "{:?}", events.last());
     assert_eq!(done_summary(&events), expected);
 }
