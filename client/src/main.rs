@@ -105,7 +105,7 @@ struct ResumeArgs {
     /// Print nothing but the closing line of a job that did not end clean.
     #[arg(long, short, conflicts_with = "json")]
     quiet: bool,
-    /// Over TCP (HTTP/2: `HEAD`/`PATCH` of the job's upload resource) instead of QUIC.
+    /// Over TCP (HTTP/2: `GET` then `PATCH` of the job's upload resource) instead of QUIC.
     #[arg(long)]
     tcp: bool,
 }
@@ -255,6 +255,14 @@ async fn upload(args: UploadArgs) -> Outcome {
 
 /// `edge-client resume`: job `args.job` again, with its file from where its last commit ended.
 async fn resume(args: ResumeArgs) -> Outcome {
+    if args.file.as_os_str() == "-" {
+        eprintln!(
+            "edge-client: standard input cannot be resumed from another process (its first bytes \
+             cannot be checked): give the job's file (`edge-client upload -` resumes by itself \
+             while it runs)"
+        );
+        return Outcome::Failed;
+    }
     let job = JobArgs {
         // The server takes the job's task (and its parameters and format) from the job.
         task: String::new(),
