@@ -598,8 +598,6 @@ struct Job<'a> {
     committed_offset: u64,
     /// The cursor write of the running commit, when the pipeline writes it for the task.
     cursor_write: Option<Ticket<()>>,
-    /// Enough records wait for a commit: started once the chunk is decoded.
-    commit_due: bool,
     /// All or nothing ([`JobSpec::atomic`]; a raw body is published at its end anyway).
     atomic: bool,
     /// An atomic job's answers, held until its end, and their size.
@@ -654,7 +652,6 @@ impl<'a> Job<'a> {
             in_flight_offset: 0,
             committed_offset: 0,
             cursor_write: None,
-            commit_due: false,
             atomic: spec.atomic,
             held: Vec::new(),
             held_bytes: 0,
@@ -1001,11 +998,8 @@ impl<'a> Job<'a> {
                 if self.pending_since.is_none() {
                     self.pending_since = Some(self.settings.clock.now());
                 }
-                // The commit starts once the chunk is decoded, when the decoder's checkpoint
-                // (where the cursor goes) is known.
-                if self.pending >= self.settings.commit_records as u64 {
-                    self.commit_due = true;
-                }
+                // A commit that is due starts once the chunk is decoded ([`Job::tick`]), when
+                // the decoder's checkpoint (where the cursor goes) is known.
             }
             Err(rejection) => {
                 return self.report(RecordFault {
@@ -1127,8 +1121,7 @@ impl<'a> Job<'a> {
 
     /// Whether the records waiting should go into a commit now.
     fn due(&self) -> bool {
-        self.commit_due
-            || self.pending >= self.settings.commit_records as u64
+        self.pending >= self.settings.commit_records as u64
             || self.pending_since.is_some_and(|since| {
                 self.settings.clock.since(since) >= self.settings.commit_interval
             })
@@ -1138,7 +1131,6 @@ impl<'a> Job<'a> {
     /// after them.
     fn start_commit(&mut self) -> Result<(), CommitFailure> {
         self.commit_started = Some(self.settings.clock.now());
-        self.commit_due = false;
         let cursor = self.cursor();
         let offset = cursor
             .as_ref()
