@@ -37,9 +37,7 @@ impl TaskError {
     /// The code the job fails with.
     pub fn code(&self) -> ErrorCode {
         match self {
-            TaskError::Store(e) if e.is_unavailable() => ErrorCode::StoreUnavailable,
-            TaskError::Store(crate::store::StoreError::TakenOver { .. }) => ErrorCode::TakenOver,
-            TaskError::Store(_) => ErrorCode::StoreError,
+            TaskError::Store(e) => e.code(),
             TaskError::Refused { code, .. } => *code,
         }
     }

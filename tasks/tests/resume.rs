@@ -117,7 +117,6 @@ fn origin(task: &str, format: Option<Format>) -> Origin {
         sha256: None,
         atomic: false,
         transport: "test".into(),
-        started_ms: 1,
     }
 }
 

@@ -746,7 +746,6 @@ fn cursor_life(store: &edge_tasks::Store, job: &str) {
         sha256: None,
         atomic: false,
         transport: "test".into(),
-        started_ms: 1,
     };
     let claimant = |sub: &'static str, admin: bool| Claimant {
         sub,

@@ -61,8 +61,6 @@ pub struct Origin {
     pub atomic: bool,
     /// How it came (`edge/1`, `http/3`, ...), for the history.
     pub transport: String,
-    /// When it started (ms since the epoch).
-    pub started_ms: u64,
 }
 
 /// Where a job stands after its last commit: see the module's documentation.
@@ -130,8 +128,10 @@ impl Cursor {
         self.stopped_ms.unwrap_or(self.updated_ms)
     }
 
-    fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("a cursor of strings, numbers and JSON always serializes")
+    /// The cursor as it is stored: JSON text (redb keeps its bytes).
+    fn encode(&self) -> String {
+        serde_json::to_string(self)
+            .expect("a cursor of strings, numbers and JSON always serializes")
     }
 
     fn decode(job: &str, bytes: &[u8]) -> Result<Cursor, StoreError> {
@@ -177,7 +177,7 @@ impl Save {
             .open_table(CURSORS)
             .map_err(StoreError::redb("open job_cursors table"))?;
         let epoch = match stored(&table, job)? {
-            Some(bytes) => Some(Cursor::decode(job, &bytes)?.epoch),
+            Some(bytes) => Some(stored_epoch(job, &bytes)?),
             None => None,
         };
         if epoch != Some(self.cursor.epoch) {
@@ -185,9 +185,9 @@ impl Save {
                 job: job.to_owned(),
             });
         }
-        let bytes = self.encoded(task);
+        let text = self.encoded(task);
         table
-            .insert(job, bytes.as_slice())
+            .insert(job, text.as_bytes())
             .map_err(StoreError::redb("write cursor"))?;
         Ok(())
     }
@@ -200,7 +200,7 @@ impl Save {
     ) -> Result<(), StoreError> {
         let job = self.cursor.origin.job.as_str();
         let epoch = self.cursor.epoch as i64;
-        let text = String::from_utf8(self.encoded(task)).expect("serde_json writes UTF-8");
+        let text = self.encoded(task);
         let written = txn
             .execute(
                 "UPDATE job_cursors SET cursor = $3::text::json, seen = $4
@@ -217,7 +217,7 @@ impl Save {
         Ok(())
     }
 
-    fn encoded(&self, task: Option<&Value>) -> Vec<u8> {
+    fn encoded(&self, task: Option<&Value>) -> String {
         let mut cursor = self.cursor.clone();
         if let Some(task) = task {
             cursor.task = Some(task.clone());
@@ -237,6 +237,19 @@ impl Change for Save {
     fn apply_postgres<'a>(&'a mut self, txn: &'a PgTransaction<'_>) -> PgFuture<'a, ()> {
         Box::pin(async move { Save::apply_postgres(self, txn, None).await })
     }
+}
+
+/// The epoch of a stored cursor, read alone (each commit checks it).
+fn stored_epoch(job: &str, bytes: &[u8]) -> Result<u64, StoreError> {
+    #[derive(Deserialize)]
+    struct Epoch {
+        epoch: u64,
+    }
+    let read: Epoch = serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        key: format!("job_cursors/{job}"),
+        message: e.to_string(),
+    })?;
+    Ok(read.epoch)
 }
 
 /// The stored bytes of job `job`'s cursor, if any.
@@ -266,7 +279,7 @@ impl Change for Begin {
             .open_table(CURSORS)
             .map_err(StoreError::redb("open job_cursors table"))?;
         table
-            .insert(self.0.origin.job.as_str(), self.0.encode().as_slice())
+            .insert(self.0.origin.job.as_str(), self.0.encode().as_bytes())
             .map_err(StoreError::redb("write cursor"))?;
         Ok(())
     }
@@ -274,7 +287,7 @@ impl Change for Begin {
     fn apply_postgres<'a>(&'a mut self, txn: &'a PgTransaction<'_>) -> PgFuture<'a, ()> {
         Box::pin(async move {
             let cursor = &self.0;
-            let text = String::from_utf8(cursor.encode()).expect("serde_json writes UTF-8");
+            let text = cursor.encode();
             txn.execute(
                 "INSERT INTO job_cursors (job, epoch, seen, cursor)
                  VALUES ($1, $2, $3, $4::text::json)",
@@ -310,11 +323,9 @@ pub fn load(store: &Store, job: &str) -> Result<Option<Cursor>, StoreError> {
         });
     }
     let txn = store.read()?;
-    let table = match txn.open_table(CURSORS) {
-        Ok(table) => table,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-        Err(e) => return Err(StoreError::redb("open job_cursors table")(e)),
-    };
+    let table = txn
+        .open_table(CURSORS)
+        .map_err(StoreError::redb("open job_cursors table"))?;
     let value = table.get(job).map_err(StoreError::redb("read cursor"))?;
     value.map(|v| Cursor::decode(job, v.value())).transpose()
 }
@@ -365,8 +376,7 @@ impl ClaimError {
         match self {
             ClaimError::Expired { .. } => ErrorCode::ResumeExpired,
             ClaimError::Forbidden { .. } => ErrorCode::Forbidden,
-            ClaimError::Store(e) if e.is_unavailable() => ErrorCode::StoreUnavailable,
-            ClaimError::Store(_) => ErrorCode::StoreError,
+            ClaimError::Store(e) => e.code(),
         }
     }
 }
@@ -398,7 +408,7 @@ pub fn claim(store: &Store, job: &str, claimant: Claimant<'_>) -> Result<Cursor,
             };
             let mut cursor = Cursor::decode(&job, row.get::<_, &str>(0).as_bytes())?;
             rules.check(&job, &mut cursor)?;
-            let text = String::from_utf8(cursor.encode()).expect("serde_json writes UTF-8");
+            let text = cursor.encode();
             txn.execute(
                 "UPDATE job_cursors SET epoch = $2, seen = $3, cursor = $4::text::json
                  WHERE job = $1",
@@ -421,7 +431,7 @@ pub fn claim(store: &Store, job: &str, claimant: Claimant<'_>) -> Result<Cursor,
         let mut cursor = Cursor::decode(job, &found)?;
         rules.check(job, &mut cursor)?;
         table
-            .insert(job, cursor.encode().as_slice())
+            .insert(job, cursor.encode().as_bytes())
             .map_err(StoreError::redb("write cursor"))?;
         cursor
     };
@@ -530,7 +540,7 @@ impl Change for End {
             Outcome::Stopped => {
                 cursor.stopped_ms = Some(self.now);
                 table
-                    .insert(job, cursor.encode().as_slice())
+                    .insert(job, cursor.encode().as_bytes())
                     .map_err(StoreError::redb("write cursor"))?;
             }
         }
@@ -626,7 +636,6 @@ mod tests {
             sha256: None,
             atomic: false,
             transport: "edge/1".into(),
-            started_ms: 1,
         }
     }
 

@@ -177,6 +177,17 @@ impl StoreError {
         matches!(self, StoreError::Postgres(e) if e.is_unavailable())
     }
 
+    /// The code a job (or request) that met this error ends with: `store_unavailable` when
+    /// the store was away, `taken_over` when a resume holds the job's cursor, else
+    /// `store_error`.
+    pub fn code(&self) -> edge_proto::ErrorCode {
+        match self {
+            StoreError::TakenOver { .. } => edge_proto::ErrorCode::TakenOver,
+            e if e.is_unavailable() => edge_proto::ErrorCode::StoreUnavailable,
+            _ => edge_proto::ErrorCode::StoreError,
+        }
+    }
+
     /// Wraps a redb error with the operation that failed.
     pub fn redb<E: Into<redb::Error>>(operation: &'static str) -> impl FnOnce(E) -> StoreError {
         move |source| StoreError::Redb {
