@@ -203,11 +203,7 @@ async fn start(
     let grant = service.authorize(header.token.as_deref())?;
     authorised.cancel();
     if header.atomic && header.source.is_some() {
-        return Err(Refusal {
-            code: ErrorCode::BadHeader,
-            message: "`atomic` is for uploads: a job whose body the server reads itself commits as it reads (drop `atomic` or `source`)".into(),
-            retry_after: None,
-        });
+        return Err(Refusal::atomic_with_source(ErrorCode::BadHeader));
     }
     if header.resume.is_some() && header.source.is_some() {
         return Err(Refusal {

@@ -159,6 +159,24 @@ impl From<AuthError> for Refusal {
 }
 
 impl Refusal {
+    /// A refusal with `code` and `message` (no `retry_after`).
+    pub(crate) fn new(code: ErrorCode, message: String) -> Refusal {
+        Refusal {
+            code,
+            message,
+            retry_after: None,
+        }
+    }
+
+    /// `atomic` with a body the server reads itself (`code`: how the transport names a bad
+    /// request).
+    pub(crate) fn atomic_with_source(code: ErrorCode) -> Refusal {
+        Refusal::new(
+            code,
+            "`atomic` is for uploads: a job whose body the server reads itself commits as it reads (drop `atomic` or `source`)".into(),
+        )
+    }
+
     /// The `rejected` event for this refusal.
     pub(crate) fn event(&self, upload_stream: Option<u64>) -> Event {
         Event::Rejected {
@@ -399,13 +417,11 @@ async fn keep_cursor(service: &Service, resume: Option<Resume>) -> Option<Resume
     if resume.cursor.epoch > 1 {
         return Some(resume);
     }
-    match crate::resumes::begin(service, &resume.cursor).await {
+    let stored = edge_tasks::resume::begin(&service.store, &resume.cursor);
+    match stored.answer().await {
         Ok(()) => Some(resume),
-        Err(refusal) => {
-            warn!(
-                "the job runs without a cursor (it cannot be resumed): {}",
-                refusal.message
-            );
+        Err(e) => {
+            warn!("the job runs without a cursor (it cannot be resumed): cannot store it: {e}");
             None
         }
     }

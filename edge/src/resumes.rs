@@ -122,7 +122,7 @@ pub(crate) async fn claim(
     let store = service.store.clone();
     let wanted = job.to_owned();
     let found = blocking(move || resume::load(&store, &wanted)).await?;
-    let found = found.map_err(|e| refusal(store_code(&e), e.to_string()))?;
+    let found = found.map_err(|e| Refusal::new(e.code(), e.to_string()))?;
     if let Some(found) = &found {
         check_header(&found.origin, header)?;
     }
@@ -138,8 +138,7 @@ pub(crate) async fn claim(
         resume::claim(&store, &wanted, claimant)
     })
     .await?;
-    let cursor = claimed.map_err(|e| refusal(e.code(), e.to_string()))?;
-    check_header(&cursor.origin, header)?;
+    let cursor = claimed.map_err(|e| Refusal::new(e.code(), e.to_string()))?;
     service
         .attached
         .take_over(&cursor.origin.job, cursor.epoch)
@@ -153,15 +152,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, Refusal> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| refusal(ErrorCode::Internal, format!("the resume stopped: {e}")))
-}
-
-/// The code a store failure ends a resume with.
-fn store_code(e: &edge_tasks::store::StoreError) -> ErrorCode {
-    match e.is_unavailable() {
-        true => ErrorCode::StoreUnavailable,
-        false => ErrorCode::StoreError,
-    }
+        .map_err(|e| Refusal::new(ErrorCode::Internal, format!("the resume stopped: {e}")))
 }
 
 /// A resume's header, with what the job started with: its task, parameters, format, name,
@@ -202,7 +193,6 @@ pub(crate) fn cursor(
             sha256: spec.sha256.clone(),
             atomic: spec.atomic,
             transport: transport.to_owned(),
-            started_ms: now_ms(),
         }),
     };
     Some(Resume {
@@ -211,18 +201,11 @@ pub(crate) fn cursor(
     })
 }
 
-fn now_ms() -> u64 {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
-}
-
 /// A resume's header must name the job's task (or none: `edge-client resume` does not know
 /// it), and may not declare another digest.
 fn check_header(origin: &Origin, header: &JobHeader) -> Result<(), Refusal> {
     if !header.task.is_empty() && header.task != origin.task {
-        return Err(refusal(
+        return Err(Refusal::new(
             ErrorCode::BadHeader,
             format!(
                 "job {} runs task `{}`, not `{}`: resume it with the same task",
@@ -232,7 +215,7 @@ fn check_header(origin: &Origin, header: &JobHeader) -> Result<(), Refusal> {
     }
     if let (Some(declared), Some(first)) = (&header.sha256, &origin.sha256) {
         if !declared.eq_ignore_ascii_case(first) {
-            return Err(refusal(
+            return Err(Refusal::new(
                 ErrorCode::DigestMismatch,
                 format!(
                     "job {} was started for a body whose SHA-256 is {first}, and this resume declares {declared}: it is another file; send it as a new job",
@@ -242,27 +225,6 @@ fn check_header(origin: &Origin, header: &JobHeader) -> Result<(), Refusal> {
         }
     }
     Ok(())
-}
-
-fn refusal(code: ErrorCode, message: String) -> Refusal {
-    Refusal {
-        code,
-        message,
-        retry_after: None,
-    }
-}
-
-/// Stores the cursor of a resumable job that starts (before its body is read).
-pub(crate) async fn begin(service: &Service, cursor: &Cursor) -> Result<(), Refusal> {
-    resume::begin(&service.store, cursor)
-        .answer()
-        .await
-        .map_err(|e| {
-            refusal(
-                store_code(&e),
-                format!("cannot store the job's cursor: {e}"),
-            )
-        })
 }
 
 /// Keeps or drops a job's cursor by how it ended (`last`: its final event): submitted to the

@@ -83,22 +83,41 @@ async fn send_json(
     body: &Value,
     header: Option<(&'static str, String)>,
 ) {
-    let mut bytes = serde_json::to_vec(body).expect("JSON values always serialize");
-    bytes.push(b'\n');
-    let mut response = Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .header("content-length", bytes.len());
-    if let Some((name, value)) = header {
-        response = response.header(name, value);
+    let headers: Vec<_> = header.into_iter().collect();
+    send(stream, status, &headers, Some(("application/json", body))).await
+}
+
+/// Sends a whole response: `headers`, and `body` (its content type and JSON, one line) when
+/// given, without the body for `HEAD`; finishes the stream, then lingers on what is left of
+/// the request body.
+pub(super) async fn send(
+    stream: &mut Stream,
+    status: StatusCode,
+    headers: &[(&'static str, String)],
+    body: Option<(&'static str, &Value)>,
+) {
+    let body = body.map(|(content_type, body)| {
+        let mut bytes = serde_json::to_vec(body).expect("JSON values always serialize");
+        bytes.push(b'\n');
+        (content_type, bytes)
+    });
+    let mut response = Response::builder().status(status);
+    if let Some((content_type, bytes)) = &body {
+        response = response
+            .header("content-type", *content_type)
+            .header("content-length", bytes.len());
+    }
+    for (name, value) in headers {
+        response = response.header(*name, value);
     }
     let response = response
         .body(())
         .expect("a response of static parts is valid");
-    let sent = stream.send_response(response).await.is_ok()
-        && (stream.head || stream.send_data(Bytes::from(bytes)).await.is_ok())
-        && stream.finish().await.is_ok();
-    if sent {
+    let mut sent = stream.send_response(response).await.is_ok();
+    if let (Some((_, bytes)), false) = (body, stream.head) {
+        sent = sent && stream.send_data(Bytes::from(bytes)).await.is_ok();
+    }
+    if sent && stream.finish().await.is_ok() {
         stream.linger().await;
     }
 }

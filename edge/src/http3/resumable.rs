@@ -15,23 +15,22 @@
 //! The draft's other ways (an upload created with `Upload-Complete: ?0` and completed in
 //! several appends) are not taken: an append must complete the upload.
 
-use super::respond::refuse_job;
-use super::upload::{check_size, declared_digest, serve, Serving};
+use super::respond::{refuse_job, send};
+use super::upload::{check_size, content_length, declared_digest, serve, Serving};
 use super::Stream;
 use crate::auth::Grant;
 use crate::jobs::{self, Refusal};
 use crate::service::Service;
 use crate::shutdown::Shutdown;
 use crate::window::ConnectionWindow;
-use bytes::Bytes;
 use edge_proto::{ErrorCode, Event, JobHeader};
 use edge_tasks::history::{self, JobRecord};
 use edge_tasks::pipeline::{JobSpec, Resume};
 use edge_tasks::resume::sha256::Sha256;
 use edge_tasks::resume::{self, Cursor, Outcome};
 use edge_tasks::task::UploadInfo;
-use http::{Request, Response, StatusCode};
-use serde_json::{json, Value};
+use http::{Request, StatusCode};
+use serde_json::json;
 use std::sync::Arc;
 
 /// The problem type of an `Upload-Offset` that is not the resource's (the draft's §4.4).
@@ -74,7 +73,7 @@ pub(super) async fn offset(stream: &mut Stream, service: &Service, job: String, 
         stream,
         StatusCode::OK,
         &headers,
-        Some(("application/json", body)),
+        Some(("application/json", &body)),
     )
     .await
 }
@@ -118,7 +117,6 @@ async fn start(
     complete(headers)?;
     let mut header = JobHeader::new("");
     header.sha256 = declared_digest(headers)?;
-    owned_cursor(service, job, grant).await?;
     // The job is taken over first: a request still attached to it (its client gone, its
     // last bytes still being read) stops, so the offset is final, and a client that was
     // behind it asks again and finds the same.
@@ -181,12 +179,11 @@ async fn start(
 /// committed stays.
 pub(super) async fn cancel(stream: &mut Stream, service: &Service, job: String, grant: &Grant) {
     let cancelled = async {
-        owned_cursor(service, &job, grant).await?;
         let cursor = crate::resumes::claim(service, &job, grant, &JobHeader::new("")).await?;
         resume::end(&service.store, &job, cursor.epoch, Outcome::Ended)
             .answer()
             .await
-            .map_err(|e| refusal(ErrorCode::StoreError, e.to_string()))?;
+            .map_err(|e| Refusal::new(e.code(), e.to_string()))?;
         Ok::<_, Refusal>(cursor)
     };
     match cancelled.await {
@@ -235,17 +232,17 @@ async fn owned_cursor(service: &Service, job: &str, grant: &Grant) -> Result<Cur
     let id = job.to_owned();
     let loaded = tokio::task::spawn_blocking(move || resume::load(&store, &id))
         .await
-        .map_err(|e| refusal(ErrorCode::Internal, format!("the request stopped: {e}")))?
-        .map_err(|e| refusal(ErrorCode::StoreError, e.to_string()))?;
+        .map_err(|e| Refusal::new(ErrorCode::Internal, format!("the request stopped: {e}")))?
+        .map_err(|e| Refusal::new(e.code(), e.to_string()))?;
     let window = humantime::format_duration(service.resume_window);
     let cursor = loaded.ok_or_else(|| {
-        refusal(
+        Refusal::new(
             ErrorCode::ResumeExpired,
             format!("no upload {job} to go on with: it ended, or stopped longer than jobs.resume_window = {window} ago, or never was; send the whole file again as a new job"),
         )
     })?;
     if cursor.origin.sub != grant.sub && !grant.is_admin() {
-        return Err(refusal(
+        return Err(Refusal::new(
             ErrorCode::Forbidden,
             format!("upload {job} was started by another token subject; only that subject (or an admin) may resume it"),
         ));
@@ -256,7 +253,7 @@ async fn owned_cursor(service: &Service, job: &str, grant: &Grant) -> Result<Cur
 /// The `Upload-Offset` an append says it starts at.
 fn upload_offset(headers: &http::HeaderMap) -> Result<u64, Refusal> {
     let value = headers.get("upload-offset").ok_or_else(|| {
-        refusal(
+        Refusal::new(
             ErrorCode::BadParams,
             "an append needs `Upload-Offset: N`, the byte it starts at (HEAD the upload resource for it)".into(),
         )
@@ -266,7 +263,7 @@ fn upload_offset(headers: &http::HeaderMap) -> Result<u64, Refusal> {
         .ok()
         .and_then(|v| v.trim().parse().ok())
         .ok_or_else(|| {
-            refusal(
+            Refusal::new(
                 ErrorCode::BadParams,
                 "`Upload-Offset` is not a whole number of bytes".into(),
             )
@@ -277,32 +274,15 @@ fn upload_offset(headers: &http::HeaderMap) -> Result<u64, Refusal> {
 fn complete(headers: &http::HeaderMap) -> Result<(), Refusal> {
     match headers.get("upload-complete").map(|v| v.to_str().map(str::trim)) {
         None | Some(Ok("?1")) => Ok(()),
-        Some(Ok("?0")) => Err(refusal(
+        Some(Ok("?0")) => Err(Refusal::new(
             ErrorCode::BadParams,
             "this server takes the rest of a body in one append: send it all with `Upload-Complete: ?1`".into(),
         )),
-        Some(_) => Err(refusal(
+        Some(_) => Err(Refusal::new(
             ErrorCode::BadParams,
             "`Upload-Complete` is `?1` or `?0` (a structured boolean)".into(),
         )),
     }
-}
-
-fn content_length(headers: &http::HeaderMap) -> Result<Option<u64>, Refusal> {
-    let Some(value) = headers.get("content-length") else {
-        return Ok(None);
-    };
-    value
-        .to_str()
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map(Some)
-        .ok_or_else(|| {
-            refusal(
-                ErrorCode::BadParams,
-                "content-length is not a number".into(),
-            )
-        })
 }
 
 /// `409` with the draft's problem: the offset the resource expects, and the one given.
@@ -318,47 +298,6 @@ async fn mismatch(stream: &mut Stream, expected: u64, provided: u64) {
         "error": {"code": ErrorCode::OffsetMismatch.as_str(), "message": message},
     });
     let headers = [("upload-offset", expected.to_string())];
-    let body = Some(("application/problem+json", problem));
+    let body = Some(("application/problem+json", &problem));
     send(stream, StatusCode::CONFLICT, &headers, body).await
-}
-
-/// Sends a whole response: `headers`, and `body` (its content type and JSON) when given.
-async fn send(
-    stream: &mut Stream,
-    status: StatusCode,
-    headers: &[(&'static str, String)],
-    body: Option<(&'static str, Value)>,
-) {
-    let mut response = Response::builder().status(status);
-    for (name, value) in headers {
-        response = response.header(*name, value);
-    }
-    let bytes = body.map(|(content_type, body)| {
-        let mut bytes = serde_json::to_vec(&body).expect("JSON values always serialize");
-        bytes.push(b'\n');
-        (content_type, bytes)
-    });
-    if let Some((content_type, bytes)) = &bytes {
-        response = response
-            .header("content-type", *content_type)
-            .header("content-length", bytes.len());
-    }
-    let response = response
-        .body(())
-        .expect("a response of valid header names is valid");
-    let mut sent = stream.send_response(response).await.is_ok();
-    if let (Some((_, bytes)), false) = (bytes, stream.head) {
-        sent = sent && stream.send_data(Bytes::from(bytes)).await.is_ok();
-    }
-    if sent && stream.finish().await.is_ok() {
-        stream.linger().await;
-    }
-}
-
-fn refusal(code: ErrorCode, message: String) -> Refusal {
-    Refusal {
-        code,
-        message,
-        retry_after: None,
-    }
 }

@@ -294,29 +294,32 @@ impl UploadRequest {
             }
         }
         if upload.atomic && upload.source.is_some() {
-            return Err(Refusal {
-                code: ErrorCode::BadParams,
-                message: "`atomic` is for uploads: a job whose body the server reads itself commits as it reads (drop `atomic` or `source`)".into(),
-                retry_after: None,
-            });
+            return Err(Refusal::atomic_with_source(ErrorCode::BadParams));
         }
         if upload.format.is_none() && !raw {
             upload.format = format_of_content_type(content_type)?;
         }
-        if let Some(length) = headers.get("content-length") {
-            let length = length
-                .to_str()
-                .ok()
-                .and_then(|l| l.parse().ok())
-                .ok_or_else(|| Refusal {
-                    code: ErrorCode::BadParams,
-                    message: "content-length is not a number".into(),
-                    retry_after: None,
-                })?;
-            upload.size = Some(length);
-        }
+        upload.size = content_length(headers)?;
         Ok(upload)
     }
+}
+
+/// A request's `content-length`, if it has one.
+pub(super) fn content_length(headers: &http::HeaderMap) -> Result<Option<u64>, Refusal> {
+    let Some(value) = headers.get("content-length") else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            Refusal::new(
+                ErrorCode::BadParams,
+                "content-length is not a number".into(),
+            )
+        })
 }
 
 /// A query parameter that is true or false (`name` alone is true).
