@@ -66,35 +66,28 @@ impl PrefixHashes {
     }
 }
 
-/// Reads the first `offset` bytes of `body` (which the server has already) and returns their
-/// SHA-256 in hex: from the nearest of `known`'s states when given (the bytes before it are
-/// read, not hashed), else from the first byte. A body shorter than that is an error.
-async fn skip_prefix(
+/// Reads the body's bytes from `at` up to `offset` into `hash` (the hash of the bytes before
+/// `at`) and returns the hash of the first `offset` bytes in hex; a body that ends first is
+/// an error.
+async fn hash_to(
     body: &mut (dyn AsyncRead + Send + Unpin),
+    mut hash: ring::digest::Context,
+    at: u64,
     offset: u64,
-    known: Option<&PrefixHashes>,
     buf: &mut [u8],
 ) -> std::io::Result<String> {
-    let (start, mut hash) = match known {
-        Some(known) => known.before(offset),
-        None => (0, ring::digest::Context::new(&ring::digest::SHA256)),
-    };
-    let mut at = 0u64;
-    while at < offset {
-        let want = usize::try_from(offset - at)
-            .unwrap_or(usize::MAX)
-            .min(buf.len());
+    let mut left = offset.saturating_sub(at);
+    while left > 0 {
+        let want = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
         let n = body.read(&mut buf[..want]).await?;
         if n == 0 {
-            return Err(shorter(offset));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("it is shorter than the {offset} bytes the server already has"),
+            ));
         }
-        let read = &buf[..n];
-        // Only the bytes from the state on are hashed.
-        let skip = usize::try_from(start.saturating_sub(at))
-            .unwrap_or(usize::MAX)
-            .min(n);
-        hash.update(&read[skip..]);
-        at += n as u64;
+        hash.update(&buf[..n]);
+        left -= n as u64;
     }
     Ok(hex(hash.finish().as_ref()))
 }
@@ -146,31 +139,17 @@ pub(crate) async fn resume_body(
     buf: &mut [u8],
 ) -> std::io::Result<String> {
     match body {
-        Body::Stream(body) => skip_prefix(body.as_mut(), offset, None, buf).await,
+        Body::Stream(body) => {
+            let hash = ring::digest::Context::new(&ring::digest::SHA256);
+            hash_to(body.as_mut(), hash, 0, offset, buf).await
+        }
         Body::Held(body) => body.go_to(offset),
         Body::Seekable(body, known) => {
-            let (start, mut hash) = known.before(offset);
+            let (start, hash) = known.before(offset);
             tokio::io::AsyncSeekExt::seek(body, std::io::SeekFrom::Start(start)).await?;
-            let mut left = offset - start;
-            while left > 0 {
-                let want = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
-                let n = body.read(&mut buf[..want]).await?;
-                if n == 0 {
-                    return Err(shorter(offset));
-                }
-                hash.update(&buf[..n]);
-                left -= n as u64;
-            }
-            Ok(hex(hash.finish().as_ref()))
+            hash_to(body.as_mut(), hash, start, offset, buf).await
         }
     }
-}
-
-fn shorter(offset: u64) -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::UnexpectedEof,
-        format!("it is shorter than the {offset} bytes the server already has"),
-    )
 }
 
 /// Bytes as lowercase hex.
@@ -196,36 +175,28 @@ mod tests {
             hex(ring::digest::digest(&ring::digest::SHA256, &data).as_ref())
         );
         let every = PrefixHashes::EVERY as usize;
+        // A file goes to the state nearest the offset, then on from the offset; a stream
+        // is read from its start.
         for offset in [0, 1, every - 1, every, every + 1, 2 * every, len - 1, len] {
             let expected =
                 hex(ring::digest::digest(&ring::digest::SHA256, &data[..offset]).as_ref());
-            let mut buf = vec![0u8; 100_000];
-            for known in [Some(known.as_ref()), None] {
-                let mut body: &[u8] = &data;
-                let got = skip_prefix(&mut body, offset as u64, known, &mut buf)
+            let file = tokio::fs::File::open(&path).await.unwrap();
+            let stream = std::io::Cursor::new(data.clone());
+            for mut body in [
+                Body::Seekable(Box::new(file), known.clone()),
+                Body::Stream(Box::new(stream)),
+            ] {
+                let seekable = matches!(body, Body::Seekable(..));
+                let got = resume_body(&mut body, offset as u64, &mut [0u8; 65536])
                     .await
                     .unwrap();
-                assert_eq!(got, expected, "offset {offset}, states {}", known.is_some());
-                assert_eq!(body.len(), len - offset, "the rest is left to send");
+                assert_eq!(got, expected, "offset {offset}, states {seekable}");
+                let mut rest = Vec::new();
+                body.read_to_end(&mut rest).await.unwrap();
+                assert_eq!(rest, &data[offset..], "the rest is left to send");
             }
         }
-        let mut short: &[u8] = &data[..10];
-        assert!(skip_prefix(&mut short, 11, None, &mut [0u8; 4])
-            .await
-            .is_err());
-        // A file goes to the state nearest the offset, then on from the offset.
-        for offset in [0, every + 7, len] {
-            let expected =
-                hex(ring::digest::digest(&ring::digest::SHA256, &data[..offset]).as_ref());
-            let file = tokio::fs::File::open(&path).await.unwrap();
-            let mut body = Body::Seekable(Box::new(file), known.clone());
-            let got = resume_body(&mut body, offset as u64, &mut [0u8; 65536])
-                .await
-                .unwrap();
-            assert_eq!(got, expected, "offset {offset}");
-            let mut rest = Vec::new();
-            body.read_to_end(&mut rest).await.unwrap();
-            assert_eq!(rest, &data[offset..]);
-        }
+        let mut short = Body::Stream(Box::new(std::io::Cursor::new(data[..10].to_vec())));
+        assert!(resume_body(&mut short, 11, &mut [0u8; 4]).await.is_err());
     }
 }
