@@ -66,6 +66,15 @@ impl Source for Feed {
 struct Rng(u64);
 
 impl Rng {
+    /// One to three places to cut a body of `len` bytes, in order.
+    fn cuts(&mut self, len: usize) -> Vec<usize> {
+        let mut cuts: Vec<usize> = (0..1 + self.below(3))
+            .map(|_| self.below(len as u64) as usize)
+            .collect();
+        cuts.sort_unstable();
+        cuts
+    }
+
     fn below(&mut self, n: u64) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
@@ -276,10 +285,7 @@ fn stats_cut_thirty_times_anywhere_gives_the_uncut_figures_bit_for_bit() {
     let mut rng = Rng(42);
     for round in 0..30 {
         let (_dir, store) = store();
-        let mut cuts: Vec<usize> = (0..1 + rng.below(3))
-            .map(|_| rng.below(body.len() as u64) as usize)
-            .collect();
-        cuts.sort_unstable();
+        let cuts = rng.cuts(body.len());
         let last = cut_and_resume(&store, &job, &body, &cuts, &mut rng);
         assert_eq!(outcome(&last), expected, "round {round}, cuts {cuts:?}");
     }
@@ -323,10 +329,7 @@ fn ports_cut_thirty_times_anywhere_stores_what_one_upload_stores() {
     let mut rng = Rng(4242);
     for round in 0..30 {
         let (_dir, store) = store();
-        let mut cuts: Vec<usize> = (0..1 + rng.below(3))
-            .map(|_| rng.below(body.len() as u64) as usize)
-            .collect();
-        cuts.sort_unstable();
+        let cuts = rng.cuts(body.len());
         let last = cut_and_resume(&store, &job, &body, &cuts, &mut rng);
         assert_eq!(outcome(&last), expected, "round {round}, cuts {cuts:?}");
         assert!(
