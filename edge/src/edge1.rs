@@ -132,7 +132,7 @@ async fn run_job(
     let resume = crate::resumes::cursor(
         &service,
         &spec,
-        plugin,
+        (plugin, task.as_ref()),
         &grant,
         &header.params,
         "edge/1",

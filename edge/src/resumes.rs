@@ -12,7 +12,7 @@ use crate::service::Service;
 use edge_proto::{ErrorCode, Event, JobHeader};
 use edge_tasks::pipeline::{JobSpec, Resume};
 use edge_tasks::resume::{self, Claimant, Cursor, Origin, Outcome};
-use edge_tasks::Plugin;
+use edge_tasks::{Plugin, Task};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -169,11 +169,12 @@ pub(crate) fn as_started(mut header: JobHeader, origin: &Origin) -> JobHeader {
 }
 
 /// The cursor job `spec` keeps, if it can be resumed (its body is the client's upload, cut
-/// into records): the one a resume claimed, or a new one.
+/// into records, or taken whole by a task that makes whole units of it durable): the one a
+/// resume claimed, or a new one.
 pub(crate) fn cursor(
     service: &Service,
     spec: &JobSpec,
-    plugin: &Plugin,
+    (plugin, task): (&Plugin, &dyn Task),
     grant: &Grant,
     params: &Map<String, Value>,
     transport: &str,
@@ -181,7 +182,8 @@ pub(crate) fn cursor(
 ) -> Option<Resume> {
     let cursor = match claimed {
         Some(cursor) => cursor,
-        None if plugin.reads_raw() || spec.source.is_some() || spec.unchanged => return None,
+        None if spec.source.is_some() || spec.unchanged => return None,
+        None if plugin.reads_raw() && task.raw_unit().is_none() => return None,
         None => Cursor::start(Origin {
             job: spec.job.clone(),
             sub: grant.sub.clone(),

@@ -394,11 +394,7 @@ pub fn run_resumable(
         return job.unchanged();
     }
     if plugin.reads_raw() {
-        job.raw = true;
-        job.atomic = false;
-        job.accept(Format::Raw);
-        let mut decoder = decode::raw::RawDecoder::new();
-        return job.drive(&mut decoder, Vec::new(), false, source);
+        return job.raw(resume, source);
     }
     job.resume = resume;
     if let Some(resume) = job.resume.clone().filter(Resume::resumed) {
@@ -554,6 +550,8 @@ struct Job<'a> {
     bytes: u64,
     records: u64,
     errors: u64,
+    /// Items taken from the decoder in this run (records, faults, pieces of a raw body).
+    items: u64,
     /// Accepted records not yet in a commit.
     pending: u64,
     /// Records in the commit that is running (0: none is).
@@ -625,6 +623,7 @@ impl<'a> Job<'a> {
             bytes: 0,
             records: 0,
             errors: 0,
+            items: 0,
             pending: 0,
             in_flight: 0,
             commit_started: None,
@@ -692,6 +691,45 @@ impl<'a> Job<'a> {
         }
     }
 
+    /// Runs a job whose body the task takes as it is ([`Task::bytes`]). It keeps its cursor
+    /// when the task makes whole units durable ([`Task::raw_unit`]): the body is then handed
+    /// over in those units, and a resumed job goes on at the cursor's.
+    fn raw(mut self, resume: Option<Resume>, source: &mut dyn Source) -> Report {
+        self.raw = true;
+        self.atomic = false;
+        let Some(unit) = self.task.raw_unit() else {
+            if resume.as_ref().is_some_and(Resume::resumed) {
+                let message = format!(
+                    "job {} cannot go on: its task takes this body as a whole (send it again as a new job)",
+                    self.spec.job
+                );
+                return self.reject(ErrorCode::NotResumable, message);
+            }
+            self.accept(Format::Raw);
+            let mut decoder = decode::raw::RawDecoder::new();
+            return self.drive(&mut decoder, Vec::new(), false, source);
+        };
+        self.resume = resume;
+        let mut decoder = decode::raw::RawDecoder::new();
+        if let Some(resume) = self.resume.clone().filter(Resume::resumed) {
+            let cursor = &resume.cursor;
+            if cursor.offset() > 0 {
+                if let Err(message) = self.restore(cursor) {
+                    let message = format!(
+                        "job {} cannot go on from its cursor: {message}",
+                        self.spec.job
+                    );
+                    return self.reject(ErrorCode::NotResumable, message);
+                }
+                decoder = decode::raw::RawDecoder::resume(cursor.offset(), cursor.decoder.index);
+            }
+            self.announce = true;
+        }
+        self.accept(Format::Raw);
+        let mut decoder = decoder.in_units(unit);
+        self.drive(&mut decoder, Vec::new(), false, source)
+    }
+
     /// Takes a resumed job's counts, SHA-256 and task state from its cursor.
     fn restore(&mut self, cursor: &Cursor) -> Result<(), String> {
         let offset = cursor.offset();
@@ -702,7 +740,8 @@ impl<'a> Job<'a> {
             self.task.restore(state).map_err(|e| e.to_string())?;
         }
         self.bytes = offset;
-        self.records = cursor.decoder.index;
+        // A raw body's items are its pieces, not records.
+        self.records = if self.raw { 0 } else { cursor.decoder.index };
         self.committed = cursor.committed;
         self.committed_sent = cursor.committed;
         self.errors = cursor.errors;
@@ -795,7 +834,7 @@ impl<'a> Job<'a> {
     fn feed(&mut self, decoder: &mut dyn Decoder, chunk: &[u8]) -> Option<Report> {
         let start = self.bytes;
         self.bytes += chunk.len() as u64;
-        let items = self.records;
+        let items = self.items;
         let fed = decoder.feed(chunk, &mut |item| self.take(item, chunk, start));
         // The SHA-256 at the last item's end is kept before the chunk's rest is hashed.
         if self.hashed_to == self.last_end {
@@ -804,7 +843,7 @@ impl<'a> Job<'a> {
         let hashed = usize::try_from(self.hashed_to - start).unwrap_or(chunk.len());
         self.sha256.update(chunk.get(hashed..).unwrap_or_default());
         self.hashed_to = self.bytes;
-        if self.records != items {
+        if self.items != items {
             self.checkpoint = decoder.checkpoint();
         }
         self.after_decoding(fed)
@@ -853,7 +892,11 @@ impl<'a> Job<'a> {
         let mut cursor = resume.cursor.clone();
         cursor.format = self.format;
         cursor.decoder = boundary.checkpoint;
-        cursor.committed = self.committed + self.pending;
+        // A raw body's pieces count as no record before its end.
+        cursor.committed = match self.raw {
+            true => self.committed,
+            false => self.committed + self.pending,
+        };
         cursor.errors = self.errors;
         cursor.first_errors = self.first_errors.clone();
         cursor.sha256 = boundary.sha256.save();
@@ -864,9 +907,9 @@ impl<'a> Job<'a> {
     /// Ends the upload: flushes the decoder, commits, sends `done`.
     fn end(mut self, decoder: &mut dyn Decoder) -> Report {
         let end = self.bytes;
-        let items = self.records;
+        let items = self.items;
         let finished = decoder.finish(&mut |item| self.take(item, &[], end));
-        if self.records != items {
+        if self.items != items {
             self.checkpoint = decoder.checkpoint();
         }
         if let Some(report) = self.after_decoding(finished) {
@@ -950,6 +993,7 @@ impl<'a> Job<'a> {
             Item::Bytes { offset, bytes } => offset + bytes.len() as u64,
         };
         self.hash_to(end, chunk, start);
+        self.items += 1;
         match item {
             Item::Record(record) => {
                 self.records += 1;
@@ -1243,7 +1287,10 @@ impl<'a> Job<'a> {
     }
 
     fn failure(&mut self, code: ErrorCode, mut message: String, offset: Option<u64>) -> Event {
-        self.task.abandon();
+        // What a job that can be resumed stored stays for the resume.
+        if self.resume.is_none() || !crate::resume::goes_on(code) {
+            self.task.abandon();
+        }
         let store_failed = matches!(
             code,
             ErrorCode::StoreError | ErrorCode::StoreUnavailable | ErrorCode::TakenOver

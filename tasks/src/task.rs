@@ -134,9 +134,21 @@ pub trait Task: Send {
         Ok(0)
     }
 
-    /// Called once when the job fails, before what is pending is committed: a task drops
-    /// here what must not outlive a failed job (`blobs`: the staged chunks). Records other
-    /// tasks committed stay committed. The default keeps everything.
+    /// For a task that takes a raw body ([`Task::bytes`]) and can go on after a cut: the unit
+    /// it makes durable at each commit (`blobs`: its storage chunks). The pipeline then hands
+    /// it the body in whole units (each piece ends at a multiple of the unit in the body,
+    /// only the last may be short), and each commit must make durable every byte handed so
+    /// far, with the cursor it is given ([`Task::start_commit`]); so a resumed job goes on at
+    /// a unit's end. `None` (the default): the raw body cannot be resumed.
+    fn raw_unit(&self) -> Option<usize> {
+        None
+    }
+
+    /// Called once when the job fails for good, before what is pending is committed: a task
+    /// drops here what must not outlive a failed job (`blobs`: the staged chunks). Not called
+    /// for a job that keeps its cursor to be resumed (cut off, or taken over by a resume):
+    /// what it staged is the resume's. Records other tasks committed stay committed. The
+    /// default keeps everything.
     fn abandon(&mut self) {}
 
     /// The answer to the record [`Task::record`] just accepted, for a task that answers

@@ -13,7 +13,7 @@ use edge_proto::{ErrorCode, Event, Format};
 use edge_tasks::pipeline::{self, Input, JobSpec, Resume, Settings, Source};
 use edge_tasks::resume::{self, Claimant, Cursor, Origin};
 use edge_tasks::store::StoreOptions;
-use edge_tasks::task::JobRef;
+use edge_tasks::task::{JobRef, UploadInfo};
 use edge_tasks::{ports, registry, Context, Store};
 use serde_json::{Map, Value};
 use std::collections::VecDeque;
@@ -91,6 +91,17 @@ fn settings() -> Settings {
     }
 }
 
+/// The settings a job of `task` runs with: a `blobs` job commits every other storage chunk.
+fn settings_for(task: &str) -> Settings {
+    match task {
+        "blobs" => Settings {
+            commit_records: 2,
+            ..settings()
+        },
+        _ => settings(),
+    }
+}
+
 fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("edge.redb"), &StoreOptions::default()).unwrap();
@@ -137,10 +148,16 @@ fn attempt(
     source: &mut dyn Source,
 ) -> (pipeline::Report, Vec<Event>) {
     let plugin = registry::find(&job.task).unwrap();
-    let context = Context::new(store.clone()).for_job(JobRef {
-        id: JOB.into(),
-        sub: "alice".into(),
-    });
+    let context = Context::new(store.clone())
+        .for_job(JobRef {
+            id: JOB.into(),
+            sub: "alice".into(),
+        })
+        .with_upload(UploadInfo {
+            name: job.name.clone(),
+            size: job.size,
+            content_type: None,
+        });
     let task = (plugin.create)(&Map::new(), &context).unwrap();
     let mut events = Vec::new();
     let resume = Resume {
@@ -152,7 +169,7 @@ fn attempt(
         plugin,
         task,
         source,
-        &settings(),
+        &settings_for(&job.task),
         &mut |e| events.push(e),
         Some(resume),
     );
@@ -579,4 +596,142 @@ fn an_atomic_job_answers_nothing_before_its_digest_matched() {
         .filter(|e| matches!(e, Event::Result { .. }))
         .count();
     assert_eq!(answers, 3);
+}
+
+/// Bytes that do not compress, a few storage chunks' worth.
+fn photo(len: usize) -> Vec<u8> {
+    let mut rng = Rng(99);
+    (0..len).map(|_| rng.below(256) as u8).collect()
+}
+
+/// The blob `name`'s bytes.
+fn blob_bytes(store: &Store, name: &str) -> Vec<u8> {
+    let reads = registry::find("blobs").unwrap().reads.unwrap();
+    let open = reads.content.unwrap();
+    let mut content = open(&Context::new(store.clone()), name).unwrap().unwrap();
+    let size = content.info().size;
+    let mut bytes = Vec::new();
+    content
+        .read(0..size, &mut |piece| {
+            bytes.extend_from_slice(&piece);
+            true
+        })
+        .unwrap();
+    bytes
+}
+
+/// Prunes what the `blobs` plugin would at a start: staged uploads of no running job.
+fn prune_blobs(store: &Store) -> u64 {
+    let prune = registry::find("blobs").unwrap().prune.unwrap();
+    prune(
+        &Context::new(store.clone()),
+        std::time::SystemTime::now(),
+        &|| false,
+    )
+    .unwrap()
+}
+
+fn blob_job() -> JobSpec {
+    JobSpec {
+        name: Some("photo.bin".into()),
+        ..spec("blobs", None)
+    }
+}
+
+#[test]
+fn a_blob_cut_thirty_times_anywhere_is_stored_whole_from_its_last_staged_chunk() {
+    let chunk = edge_tasks::blobs::stored::CHUNK_BYTES;
+    let body = photo(5 * chunk + 12_345);
+    let job = blob_job();
+    let (_dir, _clean, mut expected) = uncut(&job, &body);
+    assert_eq!(
+        expected["summary"]["digest"],
+        blake3::hash(&body).to_hex().as_str()
+    );
+    let mut rng = Rng(77);
+    for round in 0..30 {
+        let (_dir, store) = store();
+        let cuts = rng.cuts(body.len());
+        let last = cut_and_resume(&store, &job, &body, &cuts, &mut rng);
+        let got = outcome(&last);
+        expected["summary"]["created"] = got["summary"]["created"].clone();
+        assert_eq!(got, expected, "round {round}, cuts {cuts:?}");
+        assert!(blob_bytes(&store, "photo.bin") == body, "round {round}");
+        assert_eq!(
+            edge_tasks::blobs::stored::unpublished(&store).unwrap(),
+            (0, 0),
+            "round {round}: staged chunks are left"
+        );
+    }
+}
+
+/// Starts a `blobs` job on `body` and cuts it after `cut` bytes; the job's cursor is then
+/// kept, as the server keeps it.
+fn cut_blob(store: &Store, body: &[u8], cut: usize) {
+    let first = Cursor::start(origin("blobs", None));
+    resume::begin(store, &first).wait().unwrap();
+    let (report, _) = attempt(
+        store,
+        &blob_job(),
+        first,
+        &mut Feed::new(body, 4096, Some(cut)),
+    );
+    assert!(aborted(&report.last), "{:?}", report.last);
+    resume::end(store, JOB, 1, resume::Outcome::Stopped)
+        .wait()
+        .unwrap();
+}
+
+fn aborted(last: &Event) -> bool {
+    matches!(
+        last,
+        Event::Failed {
+            code: ErrorCode::UploadAborted,
+            ..
+        }
+    )
+}
+
+#[test]
+fn a_cut_blob_goes_on_at_a_chunk_end_and_its_chunks_outlive_a_prune() {
+    let chunk = edge_tasks::blobs::stored::CHUNK_BYTES;
+    let body = photo(3 * chunk + 10);
+    let (_dir, store) = store();
+    cut_blob(&store, &body, 2 * chunk + 500);
+    // The process restarts: its prune spares the chunks, which the cursor counts.
+    assert_eq!(prune_blobs(&store), 0);
+    let cursor = claim(&store);
+    assert_eq!(cursor.offset(), 2 * chunk as u64, "whole chunks only");
+    let mut rest = Feed::new(&body[2 * chunk..], 3000, None);
+    let (report, events) = attempt(&store, &blob_job(), cursor, &mut rest);
+    check_events(&events, true, 2 * chunk as u64);
+    let done = outcome(&report.last);
+    assert_eq!(done["bytes"], body.len());
+    assert_eq!(done["summary"]["size"], body.len());
+    assert_eq!(
+        done["summary"]["digest"],
+        blake3::hash(&body).to_hex().as_str()
+    );
+    assert!(blob_bytes(&store, "photo.bin") == body);
+    assert_eq!(
+        edge_tasks::blobs::stored::unpublished(&store).unwrap(),
+        (0, 0)
+    );
+}
+
+#[test]
+fn a_cut_blob_given_up_leaves_its_chunks_to_the_prune() {
+    let chunk = edge_tasks::blobs::stored::CHUNK_BYTES;
+    let body = photo(2 * chunk);
+    let (_dir, store) = store();
+    cut_blob(&store, &body, chunk + 1);
+    let cursor = claim(&store);
+    resume::end(&store, JOB, cursor.epoch, resume::Outcome::Ended)
+        .wait()
+        .unwrap();
+    assert_eq!(prune_blobs(&store), 1);
+    assert_eq!(
+        edge_tasks::blobs::stored::unpublished(&store).unwrap(),
+        (0, 0)
+    );
 }

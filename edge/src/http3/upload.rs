@@ -101,7 +101,7 @@ pub(super) async fn upload(
     let resume = crate::resumes::cursor(
         &service,
         &spec,
-        plugin,
+        (plugin, job_task.as_ref()),
         &grant,
         &upload.params,
         stream.transport,

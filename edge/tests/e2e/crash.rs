@@ -498,11 +498,13 @@ async fn kill_9_during_blob_uploads_leaves_each_blob_whole_or_absent_and_no_orph
             rounds.len()
         );
     }
-    // What cut-off uploads staged goes at the next start (the prune); nothing else is left.
+    // What cut-off uploads staged goes at the next start (the prune) once they can no longer
+    // be resumed (their cursors expired: here at once); nothing else is left.
     let store = Store::open(&path, &StoreOptions::default()).unwrap();
+    let expired = edge_tasks::resume::expire(&store, Duration::ZERO).unwrap();
     let (staged, loose) = edge_tasks::blobs::stored::unpublished(&store).unwrap();
     drop(store);
-    eprintln!("blob crash: before the last start: {staged} staged uploads, {loose} loose chunks");
+    eprintln!("blob crash: before the last start: {expired} cursors expired, {staged} staged uploads, {loose} loose chunks");
     let log_path = dir.path().join("last-start.log");
     let server = ServeProcess::start_logging(
         dir.path(),

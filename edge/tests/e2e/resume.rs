@@ -371,6 +371,108 @@ async fn the_client_resumes_by_itself_after_the_server_is_killed_and_restarted()
     drop(server);
 }
 
+/// Bytes that do not compress: a photo's worth.
+fn photo(dir: &Path, len: usize) -> (PathBuf, Vec<u8>) {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut body = Vec::with_capacity(len + 8);
+    while body.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        body.extend_from_slice(&x.to_le_bytes());
+    }
+    body.truncate(len);
+    let path = dir.join("photo.bin");
+    std::fs::write(&path, &body).unwrap();
+    (path, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_upload_goes_on_after_its_last_staged_chunk_when_the_server_is_killed() {
+    let chunk = edge_tasks::blobs::stored::CHUNK_BYTES as u64;
+    let dir = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let (file, body) = photo(files.path(), 7 * chunk as usize + 4321);
+    let window = WINDOW.to_string();
+    let env = [
+        (
+            "EDGE_TRANSPORT_CONNECTION_RECEIVE_WINDOW",
+            Path::new(&window),
+        ),
+        (
+            "EDGE_TRANSPORT_CONNECTION_RECEIVE_WINDOW_MAX",
+            Path::new(&window),
+        ),
+    ];
+    let mut server = ServeProcess::start_on_with(dir.path(), "127.0.0.1:0".parse().unwrap(), &env);
+    let addr = server.addr();
+    let path = forwarder::Forwarder::start(addr, ONE_WAY).unwrap();
+    let config = server.client_config_for(dir.path(), "blobs:write");
+    let args = client_args(
+        &["upload", "--task", "blobs", &file.display().to_string()],
+        &format!("https://{}", path.addr()),
+        config.ca.as_deref().unwrap(),
+        config.token.as_deref().unwrap(),
+    );
+    let mut upload = ClientProcess::start(&args);
+    let mut last_offset = 0;
+    for cut in 1..=2u64 {
+        // Past the next few chunks (the job stages them, with its cursor, as they fill).
+        let past = last_offset + 2 * chunk + chunk / 2;
+        upload.until(
+            "progress",
+            |e| matches!(e, Event::Progress { bytes, .. } if *bytes > past),
+        );
+        // kill -9, and the server again on the same port with the same data dir (its
+        // prune at start spares the cut upload's chunks: its job may be resumed).
+        drop(server);
+        server = ServeProcess::start_on_with(dir.path(), addr, &env);
+        let Event::Resumed {
+            offset, records, ..
+        } = upload.until("resumed", |e| matches!(e, Event::Resumed { .. }))
+        else {
+            unreachable!("until returns what it waited for")
+        };
+        println!("cut {cut}: the blob goes on at byte {offset}");
+        assert_eq!(records, 0);
+        assert_eq!(offset % chunk, 0, "a blob goes on at a chunk's end");
+        assert!(
+            offset > last_offset,
+            "cut {cut}: nothing staged was kept ({offset})"
+        );
+        last_offset = offset;
+    }
+    let (status, events) = upload.finish();
+    assert_eq!(status.code(), Some(0), "{:?}", events.last());
+    let summary = done_summary(&events);
+    assert_eq!(summary["size"], body.len());
+    assert_eq!(summary["digest"], blake3::hash(&body).to_hex().as_str());
+    assert!(server.terminate().success());
+    let store = edge_tasks::Store::open(
+        &dir.path().join("data/edge.redb"),
+        &edge_tasks::store::StoreOptions::default(),
+    )
+    .unwrap();
+    let reads = edge_tasks::blobs::PLUGIN.reads.unwrap();
+    let context = edge_tasks::Context::new(store.clone());
+    let mut content = (reads.content.unwrap())(&context, "photo.bin")
+        .unwrap()
+        .unwrap();
+    let mut stored = Vec::new();
+    content
+        .read(0..body.len() as u64, &mut |piece| {
+            stored.extend_from_slice(&piece);
+            true
+        })
+        .unwrap();
+    assert!(stored == body, "the stored blob is not the file");
+    assert_eq!(
+        edge_tasks::blobs::stored::unpublished(&store).unwrap(),
+        (0, 0),
+        "staged chunks are left"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_path_that_drops_every_packet_for_a_while_is_resumed_and_the_store_is_exact() {
     // A short idle timeout: both ends give the connection up 2 s into the cut.

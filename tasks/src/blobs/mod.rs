@@ -3,6 +3,11 @@
 //! the blob becomes visible, or replaces the old version, in one transaction once the upload
 //! completed and its digest is known (see [`stored`]).
 //!
+//! A cut-off upload can be resumed: the job's cursor, written in the transaction that stages
+//! its chunks, holds where they are, how many, and the BLAKE3 state after them
+//! ([`BlobState`]); a resumed job goes on after its last staged chunk. A base64 body cannot
+//! be resumed (its offsets are the text's, not the blob's).
+//!
 //! Parameters: `name` (default: the upload's file name, made safe), `content_type` (default:
 //! the HTTP `Content-Type`, else sniffed), `encoding=base64`, `if_absent`, `digest` (the
 //! BLAKE3 the client expects).
@@ -14,6 +19,8 @@ pub mod stored;
 
 use crate::reads::{Content, Page, PageRequest, ReadError, Reads};
 use crate::record::{Record, Rejection};
+use crate::resume::blake3::{Blake3, SavedBlake3};
+use crate::resume::sha256::hex;
 use crate::resume::Save;
 use crate::store::{Store, Sync, Ticket};
 use crate::table::Storage;
@@ -21,6 +28,7 @@ use crate::task::{Context, JobRef, ParamError, Plugin, Task, TaskError};
 use base64::{Base64Decoder, NotBase64};
 use edge_proto::reads::{Column, Filter};
 use edge_proto::{ErrorCode, Format, Summary};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use stored::{Meta, Publish, Published, Stage, Staged, CHUNK_BYTES};
 
@@ -245,7 +253,7 @@ fn create(
         quota,
         used,
         early,
-        hasher: blake3::Hasher::new(),
+        hasher: Blake3::new(),
         spare,
         recycle,
         size: 0,
@@ -258,6 +266,7 @@ fn create(
         started_ms: crate::time::now_ms(),
         published: None,
         abandoned: false,
+        fenced: false,
     }))
 }
 
@@ -274,7 +283,8 @@ struct BlobTask {
     used: u64,
     /// A refusal known before the body.
     early: Option<TaskError>,
-    hasher: blake3::Hasher,
+    /// The BLAKE3 of the sealed chunks.
+    hasher: Blake3,
     /// Bytes taken so far (decoded).
     size: u64,
     /// The first bytes, for sniffing the media type.
@@ -296,6 +306,29 @@ struct BlobTask {
     published: Option<Value>,
     /// The job failed: nothing more is staged.
     abandoned: bool,
+    /// The job keeps a cursor: chunks are staged only with it, in the pipeline's commits,
+    /// so that a run a resume took over cannot write after the cursor's epoch moved on.
+    fenced: bool,
+}
+
+/// What a resumable blob job keeps in its cursor: where its staged chunks are, how many, and
+/// what it knew of them.
+#[derive(Debug, Serialize, Deserialize)]
+struct BlobState {
+    /// The id its chunks are staged under.
+    id: u64,
+    /// The bytes staged (whole chunks).
+    size: u64,
+    /// The chunks staged.
+    chunks: u64,
+    /// The BLAKE3 state after them.
+    blake3: SavedBlake3,
+    /// The first bytes, in hex, for sniffing the media type.
+    head: String,
+    /// The media type the job was given (by a parameter, or the HTTP `Content-Type`).
+    content_type: Option<String>,
+    /// When the upload started (ms since the Unix epoch).
+    started_ms: u64,
 }
 
 impl From<NotBase64> for TaskError {
@@ -317,7 +350,6 @@ impl BlobTask {
                 message: stored::quota_message(&self.job.sub, self.used, self.size, self.quota),
             });
         }
-        self.hasher.update(bytes);
         if self.head.len() < media::SNIFF_BYTES {
             let room = media::SNIFF_BYTES - self.head.len();
             self.head.extend_from_slice(&bytes[..bytes.len().min(room)]);
@@ -344,12 +376,14 @@ impl BlobTask {
         Ok(())
     }
 
-    /// Moves the chunk being filled to the next commit.
+    /// Moves the chunk being filled to the next commit (hashed: a whole chunk at once lets
+    /// BLAKE3 hash many of its parts side by side).
     fn seal(&mut self) {
         if self.filling.is_empty() {
             return;
         }
         let chunk = std::mem::take(&mut self.filling);
+        self.hasher.update(&chunk);
         self.ready.push((self.next_index, chunk));
         self.next_index += 1;
     }
@@ -374,7 +408,7 @@ impl BlobTask {
     /// while the body arrives.
     fn stage_if_due(&mut self) -> Result<(), TaskError> {
         let ready: usize = self.ready.iter().map(|(_, c)| c.len()).sum();
-        if ready < STAGE_BYTES {
+        if ready < STAGE_BYTES || self.fenced {
             return Ok(());
         }
         if let Some(ticket) = &mut self.in_flight {
@@ -387,26 +421,33 @@ impl BlobTask {
                 None => self.wait_in_flight()?,
             }
         }
-        self.stage_ready()
+        self.stage_ready(None).map(drop)
     }
 
-    /// Hands the full chunks (and the staging entry, the first time) to the store's writer;
-    /// no write may be running. A job refused before its body (or whose store failed before
-    /// it had an id) stages nothing.
-    fn stage_ready(&mut self) -> Result<(), TaskError> {
+    /// Hands the full chunks (and the staging entry, the first time) to the store's writer,
+    /// with the job's cursor after them if given; no write may be running. A job refused
+    /// before its body (or whose store failed before it had an id) stages nothing. Returns
+    /// the cursor when it was not written.
+    fn stage_ready(&mut self, cursor: Option<Save>) -> Result<Option<Save>, TaskError> {
         if self.abandoned || self.early.is_some() || (self.ready.is_empty() && self.staged) {
-            return Ok(());
+            return Ok(cursor);
         }
+        // Staged chunks need not reach the disk before the blob is published: publishing
+        // commits durably, which makes every earlier commit durable too. Unless they come
+        // with the job's cursor: a resume after a crash goes on after them.
+        let sync = match cursor {
+            Some(_) => Sync::Now,
+            None => Sync::WithNextCommit,
+        };
         let change = Stage {
             id: self.id,
             staged: self.staging_entry(),
             chunks: std::mem::take(&mut self.ready),
             recycle: Some(self.recycle.clone()),
+            cursor,
         };
-        // Staged chunks need not reach the disk before the blob is published: publishing
-        // commits durably, which makes every earlier commit durable too.
-        self.in_flight = Some(self.store.submit(change, Sync::WithNextCommit));
-        Ok(())
+        self.in_flight = Some(self.store.submit(change, sync));
+        Ok(None)
     }
 
     fn wait_in_flight(&mut self) -> Result<(), TaskError> {
@@ -452,11 +493,77 @@ impl Task for BlobTask {
         }
     }
 
-    /// Blobs keep no cursor (a raw body is not resumed yet): `cursor` is always `None`.
+    /// Stages the chunks sealed so far, with the job's cursor (and this task's state after
+    /// them) in the same transaction.
     fn start_commit(&mut self, cursor: Option<Save>) -> Result<Option<Save>, TaskError> {
         self.wait_in_flight()?;
-        self.stage_ready()?;
-        Ok(cursor)
+        self.fenced |= cursor.is_some();
+        let cursor = cursor.map(|save| save.with_task(self.state()));
+        self.stage_ready(cursor)
+    }
+
+    /// Whole chunks, unless the body is base64 (whose offsets are not the blob's).
+    fn raw_unit(&self) -> Option<usize> {
+        (!self.params.base64).then_some(CHUNK_BYTES)
+    }
+
+    fn state(&self) -> Option<Value> {
+        if self.params.base64 {
+            return None;
+        }
+        let state = BlobState {
+            id: self.id,
+            size: self.size,
+            chunks: self.next_index,
+            blake3: self.hasher.save(),
+            head: hex(&self.head),
+            content_type: self.params.content_type.clone(),
+            started_ms: self.started_ms,
+        };
+        Some(serde_json::to_value(state).expect("a blob's state always serializes"))
+    }
+
+    /// Goes on with the chunks an earlier run of the job staged: their id (adopted from
+    /// that run), count, size and BLAKE3, once the store confirms they are still staged.
+    fn restore(&mut self, state: &Value) -> Result<(), TaskError> {
+        let not_resumable = |why: String| TaskError::Refused {
+            code: ErrorCode::NotResumable,
+            message: format!("the blob upload cannot go on: {why}; send it again as a new job"),
+        };
+        let state = BlobState::deserialize(state)
+            .map_err(|e| not_resumable(format!("its cursor holds no blob state ({e})")))?;
+        let consistent = state.size == state.chunks * CHUNK_BYTES as u64
+            && self.hasher.is_empty()
+            && self.size == 0;
+        let hasher = Blake3::restore(&state.blake3)
+            .filter(|hasher| consistent && hasher.len() == state.size)
+            .ok_or_else(|| not_resumable("its cursor's blob state is damaged".into()))?;
+        let head = crate::resume::sha256::unhex(&state.head)
+            .ok_or_else(|| not_resumable("its cursor's blob state is damaged".into()))?;
+        match stored::staged(&self.store, state.id)? {
+            Some(staged) if staged.job == self.job.id => {}
+            _ => {
+                return Err(not_resumable(format!(
+                    "the {} bytes it had staged are gone (pruned, or the store was restored from a backup)",
+                    state.size
+                )))
+            }
+        }
+        stored::release(self.id);
+        stored::adopt(state.id);
+        self.id = state.id;
+        self.size = state.size;
+        self.next_index = state.chunks;
+        self.hasher = hasher;
+        self.head = head;
+        self.started_ms = state.started_ms;
+        if self.params.content_type.is_none() {
+            self.params.content_type = state.content_type;
+        }
+        // The staging entry is written again by the first commit: it names this node.
+        self.staged = false;
+        self.fenced = true;
+        Ok(())
     }
 
     fn finish_commit(&mut self, wait: bool) -> Option<Result<(), TaskError>> {
@@ -487,7 +594,7 @@ impl Task for BlobTask {
         }
         self.seal();
         self.wait_in_flight()?;
-        let digest = self.hasher.finalize().to_hex().to_string();
+        let digest = self.hasher.hex();
         if let Some(expected) = &self.params.digest {
             if *expected != digest {
                 return Err(TaskError::Refused {

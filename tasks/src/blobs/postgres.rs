@@ -103,7 +103,8 @@ async fn write_chunks(
     Ok(())
 }
 
-/// Stages chunks of an upload, with its staging entry (the first time).
+/// Stages chunks of an upload, with its staging entry (the first time; a resumed job writes
+/// it again, so that the node it goes on at owns it).
 pub(super) async fn stage(
     txn: &PgTransaction<'_>,
     id: u64,
@@ -114,7 +115,7 @@ pub(super) async fn stage(
         let json = serde_json::to_string(staged).expect("a staging entry always serializes");
         txn.execute(
             "INSERT INTO blob_staging (id, node, staged) VALUES ($1, $2, $3::text::json)
-             ON CONFLICT (id) DO NOTHING",
+             ON CONFLICT (id) DO UPDATE SET node = EXCLUDED.node, staged = EXCLUDED.staged",
             &[&sql_id(id)?, &staged.node, &json],
         )
         .await
@@ -200,6 +201,23 @@ async fn set_usage(txn: &PgTransaction<'_>, sub: &str, bytes: u64) -> Result<(),
         .map_err(txn.failed("write blob usage"))?;
     }
     Ok(())
+}
+
+/// The staging entry of the upload `id`, if it is staged.
+pub(super) fn staged(pg: &Pg, id: u64) -> Result<Option<Staged>, StoreError> {
+    let sql = sql_id(id)?;
+    pg.block(|pg| async move {
+        let client = pg.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT staged::text FROM blob_staging WHERE id = $1",
+                &[&sql],
+            )
+            .await
+            .map_err(pg.query("read a staged blob"))?;
+        row.map(|row| Staged::decode(id, row.get::<_, String>(0).as_bytes()))
+            .transpose()
+    })
 }
 
 /// [`super::stored::Publish`] in a PostgreSQL transaction: the same checks and writes as in
@@ -384,7 +402,8 @@ pub(super) fn unpublished(pg: &Pg) -> Result<(u64, u64), StoreError> {
 }
 
 /// Deletes up to `batch` staged uploads of the node `node` that `is_live` says no running
-/// job of this process owns; returns how many. Other nodes' uploads are theirs to prune: a
+/// job of this process owns, and whose job keeps no cursor (it may be resumed, on any node);
+/// returns how many. Other nodes' uploads are theirs to prune: a
 /// node cannot tell whether another one's job still runs.
 pub(super) async fn prune_staged(
     txn: &PgTransaction<'_>,
@@ -395,7 +414,9 @@ pub(super) async fn prune_staged(
     // Rows locked by a job's transaction (its publish, its discard) are skipped.
     let rows = txn
         .query(
-            "SELECT id FROM blob_staging WHERE node = $1 ORDER BY id FOR UPDATE SKIP LOCKED",
+            "SELECT id FROM blob_staging s WHERE node = $1
+               AND NOT EXISTS (SELECT 1 FROM job_cursors c WHERE c.job = s.staged->>'job')
+             ORDER BY id FOR UPDATE OF s SKIP LOCKED",
             &[&node],
         )
         .await

@@ -1,7 +1,9 @@
 //! How blobs are kept: a blob's bytes in chunks of [`CHUNK_BYTES`] under a fresh id, staged
 //! (invisible) while its upload runs, and published with its description under its name in
 //! one transaction. So a reader sees the old version or the new one, never a part; a cut-off
-//! upload leaves staged chunks that its job, or else the prune at the next start, deletes.
+//! upload leaves staged chunks that its job, or else the prune at the next start, deletes;
+//! unless the job keeps a cursor to be resumed: its chunks stay until it is, or until the
+//! cursor is gone.
 //!
 //! | table | key | value |
 //! |---|---|---|
@@ -24,7 +26,7 @@ use redb::{
     ReadOnlyTable, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::Mutex;
 
@@ -104,9 +106,20 @@ pub(crate) struct Staged {
     pub node: String,
 }
 
-/// Ids of the uploads running in this process: a staged id (of this node) not among them was
-/// cut off (by a crash, or a failure whose clean-up failed too) and is pruned.
-static LIVE: Mutex<Option<HashSet<u64>>> = Mutex::new(None);
+impl Staged {
+    pub(super) fn decode(id: u64, bytes: &[u8]) -> Result<Staged, StoreError> {
+        serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+            key: format!("blob_staging/{id}"),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// Ids of the uploads running in this process (with how many runs of their job hold each: a
+/// resume adopts the id of the run it takes over): a staged id (of this node) not among them
+/// was cut off (by a crash, or a failure whose clean-up failed too) and is pruned, unless its
+/// job keeps a cursor.
+static LIVE: Mutex<Option<HashMap<u64, u32>>> = Mutex::new(None);
 
 /// A fresh blob id, counted live until [`release`]d. In redb, a random one that no running
 /// upload has (one process writes the file); in PostgreSQL, the next of the database's
@@ -114,12 +127,11 @@ static LIVE: Mutex<Option<HashSet<u64>>> = Mutex::new(None);
 pub(crate) fn new_id(store: &Store) -> Result<u64, StoreError> {
     if let Kind::Postgres(pg) = store.kind() {
         let id = postgres::new_id(pg)?;
-        let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
-        live.get_or_insert_with(HashSet::new).insert(id);
+        adopt(id);
         return Ok(id);
     }
     let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
-    let live = live.get_or_insert_with(HashSet::new);
+    let live = live.get_or_insert_with(HashMap::new);
     let mut counter = 0u64;
     loop {
         counter += 1;
@@ -131,30 +143,60 @@ pub(crate) fn new_id(store: &Store) -> Result<u64, StoreError> {
         let mut id = [0u8; 8];
         id.copy_from_slice(&hasher.finalize().as_bytes()[..8]);
         let id = u64::from_le_bytes(id);
-        if id != 0 && live.insert(id) {
+        if id != 0 && !live.contains_key(&id) {
+            live.insert(id, 1);
             return Ok(id);
         }
     }
 }
 
-/// Counts an upload's id out of the live ones.
+/// Counts an id live (once more), until [`release`]d: a resumed job's, which goes on with
+/// the chunks an earlier run staged.
+pub(crate) fn adopt(id: u64) {
+    let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    *live.get_or_insert_with(HashMap::new).entry(id).or_insert(0) += 1;
+}
+
+/// Counts an upload's id out of the live ones (once).
 pub(crate) fn release(id: u64) {
     let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(live) = live.as_mut() {
-        live.remove(&id);
+        if let Some(runs) = live.get_mut(&id) {
+            *runs -= 1;
+            if *runs == 0 {
+                live.remove(&id);
+            }
+        }
     }
 }
 
 fn is_live(id: u64) -> bool {
     let live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
-    live.as_ref().is_some_and(|live| live.contains(&id))
+    live.as_ref().is_some_and(|live| live.contains_key(&id))
+}
+
+/// The staging entry of the upload `id`, if it is staged.
+pub(crate) fn staged(store: &Store, id: u64) -> Result<Option<Staged>, StoreError> {
+    if let Kind::Postgres(pg) = store.kind() {
+        return postgres::staged(pg, id);
+    }
+    let txn = store.read()?;
+    let staging = txn
+        .open_table(STAGING)
+        .map_err(StoreError::redb("open staged blobs"))?;
+    let found = staging
+        .get(id)
+        .map_err(StoreError::redb("read a staged blob"))?;
+    found.map(|row| Staged::decode(id, row.value())).transpose()
 }
 
 /// A chunk of a blob: its index (its offset / [`CHUNK_BYTES`]) and its bytes.
 pub(crate) type Chunk = (u64, Vec<u8>);
 
-/// Writes staged chunks of an upload (with its staging entry the first time). Once the writer
-/// is done with it, its chunks' buffers go back to the job through `recycle` (a job fills the
+/// Writes staged chunks of an upload (with its staging entry the first time, and the job's
+/// cursor after them when it keeps one: the same transaction, so a resume finds exactly the
+/// chunks its cursor counts; refused, with nothing written, when a resume took the job over).
+/// Once the writer is done with it, its chunks' buffers go back to the job through `recycle` (a job fills the
 /// same few buffers again instead of allocating 1 MiB per chunk, which the allocator would
 /// keep, spread over its per-thread arenas).
 pub(crate) struct Stage {
@@ -162,6 +204,7 @@ pub(crate) struct Stage {
     pub staged: Option<Staged>,
     pub chunks: Vec<Chunk>,
     pub recycle: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    pub cursor: Option<crate::resume::Save>,
 }
 
 impl Drop for Stage {
@@ -180,6 +223,9 @@ impl Change for Stage {
     type Output = ();
 
     fn apply(&mut self, txn: &WriteTransaction) -> Result<(), StoreError> {
+        if let Some(cursor) = &self.cursor {
+            cursor.apply(txn, None)?;
+        }
         if let Some(staged) = &self.staged {
             let row = serde_json::to_vec(staged).expect("a staging entry always serializes");
             txn.open_table(STAGING)
@@ -191,12 +237,12 @@ impl Change for Stage {
     }
 
     fn apply_postgres<'a>(&'a mut self, txn: &'a PgTransaction<'_>) -> PgFuture<'a, ()> {
-        Box::pin(postgres::stage(
-            txn,
-            self.id,
-            self.staged.as_ref(),
-            &self.chunks,
-        ))
+        Box::pin(async move {
+            if let Some(cursor) = &self.cursor {
+                cursor.apply_postgres(txn, None).await?;
+            }
+            postgres::stage(txn, self.id, self.staged.as_ref(), &self.chunks).await
+        })
     }
 
     fn weight(&self) -> usize {
@@ -580,7 +626,8 @@ impl Content for BlobContent {
 const PRUNE_BATCH: usize = 16;
 
 /// Deletes staged uploads that no running job of this process owns (cut off by a crash,
-/// or whose job's clean-up failed), [`PRUNE_BATCH`] per transaction; returns how many. In a
+/// or whose job's clean-up failed) and no job's cursor counts (a job cut off that may be
+/// resumed; once its cursor is gone, ended or expired, its chunks go too), [`PRUNE_BATCH`] per transaction; returns how many. In a
 /// PostgreSQL store, only this node's: another node's uploads are that node's to prune (it
 /// alone knows which of its jobs run), when it starts again.
 pub(crate) fn prune_orphans(store: &Store, stop: &dyn Fn() -> bool) -> Result<u64, StoreError> {
@@ -619,12 +666,23 @@ fn prune_batch(txn: &WriteTransaction) -> Result<usize, StoreError> {
         let ids = staging
             .iter()
             .map_err(StoreError::redb("list staged blobs"))?;
+        let cursors = txn
+            .open_table(crate::resume::CURSORS)
+            .map_err(StoreError::redb("open job_cursors table"))?;
         let mut doomed = Vec::new();
         for row in ids {
-            let (id, _) = row.map_err(StoreError::redb("list staged blobs"))?;
+            let (id, staged) = row.map_err(StoreError::redb("list staged blobs"))?;
             // Checked inside the write transaction: a job stages its id only while it
-            // is live, and unstages it (committed) before it stops being live.
-            if !is_live(id.value()) {
+            // is live, and unstages it (committed) before it stops being live. A job that
+            // keeps a cursor may be resumed: its chunks are the resume's.
+            let resumable = match Staged::decode(id.value(), staged.value()) {
+                Ok(staged) => cursors
+                    .get(staged.job.as_str())
+                    .map_err(StoreError::redb("read cursor"))?
+                    .is_some(),
+                Err(_) => false,
+            };
+            if !is_live(id.value()) && !resumable {
                 doomed.push(id.value());
                 if doomed.len() == PRUNE_BATCH {
                     break;
@@ -768,6 +826,7 @@ fn copy_one(
                 staged: staged.take(),
                 chunks: std::mem::take(&mut batch),
                 recycle: None,
+                cursor: None,
             };
             to.submit(stage, crate::store::Sync::Now).wait()?;
             bytes = 0;

@@ -14,6 +14,7 @@
 //! epoch is refused ([`StoreError::TakenOver`]), so a client that resumes a job still attached
 //! to another takes it over, and two writers never interleave.
 
+pub mod blake3;
 pub mod sha256;
 
 use crate::decode::Checkpoint;
@@ -494,6 +495,12 @@ pub fn resumable(code: ErrorCode) -> bool {
             | ErrorCode::StoreError
             | ErrorCode::Internal
     )
+}
+
+/// Whether a job that failed with `code` leaves what it stored to a resume: it was cut off
+/// ([`resumable`]), or taken over by a resume that goes on from its cursor.
+pub fn goes_on(code: ErrorCode) -> bool {
+    resumable(code) || code == ErrorCode::TakenOver
 }
 
 /// Records how job `job` (at `epoch`) ended: keeps its cursor with the window started, or
