@@ -186,7 +186,10 @@ impl Stream {
                 (SendHalf::H3(Box::new(send)), RecvHalf::H3(Box::new(recv)))
             }
             Inner::Tcp(tcp) => (
-                SendHalf::Tcp(tcp.body),
+                SendHalf::Tcp {
+                    head: tcp.head,
+                    body: tcp.body,
+                },
                 RecvHalf::Tcp(tcp.request, tcp.early),
             ),
         }
@@ -200,18 +203,33 @@ async fn send_frame(body: &Option<mpsc::Sender<TcpFrame>>, data: Bytes) -> Resul
     }
 }
 
-/// The response body of an upload (its events).
+/// The response of an upload: its body (the job's events), and its head when it was not
+/// sent before the split (an answer that waits for the request body's end).
 pub(crate) enum SendHalf {
     H3(Box<H3Send>),
-    Tcp(Option<mpsc::Sender<TcpFrame>>),
+    Tcp {
+        head: Option<oneshot::Sender<Response<()>>>,
+        body: Option<mpsc::Sender<TcpFrame>>,
+    },
 }
 
 impl SendHalf {
+    /// Sends the response head.
+    pub(crate) async fn send_response(&mut self, response: Response<()>) -> Result<(), Gone> {
+        match self {
+            SendHalf::H3(h3) => h3.send_response(response).await.map_err(|_| Gone),
+            SendHalf::Tcp { head, .. } => match head.take() {
+                Some(head) => head.send(response).map_err(|_| Gone),
+                None => Err(Gone),
+            },
+        }
+    }
+
     /// Sends part of the body.
     pub(crate) async fn send_data(&mut self, data: Bytes) -> Result<(), Gone> {
         match self {
             SendHalf::H3(h3) => h3.send_data(data).await.map_err(|_| Gone),
-            SendHalf::Tcp(body) => send_frame(body, data).await,
+            SendHalf::Tcp { body, .. } => send_frame(body, data).await,
         }
     }
 
@@ -221,7 +239,7 @@ impl SendHalf {
             SendHalf::H3(h3) => {
                 let _ = h3.finish().await;
             }
-            SendHalf::Tcp(body) => *body = None,
+            SendHalf::Tcp { body, .. } => *body = None,
         }
     }
 }

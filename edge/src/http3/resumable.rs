@@ -8,14 +8,17 @@
 //! - `PATCH` with `Upload-Offset` (which must be that offset: else `409` with the draft's
 //!   `mismatching-upload-offset` problem) and `Upload-Complete: ?1` sends the rest of the
 //!   body: the job goes on (the same events as an upload, `resumed` after `accepted`).
+//! - A request with `Upload-Complete: ?0` (the upload's creation, or a `PATCH`) sends a part
+//!   of the body: the job takes it, commits what it decoded, and stops to wait for the rest;
+//!   the answer (`201 Created` for the creation, `204 No Content` for an append) comes once
+//!   the part is in, with `Upload-Offset` where the rest starts. That is the end of the last
+//!   whole record: bytes of a record the part cut through are not kept, and are sent again.
 //! - `DELETE` cancels the job: what it committed stays, and it can no longer be resumed.
 //! - `GET` answers the same as `HEAD`, with a JSON body: for a person, and for a client that
 //!   checks its file's first bytes (`prefix_sha256`) before it sends the rest.
-//!
-//! The draft's other ways (an upload created with `Upload-Complete: ?0` and completed in
-//! several appends) are not taken: an append must complete the upload.
 
-use super::respond::{refuse_job, send};
+use super::exchange::SendHalf;
+use super::respond::{refuse_job, send, status_of};
 use super::upload::{check_size, content_length, declared_digest, serve, Serving};
 use super::Stream;
 use crate::auth::Grant;
@@ -114,7 +117,7 @@ async fn start(
 ) -> Result<Appended, Refusal> {
     let headers = request.headers();
     let provided = upload_offset(headers)?;
-    complete(headers)?;
+    let part = (!completes(headers)?).then_some(Part::Append);
     let mut header = JobHeader::new("");
     header.sha256 = declared_digest(headers)?;
     // The job is taken over first: a request still attached to it (its client gone, its
@@ -172,6 +175,7 @@ async fn start(
         admission,
         resume: Some(resume),
         declared,
+        part,
     })))
 }
 
@@ -270,14 +274,15 @@ fn upload_offset(headers: &http::HeaderMap) -> Result<u64, Refusal> {
         })
 }
 
-/// An append must complete the upload (`Upload-Complete: ?1`, or no such field).
-fn complete(headers: &http::HeaderMap) -> Result<(), Refusal> {
-    match headers.get("upload-complete").map(|v| v.to_str().map(str::trim)) {
-        None | Some(Ok("?1")) => Ok(()),
-        Some(Ok("?0")) => Err(Refusal::new(
-            ErrorCode::BadParams,
-            "this server takes the rest of a body in one append: send it all with `Upload-Complete: ?1`".into(),
-        )),
+/// Whether a request completes its upload: `Upload-Complete: ?1` (or no such field), not
+/// `?0` (it sends a part of it).
+pub(super) fn completes(headers: &http::HeaderMap) -> Result<bool, Refusal> {
+    match headers
+        .get("upload-complete")
+        .map(|v| v.to_str().map(str::trim))
+    {
+        None | Some(Ok("?1")) => Ok(true),
+        Some(Ok("?0")) => Ok(false),
         Some(_) => Err(Refusal::new(
             ErrorCode::BadParams,
             "`Upload-Complete` is `?1` or `?0` (a structured boolean)".into(),
@@ -300,4 +305,122 @@ async fn mismatch(stream: &mut Stream, expected: u64, provided: u64) {
     let headers = [("upload-offset", expected.to_string())];
     let body = Some(("application/problem+json", &problem));
     send(stream, StatusCode::CONFLICT, &headers, body).await
+}
+
+/// A request that sends a part of its job's body (`Upload-Complete: ?0`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Part {
+    /// The request that creates the upload: answered `201 Created`.
+    Creation,
+    /// An append: answered `204 No Content`.
+    Append,
+}
+
+/// Why a job whose body cannot be resumed takes no part of it.
+pub(super) fn whole_only(why: &str) -> Refusal {
+    Refusal::new(
+        ErrorCode::BadParams,
+        format!("{why}, so its body is sent whole: send it without `Upload-Complete: ?0`"),
+    )
+}
+
+/// Answers a request that sent a part of job `job`'s body, once the job stopped (`last`: its
+/// final event): where the rest starts, or why the job cannot go on.
+pub(super) async fn answer_part(
+    send: &mut SendHalf,
+    part: Part,
+    job: &str,
+    store: &edge_tasks::Store,
+    last: Option<Event>,
+) {
+    let (status, headers, body) = match &last {
+        Some(Event::Failed { code, .. }) if resume::resumable(*code) => {
+            let (store, wanted) = (store.clone(), job.to_owned());
+            let cursor = tokio::task::spawn_blocking(move || resume::load(&store, &wanted)).await;
+            match cursor {
+                Ok(Ok(Some(cursor))) => waiting(part, &cursor),
+                Ok(Ok(None)) => failure(ErrorCode::Internal, "the job's cursor is gone", &last),
+                Ok(Err(e)) => failure(e.code(), &e.to_string(), &last),
+                Err(e) => failure(ErrorCode::Internal, &e.to_string(), &last),
+            }
+        }
+        Some(Event::Failed { code, message, .. } | Event::Rejected { code, message, .. }) => {
+            failure(*code, message, &last)
+        }
+        Some(event) => (StatusCode::OK, Vec::new(), Some(json!({ "event": event }))),
+        None => failure(
+            ErrorCode::Internal,
+            "the job ended without a final event",
+            &last,
+        ),
+    };
+    let body = body.map(|body| {
+        let mut bytes = serde_json::to_vec(&body).expect("JSON values always serialize");
+        bytes.push(b'\n');
+        bytes
+    });
+    let mut response = http::Response::builder().status(status);
+    for (name, value) in headers {
+        response = response.header(name, value);
+    }
+    if let Some(bytes) = &body {
+        response = response
+            .header("content-type", "application/json")
+            .header("content-length", bytes.len());
+    }
+    let response = response
+        .body(())
+        .expect("a response of static parts is valid");
+    if send.send_response(response).await.is_err() {
+        return;
+    }
+    if let Some(bytes) = body {
+        let _ = send.send_data(bytes::Bytes::from(bytes)).await;
+    }
+    send.finish().await;
+}
+
+/// The answer to a part that is in: where the rest of the body starts.
+fn waiting(
+    part: Part,
+    cursor: &Cursor,
+) -> (
+    StatusCode,
+    Vec<(&'static str, String)>,
+    Option<serde_json::Value>,
+) {
+    let headers = vec![
+        ("location", location(&cursor.origin.job)),
+        ("upload-offset", cursor.offset().to_string()),
+        ("upload-complete", "?0".to_owned()),
+    ];
+    match part {
+        Part::Append => (StatusCode::NO_CONTENT, headers, None),
+        Part::Creation => {
+            let body = json!({
+                "job": cursor.origin.job,
+                "offset": cursor.offset(),
+                "committed": cursor.committed,
+                "location": location(&cursor.origin.job),
+            });
+            (StatusCode::CREATED, headers, Some(body))
+        }
+    }
+}
+
+/// The answer to a part whose job failed for good.
+fn failure(
+    code: ErrorCode,
+    message: &str,
+    last: &Option<Event>,
+) -> (
+    StatusCode,
+    Vec<(&'static str, String)>,
+    Option<serde_json::Value>,
+) {
+    let body = json!({
+        "error": {"code": code.as_str(), "message": message},
+        "event": last,
+    });
+    (status_of(code), Vec::new(), Some(body))
 }

@@ -3,6 +3,7 @@
 
 use super::exchange::{RecvHalf, SendHalf};
 use super::respond::refuse_job;
+use super::resumable::{answer_part, whole_only, Part};
 use super::routes::parse_query;
 use super::Stream;
 use crate::auth::Grant;
@@ -12,7 +13,7 @@ use crate::service::Service;
 use crate::shutdown::Shutdown;
 use crate::window::ConnectionWindow;
 use bytes::Bytes;
-use edge_proto::{ErrorCode, Format};
+use edge_proto::{ErrorCode, Event, Format};
 use edge_tasks::pipeline::{JobSpec, Resume};
 use edge_tasks::task::UploadInfo;
 use edge_tasks::{Plugin, Task};
@@ -107,6 +108,22 @@ pub(super) async fn upload(
         stream.transport,
         None,
     );
+    let part = (!upload.completes).then_some(Part::Creation);
+    if part.is_some() {
+        let whole = if spec.atomic {
+            Some(whole_only("an atomic job keeps nothing before its end"))
+        } else if resume.is_none() {
+            Some(whole_only(&format!(
+                "a job of task `{}` on this body cannot be resumed",
+                plugin.name
+            )))
+        } else {
+            None
+        };
+        if let Some(refusal) = whole {
+            return refuse_job(&mut stream, &service, refusal).await;
+        }
+    }
     let job = Serving {
         spec,
         plugin,
@@ -115,6 +132,7 @@ pub(super) async fn upload(
         admission,
         resume,
         declared: upload.size,
+        part,
     };
     serve(
         stream,
@@ -139,6 +157,9 @@ pub(super) struct Serving {
     pub resume: Option<Resume>,
     /// The request body's content-length.
     pub declared: Option<u64>,
+    /// The request sends a part of the body (`Upload-Complete: ?0`): the answer comes once
+    /// it is in, and says where the rest starts.
+    pub part: Option<Part>,
 }
 
 /// Answers 200 with the job's events as NDJSON (and, for a job that can be resumed, its
@@ -160,19 +181,22 @@ pub(super) async fn serve(
         admission,
         resume,
         declared,
+        part,
     } = job;
-    let mut response = Response::builder()
-        .status(StatusCode::OK)
-        .header("content-type", "application/x-ndjson");
-    if resume.is_some() {
-        response = response.header("location", super::resumable::location(&spec.job));
-    }
-    let response = response
-        .body(())
-        .expect("a response of static parts is valid");
     stream.take_body().await;
-    if stream.send_response(response).await.is_err() {
-        return;
+    if part.is_none() {
+        let mut response = Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "application/x-ndjson");
+        if resume.is_some() {
+            response = response.header("location", super::resumable::location(&spec.job));
+        }
+        let response = response
+            .body(())
+            .expect("a response of static parts is valid");
+        if stream.send_response(response).await.is_err() {
+            return;
+        }
     }
     let span = tracing::info_span!("job", job = %spec.job, task = plugin.name, sub = %grant.sub);
     debug!(parent: &span, sub = %grant.sub, transport = stream.transport, "HTTP upload accepted");
@@ -184,6 +208,16 @@ pub(super) async fn serve(
         received: 0,
         malformed: false,
         window,
+        partial: part.is_some(),
+    };
+    let answer = ResponseBody {
+        send,
+        part: part.map(|part| PartAnswer {
+            part,
+            job: spec.job.clone(),
+            store: service.store.clone(),
+            last: None,
+        }),
     };
     let mut body = match source {
         Some(source) => Either::Source(source),
@@ -198,7 +232,7 @@ pub(super) async fn serve(
         task,
         &mut body,
         Bytes::new(),
-        ResponseBody { send },
+        answer,
         service,
         shutdown,
         resume,
@@ -253,6 +287,9 @@ struct UploadRequest {
     sha256: Option<String>,
     /// All or nothing (`?atomic=true`).
     atomic: bool,
+    /// The request sends the whole body (`Upload-Complete: ?1`, or no such field), not a
+    /// part of it.
+    completes: bool,
 }
 
 impl UploadRequest {
@@ -272,6 +309,7 @@ impl UploadRequest {
             if_changed: false,
             sha256: declared_digest(headers)?,
             atomic: false,
+            completes: super::resumable::completes(headers)?,
         };
         for (key, value) in parse_query(request.uri().query()) {
             match key.as_str() {
@@ -428,6 +466,9 @@ struct RequestBody {
     malformed: bool,
     /// What the body reads counts toward its QUIC connection's window (HTTP/3).
     window: Option<Arc<ConnectionWindow>>,
+    /// The body is a part of the job's (`Upload-Complete: ?0`): its end stops the job,
+    /// which waits for the rest.
+    partial: bool,
 }
 
 impl Body for RequestBody {
@@ -463,6 +504,9 @@ impl RequestBody {
                     self.received
                     ))
                 }
+                _ if self.partial => Err(
+                    "the request sent a part of the body (`Upload-Complete: ?0`): the job waits for the rest (PATCH its upload resource)".into(),
+                ),
                 _ => Ok(None),
             },
             Err(e) => Err(format!("the request body broke off: {e}")),
@@ -472,18 +516,40 @@ impl RequestBody {
 
 /// The response body: one event per line, finished cleanly after the final event (also
 /// when the request was malformed: the `failed` event says so, and a reset could make the
-/// client discard it).
+/// client discard it). For a request that sent a part of the body, one answer instead,
+/// once the job stopped.
 struct ResponseBody {
     send: SendHalf,
+    part: Option<PartAnswer>,
+}
+
+/// What the answer to a part needs: the job, its store, and its last event so far.
+struct PartAnswer {
+    part: Part,
+    job: String,
+    store: edge_tasks::Store,
+    last: Option<Bytes>,
 }
 
 impl Notify for ResponseBody {
     async fn send(&mut self, line: Bytes) -> bool {
-        self.send.send_data(line).await.is_ok()
+        match &mut self.part {
+            Some(part) => {
+                part.last = Some(line);
+                true
+            }
+            None => self.send.send_data(line).await.is_ok(),
+        }
     }
 
     async fn close(mut self) {
-        self.send.finish().await;
+        match self.part.take() {
+            Some(part) => {
+                let last = part.last.and_then(|line| Event::from_line(&line).ok());
+                answer_part(&mut self.send, part.part, &part.job, &part.store, last).await
+            }
+            None => self.send.finish().await,
+        }
     }
 }
 

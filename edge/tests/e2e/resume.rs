@@ -599,6 +599,93 @@ impl CurlResume<'_> {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Sends `part` (a file) with `Upload-Complete: ?0` and `args`; returns the final
+    /// status, the `Upload-Offset` and `Location` answered, and the body.
+    fn part(&self, part: &Path, args: &[&str]) -> (u16, Option<u64>, Option<String>, String) {
+        let out = self
+            .command()
+            .args(["-D", "-", "-o", "-", "-T"])
+            .arg(part)
+            .args(["-H", "upload-complete: ?0"])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        // The last response head (after any `100 Continue`), then its body.
+        let (head, body) = text
+            .rsplit_once("\r\n\r\n")
+            .map(|(head, body)| (head.to_owned(), body.to_owned()))
+            .unwrap_or((text.clone(), String::new()));
+        let head = head
+            .rsplit("\r\n\r\n")
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let status = head
+            .lines()
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let field = |name: &str| {
+            head.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_owned())
+        };
+        let offset = field("upload-offset:").and_then(|v| v.parse().ok());
+        (status, offset, field("location:"), body)
+    }
+
+    /// Sends `file` in three requests, as the draft's parts: the creation and one append with
+    /// `Upload-Complete: ?0` (each cut at `cuts`, mid-line), then the rest with `?1`; returns
+    /// the final event.
+    fn in_parts(&self, file: &Path, cuts: [u64; 2], dir: &Path) -> Event {
+        let bytes = std::fs::read(file).unwrap();
+        let write_part = |name: &str, range: std::ops::Range<u64>| {
+            let path = dir.join(name);
+            std::fs::write(&path, &bytes[range.start as usize..range.end as usize]).unwrap();
+            path
+        };
+        let first = write_part("part-1", 0..cuts[0]);
+        let url = format!("{}/v1/jobs/stats?format=lines", self.base);
+        let (status, offset, location, body) = self.part(&first, &[&url]);
+        assert_eq!(status, 201, "{}: {body}", self.protocol);
+        let created: serde_json::Value = serde_json::from_str(body.trim()).unwrap();
+        let job = created["job"].as_str().unwrap().to_owned();
+        assert_eq!(
+            location.as_deref(),
+            Some(format!("/v1/uploads/{job}").as_str())
+        );
+        let offset = offset.expect("the creation answers Upload-Offset");
+        // Where the rest starts: the end of the last whole line of the part.
+        assert!(offset <= cuts[0] && offset > 0, "{offset}");
+        assert_eq!(bytes[offset as usize - 1], b'\n');
+        assert_eq!(created["offset"], offset);
+        let second = write_part("part-2", offset..cuts[1]);
+        let resource = format!("{}/v1/uploads/{job}", self.base);
+        let (status, next, _, body) = self.part(
+            &second,
+            &[
+                "-X",
+                "PATCH",
+                "-H",
+                &format!("upload-offset: {offset}"),
+                &resource,
+            ],
+        );
+        assert_eq!(status, 204, "{}: {body}", self.protocol);
+        let next = next.expect("an append answers Upload-Offset");
+        assert!(next > offset && next <= cuts[1], "{next}");
+        assert_eq!(self.offset(&job), (204, Some(next)));
+        let out = self.append(&job, file, next, next);
+        let events: Vec<Event> = out
+            .lines()
+            .map(|l| Event::from_line(l.as_bytes()).unwrap())
+            .collect();
+        assert_eq!(resumed_at(&events), [next], "{}", self.protocol);
+        events.last().cloned().expect("events came")
+    }
+
     /// Cuts an upload of `file`, checks that a wrong offset is refused with `409`, resumes it
     /// and returns the final event; then cuts another and cancels it with `DELETE`.
     fn round(&self, file: &Path) -> Event {
@@ -648,6 +735,8 @@ async fn curl_over_tcp_resumes_with_head_and_patch_as_the_draft_says() {
     let (ca, token) = (server.ca(), server.token(ALL_SCOPES));
     let last = tokio::task::spawn_blocking(move || {
         let mut finals = Vec::new();
+        let parts = tempfile::tempdir().unwrap();
+        let size = std::fs::metadata(&file).unwrap().len();
         for protocol in ["--http1.1", "--http2"] {
             let curl = CurlResume {
                 curl: Path::new("curl"),
@@ -657,6 +746,7 @@ async fn curl_over_tcp_resumes_with_head_and_patch_as_the_draft_says() {
                 token: token.clone(),
             };
             finals.push(curl.round(&file));
+            finals.push(curl.in_parts(&file, [size / 3 + 3, 2 * size / 3 + 5], parts.path()));
         }
         finals
     })
@@ -682,7 +772,7 @@ async fn curl_over_http3_resumes_with_head_and_patch() {
     let base = format!("https://127.0.0.1:{}", server.addr.port());
     let (ca, token) = (server.ca(), server.token(ALL_SCOPES));
     let curl = crate::http3::h3curl().expect("the test is ignored without an HTTP/3 curl");
-    let last = tokio::task::spawn_blocking(move || {
+    let finals = tokio::task::spawn_blocking(move || {
         let resume = CurlResume {
             curl: &curl,
             protocol: "--http3-only",
@@ -690,35 +780,50 @@ async fn curl_over_http3_resumes_with_head_and_patch() {
             ca,
             token,
         };
-        resume.round(&file)
+        let parts = tempfile::tempdir().unwrap();
+        let size = std::fs::metadata(&file).unwrap().len();
+        let cuts = [size / 4 + 7, size / 2 + 1];
+        [
+            resume.round(&file),
+            resume.in_parts(&file, cuts, parts.path()),
+        ]
     })
     .await
     .unwrap();
-    let Event::Done { summary, .. } = &last else {
-        panic!("{last:?}")
-    };
-    assert_eq!(summary, &expected);
+    for last in finals {
+        let Event::Done { summary, .. } = &last else {
+            panic!("{last:?}")
+        };
+        assert_eq!(summary, &expected);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http_upload_names_its_upload_resource() {
     let server = TestServer::start().await;
     let (ca, token, port) = (server.ca(), server.token(ALL_SCOPES), server.addr.port());
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("curl")
+    let curl = move |query: &str, headers: &[&str]| {
+        let mut command = Command::new("curl");
+        command
             .args(["-sS", "-i", "--http2", "--cacert"])
             .arg(&ca)
             .args(["-H", &format!("authorization: Bearer {token}")])
-            .args(["--data-binary", "1\n2\n"])
-            .arg(format!(
-                "https://127.0.0.1:{port}/v1/jobs/stats?format=lines"
-            ))
-            .output()
-            .unwrap()
+            .args(["--data-binary", "1\n2\n"]);
+        for header in headers {
+            command.args(["-H", header]);
+        }
+        let url = format!("https://127.0.0.1:{port}/v1/jobs/stats?format=lines{query}");
+        let out = command.arg(url).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).to_ascii_lowercase()
+    };
+    let (text, atomic_part) = tokio::task::spawn_blocking(move || {
+        (
+            curl("", &[]),
+            curl("&atomic=true", &["upload-complete: ?0"]),
+        )
     })
     .await
     .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
     let job = text
         .lines()
         .find_map(|l| Event::from_line(l.as_bytes()).ok())
@@ -727,6 +832,11 @@ async fn an_http_upload_names_its_upload_resource() {
     assert!(
         text.contains(&format!("location: /v1/uploads/{job}")),
         "{text}"
+    );
+    // A job that keeps nothing before its end takes no part of a body.
+    assert!(
+        atomic_part.starts_with("http/2 400") && atomic_part.contains("sent whole"),
+        "{atomic_part}"
     );
 }
 
