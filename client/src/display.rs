@@ -80,6 +80,8 @@ impl LineLog {
             Event::Accepted { job, format, .. } => {
                 Some(format!("{name}: accepted as job {job} ({format})"))
             }
+            // A blob's commits keep bytes, not records: the progress line says enough.
+            Event::Committed { records: 0, .. } => None,
             Event::Committed { records, .. } => {
                 let due = self
                     .last_committed

@@ -566,6 +566,8 @@ struct Job<'a> {
     /// The last time progress was sent, and the committed count last sent.
     progress_sent: Instant,
     committed_sent: u64,
+    /// The committed offset last sent, for a raw body (whose commits count no record).
+    offset_sent: u64,
     /// Too many bad records: why, and the offset of the record that tipped it.
     too_many_errors: Option<(String, u64)>,
     /// The first few record errors, for the final event.
@@ -632,6 +634,7 @@ impl<'a> Job<'a> {
             pending_since: None,
             progress_sent: now,
             committed_sent: 0,
+            offset_sent: 0,
             too_many_errors: None,
             first_errors: Vec::new(),
             raw: false,
@@ -744,6 +747,7 @@ impl<'a> Job<'a> {
         self.records = if self.raw { 0 } else { cursor.decoder.index };
         self.committed = cursor.committed;
         self.committed_sent = cursor.committed;
+        self.offset_sent = offset;
         self.errors = cursor.errors;
         self.first_errors = cursor.first_errors.clone();
         self.hashed_to = offset;
@@ -1264,8 +1268,11 @@ impl<'a> Job<'a> {
                 data,
             });
         }
-        if self.committed != self.committed_sent {
+        // A raw body's commits count no record: `committed` says how far its bytes are kept.
+        let kept = self.raw && self.committed_offset != self.offset_sent;
+        if self.committed != self.committed_sent || kept {
             self.committed_sent = self.committed;
+            self.offset_sent = self.committed_offset;
             (self.emit)(Event::Committed {
                 records: self.committed,
                 offset: self.committed_offset,

@@ -444,6 +444,13 @@ async fn a_blob_upload_goes_on_after_its_last_staged_chunk_when_the_server_is_ki
     }
     let (status, events) = upload.finish();
     assert_eq!(status.code(), Some(0), "{:?}", events.last());
+    // Its commits said how far its bytes were kept (what a client holding standard input
+    // may let go of).
+    assert!(
+        events.iter().any(|e| matches!(e, Event::Committed { records: 0, offset }
+            if *offset > 0 && offset % chunk == 0)),
+        "no committed offsets"
+    );
     let summary = done_summary(&events);
     assert_eq!(summary["size"], body.len());
     assert_eq!(summary["digest"], blake3::hash(&body).to_hex().as_str());
