@@ -735,3 +735,42 @@ fn a_cut_blob_given_up_leaves_its_chunks_to_the_prune() {
         (0, 0)
     );
 }
+
+#[test]
+fn a_resume_takes_a_blob_over_and_the_run_before_it_stages_nothing_more() {
+    let chunk = edge_tasks::blobs::stored::CHUNK_BYTES;
+    let body = photo(6 * chunk + 99);
+    let (_dir, store) = store();
+    resume::begin(&store, &Cursor::start(origin("blobs", None)))
+        .wait()
+        .unwrap();
+    // The first client is still sending (past three chunks) when a second one resumes.
+    let claimed = std::rc::Rc::new(std::cell::RefCell::new(None));
+    let mut first = Feed::new(&body, 64 * 1024, None);
+    let (store2, claimed2) = (store.clone(), claimed.clone());
+    first.before = Some((
+        3 * chunk / (64 * 1024) + 2,
+        Box::new(move || *claimed2.borrow_mut() = Some(claim(&store2))),
+    ));
+    let start = resume::load(&store, JOB).unwrap().unwrap();
+    let (report, _) = attempt(&store, &blob_job(), start, &mut first);
+    let Event::Failed { code, .. } = &report.last else {
+        panic!("{:?}", report.last)
+    };
+    assert_eq!(*code, ErrorCode::TakenOver);
+    let cursor = claimed.borrow_mut().take().unwrap();
+    let offset = usize::try_from(cursor.offset()).unwrap();
+    assert!(offset > 0 && offset % chunk == 0, "{offset}");
+    let mut rest = Feed::new(&body[offset..], 777, None);
+    let (report, _) = attempt(&store, &blob_job(), cursor, &mut rest);
+    let done = outcome(&report.last);
+    assert_eq!(
+        done["summary"]["digest"],
+        blake3::hash(&body).to_hex().as_str()
+    );
+    assert!(blob_bytes(&store, "photo.bin") == body);
+    assert_eq!(
+        edge_tasks::blobs::stored::unpublished(&store).unwrap(),
+        (0, 0)
+    );
+}

@@ -447,7 +447,9 @@ async fn a_blob_upload_goes_on_after_its_last_staged_chunk_when_the_server_is_ki
     // Its commits said how far its bytes were kept (what a client holding standard input
     // may let go of).
     assert!(
-        events.iter().any(|e| matches!(e, Event::Committed { records: 0, offset }
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Committed { records: 0, offset }
             if *offset > 0 && offset % chunk == 0)),
         "no committed offsets"
     );

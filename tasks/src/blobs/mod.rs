@@ -21,7 +21,7 @@ use crate::reads::{Content, Page, PageRequest, ReadError, Reads};
 use crate::record::{Record, Rejection};
 use crate::resume::blake3::{Blake3, SavedBlake3};
 use crate::resume::sha256::hex;
-use crate::resume::Save;
+use crate::resume::{Fence, Save};
 use crate::store::{Store, Sync, Ticket};
 use crate::table::Storage;
 use crate::task::{Context, JobRef, ParamError, Plugin, Task, TaskError};
@@ -267,6 +267,7 @@ fn create(
         published: None,
         abandoned: false,
         fenced: false,
+        fence: None,
     }))
 }
 
@@ -306,9 +307,12 @@ struct BlobTask {
     published: Option<Value>,
     /// The job failed: nothing more is staged.
     abandoned: bool,
-    /// The job keeps a cursor: chunks are staged only with it, in the pipeline's commits,
-    /// so that a run a resume took over cannot write after the cursor's epoch moved on.
+    /// The job keeps a cursor: chunks staged between its commits are checked against this
+    /// run of the job ([`Fence`], from its last commit), so that a run a resume took over
+    /// cannot write after the cursor's epoch moved on; before the first commit of a resumed
+    /// run, they wait for it.
     fenced: bool,
+    fence: Option<Fence>,
 }
 
 /// What a resumable blob job keeps in its cursor: where its staged chunks are, how many, and
@@ -408,7 +412,7 @@ impl BlobTask {
     /// while the body arrives.
     fn stage_if_due(&mut self) -> Result<(), TaskError> {
         let ready: usize = self.ready.iter().map(|(_, c)| c.len()).sum();
-        if ready < STAGE_BYTES || self.fenced {
+        if ready < STAGE_BYTES || (self.fenced && self.fence.is_none()) {
             return Ok(());
         }
         if let Some(ticket) = &mut self.in_flight {
@@ -444,6 +448,7 @@ impl BlobTask {
             staged: self.staging_entry(),
             chunks: std::mem::take(&mut self.ready),
             recycle: Some(self.recycle.clone()),
+            fence: self.fence.clone().filter(|_| cursor.is_none()),
             cursor,
         };
         self.in_flight = Some(self.store.submit(change, sync));
@@ -497,7 +502,10 @@ impl Task for BlobTask {
     /// them) in the same transaction.
     fn start_commit(&mut self, cursor: Option<Save>) -> Result<Option<Save>, TaskError> {
         self.wait_in_flight()?;
-        self.fenced |= cursor.is_some();
+        if let Some(save) = &cursor {
+            self.fenced = true;
+            self.fence = Some(save.fence());
+        }
         let cursor = cursor.map(|save| save.with_task(self.state()));
         self.stage_ready(cursor)
     }

@@ -205,6 +205,8 @@ pub(crate) struct Stage {
     pub chunks: Vec<Chunk>,
     pub recycle: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
     pub cursor: Option<crate::resume::Save>,
+    /// Without a cursor, the run of the job the chunks must still be written by.
+    pub fence: Option<crate::resume::Fence>,
 }
 
 impl Drop for Stage {
@@ -226,6 +228,9 @@ impl Change for Stage {
         if let Some(cursor) = &self.cursor {
             cursor.apply(txn, None)?;
         }
+        if let Some(fence) = &self.fence {
+            fence.check(txn)?;
+        }
         if let Some(staged) = &self.staged {
             let row = serde_json::to_vec(staged).expect("a staging entry always serializes");
             txn.open_table(STAGING)
@@ -240,6 +245,9 @@ impl Change for Stage {
         Box::pin(async move {
             if let Some(cursor) = &self.cursor {
                 cursor.apply_postgres(txn, None).await?;
+            }
+            if let Some(fence) = &self.fence {
+                fence.check_postgres(txn).await?;
             }
             postgres::stage(txn, self.id, self.staged.as_ref(), &self.chunks).await
         })
@@ -827,6 +835,7 @@ fn copy_one(
                 chunks: std::mem::take(&mut batch),
                 recycle: None,
                 cursor: None,
+                fence: None,
             };
             to.submit(stage, crate::store::Sync::Now).wait()?;
             bytes = 0;

@@ -169,6 +169,14 @@ impl Save {
         self
     }
 
+    /// The fence of this cursor's run of the job: for the task's writes between commits.
+    pub fn fence(&self) -> Fence {
+        Fence {
+            job: self.cursor.origin.job.clone(),
+            epoch: self.cursor.epoch,
+        }
+    }
+
     /// Writes the cursor in `txn`, with the task's state `task` if given (else the one it
     /// holds). Refused with [`StoreError::TakenOver`] when the stored cursor's epoch is not
     /// this one's (the job was resumed elsewhere, or expired).
@@ -177,15 +185,7 @@ impl Save {
         let mut table = txn
             .open_table(CURSORS)
             .map_err(StoreError::redb("open job_cursors table"))?;
-        let epoch = match stored(&table, job)? {
-            Some(bytes) => Some(stored_epoch(job, &bytes)?),
-            None => None,
-        };
-        if epoch != Some(self.cursor.epoch) {
-            return Err(StoreError::TakenOver {
-                job: job.to_owned(),
-            });
-        }
+        self.fence().check_in(&table)?;
         let text = self.encoded(task);
         table
             .insert(job, text.as_bytes())
@@ -237,6 +237,60 @@ impl Change for Save {
 
     fn apply_postgres<'a>(&'a mut self, txn: &'a PgTransaction<'_>) -> PgFuture<'a, ()> {
         Box::pin(async move { Save::apply_postgres(self, txn, None).await })
+    }
+}
+
+/// One run of a job (its cursor's epoch), for a write the task makes between two commits
+/// (`blobs` stages chunks as they fill): checked in the write's transaction, and refused with
+/// [`StoreError::TakenOver`] once a resume took the job over, as a cursor write is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    job: String,
+    epoch: u64,
+}
+
+impl Fence {
+    /// Checks in `txn` that the job is still at this run.
+    pub fn check(&self, txn: &WriteTransaction) -> Result<(), StoreError> {
+        let table = txn
+            .open_table(CURSORS)
+            .map_err(StoreError::redb("open job_cursors table"))?;
+        self.check_in(&table)
+    }
+
+    fn check_in(
+        &self,
+        table: &redb::Table<'_, &'static str, &'static [u8]>,
+    ) -> Result<(), StoreError> {
+        let job = self.job.as_str();
+        let epoch = match stored(table, job)? {
+            Some(bytes) => Some(stored_epoch(job, &bytes)?),
+            None => None,
+        };
+        if epoch != Some(self.epoch) {
+            return Err(StoreError::TakenOver {
+                job: job.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// [`Fence::check`] in a transaction of the PostgreSQL store (the row is held until the
+    /// transaction ends, so a resume's claim waits for it).
+    pub async fn check_postgres(&self, txn: &PgTransaction<'_>) -> Result<(), StoreError> {
+        let found = txn
+            .query_opt(
+                "SELECT 1 FROM job_cursors WHERE job = $1 AND epoch = $2 FOR SHARE",
+                &[&self.job, &(self.epoch as i64)],
+            )
+            .await
+            .map_err(txn.failed("check a job's cursor"))?;
+        match found {
+            Some(_) => Ok(()),
+            None => Err(StoreError::TakenOver {
+                job: self.job.clone(),
+            }),
+        }
     }
 }
 
