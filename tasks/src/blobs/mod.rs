@@ -39,7 +39,7 @@ pub const DEFAULT_BYTES_PER_SUB: u64 = 10 * 1024 * 1024 * 1024;
 pub const MAX_PAGE: usize = 1000;
 
 /// Ready chunks are staged once this many bytes of them wait (see `BlobTask::stage_if_due`).
-const STAGE_BYTES: usize = 4 * 1024 * 1024;
+const STAGE_BYTES: usize = 2 * 1024 * 1024;
 
 /// The plugin's registration.
 pub const PLUGIN: Plugin = Plugin {
