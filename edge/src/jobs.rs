@@ -337,6 +337,9 @@ pub(crate) async fn run<B: Body, N: Notify>(
         spec.name.clone(),
     );
     record.source = spec.source.clone();
+    if resume.as_ref().is_some_and(|r| r.cursor.epoch > 1) {
+        keep_start(&service, &mut record).await;
+    }
     remember(&service, record.clone(), history::Sync::WithNextCommit).await;
     service.metrics.job_started(transport);
     let resume = keep_cursor(&service, resume).await;
@@ -408,6 +411,17 @@ pub(crate) async fn run<B: Body, N: Notify>(
     let _ = notifier.await;
     drop(attachment);
     Ended { pumped, report }
+}
+
+/// A resumed job's record keeps when the job first started (its history is one record).
+async fn keep_start(service: &Service, record: &mut JobRecord) {
+    let (store, job) = (service.store.clone(), record.job.clone());
+    match tokio::task::spawn_blocking(move || history::get(&store, &job)).await {
+        Ok(Ok(Some(earlier))) => record.started = earlier.started,
+        Ok(Ok(None)) => {}
+        Ok(Err(e)) => warn!("cannot read the resumed job's history: {e}"),
+        Err(e) => warn!("cannot read the resumed job's history: {e}"),
+    }
 }
 
 /// The cursor a job keeps: a new job's is stored first (a job whose cursor cannot be stored

@@ -219,9 +219,14 @@ async fn a_killed_client_resumes_with_edge_client_resume_and_the_figures_are_exa
     let token = server.token(ALL_SCOPES);
     let args = |command: &[&str]| client_args(command, &address, &server.ca(), &token);
     let path = file.display().to_string();
+    let mut api = edge_client::api::Api::connect(&server.client_config())
+        .await
+        .unwrap();
     for round in 0..3 {
         let mut upload = ClientProcess::start(&args(&["upload", "--task", "stats", &path]));
         let job = accepted_job(&upload.until("accepted", |e| matches!(e, Event::Accepted { .. })));
+        let started = api.get(&format!("/v1/jobs/{job}")).await.unwrap().body["started"].clone();
+        assert!(started.is_string(), "{started}");
         let mut commits = 0;
         upload.until("commits", |e| {
             commits += u32::from(committed_some(e));
@@ -268,6 +273,10 @@ async fn a_killed_client_resumes_with_edge_client_resume_and_the_figures_are_exa
             "round {round}: {offsets:?}"
         );
         assert_eq!(done_summary(&events), expected, "round {round}");
+        // Its history is one record, which says when the job first started.
+        let record = api.get(&format!("/v1/jobs/{job}")).await.unwrap().body;
+        assert_eq!(record["started"], started, "round {round}: {record}");
+        assert_eq!(record["outcome"], "done", "round {round}: {record}");
         assert!(
             matches!(events.last(), Some(Event::Done { bytes, .. }) if *bytes == std::fs::metadata(&file).unwrap().len()),
             "{:?}",
