@@ -380,6 +380,24 @@ async fn the_client_resumes_by_itself_after_the_server_is_killed_and_restarted()
     drop(server);
 }
 
+/// The bytes of the blob `photo.bin` in `store`.
+fn stored_photo(store: &edge_tasks::Store) -> Vec<u8> {
+    let reads = edge_tasks::blobs::PLUGIN.reads.unwrap();
+    let context = edge_tasks::Context::new(store.clone());
+    let mut content = (reads.content.unwrap())(&context, "photo.bin")
+        .unwrap()
+        .unwrap();
+    let size = content.info().size;
+    let mut stored = Vec::new();
+    content
+        .read(0..size, &mut |piece| {
+            stored.extend_from_slice(&piece);
+            true
+        })
+        .unwrap();
+    stored
+}
+
 /// Bytes that do not compress: a photo's worth.
 fn photo(dir: &Path, len: usize) -> (PathBuf, Vec<u8>) {
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
@@ -471,19 +489,10 @@ async fn a_blob_upload_goes_on_after_its_last_staged_chunk_when_the_server_is_ki
         &edge_tasks::store::StoreOptions::default(),
     )
     .unwrap();
-    let reads = edge_tasks::blobs::PLUGIN.reads.unwrap();
-    let context = edge_tasks::Context::new(store.clone());
-    let mut content = (reads.content.unwrap())(&context, "photo.bin")
-        .unwrap()
-        .unwrap();
-    let mut stored = Vec::new();
-    content
-        .read(0..body.len() as u64, &mut |piece| {
-            stored.extend_from_slice(&piece);
-            true
-        })
-        .unwrap();
-    assert!(stored == body, "the stored blob is not the file");
+    assert!(
+        stored_photo(&store) == body,
+        "the stored blob is not the file"
+    );
     assert_eq!(
         edge_tasks::blobs::stored::unpublished(&store).unwrap(),
         (0, 0),
@@ -957,6 +966,57 @@ async fn on_postgres_a_job_cut_on_one_node_is_resumed_on_another_exactly_once() 
     );
     let store = open(db.url());
     assert_eq!(edge_tasks::ports::count(&store).unwrap(), records as u64);
+    drop((a, b));
+}
+
+#[cfg_attr(not(has_postgres), ignore = "no PostgreSQL here (see edge/build.rs)")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_blob_cut_on_one_node_goes_on_on_another_from_its_last_chunk() {
+    use crate::postgres::{on_postgres, open, second_node};
+    let chunk = edge_tasks::blobs::stored::CHUNK_BYTES as u64;
+    let db = edge_pg::cluster::Database::new().unwrap();
+    let a = slow_server(|c| on_postgres(c, db.url())).await;
+    let (b, b_client) = second_node(&a, db.url(), |_| {}).await;
+    let files = tempfile::tempdir().unwrap();
+    let (file, body) = photo(files.path(), 6 * chunk as usize + 777);
+    let path = forwarder::Forwarder::start(a.addr, ONE_WAY).unwrap();
+    let token = a.token(ALL_SCOPES);
+    let name = file.display().to_string();
+    let mut upload = ClientProcess::start(&client_args(
+        &["upload", "--task", "blobs", &name],
+        &format!("https://{}", path.addr()),
+        &a.ca(),
+        &token,
+    ));
+    let job = accepted_job(&upload.until("accepted", |e| matches!(e, Event::Accepted { .. })));
+    upload.until(
+        "two chunks kept",
+        |e| matches!(e, Event::Committed { offset, .. } if *offset >= 2 * chunk),
+    );
+    upload.kill();
+    // The blob goes on on the other node, which shares the database.
+    let (status, events) = ClientProcess::start(&client_args(
+        &["resume", &job, &name],
+        &b_client.server,
+        &a.ca(),
+        &token,
+    ))
+    .finish();
+    assert!(status.success(), "{:?}", events.last());
+    let offset = resumed_at(&events)[0];
+    assert!(offset >= 2 * chunk && offset.is_multiple_of(chunk), "{offset}");
+    let summary = done_summary(&events);
+    assert_eq!(summary["digest"], blake3::hash(&body).to_hex().as_str());
+    let store = open(db.url());
+    assert!(
+        stored_photo(&store) == body,
+        "the stored blob is not the file"
+    );
+    assert_eq!(
+        edge_tasks::blobs::stored::unpublished(&store).unwrap(),
+        (0, 0),
+        "staged chunks are left"
+    );
     drop((a, b));
 }
 
