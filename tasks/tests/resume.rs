@@ -631,6 +631,15 @@ fn prune_blobs(store: &Store) -> u64 {
     .unwrap()
 }
 
+/// Nothing staged is left: every upload was published, or its chunks deleted.
+fn assert_nothing_staged(store: &Store) {
+    assert_eq!(
+        edge_tasks::blobs::stored::unpublished(store).unwrap(),
+        (0, 0),
+        "staged chunks are left"
+    );
+}
+
 fn blob_job() -> JobSpec {
     JobSpec {
         name: Some("photo.bin".into()),
@@ -657,11 +666,7 @@ fn a_blob_cut_thirty_times_anywhere_is_stored_whole_from_its_last_staged_chunk()
         expected["summary"]["created"] = got["summary"]["created"].clone();
         assert_eq!(got, expected, "round {round}, cuts {cuts:?}");
         assert!(blob_bytes(&store, "photo.bin") == body, "round {round}");
-        assert_eq!(
-            edge_tasks::blobs::stored::unpublished(&store).unwrap(),
-            (0, 0),
-            "round {round}: staged chunks are left"
-        );
+        assert_nothing_staged(&store);
     }
 }
 
@@ -713,10 +718,7 @@ fn a_cut_blob_goes_on_at_a_chunk_end_and_its_chunks_outlive_a_prune() {
         blake3::hash(&body).to_hex().as_str()
     );
     assert!(blob_bytes(&store, "photo.bin") == body);
-    assert_eq!(
-        edge_tasks::blobs::stored::unpublished(&store).unwrap(),
-        (0, 0)
-    );
+    assert_nothing_staged(&store);
 }
 
 #[test]
@@ -730,10 +732,7 @@ fn a_cut_blob_given_up_leaves_its_chunks_to_the_prune() {
         .wait()
         .unwrap();
     assert_eq!(prune_blobs(&store), 1);
-    assert_eq!(
-        edge_tasks::blobs::stored::unpublished(&store).unwrap(),
-        (0, 0)
-    );
+    assert_nothing_staged(&store);
 }
 
 #[test]
@@ -769,8 +768,5 @@ fn a_resume_takes_a_blob_over_and_the_run_before_it_stages_nothing_more() {
         blake3::hash(&body).to_hex().as_str()
     );
     assert!(blob_bytes(&store, "photo.bin") == body);
-    assert_eq!(
-        edge_tasks::blobs::stored::unpublished(&store).unwrap(),
-        (0, 0)
-    );
+    assert_nothing_staged(&store);
 }

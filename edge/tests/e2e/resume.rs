@@ -334,39 +334,97 @@ async fn two_clients_resume_one_job_at_once_and_one_of_them_finishes_it_exactly(
     );
 }
 
+/// The `edge` binary on a data dir, its receive window at [`WINDOW`], behind the slow path;
+/// killed (`kill -9`) and started again on the same port and data dir at will.
+struct Restartable {
+    dir: tempfile::TempDir,
+    window: String,
+    /// The running server (none only while it restarts).
+    server: Option<ServeProcess>,
+    addr: std::net::SocketAddr,
+    path: forwarder::Forwarder,
+}
+
+impl Restartable {
+    fn start() -> Restartable {
+        let dir = tempfile::tempdir().unwrap();
+        let window = WINDOW.to_string();
+        let any = "127.0.0.1:0".parse().unwrap();
+        let server = ServeProcess::start_on_with(dir.path(), any, &Restartable::env(&window));
+        let addr = server.addr();
+        let path = forwarder::Forwarder::start(addr, ONE_WAY).unwrap();
+        Restartable {
+            dir,
+            window,
+            server: Some(server),
+            addr,
+            path,
+        }
+    }
+
+    fn server(&self) -> &ServeProcess {
+        self.server
+            .as_ref()
+            .expect("the server runs between restarts")
+    }
+
+    fn env(window: &str) -> [(&'static str, &Path); 2] {
+        [
+            (
+                "EDGE_TRANSPORT_CONNECTION_RECEIVE_WINDOW",
+                Path::new(window),
+            ),
+            (
+                "EDGE_TRANSPORT_CONNECTION_RECEIVE_WINDOW_MAX",
+                Path::new(window),
+            ),
+        ]
+    }
+
+    /// `edge-client upload --task TASK FILE` through the slow path, with `scope`.
+    fn upload(&self, task: &str, file: &Path, scope: &str) -> ClientProcess {
+        let config = self.server().client_config_for(self.dir.path(), scope);
+        ClientProcess::start(&client_args(
+            &["upload", "--task", task, &file.display().to_string()],
+            &format!("https://{}", self.path.addr()),
+            config.ca.as_deref().unwrap(),
+            config.token.as_deref().unwrap(),
+        ))
+    }
+
+    /// `kill -9`, and the server again on the same port with the same data dir.
+    fn kill_and_restart(&mut self) {
+        drop(self.server.take());
+        let env = Restartable::env(&self.window);
+        self.server = Some(ServeProcess::start_on_with(
+            self.dir.path(),
+            self.addr,
+            &env,
+        ));
+    }
+
+    /// Stops the server (SIGTERM); returns its data dir's store file.
+    fn stop(mut self) -> (tempfile::TempDir, PathBuf) {
+        let server = self
+            .server
+            .take()
+            .expect("the server runs between restarts");
+        assert!(server.terminate().success());
+        let store = self.dir.path().join("data/edge.redb");
+        (self.dir, store)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_resumes_by_itself_after_the_server_is_killed_and_restarted() {
-    let dir = tempfile::tempdir().unwrap();
     let files = tempfile::tempdir().unwrap();
     let (file, expected) = numbers(files.path(), LINES, 31);
-    let window = WINDOW.to_string();
-    let env = [
-        (
-            "EDGE_TRANSPORT_CONNECTION_RECEIVE_WINDOW",
-            Path::new(&window),
-        ),
-        (
-            "EDGE_TRANSPORT_CONNECTION_RECEIVE_WINDOW_MAX",
-            Path::new(&window),
-        ),
-    ];
-    let mut server = ServeProcess::start_on_with(dir.path(), "127.0.0.1:0".parse().unwrap(), &env);
-    let addr = server.addr();
-    let path = forwarder::Forwarder::start(addr, ONE_WAY).unwrap();
-    let config = server.client_config_for(dir.path(), "stats:write");
-    let args = client_args(
-        &["upload", "--task", "stats", &file.display().to_string()],
-        &format!("https://{}", path.addr()),
-        config.ca.as_deref().unwrap(),
-        config.token.as_deref().unwrap(),
-    );
-    let mut upload = ClientProcess::start(&args);
+    let mut server = Restartable::start();
+    let mut upload = server.upload("stats", &file, "stats:write");
     upload.until("accepted", |e| matches!(e, Event::Accepted { .. }));
     for cut in 0..2 {
         upload.until("a commit", committed_some);
-        // kill -9, and the server again on the same port with the same data dir.
-        drop(server);
-        server = ServeProcess::start_on_with(dir.path(), addr, &env);
+        server.kill_and_restart();
         let resumed = Instant::now();
         upload.until("resumed", |e| matches!(e, Event::Resumed { .. }));
         println!(
@@ -377,7 +435,19 @@ async fn the_client_resumes_by_itself_after_the_server_is_killed_and_restarted()
     let (status, events) = upload.finish();
     assert_eq!(status.code(), Some(RECORD_ERRORS), "{:?}", events.last());
     assert_eq!(done_summary(&events), expected);
-    drop(server);
+}
+
+/// The blob `photo.bin` in `store` is `body`, and nothing is left staged.
+fn assert_photo_stored_whole(store: &edge_tasks::Store, body: &[u8]) {
+    assert!(
+        stored_photo(store) == body,
+        "the stored blob is not the file"
+    );
+    assert_eq!(
+        edge_tasks::blobs::stored::unpublished(store).unwrap(),
+        (0, 0),
+        "staged chunks are left"
+    );
 }
 
 /// The bytes of the blob `photo.bin` in `store`.
@@ -417,31 +487,10 @@ fn photo(dir: &Path, len: usize) -> (PathBuf, Vec<u8>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blob_upload_goes_on_after_its_last_staged_chunk_when_the_server_is_killed() {
     let chunk = edge_tasks::blobs::stored::CHUNK_BYTES as u64;
-    let dir = tempfile::tempdir().unwrap();
     let files = tempfile::tempdir().unwrap();
     let (file, body) = photo(files.path(), 7 * chunk as usize + 4321);
-    let window = WINDOW.to_string();
-    let env = [
-        (
-            "EDGE_TRANSPORT_CONNECTION_RECEIVE_WINDOW",
-            Path::new(&window),
-        ),
-        (
-            "EDGE_TRANSPORT_CONNECTION_RECEIVE_WINDOW_MAX",
-            Path::new(&window),
-        ),
-    ];
-    let mut server = ServeProcess::start_on_with(dir.path(), "127.0.0.1:0".parse().unwrap(), &env);
-    let addr = server.addr();
-    let path = forwarder::Forwarder::start(addr, ONE_WAY).unwrap();
-    let config = server.client_config_for(dir.path(), "blobs:write");
-    let args = client_args(
-        &["upload", "--task", "blobs", &file.display().to_string()],
-        &format!("https://{}", path.addr()),
-        config.ca.as_deref().unwrap(),
-        config.token.as_deref().unwrap(),
-    );
-    let mut upload = ClientProcess::start(&args);
+    let mut server = Restartable::start();
+    let mut upload = server.upload("blobs", &file, "blobs:write");
     let mut last_offset = 0;
     for cut in 1..=2u64 {
         // Past the next few chunks (the job stages them, with its cursor, as they fill).
@@ -450,10 +499,8 @@ async fn a_blob_upload_goes_on_after_its_last_staged_chunk_when_the_server_is_ki
             "progress",
             |e| matches!(e, Event::Progress { bytes, .. } if *bytes > past),
         );
-        // kill -9, and the server again on the same port with the same data dir (its
-        // prune at start spares the cut upload's chunks: its job may be resumed).
-        drop(server);
-        server = ServeProcess::start_on_with(dir.path(), addr, &env);
+        // The server's prune at start spares the cut upload's chunks: its job may be resumed.
+        server.kill_and_restart();
         let Event::Resumed {
             offset, records, ..
         } = upload.until("resumed", |e| matches!(e, Event::Resumed { .. }))
@@ -483,21 +530,10 @@ async fn a_blob_upload_goes_on_after_its_last_staged_chunk_when_the_server_is_ki
     let summary = done_summary(&events);
     assert_eq!(summary["size"], body.len());
     assert_eq!(summary["digest"], blake3::hash(&body).to_hex().as_str());
-    assert!(server.terminate().success());
-    let store = edge_tasks::Store::open(
-        &dir.path().join("data/edge.redb"),
-        &edge_tasks::store::StoreOptions::default(),
-    )
-    .unwrap();
-    assert!(
-        stored_photo(&store) == body,
-        "the stored blob is not the file"
-    );
-    assert_eq!(
-        edge_tasks::blobs::stored::unpublished(&store).unwrap(),
-        (0, 0),
-        "staged chunks are left"
-    );
+    let (_dir, path) = server.stop();
+    let store =
+        edge_tasks::Store::open(&path, &edge_tasks::store::StoreOptions::default()).unwrap();
+    assert_photo_stored_whole(&store, &body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -533,6 +569,24 @@ async fn a_path_that_drops_every_packet_for_a_while_is_resumed_and_the_store_is_
     let dir = server.stop().await;
     let stored = all_ports(&dir.path().join("data/edge.redb"));
     assert_eq!(stored.len(), records);
+}
+
+/// A response head's status, `Upload-Offset` and `Location`.
+fn response_head(head: &str) -> (u16, Option<u64>, Option<String>) {
+    let head = head.to_ascii_lowercase();
+    let status = head
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let field = |name: &str| {
+        head.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+    };
+    let offset = field("upload-offset:").and_then(|v| v.parse().ok());
+    (status, offset, field("location:"))
 }
 
 /// A curl upload cut off, then resumed as docs/PROTOCOL.md shows: `HEAD` the upload
@@ -590,17 +644,7 @@ impl CurlResume<'_> {
             .args(["-I", &format!("{}/v1/uploads/{job}", self.base)])
             .output()
             .unwrap();
-        let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
-        let status = head
-            .lines()
-            .next()
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let offset = head
-            .lines()
-            .find_map(|l| l.strip_prefix("upload-offset:"))
-            .and_then(|v| v.trim().parse().ok());
+        let (status, offset, _) = response_head(&String::from_utf8_lossy(&out.stdout));
         (status, offset)
     }
 
@@ -643,24 +687,9 @@ impl CurlResume<'_> {
             .rsplit_once("\r\n\r\n")
             .map(|(head, body)| (head.to_owned(), body.to_owned()))
             .unwrap_or((text.clone(), String::new()));
-        let head = head
-            .rsplit("\r\n\r\n")
-            .next()
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        let status = head
-            .lines()
-            .next()
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let field = |name: &str| {
-            head.lines()
-                .find_map(|l| l.strip_prefix(name))
-                .map(|v| v.trim().to_owned())
-        };
-        let offset = field("upload-offset:").and_then(|v| v.parse().ok());
-        (status, offset, field("location:"), body)
+        let (status, offset, location) =
+            response_head(head.rsplit("\r\n\r\n").next().unwrap_or(""));
+        (status, offset, location, body)
     }
 
     /// Sends `file` in three requests, as the draft's parts: the creation and one append with
@@ -704,13 +733,7 @@ impl CurlResume<'_> {
         let next = next.expect("an append answers Upload-Offset");
         assert!(next > offset && next <= cuts[1], "{next}");
         assert_eq!(self.offset(&job), (204, Some(next)));
-        let out = self.append(&job, file, next, next);
-        let events: Vec<Event> = out
-            .lines()
-            .map(|l| Event::from_line(l.as_bytes()).unwrap())
-            .collect();
-        assert_eq!(resumed_at(&events), [next], "{}", self.protocol);
-        events.last().cloned().expect("events came")
+        self.finish(&job, file, next)
     }
 
     /// Cuts an upload of `file`, checks that a wrong offset is refused with `409`, resumes it
@@ -733,12 +756,7 @@ impl CurlResume<'_> {
         let offset = problem["expected-offset"].as_u64().unwrap();
         assert!(offset >= seen);
         assert_eq!(self.offset(&job), (204, Some(offset)));
-        let out = self.append(&job, file, offset, offset);
-        let events: Vec<Event> = out
-            .lines()
-            .map(|l| Event::from_line(l.as_bytes()).unwrap())
-            .collect();
-        assert_eq!(resumed_at(&events), [offset], "{}", self.protocol);
+        let last = self.finish(&job, file, offset);
         // A job cancelled through its upload resource can no longer be resumed.
         let other = self.cut_upload(file);
         let out = self
@@ -749,6 +767,18 @@ impl CurlResume<'_> {
             .unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout), "204");
         assert_eq!(self.offset(&other).0, 404);
+        last
+    }
+
+    /// `PATCH`es the rest of `file` from `offset`, which the job must resume at; returns
+    /// the final event.
+    fn finish(&self, job: &str, file: &Path, offset: u64) -> Event {
+        let out = self.append(job, file, offset, offset);
+        let events: Vec<Event> = out
+            .lines()
+            .map(|l| Event::from_line(l.as_bytes()).unwrap())
+            .collect();
+        assert_eq!(resumed_at(&events), [offset], "{}", self.protocol);
         events.last().cloned().expect("events came")
     }
 }
@@ -924,28 +954,29 @@ async fn an_atomic_upload_whose_digest_does_not_match_keeps_nothing() {
     assert_eq!(stored.len(), 1634);
 }
 
-#[cfg_attr(not(has_postgres), ignore = "no PostgreSQL here (see edge/build.rs)")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_postgres_a_job_cut_on_one_node_is_resumed_on_another_exactly_once() {
-    use crate::postgres::{on_postgres, open, second_node};
-    let db = edge_pg::cluster::Database::new().unwrap();
-    let a = slow_server(|c| on_postgres(c, db.url())).await;
-    let (b, b_client) = second_node(&a, db.url(), |_| {}).await;
-    let files = tempfile::tempdir().unwrap();
-    let records = 40_000;
-    let file = files.path().join("ports.ndjson");
-    std::fs::write(&file, synthetic_ports_ndjson(records)).unwrap();
+/// Two nodes on the PostgreSQL database `db`: `edge-client upload --task TASK FILE` into
+/// node A (through the slow path), killed once `cut` says, then `edge-client resume` on node
+/// B, which must succeed; returns the resume's events.
+async fn cut_on_one_node_resumed_on_another(
+    db: &str,
+    task: &str,
+    file: &Path,
+    cut: impl FnMut(&Event) -> bool,
+) -> Vec<Event> {
+    use crate::postgres::{on_postgres, second_node};
+    let a = slow_server(|c| on_postgres(c, db)).await;
+    let (b, b_client) = second_node(&a, db, |_| {}).await;
     let path = forwarder::Forwarder::start(a.addr, ONE_WAY).unwrap();
     let token = a.token(ALL_SCOPES);
     let name = file.display().to_string();
     let mut upload = ClientProcess::start(&client_args(
-        &["upload", "--task", "ports", &name],
+        &["upload", "--task", task, &name],
         &format!("https://{}", path.addr()),
         &a.ca(),
         &token,
     ));
     let job = accepted_job(&upload.until("accepted", |e| matches!(e, Event::Accepted { .. })));
-    upload.until("a commit", committed_some);
+    upload.until("the cut", cut);
     upload.kill();
     // The job goes on on the other node, which shares the database.
     let (status, events) = ClientProcess::start(&client_args(
@@ -956,6 +987,19 @@ async fn on_postgres_a_job_cut_on_one_node_is_resumed_on_another_exactly_once() 
     ))
     .finish();
     assert!(status.success(), "{:?}", events.last());
+    drop((a, b));
+    events
+}
+
+#[cfg_attr(not(has_postgres), ignore = "no PostgreSQL here (see edge/build.rs)")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_job_cut_on_one_node_is_resumed_on_another_exactly_once() {
+    let db = edge_pg::cluster::Database::new().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let records = 40_000;
+    let file = files.path().join("ports.ndjson");
+    std::fs::write(&file, synthetic_ports_ndjson(records)).unwrap();
+    let events = cut_on_one_node_resumed_on_another(db.url(), "ports", &file, committed_some).await;
     assert!(resumed_at(&events)[0] > 0);
     // Every port inserted exactly once, across the two nodes' runs of the job.
     assert!(
@@ -964,60 +1008,30 @@ async fn on_postgres_a_job_cut_on_one_node_is_resumed_on_another_exactly_once() 
         "{:?}",
         events.last()
     );
-    let store = open(db.url());
+    let store = crate::postgres::open(db.url());
     assert_eq!(edge_tasks::ports::count(&store).unwrap(), records as u64);
-    drop((a, b));
 }
 
 #[cfg_attr(not(has_postgres), ignore = "no PostgreSQL here (see edge/build.rs)")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgres_a_blob_cut_on_one_node_goes_on_on_another_from_its_last_chunk() {
-    use crate::postgres::{on_postgres, open, second_node};
     let chunk = edge_tasks::blobs::stored::CHUNK_BYTES as u64;
     let db = edge_pg::cluster::Database::new().unwrap();
-    let a = slow_server(|c| on_postgres(c, db.url())).await;
-    let (b, b_client) = second_node(&a, db.url(), |_| {}).await;
     let files = tempfile::tempdir().unwrap();
     let (file, body) = photo(files.path(), 6 * chunk as usize + 777);
-    let path = forwarder::Forwarder::start(a.addr, ONE_WAY).unwrap();
-    let token = a.token(ALL_SCOPES);
-    let name = file.display().to_string();
-    let mut upload = ClientProcess::start(&client_args(
-        &["upload", "--task", "blobs", &name],
-        &format!("https://{}", path.addr()),
-        &a.ca(),
-        &token,
-    ));
-    let job = accepted_job(&upload.until("accepted", |e| matches!(e, Event::Accepted { .. })));
-    upload.until(
-        "two chunks kept",
-        |e| matches!(e, Event::Committed { offset, .. } if *offset >= 2 * chunk),
-    );
-    upload.kill();
-    // The blob goes on on the other node, which shares the database.
-    let (status, events) = ClientProcess::start(&client_args(
-        &["resume", &job, &name],
-        &b_client.server,
-        &a.ca(),
-        &token,
-    ))
-    .finish();
-    assert!(status.success(), "{:?}", events.last());
+    let two_chunks_kept =
+        |e: &Event| matches!(e, Event::Committed { offset, .. } if *offset >= 2 * chunk);
+    let events =
+        cut_on_one_node_resumed_on_another(db.url(), "blobs", &file, two_chunks_kept).await;
     let offset = resumed_at(&events)[0];
-    assert!(offset >= 2 * chunk && offset.is_multiple_of(chunk), "{offset}");
+    assert!(
+        offset >= 2 * chunk && offset.is_multiple_of(chunk),
+        "{offset}"
+    );
     let summary = done_summary(&events);
     assert_eq!(summary["digest"], blake3::hash(&body).to_hex().as_str());
-    let store = open(db.url());
-    assert!(
-        stored_photo(&store) == body,
-        "the stored blob is not the file"
-    );
-    assert_eq!(
-        edge_tasks::blobs::stored::unpublished(&store).unwrap(),
-        (0, 0),
-        "staged chunks are left"
-    );
-    drop((a, b));
+    let store = crate::postgres::open(db.url());
+    assert_photo_stored_whole(&store, &body);
 }
 
 /// A job's cursor through its life, on `store`: fenced by each resume, kept or dropped as
