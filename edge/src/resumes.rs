@@ -119,31 +119,46 @@ pub(crate) async fn claim(
 ) -> Result<Cursor, Refusal> {
     // The header is checked against the job before the claim: a resume that is refused
     // takes nothing over.
-    let store = service.store.clone();
-    let wanted = job.to_owned();
-    let found = blocking(move || resume::load(&store, &wanted)).await?;
-    let found = found.map_err(|e| Refusal::new(e.code(), e.to_string()))?;
-    if let Some(found) = &found {
-        check_header(&found.origin, header)?;
-    }
-    let store = service.store.clone();
-    let (wanted, sub, admin) = (job.to_owned(), grant.sub.clone(), grant.is_admin());
-    let window = service.resume_window;
-    let claimed = blocking(move || {
-        let claimant = Claimant {
-            sub: &sub,
-            admin,
-            window,
-        };
-        resume::claim(&store, &wanted, claimant)
-    })
-    .await?;
-    let cursor = claimed.map_err(|e| Refusal::new(e.code(), e.to_string()))?;
+    let found = inspect(service, job, grant).await?;
+    check_header(&found.origin, header)?;
+    let cursor = as_claimant(service, job, grant, resume::claim).await?;
     service
         .attached
         .take_over(&cursor.origin.job, cursor.epoch)
         .await;
     Ok(cursor)
+}
+
+/// Job `job`'s cursor, where it stands, if `grant` may resume it (nothing is taken over).
+pub(crate) async fn inspect(
+    service: &Service,
+    job: &str,
+    grant: &Grant,
+) -> Result<Cursor, Refusal> {
+    as_claimant(service, job, grant, resume::inspect).await
+}
+
+/// Runs `asks` (`resume::claim` or `resume::inspect`) for job `job` as `grant`, off the
+/// async runtime.
+async fn as_claimant(
+    service: &Service,
+    job: &str,
+    grant: &Grant,
+    asks: fn(&edge_tasks::Store, &str, Claimant<'_>) -> Result<Cursor, resume::ClaimError>,
+) -> Result<Cursor, Refusal> {
+    let store = service.store.clone();
+    let (wanted, sub, admin) = (job.to_owned(), grant.sub.clone(), grant.is_admin());
+    let window = service.resume_window;
+    let answer = blocking(move || {
+        let claimant = Claimant {
+            sub: &sub,
+            admin,
+            window,
+        };
+        asks(&store, &wanted, claimant)
+    })
+    .await?;
+    answer.map_err(|e| Refusal::new(e.code(), e.to_string()))
 }
 
 /// Runs `work` (a store's blocking call) off the async runtime.

@@ -96,10 +96,27 @@ pub(super) async fn send(
     headers: &[(&'static str, String)],
     body: Option<(&'static str, &Value)>,
 ) {
+    let (response, body) = whole(status, headers, body);
+    let mut sent = stream.send_response(response).await.is_ok();
+    if let (Some(bytes), false) = (body, stream.head) {
+        sent = sent && stream.send_data(bytes).await.is_ok();
+    }
+    if sent && stream.finish().await.is_ok() {
+        stream.linger().await;
+    }
+}
+
+/// A whole response: its head (`headers`, and the body's content type and length) and its
+/// body (`body`'s JSON, one line), if any.
+pub(super) fn whole(
+    status: StatusCode,
+    headers: &[(&'static str, String)],
+    body: Option<(&'static str, &Value)>,
+) -> (Response<()>, Option<Bytes>) {
     let body = body.map(|(content_type, body)| {
         let mut bytes = serde_json::to_vec(body).expect("JSON values always serialize");
         bytes.push(b'\n');
-        (content_type, bytes)
+        (content_type, Bytes::from(bytes))
     });
     let mut response = Response::builder().status(status);
     if let Some((content_type, bytes)) = &body {
@@ -113,13 +130,7 @@ pub(super) async fn send(
     let response = response
         .body(())
         .expect("a response of static parts is valid");
-    let mut sent = stream.send_response(response).await.is_ok();
-    if let (Some((_, bytes)), false) = (body, stream.head) {
-        sent = sent && stream.send_data(Bytes::from(bytes)).await.is_ok();
-    }
-    if sent && stream.finish().await.is_ok() {
-        stream.linger().await;
-    }
+    (response, body.map(|(_, bytes)| bytes))
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@
 //!   checks its file's first bytes (`prefix_sha256`) before it sends the rest.
 
 use super::exchange::SendHalf;
-use super::respond::{refuse_job, send, status_of};
+use super::respond::{refuse_job, send, status_of, whole};
 use super::upload::{check_size, content_length, declared_digest, serve, Serving};
 use super::Stream;
 use crate::auth::Grant;
@@ -47,7 +47,7 @@ pub(super) fn location(job: &str) -> String {
 
 /// `HEAD` (and `GET`) `/v1/uploads/{job}`: where the body goes on.
 pub(super) async fn offset(stream: &mut Stream, service: &Service, job: String, grant: &Grant) {
-    let cursor = match owned_cursor(service, &job, grant).await {
+    let cursor = match crate::resumes::inspect(service, &job, grant).await {
         Ok(cursor) => cursor,
         Err(refusal) => return refuse_job(stream, service, refusal).await,
     };
@@ -124,6 +124,9 @@ async fn start(
     // last bytes still being read) stops, so the offset is final, and a client that was
     // behind it asks again and finds the same.
     let cursor = crate::resumes::claim(service, job, grant, &header).await?;
+    if part.is_some() && cursor.origin.atomic {
+        return Err(whole_only(ATOMIC_WHOLE));
+    }
     if cursor.offset() != provided {
         return Ok(Appended::Mismatch {
             expected: cursor.offset(),
@@ -230,30 +233,6 @@ async fn remember_cancelled(service: &Service, cursor: &Cursor) {
     }
 }
 
-/// Job `job`'s cursor, if `grant` may resume it.
-async fn owned_cursor(service: &Service, job: &str, grant: &Grant) -> Result<Cursor, Refusal> {
-    let store = service.store.clone();
-    let id = job.to_owned();
-    let loaded = tokio::task::spawn_blocking(move || resume::load(&store, &id))
-        .await
-        .map_err(|e| Refusal::new(ErrorCode::Internal, format!("the request stopped: {e}")))?
-        .map_err(|e| Refusal::new(e.code(), e.to_string()))?;
-    let window = humantime::format_duration(service.resume_window);
-    let cursor = loaded.ok_or_else(|| {
-        Refusal::new(
-            ErrorCode::ResumeExpired,
-            format!("no upload {job} to go on with: it ended, or stopped longer than jobs.resume_window = {window} ago, or never was; send the whole file again as a new job"),
-        )
-    })?;
-    if cursor.origin.sub != grant.sub && !grant.is_admin() {
-        return Err(Refusal::new(
-            ErrorCode::Forbidden,
-            format!("upload {job} was started by another token subject; only that subject (or an admin) may resume it"),
-        ));
-    }
-    Ok(cursor)
-}
-
 /// The `Upload-Offset` an append says it starts at.
 fn upload_offset(headers: &http::HeaderMap) -> Result<u64, Refusal> {
     let value = headers.get("upload-offset").ok_or_else(|| {
@@ -316,6 +295,9 @@ pub(super) enum Part {
     Append,
 }
 
+/// Why an atomic job takes no part of a body.
+pub(super) const ATOMIC_WHOLE: &str = "an atomic job keeps nothing before its end";
+
 /// Why a job whose body cannot be resumed takes no part of it.
 pub(super) fn whole_only(why: &str) -> Refusal {
     Refusal::new(
@@ -354,28 +336,13 @@ pub(super) async fn answer_part(
             &last,
         ),
     };
-    let body = body.map(|body| {
-        let mut bytes = serde_json::to_vec(&body).expect("JSON values always serialize");
-        bytes.push(b'\n');
-        bytes
-    });
-    let mut response = http::Response::builder().status(status);
-    for (name, value) in headers {
-        response = response.header(name, value);
-    }
-    if let Some(bytes) = &body {
-        response = response
-            .header("content-type", "application/json")
-            .header("content-length", bytes.len());
-    }
-    let response = response
-        .body(())
-        .expect("a response of static parts is valid");
+    let body = body.as_ref().map(|body| ("application/json", body));
+    let (response, body) = whole(status, &headers, body);
     if send.send_response(response).await.is_err() {
         return;
     }
     if let Some(bytes) = body {
-        let _ = send.send_data(bytes::Bytes::from(bytes)).await;
+        let _ = send.send_data(bytes).await;
     }
     send.finish().await;
 }

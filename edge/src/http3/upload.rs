@@ -111,7 +111,7 @@ pub(super) async fn upload(
     let part = (!upload.completes).then_some(Part::Creation);
     if part.is_some() {
         let whole = if spec.atomic {
-            Some(whole_only("an atomic job keeps nothing before its end"))
+            Some(whole_only(super::resumable::ATOMIC_WHOLE))
         } else if resume.is_none() {
             Some(whole_only(&format!(
                 "a job of task `{}` on this body cannot be resumed",

@@ -440,12 +440,7 @@ impl ClaimError {
 /// (so that the writer attached so far, if any, is refused from now on) and marks the job
 /// running again, in one transaction. Returns the cursor to go on from.
 pub fn claim(store: &Store, job: &str, claimant: Claimant<'_>) -> Result<Cursor, ClaimError> {
-    let rules = Rules {
-        sub: claimant.sub.to_owned(),
-        admin: claimant.admin,
-        window: claimant.window,
-        now: crate::time::now_ms(),
-    };
+    let rules = Rules::of(claimant);
     if let Kind::Postgres(pg) = store.kind() {
         let job = job.to_owned();
         return pg.block(|pg| async move {
@@ -462,7 +457,7 @@ pub fn claim(store: &Store, job: &str, claimant: Claimant<'_>) -> Result<Cursor,
                 return Err(rules.expired(&job));
             };
             let mut cursor = Cursor::decode(&job, row.get::<_, &str>(0).as_bytes())?;
-            rules.check(&job, &mut cursor)?;
+            rules.take(&job, &mut cursor)?;
             let text = cursor.encode();
             txn.execute(
                 "UPDATE job_cursors SET epoch = $2, seen = $3, cursor = $4::text::json
@@ -484,7 +479,7 @@ pub fn claim(store: &Store, job: &str, claimant: Claimant<'_>) -> Result<Cursor,
             return Err(rules.expired(job));
         };
         let mut cursor = Cursor::decode(job, &found)?;
-        rules.check(job, &mut cursor)?;
+        rules.take(job, &mut cursor)?;
         table
             .insert(job, cursor.encode().as_bytes())
             .map_err(StoreError::redb("write cursor"))?;
@@ -502,7 +497,25 @@ struct Rules {
     now: u64,
 }
 
+/// Job `job`'s cursor, where it stands, if `claimant` may resume it: the checks of [`claim`],
+/// without taking the job (for a client that asks where to go on from).
+pub fn inspect(store: &Store, job: &str, claimant: Claimant<'_>) -> Result<Cursor, ClaimError> {
+    let rules = Rules::of(claimant);
+    let cursor = load(store, job)?.ok_or_else(|| rules.expired(job))?;
+    rules.allow(job, &cursor)?;
+    Ok(cursor)
+}
+
 impl Rules {
+    fn of(claimant: Claimant<'_>) -> Rules {
+        Rules {
+            sub: claimant.sub.to_owned(),
+            admin: claimant.admin,
+            window: claimant.window,
+            now: crate::time::now_ms(),
+        }
+    }
+
     fn expired(&self, job: &str) -> ClaimError {
         ClaimError::Expired {
             job: job.to_owned(),
@@ -510,8 +523,8 @@ impl Rules {
         }
     }
 
-    /// Checks the claim of `cursor`, and takes it: a new epoch, running again.
-    fn check(&self, job: &str, cursor: &mut Cursor) -> Result<(), ClaimError> {
+    /// Whether the claimant may resume the job of `cursor` now.
+    fn allow(&self, job: &str, cursor: &Cursor) -> Result<(), ClaimError> {
         let window_ms = u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX);
         if self.now.saturating_sub(cursor.last_seen_ms()) > window_ms {
             return Err(self.expired(job));
@@ -521,6 +534,12 @@ impl Rules {
                 job: job.to_owned(),
             });
         }
+        Ok(())
+    }
+
+    /// Checks the claim of `cursor`, and takes it: a new epoch, running again.
+    fn take(&self, job: &str, cursor: &mut Cursor) -> Result<(), ClaimError> {
+        self.allow(job, cursor)?;
         cursor.epoch += 1;
         cursor.stopped_ms = None;
         cursor.updated_ms = self.now;
