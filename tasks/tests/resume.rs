@@ -743,14 +743,23 @@ fn a_resume_takes_a_blob_over_and_the_run_before_it_stages_nothing_more() {
     resume::begin(&store, &Cursor::start(origin("blobs", None)))
         .wait()
         .unwrap();
-    // The first client is still sending (past three chunks) when a second one resumes.
+    // The first client is still sending (past three chunks, once a commit of its chunks is
+    // durable: the store's writer runs beside the job) when a second one resumes.
     let claimed = std::rc::Rc::new(std::cell::RefCell::new(None));
     let mut first = Feed::new(&body, 64 * 1024, None);
     let (store2, claimed2) = (store.clone(), claimed.clone());
-    first.before = Some((
-        3 * chunk / (64 * 1024) + 2,
-        Box::new(move || *claimed2.borrow_mut() = Some(claim(&store2))),
-    ));
+    let take_over = move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while resume::load(&store2, JOB).unwrap().unwrap().offset() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no commit within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        *claimed2.borrow_mut() = Some(claim(&store2));
+    };
+    first.before = Some((3 * chunk / (64 * 1024) + 2, Box::new(take_over)));
     let start = resume::load(&store, JOB).unwrap().unwrap();
     let (report, _) = attempt(&store, &blob_job(), start, &mut first);
     let Event::Failed { code, .. } = &report.last else {

@@ -468,6 +468,13 @@ fn stored_photo(store: &edge_tasks::Store) -> Vec<u8> {
     stored
 }
 
+/// Drops every packet through `path` for 4 s, then lets them through again.
+async fn cut_for_a_while(path: &forwarder::Forwarder) {
+    path.cut(true);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    path.cut(false);
+}
+
 /// Bytes that do not compress: a photo's worth.
 fn photo(dir: &Path, len: usize) -> (PathBuf, Vec<u8>) {
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
@@ -493,11 +500,11 @@ async fn a_blob_upload_goes_on_after_its_last_staged_chunk_when_the_server_is_ki
     let mut upload = server.upload("blobs", &file, "blobs:write");
     let mut last_offset = 0;
     for cut in 1..=2u64 {
-        // Past the next few chunks (the job stages them, with its cursor, as they fill).
-        let past = last_offset + 2 * chunk + chunk / 2;
+        // Two more chunks kept (staged with the job's cursor, durably).
+        let past = last_offset + 2 * chunk;
         upload.until(
-            "progress",
-            |e| matches!(e, Event::Progress { bytes, .. } if *bytes > past),
+            "two more chunks committed",
+            |e| matches!(e, Event::Committed { offset, .. } if *offset >= past),
         );
         // The server's prune at start spares the cut upload's chunks: its job may be resumed.
         server.kill_and_restart();
@@ -554,9 +561,7 @@ async fn a_path_that_drops_every_packet_for_a_while_is_resumed_and_the_store_is_
     );
     let mut upload = ClientProcess::start(&args);
     upload.until("a commit", committed_some);
-    path.cut(true);
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    path.cut(false);
+    cut_for_a_while(&path).await;
     upload.until("resumed", |e| matches!(e, Event::Resumed { .. }));
     let (status, events) = upload.finish();
     assert!(status.success(), "{:?}", events.last());
@@ -1169,9 +1174,7 @@ async fn standard_input_resumes_from_what_the_client_still_holds() {
     // The numbers come as standard input: the client cannot open them again from the start.
     let mut upload = ClientProcess::start_with_stdin(&args, std::fs::File::open(&file).unwrap());
     upload.until("a commit", committed_some);
-    path.cut(true);
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    path.cut(false);
+    cut_for_a_while(&path).await;
     upload.until("resumed", |e| matches!(e, Event::Resumed { .. }));
     let (status, events) = upload.finish();
     assert_eq!(status.code(), Some(RECORD_ERRORS), "{:?}", events.last());
